@@ -1,0 +1,27 @@
+// Jest 30 in ESM mode (npm test sets NODE_OPTIONS=--experimental-vm-modules): Nest 12 is ESM-only and
+// Jest's CommonJS mode cannot load it on Node 20 (../shared/NEST-NOTES.md §1). @swc/jest strips types
+// and keeps decorator metadata, which Nest's dependency injection needs.
+/** @type {import('jest').Config} */
+export default {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/test'],
+  testMatch: ['**/*.spec.ts'],
+  extensionsToTreatAsEsm: ['.ts'],
+  moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
+  transform: {
+    '^.+\\.ts$': [
+      '@swc/jest',
+      {
+        jsc: {
+          parser: { syntax: 'typescript', decorators: true },
+          transform: { legacyDecorator: true, decoratorMetadata: true },
+          target: 'es2022',
+        },
+        module: { type: 'es6' },
+      },
+    ],
+  },
+  testTimeout: 30000,
+  // The interop and end-to-end suites start real servers and Go processes; two workers match the machine.
+  maxWorkers: 2,
+};

@@ -1,0 +1,132 @@
+import type { Clock } from './clock.js';
+import { systemClock } from './clock.js';
+import { MAX_FRAME_PAYLOAD, MAX_STREAM_ID, type ProtocolVersion } from './constants.js';
+import { SmuxError } from './errors.js';
+
+/**
+ * Session configuration. The first seven fields are Go's `smux.Config` in camelCase, with durations in
+ * milliseconds and Go's defaults; nothing of it is sent to the peer, and only `version` must match the peer.
+ */
+export interface SmuxConfig {
+  /** Protocol version, 1 or 2. Version 2 adds per-stream windows (UPD frames). Default 1, as in Go. */
+  version: ProtocolVersion;
+  /** Turns off both the NOP sender and the dead-peer detector. Default false. */
+  keepAliveDisabled: boolean;
+  /** Milliseconds between keep-alive NOPs. Default 10 000. */
+  keepAliveInterval: number;
+  /** The session is destroyed when no frame arrived for this many milliseconds. Default 30 000. */
+  keepAliveTimeout: number;
+  /** Largest PSH payload this side sends, in bytes (1..65535). Receiving accepts up to 65535 regardless. Default 32 768. */
+  maxFrameSize: number;
+  /**
+   * Session receive budget in bytes (Go's token bucket). Received data not yet consumed by the application
+   * is charged to it — in v2 only the part beyond a stream's window allowance — and reading from the socket
+   * pauses while it is exhausted. Default 4 MiB.
+   */
+  maxReceiveBuffer: number;
+  /** v2 only: the receive window advertised per stream, in bytes; a UPD goes out every half of it consumed. Default 64 KiB. */
+  maxStreamBuffer: number;
+  /**
+   * Most streams open at once on this session (both directions). Streams the peer opens beyond it are
+   * refused (FIN after the opener's first frame). Default 65 536.
+   */
+  maxStreams: number;
+  /** Peer-opened streams waiting for `acceptStream()`; reading pauses while the backlog is full (as Go's recvLoop blocks). Default 1024. */
+  acceptBacklog: number;
+  /**
+   * Bytes a stream buffers on each side before signalling backpressure: `write()` returns false beyond it, and
+   * a {@link SmuxStream}'s readable side holds at most this much before the stream stops consuming. Default 64 KiB.
+   */
+  streamHighWaterMark: number;
+  /**
+   * On a stream the peer opened, send nothing (data, UPD, FIN) until the opener's first frame has arrived.
+   * Go registers a stream it opens only after its SYN is written, so anything sent earlier can be dropped
+   * (PROTOCOL.md §7). Turn off only if the peer is known not to be Go and the acceptor must speak first.
+   * Default true.
+   */
+  waitForOpenerData: boolean;
+  /**
+   * The id of the first stream this side opens; later ones add 2. Defaults to Go's: 3 for a client, 2 for a
+   * server. Must have the role's parity (odd for clients, even for servers). Mainly useful to exercise id
+   * exhaustion, which otherwise takes 2^31 streams.
+   */
+  firstStreamId?: number;
+  /** Time source for keep-alive and timeouts. Default: the system clock. */
+  clock: Clock;
+}
+
+/** Go's defaults (mux.go `DefaultConfig`) plus ours. */
+export const DEFAULT_CONFIG: Readonly<SmuxConfig> = Object.freeze({
+  version: 1,
+  keepAliveDisabled: false,
+  keepAliveInterval: 10_000,
+  keepAliveTimeout: 30_000,
+  maxFrameSize: 32_768,
+  maxReceiveBuffer: 4_194_304,
+  maxStreamBuffer: 65_536,
+  maxStreams: 65_536,
+  acceptBacklog: 1024,
+  streamHighWaterMark: 65_536,
+  waitForOpenerData: true,
+  clock: systemClock,
+});
+
+const INT32_MAX = 0x7fff_ffff;
+const KNOWN_FIELDS = new Set<string>([...Object.keys(DEFAULT_CONFIG), 'firstStreamId']);
+
+function fail(field: string, why: string): never {
+  throw new SmuxError('ERR_SMUX_INVALID_CONFIG', `smux config: ${field} ${why}`);
+}
+
+function checkInteger(config: SmuxConfig, field: keyof SmuxConfig, min: number, max: number): void {
+  const value = config[field];
+  if (typeof value !== 'number' || !Number.isInteger(value)) fail(field, `must be an integer, got ${String(value)}`);
+  if (value < min || value > max) fail(field, `must be between ${min} and ${max}, got ${value}`);
+}
+
+/**
+ * Fills defaults and validates a configuration: everything Go's `VerifyConfig` rejects is rejected, and
+ * also negative or non-integer durations, unknown fields and limits of our own. The error is a
+ * {@link SmuxError} `ERR_SMUX_INVALID_CONFIG` whose message names the field.
+ *
+ * @param input - fields to override; others take {@link DEFAULT_CONFIG}
+ * @returns a complete, frozen configuration
+ */
+export function validateConfig(input: Partial<SmuxConfig> = {}): Readonly<SmuxConfig> {
+  if (typeof input !== 'object' || input === null) fail('config', 'must be an object');
+  for (const key of Object.keys(input)) {
+    if (!KNOWN_FIELDS.has(key)) fail(key, 'is not a known field');
+  }
+  const config: SmuxConfig = { ...DEFAULT_CONFIG };
+  for (const [key, value] of Object.entries(input)) {
+    if (value !== undefined) (config as unknown as Record<string, unknown>)[key] = value;
+  }
+
+  // Go VerifyConfig, in its order.
+  if (config.version !== 1 && config.version !== 2) fail('version', `must be 1 or 2 (unsupported protocol version ${String(config.version)})`);
+  if (typeof config.keepAliveDisabled !== 'boolean') fail('keepAliveDisabled', 'must be a boolean');
+  // Durations are checked even when keep-alive is off: a negative one is a mistake either way
+  // (Go accepts a negative interval and then panics in time.NewTicker).
+  checkInteger(config, 'keepAliveInterval', 0, INT32_MAX);
+  checkInteger(config, 'keepAliveTimeout', 0, INT32_MAX);
+  if (!config.keepAliveDisabled) {
+    if (config.keepAliveInterval === 0) fail('keepAliveInterval', 'must be positive');
+    if (config.keepAliveTimeout < config.keepAliveInterval) fail('keepAliveTimeout', 'must not be less than keepAliveInterval');
+  }
+  checkInteger(config, 'maxFrameSize', 1, MAX_FRAME_PAYLOAD);
+  checkInteger(config, 'maxReceiveBuffer', 1, INT32_MAX);
+  checkInteger(config, 'maxStreamBuffer', 1, INT32_MAX);
+  if (config.maxStreamBuffer > config.maxReceiveBuffer) fail('maxStreamBuffer', 'must not be larger than maxReceiveBuffer');
+
+  // Ours.
+  checkInteger(config, 'maxStreams', 1, INT32_MAX);
+  checkInteger(config, 'acceptBacklog', 1, INT32_MAX);
+  checkInteger(config, 'streamHighWaterMark', 1, INT32_MAX);
+  if (typeof config.waitForOpenerData !== 'boolean') fail('waitForOpenerData', 'must be a boolean');
+  if (config.firstStreamId !== undefined) checkInteger(config, 'firstStreamId', 2, MAX_STREAM_ID);
+  const clock = config.clock as Partial<Clock> | null;
+  if (typeof clock !== 'object' || clock === null || typeof clock.now !== 'function' || typeof clock.setTimeout !== 'function' || typeof clock.clearTimeout !== 'function') {
+    fail('clock', 'must implement now(), setTimeout() and clearTimeout()');
+  }
+  return Object.freeze(config);
+}

@@ -1,0 +1,138 @@
+import { Duplex } from 'node:stream';
+import type { SmuxChannel, SmuxChannelHandler, StreamTimeoutOptions } from './channel.js';
+import type { SmuxError } from './errors.js';
+
+type Callback = (error?: Error | null) => void;
+
+/**
+ * A smux stream as a Node `Duplex`, for code that wants Node stream semantics (`pipe`, `pipeline`,
+ * async iteration). It is an adapter over a {@link SmuxChannel}:
+ *
+ * | Go smux | SmuxStream |
+ * | --- | --- |
+ * | `Write` | `write()`; the callback fires once the bytes are handed to the socket |
+ * | `CloseWrite` (v1.5.54+) | `end()`: FIN after queued data; still readable (half-close) |
+ * | `Read` → `io.EOF` | `'end'` after the peer's FIN and all data |
+ * | `Close` | `destroy()`: queued data dropped, FIN sent, stream forgotten |
+ * | `SetReadDeadline` / `SetWriteDeadline` | `setTimeouts({ read, write })`: idle timeouts → `ERR_SMUX_TIMEOUT` |
+ *
+ * Receive backpressure: when the readable buffer reaches `streamHighWaterMark` the stream stops consuming;
+ * the peer's window (v2) or the session budget (v1) then holds the sender back. After FIN both ways and
+ * 'end'/'finish', the stream closes itself (autoDestroy) without losing unread data.
+ */
+export class SmuxStream extends Duplex {
+  readonly #channel: SmuxChannel;
+  #pendingWrite: Callback | null = null;
+  #pendingFinal: Callback | null = null;
+  #endPushed = false;
+  #deadError: SmuxError | null = null; // the session died after our peer ended: later writes fail with it
+
+  /** @internal Streams come from `session.openStream()`, `acceptStream()` and the `'stream'` event. */
+  constructor(channel: SmuxChannel, highWaterMark: number) {
+    super({ allowHalfOpen: true, readableHighWaterMark: highWaterMark, writableHighWaterMark: highWaterMark });
+    this.#channel = channel;
+    channel.setHandler(new SmuxStream.#Handler(this));
+  }
+
+  /** The stream id. */
+  get id(): number {
+    return this.#channel.id;
+  }
+
+  /** The engine underneath (for protocol code that wants callbacks; do not mix both faces for reading). */
+  get channel(): SmuxChannel {
+    return this.#channel;
+  }
+
+  /** Idle timeouts in milliseconds; see {@link SmuxChannel.setTimeouts}. The stream is destroyed with `ERR_SMUX_TIMEOUT`. */
+  setTimeouts(timeouts: StreamTimeoutOptions): this {
+    this.#channel.setTimeouts(timeouts);
+    return this;
+  }
+
+  override _read(): void {
+    this.#channel.resume();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: Callback): void {
+    this.#send([chunk], callback);
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, callback: Callback): void {
+    this.#send(
+      chunks.map((c) => c.chunk),
+      callback,
+    );
+  }
+
+  override _final(callback: Callback): void {
+    if (this.#deadError !== null) return callback(this.#deadError);
+    this.#channel.end();
+    if (this.#channel.finSent) callback();
+    else this.#pendingFinal = callback;
+  }
+
+  override _destroy(error: Error | null, callback: Callback): void {
+    this.#pendingWrite = this.#pendingFinal = null;
+    this.#channel.destroy();
+    callback(error);
+  }
+
+  #send(chunks: Buffer[], callback: Callback): void {
+    if (this.#deadError !== null) return callback(this.#deadError);
+    try {
+      for (const chunk of chunks) this.#channel.write(chunk);
+    } catch (error) {
+      return callback(error as Error);
+    }
+    if (this.#channel.writableLength === 0) callback();
+    else this.#pendingWrite = callback;
+  }
+
+  static readonly #Handler = class implements SmuxChannelHandler {
+    readonly #stream: SmuxStream;
+
+    constructor(stream: SmuxStream) {
+      this.#stream = stream;
+    }
+
+    onData(data: Buffer): void {
+      if (!this.#stream.push(data)) this.#stream.#channel.pause();
+    }
+
+    onEnd(): void {
+      this.#stream.#endPushed = true;
+      this.#stream.push(null);
+    }
+
+    onDrain(): void {
+      const stream = this.#stream;
+      const write = stream.#pendingWrite;
+      stream.#pendingWrite = null;
+      write?.();
+      const final = stream.#pendingFinal;
+      if (final !== null && stream.#channel.finSent) {
+        stream.#pendingFinal = null;
+        final();
+      }
+    }
+
+    onClose(error?: SmuxError): void {
+      const stream = this.#stream;
+      if (stream.destroyed) return;
+      if (error === undefined) {
+        this.onDrain(); // a clean close means our FIN went out
+        return;
+      }
+      if (!stream.#endPushed) {
+        stream.destroy(error);
+        return;
+      }
+      // The peer's data all arrived; only our direction failed. Fail pending writes, keep unread data readable.
+      stream.#deadError = error;
+      const pending = stream.#pendingWrite ?? stream.#pendingFinal;
+      stream.#pendingWrite = stream.#pendingFinal = null;
+      pending?.(error);
+    }
+  };
+}

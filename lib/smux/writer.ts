@@ -1,0 +1,291 @@
+import type { Writable } from 'node:stream';
+import { CONTROL_FIN, CONTROL_SYN, CONTROL_UPD, type SmuxChannel } from './channel.js';
+import { Cmd, HEADER_SIZE, UPD_PAYLOAD_SIZE } from './constants.js';
+import { Fifo } from './fifo.js';
+import { writeHeader } from './frame.js';
+
+/** @internal Receives the payload pieces of the frame being built. */
+export interface PayloadSink {
+  appendPayload(piece: Buffer): void;
+}
+
+/**
+ * Frames per socket write. Unbounded once-per-tick batches made both ends of a connection take turns
+ * (each ≈ 50 % busy); bounded batches let them overlap (PERF-NOTES.md).
+ */
+const BATCH_FRAMES = 16;
+/** Payload bytes per socket write, so a bulk stream does not build one huge batch. */
+const BATCH_BYTES = 256 * 1024;
+/**
+ * Payloads up to this size are copied next to their header in the slab (one contiguous write); larger ones
+ * are written as they are, after their header, in the same corked write (writev).
+ */
+const COPY_THRESHOLD = 2048;
+const SLAB_SIZE = 128 * 1024;
+
+const IN_CONTROL = 1;
+const IN_READY = 2;
+const NOTIFY = 4;
+
+/**
+ * The session's only path to the socket. Control frames (NOP, SYN, UPD, and the FIN of a destroyed
+ * stream) go first in FIFO order; then streams with data take turns, one frame each (round-robin), a
+ * stream's ordered FIN behind its data. Frames are gathered into bounded batches: headers and small
+ * payloads are packed into a shared slab (never reused while a write may reference it), large payloads
+ * follow their header as views; a batch is one `write()`, or one corked group of writes (writev).
+ *
+ * A batch goes out at the end of the current tick, or at once when {@link BATCH_FRAMES} frames are waiting.
+ * Writing stops while the socket reports backpressure (`write()` false) and resumes on `'drain'`; reading
+ * never waits for writing.
+ */
+export class FrameWriter implements PayloadSink {
+  /** Frames handed to the socket. */
+  framesOut = 0;
+  /** Bytes handed to the socket. */
+  bytesOut = 0;
+  readonly #socket: Writable;
+  readonly #version: number;
+  readonly #maxFrameSize: number;
+  readonly #window: number;
+  readonly #control = new Fifo<SmuxChannel>();
+  readonly #ready = new Fifo<SmuxChannel>();
+  #nop = false;
+  #slab = Buffer.allocUnsafe(SLAB_SIZE);
+  #pos = 0; // next free byte of the slab
+  #segment = 0; // start of the slab segment not yet added to #out
+  readonly #out: Buffer[] = [];
+  readonly #notify: SmuxChannel[] = [];
+  #batchBytes = 0;
+  #scheduled = false;
+  #flushing = false;
+  #blocked = false;
+  #closed = false;
+
+  /**
+   * @param socket - the transport
+   * @param version - protocol version byte
+   * @param maxFrameSize - largest PSH payload to send
+   * @param window - our advertised v2 window (UPD `window`)
+   */
+  constructor(socket: Writable, version: number, maxFrameSize: number, window: number) {
+    this.#socket = socket;
+    this.#version = version;
+    this.#maxFrameSize = maxFrameSize;
+    this.#window = window;
+  }
+
+  /** True while waiting for the socket's `'drain'`. */
+  get blocked(): boolean {
+    return this.#blocked;
+  }
+
+  /** True while frames wait to be written (window-blocked streams excepted). */
+  get pending(): boolean {
+    return this.#nop || this.#control.length > 0 || this.#ready.length > 0;
+  }
+
+  /** Queues a keep-alive NOP (at most one is ever pending). */
+  queueNop(): void {
+    this.#nop = true;
+    this.#kick();
+  }
+
+  /** @internal Queues a channel's control frames (its `controlBits`). */
+  queueControl(channel: SmuxChannel): void {
+    if ((channel.writerFlags & IN_CONTROL) !== 0) return;
+    channel.writerFlags |= IN_CONTROL;
+    this.#control.push(channel);
+    this.#kick();
+  }
+
+  /** @internal Queues a channel that has data or an ordered FIN to send. */
+  queueData(channel: SmuxChannel): void {
+    if ((channel.writerFlags & IN_READY) !== 0) return;
+    channel.writerFlags |= IN_READY;
+    this.#ready.push(channel);
+    this.#kick();
+  }
+
+  /** The socket drained: continue. */
+  onDrain(): void {
+    this.#blocked = false;
+    this.flush();
+  }
+
+  /** Stops writing for good (the session is dead). */
+  close(): void {
+    this.#closed = true;
+    this.#control.drain();
+    this.#ready.drain();
+  }
+
+  /** Writes everything that can go now, in bounded batches, until done or the socket pushes back. */
+  flush(): void {
+    this.#scheduled = false;
+    if (this.#flushing) return; // a callback during a flush queued more: the running loop takes it
+    this.#flushing = true;
+    try {
+      while (!this.#blocked && !this.#closed && (this.#nop || this.#control.length > 0 || this.#ready.length > 0)) {
+        if (this.#buildBatch() === 0) break;
+        const ok = this.#writeBatch();
+        this.#afterBatch();
+        if (!ok) this.#blocked = true;
+      }
+    } finally {
+      this.#flushing = false;
+    }
+  }
+
+  /** @internal Appends a payload piece to the frame being built. */
+  appendPayload(piece: Buffer): void {
+    const length = piece.length;
+    if (length <= COPY_THRESHOLD) {
+      this.#reserve(length);
+      this.#slab.set(piece, this.#pos);
+      this.#pos += length;
+    } else {
+      this.#closeSegment();
+      this.#out.push(piece);
+    }
+  }
+
+  #kick(): void {
+    if (this.#closed || this.#blocked || this.#flushing) return;
+    if (this.#control.length + this.#ready.length >= BATCH_FRAMES) this.flush();
+    else if (!this.#scheduled) {
+      this.#scheduled = true;
+      process.nextTick(flushOnTick, this);
+    }
+  }
+
+  /** Gathers the next batch into the slab and `#out`; returns its frame count. */
+  #buildBatch(): number {
+    let frames = 0;
+    this.#batchBytes = 0;
+    if (this.#nop) {
+      this.#nop = false;
+      this.#header(Cmd.NOP, 0, 0);
+      frames++;
+    }
+    while (frames < BATCH_FRAMES && this.#batchBytes < BATCH_BYTES) {
+      const control = this.#control.shift();
+      if (control !== undefined) {
+        control.writerFlags &= ~IN_CONTROL;
+        frames += this.#controlFrames(control);
+        continue;
+      }
+      const channel = this.#ready.shift();
+      if (channel === undefined) break;
+      channel.writerFlags &= ~IN_READY;
+      frames += this.#dataFrame(channel);
+    }
+    return frames;
+  }
+
+  /** Emits a channel's pending control frames; returns how many. */
+  #controlFrames(channel: SmuxChannel): number {
+    const bits = channel.controlBits;
+    channel.controlBits = 0;
+    let frames = 0;
+    if ((bits & CONTROL_SYN) !== 0) {
+      this.#header(Cmd.SYN, 0, channel.id);
+      frames++;
+    }
+    if ((bits & CONTROL_UPD) !== 0) {
+      this.#header(Cmd.UPD, UPD_PAYLOAD_SIZE, channel.id);
+      this.#reserve(UPD_PAYLOAD_SIZE);
+      const slab = this.#slab;
+      slab.writeUInt32LE(channel.numRead, this.#pos);
+      slab.writeUInt32LE(this.#window >>> 0, this.#pos + 4);
+      this.#pos += UPD_PAYLOAD_SIZE;
+      frames++;
+    }
+    if ((bits & CONTROL_FIN) !== 0) {
+      this.#header(Cmd.FIN, 0, channel.id);
+      channel.markFinSent();
+      frames++;
+    }
+    return frames;
+  }
+
+  /** Emits one PSH (or the ordered FIN) for a ready channel and re-queues it if it has more; returns frames. */
+  #dataFrame(channel: SmuxChannel): number {
+    let frames = 0;
+    const n = channel.sendableBytes(this.#maxFrameSize);
+    if (n > 0) {
+      this.#header(Cmd.PSH, n, channel.id);
+      channel.takeData(n, this);
+      this.#batchBytes += n;
+      frames++;
+    } else if (channel.finReady) {
+      this.#header(Cmd.FIN, 0, channel.id);
+      channel.markFinSent();
+      frames++;
+    }
+    if (frames > 0 && (channel.writerFlags & NOTIFY) === 0) {
+      channel.writerFlags |= NOTIFY;
+      this.#notify.push(channel);
+    }
+    // Window-blocked channels leave the ring; a UPD (or new data) puts them back.
+    if (channel.finReady || channel.sendableBytes(1) > 0) {
+      channel.writerFlags |= IN_READY;
+      this.#ready.push(channel);
+    }
+    return frames;
+  }
+
+  #header(cmd: number, length: number, streamId: number): void {
+    this.#reserve(HEADER_SIZE);
+    writeHeader(this.#slab, this.#pos, this.#version, cmd, length, streamId);
+    this.#pos += HEADER_SIZE;
+    this.framesOut++;
+    this.bytesOut += HEADER_SIZE + length;
+  }
+
+  /** Makes room for `n` contiguous bytes in the slab, starting a new slab when this one is full. */
+  #reserve(n: number): void {
+    if (this.#pos + n <= this.#slab.length) return;
+    this.#closeSegment();
+    this.#slab = Buffer.allocUnsafe(SLAB_SIZE);
+    this.#pos = 0;
+    this.#segment = 0;
+  }
+
+  #closeSegment(): void {
+    if (this.#pos > this.#segment) {
+      this.#out.push(this.#slab.subarray(this.#segment, this.#pos));
+      this.#segment = this.#pos;
+    }
+  }
+
+  #writeBatch(): boolean {
+    this.#closeSegment();
+    const out = this.#out;
+    const socket = this.#socket;
+    let ok: boolean;
+    if (out.length === 1) {
+      ok = socket.write(out[0]);
+    } else {
+      socket.cork();
+      ok = true;
+      for (let i = 0; i < out.length; i++) ok = socket.write(out[i]);
+      socket.uncork();
+    }
+    out.length = 0;
+    return ok;
+  }
+
+  #afterBatch(): void {
+    const notify = this.#notify;
+    for (let i = 0; i < notify.length; i++) {
+      const channel = notify[i]!;
+      channel.writerFlags &= ~NOTIFY;
+      channel.afterFlush();
+    }
+    notify.length = 0;
+  }
+}
+
+function flushOnTick(writer: FrameWriter): void {
+  writer.flush();
+}
