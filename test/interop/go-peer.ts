@@ -10,11 +10,19 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } 
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { describe, test } from '@jest/globals';
 
-const here = dirname(fileURLToPath(import.meta.url));
+// Also runs compiled under build/ (benchmarks): find the sources from wherever this module lives.
+const here = findInteropDir(dirname(fileURLToPath(import.meta.url)));
 const peerDir = join(here, 'peer');
 const binDir = join(here, '.bin');
+
+function findInteropDir(start: string): string {
+  for (let dir = start; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'test', 'interop', 'peer'))) return join(dir, 'test', 'interop');
+    if (existsSync(join(dir, 'peer', 'main.go'))) return dir;
+    if (dirname(dir) === dir) return start;
+  }
+}
 const smuxDir = '/usr/share/gocode/src/github.com/xtaci/smux';
 
 /** Outcome of {@link goAvailability}: the built binary, or why the Go suites cannot run. */
@@ -72,26 +80,6 @@ function checkAndBuild(): GoAvailability {
     return { ok: false, reason: `go build of ${peerDir} failed: ${stderr || String(err)}` };
   }
   return { ok: true, binary };
-}
-
-/**
- * `describe` that needs the Go peer. Without Go it skips loudly, or, when `SMUX_REQUIRE_GO=1`
- * (CI), registers a failing test that says why, so a broken CI image cannot pass by skipping.
- */
-export function describeWithGo(name: string, fn: () => void): void {
-  const go = goAvailability();
-  if (go.ok) {
-    describe(name, fn);
-  } else if (process.env.SMUX_REQUIRE_GO === '1') {
-    describe(name, () => {
-      test('Go peer is available (SMUX_REQUIRE_GO=1)', () => {
-        throw new Error(`Go interop required but unavailable: ${go.reason}`);
-      });
-    });
-  } else {
-    console.warn(`\n*** SKIPPED Go interop: ${name}: ${go.reason} ***\n`);
-    describe.skip(name, fn);
-  }
 }
 
 function requireBinary(): string {

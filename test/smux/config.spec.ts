@@ -1,0 +1,61 @@
+import { describe, expect, test } from '@jest/globals';
+import { DEFAULT_CONFIG, type SmuxConfig, SmuxError, validateConfig } from '../../lib/smux/index.js';
+
+function rejection(input: Record<string, unknown>): SmuxError {
+  try {
+    validateConfig(input as Partial<SmuxConfig>);
+  } catch (error) {
+    expect(error).toBeInstanceOf(SmuxError);
+    expect((error as SmuxError).code).toBe('ERR_SMUX_INVALID_CONFIG');
+    return error as SmuxError;
+  }
+  throw new Error(`accepted ${JSON.stringify(input)}`);
+}
+
+describe('validateConfig', () => {
+  test("defaults are Go's DefaultConfig", () => {
+    const c = validateConfig();
+    expect([c.version, c.keepAliveDisabled, c.keepAliveInterval, c.keepAliveTimeout, c.maxFrameSize, c.maxReceiveBuffer, c.maxStreamBuffer]).toEqual([
+      1, false, 10_000, 30_000, 32_768, 4_194_304, 65_536,
+    ]);
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(c).toEqual({ ...DEFAULT_CONFIG });
+  });
+
+  // Every case Go's TestConfig rejects (PROTOCOL.md §8), plus negative durations and our own fields.
+  test.each([
+    [{ version: 3 }, 'version'],
+    [{ version: 0 }, 'version'],
+    [{ keepAliveInterval: 0 }, 'keepAliveInterval'],
+    [{ keepAliveInterval: 100, keepAliveTimeout: 99 }, 'keepAliveTimeout'],
+    [{ maxFrameSize: 0 }, 'maxFrameSize'],
+    [{ maxFrameSize: 65_536 }, 'maxFrameSize'],
+    [{ maxReceiveBuffer: 0 }, 'maxReceiveBuffer'],
+    [{ maxReceiveBuffer: 2 ** 31 }, 'maxReceiveBuffer'],
+    [{ maxStreamBuffer: 0 }, 'maxStreamBuffer'],
+    [{ maxReceiveBuffer: 1000, maxStreamBuffer: 1001 }, 'maxStreamBuffer'],
+    [{ maxStreamBuffer: 2 ** 31, maxReceiveBuffer: 2 ** 31 - 1 }, 'maxStreamBuffer'],
+    [{ keepAliveInterval: -1 }, 'keepAliveInterval'],
+    [{ keepAliveDisabled: true, keepAliveInterval: -5 }, 'keepAliveInterval'],
+    [{ keepAliveTimeout: -1 }, 'keepAliveTimeout'],
+    [{ keepAliveInterval: 1.5 }, 'keepAliveInterval'],
+    [{ maxFrameSize: Number.NaN }, 'maxFrameSize'],
+    [{ maxStreams: 0 }, 'maxStreams'],
+    [{ acceptBacklog: 0 }, 'acceptBacklog'],
+    [{ streamHighWaterMark: 0 }, 'streamHighWaterMark'],
+    [{ waitForOpenerData: 'yes' }, 'waitForOpenerData'],
+    [{ firstStreamId: 1 }, 'firstStreamId'],
+    [{ clock: {} }, 'clock'],
+    [{ maxFrameSzie: 100 }, 'maxFrameSzie'],
+  ])('rejects %j naming %s', (input, field) => {
+    expect(rejection(input).message).toContain(field);
+  });
+
+  test('accepts the boundaries Go accepts', () => {
+    expect(() => validateConfig({ keepAliveInterval: 100, keepAliveTimeout: 100 })).not.toThrow();
+    expect(() => validateConfig({ maxFrameSize: 65_535 })).not.toThrow();
+    expect(() => validateConfig({ maxReceiveBuffer: 2 ** 31 - 1, maxStreamBuffer: 2 ** 31 - 1 })).not.toThrow();
+    expect(() => validateConfig({ keepAliveDisabled: true, keepAliveInterval: 0, keepAliveTimeout: 0 })).not.toThrow();
+    expect(validateConfig({ version: 2 }).version).toBe(2);
+  });
+});
