@@ -21,7 +21,8 @@ export interface SmuxChannelHandler {
   onDrain?(): void;
   /**
    * The channel is finished and unregistered. `error` is absent after a clean close (FIN sent, FIN received
-   * and every byte delivered) and after a local `destroy()` without an error.
+   * and every byte delivered), after a local `destroy()` without an error, and when the session was destroyed
+   * locally without one (check `finSent` / `peerEnded` to tell a complete stream from a cut-off one).
    */
   onClose(error?: SmuxError): void;
 }
@@ -322,10 +323,11 @@ export class SmuxChannel implements TimeoutOwner {
   }
 
   /**
-   * @internal The session died: nothing more is sent. A stream whose peer already sent FIN still gets its
-   * held data and its end (they arrived whole), then `onClose(error)`.
+   * @internal The session died (with `error`, or quietly when destroyed locally): nothing more is sent. A
+   * stream whose peer already sent FIN still gets its held data and its end (they arrived whole), then
+   * `onClose(error)`.
    */
-  terminate(error: SmuxError): void {
+  terminate(error: SmuxError | undefined): void {
     if ((this.#flags & CLOSED) !== 0) return;
     this.#dropSendQueue();
     this.controlBits = 0;

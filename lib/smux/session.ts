@@ -214,14 +214,15 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
   }
 
   /**
-   * Hard close: the connection is destroyed and every stream ends with `error` (or `ERR_SMUX_SESSION_CLOSED`);
-   * a stream whose peer already sent FIN keeps its received data readable. Idempotent.
+   * Hard close: the connection is destroyed and every open stream ends with `error` — or, for a local
+   * destroy without one, quietly (as `http2` sessions do: a `SmuxStream` gets `'close'` without `'error'`, a
+   * channel `onClose()` without an error). A stream whose peer already sent FIN keeps its received data
+   * readable. Idempotent.
    */
   destroy(error?: SmuxError): void {
     if (this.#state === CLOSED) return;
     this.#state = CLOSED;
     if (error !== undefined) this.#error = error;
-    const reason = error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'session closed');
     if (this.#closeTimer !== null) this.config.clock.clearTimeout(this.#closeTimer);
     this.#keepAlive?.stop();
     this.#decoder.stop();
@@ -231,8 +232,8 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
     const channels = [...this.#channels.values()];
     this.#channels.clear();
     this.#backlog.drain();
-    for (const channel of channels) channel.terminate(reason);
-    this.#rejectWaiters(reason);
+    for (const channel of channels) channel.terminate(error);
+    this.#rejectWaiters(this.#closedError());
     this.#resolveClosed?.();
     process.nextTick(() => this.emit('close', error));
   }

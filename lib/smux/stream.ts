@@ -1,6 +1,6 @@
 import { Duplex } from 'node:stream';
 import type { SmuxChannel, SmuxChannelHandler, StreamTimeoutOptions } from './channel.js';
-import type { SmuxError } from './errors.js';
+import { SmuxError } from './errors.js';
 
 type Callback = (error?: Error | null) => void;
 
@@ -120,15 +120,16 @@ export class SmuxStream extends Duplex {
     onClose(error?: SmuxError): void {
       const stream = this.#stream;
       if (stream.destroyed) return;
-      if (error === undefined) {
-        this.onDrain(); // a clean close means our FIN went out
+      if (!stream.#endPushed) {
+        stream.destroy(error); // cut off before the peer's FIN: quietly when the session was destroyed without an error
         return;
       }
-      if (!stream.#endPushed) {
-        stream.destroy(error);
+      if (stream.#channel.finSent) {
+        this.onDrain(); // closed cleanly: our FIN went out
         return;
       }
       // The peer's data all arrived; only our direction failed. Fail pending writes, keep unread data readable.
+      error ??= new SmuxError('ERR_SMUX_SESSION_CLOSED', 'session closed');
       stream.#deadError = error;
       const pending = stream.#pendingWrite ?? stream.#pendingFinal;
       stream.#pendingWrite = stream.#pendingFinal = null;
