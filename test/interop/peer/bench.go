@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log"
@@ -22,6 +23,7 @@ func cmdBenchBulk(args []string) int {
 	fs, common := newFlagSet("bench-bulk")
 	nbytes := fs.Int64("bytes", 256<<20, "bytes per round")
 	rounds := fs.Int("rounds", 3, "number of rounds (one stream each, same session)")
+	addr := fs.String("addr", "", "external server speaking the command protocol (DISCARD); default: an in-process Go server")
 	if err := parseFlags(fs, args); err != nil {
 		return 2
 	}
@@ -31,12 +33,27 @@ func cmdBenchBulk(args []string) int {
 		return 2
 	}
 	startWatchdog(common.timeout(10*time.Minute), "bench-bulk", nil)
-	client, server, err := loopbackPair(cfg)
-	if err != nil {
+	var client, server *smux.Session
+	if *addr != "" {
+		// Separate processes, as the other systems are measured: the server is `peer serve` (or ours).
+		conn, err := net.Dial("tcp", *addr)
+		if err == nil {
+			client, err = smux.Client(conn, cfg)
+		}
+		if err != nil {
+			finish(newResult("bench-bulk").done(err))
+		}
+	} else if client, server, err = loopbackPair(cfg); err != nil {
 		finish(newResult("bench-bulk").done(err))
 	}
 	for i := 1; i <= *rounds; i++ {
-		d, err := bulkRound(client, server, *nbytes)
+		var d time.Duration
+		var err error
+		if server != nil {
+			d, err = bulkRound(client, server, *nbytes)
+		} else {
+			d, err = discardRound(client, *nbytes)
+		}
 		r := newResult("bench-bulk").done(err).set("version", cfg.Version).set("round", i).
 			set("bytes", *nbytes).set("ms", float64(d.Microseconds()/100)/10).set("mbps", mbps(*nbytes, d))
 		if err != nil {
@@ -45,8 +62,43 @@ func cmdBenchBulk(args []string) int {
 		printLine(r.String())
 	}
 	client.Close()
-	server.Close()
+	if server != nil {
+		server.Close()
+	}
 	return 0
+}
+
+// discardRound sends n bytes to an external acceptor with the DISCARD command and returns the time from
+// opening the stream until the acceptor's byte count (sent once it has read them all) arrives.
+func discardRound(client *smux.Session, n int64) (time.Duration, error) {
+	start := time.Now()
+	st, err := client.OpenStream()
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	if _, err := st.Write(command{code: cmdDiscard, b: uint64(n)}.encode()); err != nil {
+		return 0, err
+	}
+	chunk := randBytes(benchIOSize)
+	for sent := int64(0); sent < n; {
+		m := int64(len(chunk))
+		if rest := n - sent; m > rest {
+			m = rest
+		}
+		if _, err := st.Write(chunk[:m]); err != nil {
+			return 0, fmt.Errorf("write after %d bytes: %w", sent, err)
+		}
+		sent += m
+	}
+	count := make([]byte, 8)
+	if _, err := io.ReadFull(st, count); err != nil {
+		return 0, fmt.Errorf("reading the count: %w", err)
+	}
+	if got := int64(binary.LittleEndian.Uint64(count)); got != n {
+		return 0, fmt.Errorf("acceptor counted %d of %d bytes", got, n)
+	}
+	return time.Since(start), nil
 }
 
 // loopbackPair connects a Go client session to a Go server session over real TCP on 127.0.0.1.
