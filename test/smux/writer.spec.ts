@@ -1,0 +1,398 @@
+import { Writable } from 'node:stream';
+import { describe, expect, test } from '@jest/globals';
+import { CONTROL_SYN, type ChannelHost, SmuxChannel, type SmuxChannelHandler } from '../../lib/smux/channel.js';
+import { type SmuxConfig, validateConfig } from '../../lib/smux/config.js';
+import { Cmd, HEADER_SIZE } from '../../lib/smux/constants.js';
+import { ReceiveBucket, streamAllowance } from '../../lib/smux/flow-control.js';
+import { readHeader } from '../../lib/smux/frame.js';
+import { FrameWriter } from '../../lib/smux/writer.js';
+
+type Callback = (error?: Error | null) => void;
+interface Frame {
+  version: number;
+  cmd: number;
+  streamId: number;
+  payload: Buffer;
+}
+
+/** Parses whole frames (a batch always ends on a frame boundary). */
+function parse(bytes: Buffer): Frame[] {
+  const frames: Frame[] = [];
+  for (let at = 0; at < bytes.length; ) {
+    const { version, cmd, length, streamId } = readHeader(bytes, at);
+    frames.push({ version, cmd, streamId, payload: bytes.subarray(at + HEADER_SIZE, at + HEADER_SIZE + length) });
+    at += HEADER_SIZE + length;
+  }
+  return frames;
+}
+
+/**
+ * A socket stand-in: records what each `_write`/`_writev` call received. With `holdCallbacks`, write
+ * callbacks wait for `release()`, so the buffered bytes reach the high-water mark and `write()` returns false.
+ */
+class RecordingSocket extends Writable {
+  readonly calls: Buffer[][] = [];
+  holdCallbacks = false;
+  #held: Callback[] = [];
+
+  constructor(highWaterMark = 1 << 30) {
+    super({ highWaterMark });
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: Callback): void {
+    this.calls.push([chunk]);
+    this.#done(callback);
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, callback: Callback): void {
+    this.calls.push(chunks.map((c) => c.chunk));
+    this.#done(callback);
+  }
+
+  release(): void {
+    const held = this.#held;
+    this.#held = [];
+    for (const callback of held) callback();
+  }
+
+  get frames(): Frame[] {
+    return parse(Buffer.concat(this.calls.flat()));
+  }
+
+  /** Frames per write call. */
+  get batches(): number[] {
+    return this.calls.map((chunks) => parse(Buffer.concat(chunks)).length);
+  }
+
+  #done(callback: Callback): void {
+    if (this.holdCallbacks) this.#held.push(callback);
+    else callback();
+  }
+}
+
+/** A FrameWriter over a RecordingSocket, with channels on a stub ChannelHost (no Session, no TCP). */
+function setup(config: Partial<SmuxConfig> = {}, socket = new RecordingSocket()) {
+  const c = validateConfig(config);
+  const writer = new FrameWriter(socket, c.version, c.maxFrameSize, c.maxStreamBuffer);
+  const host: ChannelHost = {
+    config: c,
+    writer,
+    bucket: new ReceiveBucket(c.maxReceiveBuffer, streamAllowance(c.version, c.maxStreamBuffer)),
+    release: () => {},
+    tokensReturned: () => {},
+    tokensCharged: () => {},
+  };
+  socket.on('drain', () => writer.onDrain()); // as the Session wires it
+  const open = (id: number, handler: Partial<SmuxChannelHandler> = {}): SmuxChannel => {
+    const channel = new SmuxChannel(host, id, false);
+    channel.setHandler({ onData: () => {}, onEnd: () => {}, onClose: () => {}, ...handler });
+    return channel;
+  };
+  /** Queues a SYN the way Session.openChannel does. */
+  const syn = (channel: SmuxChannel): void => {
+    channel.controlBits |= CONTROL_SYN;
+    writer.queueControl(channel);
+  };
+  return { socket, writer, open, syn };
+}
+
+const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+async function ticks(n = 5): Promise<void> {
+  for (let i = 0; i < n; i++) await tick();
+}
+
+/** Distinct bytes in memory of their own (never Node's shared pool), so views can be told from copies. */
+function data(length: number, offsetInBacking = 0): Buffer {
+  const backing = Buffer.from(new ArrayBuffer(length + offsetInBacking));
+  for (let i = 0; i < backing.length; i++) backing[i] = (i * 7 + 3) % 256;
+  return backing.subarray(offsetInBacking);
+}
+
+const summary = (frames: Frame[]) => frames.map((f) => [f.cmd, f.streamId, f.payload.length]);
+const payloadOf = (frames: Frame[], streamId: number) => Buffer.concat(frames.filter((f) => f.cmd === Cmd.PSH && f.streamId === streamId).map((f) => f.payload));
+
+describe('FrameWriter: batching', () => {
+  test('nothing is written before the tick ends; then the batch goes out in one write call', async () => {
+    const { socket, writer, open, syn } = setup();
+    const a = open(3);
+    syn(a);
+    a.write(Buffer.from('hello'));
+    writer.queueNop();
+    expect(socket.calls).toEqual([]);
+    await tick();
+    expect(socket.calls).toHaveLength(1);
+    expect(summary(socket.frames)).toEqual([[Cmd.NOP, 0, 0], [Cmd.SYN, 3, 0], [Cmd.PSH, 3, 5]]);
+    expect([writer.framesOut, writer.bytesOut]).toEqual([3, 3 * HEADER_SIZE + 5]);
+  });
+
+  test('small payloads are packed next to their headers: one write call with one buffer', async () => {
+    const { socket, open, syn } = setup();
+    for (let id = 3; id <= 11; id += 2) {
+      const channel = open(id);
+      syn(channel);
+      channel.write(data(100));
+    }
+    await tick();
+    expect(socket.calls.map((chunks) => chunks.length)).toEqual([1]);
+    expect(socket.calls[0]![0]!.length).toBe(5 * (HEADER_SIZE + HEADER_SIZE + 100));
+  });
+
+  test('16 waiting streams are written at once, without waiting for the tick', () => {
+    const { socket, open, syn } = setup();
+    for (let i = 0; i < 15; i++) syn(open(3 + 2 * i));
+    expect(socket.calls).toHaveLength(0);
+    syn(open(33));
+    expect(socket.batches).toEqual([16]);
+  });
+
+  test('at most 16 frames go in one socket write (control frames)', async () => {
+    const { socket, open, syn } = setup();
+    for (let i = 0; i < 40; i++) syn(open(3 + 2 * i));
+    await ticks();
+    expect(socket.batches).toEqual([16, 16, 8]);
+  });
+
+  test('at most 16 frames go in one socket write (data frames of one stream)', async () => {
+    const { socket, open } = setup({ maxFrameSize: 1000 });
+    const bytes = data(100_000);
+    open(3).write(bytes);
+    await ticks();
+    expect(socket.batches).toEqual([16, 16, 16, 16, 16, 16, 4]);
+    expect(payloadOf(socket.frames, 3).equals(bytes)).toBe(true);
+  });
+
+  test('payloads larger than 2048 bytes are written as views of the caller’s buffer, not copied', async () => {
+    const { socket, open } = setup({ maxFrameSize: 4096 });
+    const bytes = data(10_000, 100); // at offset 100 of its ArrayBuffer
+    open(3).write(bytes);
+    await tick();
+    expect(socket.calls).toHaveLength(1); // one corked write: header, payload, header, payload, header+tail
+    const views = socket.calls[0]!.filter((chunk) => chunk.buffer === bytes.buffer);
+    expect(views.map((v) => [v.byteOffset, v.length])).toEqual([[100, 4096], [100 + 4096, 4096]]);
+    expect(summary(socket.frames)).toEqual([
+      [Cmd.PSH, 3, 4096],
+      [Cmd.PSH, 3, 4096],
+      [Cmd.PSH, 3, 1808], // small enough to be copied next to its header
+    ]);
+    expect(payloadOf(socket.frames, 3).equals(bytes)).toBe(true);
+  });
+
+  test('the copy threshold is 2048 bytes: 2048 is copied, 2049 is not', async () => {
+    const { socket, open } = setup();
+    const small = data(2048);
+    const large = data(2049);
+    open(3).write(small);
+    open(5).write(large);
+    await tick();
+    const chunks = socket.calls.flat();
+    expect(chunks.some((c) => c.buffer === small.buffer)).toBe(false);
+    expect(chunks.filter((c) => c.buffer === large.buffer).map((c) => c.length)).toEqual([2049]);
+  });
+
+  test('frames are split at maxFrameSize, and small writes are coalesced up to it', async () => {
+    const { socket, open } = setup({ maxFrameSize: 1000 });
+    const a = open(3);
+    a.write(data(2500));
+    const b = open(5);
+    const parts = [Buffer.from('a'.repeat(300)), Buffer.from('b'.repeat(300)), Buffer.from('c'.repeat(300))];
+    for (const part of parts) b.write(part);
+    await ticks();
+    expect(summary(socket.frames.filter((f) => f.streamId === 3))).toEqual([[Cmd.PSH, 3, 1000], [Cmd.PSH, 3, 1000], [Cmd.PSH, 3, 500]]);
+    expect(socket.frames.filter((f) => f.streamId === 5).map((f) => f.payload.toString())).toEqual([Buffer.concat(parts).toString()]);
+  });
+
+  test('a NOP is sent once however often it is queued before the flush', async () => {
+    const { socket, writer } = setup({ version: 2 });
+    writer.queueNop();
+    writer.queueNop();
+    writer.queueNop();
+    await ticks();
+    expect(Buffer.concat(socket.calls.flat()).toString('hex')).toBe('0203000000000000');
+  });
+
+  test('after close() nothing more is written', async () => {
+    const { socket, writer, open, syn } = setup();
+    const a = open(3);
+    syn(a);
+    a.write(data(10));
+    writer.close();
+    writer.queueNop();
+    await ticks();
+    expect(socket.calls).toEqual([]);
+  });
+});
+
+describe('FrameWriter: ordering', () => {
+  test('control frames (NOP, SYN, UPD) go before data in a batch, even when the data was queued first', async () => {
+    const { socket, writer, open, syn } = setup({ version: 2 });
+    open(3).write(Buffer.from('early data'));
+    const b = open(5);
+    syn(b);
+    b.write(Buffer.from('b'));
+    open(7).handleData(Buffer.from('x')); // the first read on a v2 stream asks for a UPD
+    writer.queueNop();
+    await tick();
+    const frames = socket.frames;
+    expect(summary(frames)).toEqual([
+      [Cmd.NOP, 0, 0],
+      [Cmd.SYN, 5, 0],
+      [Cmd.UPD, 7, 8],
+      [Cmd.PSH, 3, 10],
+      [Cmd.PSH, 5, 1],
+    ]);
+    expect(frames.every((f) => f.version === 2)).toBe(true);
+    // UPD{consumed, window}: bytes consumed so far and our advertised window (maxStreamBuffer).
+    expect([frames[2]!.payload.readUInt32LE(0), frames[2]!.payload.readUInt32LE(4)]).toEqual([1, 65_536]);
+  });
+
+  test('a stream’s FIN follows all of its data', async () => {
+    const { socket, open } = setup({ maxFrameSize: 4096 });
+    const a = open(3);
+    const b = open(5);
+    a.write(data(100 * 1024));
+    a.end();
+    b.write(data(10 * 1024));
+    b.end();
+    await ticks();
+    for (const [id, psh] of [[3, 25] as const, [5, 3] as const]) {
+      const cmds = socket.frames.filter((f) => f.streamId === id).map((f) => f.cmd);
+      expect(cmds).toEqual([...Array<number>(psh).fill(Cmd.PSH), Cmd.FIN]);
+    }
+    expect([a.finSent, b.finSent]).toEqual([true, true]);
+  });
+
+  test('two streams with 100 KiB each take turns frame by frame (round-robin)', async () => {
+    const { socket, open } = setup({ maxFrameSize: 4096 });
+    const a = data(100 * 1024);
+    const b = data(100 * 1024);
+    open(3).write(a);
+    open(5).write(b);
+    await ticks();
+    const order = socket.frames.map((f) => f.streamId);
+    expect(order).toEqual(Array.from({ length: 50 }, (_, i) => (i % 2 === 0 ? 3 : 5)));
+    expect(payloadOf(socket.frames, 3).equals(a)).toBe(true);
+    expect(payloadOf(socket.frames, 5).equals(b)).toBe(true);
+  });
+});
+
+describe('FrameWriter: socket backpressure', () => {
+  test('once write() returns false nothing more is written until drain, then control frames go first', async () => {
+    const socket = new RecordingSocket(1024);
+    socket.holdCallbacks = true;
+    const { writer, open, syn } = setup({ maxFrameSize: 1000 }, socket);
+    const bytes = data(40_000);
+    open(3).write(bytes);
+    await tick();
+    expect(socket.batches).toEqual([16]);
+    expect(writer.blocked).toBe(true);
+    // Queued while blocked: nothing goes out, however long we wait.
+    writer.queueNop();
+    syn(open(5));
+    await ticks();
+    expect(socket.calls).toHaveLength(1);
+    socket.release(); // the socket drains: 'drain' → writer.onDrain()
+    await tick();
+    expect(socket.calls).toHaveLength(2);
+    expect(summary(parse(Buffer.concat(socket.calls[1]!))).slice(0, 3)).toEqual([
+      [Cmd.NOP, 0, 0],
+      [Cmd.SYN, 5, 0],
+      [Cmd.PSH, 3, 1000],
+    ]);
+    while (writer.blocked) {
+      socket.release();
+      await tick();
+    }
+    expect(socket.frames).toHaveLength(42);
+    expect(payloadOf(socket.frames, 3).equals(bytes)).toBe(true);
+  });
+});
+
+describe('FrameWriter: notifications', () => {
+  test('a channel’s onDrain fires after its bytes were handed to the socket, not before', async () => {
+    const { socket, open } = setup();
+    const seen: number[] = [];
+    const a = open(3, { onDrain: () => seen.push(payloadOf(socket.frames, 3).length) });
+    a.write(data(100));
+    expect(seen).toEqual([]);
+    await ticks();
+    expect(seen).toEqual([100]);
+  });
+
+  test('onDrain fires once, when the last of a large write is out, not after each batch', async () => {
+    const { socket, open } = setup();
+    const seen: number[] = [];
+    open(3, { onDrain: () => seen.push(socket.calls.length) }).write(data(1024 * 1024));
+    await ticks();
+    expect(socket.calls.length).toBeGreaterThan(1); // 32 frames of 32 KiB: several bounded batches
+    expect(seen).toEqual([socket.calls.length]);
+  });
+
+  // onDrain runs inside the flush loop, where queueing schedules no new flush: the loop must take the data.
+  test('data written from inside onDrain is picked up by the running flush (no lost wakeup)', async () => {
+    const { socket, open } = setup();
+    let rounds = 0;
+    const a: SmuxChannel = open(3, { onDrain: () => void (++rounds < 5 && a.write(data(100))) });
+    a.write(data(100));
+    await ticks();
+    expect(rounds).toBe(5);
+    expect(summary(socket.frames)).toEqual(Array.from({ length: 5 }, () => [Cmd.PSH, 3, 100]));
+  });
+});
+
+describe('FrameWriter: v2 windows', () => {
+  const psh = (socket: RecordingSocket, id = 3) => payloadOf(socket.frames, id).length;
+
+  test('a v2 stream sends at most 256 KiB before any UPD, then leaves the ring instead of spinning', async () => {
+    const { socket, writer, open } = setup({ version: 2 });
+    const a = open(3);
+    a.write(data(1024 * 1024));
+    await ticks();
+    expect(psh(socket)).toBe(262_144);
+    expect(writer.pending).toBe(false);
+    const calls = socket.calls.length;
+    await ticks(20);
+    expect(socket.calls.length).toBe(calls);
+    expect(a.writableLength).toBe(1024 * 1024 - 262_144);
+  });
+
+  test('handleWindowUpdate opens the window by exactly what the peer allows', async () => {
+    const { socket, open } = setup({ version: 2 });
+    const a = open(3);
+    const bytes = data(1024 * 1024);
+    a.write(bytes);
+    await ticks();
+    a.handleWindowUpdate(262_144, 65_536); // everything consumed, 64 KiB window
+    await ticks();
+    expect(psh(socket)).toBe(262_144 + 65_536);
+    a.handleWindowUpdate(300_000, 65_536); // 27 680 in flight: 37 856 more
+    await ticks();
+    expect(psh(socket)).toBe(300_000 + 65_536);
+    a.handleWindowUpdate(300_000 + 65_536, 1024 * 1024); // a window larger than what is left
+    await ticks();
+    expect(payloadOf(socket.frames, 3).equals(bytes)).toBe(true);
+  });
+
+  test('a window-blocked stream does not hold up other streams', async () => {
+    const { socket, writer, open } = setup({ version: 2 });
+    open(3).write(data(300_000));
+    await ticks();
+    open(5).write(Buffer.from('other'));
+    await ticks();
+    expect(payloadOf(socket.frames, 5).toString()).toBe('other');
+    expect(psh(socket)).toBe(262_144);
+    expect(writer.pending).toBe(false);
+  });
+
+  test('the FIN waits behind window-blocked data and follows it once the window opens', async () => {
+    const { socket, open } = setup({ version: 2 });
+    const a = open(3);
+    a.write(data(300_000));
+    a.end();
+    await ticks();
+    expect(socket.frames.some((f) => f.cmd === Cmd.FIN)).toBe(false);
+    a.handleWindowUpdate(262_144, 262_144);
+    await ticks();
+    expect(psh(socket)).toBe(300_000);
+    expect(socket.frames.at(-1)).toMatchObject({ cmd: Cmd.FIN, streamId: 3 });
+  });
+});
