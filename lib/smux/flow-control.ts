@@ -52,7 +52,7 @@ export function sendWindow(numWritten: number, peerConsumed: number, peerWindow:
  * @param window - our advertised window (`maxStreamBuffer`)
  */
 export function shouldSendUpdate(numRead: number, n: number, pending: number, window: number): boolean {
-  return numRead === n || pending >= window / 2;
+  return numRead === n || pending >= Math.floor(window / 2); // Go: uint32(MaxStreamBuffer/2), integer division
 }
 
 /**

@@ -48,7 +48,11 @@ export class StreamTimeouts {
 
   /** Something arrived for the stream. */
   noteRead(): void {
-    if (this.#readMs > 0) this.#lastRead = this.#clock.now();
+    if (this.#readMs > 0) {
+      this.#lastRead = this.#clock.now();
+      // The timer may have lapsed while the stream did not await data (paused): start watching again.
+      if (this.#timer === null) this.#arm();
+    }
   }
 
   /** Queued bytes reached the socket, or new bytes were queued on an idle stream. */
