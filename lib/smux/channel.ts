@@ -3,6 +3,7 @@ import { INITIAL_PEER_WINDOW } from './constants.js';
 import { SmuxError } from './errors.js';
 import { type ReceiveBucket, sendWindow, shouldSendUpdate, u32Add } from './flow-control.js';
 import { StreamTimeouts, type TimeoutOwner } from './stream-timeouts.js';
+import type { Session } from './session.js';
 import type { FrameWriter, PayloadSink } from './writer.js';
 
 /**
@@ -108,6 +109,11 @@ export class SmuxChannel implements TimeoutOwner {
     this.id = id;
     // Paused until a handler is set: data that arrives first is held.
     this.#flags = PAUSED | (openedByPeer ? PEER_OPENED | (host.config.waitForOpenerData ? HOLD : 0) : 0);
+  }
+
+  /** The session this stream belongs to. */
+  get session(): Session {
+    return this.#host as unknown as Session;
   }
 
   /** True once the channel is finished (closed cleanly, destroyed, or its session died). */

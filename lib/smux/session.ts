@@ -4,7 +4,7 @@ import { CONTROL_SYN, type ChannelHost, SmuxChannel, type SmuxChannelHandler } f
 import { type SmuxConfig, validateConfig } from './config.js';
 import { type FrameSink, FrameDecoder } from './decoder.js';
 import { SmuxError } from './errors.js';
-import { Fifo } from './fifo.js';
+import { Fifo } from '../util/fifo.js';
 import { ReceiveBucket, streamAllowance } from './flow-control.js';
 import { KeepAlive, type KeepAliveHost } from './keep-alive.js';
 import { SmuxStream } from './stream.js';

@@ -1,7 +1,7 @@
 import type { Writable } from 'node:stream';
 import { CONTROL_FIN, CONTROL_SYN, CONTROL_UPD, type SmuxChannel } from './channel.js';
 import { Cmd, HEADER_SIZE, UPD_PAYLOAD_SIZE } from './constants.js';
-import { Fifo } from './fifo.js';
+import { Fifo } from '../util/fifo.js';
 import { writeHeader } from './frame.js';
 
 /** @internal Receives the payload pieces of the frame being built. */

@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
-import { Fifo } from '../../lib/smux/fifo.js';
+import { Fifo } from '../../lib/util/fifo.js';
 
 describe('Fifo', () => {
   test('shifts items in the order they were pushed', () => {

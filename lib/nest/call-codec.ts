@@ -1,0 +1,272 @@
+import { SmuxError } from '../smux/index.js';
+
+/*
+ * Call messages on a smux stream (docs/PROTOCOL.md §2): an 8-byte prefix — kind u8, body encoding u8,
+ * flags u16 LE, length u32 LE — then the fields the flags announce, then the body.
+ */
+
+/** Message kinds. */
+export const Kind = { REQUEST: 1, EVENT: 2, RESPONSE: 3, DATA: 4, END: 5, RAW: 6 } as const;
+
+/** Body encodings. */
+export const Encoding = { NONE: 0, JSON: 1, BYTES: 2, STRING: 3 } as const;
+
+/** Flag bits. */
+export const Flag = {
+  LAST: 1 << 0,
+  ERROR: 1 << 1,
+  OPAQUE: 1 << 2,
+  ID: 1 << 3,
+  PATTERN: 1 << 4,
+  PATTERN_JSON: 1 << 5,
+  TIMEOUT: 1 << 6,
+  HEADERS: 1 << 7,
+  STATUS: 1 << 8,
+} as const;
+
+const KNOWN_FLAGS = (1 << 9) - 1;
+const FIELD_FLAGS = Flag.ID | Flag.PATTERN | Flag.TIMEOUT | Flag.HEADERS | Flag.STATUS;
+/** Bytes of the message prefix. */
+export const PREFIX_SIZE = 8;
+/** Byte bodies up to this size are copied into the message buffer; larger ones are sent as they are. */
+const INLINE_BYTES = 4096;
+
+/** A decoded call message. */
+export interface CallMessage {
+  kind: number;
+  flags: number;
+  /** Packet id (`ID`). */
+  id?: string;
+  /** Pattern text (`PATTERN`); JSON text when `PATTERN_JSON` is set. */
+  pattern?: string;
+  /** Deadline budget in ms (`TIMEOUT`). */
+  timeout?: number;
+  /** Metadata (`HEADERS`). */
+  headers?: Record<string, string>;
+  /** Nest's `status` (`STATUS`). */
+  status?: string;
+  /** The body value: undefined, a JSON value, a Buffer or a string. */
+  body: unknown;
+}
+
+/** Optional fields of a message to encode. */
+export interface MessageFields {
+  id?: string | undefined;
+  pattern?: string | undefined;
+  patternIsJson?: boolean | undefined;
+  timeout?: number | undefined;
+  headers?: Record<string, string> | undefined;
+  status?: string | undefined;
+}
+
+const NO_FIELDS: MessageFields = {};
+
+/**
+ * Encodes a message. Returns one buffer, or two when the body is a large byte buffer (sent as is, not copied).
+ * Strings travel as UTF-8 and byte buffers raw — neither takes a JSON pass; everything else is JSON.
+ */
+export function encodeMessage(kind: number, flags: number, value: unknown, fields: MessageFields = NO_FIELDS): Buffer[] {
+  let encoding: number;
+  let text: string | undefined;
+  let bytes: Uint8Array | undefined;
+  if (value === undefined) encoding = Encoding.NONE;
+  else if (typeof value === 'string') {
+    encoding = Encoding.STRING;
+    text = value;
+  } else if (value instanceof Uint8Array) {
+    encoding = Encoding.BYTES;
+    bytes = value;
+  } else {
+    encoding = Encoding.JSON;
+    text = JSON.stringify(value);
+    if (text === undefined) encoding = Encoding.NONE; // e.g. a function: JSON has no value for it either
+  }
+
+  let fieldBytes = 0;
+  const { id, pattern, timeout, headers, status } = fields;
+  let headersText: string | undefined;
+  if (id !== undefined) {
+    flags |= Flag.ID;
+    fieldBytes += 1 + Buffer.byteLength(id);
+  }
+  if (pattern !== undefined) {
+    flags |= Flag.PATTERN | (fields.patternIsJson === true ? Flag.PATTERN_JSON : 0);
+    fieldBytes += 2 + Buffer.byteLength(pattern);
+  }
+  if (timeout !== undefined) {
+    flags |= Flag.TIMEOUT;
+    fieldBytes += 4;
+  }
+  if (headers !== undefined) {
+    flags |= Flag.HEADERS;
+    headersText = JSON.stringify(headers);
+    fieldBytes += 2 + Buffer.byteLength(headersText);
+  }
+  if (status !== undefined) {
+    flags |= Flag.STATUS;
+    fieldBytes += 1 + Buffer.byteLength(status);
+  }
+
+  const bodyLength = text !== undefined ? Buffer.byteLength(text) : (bytes?.byteLength ?? 0);
+  const inlineBody = bytes === undefined || bodyLength <= INLINE_BYTES;
+  const head = Buffer.allocUnsafe(PREFIX_SIZE + fieldBytes + (inlineBody ? bodyLength : 0));
+  head[0] = kind;
+  head[1] = encoding;
+  head.writeUInt16LE(flags, 2);
+  head.writeUInt32LE(fieldBytes + bodyLength, 4);
+  let at = PREFIX_SIZE;
+  if (id !== undefined) at = writeShortString(head, at, id, 1, 'id');
+  if (pattern !== undefined) at = writeShortString(head, at, pattern, 2, 'pattern');
+  if (timeout !== undefined) at = head.writeUInt32LE(Math.max(0, Math.min(0xffff_ffff, Math.ceil(timeout))), at);
+  if (headersText !== undefined) at = writeShortString(head, at, headersText, 2, 'headers');
+  if (status !== undefined) at = writeShortString(head, at, status, 1, 'status');
+  if (text !== undefined) head.write(text, at, 'utf8');
+  else if (bytes !== undefined && inlineBody) head.set(bytes, at);
+  if (inlineBody) return [head];
+  return [head, Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes!.buffer, bytes!.byteOffset, bytes!.byteLength)];
+}
+
+function writeShortString(buf: Buffer, at: number, value: string, lengthBytes: 1 | 2, field: string): number {
+  const length = Buffer.byteLength(value);
+  if (length >= 2 ** (8 * lengthBytes)) throw new SmuxError('ERR_SMUX_LIMIT', `call ${field} is ${length} bytes, more than ${2 ** (8 * lengthBytes) - 1}`);
+  if (lengthBytes === 1) buf[at] = length;
+  else buf.writeUInt16LE(length, at);
+  buf.write(value, at + lengthBytes, 'utf8');
+  return at + lengthBytes + length;
+}
+
+/** Receives the messages a {@link MessageReader} decodes (the per-call object itself: no closures). */
+export interface MessageSink {
+  onMessage(message: CallMessage): void;
+}
+
+/**
+ * Splits a stream's bytes into call messages. The size limit is checked on each prefix before the message is
+ * buffered; a message inside one chunk is decoded in place (a byte body is a view of the chunk), one that
+ * straddles chunks is joined once.
+ */
+export class MessageReader {
+  readonly #maxBytes: number;
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  #need = 0; // whole size of the message being gathered, once its prefix is known
+
+  /** @param maxMessageBytes - largest `length` accepted (`ERR_SMUX_LIMIT` beyond) */
+  constructor(maxMessageBytes: number) {
+    this.#maxBytes = maxMessageBytes;
+  }
+
+  /** True while part of a message is buffered (EOF now would truncate it). */
+  get partial(): boolean {
+    return this.#pendingBytes > 0;
+  }
+
+  /**
+   * Feeds bytes; `sink.onMessage` is called for each complete message, in order.
+   * @throws SmuxError `ERR_SMUX_PROTOCOL` (malformed) or `ERR_SMUX_LIMIT` (too large)
+   */
+  push(chunk: Buffer, sink: MessageSink): void {
+    let data = chunk;
+    if (this.#pendingBytes > 0) {
+      this.#pending.push(chunk);
+      this.#pendingBytes += chunk.length;
+      if (this.#need === 0) {
+        if (this.#pendingBytes < PREFIX_SIZE) return;
+        this.#need = PREFIX_SIZE + this.#length(Buffer.concat(this.#pending, PREFIX_SIZE), 0);
+      }
+      if (this.#pendingBytes < this.#need) return;
+      data = Buffer.concat(this.#pending, this.#pendingBytes);
+      this.#pending = [];
+      this.#pendingBytes = 0;
+      this.#need = 0;
+    }
+    let at = 0;
+    while (data.length - at >= PREFIX_SIZE) {
+      const end = at + PREFIX_SIZE + this.#length(data, at);
+      if (end > data.length) break;
+      sink.onMessage(decodeMessage(data, at, end));
+      at = end;
+    }
+    if (at < data.length) {
+      this.#pending.push(at === 0 ? data : data.subarray(at));
+      this.#pendingBytes = data.length - at;
+      if (this.#pendingBytes >= PREFIX_SIZE) this.#need = PREFIX_SIZE + this.#length(data, at);
+    }
+  }
+
+  #length(buf: Buffer, at: number): number {
+    const length = buf.readUInt32LE(at + 4);
+    if (length > this.#maxBytes) {
+      throw new SmuxError('ERR_SMUX_LIMIT', `call message of ${length} bytes exceeds the limit of ${this.#maxBytes} bytes`);
+    }
+    return length;
+  }
+}
+
+/** Decodes the message in `buf[start, end)`. */
+function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
+  const kind = buf[start]!;
+  const encoding = buf[start + 1]!;
+  const flags = buf.readUInt16LE(start + 2);
+  if (kind < Kind.REQUEST || kind > Kind.RAW) throw malformed(`unknown message kind ${kind}`);
+  if ((flags & ~KNOWN_FLAGS) !== 0) throw malformed(`unknown flag bits 0x${flags.toString(16)}`);
+  const message: CallMessage = { kind, flags, body: undefined };
+  let at = start + PREFIX_SIZE;
+  if ((flags & FIELD_FLAGS) !== 0) {
+    const read = (lengthBytes: 1 | 2): string => {
+      if (at + lengthBytes > end) throw malformed('truncated field');
+      const length = lengthBytes === 1 ? buf[at]! : buf.readUInt16LE(at);
+      at += lengthBytes;
+      if (at + length > end) throw malformed('truncated field');
+      const value = buf.toString('utf8', at, at + length);
+      at += length;
+      return value;
+    };
+    if ((flags & Flag.ID) !== 0) message.id = read(1);
+    if ((flags & Flag.PATTERN) !== 0) message.pattern = read(2);
+    if ((flags & Flag.TIMEOUT) !== 0) {
+      if (at + 4 > end) throw malformed('truncated field');
+      message.timeout = buf.readUInt32LE(at);
+      at += 4;
+    }
+    if ((flags & Flag.HEADERS) !== 0) message.headers = parseHeaders(read(2));
+    if ((flags & Flag.STATUS) !== 0) message.status = read(1);
+  }
+  switch (encoding) {
+    case Encoding.NONE:
+      if (at !== end) throw malformed('a body with encoding "none"');
+      break;
+    case Encoding.JSON:
+      try {
+        message.body = JSON.parse(buf.toString('utf8', at, end));
+      } catch (error) {
+        throw malformed(`invalid JSON body: ${(error as Error).message}`);
+      }
+      break;
+    case Encoding.BYTES:
+      message.body = buf.subarray(at, end);
+      break;
+    case Encoding.STRING:
+      message.body = buf.toString('utf8', at, end);
+      break;
+    default:
+      throw malformed(`unknown body encoding ${encoding}`);
+  }
+  return message;
+}
+
+function parseHeaders(text: string): Record<string, string> {
+  let headers: unknown;
+  try {
+    headers = JSON.parse(text);
+  } catch {
+    throw malformed('headers are not JSON');
+  }
+  if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) throw malformed('headers are not a JSON object');
+  for (const value of Object.values(headers)) if (typeof value !== 'string') throw malformed('header values must be strings');
+  return headers as Record<string, string>;
+}
+
+function malformed(why: string): SmuxError {
+  return new SmuxError('ERR_SMUX_PROTOCOL', `malformed call message: ${why}`);
+}

@@ -1,0 +1,336 @@
+import { isObservable, type Observable, type Observer, type Subscription } from 'rxjs';
+import { type Clock, type SmuxChannel, type SmuxChannelHandler, SmuxError, type SmuxErrorCode, type TimerHandle } from '../smux/index.js';
+import { type CallMessage, Flag, Kind, MessageReader } from './call-codec.js';
+import type { CallControl } from './smux.context.js';
+
+/** @internal What a {@link ServerCall} needs from the server. */
+export interface CallHost {
+  readonly clock: Clock;
+  readonly maxMessageBytes: number;
+  readonly maxReplyBufferBytes: number;
+  /** A REQUEST arrived: route it and run the handler (then `call.run(...)`), or fail it. */
+  dispatchRequest(call: ServerCall, message: CallMessage): void;
+  /** An EVENT arrived (the call is already closed). */
+  dispatchEvent(call: ServerCall, message: CallMessage): void;
+  /** Encodes a RESPONSE (through the configured serializer). */
+  encodeResponse(id: string | undefined, value: unknown, flags: number, status?: string): Buffer[];
+  /** Converts a thrown value into what the caller receives as `err` (Nest's exception-filter defaults). */
+  toRpcError(error: unknown): unknown;
+  /** The call stopped running (answered, cancelled or failed). */
+  callSettled(call: ServerCall): void;
+  /** The call wrote its last message and FIN: watch for the caller's FIN for a while. */
+  awaitCallerFin(call: ServerCall): void;
+  /** The call is over (its stream closed). */
+  callClosed(call: ServerCall): void;
+}
+
+const AWAITING = 0; // no complete first message yet
+const RUNNING = 1; // handler dispatched; no LAST written
+const REPLIED = 2; // LAST written (then FIN)
+const CANCELLED = 3; // caller cancelled, deadline, shutdown or a failure: nothing more is written
+
+/**
+ * One call on the server: a smux stream whose first message is a REQUEST (or an EVENT). It reads the
+ * request, lets the server run the handler, and writes the handler's values as RESPONSE messages — the last
+ * one with LAST (Nest's `isDisposed`), merged into the final value as Nest's `send()` does — then FIN.
+ *
+ * A FIN from the caller before LAST means cancel: the handler's Observable is unsubscribed (its teardown
+ * runs), `ctx.signal` aborts, and nothing more is written. The call is its own Observer (no per-call closures).
+ */
+export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unknown> {
+  /** The packet id of the request. */
+  id: string | undefined;
+  readonly #host: CallHost;
+  /** The call's stream. */
+  readonly channel: SmuxChannel;
+  /** The server's record of the connection the call came on. */
+  readonly connection: unknown;
+  readonly #reader: MessageReader;
+  #state = AWAITING;
+  #subscription: Subscription | null = null;
+  #controller: AbortController | null = null;
+  #abortReason: SmuxError | null = null;
+  #deadline: number | undefined;
+  #timer: TimerHandle | null = null;
+  #pending: unknown;
+  #hasPending = false;
+  #flushScheduled = false;
+  #endHook: (() => void) | null = null;
+  #drainWaiter: (() => void) | null = null;
+
+  /**
+   * @param host - the server
+   * @param channel - the call's stream
+   * @param connection - the server's record of the connection
+   */
+  constructor(host: CallHost, channel: SmuxChannel, connection: unknown) {
+    this.#host = host;
+    this.channel = channel;
+    this.connection = connection;
+    this.#reader = new MessageReader(host.maxMessageBytes);
+    channel.setHandler(this);
+  }
+
+  /** True while the handler runs and the caller still waits. */
+  get running(): boolean {
+    return this.#state === RUNNING;
+  }
+
+  // ── CallControl ────────────────────────────────────────────────────────────────────────────────────────
+
+  get signal(): AbortSignal {
+    if (this.#controller === null) {
+      this.#controller = new AbortController();
+      if (this.#abortReason !== null) this.#controller.abort(this.#abortReason);
+    }
+    return this.#controller.signal;
+  }
+
+  get remainingMs(): number | undefined {
+    return this.#deadline === undefined ? undefined : Math.max(0, this.#deadline - this.#host.clock.now());
+  }
+
+  // ── SmuxChannelHandler ─────────────────────────────────────────────────────────────────────────────────
+
+  onData(data: Buffer): void {
+    if (this.#state !== AWAITING) return; // the caller sends nothing after its request on these calls
+    try {
+      this.#reader.push(data, this);
+    } catch (error) {
+      this.#refuse(error as SmuxError);
+    }
+  }
+
+  onEnd(): void {
+    if (this.#state === AWAITING) {
+      this.channel.destroy(); // FIN without (or in the middle of) a request: nothing to answer
+    } else if (this.#state === RUNNING) {
+      this.#abort(new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the caller cancelled the call'));
+    }
+  }
+
+  onClose(): void {
+    if (this.#state === RUNNING) this.#abort(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
+    this.#host.callClosed(this);
+  }
+
+  /** @internal A complete message (MessageReader sink). */
+  onMessage(message: CallMessage): void {
+    if (this.#state !== AWAITING) return;
+    if (message.kind === Kind.REQUEST) {
+      this.#state = RUNNING;
+      this.id = message.id;
+      if (message.timeout !== undefined && message.timeout > 0) this.#startDeadline(message.timeout);
+      this.#host.dispatchRequest(this, message);
+    } else if (message.kind === Kind.EVENT) {
+      this.#state = REPLIED;
+      this.channel.destroy(); // at most once: nothing goes back; forget the stream now
+      this.#host.dispatchEvent(this, message);
+    } else {
+      this.#refuse(new SmuxError('ERR_SMUX_PROTOCOL', `a call must start with REQUEST or EVENT, got kind ${message.kind}`));
+    }
+  }
+
+  // ── Running the handler ────────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Runs the handler and adopts its result. `endHook` (processing end hook) runs exactly once when the call
+   * is over. A plain value is answered with one message; an Observable is subscribed; an AsyncIterable or
+   * Readable is pulled with backpressure.
+   */
+  async run(handler: (data: unknown, ctx: unknown) => unknown, data: unknown, ctx: unknown, endHook: (() => void) | null): Promise<void> {
+    this.#endHook = endHook;
+    let result: unknown;
+    try {
+      result = await handler(data, ctx);
+    } catch (error) {
+      this.error(this.#host.toRpcError(error));
+      return;
+    }
+    if (this.#state !== RUNNING) {
+      // Cancelled while guards or an async handler were pending: unsubscribe as soon as an Observable exists.
+      if (isObservable(result)) result.subscribe().unsubscribe();
+      this.#runEndHook();
+      return;
+    }
+    if (isObservable(result)) {
+      this.#subscription = (result as Observable<unknown>).subscribe(this);
+      if (this.#state !== RUNNING) this.#subscription.unsubscribe(); // ended synchronously, or cancelled meanwhile
+    } else if (isAsyncIterable(result)) {
+      await this.#pull(result);
+    } else {
+      this.#write(result, Flag.LAST);
+      this.#finish();
+    }
+  }
+
+  /** Answers the call with an error at once (no handler, limits, shutdown); `status` is Nest's `status`. */
+  fail(error: unknown, status?: string): void {
+    if (this.#state !== RUNNING && this.#state !== AWAITING) return;
+    this.#state = RUNNING;
+    this.#write(error, Flag.LAST | Flag.ERROR, status);
+    this.#finish();
+  }
+
+  /** Ends a running call with a transport error written by the server itself (deadline, shutdown, limit). */
+  end(code: SmuxErrorCode, message: string): void {
+    if (this.#state !== RUNNING) return;
+    this.#dropSubscription(new SmuxError(code, message));
+    this.#hasPending = false;
+    this.#write({ code, message }, Flag.LAST | Flag.ERROR);
+    this.#finish();
+  }
+
+  // ── Observer: values of the handler's Observable ───────────────────────────────────────────────────────
+
+  next(value: unknown): void {
+    if (this.#state !== RUNNING) return;
+    if (this.#hasPending) this.#write(this.#pending, 0);
+    this.#pending = value;
+    this.#hasPending = true;
+    // Like Nest's send(): a completion within the same tick merges LAST into this value.
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      process.nextTick(flushPending, this);
+    }
+  }
+
+  error(error: unknown): void {
+    if (this.#state !== RUNNING) return;
+    this.flushPending();
+    this.#write(error, Flag.LAST | Flag.ERROR);
+    this.#finish();
+  }
+
+  complete(): void {
+    if (this.#state !== RUNNING) return;
+    const value = this.#hasPending ? this.#pending : undefined;
+    this.#hasPending = false;
+    this.#pending = undefined;
+    this.#write(value, Flag.LAST);
+    this.#finish();
+  }
+
+  /** @internal Writes a value that waited for a possible completion. */
+  flushPending(): void {
+    this.#flushScheduled = false;
+    if (!this.#hasPending || this.#state !== RUNNING) return;
+    const value = this.#pending;
+    this.#hasPending = false;
+    this.#pending = undefined;
+    this.#write(value, 0);
+  }
+
+  // ── internals ──────────────────────────────────────────────────────────────────────────────────────────
+
+  async #pull(source: AsyncIterable<unknown>): Promise<void> {
+    const iterator = source[Symbol.asyncIterator]();
+    try {
+      for (;;) {
+        const { value, done } = await iterator.next();
+        if (this.#state !== RUNNING) {
+          await iterator.return?.();
+          this.#runEndHook();
+          return;
+        }
+        if (done === true) break;
+        this.#write(value, 0);
+        if (!this.channel.writable) await this.#drained();
+      }
+    } catch (error) {
+      this.error(this.#host.toRpcError(error));
+      return;
+    }
+    this.complete();
+  }
+
+  #drained(): Promise<void> {
+    return new Promise((resolve) => (this.#drainWaiter = resolve));
+  }
+
+  /** The stream's queue reached the socket: a pulling reply may continue. */
+  onDrain(): void {
+    const waiter = this.#drainWaiter;
+    this.#drainWaiter = null;
+    waiter?.();
+  }
+
+  #write(value: unknown, flags: number, status?: string): void {
+    if (this.channel.isClosed) return;
+    const buffers = this.#host.encodeResponse(this.id, value, flags, status);
+    for (const buffer of buffers) this.channel.write(buffer);
+    if (this.channel.writableLength > this.#host.maxReplyBufferBytes && (flags & Flag.LAST) === 0) {
+      const limit = this.#host.maxReplyBufferBytes;
+      this.end('ERR_SMUX_LIMIT', `the reply exceeded ${limit} bytes buffered for a caller that does not read fast enough`);
+    }
+  }
+
+  #finish(): void {
+    const wasRunning = this.#state === RUNNING;
+    this.#state = REPLIED;
+    if (wasRunning) this.#host.callSettled(this);
+    this.#clearTimer();
+    this.onDrain(); // a pull loop waiting for the window lets go
+    this.#runEndHook();
+    if (!this.channel.isClosed) {
+      this.channel.end();
+      this.#host.awaitCallerFin(this);
+    }
+  }
+
+  #refuse(error: SmuxError): void {
+    // Too large or malformed: answer with the error and FIN; whatever else the caller sends is ignored.
+    this.#state = RUNNING;
+    this.#write({ code: error.code, message: error.message }, Flag.LAST | Flag.ERROR);
+    this.#finish();
+  }
+
+  #abort(reason: SmuxError): void {
+    this.#dropSubscription(reason);
+    this.#state = CANCELLED;
+    this.#host.callSettled(this);
+    this.#clearTimer();
+    this.onDrain();
+    this.#runEndHook();
+    this.channel.destroy();
+  }
+
+  #dropSubscription(reason: SmuxError): void {
+    this.#abortReason = reason;
+    this.#controller?.abort(reason);
+    const subscription = this.#subscription;
+    this.#subscription = null;
+    const state = this.#state;
+    this.#state = CANCELLED; // so values emitted during teardown are dropped
+    subscription?.unsubscribe();
+    this.#state = state;
+  }
+
+  #runEndHook(): void {
+    const hook = this.#endHook;
+    this.#endHook = null;
+    hook?.();
+  }
+
+  #startDeadline(ms: number): void {
+    const clock = this.#host.clock;
+    this.#deadline = clock.now() + ms;
+    this.#timer = clock.setTimeout(() => {
+      this.#timer = null;
+      this.end('ERR_SMUX_TIMEOUT', `the call's deadline of ${ms} ms passed`);
+    }, ms);
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
+    this.#timer = null;
+  }
+}
+
+function flushPending(call: ServerCall): void {
+  call.flushPending();
+}
+
+function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator] === 'function';
+}

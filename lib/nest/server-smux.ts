@@ -1,0 +1,327 @@
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import tls from 'node:tls';
+import { type CustomTransportStrategy, type MessageHandler, type OutgoingResponse, RpcException, Server } from '@nestjs/microservices';
+import { connectable, finalize, isObservable, type Observable, Subject } from 'rxjs';
+import { type Clock, Session, type SmuxConfig, systemClock } from '../smux/index.js';
+import { type CallMessage, encodeMessage, Flag, Kind } from './call-codec.js';
+import type { ServerSmuxOptions } from './interfaces.js';
+import { type CallHost, ServerCall } from './server-call.js';
+import { createSmuxContext, type SmuxContext } from './smux.context.js';
+import type { SmuxServerEvents, SmuxStatus } from './smux.events.js';
+import { SMUX_TRANSPORT } from './transport-id.js';
+
+// Nest's own texts (not exported from @nestjs/microservices' entry point).
+const NO_MESSAGE_HANDLER = 'There is no matching message handler defined in the remote service.';
+const NO_EVENT_HANDLER = (pattern: string) => `There is no matching event handler defined in the remote service. Event pattern: ${pattern}`;
+const MiB = 1024 * 1024;
+
+/** One client connection: its session and the calls running on it. */
+interface Connection {
+  readonly session: Session;
+  readonly calls: Set<ServerCall>;
+  /** Over `maxConnections`: every call gets ERR_SMUX_LIMIT and the connection closes. */
+  readonly refused: boolean;
+}
+
+/**
+ * A NestJS microservice transport over smux: every call from a {@link ClientSmux} (or any smux client
+ * speaking docs/PROTOCOL.md) arrives on its own multiplexed stream.
+ *
+ * ```ts
+ * const app = await NestFactory.createMicroservice(AppModule, { strategy: new ServerSmux({ port: 4000 }) });
+ * await app.listen();
+ * ```
+ */
+export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements CustomTransportStrategy {
+  override transportId: symbol = SMUX_TRANSPORT;
+  readonly #options: ServerSmuxOptions;
+  readonly #smux: Partial<SmuxConfig>;
+  readonly #clock: Clock;
+  readonly #maxCalls: number;
+  readonly #finTimeout: number;
+  readonly #customSerializer: boolean;
+  readonly #customDeserializer: boolean;
+  readonly #events = new EventEmitter();
+  readonly #pendingListeners: Array<[string, (...args: never[]) => void]> = [];
+  readonly #connections = new Set<Connection>();
+  readonly #awaitingFin = new Map<ServerCall, number>();
+  readonly #routes = new Map<string, MessageHandler>();
+  readonly #host: CallHost;
+  readonly #defaultStartHook: unknown;
+  #server: net.Server | null = null;
+  #finSweep: NodeJS.Timeout | null = null;
+  #closing: Promise<void> | null = null;
+  #settledWaiter: (() => void) | null = null;
+
+  /** @param options - where to listen, TLS, smux config, limits, (de)serializers */
+  constructor(options: ServerSmuxOptions = {}) {
+    super();
+    this.#options = options;
+    this.#smux = { version: 2, ...options.smux };
+    this.#clock = options.smux?.clock ?? systemClock;
+    this.#maxCalls = options.maxCallsPerConnection ?? 10_000;
+    this.#finTimeout = options.finTimeout ?? 30_000;
+    this.#customSerializer = options.serializer !== undefined;
+    this.#customDeserializer = options.deserializer !== undefined;
+    this.initializeSerializer(options);
+    this.initializeDeserializer(options);
+    this.#defaultStartHook = this.onProcessingStartHook;
+    this.#host = this.#createCallHost(options.maxMessageBytes ?? 64 * MiB, options.maxReplyBufferBytes ?? 128 * MiB);
+  }
+
+  /** Starts listening; `callback()` on success, `callback(error)` on failure (Nest's contract). */
+  listen(callback: (error?: unknown) => void): void {
+    const { tls: tlsOptions } = this.#options;
+    const server = tlsOptions !== undefined ? tls.createServer(tlsOptions, (socket) => this.#accept(socket)) : net.createServer((socket) => this.#accept(socket));
+    this.#server = server;
+    for (const [event, listener] of this.#pendingListeners.splice(0)) this.on(event as keyof SmuxServerEvents, listener as never);
+    const onError = (error: Error): void => {
+      server.off('listening', onListening);
+      callback(error);
+    };
+    const onListening = (): void => {
+      server.off('error', onError);
+      server.on('error', (error) => this.logger.error(error));
+      this._status$.next('connected');
+      callback();
+    };
+    server.once('error', onError).once('listening', onListening);
+    const { path, port = 3000, host = 'localhost' } = this.#options;
+    if (path !== undefined) server.listen(path);
+    else server.listen(port, host);
+  }
+
+  /**
+   * Graceful close: stops accepting connections and calls (new calls get the retryable
+   * `ERR_SMUX_SHUTTING_DOWN`), lets running calls finish within `closeTimeout`, ends the rest with
+   * `ERR_SMUX_SHUTTING_DOWN`, then closes every connection. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown();
+    return this.#closing;
+  }
+
+  /** Listens to the `net.Server`'s events (`listening`, `connection`, `close`, `error`) or `session`. */
+  on<K extends keyof SmuxServerEvents>(event: K, callback: SmuxServerEvents[K]): void {
+    if (event === 'session') this.#events.on(event, callback as (...args: unknown[]) => void);
+    else if (this.#server === null) this.#pendingListeners.push([event, callback as (...args: never[]) => void]);
+    else this.#server.on(event, callback as (...args: unknown[]) => void);
+  }
+
+  /** The listening `net.Server` (a `tls.Server` with TLS). */
+  unwrap<T = net.Server>(): T {
+    if (this.#server === null) throw new Error('ServerSmux is not listening: call listen() first');
+    return this.#server as T;
+  }
+
+  /** Registers a handler (Nest calls this); the per-pattern route cache starts over. */
+  override addHandler(pattern: unknown, callback: MessageHandler, isEventHandler?: boolean, extras?: Record<string, unknown>): void {
+    super.addHandler(pattern, callback, isEventHandler, extras);
+    this.#routes.clear();
+  }
+
+  // ── connections ────────────────────────────────────────────────────────────────────────────────────────
+
+  #accept(socket: net.Socket): void {
+    if (this.#closing !== null) {
+      socket.destroy();
+      return;
+    }
+    const session = Session.server(socket, this.#smux);
+    const connection: Connection = { session, calls: new Set(), refused: this.#connections.size >= (this.#options.maxConnections ?? 1024) };
+    this.#connections.add(connection);
+    session.on('channel', (channel) => void new ServerCall(this.#host, channel, connection));
+    session.on('close', () => this.#connections.delete(connection));
+    if (connection.refused) {
+      // Answer what arrives with ERR_SMUX_LIMIT (a clear error, not a silent drop), then hang up.
+      const timer = this.#clock.setTimeout(() => void session.close(), 1_000);
+      session.on('close', () => this.#clock.clearTimeout(timer));
+    }
+    this.#events.emit('session', session);
+  }
+
+  async #shutdown(): Promise<void> {
+    const server = this.#server;
+    const stopped = server?.listening === true ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    const deadline = this.#clock.now() + (this.#options.closeTimeout ?? 10_000);
+    while (this.#runningCalls() > 0 && this.#clock.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        const timer = this.#clock.setTimeout(resolve, Math.max(0, deadline - this.#clock.now()));
+        this.#settledWaiter = () => {
+          this.#clock.clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#settledWaiter = null;
+    }
+    for (const connection of this.#connections) {
+      for (const call of [...connection.calls]) call.end('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
+    }
+    await Promise.all([...this.#connections].map((c) => closeWithin(c.session, this.#clock, 2_000)));
+    if (this.#finSweep !== null) clearInterval(this.#finSweep);
+    this.#finSweep = null;
+    this.#awaitingFin.clear();
+    await stopped; // the net.Server reports closed once every connection is gone
+    this._status$.next('disconnected');
+  }
+
+  #runningCalls(): number {
+    let running = 0;
+    for (const connection of this.#connections) running += connection.calls.size;
+    return running;
+  }
+
+  // ── calls ──────────────────────────────────────────────────────────────────────────────────────────────
+
+  #createCallHost(maxMessageBytes: number, maxReplyBufferBytes: number): CallHost {
+    return {
+      clock: this.#clock,
+      maxMessageBytes,
+      maxReplyBufferBytes,
+      dispatchRequest: (call, message) => this.#dispatchRequest(call, message),
+      dispatchEvent: (call, message) => void this.#dispatchEvent(call, message),
+      encodeResponse: (id, value, flags, status) => this.#encodeResponse(id, value, flags, status),
+      toRpcError: (error) => this.#toRpcError(error),
+      callSettled: (call) => this.#callSettled(call),
+      awaitCallerFin: (call) => this.#awaitCallerFin(call),
+      callClosed: (call) => this.#awaitingFin.delete(call),
+    };
+  }
+
+  #dispatchRequest(call: ServerCall, message: CallMessage): void {
+    const connection = call.connection as Connection;
+    if (this.#closing !== null) return call.end('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
+    if (connection.refused) return call.end('ERR_SMUX_LIMIT', `the server has reached its limit of ${this.#options.maxConnections ?? 1024} connections`);
+    if (connection.calls.size >= this.#maxCalls) return call.end('ERR_SMUX_LIMIT', `the connection has reached its limit of ${this.#maxCalls} calls in flight`);
+    connection.calls.add(call);
+    if (this.#customDeserializer || (message.flags & Flag.OPAQUE) !== 0) {
+      void this.#deserialize(message).then(
+        (packet) => this.#runRequest(call, packet.text, packet.data, packet.headers),
+        (error: unknown) => call.fail(this.#toRpcError(error)),
+      );
+      return;
+    }
+    this.#runRequest(call, message.pattern ?? '', message.body, message.headers);
+  }
+
+  #runRequest(call: ServerCall, pattern: string, data: unknown, headers: Record<string, string> | undefined): void {
+    const handler = this.#route(pattern);
+    if (handler === null) return call.fail(NO_MESSAGE_HANDLER, 'error');
+    const ctx = createSmuxContext(call.channel, pattern, headers, call);
+    if (this.onProcessingStartHook === this.#defaultStartHook && this.onProcessingEndHook === undefined) {
+      void call.run(handler, data, ctx, null); // the common case: no hooks, no per-call closures
+    } else {
+      this.onProcessingStartHook(this.transportId, ctx, () => call.run(handler, data, ctx, this.#endHook(ctx)));
+    }
+  }
+
+  async #dispatchEvent(call: ServerCall, message: CallMessage): Promise<void> {
+    if (this.#closing !== null) return; // at most once: a server shutting down takes no new work
+    const { text, data, headers } = this.#customDeserializer || (message.flags & Flag.OPAQUE) !== 0 ? await this.#deserialize(message) : plain(message);
+    const handler = this.#route(text);
+    if (handler === null) return void this.logger.error(NO_EVENT_HANDLER(text));
+    const ctx = createSmuxContext(call.channel, text, headers, call);
+    const run = async (end: () => void): Promise<void> => {
+      try {
+        const result = await handler(data, ctx);
+        if (isObservable(result)) {
+          // As Nest's handleEvent: run the handlers' streams hot; nobody waits for them.
+          connectable((result as Observable<unknown>).pipe(finalize(end)), { connector: () => new Subject(), resetOnDisconnect: false }).connect();
+        } else end();
+      } catch (error) {
+        end();
+        this.logger.error(error);
+      }
+    };
+    const noop = (): void => undefined;
+    if (this.onProcessingStartHook === this.#defaultStartHook && this.onProcessingEndHook === undefined) await run(noop);
+    else this.onProcessingStartHook(this.transportId, ctx, () => run(this.#endHook(ctx)));
+  }
+
+  /** The handler of a raw pattern text, cached: Nest's lookup parses and normalises the pattern on every call. */
+  #route(pattern: string): MessageHandler | null {
+    let handler = this.#routes.get(pattern);
+    if (handler === undefined) {
+      const found = this.getHandlerByPattern(pattern);
+      if (found === null) return null; // misses are not cached: a client cannot grow the cache
+      handler = found;
+      this.#routes.set(pattern, handler);
+    }
+    return handler;
+  }
+
+  async #deserialize(message: CallMessage): Promise<{ text: string; data: unknown; headers: Record<string, string> | undefined }> {
+    const raw =
+      (message.flags & Flag.OPAQUE) !== 0
+        ? message.body
+        : { pattern: (message.flags & Flag.PATTERN_JSON) !== 0 ? JSON.parse(message.pattern ?? 'null') : message.pattern, data: message.body, id: message.id, ...(message.headers ? { metadata: message.headers } : {}) };
+    const packet = (await this.deserializer.deserialize(raw)) as { pattern: unknown; data: unknown; metadata?: Record<string, string> };
+    return { text: this.getPatternAsString(packet.pattern), data: packet.data, headers: packet.metadata ?? message.headers };
+  }
+
+  #encodeResponse(id: string | undefined, value: unknown, flags: number, status?: string): Buffer[] {
+    if (!this.#customSerializer) return encodeMessage(Kind.RESPONSE, flags, value, status === undefined ? undefined : { status });
+    const packet: OutgoingResponse = { id: id ?? '' };
+    if ((flags & Flag.ERROR) !== 0) packet.err = value;
+    else if (value !== undefined) packet.response = value;
+    if ((flags & Flag.LAST) !== 0) packet.isDisposed = true;
+    if (status !== undefined) packet.status = status;
+    return encodeMessage(Kind.RESPONSE, flags | Flag.OPAQUE, this.serializer.serialize(packet));
+  }
+
+  /** What the caller receives for a thrown value: Nest's default exception-filter shapes. */
+  #toRpcError(error: unknown): unknown {
+    if (error instanceof RpcException) {
+      const value = error.getError();
+      return typeof value === 'object' && value !== null ? value : { status: 'error', message: value };
+    }
+    this.logger.error(error);
+    return { status: 'error', message: 'Internal server error' };
+  }
+
+  #endHook(ctx: SmuxContext): () => void {
+    let called = false;
+    return () => {
+      if (called) return;
+      called = true;
+      this.onProcessingEndHook?.(this.transportId, ctx);
+    };
+  }
+
+  #callSettled(call: ServerCall): void {
+    (call.connection as Connection).calls.delete(call);
+    if (this.#settledWaiter !== null && this.#runningCalls() === 0) this.#settledWaiter();
+  }
+
+  #awaitCallerFin(call: ServerCall): void {
+    this.#awaitingFin.set(call, this.#clock.now() + this.#finTimeout);
+    if (this.#finSweep !== null) return;
+    // One sweep for the whole server, not a timer per call: a caller that never FINs is forgotten within
+    // finTimeout to 1.5 × finTimeout.
+    this.#finSweep = setInterval(() => {
+      const now = this.#clock.now();
+      for (const [waiting, due] of this.#awaitingFin) {
+        if (due > now) break; // insertion order is due order
+        this.#awaitingFin.delete(waiting);
+        waiting.channel.destroy();
+      }
+      if (this.#awaitingFin.size === 0 && this.#finSweep !== null) {
+        clearInterval(this.#finSweep);
+        this.#finSweep = null;
+      }
+    }, Math.max(10, this.#finTimeout / 2)).unref();
+  }
+}
+
+function plain(message: CallMessage): { text: string; data: unknown; headers: Record<string, string> | undefined } {
+  return { text: message.pattern ?? '', data: message.body, headers: message.headers };
+}
+
+/** Graceful session close, bounded: destroyed when it takes longer than `ms`. */
+async function closeWithin(session: Session, clock: Clock, ms: number): Promise<void> {
+  let timer: unknown = null;
+  await Promise.race([session.close(), new Promise<void>((resolve) => (timer = clock.setTimeout(resolve, ms)))]);
+  clock.clearTimeout(timer);
+  session.destroy();
+}

@@ -1,0 +1,63 @@
+import { BaseRpcContext } from '@nestjs/microservices';
+import type { Session, SmuxChannel } from '../smux/index.js';
+
+/** @internal What a context asks of the call it describes. */
+export interface CallControl {
+  /** Aborted when the caller cancels, the deadline passes, or the server shuts the call down. */
+  readonly signal: AbortSignal;
+  /** ms left of the call's deadline, or undefined without one. */
+  readonly remainingMs: number | undefined;
+}
+
+type SmuxContextArgs = [channel: SmuxChannel, pattern: string, headers: Readonly<Record<string, string>>, control: CallControl];
+
+const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+
+/**
+ * The context of a call over smux: `@Ctx() ctx: SmuxContext` in a `@MessagePattern` or `@EventPattern`
+ * handler, or `context.switchToRpc().getContext()` in guards, interceptors and filters.
+ */
+export class SmuxContext extends BaseRpcContext<SmuxContextArgs> {
+  /** The pattern as a string (object patterns as JSON text). */
+  getPattern(): string {
+    return this.args[1];
+  }
+
+  /** Headers the caller sent (`SmuxRecordBuilder.setHeaders()` or Nest 12's dispatch hook `metadata`). */
+  getHeaders(): Readonly<Record<string, string>> {
+    return this.args[2];
+  }
+
+  /** The same headers under Nest 12's name (`TcpContext.getMetadata()`). */
+  getMetadata(): Readonly<Record<string, string>> {
+    return this.args[2];
+  }
+
+  /**
+   * Aborted when the call is cancelled: the caller unsubscribed or timed out, the deadline passed, or the
+   * server is shutting down. Pass it to `fetch`, timers, database drivers.
+   */
+  get signal(): AbortSignal {
+    return this.args[3].signal;
+  }
+
+  /** ms left until the call's deadline, or undefined when it has none. */
+  getRemainingTime(): number | undefined {
+    return this.args[3].remainingMs;
+  }
+
+  /** The smux stream of this call (its lean channel face). */
+  getStream(): SmuxChannel {
+    return this.args[0];
+  }
+
+  /** The smux session (one client connection). */
+  getSession(): Session {
+    return this.args[0].session;
+  }
+}
+
+/** @internal */
+export function createSmuxContext(channel: SmuxChannel, pattern: string, headers: Readonly<Record<string, string>> | undefined, control: CallControl): SmuxContext {
+  return new SmuxContext([channel, pattern, headers ?? NO_HEADERS, control]);
+}

@@ -1,0 +1,35 @@
+import type { SmuxError } from '../smux/index.js';
+import type { Session } from '../smux/index.js';
+
+/**
+ * Connection status published by `client.status` and `server.status` (as Nest's transports do).
+ * A string union, not an exported `const enum`, so consumers compiling with `isolatedModules` can use it.
+ */
+export type SmuxStatus = 'connected' | 'disconnected' | 'reconnecting';
+
+/** Status values, for comparisons without string literals. */
+export const SmuxStatus = {
+  CONNECTED: 'connected',
+  DISCONNECTED: 'disconnected',
+  RECONNECTING: 'reconnecting',
+} as const satisfies Record<string, SmuxStatus>;
+
+/** Events of {@link ClientSmux} (`client.on(event, listener)`). */
+export type SmuxClientEvents = {
+  /** A session was established. */
+  connect: (session: Session) => void;
+  /** A session ended; `error` is set when it failed. */
+  close: (error?: SmuxError) => void;
+  /** A connection attempt failed. */
+  error: (error: Error) => void;
+};
+
+/** Events of {@link ServerSmux} (`server.on(event, listener)`): the listening `net.Server`'s, plus sessions. */
+export type SmuxServerEvents = {
+  listening: () => void;
+  connection: (socket: import('node:net').Socket) => void;
+  close: () => void;
+  error: (error: Error) => void;
+  /** A client's smux session started. */
+  session: (session: Session) => void;
+};
