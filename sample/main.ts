@@ -1,60 +1,40 @@
 /**
- * `npm run sample`: two smux sessions over real TCP on 127.0.0.1. The server echoes every stream the
- * client opens; the client runs several streams at once over the one connection and checks what comes back.
+ * `npm run sample`: a Nest microservice on ServerSmux and a Nest client app using ClientsModule with
+ * ClientSmux, over real TCP on 127.0.0.1. Makes each kind of call, prints what came back, exits 0.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import net from 'node:net';
-import { once } from 'node:events';
-import { Session, type SmuxStream } from '../lib/smux/index.js';
-
-const config = { version: 2 as const };
+import 'reflect-metadata';
+import type { AddressInfo, Server } from 'node:net';
+import { NestFactory } from '@nestjs/core';
+import { ServerSmux } from '../lib/index.js';
+import { ClientModule } from './client/client.module.js';
+import { MathClient } from './client/math.client.js';
+import { AppModule } from './server/app.module.js';
 
 async function main(): Promise<void> {
-  // Server: one smux session per connection; every stream the client opens is echoed back, then ended.
-  const server = net.createServer((socket) => {
-    const session = Session.server(socket, config);
-    session.on('stream', (stream) => stream.pipe(stream));
-    session.on('close', () => undefined);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
+  // The microservice: every call arrives on its own smux stream.
+  const server = new ServerSmux({ host: '127.0.0.1', port: 0 });
+  const microservice = await NestFactory.createMicroservice(AppModule, { strategy: server, logger: ['error', 'warn'] });
+  await microservice.listen();
+  const { port } = server.unwrap<Server>().address() as AddressInfo;
 
-  const socket = net.connect(port, '127.0.0.1');
-  await once(socket, 'connect');
-  const session = Session.client(socket, config);
+  // The client app: ClientsModule.register({ customClass: ClientSmux }).
+  const clientApp = await NestFactory.createApplicationContext(ClientModule.forPort(port), { logger: ['error', 'warn'] });
+  const math = clientApp.get(MathClient);
 
-  // Three streams at once, one of them moving 8 MiB: the small ones are not held up behind it.
-  const big = randomBytes(8 * 1024 * 1024);
-  const started = performance.now();
-  const [hello, bulk, greeting] = await Promise.all([
-    echo(session, [Buffer.from('hello, '), Buffer.from('smux')]),
-    echo(session, [big]),
-    echo(session, [Buffer.from('half-close: we end our side, the server still answers')]),
-  ]);
-  const ms = performance.now() - started;
-  console.log(`stream 3 echoed: "${hello.toString()}"`);
-  console.log(`stream 5 echoed ${bulk.length} bytes, sha256 ${sha(bulk) === sha(big) ? 'matches' : 'DIFFERS'}`);
-  console.log(`stream 7 echoed: "${greeting.toString()}"`);
-  console.log(`${session.stats.streamsOpened} streams, ${session.stats.framesOut} frames out, ${session.stats.framesIn} in, ${ms.toFixed(0)} ms`);
+  const sum = await math.sum([1, 2, 3, 4]);
+  console.log(`math.sum [1,2,3,4]        → ${sum}`);
+  console.log(`math.ticks 3              → ${JSON.stringify(await math.ticks(3))}`);
+  await math.notify(sum);
+  console.log(`math.computed (event)     → sent (emit resolves once it is on the wire)`);
+  console.log(`math.whoami (key ok)      → ${JSON.stringify(await math.whoami('sample-key'))}`);
+  const refused = await math.whoami('wrong').catch((error: unknown) => error);
+  console.log(`math.whoami (wrong key)   → error ${JSON.stringify(refused)}`);
+  const [a, b] = await Promise.all([math.sum([10, 20]), math.sum([30, 40])]);
+  console.log(`two calls at once         → ${a}, ${b} (one connection, two streams)`);
 
-  await session.close();
-  server.close();
-  if (sha(bulk) !== sha(big) || hello.toString() !== 'hello, smux') process.exitCode = 1;
-}
-
-/** Opens a stream, writes the chunks, ends it (FIN) and reads the echo to its end. */
-async function echo(session: Session, chunks: Buffer[]): Promise<Buffer> {
-  const stream: SmuxStream = await session.openStream();
-  for (const chunk of chunks) stream.write(chunk);
-  stream.end();
-  const received: Buffer[] = [];
-  for await (const chunk of stream) received.push(chunk as Buffer);
-  return Buffer.concat(received);
-}
-
-function sha(buf: Buffer): string {
-  return createHash('sha256').update(buf).digest('hex');
+  await clientApp.close();
+  await microservice.close();
+  if (sum !== 10 || a !== 30 || b !== 70) process.exitCode = 1;
 }
 
 await main();
