@@ -209,11 +209,6 @@ export async function settle(ms = 50, turns = 10): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Resolves once `stream` has buffered or delivered `bytes`, by waiting on a collector. */
-export async function received(c: Collected, bytes: number, ms = 5_000): Promise<void> {
-  await until(() => c.bytes >= bytes || c.error !== null, ms, `${bytes} bytes (have ${c.bytes})`);
-}
-
 /** Marks a stream whose error is not under test: its 'error' (e.g. when the session is torn down) is recorded, not thrown. */
 export function quiet<T extends SmuxStream>(stream: T): T {
   errorOf(stream);
@@ -226,4 +221,10 @@ export function quiet<T extends SmuxStream>(stream: T): T {
  */
 export async function quiesced(a: Session, b: Session, ms = 10_000): Promise<void> {
   await until(() => a.stats.bytesOut === b.stats.bytesIn && b.stats.bytesOut === a.stats.bytesIn && !a.writer.pending && !b.writer.pending, ms, 'both directions to go quiet');
+}
+
+/** The error a session ended with, once it is closed (bounded wait). */
+export async function closeError(session: Session, ms = 5_000): Promise<Session['error']> {
+  await until(() => session.isClosed, ms, 'the session to close');
+  return session.error;
 }

@@ -1,0 +1,209 @@
+import { afterEach, describe, expect, test } from '@jest/globals';
+import { type Session, type SmuxChannel, type SmuxChannelHandler, SmuxError } from '../../lib/smux/index.js';
+import { until } from '../helpers/net.js';
+import { cleanup, pair, pattern, quiesced } from '../helpers/sessions.js';
+
+afterEach(cleanup);
+
+/** A handler that records every callback in order. */
+interface Recorder extends SmuxChannelHandler {
+  chunks: Buffer[];
+  bytes: number;
+  events: string[];
+  drains: number;
+  ended: boolean;
+  closed: boolean;
+  error: SmuxError | undefined;
+  data(): Buffer;
+}
+
+function recorder(): Recorder {
+  const r: Recorder = {
+    chunks: [],
+    bytes: 0,
+    events: [],
+    drains: 0,
+    ended: false,
+    closed: false,
+    error: undefined,
+    data: () => Buffer.concat(r.chunks),
+    onData(data) {
+      r.chunks.push(data);
+      r.bytes += data.length;
+      if (r.events.at(-1) !== 'data') r.events.push('data');
+    },
+    onEnd() {
+      r.ended = true;
+      r.events.push('end');
+    },
+    onDrain() {
+      r.drains++;
+    },
+    onClose(error) {
+      r.closed = true;
+      r.error = error;
+      r.events.push(error === undefined ? 'close' : `close:${error.code}`);
+    },
+  };
+  return r;
+}
+
+/** The next channel the peer opens; a handler is set only when given. */
+function nextChannel(session: Session, handler?: SmuxChannelHandler): Promise<SmuxChannel> {
+  return new Promise((resolve) =>
+    session.once('channel', (c) => {
+      if (handler !== undefined) c.setHandler(handler);
+      resolve(c);
+    }),
+  );
+}
+
+describe('SmuxChannel over TCP', () => {
+  test("openChannel() and 'channel': data both ways, end() → onEnd after all data, clean onClose on both sides", async () => {
+    const { client, server } = await pair();
+    const atServer = recorder();
+    const peer = nextChannel(server, atServer);
+    const atClient = recorder();
+    const ch = client.openChannel(atClient);
+    expect(ch.id).toBe(3);
+    expect(ch.openedByPeer).toBe(false);
+    const big = pattern(200_000, 9);
+    ch.write(big);
+    ch.end();
+    const sc = await peer;
+    expect(sc.openedByPeer).toBe(true);
+    await until(() => atServer.ended, 5_000, 'data + end at the server');
+    expect(atServer.data().equals(big)).toBe(true);
+    expect(sc.peerEnded).toBe(true);
+    sc.write(Buffer.from('reply'));
+    sc.end();
+    await until(() => atClient.closed && atServer.closed, 5_000, 'both to close');
+    expect(atClient.data().toString()).toBe('reply');
+    expect(atClient.events).toEqual(['data', 'end', 'close']);
+    expect(atServer.events).toEqual(['data', 'end', 'close']);
+    expect([ch.isClosed, sc.isClosed, ch.finSent, sc.finSent]).toEqual([true, true, true, true]);
+    await until(() => client.numStreams === 0 && server.numStreams === 0, 5_000, 'unregistered');
+  });
+
+  test('v2: end() with data still blocked by the peer window keeps the FIN behind the data', async () => {
+    const { client, server } = await pair({ version: 2 });
+    const peer = nextChannel(server); // not read yet: the window closes
+    const ch = client.openChannel(recorder());
+    const big = pattern(1 << 20, 13);
+    ch.write(big);
+    ch.end();
+    const sc = await peer;
+    await quiesced(client, server);
+    expect(ch.writableLength).toBeGreaterThan(0);
+    expect([ch.finSent, sc.peerEnded]).toEqual([false, false]);
+    const r = recorder();
+    sc.setHandler(r);
+    await until(() => r.ended, 10_000, 'all data, then end');
+    expect(r.data().equals(big)).toBe(true);
+  });
+
+  test('data is held before a handler is set and while paused; setHandler() and resume() deliver it in order', async () => {
+    const { client, server } = await pair();
+    const peer = nextChannel(server); // no handler yet
+    const ch = client.openChannel(recorder());
+    ch.write(Buffer.from('one,'));
+    ch.write(Buffer.from('two,'));
+    const sc = await peer;
+    await until(() => sc.readableLength === 8, 5_000, 'held bytes');
+    expect(sc.isPaused).toBe(true);
+    const r = recorder();
+    sc.setHandler(r);
+    expect(r.data().toString()).toBe('one,two,'); // delivered synchronously
+    expect([sc.readableLength, sc.isPaused]).toEqual([0, false]);
+
+    sc.pause();
+    ch.write(Buffer.from('three,'));
+    ch.end();
+    await until(() => sc.peerEnded, 5_000, 'FIN while paused');
+    expect(sc.readableLength).toBe(6);
+    expect(r.ended).toBe(false); // the end waits behind the held data
+    sc.resume();
+    expect(r.data().toString()).toBe('one,two,three,');
+    expect(r.events).toEqual(['data', 'end']);
+  });
+
+  test('write() returns false at streamHighWaterMark; onDrain fires once the bytes reach the socket', async () => {
+    const { client, server } = await pair({ streamHighWaterMark: 10_000 });
+    const atServer = recorder();
+    const peer = nextChannel(server, atServer);
+    const r = recorder();
+    const ch = client.openChannel(r);
+    expect(ch.write(Buffer.alloc(5_000, 1))).toBe(true);
+    expect(ch.writable).toBe(true);
+    expect(ch.write(Buffer.alloc(5_000, 2))).toBe(false);
+    expect(ch.writable).toBe(false);
+    expect(ch.writableLength).toBe(10_000);
+    await until(() => r.drains > 0, 5_000, 'drain');
+    expect(ch.writableLength).toBe(0);
+    await peer;
+    await until(() => atServer.bytes === 10_000, 5_000, 'bytes at the peer');
+  });
+
+  test('write() after end() or destroy() throws ERR_SMUX_STREAM_CLOSED; end() and destroy() are idempotent', async () => {
+    const { client, server } = await pair();
+    const atServer = recorder();
+    const peer = nextChannel(server, atServer);
+    const r = recorder();
+    const ch = client.openChannel(r);
+    ch.write(Buffer.from('x'));
+    ch.end();
+    ch.end();
+    expect(ch.isEnded).toBe(true);
+    expect(() => ch.write(Buffer.from('y'))).toThrow(expect.objectContaining({ code: 'ERR_SMUX_STREAM_CLOSED' }));
+    await peer;
+    await until(() => atServer.ended, 5_000, 'end at the peer');
+    expect(atServer.data().toString()).toBe('x');
+    ch.destroy();
+    ch.destroy();
+    expect(() => ch.write(Buffer.from('z'))).toThrow(expect.objectContaining({ code: 'ERR_SMUX_STREAM_CLOSED' }));
+    expect(r.events).toEqual(['close']);
+  });
+
+  test('destroy(err): onClose(err) at once, unregistered at once, the peer sees its end', async () => {
+    const { client, server } = await pair();
+    const atServer = recorder();
+    const peer = nextChannel(server, atServer);
+    const r = recorder();
+    const ch = client.openChannel(r);
+    ch.write(Buffer.from('hello'));
+    await peer;
+    await until(() => atServer.bytes === 5, 5_000, 'data');
+    const err = new SmuxError('ERR_SMUX_LIMIT', 'given up');
+    ch.destroy(err);
+    expect(r.error).toBe(err);
+    expect(client.numStreams).toBe(0);
+    expect(ch.isClosed).toBe(true);
+    await until(() => atServer.ended, 5_000, 'end at the peer');
+    expect(atServer.error).toBeUndefined();
+    expect(atServer.closed).toBe(false); // half-open: its own direction is still writable
+  });
+
+  test('session death: open channels get onClose(err); one whose peer already sent FIN first gets its held data and end', async () => {
+    const { client, server } = await pair();
+    const finished = recorder();
+    const open = recorder();
+    const first = nextChannel(server, finished);
+    const a = client.openChannel(recorder());
+    const sa = await first;
+    sa.pause();
+    a.write(Buffer.from('complete'));
+    a.end();
+    const second = nextChannel(server, open);
+    const b = client.openChannel(recorder());
+    b.write(Buffer.from('partial'));
+    await second;
+    await until(() => sa.peerEnded && sa.readableLength === 8 && open.bytes === 7, 5_000, 'frames at the server');
+    const err = new SmuxError('ERR_SMUX_PROTOCOL', 'test death');
+    server.destroy(err);
+    expect(finished.events).toEqual(['data', 'end', 'close:ERR_SMUX_PROTOCOL']);
+    expect(finished.data().toString()).toBe('complete');
+    expect(finished.error).toBe(err);
+    expect(open.events).toEqual(['data', 'close:ERR_SMUX_PROTOCOL']);
+    expect(server.numStreams).toBe(0);
+  });
+});
