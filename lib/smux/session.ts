@@ -71,6 +71,7 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
   #error: SmuxError | null = null;
   #readPause = 0;
   #closeTimer: unknown = null;
+  #lingering = false; // closed on our side, reading until the peer closes
   #closed: Promise<void> | null = null;
   #resolveClosed: (() => void) | null = null;
   #bytesIn = 0;
@@ -102,8 +103,7 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
     (socket as Partial<{ setNoDelay(v: boolean): void }>).setNoDelay?.(true); // frames are batched already; Nagle only adds latency
     socket.on('data', (chunk: Buffer) => this.#receive(chunk));
     socket.on('drain', () => this.#drained());
-    // Our FIN left after everything queued: a graceful close is complete on our side.
-    socket.on('finish', () => this.#state === CLOSING && this.destroy());
+    socket.on('finish', () => this.#state === CLOSING && this.#halfClosed());
     socket.on('end', () => (this.#state === CLOSING ? this.destroy() : this.destroy(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the peer closed the connection'))));
     socket.on('error', (cause: Error) => this.destroy(new SmuxError('ERR_SMUX_SESSION_CLOSED', `connection error: ${cause.message}`, { cause })));
     socket.on('close', () => this.destroy(this.#state === CLOSING ? undefined : new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed')));
@@ -191,9 +191,13 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
 
   /**
    * Graceful close: stops accepting streams, ends every stream (FIN after its queued data), flushes what can
-   * be sent, then ends the connection. Data blocked by a closed peer window (v2) is dropped. Bounded by
-   * `keepAliveTimeout` (30 s when keep-alive is off), after which the session is destroyed. Idempotent;
-   * resolves when the session is closed.
+   * be sent, then ends the connection (TCP half-close). Resolves once all of it has been handed to the socket.
+   * The session keeps reading what the peer still sends until the peer closes too — destroying a socket with
+   * unread input would make the kernel reset the connection and discard our own unsent tail — and then emits
+   * `'close'`. A peer that never closes (Go does not react to EOF) is cut off after `keepAliveTimeout` (30 s
+   * when keep-alive is off); meanwhile the socket does not keep the process alive. Data blocked by a closed
+   * peer window (v2) is dropped; if the flush itself cannot finish within that time, the session is destroyed
+   * with `ERR_SMUX_TIMEOUT`. Idempotent.
    */
   close(): Promise<void> {
     if (this.#closed !== null) return this.#closed;
@@ -207,7 +211,10 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
     for (const channel of this.#backlog.drain()) channel.destroy();
     for (const channel of this.#channels.values()) channel.end();
     const c = this.config;
-    this.#closeTimer = c.clock.setTimeout(() => this.destroy(new SmuxError('ERR_SMUX_TIMEOUT', 'graceful close timed out')), c.keepAliveDisabled ? 30_000 : c.keepAliveTimeout);
+    this.#closeTimer = c.clock.setTimeout(
+      () => (this.#lingering ? this.destroy() : this.destroy(new SmuxError('ERR_SMUX_TIMEOUT', 'graceful close could not flush within the timeout'))),
+      c.keepAliveDisabled ? 30_000 : c.keepAliveTimeout,
+    );
     this.writer.flush();
     this.#endWhenFlushed();
     return this.#closed;
@@ -345,8 +352,19 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
   }
 
   #endWhenFlushed(): void {
-    if (this.#state !== CLOSING || this.writer.blocked || this.writer.pending) return;
-    this.#socket.end(); // its 'finish' completes the close
+    if (this.#state !== CLOSING || this.#lingering || this.writer.blocked || this.writer.pending) return;
+    this.#socket.end(); // its 'finish' completes our side
+  }
+
+  /** Everything we had to send, and our FIN, reached the kernel: close() is done on our side. */
+  #halfClosed(): void {
+    this.#lingering = true;
+    this.#resolveClosed?.();
+    (this.#socket as Partial<{ unref(): void }>).unref?.();
+    // Keep reading until the peer closes ('end' or 'close' then destroys), so the kernel never resets.
+    this.#readPause = 0;
+    this.#decoder.resume();
+    this.#socket.resume();
   }
 
   #pauseReading(reason: number): void {
@@ -368,7 +386,7 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
 
   #assertOpen(): void {
     if (this.#state === OPEN) return;
-    if (this.#state === CLOSING) throw new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'session is closing');
+    if (this.#state === CLOSING && !this.#lingering) throw new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'session is closing');
     throw this.#closedError();
   }
 

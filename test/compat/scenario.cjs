@@ -1,0 +1,82 @@
+// One Nest microservice on ServerSmux and one ClientsModule client on ClientSmux, in whatever Nest version is
+// installed next to this file. Exits non-zero on any mismatch.
+const assert = require('node:assert/strict');
+const { Controller, Module, Inject, Injectable } = require('@nestjs/common');
+const { NestFactory } = require('@nestjs/core');
+const { ClientsModule, Ctx, EventPattern, MessagePattern, Payload, RpcException } = require('@nestjs/microservices');
+const { firstValueFrom, interval, lastValueFrom, map, take, toArray } = require('rxjs');
+
+function method(decorator, target, name) {
+  decorator(target.prototype, name, Object.getOwnPropertyDescriptor(target.prototype, name));
+}
+
+async function run(smux, core, flavour) {
+  const { ServerSmux, ClientSmux, SmuxRecordBuilder } = smux;
+  assert.equal(typeof core.Session, 'function', 'nestjs-smux/smux exports Session');
+  const events = [];
+
+  class MathController {
+    sum(data) {
+      return data.reduce((a, b) => a + b, 0);
+    }
+    ticks(n) {
+      return interval(1).pipe(take(n), map((i) => i * 10));
+    }
+    headers(_data, ctx) {
+      return ctx.getHeaders();
+    }
+    fail() {
+      throw new RpcException({ code: 'E_BAD' });
+    }
+    evt(data) {
+      events.push(data);
+    }
+  }
+  Controller()(MathController);
+  method(MessagePattern('sum'), MathController, 'sum');
+  method(MessagePattern({ cmd: 'ticks' }), MathController, 'ticks');
+  method(MessagePattern('headers'), MathController, 'headers');
+  Payload()(MathController.prototype, 'headers', 0);
+  Ctx()(MathController.prototype, 'headers', 1);
+  method(MessagePattern('fail'), MathController, 'fail');
+  method(EventPattern('evt'), MathController, 'evt');
+  class ServerModule {}
+  Module({ controllers: [MathController] })(ServerModule);
+
+  const server = new ServerSmux({ host: '127.0.0.1', port: 0 });
+  const microservice = await NestFactory.createMicroservice(ServerModule, { strategy: server, logger: false });
+  await microservice.listen();
+  const { port } = server.unwrap().address();
+
+  class Caller {
+    constructor(client) {
+      this.client = client;
+    }
+  }
+  Injectable()(Caller);
+  Inject('MATH')(Caller, undefined, 0);
+  class ClientModule {}
+  Module({
+    imports: [ClientsModule.register([{ name: 'MATH', customClass: ClientSmux, options: { host: '127.0.0.1', port } }])],
+    providers: [Caller],
+  })(ClientModule);
+  const clientApp = await NestFactory.createApplicationContext(ClientModule, { logger: false });
+  const { client } = clientApp.get(Caller);
+
+  assert.equal(await firstValueFrom(client.send('sum', [1, 2, 3])), 6);
+  assert.deepEqual(await lastValueFrom(client.send({ cmd: 'ticks' }, 3).pipe(toArray())), [0, 10, 20]);
+  assert.deepEqual(await firstValueFrom(client.send('headers', new SmuxRecordBuilder({}).setHeaders({ a: '1' }).build())), { a: '1' });
+  await assert.rejects(firstValueFrom(client.send('fail', {})), (err) => err.code === 'E_BAD');
+  await lastValueFrom(client.emit('evt', { x: 1 }), { defaultValue: undefined });
+  for (let i = 0; i < 100 && events.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(events, [{ x: 1 }]);
+
+  await clientApp.close();
+  await microservice.close();
+  // v12's exports map hides package.json from require(); read it from disk.
+  const pkg = require('node:path').join(require('node:path').dirname(require.resolve('@nestjs/microservices')), 'package.json');
+  const version = JSON.parse(require('node:fs').readFileSync(pkg, 'utf8')).version;
+  console.log(`ok: ${flavour} app, @nestjs/microservices ${version}, node ${process.version}`);
+}
+
+module.exports = { run };
