@@ -24,6 +24,7 @@ var subCommands = map[string]func(args []string) int{
 	"golden":     cmdGolden,
 	"bench-bulk": cmdBenchBulk,
 	"bench-rr":   cmdBenchRR,
+	"nestcall":   cmdNestCall,
 }
 
 const usage = `usage: peer <sub-command> [flags]
@@ -37,6 +38,8 @@ sub-commands:
   golden     -out DIR                             capture Go's exact wire bytes into DIR/vectors.json
   bench-bulk [-bytes N] [-rounds R]               Go<->Go bulk throughput over loopback TCP
   bench-rr   [-count M] [-concurrency C] [-addr]  stream-per-request round trips
+  nestcall   -addr H:P -pattern P [-data JSON]    call a NestJS ServerSmux (docs/PROTOCOL.md)
+             [-timeout ms] [-headers JSON] [-event] [-expect-error] [-wait ms]
 
 common flags: -v 1|2 -kai ms -kat ms -nokeepalive -maxframe n -recvbuf n -streambuf n -timeout ms
 run "peer <sub-command> -h" for the flags of one sub-command.

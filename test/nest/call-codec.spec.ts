@@ -1,0 +1,561 @@
+import { describe, expect, test } from '@jest/globals';
+import fc from 'fast-check';
+import { type CallMessage, Encoding, encodeMessage, Flag, Kind, MessageReader, type MessageFields, type MessageSink, PREFIX_SIZE } from '../../lib/nest/call-codec.js';
+import { SmuxError } from '../../lib/smux/index.js';
+import { chunkIndexOf, everyTwoWaySplit, ownedCopy, splitAt, splitAtFractions, splitEvery } from '../helpers/chunks.js';
+
+/*
+ * The call message codec of docs/PROTOCOL.md §2: encodeMessage and MessageReader. Reference messages are
+ * pinned as hex worked out by hand from the document, so the wire format cannot drift from it silently.
+ */
+
+const LIMIT = 1024 * 1024;
+
+class Collect implements MessageSink {
+  readonly messages: CallMessage[] = [];
+  onMessage(message: CallMessage): void {
+    this.messages.push(message);
+  }
+}
+
+/** Feeds `chunks` to a fresh reader and returns what it decoded. */
+function decode(chunks: readonly Buffer[], limit = LIMIT): { messages: CallMessage[]; reader: MessageReader } {
+  const reader = new MessageReader(limit);
+  const sink = new Collect();
+  for (const chunk of chunks) reader.push(chunk, sink);
+  return { messages: sink.messages, reader };
+}
+
+/** Encodes one message and decodes it from one chunk. */
+function roundTrip(kind: number, flags: number, value: unknown, fields?: MessageFields): CallMessage {
+  const { messages, reader } = decode([Buffer.concat(encodeMessage(kind, flags, value, fields))]);
+  expect(messages).toHaveLength(1);
+  expect(reader.partial).toBe(false);
+  return messages[0]!;
+}
+
+/** One encoded message as a single buffer. */
+function wire(kind: number, flags: number, value: unknown, fields?: MessageFields): Buffer {
+  return Buffer.concat(encodeMessage(kind, flags, value, fields));
+}
+
+/** A hand-made message: prefix + raw rest (fields and body), `length` taken from the rest unless given. */
+function raw(kind: number, encoding: number, flags: number, rest: Buffer | string = Buffer.alloc(0), length?: number): Buffer {
+  const tail = typeof rest === 'string' ? Buffer.from(rest.replace(/\s+/g, ''), 'hex') : rest;
+  const prefix = Buffer.alloc(PREFIX_SIZE);
+  prefix[0] = kind;
+  prefix[1] = encoding;
+  prefix.writeUInt16LE(flags, 2);
+  prefix.writeUInt32LE(length ?? tail.length, 4);
+  return Buffer.concat([prefix, tail]);
+}
+
+function hex(text: string): string {
+  return text.replace(/\s+/g, '');
+}
+
+/** Runs `fn` and returns the SmuxError code it throws (fails when it does not throw one). */
+function codeOf(fn: () => void): string {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(SmuxError);
+    return (error as SmuxError).code;
+  }
+  throw new Error('expected a SmuxError, nothing was thrown');
+}
+
+describe('call codec: constants', () => {
+  test('kinds, encodings and flag bits are the numbers of docs/PROTOCOL.md', () => {
+    expect(Kind).toEqual({ REQUEST: 1, EVENT: 2, RESPONSE: 3, DATA: 4, END: 5, RAW: 6 });
+    expect(Encoding).toEqual({ NONE: 0, JSON: 1, BYTES: 2, STRING: 3 });
+    expect(Flag).toEqual({
+      LAST: 0x001,
+      ERROR: 0x002,
+      OPAQUE: 0x004,
+      ID: 0x008,
+      PATTERN: 0x010,
+      PATTERN_JSON: 0x020,
+      TIMEOUT: 0x040,
+      HEADERS: 0x080,
+      STATUS: 0x100,
+    });
+    expect(PREFIX_SIZE).toBe(8);
+  });
+});
+
+describe('call codec: pinned wire bytes (computed by hand from docs/PROTOCOL.md)', () => {
+  test('reference REQUEST: id "1", pattern "sum", timeout 1000 ms, JSON body [1,2,3]', () => {
+    const bytes = wire(Kind.REQUEST, 0, [1, 2, 3], { id: '1', pattern: 'sum', timeout: 1000 });
+    // kind 1, encoding 1 (JSON), flags ID|PATTERN|TIMEOUT = 0x0058, length 2 + 5 + 4 + 7 = 18
+    const expected = hex(`
+      01 01 5800 12000000
+      01 31
+      0300 73756d
+      e8030000
+      5b312c322c335d`);
+    expect(bytes.toString('hex')).toBe(expected);
+    expect(roundTrip(Kind.REQUEST, 0, [1, 2, 3], { id: '1', pattern: 'sum', timeout: 1000 })).toEqual({
+      kind: Kind.REQUEST,
+      flags: Flag.ID | Flag.PATTERN | Flag.TIMEOUT,
+      id: '1',
+      pattern: 'sum',
+      timeout: 1000,
+      body: [1, 2, 3],
+    });
+  });
+
+  test('REQUEST with every field: object pattern (PATTERN_JSON), timeout, headers', () => {
+    const bytes = wire(Kind.REQUEST, 0, 3, { id: '7', pattern: '{"cmd":"ticks"}', patternIsJson: true, timeout: 300, headers: { a: 'b' } });
+    // flags ID|PATTERN|PATTERN_JSON|TIMEOUT|HEADERS = 0x00f8; fields 2 + 17 + 4 + 11 = 34, body 1: length 35
+    const expected = hex(`
+      01 01 f800 23000000
+      01 37
+      0f00 7b22636d64223a227469636b73227d
+      2c010000
+      0900 7b2261223a2262227d
+      33`);
+    expect(bytes.toString('hex')).toBe(expected);
+  });
+
+  test('EVENT: pattern "evt", JSON body {"x":1}', () => {
+    const expected = hex('02 01 1000 0c000000 0300 657674 7b2278223a317d');
+    expect(wire(Kind.EVENT, 0, { x: 1 }, { pattern: 'evt' }).toString('hex')).toBe(expected);
+  });
+
+  test("RESPONSE of Nest's no-handler kind: STATUS + ERROR + LAST, a UTF-8 string body", () => {
+    // flags LAST|ERROR|STATUS = 0x0103 (LE 03 01), encoding 3, fields 1 + 5, body "no"
+    const expected = hex('03 03 0301 08000000 05 6572726f72 6e6f');
+    expect(wire(Kind.RESPONSE, Flag.LAST | Flag.ERROR, 'no', { status: 'error' }).toString('hex')).toBe(expected);
+  });
+
+  test('RESPONSE + LAST with raw bytes, and with no value (encoding none, length 0)', () => {
+    expect(wire(Kind.RESPONSE, Flag.LAST, Buffer.from([1, 2, 3])).toString('hex')).toBe(hex('03 02 0100 03000000 010203'));
+    expect(wire(Kind.RESPONSE, Flag.LAST, undefined).toString('hex')).toBe(hex('03 00 0100 00000000'));
+  });
+
+  test('field lengths count UTF-8 bytes, not UTF-16 units', () => {
+    // "é" is 2 bytes, "€" 3: id length 2, pattern length 3, body "\"€\"" is not JSON but a STRING of 3 bytes
+    const expected = hex('01 03 1800 0b000000 02 c3a9 0300 e282ac e282ac');
+    expect(wire(Kind.REQUEST, 0, '€', { id: 'é', pattern: '€' }).toString('hex')).toBe(expected);
+  });
+});
+
+describe('call codec: kinds, flags and fields round trip', () => {
+  test.each(Object.entries(Kind))('kind %s', (_name, kind) => {
+    const message = roundTrip(kind, 0, { v: kind });
+    expect(message).toEqual({ kind, flags: 0, body: { v: kind } });
+  });
+
+  test.each([
+    ['LAST', Flag.LAST],
+    ['ERROR', Flag.ERROR],
+    ['OPAQUE', Flag.OPAQUE],
+    ['LAST|ERROR|OPAQUE', Flag.LAST | Flag.ERROR | Flag.OPAQUE],
+  ])('flag %s passes through unchanged', (_name, flags) => {
+    expect(roundTrip(Kind.RESPONSE, flags, 'x')).toEqual({ kind: Kind.RESPONSE, flags, body: 'x' });
+  });
+
+  const fieldCases: Array<[string, MessageFields, number, Partial<CallMessage>]> = [
+    ['ID', { id: 'abc-123' }, Flag.ID, { id: 'abc-123' }],
+    ['ID empty', { id: '' }, Flag.ID, { id: '' }],
+    ['ID 255 bytes', { id: 'i'.repeat(255) }, Flag.ID, { id: 'i'.repeat(255) }],
+    ['PATTERN', { pattern: 'math.sum' }, Flag.PATTERN, { pattern: 'math.sum' }],
+    ['PATTERN 65535 bytes', { pattern: 'p'.repeat(65535) }, Flag.PATTERN, { pattern: 'p'.repeat(65535) }],
+    ['PATTERN_JSON', { pattern: '{"cmd":"sum"}', patternIsJson: true }, Flag.PATTERN | Flag.PATTERN_JSON, { pattern: '{"cmd":"sum"}' }],
+    ['patternIsJson false', { pattern: 'sum', patternIsJson: false }, Flag.PATTERN, { pattern: 'sum' }],
+    ['patternIsJson without a pattern adds nothing', { patternIsJson: true }, 0, {}],
+    ['TIMEOUT', { timeout: 1500 }, Flag.TIMEOUT, { timeout: 1500 }],
+    ['TIMEOUT 0', { timeout: 0 }, Flag.TIMEOUT, { timeout: 0 }],
+    ['TIMEOUT u32 max', { timeout: 0xffff_ffff }, Flag.TIMEOUT, { timeout: 0xffff_ffff }],
+    ['TIMEOUT fractional rounds up', { timeout: 10.2 }, Flag.TIMEOUT, { timeout: 11 }],
+    ['TIMEOUT negative clamps to 0', { timeout: -5 }, Flag.TIMEOUT, { timeout: 0 }],
+    ['TIMEOUT beyond u32 clamps', { timeout: 2 ** 40 }, Flag.TIMEOUT, { timeout: 0xffff_ffff }],
+    ['HEADERS', { headers: { a: '1', 'x-trace': 'é€' } }, Flag.HEADERS, { headers: { a: '1', 'x-trace': 'é€' } }],
+    ['HEADERS empty', { headers: {} }, Flag.HEADERS, { headers: {} }],
+    ['STATUS', { status: 'error' }, Flag.STATUS, { status: 'error' }],
+    ['STATUS empty', { status: '' }, Flag.STATUS, { status: '' }],
+  ];
+  test.each(fieldCases)('field %s', (_name, fields, flags, decoded) => {
+    expect(roundTrip(Kind.REQUEST, 0, 42, fields)).toEqual({ kind: Kind.REQUEST, flags, body: 42, ...decoded });
+  });
+
+  test('every field and flag at once, in the documented order', () => {
+    const fields: MessageFields = { id: '9', pattern: '{"a":1}', patternIsJson: true, timeout: 77, headers: { h: 'v' }, status: 'ok' };
+    const flags = Flag.LAST | Flag.ERROR | Flag.OPAQUE;
+    const bytes = wire(Kind.RESPONSE, flags, 'body', fields);
+    expect(bytes.readUInt16LE(2)).toBe(0x1ff);
+    // ID, PATTERN, TIMEOUT, HEADERS, STATUS, then the body
+    expect(bytes.subarray(8).toString('hex')).toBe(
+      hex('01 39   0700 7b2261223a317d   4d000000   0900 7b2268223a2276227d   02 6f6b   626f6479'),
+    );
+    expect(roundTrip(Kind.RESPONSE, flags, 'body', fields)).toEqual({
+      kind: Kind.RESPONSE,
+      flags: 0x1ff,
+      id: '9',
+      pattern: '{"a":1}',
+      timeout: 77,
+      headers: { h: 'v' },
+      status: 'ok',
+      body: 'body',
+    });
+  });
+
+  test('unset optional fields (undefined) add neither flags nor bytes', () => {
+    const fields: MessageFields = { id: undefined, pattern: undefined, patternIsJson: undefined, timeout: undefined, headers: undefined, status: undefined };
+    expect(wire(Kind.DATA, 0, undefined, fields).toString('hex')).toBe(hex('04 00 0000 00000000'));
+  });
+
+  test('fields too long for their length prefix are refused with ERR_SMUX_LIMIT', () => {
+    expect(codeOf(() => encodeMessage(Kind.REQUEST, 0, 1, { id: 'i'.repeat(256) }))).toBe('ERR_SMUX_LIMIT');
+    expect(codeOf(() => encodeMessage(Kind.REQUEST, 0, 1, { id: 'é'.repeat(128) }))).toBe('ERR_SMUX_LIMIT'); // 256 bytes
+    expect(codeOf(() => encodeMessage(Kind.REQUEST, 0, 1, { pattern: 'p'.repeat(65536) }))).toBe('ERR_SMUX_LIMIT');
+    expect(codeOf(() => encodeMessage(Kind.RESPONSE, 0, 1, { status: 's'.repeat(256) }))).toBe('ERR_SMUX_LIMIT');
+    expect(codeOf(() => encodeMessage(Kind.REQUEST, 0, 1, { headers: { h: 'v'.repeat(65530) } }))).toBe('ERR_SMUX_LIMIT');
+  });
+});
+
+describe('call codec: body encodings', () => {
+  test('undefined travels as encoding none with an empty body', () => {
+    const bytes = wire(Kind.RESPONSE, Flag.LAST, undefined);
+    expect(bytes[1]).toBe(Encoding.NONE);
+    expect(bytes.readUInt32LE(4)).toBe(0);
+    expect(roundTrip(Kind.RESPONSE, Flag.LAST, undefined)).toEqual({ kind: Kind.RESPONSE, flags: Flag.LAST, body: undefined });
+  });
+
+  test('values JSON has no text for (a function, a symbol) travel as none', () => {
+    expect(wire(Kind.RESPONSE, 0, () => 1)[1]).toBe(Encoding.NONE);
+    expect(wire(Kind.RESPONSE, 0, Symbol('s'))[1]).toBe(Encoding.NONE);
+    expect(wire(Kind.RESPONSE, 0, { toJSON: () => undefined })[1]).toBe(Encoding.NONE);
+    expect(roundTrip(Kind.RESPONSE, 0, () => 1).body).toBeUndefined();
+  });
+
+  test.each<[string, unknown, unknown]>([
+    ['null', null, null],
+    ['zero', 0, 0],
+    ['a negative float', -1.5, -1.5],
+    ['true', true, true],
+    ['false', false, false],
+    ['an array', [1, 'a', null, [true]], [1, 'a', null, [true]]],
+    ['an object', { a: { b: [1, 2] }, c: 'é€😀' }, { a: { b: [1, 2] }, c: 'é€😀' }],
+    ['an empty object', {}, {}],
+    ['NaN (JSON null)', Number.NaN, null],
+    ['a Date (its JSON text)', new Date(0), '1970-01-01T00:00:00.000Z'],
+    ['an object with a Buffer inside (Buffer#toJSON)', { b: Buffer.from([1]) }, { b: { type: 'Buffer', data: [1] } }],
+  ])('JSON: %s', (_name, value, expected) => {
+    const bytes = wire(Kind.RESPONSE, 0, value);
+    expect(bytes[1]).toBe(Encoding.JSON);
+    expect(bytes.subarray(8).toString('utf8')).toBe(JSON.stringify(value));
+    expect(roundTrip(Kind.RESPONSE, 0, value).body).toEqual(expected);
+  });
+
+  test.each([
+    ['plain', 'hello'],
+    ['empty (still a string, not undefined)', ''],
+    ['JSON-looking text stays text', '{"a":1}'],
+    ['multi-byte', 'é€😀'],
+  ])('UTF-8 string without a JSON pass: %s', (_name, value) => {
+    const bytes = wire(Kind.RESPONSE, 0, value);
+    expect(bytes[1]).toBe(Encoding.STRING);
+    expect(bytes.subarray(8).toString('utf8')).toBe(value);
+    expect(bytes.readUInt32LE(4)).toBe(Buffer.byteLength(value));
+    const body = roundTrip(Kind.RESPONSE, 0, value).body;
+    expect(typeof body).toBe('string');
+    expect(body).toBe(value);
+  });
+
+  test('bytes never become JSON: a Buffer, a Uint8Array and an empty one travel raw and come back as Buffers', () => {
+    for (const value of [Buffer.from([0, 1, 2, 255]), new Uint8Array([9, 8, 7]), new Uint8Array(0), Buffer.from('[1,2]')]) {
+      const bytes = wire(Kind.RESPONSE, 0, value);
+      expect(bytes[1]).toBe(Encoding.BYTES);
+      expect(bytes.readUInt32LE(4)).toBe(value.byteLength);
+      expect(bytes.subarray(8)).toEqual(Buffer.from(value));
+      const body = roundTrip(Kind.RESPONSE, 0, value).body;
+      expect(Buffer.isBuffer(body)).toBe(true);
+      expect(Buffer.from(body as Buffer).equals(Buffer.from(value))).toBe(true);
+    }
+  });
+
+  test('a Uint8Array view into a larger buffer sends only its own bytes', () => {
+    const backing = new Uint8Array([1, 2, 3, 4, 5, 6]);
+    const view = backing.subarray(2, 5);
+    expect(wire(Kind.RESPONSE, 0, view).subarray(8)).toEqual(Buffer.from([3, 4, 5]));
+  });
+
+  test('a small byte body (≤ 4096) is copied inline into the one buffer returned', () => {
+    for (const size of [1, 100, 4096]) {
+      const body = Buffer.alloc(size, 7);
+      const out = encodeMessage(Kind.RESPONSE, Flag.LAST, body, { status: 's' });
+      expect(out).toHaveLength(1);
+      expect(out[0]!.length).toBe(8 + 2 + size);
+      body.fill(0); // the message owns its copy
+      expect(out[0]!.subarray(10).every((b) => b === 7)).toBe(true);
+    }
+  });
+
+  test('a large byte body (> 4096) is returned as a second buffer that is the caller’s memory, not a copy', () => {
+    const body = Buffer.alloc(4097, 3);
+    const out = encodeMessage(Kind.RESPONSE, Flag.LAST, body, { id: 'x' });
+    expect(out).toHaveLength(2);
+    expect(out[1]).toBe(body); // the very Buffer
+    expect(out[0]!.length).toBe(8 + 2);
+    expect(out[0]!.readUInt32LE(4)).toBe(2 + 4097); // length still counts the separate body
+    expect(out[0]![1]).toBe(Encoding.BYTES);
+
+    // A Uint8Array that is not a Buffer: a Buffer view over the same memory.
+    const backing = new Uint8Array(10_000).fill(5);
+    const view = backing.subarray(100, 9100);
+    const [head, tail] = encodeMessage(Kind.DATA, 0, view);
+    expect(Buffer.isBuffer(tail)).toBe(true);
+    expect(tail!.buffer).toBe(backing.buffer);
+    expect(tail!.byteOffset).toBe(100);
+    expect(tail!.length).toBe(9000);
+    expect(head!.readUInt32LE(4)).toBe(9000);
+
+    // decoded, it is the same bytes
+    const decoded = decode([Buffer.concat([head!, tail!])]).messages[0]!;
+    expect(Buffer.from(view).equals(decoded.body as Buffer)).toBe(true);
+  });
+
+  test('large strings and JSON bodies stay in one buffer', () => {
+    expect(encodeMessage(Kind.RESPONSE, 0, 'x'.repeat(10_000))).toHaveLength(1);
+    expect(encodeMessage(Kind.RESPONSE, 0, { big: 'x'.repeat(10_000) })).toHaveLength(1);
+  });
+});
+
+/** A mixed sequence of messages covering every kind, encoding and field. */
+function sampleMessages(): Array<{ kind: number; flags: number; value: unknown; fields?: MessageFields }> {
+  return [
+    { kind: Kind.REQUEST, flags: 0, value: [1, 2, 3], fields: { id: '1', pattern: 'sum', timeout: 1000 } },
+    { kind: Kind.EVENT, flags: 0, value: { x: 'é' }, fields: { pattern: '{"cmd":"e"}', patternIsJson: true, headers: { a: 'b' } } },
+    { kind: Kind.RESPONSE, flags: 0, value: 'text' },
+    { kind: Kind.RESPONSE, flags: 0, value: Buffer.from([1, 2, 3, 4]) },
+    { kind: Kind.DATA, flags: 0, value: Buffer.alloc(5000, 0xab) },
+    { kind: Kind.RAW, flags: 0, value: new Uint8Array(0) },
+    { kind: Kind.END, flags: Flag.ERROR, value: { code: 'E', message: 'm' } },
+    { kind: Kind.RESPONSE, flags: Flag.LAST | Flag.ERROR, value: 'no handler', fields: { status: 'error' } },
+    { kind: Kind.RESPONSE, flags: Flag.LAST, value: undefined },
+  ];
+}
+
+function normalize(messages: CallMessage[]): unknown[] {
+  return messages.map((m) => ({ ...m, body: Buffer.isBuffer(m.body) ? `bytes:${m.body.toString('hex')}` : m.body }));
+}
+
+describe('call codec: chunking', () => {
+  const samples = sampleMessages();
+  const stream = Buffer.concat(samples.flatMap((s) => encodeMessage(s.kind, s.flags, s.value, s.fields)));
+  const reference = normalize(samples.flatMap((s) => decode([wire(s.kind, s.flags, s.value, s.fields)]).messages));
+
+  test('many messages in one chunk decode in order, identical to one by one', () => {
+    const { messages, reader } = decode([ownedCopy(stream)]);
+    expect(normalize(messages)).toEqual(reference);
+    expect(reader.partial).toBe(false);
+  });
+
+  test('split in two at every offset decodes identically', () => {
+    let splits = 0;
+    for (const { at, chunks } of everyTwoWaySplit(stream)) {
+      const { messages, reader } = decode(chunks);
+      if (normalize(messages).length !== reference.length) throw new Error(`split at ${at}: ${messages.length} messages`);
+      expect(normalize(messages)).toEqual(reference);
+      expect(reader.partial).toBe(false);
+      splits++;
+    }
+    expect(splits).toBe(stream.length - 1);
+  });
+
+  test('one byte at a time decodes identically; `partial` is true exactly while a message is incomplete', () => {
+    const reader = new MessageReader(LIMIT);
+    const sink = new Collect();
+    const boundaries = new Set<number>([0]);
+    let end = 0;
+    for (const s of samples) boundaries.add((end += Buffer.concat(encodeMessage(s.kind, s.flags, s.value, s.fields)).length));
+    splitEvery(stream, 1).forEach((chunk, i) => {
+      reader.push(chunk, sink);
+      expect(reader.partial).toBe(!boundaries.has(i + 1));
+    });
+    expect(normalize(sink.messages)).toEqual(reference);
+  });
+
+  test('every split of one message into three pieces decodes identically', () => {
+    const one = wire(Kind.REQUEST, 0, { a: [1, 2] }, { id: 'id', pattern: 'p', timeout: 5, headers: { k: 'v' } });
+    const expected = decode([one]).messages;
+    for (let i = 1; i < one.length; i++) {
+      for (let j = i + 1; j < one.length; j++) expect(decode(splitAt(one, [i, j])).messages).toEqual(expected);
+    }
+  });
+
+  test('a message whole in one chunk yields a byte body that is a view of that chunk (no copy)', () => {
+    const small = wire(Kind.RESPONSE, 0, Buffer.from('abc'));
+    const large = wire(Kind.RESPONSE, Flag.LAST, Buffer.alloc(6000, 1), { id: 'x' });
+    const chunks = [ownedCopy(small), ownedCopy(Buffer.concat([small, large]))];
+    const { messages } = decode(chunks);
+    expect(messages).toHaveLength(3);
+    expect(chunkIndexOf(messages[0]!.body as Buffer, chunks)).toBe(0);
+    expect(chunkIndexOf(messages[1]!.body as Buffer, chunks)).toBe(1);
+    expect(chunkIndexOf(messages[2]!.body as Buffer, chunks)).toBe(1);
+    expect((messages[2]!.body as Buffer).length).toBe(6000);
+  });
+
+  test('a message that straddles chunks is joined; the bytes are right and later whole messages still decode', () => {
+    const a = wire(Kind.DATA, 0, Buffer.alloc(300, 2));
+    const b = wire(Kind.DATA, 0, Buffer.alloc(10, 3));
+    const chunks = splitAt(Buffer.concat([a, b]), [100]);
+    const { messages } = decode(chunks);
+    expect(messages.map((m) => (m.body as Buffer).toString('hex'))).toEqual([Buffer.alloc(300, 2).toString('hex'), Buffer.alloc(10, 3).toString('hex')]);
+    expect(chunkIndexOf(messages[0]!.body as Buffer, chunks)).toBe(-1);
+  });
+
+  test('an empty chunk changes nothing', () => {
+    const one = wire(Kind.RESPONSE, Flag.LAST, 5);
+    const reader = new MessageReader(LIMIT);
+    const sink = new Collect();
+    reader.push(Buffer.alloc(0), sink);
+    reader.push(one.subarray(0, 3), sink);
+    reader.push(Buffer.alloc(0), sink);
+    reader.push(one.subarray(3), sink);
+    reader.push(Buffer.alloc(0), sink);
+    expect(sink.messages).toEqual([{ kind: Kind.RESPONSE, flags: Flag.LAST, body: 5 }]);
+  });
+});
+
+describe('call codec: size limit', () => {
+  test('a huge length with no body bytes fails at once with ERR_SMUX_LIMIT (checked on the prefix)', () => {
+    const reader = new MessageReader(LIMIT);
+    const sink = new Collect();
+    expect(codeOf(() => reader.push(raw(Kind.REQUEST, Encoding.JSON, 0, Buffer.alloc(0), 0xffff_ffff), sink))).toBe('ERR_SMUX_LIMIT');
+    expect(sink.messages).toEqual([]);
+  });
+
+  test('also when the prefix itself arrives in pieces', () => {
+    const prefix = raw(Kind.REQUEST, Encoding.JSON, 0, Buffer.alloc(0), LIMIT + 1);
+    for (let at = 1; at < PREFIX_SIZE; at++) {
+      const reader = new MessageReader(LIMIT);
+      const sink = new Collect();
+      reader.push(prefix.subarray(0, at), sink);
+      expect(codeOf(() => reader.push(prefix.subarray(at), sink))).toBe('ERR_SMUX_LIMIT');
+    }
+  });
+
+  test('and for an oversized message after a good one in the same chunk (the good one is delivered first)', () => {
+    const reader = new MessageReader(100);
+    const sink = new Collect();
+    const chunk = Buffer.concat([wire(Kind.DATA, 0, 1), raw(Kind.DATA, Encoding.JSON, 0, Buffer.from('1'), 101)]);
+    expect(codeOf(() => reader.push(chunk, sink))).toBe('ERR_SMUX_LIMIT');
+    expect(sink.messages).toEqual([{ kind: Kind.DATA, flags: 0, body: 1 }]);
+  });
+
+  test('a length equal to the limit is accepted; one more is not', () => {
+    const body = Buffer.alloc(100, 1);
+    expect(decode([wire(Kind.DATA, 0, body)], 100).messages).toHaveLength(1);
+    expect(codeOf(() => decode([wire(Kind.DATA, 0, Buffer.alloc(101))], 100))).toBe('ERR_SMUX_LIMIT');
+  });
+});
+
+describe('call codec: malformed input is ERR_SMUX_PROTOCOL', () => {
+  const cases: Array<[string, Buffer]> = [
+    ['kind 0', raw(0, Encoding.JSON, 0, '31')],
+    ['kind 7', raw(7, Encoding.JSON, 0, '31')],
+    ['kind 255', raw(255, Encoding.NONE, 0)],
+    ['unknown flag bit 9', raw(Kind.RESPONSE, Encoding.NONE, 1 << 9)],
+    ['unknown flag bit 15', raw(Kind.RESPONSE, Encoding.NONE, 0x8000 | Flag.LAST)],
+    ['unknown encoding 4', raw(Kind.RESPONSE, 4, 0, '31')],
+    ['unknown encoding 255', raw(Kind.RESPONSE, 255, 0)],
+    ['a body with encoding none', raw(Kind.RESPONSE, Encoding.NONE, Flag.LAST, '31')],
+    ['a body with encoding none after the fields', raw(Kind.RESPONSE, Encoding.NONE, Flag.STATUS, '01 61 00')],
+    ['ID length past the end', raw(Kind.REQUEST, Encoding.NONE, Flag.ID, '05 6162')],
+    ['ID length byte missing', raw(Kind.REQUEST, Encoding.NONE, Flag.ID)],
+    ['PATTERN length cut in half', raw(Kind.REQUEST, Encoding.NONE, Flag.PATTERN, '03')],
+    ['PATTERN past the end', raw(Kind.REQUEST, Encoding.NONE, Flag.PATTERN, '0300 7375')],
+    ['TIMEOUT cut short', raw(Kind.REQUEST, Encoding.NONE, Flag.TIMEOUT, 'e803')],
+    ['HEADERS past the end', raw(Kind.REQUEST, Encoding.NONE, Flag.HEADERS, '1000 7b7d')],
+    ['STATUS past the end', raw(Kind.RESPONSE, Encoding.NONE, Flag.STATUS, '09 6572')],
+    ['a flag announcing a field that is not there', raw(Kind.REQUEST, Encoding.NONE, Flag.ID | Flag.PATTERN, '01 31')],
+    ['invalid JSON body', raw(Kind.RESPONSE, Encoding.JSON, 0, Buffer.from('{"a":'))],
+    ['an empty JSON body', raw(Kind.RESPONSE, Encoding.JSON, 0)],
+    ['JSON body with trailing garbage', raw(Kind.RESPONSE, Encoding.JSON, 0, Buffer.from('1 2'))],
+    ['headers not JSON', raw(Kind.REQUEST, Encoding.NONE, Flag.HEADERS, Buffer.from('\x03\x00{a:'))],
+    ['headers an array', raw(Kind.REQUEST, Encoding.NONE, Flag.HEADERS, Buffer.from('\x02\x00[]'))],
+    ['headers null', raw(Kind.REQUEST, Encoding.NONE, Flag.HEADERS, Buffer.from('\x04\x00null'))],
+    ['headers a string', raw(Kind.REQUEST, Encoding.NONE, Flag.HEADERS, Buffer.from('\x03\x00"a"'))],
+    ['headers a number', raw(Kind.REQUEST, Encoding.NONE, Flag.HEADERS, Buffer.from('\x01\x001'))],
+    ['a header value that is a number', raw(Kind.REQUEST, Encoding.NONE, Flag.HEADERS, Buffer.from('\x07\x00{"a":1}'))],
+    ['a header value that is null', raw(Kind.REQUEST, Encoding.NONE, Flag.HEADERS, Buffer.from('\x0a\x00{"a":null}'))],
+    ['a header value that is an object', raw(Kind.REQUEST, Encoding.NONE, Flag.HEADERS, Buffer.from('\x10\x00{"a":"b","c":{}}'))],
+  ];
+
+  test.each(cases)('%s', (_name, bytes) => {
+    const sink = new Collect();
+    expect(codeOf(() => new MessageReader(LIMIT).push(bytes, sink))).toBe('ERR_SMUX_PROTOCOL');
+    expect(sink.messages).toEqual([]);
+    // the same, arriving one byte at a time: the error comes with the message's last byte, not before
+    const reader = new MessageReader(LIMIT);
+    const pieces = splitEvery(bytes, 1);
+    for (const piece of pieces.slice(0, -1)) reader.push(piece, sink);
+    expect(codeOf(() => reader.push(pieces.at(-1)!, sink))).toBe('ERR_SMUX_PROTOCOL');
+  });
+
+  test('hand-made well-formed messages with the same layouts decode (the cases above fail for the stated reason only)', () => {
+    expect(decode([raw(Kind.REQUEST, Encoding.NONE, Flag.ID, '02 6162')]).messages[0]).toEqual({ kind: Kind.REQUEST, flags: Flag.ID, id: 'ab', body: undefined });
+    expect(decode([raw(Kind.REQUEST, Encoding.NONE, Flag.HEADERS, Buffer.from('\x09\x00{"a":"1"}'))]).messages[0]!.headers).toEqual({ a: '1' });
+    expect(decode([raw(Kind.RESPONSE, Encoding.STRING, Flag.STATUS, '02 6572 6f6b')]).messages[0]).toEqual({ kind: Kind.RESPONSE, flags: Flag.STATUS, status: 'er', body: 'ok' });
+  });
+});
+
+describe('call codec: property', () => {
+  const text = fc.string({ unit: 'grapheme', maxLength: 12 });
+  const header = fc.dictionary(
+    text.filter((k) => k !== '__proto__'),
+    text,
+    { maxKeys: 4 },
+  );
+  const body = fc.oneof(
+    { arbitrary: fc.constant(undefined), weight: 1 },
+    { arbitrary: fc.jsonValue({ maxDepth: 3 }), weight: 4 },
+    { arbitrary: text, weight: 2 },
+    { arbitrary: fc.uint8Array({ maxLength: 64 }).map((a) => Buffer.from(a)), weight: 2 },
+    { arbitrary: fc.integer({ min: 4090, max: 9000 }).map((n) => Buffer.alloc(n, n & 0xff)), weight: 1 },
+  );
+  const message = fc.record({
+    kind: fc.integer({ min: Kind.REQUEST, max: Kind.RAW }),
+    flags: fc.subarray([Flag.LAST, Flag.ERROR, Flag.OPAQUE]).map((bits) => bits.reduce((a, b) => a | b, 0)),
+    value: body,
+    fields: fc.record(
+      {
+        id: fc.string({ unit: 'grapheme', maxLength: 40 }).filter((s) => Buffer.byteLength(s) < 256),
+        pattern: text,
+        patternIsJson: fc.boolean(),
+        timeout: fc.integer({ min: 0, max: 0xffff_ffff }),
+        headers: header,
+        status: text,
+      },
+      { requiredKeys: [] },
+    ),
+  });
+
+  test('random messages encode, split anywhere and decode to the same messages', () => {
+    fc.assert(
+      fc.property(fc.array(message, { minLength: 1, maxLength: 8 }), fc.array(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), { maxLength: 12 }), (messages, cuts) => {
+        const bytes = Buffer.concat(messages.flatMap((m) => encodeMessage(m.kind, m.flags, m.value, m.fields)));
+        const { messages: decoded, reader } = decode(splitAtFractions(bytes, cuts));
+        expect(reader.partial).toBe(false);
+        const expected = messages.map((m) => {
+          const f = m.fields;
+          let flags = m.flags;
+          const out: Record<string, unknown> = { kind: m.kind };
+          if (f.id !== undefined) ((flags |= Flag.ID), (out.id = f.id));
+          if (f.pattern !== undefined) ((flags |= Flag.PATTERN | (f.patternIsJson === true ? Flag.PATTERN_JSON : 0)), (out.pattern = f.pattern));
+          if (f.timeout !== undefined) ((flags |= Flag.TIMEOUT), (out.timeout = f.timeout));
+          if (f.headers !== undefined) ((flags |= Flag.HEADERS), (out.headers = f.headers));
+          if (f.status !== undefined) ((flags |= Flag.STATUS), (out.status = f.status));
+          out.flags = flags;
+          out.body = Buffer.isBuffer(m.value) ? `bytes:${m.value.toString('hex')}` : m.value === undefined ? undefined : JSON.parse(JSON.stringify(m.value));
+          return out;
+        });
+        expect(normalize(decoded)).toEqual(expected);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
