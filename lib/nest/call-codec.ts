@@ -98,6 +98,9 @@ export function encodeMessage(kind: number, flags: number, value: unknown, field
     fieldBytes += 4;
   }
   if (headers !== undefined) {
+    for (const [name, v] of Object.entries(headers)) {
+      if (typeof v !== 'string') throw new TypeError(`call header "${name}" must be a string, got ${typeof v}`);
+    }
     flags |= Flag.HEADERS;
     headersText = JSON.stringify(headers);
     fieldBytes += 2 + Buffer.byteLength(headersText);
@@ -232,6 +235,7 @@ function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
     if ((flags & Flag.HEADERS) !== 0) message.headers = parseHeaders(read(2));
     if ((flags & Flag.STATUS) !== 0) message.status = read(1);
   }
+  if ((flags & Flag.PATTERN_JSON) !== 0 && (flags & Flag.PATTERN) === 0) throw malformed('PATTERN_JSON without a PATTERN field');
   switch (encoding) {
     case Encoding.NONE:
       if (at !== end) throw malformed('a body with encoding "none"');

@@ -117,7 +117,9 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
   /** @internal A complete message (MessageReader sink). */
   onMessage(message: CallMessage): void {
     if (this.#state !== AWAITING) return;
-    if (message.kind === Kind.REQUEST) {
+    if ((message.kind === Kind.REQUEST || message.kind === Kind.EVENT) && message.pattern === undefined && (message.flags & Flag.OPAQUE) === 0) {
+      this.#refuse(new SmuxError('ERR_SMUX_PROTOCOL', 'a REQUEST or EVENT without a PATTERN field'));
+    } else if (message.kind === Kind.REQUEST) {
       this.#state = RUNNING;
       this.id = message.id;
       if (message.timeout !== undefined && message.timeout > 0) this.#startDeadline(message.timeout);
@@ -257,7 +259,19 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
 
   #write(value: unknown, flags: number, status?: string): void {
     if (this.channel.isClosed) return;
-    const buffers = this.#host.encodeResponse(this.id, value, flags, status);
+    let buffers: Buffer[];
+    try {
+      buffers = this.#host.encodeResponse(this.id, value, flags, status);
+    } catch (error) {
+      // A value JSON cannot carry (a BigInt, a cycle): the caller gets an error, never silence.
+      this.#dropSubscription(new SmuxError('ERR_SMUX_PROTOCOL', 'the reply could not be encoded'));
+      this.#hasPending = false;
+      buffers = this.#host.encodeResponse(this.id, this.#host.toRpcError(error), Flag.LAST | Flag.ERROR);
+      flags |= Flag.LAST;
+      for (const buffer of buffers) this.channel.write(buffer);
+      if (this.#state === RUNNING) this.#finish();
+      return;
+    }
     for (const buffer of buffers) this.channel.write(buffer);
     if (this.channel.writableLength > this.#host.maxReplyBufferBytes && (flags & Flag.LAST) === 0) {
       const limit = this.#host.maxReplyBufferBytes;

@@ -11,9 +11,11 @@ export interface PayloadSink {
 
 /**
  * Frames per socket write. Unbounded once-per-tick batches made both ends of a connection take turns
- * (each ≈ 50 % busy); bounded batches let them overlap (PERF-NOTES.md).
+ * (each ≈ 50 % busy); bounded batches let them overlap (PERF-NOTES.md measured 16 calls per write, with one
+ * frame per call). A smux call costs about three frames per direction (SYN + PSH + FIN, or PSH + FIN + UPD),
+ * so 64 frames keep roughly that many calls per write.
  */
-const BATCH_FRAMES = 16;
+const BATCH_FRAMES = 64;
 /** Payload bytes per socket write, so a bulk stream does not build one huge batch. */
 const BATCH_BYTES = 256 * 1024;
 /**
@@ -57,6 +59,7 @@ export class FrameWriter implements PayloadSink {
   readonly #notify: SmuxChannel[] = [];
   #batchBytes = 0;
   #scheduled = false;
+  #lazyScheduled = false;
   #flushing = false;
   #blocked = false;
   #closed = false;
@@ -87,15 +90,19 @@ export class FrameWriter implements PayloadSink {
   /** Queues a keep-alive NOP (at most one is ever pending). */
   queueNop(): void {
     this.#nop = true;
-    this.#kick();
+    this.#kickLazily();
   }
 
-  /** @internal Queues a channel's control frames (its `controlBits`). */
+  /**
+   * @internal Queues a channel's control frames (its `controlBits`). They lead the next batch; on their own
+   * they wait for the end of the event-loop turn, so the data a turn produces (replies computed in promise
+   * callbacks after the UPDs and FINs a received chunk triggered) leaves in the same write.
+   */
   queueControl(channel: SmuxChannel): void {
     if ((channel.writerFlags & IN_CONTROL) !== 0) return;
     channel.writerFlags |= IN_CONTROL;
     this.#control.push(channel);
-    this.#kick();
+    this.#kickLazily();
   }
 
   /** @internal Queues a channel that has data or an ordered FIN to send. */
@@ -156,6 +163,19 @@ export class FrameWriter implements PayloadSink {
       this.#scheduled = true;
       process.nextTick(flushOnTick, this);
     }
+  }
+
+  #kickLazily(): void {
+    if (this.#closed || this.#blocked || this.#flushing || this.#scheduled || this.#lazyScheduled) return;
+    if (this.#control.length >= BATCH_FRAMES) return this.#kick();
+    this.#lazyScheduled = true;
+    setImmediate(flushLazily, this);
+  }
+
+  /** @internal The end-of-turn flush for control frames that no data flush took along. */
+  flushLazy(): void {
+    this.#lazyScheduled = false;
+    if (!this.#scheduled) this.flush();
   }
 
   /** Gathers the next batch into the slab and `#out`; returns its frame count. */
@@ -288,4 +308,8 @@ export class FrameWriter implements PayloadSink {
 
 function flushOnTick(writer: FrameWriter): void {
   writer.flush();
+}
+
+function flushLazily(writer: FrameWriter): void {
+  writer.flushLazy();
 }

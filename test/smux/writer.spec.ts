@@ -137,27 +137,50 @@ describe('FrameWriter: batching', () => {
     expect(socket.calls[0]![0]!.length).toBe(5 * (HEADER_SIZE + HEADER_SIZE + 100));
   });
 
-  test('16 waiting streams are written at once, without waiting for the tick', () => {
-    const { socket, open, syn } = setup();
-    for (let i = 0; i < 15; i++) syn(open(3 + 2 * i));
+  test('64 streams with data waiting are written at once, without waiting for the tick', () => {
+    const { socket, open } = setup();
+    for (let i = 0; i < 63; i++) open(3 + 2 * i).write(data(10));
     expect(socket.calls).toHaveLength(0);
-    syn(open(33));
-    expect(socket.batches).toEqual([16]);
+    open(3 + 2 * 63).write(data(10));
+    expect(socket.batches).toEqual([64]);
   });
 
-  test('at most 16 frames go in one socket write (control frames)', async () => {
+  test('control frames alone wait for the end of the event-loop turn, then leave in one write', async () => {
     const { socket, open, syn } = setup();
     for (let i = 0; i < 40; i++) syn(open(3 + 2 * i));
-    await ticks();
-    expect(socket.batches).toEqual([16, 16, 8]);
+    await new Promise<void>((resolve) => process.nextTick(resolve));
+    await Promise.resolve();
+    expect(socket.calls).toHaveLength(0); // not flushed on their own at the end of the tick…
+    await tick();
+    expect(socket.batches).toEqual([40]); // …but by the end of the turn
   });
 
-  test('at most 16 frames go in one socket write (data frames of one stream)', async () => {
+  test('control frames ride along with the data written in the same tick', async () => {
+    const { socket, open, syn } = setup();
+    syn(open(3));
+    await Promise.resolve(); // data produced a microtask later (a reply computed in a promise callback)
+    open(5).write(data(10));
+    await tick();
+    expect(socket.batches).toEqual([2]);
+    expect(summary(socket.frames)).toEqual([
+      [Cmd.SYN, 3, 0],
+      [Cmd.PSH, 5, 10],
+    ]);
+  });
+
+  test('at most 64 frames go in one socket write (control frames)', async () => {
+    const { socket, open, syn } = setup();
+    for (let i = 0; i < 150; i++) syn(open(3 + 2 * i));
+    await ticks();
+    expect(socket.batches).toEqual([64, 64, 22]);
+  });
+
+  test('at most 64 frames go in one socket write (data frames of one stream)', async () => {
     const { socket, open } = setup({ maxFrameSize: 1000 });
     const bytes = data(100_000);
     open(3).write(bytes);
     await ticks();
-    expect(socket.batches).toEqual([16, 16, 16, 16, 16, 16, 4]);
+    expect(socket.batches).toEqual([64, 36]);
     expect(payloadOf(socket.frames, 3).equals(bytes)).toBe(true);
   });
 
@@ -280,10 +303,10 @@ describe('FrameWriter: socket backpressure', () => {
     const socket = new RecordingSocket(1024);
     socket.holdCallbacks = true;
     const { writer, open, syn } = setup({ maxFrameSize: 1000 }, socket);
-    const bytes = data(40_000);
+    const bytes = data(100_000);
     open(3).write(bytes);
     await tick();
-    expect(socket.batches).toEqual([16]);
+    expect(socket.batches).toEqual([64]);
     expect(writer.blocked).toBe(true);
     // Queued while blocked: nothing goes out, however long we wait.
     writer.queueNop();
@@ -302,7 +325,7 @@ describe('FrameWriter: socket backpressure', () => {
       socket.release();
       await tick();
     }
-    expect(socket.frames).toHaveLength(42);
+    expect(socket.frames).toHaveLength(102); // 100 PSH + NOP + SYN
     expect(payloadOf(socket.frames, 3).equals(bytes)).toBe(true);
   });
 });
