@@ -1,0 +1,97 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from '@jest/globals';
+import { type ArgumentsHost, Catch, Controller, UseFilters } from '@nestjs/common';
+import { BaseRpcExceptionFilter, MessagePattern, Payload, RpcException } from '@nestjs/microservices';
+import { firstValueFrom, type Observable, throwError } from 'rxjs';
+import type { ClientSmux } from '../../lib/index.js';
+import { SmuxContext } from '../../lib/index.js';
+import { closeAll, loggedErrors, startApp } from './helpers.js';
+
+class TeapotError extends Error {}
+
+/** Maps TeapotError to a structured RPC error; everything else goes to Nest's default handling. */
+@Catch(TeapotError)
+class TeapotFilter extends BaseRpcExceptionFilter {
+  override catch(exception: TeapotError, host: ArgumentsHost): Observable<unknown> {
+    const ctx = host.switchToRpc().getContext<SmuxContext>();
+    return throwError(() => ({ code: 'E_TEAPOT', message: exception.message, pattern: ctx.getPattern() }));
+  }
+}
+
+@Controller()
+class ErrorsController {
+  @MessagePattern('rpc-object')
+  rpcObject(): never {
+    throw new RpcException({ code: 'E_BAD', details: { field: 'x' } });
+  }
+
+  @MessagePattern('rpc-string')
+  rpcString(): never {
+    throw new RpcException('not allowed here');
+  }
+
+  @MessagePattern('plain-error')
+  plainError(): never {
+    throw new Error('database password is hunter2');
+  }
+
+  @MessagePattern('async-rejection')
+  async asyncRejection(): Promise<never> {
+    await new Promise((resolve) => setImmediate(resolve));
+    throw new RpcException({ code: 'E_ASYNC' });
+  }
+
+  @MessagePattern('teapot')
+  @UseFilters(new TeapotFilter())
+  teapot(@Payload() how: string): unknown {
+    if (how === 'teapot') throw new TeapotError('short and stout');
+    if (how === 'other') throw new RpcException({ code: 'E_OTHER' });
+    return 'brewed';
+  }
+}
+
+describe('errors', () => {
+  let client: ClientSmux;
+
+  beforeAll(async () => {
+    const handle = await startApp({ controllers: [ErrorsController] });
+    client = handle.client();
+  });
+  beforeEach(() => void (loggedErrors.length = 0));
+  afterAll(closeAll);
+
+  test('RpcException(object) reaches the caller as that object', async () => {
+    await expect(firstValueFrom(client.send('rpc-object', {}))).rejects.toEqual({ code: 'E_BAD', details: { field: 'x' } });
+  });
+
+  test("RpcException('msg') reaches the caller as Nest gives it", async () => {
+    await expect(firstValueFrom(client.send('rpc-string', {}))).rejects.toEqual({ status: 'error', message: 'not allowed here' });
+  });
+
+  test('any other error reaches the caller as Nest\'s TCP transport delivers it, and is logged on the server', async () => {
+    const error = await firstValueFrom(client.send('plain-error', {})).catch((e: unknown) => e);
+    expect(error).toEqual({ status: 'error', message: 'Internal server error' });
+    expect(JSON.stringify(error)).not.toContain('hunter2');
+    expect(loggedErrors.some((args) => args.some((a) => String((a as Error)?.message ?? a).includes('hunter2')))).toBe(true);
+  });
+
+  test('a rejected async handler reaches the caller with its RpcException', async () => {
+    await expect(firstValueFrom(client.send('async-rejection', {}))).rejects.toEqual({ code: 'E_ASYNC' });
+  });
+
+  test('an unknown pattern gets Nest\'s "no matching message handler" reply', async () => {
+    await expect(firstValueFrom(client.send('no-such-pattern', {}))).rejects.toBe('There is no matching message handler defined in the remote service.');
+    await expect(firstValueFrom(client.send({ cmd: 'no-such' }, {}))).rejects.toBe('There is no matching message handler defined in the remote service.');
+    // The connection is fine afterwards.
+    await expect(firstValueFrom(client.send('teapot', 'tea'))).resolves.toBe('brewed');
+  });
+
+  test('an exception filter maps the errors it catches and leaves the others to Nest', async () => {
+    await expect(firstValueFrom(client.send('teapot', 'teapot'))).rejects.toEqual({ code: 'E_TEAPOT', message: 'short and stout', pattern: 'teapot' });
+    await expect(firstValueFrom(client.send('teapot', 'other'))).rejects.toEqual({ code: 'E_OTHER' });
+  });
+
+  test('errors are per call: a failing call among succeeding ones fails alone', async () => {
+    const results = await Promise.allSettled(['tea', 'teapot', 'tea', 'other', 'tea'].map((how) => firstValueFrom(client.send('teapot', how))));
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'rejected', 'fulfilled']);
+  });
+});

@@ -1,0 +1,206 @@
+import net from 'node:net';
+import type { INestMicroservice, LoggerService, ModuleMetadata } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { ClientSmux, type ClientSmuxOptions, ServerSmux, type ServerSmuxOptions } from '../../lib/index.js';
+import { type CallMessage, MessageReader } from '../../lib/nest/call-codec.js';
+import { Session, type SmuxChannel, type SmuxConfig, type SmuxError } from '../../lib/smux/index.js';
+
+export { until } from '../helpers/net.js';
+
+/** What Nest logged as errors (the apps of these suites log through {@link collectingLogger}). */
+export const loggedErrors: unknown[][] = [];
+
+/** A Nest logger that keeps errors in {@link loggedErrors} and drops the rest (the suites provoke errors on purpose). */
+export const collectingLogger: LoggerService = {
+  log: () => undefined,
+  warn: () => undefined,
+  debug: () => undefined,
+  verbose: () => undefined,
+  fatal: (...args: unknown[]) => void loggedErrors.push(args),
+  error: (...args: unknown[]) => void loggedErrors.push(args),
+};
+
+/** A running microservice on 127.0.0.1 and what the tests need from it. */
+export interface AppHandle {
+  readonly app: INestMicroservice;
+  readonly server: ServerSmux;
+  readonly port: number;
+  /** The server ends of every client connection, in accept order. */
+  readonly sessions: Session[];
+  /** A new client of this app (closed by {@link AppHandle.close} / {@link closeAll}). */
+  client(options?: Partial<ClientSmuxOptions>): ClientSmux;
+  /** Closes this app's clients, then the app. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions extends ModuleMetadata {
+  /** ServerSmux options (host defaults to 127.0.0.1, port to 0). */
+  server?: ServerSmuxOptions;
+}
+
+const apps = new Set<AppHandle>();
+const clients = new Set<ClientSmux>();
+
+/** Starts a Nest microservice with `controllers`/`providers`/`imports` on ServerSmux and returns its handle. */
+export async function startApp(options: StartOptions = {}): Promise<AppHandle> {
+  const { server: serverOptions, ...metadata } = options;
+  const moduleRef = await Test.createTestingModule(metadata).compile();
+  const server = new ServerSmux({ host: '127.0.0.1', port: 0, ...serverOptions });
+  const sessions: Session[] = [];
+  server.on('session', (session) => void sessions.push(session));
+  const app = moduleRef.createNestMicroservice({ strategy: server, logger: collectingLogger });
+  try {
+    await app.listen();
+  } catch (error) {
+    await app.close();
+    throw error;
+  }
+  const address = server.unwrap<net.Server>().address();
+  const port = typeof address === 'object' && address !== null ? address.port : 0; // 0 on a unix socket
+  const own = new Set<ClientSmux>();
+  let closing: Promise<void> | null = null;
+  const handle: AppHandle = {
+    app,
+    server,
+    port,
+    sessions,
+    client(clientOptions = {}) {
+      const client = trackClient(new ClientSmux({ host: '127.0.0.1', port, ...clientOptions }));
+      own.add(client);
+      return client;
+    },
+    close() {
+      closing ??= (async () => {
+        await Promise.all([...own].map((c) => c.close()));
+        await app.close();
+        apps.delete(handle);
+      })();
+      return closing;
+    },
+  };
+  apps.add(handle);
+  return handle;
+}
+
+/** Registers a client made outside an {@link AppHandle} so {@link closeAll} closes it. */
+export function trackClient<T extends ClientSmux>(client: T): T {
+  clients.add(client);
+  return client;
+}
+
+/** Closes every client and app started through these helpers (use in afterEach). */
+export async function closeAll(): Promise<void> {
+  await Promise.all([...clients].map((c) => c.close()));
+  clients.clear();
+  await Promise.all([...apps].map((a) => a.close()));
+  for (const raw of rawSessions) raw.destroy();
+  rawSessions.clear();
+}
+
+/** A promise with its settle functions, for test-controlled ordering. */
+export interface Deferred<T> {
+  readonly promise: Promise<T>;
+  resolve(value: T): void;
+  reject(error: unknown): void;
+  readonly settled: boolean;
+}
+
+export function deferred<T = void>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  let settled = false;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = (v) => {
+      settled = true;
+      res(v);
+    };
+    reject = (e) => {
+      settled = true;
+      rej(e);
+    };
+  });
+  promise.catch(() => undefined);
+  return {
+    promise,
+    resolve,
+    reject,
+    get settled() {
+      return settled;
+    },
+  };
+}
+
+/** `promise`, or a clear failure naming `what` if it does not settle within `ms` (a bound, not a timing assertion). */
+export async function within<T>(promise: Promise<T>, what: string, ms = 5_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Settles the promise and returns what it rejected with (fails if it resolves). */
+export async function rejection(promise: Promise<unknown>, what = 'the call'): Promise<unknown> {
+  try {
+    const value = await within(promise, what);
+    throw new Error(`${what} resolved with ${JSON.stringify(value)} instead of failing`);
+  } catch (error) {
+    if (error instanceof Error && error.message.startsWith(`${what} resolved with`)) throw error;
+    return error;
+  }
+}
+
+/** Counts of the active handles of the kinds a transport might leak. */
+export function activeResources(): Record<string, number> {
+  const counts: Record<string, number> = { TCPSocketWrap: 0, TCPServerWrap: 0, Timeout: 0 };
+  for (const kind of process.getActiveResourcesInfo()) if (kind in counts) counts[kind]!++;
+  return counts;
+}
+
+// ── raw smux callers (no ClientSmux): for what the client would not do ─────────────────────────────────────
+
+const rawSessions = new Set<Session>();
+
+/** A plain smux client session (transport defaults: protocol v2) over a new TCP connection. */
+export async function rawSession(port: number, config: Partial<SmuxConfig> = {}): Promise<Session> {
+  const socket = net.connect(port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  const session = Session.client(socket, { version: 2, ...config });
+  rawSessions.add(session);
+  return session;
+}
+
+/** A call made by hand: the messages received, the peer's FIN and the stream's close. */
+export interface RawCall {
+  readonly channel: SmuxChannel;
+  readonly messages: CallMessage[];
+  /** The first message with LAST. */
+  readonly last: Promise<CallMessage>;
+  /** The server's FIN. */
+  readonly ended: Promise<void>;
+  /** The stream closed (with its error, if any). */
+  readonly closed: Promise<SmuxError | undefined>;
+}
+
+/** Opens a stream and writes `buffers` (e.g. `encodeMessage(Kind.REQUEST, …)`); never sends FIN itself. */
+export function rawCall(session: Session, buffers: Buffer[]): RawCall {
+  const messages: CallMessage[] = [];
+  const last = deferred<CallMessage>();
+  const ended = deferred();
+  const closed = deferred<SmuxError | undefined>();
+  const reader = new MessageReader(1 << 30);
+  const sink = {
+    onMessage(message: CallMessage) {
+      messages.push(message);
+      if ((message.flags & 1) !== 0 && !last.settled) last.resolve(message);
+    },
+  };
+  const channel = session.openChannel({
+    onData: (data) => reader.push(data, sink),
+    onEnd: () => ended.resolve(),
+    onClose: (error) => closed.resolve(error),
+  });
+  for (const buffer of buffers) channel.write(buffer);
+  return { channel, messages, last: last.promise, ended: ended.promise, closed: closed.promise };
+}

@@ -1,0 +1,169 @@
+import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
+import { Controller } from '@nestjs/common';
+import { MessagePattern, Payload } from '@nestjs/microservices';
+import { defer, firstValueFrom } from 'rxjs';
+import { type Session, SmuxRecordBuilder } from '../../lib/index.js';
+import { closeAll, type Deferred, deferred, rejection, startApp, until } from './helpers.js';
+
+let gate: Deferred<void>;
+let running = 0;
+
+@Controller()
+class LimitsController {
+  @MessagePattern('gated')
+  gated(@Payload() n: number) {
+    return defer(async () => {
+      running++;
+      await gate.promise;
+      return n;
+    });
+  }
+
+  @MessagePattern('size')
+  size(@Payload() data: Buffer | string) {
+    return data.length;
+  }
+
+  @MessagePattern('blob')
+  blob(@Payload() n: number) {
+    return Buffer.alloc(n, 7);
+  }
+
+  @MessagePattern('ping')
+  ping() {
+    return 'pong';
+  }
+}
+
+const codeOf = (error: unknown): unknown => (error as { code?: unknown } | null)?.code;
+
+describe('server limits', () => {
+  beforeEach(() => {
+    gate = deferred();
+    running = 0;
+  });
+  afterEach(closeAll);
+
+  test('maxCallsPerConnection: the call over the limit fails with ERR_SMUX_LIMIT, the others succeed', async () => {
+    const handle = await startApp({ controllers: [LimitsController], server: { maxCallsPerConnection: 3 } });
+    const client = handle.client();
+    const held = [1, 2, 3].map((n) => firstValueFrom(client.send('gated', n)));
+    await until(() => running === 3, 5_000, 'three calls running');
+    const refused = await rejection(firstValueFrom(client.send('gated', 4)));
+    expect(refused).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.any(String) });
+    expect(running).toBe(3); // the refused call never reached the handler
+    gate.resolve();
+    expect(await Promise.all(held)).toEqual([1, 2, 3]);
+    // Slots free again.
+    expect(await Promise.all([5, 6, 7].map((n) => firstValueFrom(client.send('gated', n))))).toEqual([5, 6, 7]);
+  });
+
+  test('maxCallsPerConnection counts per connection: another client is not affected', async () => {
+    const handle = await startApp({ controllers: [LimitsController], server: { maxCallsPerConnection: 1 } });
+    const busy = handle.client();
+    const held = firstValueFrom(busy.send('gated', 1));
+    await until(() => running === 1, 5_000, 'the call running');
+    expect(await firstValueFrom(handle.client().send('ping', {}))).toBe('pong');
+    gate.resolve();
+    expect(await held).toBe(1);
+  });
+
+  test('maxMessageBytes: a request over it fails with ERR_SMUX_LIMIT; the process and the connection carry on', async () => {
+    const handle = await startApp({ controllers: [LimitsController], server: { maxMessageBytes: 64 * 1024 } });
+    const client = handle.client();
+    expect(await firstValueFrom(client.send('size', Buffer.alloc(1000)))).toBe(1000);
+    const refused = await rejection(firstValueFrom(client.send('size', Buffer.alloc(256 * 1024))));
+    expect(refused).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.any(String) });
+    const tooLongText = await rejection(firstValueFrom(client.send('size', 'x'.repeat(100 * 1024))));
+    expect(codeOf(tooLongText)).toBe('ERR_SMUX_LIMIT');
+    expect(await firstValueFrom(client.send('size', Buffer.alloc(60 * 1024)))).toBe(60 * 1024);
+    expect(await firstValueFrom(client.send('ping', {}))).toBe('pong');
+    expect(handle.sessions).toHaveLength(1);
+    await until(() => handle.sessions[0]!.numStreams === 0, 5_000, 'the refused streams to be released');
+  });
+
+  test("the client's maxMessageBytes refuses a reply over it with ERR_SMUX_LIMIT, and carries on", async () => {
+    const handle = await startApp({ controllers: [LimitsController] });
+    const client = handle.client({ maxMessageBytes: 32 * 1024 });
+    const refused = await rejection(firstValueFrom(client.send('blob', 100 * 1024)));
+    expect(codeOf(refused)).toBe('ERR_SMUX_LIMIT');
+    expect((await firstValueFrom(client.send<Buffer>('blob', 1024))).length).toBe(1024);
+  });
+
+  test('maxConnections: calls on a connection over the limit fail with ERR_SMUX_LIMIT; the others work', async () => {
+    const handle = await startApp({ controllers: [LimitsController], server: { maxConnections: 1 } });
+    const first = handle.client();
+    expect(await firstValueFrom(first.send('ping', {}))).toBe('pong');
+    const extra = handle.client();
+    const refused = await rejection(firstValueFrom(extra.send('ping', {})));
+    expect(refused).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.any(String) });
+    expect(await firstValueFrom(first.send('ping', {}))).toBe('pong');
+    // The refused connection is closed by the server.
+    const extraSession = handle.sessions[1]!;
+    await until(() => extraSession.isClosed, 5_000, 'the extra connection to be closed');
+    expect(handle.sessions[0]!.isClosed).toBe(false);
+  });
+
+  test('once a connection goes, its slot is free for a new one', async () => {
+    const handle = await startApp({ controllers: [LimitsController], server: { maxConnections: 1 } });
+    const first = handle.client();
+    expect(await firstValueFrom(first.send('ping', {}))).toBe('pong');
+    await first.close();
+    await until(() => handle.sessions[0]!.isClosed, 5_000, 'the first connection to be gone');
+    const second = handle.client();
+    expect(await firstValueFrom(second.send('ping', {}))).toBe('pong');
+  });
+
+  test('the client queues calls beyond maxConcurrentCalls and refuses beyond maxQueuedCalls with ERR_SMUX_LIMIT', async () => {
+    const handle = await startApp({ controllers: [LimitsController] });
+    const client = handle.client({ maxConcurrentCalls: 2, maxQueuedCalls: 1 });
+    const running2 = [1, 2].map((n) => firstValueFrom(client.send('gated', n)));
+    const queued = firstValueFrom(client.send('gated', 3));
+    const refused = await rejection(firstValueFrom(client.send('gated', 4)));
+    expect(codeOf(refused)).toBe('ERR_SMUX_LIMIT');
+    await until(() => running === 2, 5_000, 'two calls running');
+    for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(running).toBe(2); // the third waits on the client
+    gate.resolve();
+    expect(await Promise.all([...running2, queued])).toEqual([1, 2, 3]);
+    expect(running).toBe(3);
+  });
+
+  test('a queued call that was unsubscribed no longer takes a queue slot, and never runs', async () => {
+    const handle = await startApp({ controllers: [LimitsController] });
+    const client = handle.client({ maxConcurrentCalls: 1, maxQueuedCalls: 1 });
+    const first = firstValueFrom(client.send('gated', 1));
+    await until(() => running === 1, 5_000, 'the first call running');
+    client.send('gated', 2).subscribe({ error: () => undefined }).unsubscribe(); // queued, then abandoned
+    const queued = firstValueFrom(client.send('gated', 3)); // nothing waits any more: this one must queue, not fail
+    queued.catch(() => undefined);
+    gate.resolve();
+    expect(await first).toBe(1);
+    expect(await queued).toBe(3);
+    expect(running).toBe(2); // the abandoned call never reached the server
+  });
+
+  test('a queued call that timed out no longer takes a queue slot', async () => {
+    const handle = await startApp({ controllers: [LimitsController] });
+    const client = handle.client({ maxConcurrentCalls: 1, maxQueuedCalls: 1 });
+    const first = firstValueFrom(client.send('gated', 1));
+    await until(() => running === 1, 5_000, 'the first call running');
+    const expired = await rejection(firstValueFrom(client.send('gated', new SmuxRecordBuilder(2).setTimeout(20).build())));
+    expect(codeOf(expired)).toBe('ERR_SMUX_TIMEOUT');
+    const queued = firstValueFrom(client.send('gated', 3));
+    queued.catch(() => undefined);
+    gate.resolve();
+    expect(await first).toBe(1);
+    expect(await queued).toBe(3);
+    expect(running).toBe(2);
+  });
+
+  test('many concurrent calls within the default limits all succeed', async () => {
+    const handle = await startApp({ controllers: [LimitsController] });
+    const client = handle.client();
+    gate.resolve();
+    const results = await Promise.all(Array.from({ length: 2000 }, (_, i) => firstValueFrom(client.send<number>('gated', i))));
+    expect(results).toEqual(Array.from({ length: 2000 }, (_, i) => i));
+    expect((handle.sessions[0] as Session).stats.streamsAccepted).toBe(2000);
+  });
+});

@@ -1,0 +1,87 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { Controller } from '@nestjs/common';
+import { MessagePattern, Payload } from '@nestjs/microservices';
+import { firstValueFrom, lastValueFrom, range, toArray } from 'rxjs';
+import { ClientSmux } from '../../lib/index.js';
+import { closeAll, rejection, startApp, trackClient } from './helpers.js';
+
+@Controller()
+class TlsController {
+  @MessagePattern('echo')
+  echo(@Payload() data: unknown) {
+    return data;
+  }
+
+  @MessagePattern('range')
+  range(@Payload() n: number) {
+    return range(0, n);
+  }
+}
+
+/** A self-signed certificate for CN=localhost made with openssl, or null (and a loud warning) without it. */
+function makeCertificate(): { key: Buffer; cert: Buffer } | null {
+  const dir = mkdtempSync(join(tmpdir(), 'nestjs-smux-tls-'));
+  try {
+    execFileSync(
+      'openssl',
+      ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost', '-days', '1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')],
+      { stdio: 'ignore' },
+    );
+    return { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) };
+  } catch (error) {
+    console.warn(`\n\n!!! TLS end-to-end tests SKIPPED: could not create a certificate with openssl (${(error as Error).message}) !!!\n\n`);
+    return null;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const certificate = makeCertificate();
+const describeTls = certificate === null ? describe.skip : describe;
+const codeOf = (error: unknown): unknown => (error as { code?: unknown } | null)?.code;
+
+describeTls('TLS', () => {
+  const { key, cert } = certificate ?? { key: Buffer.alloc(0), cert: Buffer.alloc(0) };
+  let port: number;
+  let server: Awaited<ReturnType<typeof startApp>>;
+
+  beforeAll(async () => {
+    server = await startApp({ controllers: [TlsController], server: { tls: { key, cert } } });
+    port = server.port;
+  });
+  afterAll(closeAll);
+
+  test('calls work over TLS with the certificate trusted', async () => {
+    expect(server.server.unwrap()).toBeInstanceOf(tls.Server);
+    const client = server.client({ tls: { ca: cert, servername: 'localhost' } });
+    expect(await firstValueFrom(client.send('echo', { hello: 'tls' }))).toEqual({ hello: 'tls' });
+    const big = Buffer.alloc(1024 * 1024, 3);
+    expect((await firstValueFrom(client.send<Buffer>('echo', big))).equals(big)).toBe(true);
+    expect(await lastValueFrom(client.send('range', 5).pipe(toArray()))).toEqual([0, 1, 2, 3, 4]);
+    const results = await Promise.all(Array.from({ length: 100 }, (_, i) => firstValueFrom(client.send('echo', i))));
+    expect(results).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    expect(server.sessions.filter((s) => !s.isClosed)).toHaveLength(1);
+    await client.close();
+  });
+
+  test('a client that does not trust the certificate fails its calls with the TLS error', async () => {
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port, tls: { servername: 'localhost' } }));
+    const error = await rejection(firstValueFrom(client.send('echo', 1)));
+    expect(typeof (error as Error).message).toBe('string'); // a Node TLS error (another realm under Jest: no instanceof)
+    expect(String(codeOf(error))).toMatch(/SELF_SIGNED|UNABLE_TO_VERIFY|CERT/);
+  });
+
+  test('a plain TCP client against the TLS server fails its call instead of hanging', async () => {
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port, connectTimeout: 2_000 }));
+    const error = await rejection(firstValueFrom(client.send('echo', 1)));
+    expect(['ERR_SMUX_SESSION_CLOSED', 'ECONNRESET', 'ERR_SMUX_TIMEOUT']).toContain(codeOf(error));
+    // The TLS server is still fine.
+    const good = trackClient(new ClientSmux({ host: '127.0.0.1', port, tls: { ca: cert, servername: 'localhost' } }));
+    expect(await firstValueFrom(good.send('echo', 'still ok'))).toBe('still ok');
+  });
+});
