@@ -36,6 +36,8 @@ export class ClientCall implements SmuxChannelHandler, Unsubscribable {
   timeout = 0;
   /** True once the call took a concurrency slot (it was not only queued). */
   launched = false;
+  /** True while the call waits in the client's queue for a slot. */
+  queued = false;
 
   /**
    * @param host - the client

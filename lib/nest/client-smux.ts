@@ -37,6 +37,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   #connecting: Promise<Session> | null = null;
   #generation = 0; // bumped by close(): a connection that completes afterwards is dropped
   #inFlight = 0;
+  #waiting = 0; // queued calls still waiting (the queue may also hold settled ones)
   #nextId = 0;
   #failures = 0;
   #retryAt = 0;
@@ -77,7 +78,13 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   async close(): Promise<void> {
     this.#generation++;
     const closed = new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed');
-    for (let call = this.#queue.shift(); call !== undefined; call = this.#queue.shift()) call.fail(closed);
+    // Empty the queue before failing its calls, so no failure launches the next one.
+    const queued = this.#queue.drain().filter((call) => call.queued);
+    this.#waiting = 0;
+    for (const call of queued) {
+      call.queued = false;
+      call.fail(closed);
+    }
     const sessions = [...this.#draining];
     if (this.#session !== null) sessions.push(this.#session);
     this.#session = null;
@@ -164,10 +171,12 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     }
     call.startTimer();
     if (this.#inFlight >= this.#maxConcurrent) {
-      if (this.#queue.length >= this.#maxQueued) {
-        call.fail(new SmuxError('ERR_SMUX_LIMIT', `${this.#inFlight} calls in flight and ${this.#queue.length} queued (maxConcurrentCalls ${this.#maxConcurrent}, maxQueuedCalls ${this.#maxQueued})`));
+      if (this.#waiting >= this.#maxQueued) {
+        call.fail(new SmuxError('ERR_SMUX_LIMIT', `${this.#inFlight} calls in flight and ${this.#waiting} queued (maxConcurrentCalls ${this.#maxConcurrent}, maxQueuedCalls ${this.#maxQueued})`));
         return;
       }
+      call.queued = true;
+      this.#waiting++;
       this.#queue.push(call);
       return;
     }
@@ -222,8 +231,18 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
 
   #settled(call: ClientCall): void {
     if (call.launched) this.#inFlight--;
-    // A queued call that failed or was unsubscribed stays in the queue as done, and is skipped here.
-    while (this.#inFlight < this.#maxConcurrent && this.#queue.length > 0) this.#launch(this.#queue.shift()!);
+    else if (call.queued) {
+      // Unsubscribed or timed out while waiting: its queue slot is free now (the entry is skipped later).
+      call.queued = false;
+      this.#waiting--;
+    }
+    while (this.#inFlight < this.#maxConcurrent && this.#queue.length > 0) {
+      const next = this.#queue.shift()!;
+      if (!next.queued) continue; // settled while waiting
+      next.queued = false;
+      this.#waiting--;
+      this.#launch(next);
+    }
     if (this.#draining.size > 0) for (const session of this.#draining) if (session.numStreams === 0) this.#retire(session);
   }
 

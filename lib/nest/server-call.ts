@@ -57,6 +57,7 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
   #flushScheduled = false;
   #endHook: (() => void) | null = null;
   #drainWaiter: (() => void) | null = null;
+  #release: (() => void) | null = null; // frees a pulled AsyncIterable/Readable on cancel
 
   /**
    * @param host - the server
@@ -150,8 +151,9 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
       return;
     }
     if (this.#state !== RUNNING) {
-      // Cancelled while guards or an async handler were pending: unsubscribe as soon as an Observable exists.
+      // Cancelled while guards or an async handler were pending: release the result as soon as it exists.
       if (isObservable(result)) result.subscribe().unsubscribe();
+      else if (isAsyncIterable(result)) release(result, undefined);
       this.#runEndHook();
       return;
     }
@@ -227,11 +229,13 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
 
   async #pull(source: AsyncIterable<unknown>): Promise<void> {
     const iterator = source[Symbol.asyncIterator]();
+    // On cancel the source is released at once — a Readable idle in next() (a file, a cursor) would
+    // otherwise stay open: an iterator's return() waits behind a pending next().
+    this.#release = () => release(source, iterator);
     try {
       for (;;) {
         const { value, done } = await iterator.next();
         if (this.#state !== RUNNING) {
-          await iterator.return?.();
           this.#runEndHook();
           return;
         }
@@ -240,9 +244,11 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
         if (!this.channel.writable) await this.#drained();
       }
     } catch (error) {
+      this.#release = null;
       this.error(this.#host.toRpcError(error));
       return;
     }
+    this.#release = null;
     this.complete();
   }
 
@@ -314,6 +320,9 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     this.#controller?.abort(reason);
     const subscription = this.#subscription;
     this.#subscription = null;
+    const releaseSource = this.#release;
+    this.#release = null;
+    releaseSource?.();
     const state = this.#state;
     this.#state = CANCELLED; // so values emitted during teardown are dropped
     subscription?.unsubscribe();
@@ -343,6 +352,13 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
 
 function flushPending(call: ServerCall): void {
   call.flushPending();
+}
+
+/** Frees a reply source the caller no longer wants: `destroy()` a stream, else end the iterator. */
+function release(source: AsyncIterable<unknown>, iterator: AsyncIterator<unknown> | undefined): void {
+  const destroyable = source as Partial<{ destroy(): void }>;
+  if (typeof destroyable.destroy === 'function') destroyable.destroy();
+  else void Promise.resolve((iterator ?? source[Symbol.asyncIterator]()).return?.()).catch(() => undefined);
 }
 
 function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {

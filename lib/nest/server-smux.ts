@@ -197,7 +197,10 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     connection.calls.add(call);
     if (this.#customDeserializer || (message.flags & Flag.OPAQUE) !== 0) {
       void this.#deserialize(message).then(
-        (packet) => this.#runRequest(call, packet.text, packet.data, packet.headers),
+        (packet) => {
+          call.id ??= packet.id; // an opaque request's id is only known once deserialized
+          this.#runRequest(call, packet.text, packet.data, packet.headers);
+        },
         (error: unknown) => call.fail(this.#toRpcError(error)),
       );
       return;
@@ -251,13 +254,14 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     return handler;
   }
 
-  async #deserialize(message: CallMessage): Promise<{ text: string; data: unknown; headers: Record<string, string> | undefined }> {
+  async #deserialize(message: CallMessage): Promise<{ text: string; data: unknown; headers: Record<string, string> | undefined; id: string | undefined }> {
     const raw =
       (message.flags & Flag.OPAQUE) !== 0
         ? message.body
         : { pattern: (message.flags & Flag.PATTERN_JSON) !== 0 ? JSON.parse(message.pattern ?? 'null') : message.pattern, data: message.body, id: message.id, ...(message.headers ? { metadata: message.headers } : {}) };
-    const packet = (await this.deserializer.deserialize(raw)) as { pattern: unknown; data: unknown; metadata?: Record<string, string> };
-    return { text: this.getPatternAsString(packet.pattern), data: packet.data, headers: packet.metadata ?? message.headers };
+    const packet = (await this.deserializer.deserialize(raw)) as { pattern: unknown; data: unknown; id?: unknown; metadata?: Record<string, string> };
+    const id = typeof packet.id === 'string' ? packet.id : message.id;
+    return { text: this.getPatternAsString(packet.pattern), data: packet.data, headers: packet.metadata ?? message.headers, id };
   }
 
   #encodeResponse(id: string | undefined, value: unknown, flags: number, status?: string): Buffer[] {
@@ -314,8 +318,8 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   }
 }
 
-function plain(message: CallMessage): { text: string; data: unknown; headers: Record<string, string> | undefined } {
-  return { text: message.pattern ?? '', data: message.body, headers: message.headers };
+function plain(message: CallMessage): { text: string; data: unknown; headers: Record<string, string> | undefined; id: string | undefined } {
+  return { text: message.pattern ?? '', data: message.body, headers: message.headers, id: message.id };
 }
 
 /** Graceful session close, bounded: destroyed when it takes longer than `ms`. */
