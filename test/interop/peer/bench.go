@@ -68,6 +68,22 @@ func cmdBenchBulk(args []string) int {
 	return 0
 }
 
+// writeN writes n bytes of random data in benchIOSize writes.
+func writeN(st io.Writer, n int64) error {
+	chunk := randBytes(benchIOSize)
+	for sent := int64(0); sent < n; {
+		m := int64(len(chunk))
+		if rest := n - sent; m > rest {
+			m = rest
+		}
+		if _, err := st.Write(chunk[:m]); err != nil {
+			return fmt.Errorf("write after %d bytes: %w", sent, err)
+		}
+		sent += m
+	}
+	return nil
+}
+
 // discardRound sends n bytes to an external acceptor with the DISCARD command and returns the time from
 // opening the stream until the acceptor's byte count (sent once it has read them all) arrives.
 func discardRound(client *smux.Session, n int64) (time.Duration, error) {
@@ -80,16 +96,8 @@ func discardRound(client *smux.Session, n int64) (time.Duration, error) {
 	if _, err := st.Write(command{code: cmdDiscard, b: uint64(n)}.encode()); err != nil {
 		return 0, err
 	}
-	chunk := randBytes(benchIOSize)
-	for sent := int64(0); sent < n; {
-		m := int64(len(chunk))
-		if rest := n - sent; m > rest {
-			m = rest
-		}
-		if _, err := st.Write(chunk[:m]); err != nil {
-			return 0, fmt.Errorf("write after %d bytes: %w", sent, err)
-		}
-		sent += m
+	if err := writeN(st, n); err != nil {
+		return 0, err
 	}
 	count := make([]byte, 8)
 	if _, err := io.ReadFull(st, count); err != nil {
@@ -150,16 +158,8 @@ func bulkRound(client, server *smux.Session, n int64) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	chunk := randBytes(benchIOSize)
-	for sent := int64(0); sent < n; {
-		m := int64(len(chunk))
-		if rest := n - sent; m > rest {
-			m = rest
-		}
-		if _, err := st.Write(chunk[:m]); err != nil {
-			return 0, fmt.Errorf("write after %d bytes: %w", sent, err)
-		}
-		sent += m
+	if err := writeN(st, n); err != nil {
+		return 0, err
 	}
 	if err := <-done; err != nil {
 		return 0, fmt.Errorf("reader: %w", err)
