@@ -1,3 +1,4 @@
+import { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
 import { CONTROL_FIN, CONTROL_SYN, CONTROL_UPD, type SmuxChannel } from './channel.js';
 import { Cmd, HEADER_SIZE, UPD_PAYLOAD_SIZE } from './constants.js';
@@ -19,11 +20,21 @@ const BATCH_FRAMES = 64;
 /** Payload bytes per socket write, so a bulk stream does not build one huge batch. */
 const BATCH_BYTES = 256 * 1024;
 /**
- * Payloads up to this size are copied next to their header in the slab (one contiguous write); larger ones
- * are written as they are, after their header, in the same corked write (writev).
+ * Batches are packed — headers and payloads — into one contiguous slab segment and written with a single
+ * `write()`. Measured on Node 20: a corked group of writes (header, payload, header, payload → writev) costs
+ * about 26 µs of JavaScript per 64 KiB, a single 64 KiB write about 6.5 µs, and copying the payloads into one
+ * buffer first costs no more than that. So payloads are copied here, once, instead of being passed as views.
+ * A slab holds at least one full batch.
  */
-const COPY_THRESHOLD = 2048;
-const SLAB_SIZE = 128 * 1024;
+const SLAB_SIZE = 2 * BATCH_BYTES;
+/** Headers a batch can hold at most: its frame budget, plus a control entry's overshoot (SYN + UPD + FIN) and a NOP. */
+const BATCH_HEADERS = BATCH_FRAMES + 3;
+
+/** A write buffer and how many socket writes still reference it. */
+interface Slab {
+  readonly buf: Buffer;
+  writes: number;
+}
 
 const IN_CONTROL = 1;
 const IN_READY = 2;
@@ -32,9 +43,8 @@ const NOTIFY = 4;
 /**
  * The session's only path to the socket. Control frames (NOP, SYN, UPD, and the FIN of a destroyed
  * stream) go first in FIFO order; then streams with data take turns, one frame each (round-robin), a
- * stream's ordered FIN behind its data. Frames are gathered into bounded batches: headers and small
- * payloads are packed into a shared slab (never reused while a write may reference it), large payloads
- * follow their header as views; a batch is one `write()`, or one corked group of writes (writev).
+ * stream's ordered FIN behind its data. Frames are gathered into bounded batches, packed contiguously into a
+ * slab (never reused while a write may reference it), and each batch is a single `write()`.
  *
  * A batch goes out at the end of the current tick, or at once when {@link BATCH_FRAMES} frames are waiting.
  * Writing stops while the socket reports backpressure (`write()` false) and resumes on `'drain'`; reading
@@ -52,10 +62,13 @@ export class FrameWriter implements PayloadSink {
   readonly #control = new Fifo<SmuxChannel>();
   readonly #ready = new Fifo<SmuxChannel>();
   #nop = false;
-  #slab = Buffer.allocUnsafe(SLAB_SIZE);
+  #slab: Slab = { buf: Buffer.allocUnsafe(SLAB_SIZE), writes: 0 };
+  #spare: Slab | null = null; // the previous slab, reused once the socket is done with it
+  readonly #reusable: boolean;
+  readonly #inFlight = new Fifo<Slab>(); // the slab of each write not yet completed, in write order
+  readonly #onWritten = (): void => void this.#inFlight.shift()!.writes--;
   #pos = 0; // next free byte of the slab
-  #segment = 0; // start of the slab segment not yet added to #out
-  readonly #out: Buffer[] = [];
+  #segment = 0; // start of the batch being built
   readonly #notify: SmuxChannel[] = [];
   #batchBytes = 0;
   #scheduled = false;
@@ -72,6 +85,10 @@ export class FrameWriter implements PayloadSink {
    */
   constructor(socket: Writable, version: number, maxFrameSize: number, window: number) {
     this.#socket = socket;
+    // A net.Socket (TLS included) has copied the bytes to the kernel or to OpenSSL by the time a write's
+    // callback runs, so the slab may be reused. Any other Duplex may still hold the chunk (a test pair that
+    // push()es it to the other side): it gets fresh slabs.
+    this.#reusable = socket instanceof Socket;
     this.#version = version;
     this.#maxFrameSize = maxFrameSize;
     this.#window = window;
@@ -143,17 +160,10 @@ export class FrameWriter implements PayloadSink {
     }
   }
 
-  /** @internal Appends a payload piece to the frame being built. */
+  /** @internal Appends a payload piece to the frame being built (room was reserved with its header). */
   appendPayload(piece: Buffer): void {
-    const length = piece.length;
-    if (length <= COPY_THRESHOLD) {
-      this.#reserve(length);
-      this.#slab.set(piece, this.#pos);
-      this.#pos += length;
-    } else {
-      this.#closeSegment();
-      this.#out.push(piece);
-    }
+    this.#slab.buf.set(piece, this.#pos);
+    this.#pos += piece.length;
   }
 
   #kick(): void {
@@ -178,10 +188,12 @@ export class FrameWriter implements PayloadSink {
     if (!this.#scheduled) this.flush();
   }
 
-  /** Gathers the next batch into the slab and `#out`; returns its frame count. */
+  /** Packs the next batch into the slab; returns its frame count. */
   #buildBatch(): number {
     let frames = 0;
     this.#batchBytes = 0;
+    if (this.#slab.buf.length - this.#pos < BATCH_BYTES + this.#maxFrameSize + BATCH_HEADERS * (HEADER_SIZE + UPD_PAYLOAD_SIZE)) this.#nextSlab();
+    this.#segment = this.#pos;
     if (this.#nop) {
       this.#nop = false;
       this.#header(Cmd.NOP, 0, 0);
@@ -213,8 +225,7 @@ export class FrameWriter implements PayloadSink {
     }
     if ((bits & CONTROL_UPD) !== 0) {
       this.#header(Cmd.UPD, UPD_PAYLOAD_SIZE, channel.id);
-      this.#reserve(UPD_PAYLOAD_SIZE);
-      const slab = this.#slab;
+      const slab = this.#slab.buf;
       slab.writeUInt32LE(channel.numRead, this.#pos);
       slab.writeUInt32LE(this.#window >>> 0, this.#pos + 4);
       this.#pos += UPD_PAYLOAD_SIZE;
@@ -254,45 +265,29 @@ export class FrameWriter implements PayloadSink {
     return frames;
   }
 
+  /**
+   * Switches to a slab that can hold a whole batch: the spare one when every write from it has completed
+   * (so its bytes are no longer referenced), otherwise a new one — two slabs in turn, no allocation per batch.
+   */
+  #nextSlab(): void {
+    const spare = this.#spare;
+    this.#spare = this.#slab;
+    this.#slab = this.#reusable && spare !== null && spare.writes === 0 ? spare : { buf: Buffer.allocUnsafe(SLAB_SIZE), writes: 0 };
+    this.#pos = 0;
+  }
+
   #header(cmd: number, length: number, streamId: number): void {
-    this.#reserve(HEADER_SIZE);
-    writeHeader(this.#slab, this.#pos, this.#version, cmd, length, streamId);
+    writeHeader(this.#slab.buf, this.#pos, this.#version, cmd, length, streamId);
     this.#pos += HEADER_SIZE;
     this.framesOut++;
     this.bytesOut += HEADER_SIZE + length;
   }
 
-  /** Makes room for `n` contiguous bytes in the slab, starting a new slab when this one is full. */
-  #reserve(n: number): void {
-    if (this.#pos + n <= this.#slab.length) return;
-    this.#closeSegment();
-    this.#slab = Buffer.allocUnsafe(SLAB_SIZE);
-    this.#pos = 0;
-    this.#segment = 0;
-  }
-
-  #closeSegment(): void {
-    if (this.#pos > this.#segment) {
-      this.#out.push(this.#slab.subarray(this.#segment, this.#pos));
-      this.#segment = this.#pos;
-    }
-  }
-
   #writeBatch(): boolean {
-    this.#closeSegment();
-    const out = this.#out;
-    const socket = this.#socket;
-    let ok: boolean;
-    if (out.length === 1) {
-      ok = socket.write(out[0]);
-    } else {
-      socket.cork();
-      ok = true;
-      for (let i = 0; i < out.length; i++) ok = socket.write(out[i]);
-      socket.uncork();
-    }
-    out.length = 0;
-    return ok;
+    const slab = this.#slab;
+    slab.writes++;
+    this.#inFlight.push(slab);
+    return this.#socket.write(slab.buf.subarray(this.#segment, this.#pos), this.#onWritten);
   }
 
   #afterBatch(): void {
