@@ -9,106 +9,22 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { goAvailability, runGo, startGoServer } from '../../test/interop/go-peer.js';
-import { runClient, startServer } from '../lib/process.js';
+import { goAvailability } from '../../test/interop/go-peer.js';
 import { fmt, summarize } from '../lib/stats.js';
+import { coreCases, coreRatios as ratios, coreSettings, idleMemory } from './cases.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..', '..');
 const quick = process.argv.includes('--quick');
 const rounds = quick ? 3 : 5;
-const bulkBytes = (quick ? 128 : 512) * 1024 * 1024;
-const perRequestCount = quick ? 30_000 : 100_000;
-const goPerRequestCount = quick ? 10_000 : 40_000;
-const roundTrips = quick ? 30 : 100;
-const node = process.execPath;
 const go = goAvailability();
+const cases = coreCases(coreSettings(quick));
 
 type Sample = Record<string, number>;
 const samples: Sample[] = [];
 
 function progress(text: string): void {
   process.stderr.write(`\r\x1b[K${text}`);
-}
-
-async function tsPeer(script: string, serverArgs: string[], clientArgs: (port: number) => string[]): Promise<Record<string, unknown>> {
-  const server = await startServer(node, [join(here, script), 'server', ...serverArgs]);
-  try {
-    const [result] = await runClient(node, [join(here, script), ...clientArgs(server.port)]);
-    if (result === undefined) throw new Error(`${script} printed no result`);
-    return result;
-  } finally {
-    await server.stop();
-  }
-}
-
-const bulk = (kind: 'raw' | 'smux', version: 1 | 2) => async () =>
-  (await tsPeer('bulk-peer.js', [kind, String(version)], (port) => ['client', kind, String(version), String(port), String(bulkBytes)])).mbps as number;
-
-const bulkTsToGo = (version: 1 | 2) => async () => {
-  const server = await startGoServer(['-v', String(version)]);
-  try {
-    const [result] = await runClient(node, [join(here, 'bulk-peer.js'), 'client', 'go', String(version), String(server.port), String(bulkBytes)]);
-    return result!.mbps as number;
-  } finally {
-    await server.stop();
-  }
-};
-
-/** Runs a Go client sub-command against a separate Go server process (as every system here runs: two processes). */
-async function goAgainstGoServer(version: 1 | 2, args: string[], field: string): Promise<number> {
-  const server = await startGoServer(['-v', String(version)]);
-  try {
-    const run = await runGo([...args, '-v', String(version), '-addr', `127.0.0.1:${server.port}`]);
-    const result = run.results.at(-1);
-    if (run.code !== 0 || result === undefined) throw new Error(`go ${args[0]} failed: ${run.stderr}`);
-    return result[field] as number;
-  } finally {
-    await server.stop();
-  }
-}
-
-const bulkGoGo = (version: 1 | 2) => () => goAgainstGoServer(version, ['bench-bulk', '-bytes', String(bulkBytes), '-rounds', '1'], 'mbps');
-
-const rrStreams = async () =>
-  (await tsPeer('rr-peer.js', ['2'], (port) => ['streams', '2', String(port), '1000', String(roundTrips)])).rps as number;
-
-const perRequest = (version: 1 | 2) => async () =>
-  (await tsPeer('rr-peer.js', [String(version)], (port) => ['per-request', String(version), String(port), String(perRequestCount), '64'])).rps as number;
-
-const goPerRequest = (version: 1 | 2) => () =>
-  goAgainstGoServer(version, ['bench-rr', '-count', String(goPerRequestCount), '-concurrency', '64'], 'rps');
-
-const cases: Array<[string, () => Promise<number>]> = [
-  ['raw TCP bulk MB/s', bulk('raw', 1)],
-  ['TS↔TS v1 bulk MB/s', bulk('smux', 1)],
-  ['TS↔TS v2 bulk MB/s', bulk('smux', 2)],
-  ['TS→Go v1 bulk MB/s', bulkTsToGo(1)],
-  ['TS→Go v2 bulk MB/s', bulkTsToGo(2)],
-  ['Go↔Go v1 bulk MB/s', bulkGoGo(1)],
-  ['Go↔Go v2 bulk MB/s', bulkGoGo(2)],
-  ['TS↔TS 1000 streams × round trips/s', rrStreams],
-  ['TS↔TS v2 stream per request/s', perRequest(2)],
-  ['TS↔TS v1 stream per request/s', perRequest(1)],
-  ['Go↔Go v2 stream per request/s', goPerRequest(2)],
-  ['Go↔Go v1 stream per request/s', goPerRequest(1)],
-];
-
-const ratios: Array<[string, string, string, number]> = [
-  ['TS↔TS v1 bulk ÷ raw TCP', 'TS↔TS v1 bulk MB/s', 'raw TCP bulk MB/s', 0.8],
-  ['TS↔TS v2 bulk ÷ raw TCP', 'TS↔TS v2 bulk MB/s', 'raw TCP bulk MB/s', Number.NaN],
-  ['TS↔TS v2 bulk ÷ Go↔Go v2', 'TS↔TS v2 bulk MB/s', 'Go↔Go v2 bulk MB/s', 2],
-  ['TS→Go v1 bulk ÷ Go↔Go v1', 'TS→Go v1 bulk MB/s', 'Go↔Go v1 bulk MB/s', 1],
-  ['TS→Go v2 bulk ÷ Go↔Go v2', 'TS→Go v2 bulk MB/s', 'Go↔Go v2 bulk MB/s', 1],
-  ['Go↔Go v1 bulk ÷ raw TCP', 'Go↔Go v1 bulk MB/s', 'raw TCP bulk MB/s', Number.NaN],
-  ['Go↔Go v2 bulk ÷ raw TCP', 'Go↔Go v2 bulk MB/s', 'raw TCP bulk MB/s', Number.NaN],
-  ['stream per request v2: TS ÷ Go', 'TS↔TS v2 stream per request/s', 'Go↔Go v2 stream per request/s', 2],
-  ['stream per request v1: TS ÷ Go', 'TS↔TS v1 stream per request/s', 'Go↔Go v1 stream per request/s', 2],
-];
-
-async function idleMemory(face: 'duplex' | 'channel'): Promise<number> {
-  const [result] = await runClient(node, ['--expose-gc', join(here, 'idle-memory.js'), '10000', face]);
-  return result!.heapBytesPerStream as number;
 }
 
 async function main(): Promise<void> {

@@ -1,0 +1,82 @@
+/**
+ * What the orchestrator asks a system's client agent to run (one `RUN <json>` line), what a run reports, and
+ * the client face every Node system implements for the agent.
+ */
+
+/** Echo request/response: `count` calls of a `size`-byte string, `inFlight` at once, after `warmup` calls. */
+export interface EchoSpec {
+  kind: 'echo';
+  size: number;
+  inFlight: number;
+  count: number;
+  warmup: number;
+}
+
+/** Events: `count` emits of `size` bytes with `inFlight` outstanding; the server confirms how many arrived. */
+export interface EventsSpec {
+  kind: 'events';
+  size: number;
+  inFlight: number;
+  count: number;
+  warmup: number;
+}
+
+/**
+ * Head-of-line: p99 of `count` small echo calls (`inFlight` at once) without, then while one call on the same
+ * connection streams `items` × `itemBytes` back (small calls keep going until it ends, at most `maxSmall`).
+ */
+export interface HolSpec {
+  kind: 'hol';
+  size: number;
+  inFlight: number;
+  count: number;
+  warmup: number;
+  items: number;
+  itemBytes: number;
+  maxSmall: number;
+}
+
+/** Memory: `calls` calls held open by the server's handler at once; the server measures its heap and RSS. */
+export interface MemorySpec {
+  kind: 'memory';
+  calls: number;
+}
+
+export type CaseSpec = EchoSpec | EventsSpec | HolSpec | MemorySpec;
+
+/** A run's figures: `rate` is the case's throughput (per second); latencies are in ms. */
+export interface RunResult {
+  stalled: boolean;
+  rate?: number;
+  p50?: number;
+  p99?: number;
+  errors?: number;
+  firstError?: string;
+  /** Server peak RSS during the run, in bytes. */
+  peakRss?: number;
+  [figure: string]: unknown;
+}
+
+/** Completion callback of one call: an error, or nothing. */
+export type Done = (error?: unknown) => void;
+
+/** The client side of a system, as the cases drive it. Optional faces are the cases a system takes part in. */
+export interface Driver {
+  /** Connects (and makes one call), so that measured calls never include the connection set-up. */
+  connect(): Promise<void>;
+  /** One echo call of `payload`; `done(error)` when the reply differs from it. */
+  echo(payload: string, done: Done): void;
+  /** One event (`emit`), done when the client considers it sent. */
+  emit?(payload: string, done: Done): void;
+  /** Asks the server (in band, as a call) how many events it has received, waiting up to 3 s for `atLeast`. */
+  eventsReceived?(atLeast: number): Promise<number>;
+  /** The big Observable reply: `onItem(bytes)` per value, then `done`. */
+  big?(items: number, itemBytes: number, onItem: (bytes: number) => void, done: Done): void;
+  /** Memory case: arms the server (baseline after GC) for `calls` held calls. */
+  holdBegin?(calls: number): Promise<void>;
+  /** One held call: done when the server releases it (after measuring with all of them open). */
+  hold?(done: Done): void;
+  /** The server's measurement of the held calls. */
+  holdReport?(): Promise<Record<string, number>>;
+  close(): Promise<void>;
+}

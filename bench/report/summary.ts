@@ -1,0 +1,137 @@
+import type { CoreRatio } from '../core/cases.js';
+import type { PlannedCase } from '../cases/plan.js';
+import type { RunResult } from '../cases/spec.js';
+import { summarize, summarizeFinite, type Summary } from '../lib/stats.js';
+
+/** One run of one case on one system. */
+export interface Sample {
+  round: number;
+  caseId: string;
+  system: string;
+  /** Wall time of the run, with the processes' (re)start, in ms. */
+  wallMs: number;
+  result: RunResult;
+}
+
+/** One run of one core case. */
+export interface CoreSample {
+  round: number;
+  name: string;
+  value: number | null;
+  wallMs?: number;
+  error?: string;
+}
+
+/** A system's figures in one case, over its rounds: medians of the clean runs (no stall, no failure). */
+export interface SystemFigures {
+  system: string;
+  runs: number;
+  stalls: number;
+  failures: string[];
+  errors: number;
+  firstError?: string;
+  rate: Summary | null;
+  p50: number | null;
+  p99: number | null;
+  peakRss: number | null;
+  /** Medians of the case's other figures (HOL, events, memory). */
+  extra: Record<string, number>;
+}
+
+/** nestjs-smux ÷ a baseline, computed within each round where neither stalled or failed, then summarized. */
+export interface Ratio {
+  baseline: string;
+  summary: Summary | null;
+  /** Rounds that gave a ratio. */
+  rounds: number;
+}
+
+export interface CaseSummary {
+  id: string;
+  label: string;
+  unit: string;
+  systems: SystemFigures[];
+  ratios: Ratio[];
+  /** nestjs-smux p50 ÷ baseline p50, per round (lower is better). */
+  p50Ratios: Ratio[];
+}
+
+export interface CoreSummary {
+  cases: Array<{ name: string; summary: Summary | null; failures: string[] }>;
+  ratios: Array<{ label: string; target: number; summary: Summary | null }>;
+}
+
+const clean = (r: RunResult | undefined): r is RunResult => r !== undefined && !r.stalled && r.failed === undefined;
+
+/** Keys of the extra figures reported per case, besides rate, p50, p99 and peak RSS. */
+const EXTRA = ['p50Alone', 'p99Alone', 'p99Ratio', 'rateAlone', 'smallCalls', 'bigMBps', 'bigMs', 'emitRate', 'sent', 'received', 'lost', 'heapPerCall', 'rssPerCall', 'heapUsed', 'rss', 'baseHeapUsed', 'baseRss', 'open'];
+
+export function summarizeCase(planned: PlannedCase, systems: string[], samples: Sample[], subject: string): CaseSummary {
+  const mine = samples.filter((s) => s.caseId === planned.id);
+  const figures: SystemFigures[] = [];
+  for (const system of systems) {
+    const runs = mine.filter((s) => s.system === system).map((s) => s.result);
+    if (runs.length === 0) continue;
+    const ok = runs.filter(clean);
+    const median = (key: string): number | null => summarizeFinite(ok.map((r) => r[key] as number | undefined))?.median ?? null;
+    const extra: Record<string, number> = {};
+    for (const key of EXTRA) {
+      const value = median(key);
+      if (value !== null) extra[key] = value;
+    }
+    const firstError = runs.find((r) => r.firstError !== undefined)?.firstError;
+    figures.push({
+      system,
+      runs: runs.length,
+      stalls: runs.filter((r) => r.stalled).length,
+      failures: runs.filter((r) => r.failed !== undefined).map((r) => String(r.failed)),
+      errors: runs.reduce((n, r) => n + (typeof r.errors === 'number' ? r.errors : 0), 0),
+      ...(firstError === undefined ? {} : { firstError }),
+      rate: summarizeFinite(ok.map((r) => r.rate)),
+      p50: median('p50'),
+      p99: median('p99'),
+      peakRss: summarizeFinite(runs.map((r) => r.peakRss))?.median ?? null,
+      extra,
+    });
+  }
+  const perRound = (baseline: string, value: (a: RunResult, b: RunResult) => number): Ratio => {
+    const values: number[] = [];
+    for (const round of new Set(mine.map((s) => s.round))) {
+      const a = mine.find((s) => s.round === round && s.system === subject)?.result;
+      const b = mine.find((s) => s.round === round && s.system === baseline)?.result;
+      if (clean(a) && clean(b)) values.push(value(a, b));
+    }
+    const finite = values.filter(Number.isFinite);
+    return { baseline, summary: finite.length > 0 ? summarize(finite) : null, rounds: finite.length };
+  };
+  const baselines = figures.map((f) => f.system).filter((s) => s !== subject);
+  return {
+    id: planned.id,
+    label: planned.label,
+    unit: planned.unit,
+    systems: figures,
+    ratios: figures.some((f) => f.system === subject) ? baselines.map((b) => perRound(b, (a, c) => (a.rate as number) / (c.rate as number))) : [],
+    p50Ratios: baselines.map((b) => perRound(b, (a, c) => (a.p50 as number) / (c.p50 as number))),
+  };
+}
+
+export function summarizeCore(names: string[], ratios: CoreRatio[], samples: CoreSample[]): CoreSummary {
+  const value = (round: number, name: string): number | null => samples.find((s) => s.round === round && s.name === name)?.value ?? null;
+  const rounds = [...new Set(samples.map((s) => s.round))];
+  return {
+    cases: names.map((name) => ({
+      name,
+      summary: summarizeFinite(samples.filter((s) => s.name === name).map((s) => s.value ?? undefined)),
+      failures: samples.filter((s) => s.name === name && s.error !== undefined).map((s) => s.error!),
+    })),
+    ratios: ratios.map(([label, a, b, target]) => ({
+      label,
+      target,
+      summary: summarizeFinite(rounds.map((r) => {
+        const x = value(r, a);
+        const y = value(r, b);
+        return x === null || y === null ? undefined : x / y;
+      })),
+    })),
+  };
+}

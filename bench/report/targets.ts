@@ -1,0 +1,73 @@
+import type { Summary } from '../lib/stats.js';
+import type { CaseSummary, CoreSummary } from './summary.js';
+
+/** One target of issue 4, evaluated on this run's medians. `pass` is null when it could not be measured. */
+export interface Target {
+  label: string;
+  goal: string;
+  value: number | null;
+  /** How `value` reads (e.g. "2.31×", "1,917 B"). */
+  shown: string;
+  pass: boolean | null;
+  note?: string;
+}
+
+/** A ratio with 2 decimals, or 3 when 2 would round it onto its goal. */
+const x = (v: number, goal = Number.NaN): string => `${v.toFixed(Math.abs(v - goal) < 0.005 ? 3 : 2)}×`;
+
+export function evaluateTargets(cases: CaseSummary[], core: CoreSummary, subject: string): Target[] {
+  const byId = (id: string): CaseSummary | undefined => cases.find((c) => c.id === id);
+  const ratio = (id: string, baseline: string): Summary | null => byId(id)?.ratios.find((r) => r.baseline === baseline)?.summary ?? null;
+  const figures = (id: string, system: string) => byId(id)?.systems.find((s) => s.system === system);
+  const coreRatio = (label: string): Summary | null => core.ratios.find((r) => r.label === label)?.summary ?? null;
+  const atLeast = (label: string, goal: number, s: Summary | null, note?: string): Target => ({
+    label,
+    goal: `≥ ${goal}×`,
+    value: s?.median ?? null,
+    shown: s === null ? '–' : x(s.median, goal),
+    pass: s === null ? null : s.median >= goal,
+    ...(note === undefined ? {} : { note }),
+  });
+  const atMost = (label: string, goal: number, value: number | null, shown: string, goalText: string, note?: string): Target => ({
+    label,
+    goal: goalText,
+    value,
+    shown: value === null ? '–' : shown,
+    pass: value === null ? null : value <= goal,
+    ...(note === undefined ? {} : { note }),
+  });
+
+  const targets: Target[] = [
+    atLeast('echo 64 B @64: nestjs-smux ÷ Nest TCP', 2, ratio('echo-64-64', 'Nest TCP')),
+    atLeast('echo 64 B @64: nestjs-smux ÷ Nest gRPC', 10, ratio('echo-64-64', 'Nest gRPC')),
+  ];
+  const p50 = byId('echo-64-1')?.p50Ratios.find((r) => r.baseline === 'Nest TCP')?.summary ?? null;
+  targets.push(atMost('echo 64 B @1: p50 nestjs-smux ÷ Nest TCP', 1, p50?.median ?? null, x(p50?.median ?? 0, 1), '≤ 1×'));
+  targets.push(atLeast('echo 16 KiB @64: nestjs-smux ÷ Nest TCP', 1.5, ratio('echo-16384-64', 'Nest TCP')));
+
+  const big = figures('echo-16384-512', subject);
+  targets.push({ label: 'echo 16 KiB @512: nestjs-smux stalls', goal: '0', value: big?.stalls ?? null, shown: big === undefined ? '–' : `${big.stalls} of ${big.runs}`, pass: big === undefined ? null : big.stalls === 0 && big.failures.length === 0 });
+  const bigRatio = ratio('echo-16384-512', 'Nest TCP');
+  const tcpBig = figures('echo-16384-512', 'Nest TCP');
+  if (bigRatio !== null) targets.push(atLeast("echo 16 KiB @512: nestjs-smux ÷ Nest TCP's clean runs", 3, bigRatio, `rounds where neither stalled (Nest TCP stalled ${tcpBig?.stalls ?? 0} of ${tcpBig?.runs ?? 0})`));
+  else if (big?.rate != null && tcpBig?.rate != null) {
+    targets.push(atLeast("echo 16 KiB @512: nestjs-smux ÷ Nest TCP's clean runs", 3, { ...big.rate, median: big.rate.median / tcpBig.rate.median }, 'no round where both were clean: medians of each side'));
+  } else targets.push({ label: "echo 16 KiB @512: nestjs-smux ÷ Nest TCP's clean runs", goal: '≥ 3×', value: null, shown: '–', pass: null, note: `Nest TCP stalled in ${tcpBig?.stalls ?? 0} of ${tcpBig?.runs ?? 0} runs: no clean run to compare` });
+
+  const events = figures('events-64-64', subject);
+  const lost = events?.extra.lost ?? null;
+  targets.push(atLeast('events 64 B @64: nestjs-smux ÷ Nest TCP', 1, ratio('events-64-64', 'Nest TCP')));
+  targets.push({ label: 'events: nestjs-smux events lost', goal: '0', value: lost, shown: lost === null ? '–' : String(lost), pass: lost === null ? null : lost === 0 && events!.stalls === 0 });
+
+  const hol = figures('hol', subject)?.extra.p99Ratio ?? null;
+  targets.push(atMost('head-of-line: small-call p99 with ÷ without the 64 MiB reply', 3, hol, x(hol ?? 0, 3), '≤ 3×'));
+
+  const goNote = core.ratios.length === 0 ? 'core cases did not run' : undefined;
+  targets.push(atLeast('core: stream per request v2, TS ÷ Go', 2, coreRatio('stream per request v2: TS ÷ Go'), goNote));
+  targets.push(atLeast('core: bulk v1, TS ÷ raw TCP', 0.8, coreRatio('TS↔TS v1 bulk ÷ raw TCP')));
+  targets.push(atLeast('core: bulk v2, TS ÷ Go v2', 2, coreRatio('TS↔TS v2 bulk ÷ Go↔Go v2'), goNote));
+
+  const heap = figures('memory', subject)?.extra.heapPerCall ?? null;
+  targets.push(atMost('memory: server heap per open call', 4096, heap, `${Math.round(heap ?? 0).toLocaleString('en-US')} B`, '≤ 4,096 B'));
+  return targets;
+}

@@ -1,0 +1,29 @@
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { GoSmuxSystem } from './go-smux.js';
+import { NodeSystem } from './node-system.js';
+import type { System } from './system.js';
+
+/** The system every ratio is about. */
+export const SUBJECT = 'nestjs-smux';
+
+const results = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bench', 'results');
+
+/** Node flags writing a CPU profile per process to bench/results/<script>-<role>.cpuprofile. */
+function cpuProfile(script: string): string[] {
+  return ['--cpu-prof', `--cpu-prof-dir=${results}`, `--cpu-prof-name=${script.replace('.js', '')}-{role}.cpuprofile`];
+}
+
+/** Every system of `npm run bench`, nestjs-smux first; `names` keeps only those. */
+export function allSystems(options: { cpuProf: boolean; names: string[] | null }): System[] {
+  const node = (name: string, script: string, kinds: ConstructorParameters<typeof NodeSystem>[2]): NodeSystem =>
+    new NodeSystem(name, script, kinds, options.cpuProf ? cpuProfile(script) : []);
+  const systems: System[] = [
+    node(SUBJECT, 'smux.js', ['echo', 'events', 'hol', 'memory']),
+    node('Nest TCP', 'nest-tcp.js', ['echo', 'events', 'hol']),
+    node('Nest gRPC', 'nest-grpc.js', ['echo']),
+    node('raw TCP', 'raw-tcp.js', ['echo']),
+    new GoSmuxSystem(),
+  ];
+  return options.names === null ? systems : systems.filter((s) => options.names!.includes(s.name));
+}

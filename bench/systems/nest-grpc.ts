@@ -1,0 +1,91 @@
+/**
+ * Nest gRPC: a Nest microservice app on `Transport.GRPC` (@grpc/grpc-js) with one unary method, `Echo`, whose
+ * message carries the payload as a string field (bench/echo.proto); the client is Nest's `ClientGrpcProxy`.
+ *
+ *   node nest-grpc.js server           prints LISTENING <port>; PEAK on stdin → peak RSS
+ *   node nest-grpc.js client <port>    benchmark agent (RUN <spec> on stdin → RESULT)
+ */
+import 'reflect-metadata';
+import net from 'node:net';
+import { once } from 'node:events';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Controller, Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { type ClientGrpc, ClientProxyFactory, GrpcMethod, type MicroserviceOptions, Transport } from '@nestjs/microservices';
+import { firstValueFrom, type Observable, type Observer } from 'rxjs';
+import type { Done, Driver } from '../cases/spec.js';
+import { runAgent } from '../lib/agent.js';
+import { hostServer } from '../lib/server-host.js';
+
+interface EchoMessage {
+  data: string;
+}
+interface EchoService {
+  Echo(message: EchoMessage): Observable<EchoMessage>;
+}
+
+// build/bench/systems/ → the repository's bench/echo.proto
+const protoPath = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bench', 'echo.proto');
+const grpcOptions = (port: number) => ({ package: 'bench', protoPath, url: `127.0.0.1:${port}` });
+
+@Controller()
+class EchoController {
+  @GrpcMethod('Echo', 'Echo')
+  echo(message: EchoMessage): EchoMessage {
+    return message;
+  }
+}
+
+@Module({ controllers: [EchoController] })
+class GrpcBenchModule {}
+
+/** Nest's gRPC server does not tell which port it bound, so take a free one first. */
+async function freePort(): Promise<number> {
+  const probe = net.createServer().listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const { port } = probe.address() as net.AddressInfo;
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+class EchoObserver implements Observer<EchoMessage> {
+  #reply: string | undefined;
+  constructor(readonly payload: string, readonly done: Done) {}
+  next(value: EchoMessage): void {
+    this.#reply = value.data;
+  }
+  error(error: unknown): void {
+    this.done(error);
+  }
+  complete(): void {
+    this.done(this.#reply === this.payload ? undefined : new Error(`echo reply differs: got ${this.#reply?.length ?? 'no'} chars`));
+  }
+}
+
+class GrpcDriver implements Driver {
+  readonly #client: ClientGrpc & { close(): void };
+  readonly #service: EchoService;
+  constructor(port: number) {
+    this.#client = ClientProxyFactory.create({ transport: Transport.GRPC, options: grpcOptions(port) }) as unknown as ClientGrpc & { close(): void };
+    this.#service = this.#client.getService<EchoService>('Echo');
+  }
+  async connect(): Promise<void> {
+    await firstValueFrom(this.#service.Echo({ data: 'hello' }));
+  }
+  echo(payload: string, done: Done): void {
+    this.#service.Echo({ data: payload }).subscribe(new EchoObserver(payload, done));
+  }
+  async close(): Promise<void> {
+    this.#client.close();
+  }
+}
+
+if (process.argv[2] === 'server') {
+  const port = await freePort();
+  const app = await NestFactory.createMicroservice<MicroserviceOptions>(GrpcBenchModule, { transport: Transport.GRPC, options: grpcOptions(port), logger: false });
+  await app.listen();
+  hostServer(port);
+} else {
+  runAgent((port) => new GrpcDriver(port));
+}
