@@ -62,7 +62,7 @@ export class StreamReader {
       const chunk = this.stream.read() as Buffer | null;
       if (chunk === null) {
         if (this.#ended) throw new Error(`EOF after ${have} of ${n} bytes on stream ${this.stream.id}`);
-        await this.#wait();
+        await this.wait();
         continue;
       }
       const need = n - have;
@@ -86,7 +86,7 @@ export class StreamReader {
       const chunk = this.stream.read() as Buffer | null;
       if (chunk !== null) parts.push(chunk);
       else if (this.#ended || this.stream.readableEnded) return Buffer.concat(parts);
-      else await this.#wait();
+      else await this.wait();
     }
   }
 
@@ -102,7 +102,8 @@ export class StreamReader {
     return h.digest();
   }
 
-  #wait(): Promise<void> {
+  /** Resolves once the stream is readable, ended or failed (listeners removed again either way). */
+  wait(): Promise<void> {
     return new Promise((resolve) => {
       const done = (): void => {
         this.stream.off('readable', done).off('end', done).off('error', done);
@@ -150,7 +151,7 @@ export async function serveCommand(stream: SmuxStream): Promise<void> {
           if (chunk !== null) {
             if (!stream.write(chunk)) await once(stream, 'drain');
           } else if (stream.readableEnded) break;
-          else await new Promise((r) => stream.once('readable', r).once('end', r));
+          else await reader.wait();
         }
         break;
       case EXCHANGE: {
