@@ -23,8 +23,10 @@ const cases = coreCases(coreSettings(quick));
 type Sample = Record<string, number>;
 const samples: Sample[] = [];
 
+/** One progress line, rewritten in place on a terminal; plain lines in a log. */
 function progress(text: string): void {
-  process.stderr.write(`\r\x1b[K${text}`);
+  if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${text}`);
+  else if (text !== '') process.stderr.write(`${text}\n`);
 }
 
 async function main(): Promise<void> {
