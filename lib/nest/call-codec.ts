@@ -206,6 +206,20 @@ export class MessageReader {
   }
 }
 
+/** Where decoding stands in the message being decoded (module state instead of a closure per message). */
+let cursor = 0;
+
+/** Reads a length-prefixed UTF-8 field at `cursor` and advances it. */
+function readField(buf: Buffer, lengthBytes: 1 | 2, end: number): string {
+  if (cursor + lengthBytes > end) throw malformed('truncated field');
+  const length = lengthBytes === 1 ? buf[cursor]! : buf.readUInt16LE(cursor);
+  cursor += lengthBytes;
+  if (cursor + length > end) throw malformed('truncated field');
+  const value = buf.toString('utf8', cursor, cursor + length);
+  cursor += length;
+  return value;
+}
+
 /** Decodes the message in `buf[start, end)`. */
 function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
   const kind = buf[start]!;
@@ -214,27 +228,19 @@ function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
   if (kind < Kind.REQUEST || kind > Kind.RAW) throw malformed(`unknown message kind ${kind}`);
   if ((flags & ~KNOWN_FLAGS) !== 0) throw malformed(`unknown flag bits 0x${flags.toString(16)}`);
   const message: CallMessage = { kind, flags, body: undefined };
-  let at = start + PREFIX_SIZE;
+  cursor = start + PREFIX_SIZE;
   if ((flags & FIELD_FLAGS) !== 0) {
-    const read = (lengthBytes: 1 | 2): string => {
-      if (at + lengthBytes > end) throw malformed('truncated field');
-      const length = lengthBytes === 1 ? buf[at]! : buf.readUInt16LE(at);
-      at += lengthBytes;
-      if (at + length > end) throw malformed('truncated field');
-      const value = buf.toString('utf8', at, at + length);
-      at += length;
-      return value;
-    };
-    if ((flags & Flag.ID) !== 0) message.id = read(1);
-    if ((flags & Flag.PATTERN) !== 0) message.pattern = read(2);
+    if ((flags & Flag.ID) !== 0) message.id = readField(buf, 1, end);
+    if ((flags & Flag.PATTERN) !== 0) message.pattern = readField(buf, 2, end);
     if ((flags & Flag.TIMEOUT) !== 0) {
-      if (at + 4 > end) throw malformed('truncated field');
-      message.timeout = buf.readUInt32LE(at);
-      at += 4;
+      if (cursor + 4 > end) throw malformed('truncated field');
+      message.timeout = buf.readUInt32LE(cursor);
+      cursor += 4;
     }
-    if ((flags & Flag.HEADERS) !== 0) message.headers = parseHeaders(read(2));
-    if ((flags & Flag.STATUS) !== 0) message.status = read(1);
+    if ((flags & Flag.HEADERS) !== 0) message.headers = parseHeaders(readField(buf, 2, end));
+    if ((flags & Flag.STATUS) !== 0) message.status = readField(buf, 1, end);
   }
+  const at = cursor;
   if ((flags & Flag.PATTERN_JSON) !== 0 && (flags & Flag.PATTERN) === 0) throw malformed('PATTERN_JSON without a PATTERN field');
   switch (encoding) {
     case Encoding.NONE:

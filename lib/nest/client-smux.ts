@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import { ClientProxy, type ReadPacket, type WritePacket } from '@nestjs/microservices';
+import { ClientProxy, type MsPattern, type ReadPacket, type WritePacket } from '@nestjs/microservices';
 import { Observable } from 'rxjs';
 import { type Clock, Session, type SmuxConfig, SmuxError, systemClock } from '../smux/index.js';
 import { Fifo } from '../util/fifo.js';
@@ -48,6 +48,9 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     super();
     this.#options = options;
     this.#smux = { version: 2, ...options.smux };
+    if (options.timeout !== undefined && !(Number.isFinite(options.timeout) && options.timeout >= 0)) {
+      throw new RangeError(`ClientSmux: timeout must be a non-negative number of ms (0 = none), got ${options.timeout}`);
+    }
     this.#maxConcurrent = options.maxConcurrentCalls ?? 10_000;
     this.#maxQueued = options.maxQueuedCalls ?? 10_000;
     this.#customSerializer = options.serializer !== undefined;
@@ -129,11 +132,15 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
    * handed to the socket, rejects if the connection is lost before that.
    */
   protected async dispatchEvent<T = unknown>(packet: ReadPacket): Promise<T> {
-    const session = await this.connect();
+    let session = await this.connect();
+    if (session.streamIdsLeft === 0) {
+      this.#rotate(session); // an emit-only client must move to a fresh session too
+      session = await this.connect();
+    }
     const { data, headers } = unwrapRecord(packet.data, (packet as ReadPacket & { metadata?: Record<string, string> }).metadata);
     const buffers = this.#customSerializer
       ? encodeMessage(Kind.EVENT, Flag.OPAQUE, this.serializer.serialize({ ...packet, data }))
-      : encodeMessage(Kind.EVENT, 0, data, { ...patternField(this.normalizePattern(packet.pattern)), headers });
+      : encodeMessage(Kind.EVENT, 0, data, { ...this.#patternField(packet.pattern), headers });
     const channel = session.openChannel();
     return new Promise<T>((resolve, reject) => {
       channel.setHandler({
@@ -164,7 +171,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     try {
       call.request = this.#customSerializer
         ? encodeMessage(Kind.REQUEST, Flag.OPAQUE, this.serializer.serialize({ pattern: packet.pattern, data, id, ...(headers ? { metadata: headers } : {}) }), { timeout: timeoutField })
-        : encodeMessage(Kind.REQUEST, 0, data, { id, ...patternField(packet.pattern), timeout: timeoutField, headers });
+        : encodeMessage(Kind.REQUEST, 0, data, { id, ...this.#patternField(packet.pattern), timeout: timeoutField, headers });
     } catch (error) {
       call.fail(error);
       return;
@@ -246,6 +253,14 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     if (this.#draining.size > 0) for (const session of this.#draining) if (session.numStreams === 0) this.#retire(session);
   }
 
+  /**
+   * The PATTERN field: a string as it is, an object pattern as Nest normalises it (JSON with sorted keys) — the
+   * form the server's route cache keeps — with PATTERN_JSON set.
+   */
+  #patternField(pattern: unknown): { pattern: string; patternIsJson: boolean } {
+    return typeof pattern === 'string' ? { pattern, patternIsJson: false } : { pattern: this.normalizePattern(pattern as MsPattern), patternIsJson: true };
+  }
+
   #toPacket(message: CallMessage): WritePacket | Promise<WritePacket> {
     const last = (message.flags & Flag.LAST) !== 0;
     if ((message.flags & Flag.OPAQUE) !== 0 || this.#customDeserializer) {
@@ -285,6 +300,9 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
       throw new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed while connecting');
     }
     session.on('close', (error) => this.#lost(session, error));
+    // The server side of this transport never opens streams; any that arrive are refused at once rather than
+    // left to fill the accept backlog (which would stop the session reading).
+    session.on('channel', (channel) => channel.destroy());
     this.#session = session;
     this.#everConnected = true;
     this._status$.next('connected');
@@ -329,9 +347,6 @@ function unwrapRecord(value: unknown, metadata: Record<string, string> | undefin
   return { data: value.data, headers: metadata === undefined ? headers : { ...metadata, ...headers }, timeout };
 }
 
-function patternField(pattern: unknown): { pattern: string; patternIsJson: boolean } {
-  return typeof pattern === 'string' ? { pattern, patternIsJson: false } : { pattern: JSON.stringify(pattern), patternIsJson: true };
-}
 
 async function closeWithin(session: Session, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;

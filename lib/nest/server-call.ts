@@ -20,7 +20,7 @@ export interface CallHost {
   callSettled(call: ServerCall): void;
   /** The call wrote its last message and FIN: watch for the caller's FIN for a while. */
   awaitCallerFin(call: ServerCall): void;
-  /** The call is over (its stream closed). */
+  /** The call is over: it no longer counts against the connection's limit. */
   callClosed(call: ServerCall): void;
 }
 
@@ -40,12 +40,17 @@ const CANCELLED = 3; // caller cancelled, deadline, shutdown or a failure: nothi
 export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unknown> {
   /** The packet id of the request. */
   id: string | undefined;
-  readonly #host: CallHost;
   /** The call's stream. */
   readonly channel: SmuxChannel;
   /** The server's record of the connection the call came on. */
   readonly connection: unknown;
-  readonly #reader: MessageReader;
+  /** @internal When the server stops waiting for the caller's FIN (its FIN sweep). */
+  finDue = 0;
+  /** @internal Our bytes still queued at the last FIN sweep (progress means a slow reader, not a gone one). */
+  finQueued = -1;
+  readonly #host: CallHost;
+  #reader: MessageReader | null; // null: refused before its request was read (over the connection's limit)
+  #refusal: SmuxError | null;
   #state = AWAITING;
   #subscription: Subscription | null = null;
   #controller: AbortController | null = null;
@@ -55,6 +60,7 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
   #pending: unknown;
   #hasPending = false;
   #flushScheduled = false;
+  #values = 0; // values seen from the handler's Observable
   #endHook: (() => void) | null = null;
   #drainWaiter: (() => void) | null = null;
   #release: (() => void) | null = null; // frees a pulled AsyncIterable/Readable on cancel
@@ -63,12 +69,15 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
    * @param host - the server
    * @param channel - the call's stream
    * @param connection - the server's record of the connection
+   * @param refusal - set when the call must be refused (connection at its limit): it is answered with this
+   *   error as soon as the caller's first bytes arrive, and the request is never buffered
    */
-  constructor(host: CallHost, channel: SmuxChannel, connection: unknown) {
+  constructor(host: CallHost, channel: SmuxChannel, connection: unknown, refusal: SmuxError | null = null) {
     this.#host = host;
     this.channel = channel;
     this.connection = connection;
-    this.#reader = new MessageReader(host.maxMessageBytes);
+    this.#refusal = refusal;
+    this.#reader = refusal === null ? new MessageReader(host.maxMessageBytes) : null;
     channel.setHandler(this);
   }
 
@@ -95,6 +104,7 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
 
   onData(data: Buffer): void {
     if (this.#state !== AWAITING) return; // the caller sends nothing after its request on these calls
+    if (this.#reader === null) return this.#refuse(this.#refusal!);
     try {
       this.#reader.push(data, this);
     } catch (error) {
@@ -113,6 +123,13 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
   onClose(): void {
     if (this.#state === RUNNING) this.#abort(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
     this.#host.callClosed(this);
+  }
+
+  /** The stream's queue reached the socket: a pulling reply may continue. */
+  onDrain(): void {
+    const waiter = this.#drainWaiter;
+    this.#drainWaiter = null;
+    waiter?.();
   }
 
   /** @internal A complete message (MessageReader sink). */
@@ -139,10 +156,11 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
   /**
    * Runs the handler and adopts its result. `endHook` (processing end hook) runs exactly once when the call
    * is over. A plain value is answered with one message; an Observable is subscribed; an AsyncIterable or
-   * Readable is pulled with backpressure.
+   * Readable is pulled with backpressure. A call cancelled before this point never runs its handler.
    */
   async run(handler: (data: unknown, ctx: unknown) => unknown, data: unknown, ctx: unknown, endHook: (() => void) | null): Promise<void> {
     this.#endHook = endHook;
+    if (this.#state !== RUNNING) return this.#runEndHook();
     let result: unknown;
     try {
       result = await handler(data, ctx);
@@ -151,7 +169,8 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
       return;
     }
     if (this.#state !== RUNNING) {
-      // Cancelled while guards or an async handler were pending: release the result as soon as it exists.
+      // Cancelled while guards or an async handler were pending: release the result as soon as it exists
+      // (an Observable is unsubscribed, so the teardown of work the handler started runs).
       if (isObservable(result)) result.subscribe().unsubscribe();
       else if (isAsyncIterable(result)) release(result, undefined);
       this.#runEndHook();
@@ -168,10 +187,9 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     }
   }
 
-  /** Answers the call with an error at once (no handler, limits, shutdown); `status` is Nest's `status`. */
+  /** Answers the call with an error at once (no handler, deserialization failed); `status` is Nest's `status`. */
   fail(error: unknown, status?: string): void {
-    if (this.#state !== RUNNING && this.#state !== AWAITING) return;
-    this.#state = RUNNING;
+    if (this.#state !== RUNNING) return;
     this.#write(error, Flag.LAST | Flag.ERROR, status);
     this.#finish();
   }
@@ -192,6 +210,9 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     if (this.#hasPending) this.#write(this.#pending, 0);
     this.#pending = value;
     this.#hasPending = true;
+    // An AsyncIterable as the only value is what an interceptor makes of a handler's async generator or
+    // Readable: complete() pulls it rather than writing it as JSON, so it must wait.
+    if (++this.#values === 1 && isAsyncIterable(value)) return;
     // Like Nest's send(): a completion within the same tick merges LAST into this value.
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
@@ -211,6 +232,11 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     const value = this.#hasPending ? this.#pending : undefined;
     this.#hasPending = false;
     this.#pending = undefined;
+    if (this.#values === 1 && isAsyncIterable(value)) {
+      this.#subscription = null;
+      void this.#pull(value);
+      return;
+    }
     this.#write(value, Flag.LAST);
     this.#finish();
   }
@@ -235,13 +261,10 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     try {
       for (;;) {
         const { value, done } = await iterator.next();
-        if (this.#state !== RUNNING) {
-          this.#runEndHook();
-          return;
-        }
+        if (this.#state !== RUNNING) return this.#runEndHook();
         if (done === true) break;
         this.#write(value, 0);
-        if (!this.channel.writable) await this.#drained();
+        if (!this.channel.writable) await new Promise<void>((resolve) => (this.#drainWaiter = resolve));
       }
     } catch (error) {
       this.#release = null;
@@ -249,57 +272,53 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
       return;
     }
     this.#release = null;
-    this.complete();
+    if (this.#state !== RUNNING) return this.#runEndHook();
+    this.#write(undefined, Flag.LAST);
+    this.#finish();
   }
 
-  #drained(): Promise<void> {
-    return new Promise((resolve) => (this.#drainWaiter = resolve));
-  }
-
-  /** The stream's queue reached the socket: a pulling reply may continue. */
-  onDrain(): void {
-    const waiter = this.#drainWaiter;
-    this.#drainWaiter = null;
-    waiter?.();
-  }
-
+  /**
+   * Writes one RESPONSE. Nothing is written on a stream that is already ended or gone (a session closing
+   * gracefully ends every stream). A value JSON cannot carry (a BigInt, a cycle) fails the call with an error
+   * instead of leaving the caller waiting; a reply outgrowing `maxReplyBufferBytes` fails it with ERR_SMUX_LIMIT.
+   */
   #write(value: unknown, flags: number, status?: string): void {
-    if (this.channel.isClosed) return;
+    const channel = this.channel;
+    if (channel.isClosed || channel.isEnded) return;
     let buffers: Buffer[];
     try {
       buffers = this.#host.encodeResponse(this.id, value, flags, status);
     } catch (error) {
-      // A value JSON cannot carry (a BigInt, a cycle): the caller gets an error, never silence.
       this.#dropSubscription(new SmuxError('ERR_SMUX_PROTOCOL', 'the reply could not be encoded'));
       this.#hasPending = false;
       buffers = this.#host.encodeResponse(this.id, this.#host.toRpcError(error), Flag.LAST | Flag.ERROR);
-      flags |= Flag.LAST;
-      for (const buffer of buffers) this.channel.write(buffer);
-      if (this.#state === RUNNING) this.#finish();
+      for (const buffer of buffers) channel.write(buffer);
+      this.#finish();
       return;
     }
-    for (const buffer of buffers) this.channel.write(buffer);
-    if (this.channel.writableLength > this.#host.maxReplyBufferBytes && (flags & Flag.LAST) === 0) {
-      const limit = this.#host.maxReplyBufferBytes;
-      this.end('ERR_SMUX_LIMIT', `the reply exceeded ${limit} bytes buffered for a caller that does not read fast enough`);
+    for (const buffer of buffers) channel.write(buffer);
+    if ((flags & Flag.LAST) === 0 && channel.writableLength > this.#host.maxReplyBufferBytes) {
+      this.end('ERR_SMUX_LIMIT', `the reply exceeded ${this.#host.maxReplyBufferBytes} bytes buffered for a caller that does not read fast enough`);
     }
   }
 
+  /** The last message is written: FIN after it, then wait (bounded) for the caller's FIN. Runs once. */
   #finish(): void {
-    const wasRunning = this.#state === RUNNING;
+    if (this.#state !== RUNNING) return;
     this.#state = REPLIED;
-    if (wasRunning) this.#host.callSettled(this);
+    this.#host.callSettled(this);
     this.#clearTimer();
     this.onDrain(); // a pull loop waiting for the window lets go
     this.#runEndHook();
-    if (!this.channel.isClosed) {
-      this.channel.end();
-      this.#host.awaitCallerFin(this);
-    }
+    if (this.channel.isClosed) return;
+    if (!this.channel.isEnded) this.channel.end();
+    this.#host.awaitCallerFin(this);
   }
 
   #refuse(error: SmuxError): void {
-    // Too large or malformed: answer with the error and FIN; whatever else the caller sends is ignored.
+    // Too large, malformed, or over a limit: answer with the error and FIN; whatever else the caller sends
+    // is ignored (delivered and dropped, so it holds no memory).
+    this.#reader = null;
     this.#state = RUNNING;
     this.#write({ code: error.code, message: error.message }, Flag.LAST | Flag.ERROR);
     this.#finish();

@@ -3,7 +3,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { type CustomTransportStrategy, type MessageHandler, type OutgoingResponse, RpcException, Server } from '@nestjs/microservices';
 import { connectable, finalize, isObservable, type Observable, Subject } from 'rxjs';
-import { type Clock, Session, type SmuxConfig, systemClock } from '../smux/index.js';
+import { type Clock, Session, type SmuxChannel, type SmuxConfig, SmuxError, systemClock, type TimerHandle } from '../smux/index.js';
 import { type CallMessage, encodeMessage, Flag, Kind } from './call-codec.js';
 import type { ServerSmuxOptions } from './interfaces.js';
 import { type CallHost, ServerCall } from './server-call.js';
@@ -15,6 +15,8 @@ import { SMUX_TRANSPORT } from './transport-id.js';
 const NO_MESSAGE_HANDLER = 'There is no matching message handler defined in the remote service.';
 const NO_EVENT_HANDLER = (pattern: string) => `There is no matching event handler defined in the remote service. Event pattern: ${pattern}`;
 const MiB = 1024 * 1024;
+/** Cached routes at most (one per distinct pattern the app handles; the cap only guards against misuse). */
+const MAX_CACHED_ROUTES = 4096;
 
 /** One client connection: its session and the calls running on it. */
 interface Connection {
@@ -45,12 +47,12 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   readonly #events = new EventEmitter();
   readonly #pendingListeners: Array<[string, (...args: never[]) => void]> = [];
   readonly #connections = new Set<Connection>();
-  readonly #awaitingFin = new Map<ServerCall, number>();
+  readonly #awaitingFin = new Set<ServerCall>();
   readonly #routes = new Map<string, MessageHandler>();
   readonly #host: CallHost;
   readonly #defaultStartHook: unknown;
   #server: net.Server | null = null;
-  #finSweep: NodeJS.Timeout | null = null;
+  #finSweep: TimerHandle | null = null;
   #closing: Promise<void> | null = null;
   #settledWaiter: (() => void) | null = null;
 
@@ -131,14 +133,28 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     const session = Session.server(socket, this.#smux);
     const connection: Connection = { session, calls: new Set(), refused: this.#connections.size >= (this.#options.maxConnections ?? 1024) };
     this.#connections.add(connection);
-    session.on('channel', (channel) => void new ServerCall(this.#host, channel, connection));
+    session.on('channel', (channel) => this.#open(connection, channel));
     session.on('close', () => this.#connections.delete(connection));
     if (connection.refused) {
       // Answer what arrives with ERR_SMUX_LIMIT (a clear error, not a silent drop), then hang up.
-      const timer = this.#clock.setTimeout(() => void session.close(), 1_000);
+      const timer = this.#clock.setTimeout(() => void closeWithin(session, this.#clock, 2_000), 1_000);
       session.on('close', () => this.#clock.clearTimeout(timer));
     }
     this.#events.emit('session', session);
+  }
+
+  /**
+   * A stream the client opened. Calls count against `maxCallsPerConnection` from their SYN, so requests still
+   * arriving cannot pile up beyond it; one over the limit (or on a refused connection, or during shutdown) is
+   * answered with the error as soon as its first bytes arrive, without buffering its request.
+   */
+  #open(connection: Connection, channel: SmuxChannel): void {
+    let refusal: SmuxError | null = null;
+    if (this.#closing !== null) refusal = new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
+    else if (connection.refused) refusal = new SmuxError('ERR_SMUX_LIMIT', `the server has reached its limit of ${this.#options.maxConnections ?? 1024} connections`);
+    else if (connection.calls.size >= this.#maxCalls) refusal = new SmuxError('ERR_SMUX_LIMIT', `the connection has reached its limit of ${this.#maxCalls} calls in flight`);
+    const call = new ServerCall(this.#host, channel, connection, refusal);
+    if (refusal === null) connection.calls.add(call);
   }
 
   async #shutdown(): Promise<void> {
@@ -159,7 +175,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       for (const call of [...connection.calls]) call.end('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
     }
     await Promise.all([...this.#connections].map((c) => closeWithin(c.session, this.#clock, 2_000)));
-    if (this.#finSweep !== null) clearInterval(this.#finSweep);
+    if (this.#finSweep !== null) this.#clock.clearTimeout(this.#finSweep);
     this.#finSweep = null;
     this.#awaitingFin.clear();
     await stopped; // the net.Server reports closed once every connection is gone
@@ -168,7 +184,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
 
   #runningCalls(): number {
     let running = 0;
-    for (const connection of this.#connections) running += connection.calls.size;
+    for (const connection of this.#connections) for (const call of connection.calls) if (call.running) running++;
     return running;
   }
 
@@ -180,21 +196,20 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       maxMessageBytes,
       maxReplyBufferBytes,
       dispatchRequest: (call, message) => this.#dispatchRequest(call, message),
-      dispatchEvent: (call, message) => void this.#dispatchEvent(call, message),
+      dispatchEvent: (call, message) => void this.#dispatchEvent(call, message).catch((error: unknown) => this.logger.error(error)),
       encodeResponse: (id, value, flags, status) => this.#encodeResponse(id, value, flags, status),
       toRpcError: (error) => this.#toRpcError(error),
-      callSettled: (call) => this.#callSettled(call),
+      callSettled: () => this.#settledWaiter?.(),
       awaitCallerFin: (call) => this.#awaitCallerFin(call),
-      callClosed: (call) => this.#awaitingFin.delete(call),
+      callClosed: (call) => {
+        (call.connection as Connection).calls.delete(call);
+        this.#awaitingFin.delete(call);
+      },
     };
   }
 
   #dispatchRequest(call: ServerCall, message: CallMessage): void {
-    const connection = call.connection as Connection;
     if (this.#closing !== null) return call.end('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
-    if (connection.refused) return call.end('ERR_SMUX_LIMIT', `the server has reached its limit of ${this.#options.maxConnections ?? 1024} connections`);
-    if (connection.calls.size >= this.#maxCalls) return call.end('ERR_SMUX_LIMIT', `the connection has reached its limit of ${this.#maxCalls} calls in flight`);
-    connection.calls.add(call);
     if (this.#customDeserializer || (message.flags & Flag.OPAQUE) !== 0) {
       void this.#deserialize(message).then(
         (packet) => {
@@ -225,32 +240,34 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     const handler = this.#route(text);
     if (handler === null) return void this.logger.error(NO_EVENT_HANDLER(text));
     const ctx = createSmuxContext(call.channel, text, headers, call);
-    const run = async (end: () => void): Promise<void> => {
-      try {
-        const result = await handler(data, ctx);
-        if (isObservable(result)) {
-          // As Nest's handleEvent: run the handlers' streams hot; nobody waits for them.
-          connectable((result as Observable<unknown>).pipe(finalize(end)), { connector: () => new Subject(), resetOnDisconnect: false }).connect();
-        } else end();
-      } catch (error) {
-        end();
-        this.logger.error(error);
+    if (this.onProcessingStartHook === this.#defaultStartHook && this.onProcessingEndHook === undefined) return this.#runEvent(handler, data, ctx, null);
+    this.onProcessingStartHook(this.transportId, ctx, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx)));
+  }
+
+  /** Runs the event handlers (chained by Nest) as Nest's handleEvent does: an Observable result runs hot. */
+  async #runEvent(handler: MessageHandler, data: unknown, ctx: SmuxContext, end: (() => void) | null): Promise<void> {
+    try {
+      const result = await handler(data, ctx);
+      if (isObservable(result)) {
+        const source = end === null ? (result as Observable<unknown>) : (result as Observable<unknown>).pipe(finalize(end));
+        connectable(source, { connector: () => new Subject(), resetOnDisconnect: false }).connect();
+        return;
       }
-    };
-    const noop = (): void => undefined;
-    if (this.onProcessingStartHook === this.#defaultStartHook && this.onProcessingEndHook === undefined) await run(noop);
-    else this.onProcessingStartHook(this.transportId, ctx, () => run(this.#endHook(ctx)));
+    } catch (error) {
+      this.logger.error(error);
+    }
+    end?.();
   }
 
   /** The handler of a raw pattern text, cached: Nest's lookup parses and normalises the pattern on every call. */
   #route(pattern: string): MessageHandler | null {
-    let handler = this.#routes.get(pattern);
-    if (handler === undefined) {
-      const found = this.getHandlerByPattern(pattern);
-      if (found === null) return null; // misses are not cached: a client cannot grow the cache
-      handler = found;
-      this.#routes.set(pattern, handler);
-    }
+    const cached = this.#routes.get(pattern);
+    if (cached !== undefined) return cached;
+    const handler = this.getHandlerByPattern(pattern);
+    // Only canonical texts are cached — the route itself (a plain string pattern, or an object pattern as Nest
+    // normalises it, which is how ClientSmux sends it) — so a client cannot grow the cache with variants
+    // (whitespace, key order, escapes) of a valid pattern; misses are never cached.
+    if (handler !== null && this.#routes.size < MAX_CACHED_ROUTES && this.getRouteFromPattern(pattern) === pattern) this.#routes.set(pattern, handler);
     return handler;
   }
 
@@ -293,28 +310,35 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     };
   }
 
-  #callSettled(call: ServerCall): void {
-    (call.connection as Connection).calls.delete(call);
-    if (this.#settledWaiter !== null && this.#runningCalls() === 0) this.#settledWaiter();
+  /**
+   * After its last message and FIN, a call waits for the caller's FIN at most `finTimeout`; one sweep on the
+   * server's clock checks them all (no timer per call). A call whose own bytes are still queued is not cut off
+   * while they keep draining — a slow reader is not a caller that went away.
+   */
+  #awaitCallerFin(call: ServerCall): void {
+    call.finDue = this.#clock.now() + this.#finTimeout;
+    call.finQueued = -1;
+    this.#awaitingFin.add(call);
+    if (this.#finSweep === null) this.#finSweep = this.#clock.setTimeout(() => this.#sweepFins(), this.#finTimeout);
   }
 
-  #awaitCallerFin(call: ServerCall): void {
-    this.#awaitingFin.set(call, this.#clock.now() + this.#finTimeout);
-    if (this.#finSweep !== null) return;
-    // One sweep for the whole server, not a timer per call: a caller that never FINs is forgotten within
-    // finTimeout to 1.5 × finTimeout.
-    this.#finSweep = setInterval(() => {
-      const now = this.#clock.now();
-      for (const [waiting, due] of this.#awaitingFin) {
-        if (due > now) break; // insertion order is due order
-        this.#awaitingFin.delete(waiting);
-        waiting.channel.destroy();
+  #sweepFins(): void {
+    this.#finSweep = null;
+    const now = this.#clock.now();
+    for (const call of this.#awaitingFin) {
+      if (call.finDue > now) break; // insertion order is due order
+      this.#awaitingFin.delete(call);
+      const queued = call.channel.writableLength;
+      if (!call.channel.finSent && queued !== call.finQueued) {
+        call.finDue = now + this.#finTimeout; // still draining: look again later
+        call.finQueued = queued;
+        this.#awaitingFin.add(call);
+      } else {
+        call.channel.destroy();
       }
-      if (this.#awaitingFin.size === 0 && this.#finSweep !== null) {
-        clearInterval(this.#finSweep);
-        this.#finSweep = null;
-      }
-    }, Math.max(10, this.#finTimeout / 2)).unref();
+    }
+    const next = this.#awaitingFin.values().next();
+    if (!next.done) this.#finSweep = this.#clock.setTimeout(() => this.#sweepFins(), Math.max(1, next.value.finDue - now));
   }
 }
 

@@ -393,6 +393,10 @@ export class SmuxChannel implements TimeoutOwner {
     if (this.#queuedBytes === 0) {
       queue.length = 0;
       this.#queueHead = 0;
+    } else if (this.#queueHead >= 1024 && this.#queueHead * 2 >= queue.length) {
+      // A queue that never empties (a feed held back by the window) must not grow its dead prefix forever.
+      queue.splice(0, this.#queueHead);
+      this.#queueHead = 0;
     }
     this.#numWritten = u32Add(this.#numWritten, n);
   }

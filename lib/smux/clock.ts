@@ -14,15 +14,34 @@ export interface Clock {
   clearTimeout(handle: TimerHandle): void;
 }
 
-/** The real clock: `performance.now()` and unref'd Node timers. */
+/** Node's timers hold at most 2^31 − 1 ms (longer delays fire after 1 ms); longer ones are chained. */
+const MAX_TIMER_MS = 0x7fff_ffff;
+
+/** A timer longer than Node allows, re-armed in steps. */
+interface LongTimer {
+  timeout: NodeJS.Timeout;
+}
+
+function armLong(timer: LongTimer, fn: () => void, ms: number): void {
+  const step = Math.min(ms, MAX_TIMER_MS);
+  timer.timeout = setTimeout(() => (ms > MAX_TIMER_MS ? armLong(timer, fn, ms - MAX_TIMER_MS) : fn()), step);
+  timer.timeout.unref();
+}
+
+/** The real clock: `performance.now()` and unref'd Node timers (any delay, also beyond 2^31 − 1 ms). */
 export const systemClock: Clock = {
   now: () => performance.now(),
   setTimeout(fn, ms) {
-    const t = setTimeout(fn, ms);
-    t.unref();
-    return t;
+    if (ms <= MAX_TIMER_MS) {
+      const t = setTimeout(fn, ms);
+      t.unref();
+      return t;
+    }
+    const timer = {} as LongTimer;
+    armLong(timer, fn, ms);
+    return timer;
   },
   clearTimeout(handle) {
-    clearTimeout(handle as NodeJS.Timeout);
+    clearTimeout((handle as Partial<LongTimer>).timeout ?? (handle as NodeJS.Timeout));
   },
 };

@@ -71,6 +71,7 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
   #error: SmuxError | null = null;
   #readPause = 0;
   #closeTimer: unknown = null;
+  #ended = false; // socket.end() called during a graceful close
   #lingering = false; // closed on our side, reading until the peer closes
   #closed: Promise<void> | null = null;
   #resolveClosed: (() => void) | null = null;
@@ -96,7 +97,7 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
     this.#socket = socket;
     this.#ids = new StreamIdAllocator(role, this.config.firstStreamId);
     this.bucket = new ReceiveBucket(this.config.maxReceiveBuffer, streamAllowance(this.config.version, this.config.maxStreamBuffer));
-    this.writer = new FrameWriter(socket, this.config.version, this.config.maxFrameSize, this.config.maxStreamBuffer);
+    this.writer = new FrameWriter(socket, this.config.version, this.config.maxFrameSize, this.config.maxStreamBuffer, () => this.#endWhenFlushed());
     this.#decoder = new FrameDecoder(this.config.version, this);
     const c = this.config;
     this.#keepAlive = c.keepAliveDisabled ? null : new KeepAlive(c.clock, this, c.keepAliveInterval, c.keepAliveTimeout);
@@ -191,13 +192,14 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
 
   /**
    * Graceful close: stops accepting streams, ends every stream (FIN after its queued data), flushes what can
-   * be sent, then ends the connection (TCP half-close). Resolves once all of it has been handed to the socket.
+   * be sent — data a v2 peer's window holds back goes out as the peer reads — then ends the connection (TCP
+   * half-close). Resolves once all of it has been handed to the socket.
    * The session keeps reading what the peer still sends until the peer closes too — destroying a socket with
    * unread input would make the kernel reset the connection and discard our own unsent tail — and then emits
    * `'close'`. A peer that never closes (Go does not react to EOF) is cut off after `keepAliveTimeout` (30 s
-   * when keep-alive is off); meanwhile the socket does not keep the process alive. Data blocked by a closed
-   * peer window (v2) is dropped; if the flush itself cannot finish within that time, the session is destroyed
-   * with `ERR_SMUX_TIMEOUT`. Idempotent.
+   * when keep-alive is off); meanwhile the socket does not keep the process alive. If the flush itself cannot
+   * finish within that time (a peer that stopped reading), the session is destroyed with `ERR_SMUX_TIMEOUT`.
+   * Idempotent.
    */
   close(): Promise<void> {
     if (this.#closed !== null) return this.#closed;
@@ -352,7 +354,13 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
   }
 
   #endWhenFlushed(): void {
-    if (this.#state !== CLOSING || this.#lingering || this.writer.blocked || this.writer.pending) return;
+    if (this.#state !== CLOSING || this.#ended || this.writer.blocked || this.writer.pending) return;
+    // Data waiting on a v2 window goes out as the peer reads (its UPDs re-flush); the close timer bounds it.
+    for (const channel of this.#channels.values()) if (channel.writableLength > 0) return;
+    this.#ended = true;
+    // Nothing may be written after end(): no more UPDs for what we still read, no NOPs.
+    this.writer.close();
+    this.#keepAlive?.stop();
     this.#socket.end(); // its 'finish' completes our side
   }
 

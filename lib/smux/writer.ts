@@ -65,6 +65,7 @@ export class FrameWriter implements PayloadSink {
   #slab: Slab = { buf: Buffer.allocUnsafe(SLAB_SIZE), writes: 0 };
   #spare: Slab | null = null; // the previous slab, reused once the socket is done with it
   readonly #reusable: boolean;
+  readonly #onIdle: () => void; // told when a flush leaves nothing queued (a graceful close waits for it)
   readonly #inFlight = new Fifo<Slab>(); // the slab of each write not yet completed, in write order
   readonly #onWritten = (): void => void this.#inFlight.shift()!.writes--;
   #pos = 0; // next free byte of the slab
@@ -83,8 +84,9 @@ export class FrameWriter implements PayloadSink {
    * @param maxFrameSize - largest PSH payload to send
    * @param window - our advertised v2 window (UPD `window`)
    */
-  constructor(socket: Writable, version: number, maxFrameSize: number, window: number) {
+  constructor(socket: Writable, version: number, maxFrameSize: number, window: number, onIdle: () => void = noop) {
     this.#socket = socket;
+    this.#onIdle = onIdle;
     // A net.Socket (TLS included) has copied the bytes to the kernel or to OpenSSL by the time a write's
     // callback runs, so the slab may be reused. Any other Duplex may still hold the chunk (a test pair that
     // push()es it to the other side): it gets fresh slabs.
@@ -158,6 +160,7 @@ export class FrameWriter implements PayloadSink {
     } finally {
       this.#flushing = false;
     }
+    if (!this.#blocked && !this.#closed && !this.pending) this.#onIdle();
   }
 
   /** @internal Appends a payload piece to the frame being built (room was reserved with its header). */
@@ -300,6 +303,8 @@ export class FrameWriter implements PayloadSink {
     notify.length = 0;
   }
 }
+
+function noop(): void {}
 
 function flushOnTick(writer: FrameWriter): void {
   writer.flush();
