@@ -203,6 +203,17 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     this.#finish();
   }
 
+  /**
+   * The server is shutting down: a running call ends with the retryable ERR_SMUX_SHUTTING_DOWN, and so does one
+   * whose request is still arriving (its first bytes are in, so writing is safe). A stream that sent nothing
+   * yet gets nothing (Go's opener may not have registered it); the closing session ends it.
+   */
+  shutdown(): void {
+    const message = 'the server is shutting down';
+    if (this.#state === RUNNING) this.end('ERR_SMUX_SHUTTING_DOWN', message);
+    else if (this.#state === AWAITING && this.#reader?.partial === true) this.#refuse(new SmuxError('ERR_SMUX_SHUTTING_DOWN', message));
+  }
+
   // ── Observer: values of the handler's Observable ───────────────────────────────────────────────────────
 
   next(value: unknown): void {

@@ -172,7 +172,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       this.#settledWaiter = null;
     }
     for (const connection of this.#connections) {
-      for (const call of [...connection.calls]) call.end('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
+      for (const call of [...connection.calls]) call.shutdown();
     }
     await Promise.all([...this.#connections].map((c) => closeWithin(c.session, this.#clock, 2_000)));
     if (this.#finSweep !== null) this.#clock.clearTimeout(this.#finSweep);

@@ -178,6 +178,20 @@ describe('regressions: ServerSmux', () => {
     expect(guard.errors).toEqual([]);
   });
 
+  test('a call whose request was still arriving when server.close() began gets the retryable ERR_SMUX_SHUTTING_DOWN, not a bare FIN', async () => {
+    const handle = await startApp({ controllers: [RegressionsController] });
+    const raw = await rawPeer(handle.port, 2);
+    const req = request('echo', 'z'.repeat(1000), '3');
+    raw.send(Cmd.SYN, 3);
+    raw.send(Cmd.PSH, 3, req.subarray(0, 500)); // half a request: the call is not running yet
+    await until(() => (handle.sessions[0]?.stats.framesIn ?? 0) >= 2, 5_000, 'the half request at the server');
+    const closing = handle.server.close();
+    await until(() => raw.ended, 10_000, 'the answer and EOF at the client');
+    await within(closing, 'server.close()');
+    expect(messagesOf(raw.dataFor(3))).toEqual([expect.objectContaining({ flags: Flag.LAST | Flag.ERROR, body: { code: 'ERR_SMUX_SHUTTING_DOWN', message: expect.any(String) } })]);
+    expect(guard.errors).toEqual([]);
+  });
+
   // ── (3) events whose deserialization fails ────────────────────────────────────────────────────────────
 
   test('an event whose custom deserializer throws, or whose PATTERN_JSON is not JSON, is no unhandled rejection; the server keeps serving', async () => {
