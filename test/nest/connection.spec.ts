@@ -6,7 +6,7 @@ import { Controller } from '@nestjs/common';
 import { MessagePattern } from '@nestjs/microservices';
 import { firstValueFrom, lastValueFrom, Observable } from 'rxjs';
 import { ClientSmux, Session, type SmuxError } from '../../lib/index.js';
-import { closeAll, rejection, startApp, trackClient, until, within } from './helpers.js';
+import { closeAll, rejection, startApp, trackClient, until, within, codeOf } from './helpers.js';
 
 let probe = { subscribed: 0, teardowns: 0 };
 
@@ -44,7 +44,6 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-const codeOf = (error: unknown): unknown => (error as { code?: unknown } | null)?.code;
 
 describe('connection life', () => {
   beforeEach(() => {

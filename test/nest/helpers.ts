@@ -2,7 +2,7 @@ import net from 'node:net';
 import type { INestMicroservice, LoggerService, ModuleMetadata } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { ClientSmux, type ClientSmuxOptions, ServerSmux, type ServerSmuxOptions } from '../../lib/index.js';
-import { type CallMessage, MessageReader } from '../../lib/nest/call-codec.js';
+import { type CallMessage, encodeMessage, Kind, MessageReader } from '../../lib/nest/call-codec.js';
 import { Session, type SmuxChannel, type SmuxConfig, type SmuxError } from '../../lib/smux/index.js';
 
 export { until } from '../helpers/net.js';
@@ -203,4 +203,34 @@ export function rawCall(session: Session, buffers: Buffer[]): RawCall {
   });
   for (const buffer of buffers) channel.write(buffer);
   return { channel, messages, last: last.promise, ended: ended.promise, closed: closed.promise };
+}
+
+/** The `code` of an error-like value (SmuxError, a Nest `{ code, message }` object, a Node error). */
+export const codeOf = (error: unknown): unknown => (error as { code?: unknown } | null)?.code;
+
+/** One encoded RESPONSE message. */
+export const response = (value: unknown, flags = 0): Buffer => Buffer.concat(encodeMessage(Kind.RESPONSE, flags, value));
+
+/** A hand-written smux server speaking the call protocol (no ServerSmux): `onRequest` decides what happens on each call. */
+export async function rawServer(
+  onRequest: (channel: SmuxChannel, request: CallMessage, session: Session) => void,
+): Promise<{ port: number; sessions: Session[]; close(): Promise<void> }> {
+  const sessions: Session[] = [];
+  const listener = net.createServer((socket) => {
+    const session = Session.server(socket, { version: 2 });
+    sessions.push(session);
+    session.on('channel', (channel) => {
+      const reader = new MessageReader(1 << 20);
+      channel.setHandler({ onData: (data) => reader.push(data, { onMessage: (m) => onRequest(channel, m, session) }), onEnd: () => undefined, onClose: () => undefined });
+    });
+  });
+  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (listener.address() as net.AddressInfo).port,
+    sessions,
+    async close() {
+      for (const session of sessions) session.destroy();
+      await new Promise((resolve) => listener.close(resolve));
+    },
+  };
 }

@@ -3,7 +3,7 @@ import { Controller } from '@nestjs/common';
 import { MessagePattern, Payload } from '@nestjs/microservices';
 import { defer, firstValueFrom } from 'rxjs';
 import { type Session, SmuxRecordBuilder } from '../../lib/index.js';
-import { closeAll, type Deferred, deferred, rejection, startApp, until } from './helpers.js';
+import { closeAll, type Deferred, deferred, rejection, startApp, until, codeOf } from './helpers.js';
 
 let gate: Deferred<void>;
 let running = 0;
@@ -35,7 +35,6 @@ class LimitsController {
   }
 }
 
-const codeOf = (error: unknown): unknown => (error as { code?: unknown } | null)?.code;
 
 describe('server limits', () => {
   beforeEach(() => {

@@ -1,36 +1,10 @@
-import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { MessagePattern, Payload } from '@nestjs/microservices';
 import { firstValueFrom } from 'rxjs';
-import { ClientSmux, Session, type SmuxChannel } from '../../lib/index.js';
-import { type CallMessage, encodeMessage, Flag, Kind, MessageReader } from '../../lib/nest/call-codec.js';
-import { type AppHandle, closeAll, rawCall, rawSession, rejection, startApp, trackClient, until, within } from './helpers.js';
-
-const codeOf = (error: unknown): unknown => (error as { code?: unknown } | null)?.code;
-
-/** A hand-written smux server: `answer` decides what goes back on each call. */
-async function rawServer(answer: (channel: SmuxChannel, request: CallMessage) => void): Promise<{ port: number; close(): Promise<void> }> {
-  const sessions: Session[] = [];
-  const listener = net.createServer((socket) => {
-    const session = Session.server(socket, { version: 2 });
-    sessions.push(session);
-    session.on('channel', (channel) => {
-      const reader = new MessageReader(1 << 20);
-      channel.setHandler({ onData: (data) => reader.push(data, { onMessage: (m) => answer(channel, m) }), onEnd: () => undefined, onClose: () => undefined });
-    });
-  });
-  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (listener.address() as net.AddressInfo).port,
-    async close() {
-      for (const session of sessions) session.destroy();
-      await new Promise((resolve) => listener.close(resolve));
-    },
-  };
-}
-
-const response = (value: unknown, flags = 0): Buffer => Buffer.concat(encodeMessage(Kind.RESPONSE, flags, value));
+import { ClientSmux, type SmuxChannel } from '../../lib/index.js';
+import { type CallMessage, encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
+import { type AppHandle, closeAll, codeOf, rawCall, rawServer, rawSession, rejection, response, startApp, trackClient, until, within } from './helpers.js';
 
 describe('ClientSmux against a server that breaks the rules', () => {
   let server: Awaited<ReturnType<typeof rawServer>> | null = null;

@@ -1,13 +1,12 @@
-import net from 'node:net';
 import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { type Deserializer, EventPattern, MessagePattern, Payload } from '@nestjs/microservices';
 import { firstValueFrom, lastValueFrom } from 'rxjs';
 import { ClientSmux } from '../../lib/index.js';
-import { type CallMessage, encodeMessage, Flag, Kind, MessageReader } from '../../lib/nest/call-codec.js';
+import { encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
 import { Session, type SmuxChannel } from '../../lib/smux/index.js';
 import { settle } from '../helpers/sessions.js';
-import { closeAll, type Deferred, deferred, rawCall, rawSession, startApp, trackClient, until, within } from './helpers.js';
+import { closeAll, codeOf, type Deferred, deferred, rawCall, rawServer, rawSession, response, startApp, trackClient, until, within } from './helpers.js';
 
 /*
  * Regression tests for the review's client-side and deadline findings (ClientSmux / ClientCall): each one is
@@ -38,26 +37,13 @@ class ClientRegressionsController {
   }
 }
 
-const codeOf = (error: unknown): unknown => (error as { code?: unknown } | null)?.code;
-
-/** A hand-written smux server (no ServerSmux): `onRequest` decides what happens on each call. */
-async function rawServer(onRequest: (channel: SmuxChannel, request: CallMessage, session: Session) => void) {
-  const sessions: Session[] = [];
-  const listener = net.createServer((socket) => {
-    const session = Session.server(socket, { version: 2 });
-    sessions.push(session);
-    session.on('channel', (channel) => {
-      const reader = new MessageReader(1 << 20);
-      channel.setHandler({ onData: (data) => reader.push(data, { onMessage: (m) => onRequest(channel, m, session) }), onEnd: () => undefined, onClose: () => undefined });
-    });
-  });
-  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
-  servers.add({ listener, sessions });
-  return { port: (listener.address() as net.AddressInfo).port, sessions };
+const servers = new Set<Awaited<ReturnType<typeof rawServer>>>();
+/** A raw server closed after each test. */
+async function trackedRawServer(...args: Parameters<typeof rawServer>): ReturnType<typeof rawServer> {
+  const server = await rawServer(...args);
+  servers.add(server);
+  return server;
 }
-const servers = new Set<{ listener: net.Server; sessions: Session[] }>();
-
-const response = (value: unknown, flags = 0): Buffer => Buffer.concat(encodeMessage(Kind.RESPONSE, flags, value));
 
 /** Subscribes to a call and records its values and how it ended. */
 function observe(client: ClientSmux, pattern: string, data: unknown) {
@@ -79,10 +65,7 @@ describe('regressions: ClientSmux', () => {
   });
   afterEach(async () => {
     await closeAll();
-    for (const { listener, sessions } of servers) {
-      for (const session of sessions) session.destroy();
-      await new Promise((resolve) => listener.close(resolve));
-    }
+    for (const server of servers) await server.close();
     servers.clear();
   });
 
@@ -93,7 +76,7 @@ describe('regressions: ClientSmux', () => {
     ['the connection drops', 'ERR_SMUX_SESSION_CLOSED'],
   ])('a call with an async deserializer fails, not hangs, when %s', async (how, code) => {
     let held: { channel: SmuxChannel; session: Session } | null = null;
-    const server = await rawServer((channel, _request, session) => {
+    const server = await trackedRawServer((channel, _request, session) => {
       channel.write(response(1)); // a value, no LAST
       held = { channel, session };
     });
@@ -122,7 +105,7 @@ describe('regressions: ClientSmux', () => {
   // ── (9) a server that opens streams ───────────────────────────────────────────────────────────────────
 
   test('a server that opens 1100 streams does not stall the client: its calls still succeed and the streams are refused', async () => {
-    const server = await rawServer((channel, request) => {
+    const server = await trackedRawServer((channel, request) => {
       channel.write(response(request.body, Flag.LAST));
       channel.end();
     });

@@ -4,7 +4,7 @@ import { MessagePattern, Payload } from '@nestjs/microservices';
 import { defer, firstValueFrom, Observable } from 'rxjs';
 import { ClientSmux, type Session } from '../../lib/index.js';
 import { encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
-import { closeAll, type Deferred, deferred, rawCall, rawSession, rejection, startApp, trackClient, until, within } from './helpers.js';
+import { closeAll, type Deferred, deferred, rawCall, rawSession, rejection, startApp, trackClient, until, within, codeOf } from './helpers.js';
 
 let gate: Deferred<void>;
 let running = 0;
@@ -35,7 +35,6 @@ class ShutdownController {
   }
 }
 
-const codeOf = (error: unknown): unknown => (error as { code?: unknown } | null)?.code;
 const SHUTTING_DOWN = { code: 'ERR_SMUX_SHUTTING_DOWN', message: expect.any(String) };
 
 describe('graceful shutdown', () => {

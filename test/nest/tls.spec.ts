@@ -8,7 +8,7 @@ import { Controller } from '@nestjs/common';
 import { MessagePattern, Payload } from '@nestjs/microservices';
 import { firstValueFrom, lastValueFrom, range, toArray } from 'rxjs';
 import { ClientSmux } from '../../lib/index.js';
-import { closeAll, rejection, startApp, trackClient } from './helpers.js';
+import { closeAll, rejection, startApp, trackClient, codeOf } from './helpers.js';
 
 @Controller()
 class TlsController {
@@ -43,7 +43,6 @@ function makeCertificate(): { key: Buffer; cert: Buffer } | null {
 
 const certificate = makeCertificate();
 const describeTls = certificate === null ? describe.skip : describe;
-const codeOf = (error: unknown): unknown => (error as { code?: unknown } | null)?.code;
 
 describeTls('TLS', () => {
   const { key, cert } = certificate ?? { key: Buffer.alloc(0), cert: Buffer.alloc(0) };
