@@ -37,7 +37,8 @@ function progress(text: string): void {
 function commit(): string {
   try {
     const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'lib'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() !== '';
+    const dirty =
+      execFileSync('git', ['status', '--porcelain', '--', 'lib'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() !== '';
     return dirty ? `${head}+changes` : head;
   } catch {
     return 'unknown';
@@ -51,6 +52,10 @@ function rotate<T>(list: T[], round: number): T[] {
 }
 
 /** A line that stays (a stall, a failure), above the progress line. */
+function describe(value: unknown): string {
+  return value instanceof Error ? value.message : typeof value === 'string' ? value : JSON.stringify(value);
+}
+
 function announce(text: string): void {
   progress(text);
   if (process.stderr.isTTY) process.stderr.write('\n');
@@ -67,16 +72,26 @@ async function prime(systems: System[], cases: PlannedCase[]): Promise<void> {
 }
 
 /** One round: every case on every system that takes part (rotated order), then the core cases. */
-async function runRound(round: number, systems: System[], cases: PlannedCase[], core: CoreCase[], samples: Sample[], coreSamples: CoreSample[]): Promise<void> {
+async function runRound(
+  round: number,
+  systems: System[],
+  cases: PlannedCase[],
+  core: CoreCase[],
+  samples: Sample[],
+  coreSamples: CoreSample[],
+): Promise<void> {
   const where = `round ${round}/${rounds}`;
   for (const c of cases) {
-    for (const system of rotate(systems.filter((s) => s.supports(c.spec)), round)) {
+    for (const system of rotate(
+      systems.filter((s) => s.supports(c.spec)),
+      round,
+    )) {
       progress(`${where} · ${c.label} · ${system.name}`);
       const t0 = performance.now();
       const result = await system.run(c.spec);
       samples.push({ round, caseId: c.id, system: system.name, wallMs: Math.round(performance.now() - t0), result });
       if (result.stalled) announce(`${where} · ${c.label} · ${system.name}: STALL (no progress for 5 s), restarted`);
-      if (result.failed !== undefined) announce(`${where} · ${c.label} · ${system.name}: FAILED ${String(result.failed)}`);
+      if (result.failed !== undefined) announce(`${where} · ${c.label} · ${system.name}: FAILED ${describe(result.failed)}`);
     }
   }
   for (const [name, run] of core) {
@@ -115,8 +130,19 @@ async function main(): Promise<void> {
     progress('');
   }
 
-  const summaries = cases.map((c) => summarizeCase(c, active.map((s) => s.name), samples, SUBJECT));
-  const coreSummary = summarizeCore(core.cases.map(([name]) => name), core.ratios, coreSamples);
+  const summaries = cases.map((c) =>
+    summarizeCase(
+      c,
+      active.map((s) => s.name),
+      samples,
+      SUBJECT,
+    ),
+  );
+  const coreSummary = summarizeCore(
+    core.cases.map(([name]) => name),
+    core.ratios,
+    coreSamples,
+  );
   const targets = evaluateTargets(summaries, coreSummary, SUBJECT);
   const env: Environment = {
     node: process.version,
@@ -132,7 +158,18 @@ async function main(): Promise<void> {
   const seconds = (performance.now() - started) / 1000;
   // A run restricted with --only or --systems does not replace the latest full results.
   const name = options.only === null && options.systems === null ? 'latest' : 'partial';
-  writeJson(join(results, `${name}.json`), { ...env, seconds, options, plan: cases, corePlan: core.cases.map(([n]) => n), summaries, core: coreSummary, targets, samples, coreSamples });
+  writeJson(join(results, `${name}.json`), {
+    ...env,
+    seconds,
+    options,
+    plan: cases,
+    corePlan: core.cases.map(([n]) => n),
+    summaries,
+    core: coreSummary,
+    targets,
+    samples,
+    coreSamples,
+  });
   writeSvg(join(results, `${name}.svg`), renderSvg(env, summaries, coreSummary, SUBJECT));
   process.stdout.write(`\nwritten bench/results/${name}.json and bench/results/${name}.svg (${seconds.toFixed(0)} s)\n`);
 }

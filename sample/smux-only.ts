@@ -36,7 +36,9 @@ async function main(): Promise<void> {
   console.log(`stream 3 echoed: "${hello.toString()}"`);
   console.log(`stream 5 echoed ${bulk.length} bytes, sha256 ${sha(bulk) === sha(big) ? 'matches' : 'DIFFERS'}`);
   console.log(`stream 7 echoed: "${greeting.toString()}"`);
-  console.log(`${session.stats.streamsOpened} streams, ${session.stats.framesOut} frames out, ${session.stats.framesIn} in, ${ms.toFixed(0)} ms`);
+  console.log(
+    `${session.stats.streamsOpened} streams, ${session.stats.framesOut} frames out, ${session.stats.framesIn} in, ${ms.toFixed(0)} ms`,
+  );
 
   await session.close();
   server.close();

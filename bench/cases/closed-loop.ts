@@ -63,7 +63,16 @@ export function closedLoop(options: LoopOptions): Promise<LoopResult> {
       clearInterval(watchdog);
       const ms = performance.now() - started;
       const { p50, p99 } = latencyPercentiles(latencies, completed);
-      resolve({ stalled, completed, ms, rate: (completed / ms) * 1000, p50, p99, errors, ...(firstError === undefined ? {} : { firstError }) });
+      resolve({
+        stalled,
+        completed,
+        ms,
+        rate: (completed / ms) * 1000,
+        p50,
+        p99,
+        errors,
+        ...(firstError === undefined ? {} : { firstError }),
+      });
     };
 
     const next = (): void => {

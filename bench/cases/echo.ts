@@ -10,7 +10,14 @@ export async function runEcho(driver: Driver, spec: EchoSpec): Promise<RunResult
   const payload = makePayload(spec.size);
   const call = (done: (error?: unknown) => void): void => driver.echo(payload, done);
   const warm = await closedLoop({ call, count: spec.warmup, inFlight: spec.inFlight });
-  if (warm.stalled) return { stalled: true, phase: 'warm-up', completed: warm.completed, errors: warm.errors, ...(warm.firstError ? { firstError: warm.firstError } : {}) };
+  if (warm.stalled)
+    return {
+      stalled: true,
+      phase: 'warm-up',
+      completed: warm.completed,
+      errors: warm.errors,
+      ...(warm.firstError ? { firstError: warm.firstError } : {}),
+    };
   const run = await closedLoop({ call, count: spec.count, inFlight: spec.inFlight });
   return { ...run, phase: 'measure' };
 }

@@ -39,11 +39,22 @@ export async function runHol(driver: Driver, spec: HolSpec): Promise<RunResult> 
       },
     ),
   );
-  const during = await closedLoop({ call, count: spec.maxSmall, inFlight: spec.inFlight, keepGoing: () => !bigDone, progress: () => items });
+  const during = await closedLoop({
+    call,
+    count: spec.maxSmall,
+    inFlight: spec.inFlight,
+    keepGoing: () => !bigDone,
+    progress: () => items,
+  });
   if (!during.stalled && !bigDone) await Promise.race([bigFinished, new Promise((r) => setTimeout(r, 5_000).unref())]);
   const expected = spec.items * spec.itemBytes;
   // A big reply that failed ends the small calls too (same connection): such a run has no p99 to compare.
-  const bigFailure = bigError !== undefined ? `big reply: ${bigError} after ${items} of ${spec.items} items` : bigDone && bytes !== expected ? `big reply: ${bytes} of ${expected} bytes` : undefined;
+  const bigFailure =
+    bigError !== undefined
+      ? `big reply: ${bigError} after ${items} of ${spec.items} items`
+      : bigDone && bytes !== expected
+        ? `big reply: ${bytes} of ${expected} bytes`
+        : undefined;
   return {
     ...(bigFailure === undefined ? {} : { failed: bigFailure }),
     stalled: during.stalled || !bigDone,

@@ -7,7 +7,8 @@ import type { Driver, MemorySpec, RunResult } from './spec.js';
  * the figures come back through one more call. Reported per open call.
  */
 export async function runMemory(driver: Driver, spec: MemorySpec): Promise<RunResult> {
-  if (driver.holdBegin === undefined || driver.hold === undefined || driver.holdReport === undefined) throw new Error('this system has no memory case');
+  if (driver.holdBegin === undefined || driver.hold === undefined || driver.holdReport === undefined)
+    throw new Error('this system has no memory case');
   await driver.holdBegin(spec.calls);
   const held = await closedLoop({ call: (done) => driver.hold!(done), count: spec.calls, inFlight: spec.calls });
   if (held.stalled) return { stalled: true, phase: 'holding', completed: held.completed };
@@ -16,8 +17,8 @@ export async function runMemory(driver: Driver, spec: MemorySpec): Promise<RunRe
   return {
     stalled: false,
     ...figures,
-    heapPerCall: (figures.heapUsed! - figures.baseHeapUsed!) / open,
-    rssPerCall: (figures.rss! - figures.baseRss!) / open,
+    heapPerCall: (figures.heapUsed - figures.baseHeapUsed) / open,
+    rssPerCall: (figures.rss - figures.baseRss) / open,
     errors: held.errors,
     ...(held.firstError ? { firstError: held.firstError } : {}),
   };

@@ -33,12 +33,26 @@ export function plan(quick: boolean): PlannedCase[] {
     echo(16 * KiB, 1, q(3_000, 300), q(500, 100)),
     echo(16 * KiB, 64, q(8_000, 3_000), q(2_000, 500)),
     echo(16 * KiB, 512, q(8_000, 3_000), q(2_000, 1_000)),
-    { id: 'events-64-64', label: 'events 64 B @64', unit: 'events/s', spec: { kind: 'events', size: 64, inFlight: 64, count: q(40_000, 10_000), warmup: q(10_000, 2_000) } },
+    {
+      id: 'events-64-64',
+      label: 'events 64 B @64',
+      unit: 'events/s',
+      spec: { kind: 'events', size: 64, inFlight: 64, count: q(40_000, 10_000), warmup: q(10_000, 2_000) },
+    },
     {
       id: 'hol',
       label: 'head-of-line: echo 64 B @64 + 64 MiB reply',
       unit: 'calls/s',
-      spec: { kind: 'hol', size: 64, inFlight: 64, count: q(10_000, 3_000), warmup: q(3_000, 1_000), items: 1024, itemBytes: 64 * KiB, maxSmall: 2_000_000 },
+      spec: {
+        kind: 'hol',
+        size: 64,
+        inFlight: 64,
+        count: q(10_000, 3_000),
+        warmup: q(3_000, 1_000),
+        items: 1024,
+        itemBytes: 64 * KiB,
+        maxSmall: 2_000_000,
+      },
     },
     { id: 'memory', label: 'memory: 10 000 open calls', unit: 'B/call', spec: { kind: 'memory', calls: 10_000 } },
   ];

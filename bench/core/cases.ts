@@ -62,25 +62,42 @@ async function goAgainstGoServer(version: 1 | 2, args: string[], field: string):
 /** Every core case, in the order `bench:core` runs them. */
 export function coreCases(s: CoreSettings): CoreCase[] {
   const bulk = (kind: 'raw' | 'smux', version: 1 | 2) => async () =>
-    (await tsPeer('bulk-peer.js', [kind, String(version)], (port) => ['client', kind, String(version), String(port), String(s.bulkBytes)])).mbps as number;
+    (await tsPeer('bulk-peer.js', [kind, String(version)], (port) => ['client', kind, String(version), String(port), String(s.bulkBytes)]))
+      .mbps as number;
 
   const bulkTsToGo = (version: 1 | 2) => async () => {
     const server = await startGoServer(['-v', String(version)]);
     try {
-      const [result] = await runClient(node, [join(here, 'bulk-peer.js'), 'client', 'go', String(version), String(server.port), String(s.bulkBytes)]);
-      return result!.mbps as number;
+      const [result] = await runClient(node, [
+        join(here, 'bulk-peer.js'),
+        'client',
+        'go',
+        String(version),
+        String(server.port),
+        String(s.bulkBytes),
+      ]);
+      return result.mbps as number;
     } finally {
       await server.stop();
     }
   };
 
-  const bulkGoGo = (version: 1 | 2) => () => goAgainstGoServer(version, ['bench-bulk', '-bytes', String(s.bulkBytes), '-rounds', '1'], 'mbps');
+  const bulkGoGo = (version: 1 | 2) => () =>
+    goAgainstGoServer(version, ['bench-bulk', '-bytes', String(s.bulkBytes), '-rounds', '1'], 'mbps');
 
   const rrStreams = async () =>
     (await tsPeer('rr-peer.js', ['2'], (port) => ['streams', '2', String(port), '1000', String(s.roundTrips)])).rps as number;
 
   const perRequest = (version: 1 | 2) => async () =>
-    (await tsPeer('rr-peer.js', [String(version)], (port) => ['per-request', String(version), String(port), String(s.perRequestCount), '64'])).rps as number;
+    (
+      await tsPeer('rr-peer.js', [String(version)], (port) => [
+        'per-request',
+        String(version),
+        String(port),
+        String(s.perRequestCount),
+        '64',
+      ])
+    ).rps as number;
 
   const goPerRequest = (version: 1 | 2) => () =>
     goAgainstGoServer(version, ['bench-rr', '-count', String(s.goPerRequestCount), '-concurrency', '64'], 'rps');
@@ -119,5 +136,5 @@ export const coreRatios: CoreRatio[] = [
 /** Heap bytes per open idle stream (10 000 streams), from idle-memory.js. */
 export async function idleMemory(face: 'duplex' | 'channel'): Promise<number> {
   const [result] = await runClient(node, ['--expose-gc', join(here, 'idle-memory.js'), '10000', face]);
-  return result!.heapBytesPerStream as number;
+  return result.heapBytesPerStream as number;
 }

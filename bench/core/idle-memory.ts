@@ -32,7 +32,7 @@ const server = Session.server(serverSocket, config);
 const held: Array<SmuxStream | SmuxChannel> = [];
 const noop = { onData() {}, onEnd() {}, onClose() {} };
 if (face === 'channel') server.on('channel', (ch) => (ch.setHandler(noop), held.push(ch)));
-else server.on("stream", (s) => (s.on("data", () => undefined), s.on("error", () => undefined), held.push(s)));
+else server.on('stream', (s) => (s.on('data', () => undefined), s.on('error', () => undefined), held.push(s)));
 const hello = Buffer.from('hi');
 
 const before = heap();

@@ -56,7 +56,11 @@ async function server(): Promise<void> {
 /** A long-lived stream doing `left` round trips, then FIN. */
 class RoundTripper implements SmuxChannelHandler {
   #pending = 0;
-  constructor(readonly channel: SmuxChannel, public left: number, readonly done: () => void) {
+  constructor(
+    readonly channel: SmuxChannel,
+    public left: number,
+    readonly done: () => void,
+  ) {
     channel.setHandler(this);
     channel.write(REQUEST);
     this.#pending = MESSAGE.length;
@@ -79,7 +83,10 @@ class RoundTripper implements SmuxChannelHandler {
 /** One request on a fresh stream; like Go's `stream.Close()` after reading the reply, destroy() sends FIN and forgets it. */
 class OneShot implements SmuxChannelHandler {
   #received = 0;
-  constructor(readonly channel: SmuxChannel, readonly done: () => void) {}
+  constructor(
+    readonly channel: SmuxChannel,
+    readonly done: () => void,
+  ) {}
   onData(data: Buffer): void {
     this.#received += data.length;
     if (this.#received === MESSAGE.length) this.channel.destroy();

@@ -45,10 +45,12 @@ async function main(): Promise<void> {
   progress('');
 
   const table: Record<string, unknown> = {};
-  console.log(`\nsmux core benchmark — Node ${process.version}, ${cpus()[0]?.model ?? 'cpu'} × ${cpus().length}, ${new Date().toISOString().slice(0, 10)}, ${rounds} rounds${quick ? ' (quick)' : ''}\n`);
+  console.log(
+    `\nsmux core benchmark — Node ${process.version}, ${cpus()[0]?.model ?? 'cpu'} × ${cpus().length}, ${new Date().toISOString().slice(0, 10)}, ${rounds} rounds${quick ? ' (quick)' : ''}\n`,
+  );
   console.log('case'.padEnd(42) + 'median'.padStart(14) + '   min – max');
   for (const [name] of active) {
-    const s = summarize(samples.map((x) => x[name]!));
+    const s = summarize(samples.map((x) => x[name]));
     table[name] = s;
     console.log(name.padEnd(42) + fmt(s.median).padStart(14) + `   ${fmt(s.min)} – ${fmt(s.max)}`);
   }
@@ -56,16 +58,29 @@ async function main(): Promise<void> {
   const ratioTable: Record<string, unknown> = {};
   for (const [label, a, b, target] of ratios) {
     if (!active.some(([n]) => n === a) || !active.some(([n]) => n === b)) continue;
-    const s = summarize(samples.map((x) => x[a]! / x[b]!));
+    const s = summarize(samples.map((x) => x[a] / x[b]));
     ratioTable[label] = { ...s, target };
     const verdict = Number.isNaN(target) ? '' : s.median >= target ? `≥ ${target} ✓` : `≥ ${target} ✗`;
     console.log(label.padEnd(42) + fmt(s.median, 2).padStart(14) + `   ${fmt(s.min, 2)} – ${fmt(s.max, 2)}   ${verdict}`);
   }
-  console.log(`\nheap per open idle stream (10 000 streams): SmuxStream ${memory.duplex} B, SmuxChannel ${memory.channel} B (target ≤ 2048 B)`);
+  console.log(
+    `\nheap per open idle stream (10 000 streams): SmuxStream ${memory.duplex} B, SmuxChannel ${memory.channel} B (target ≤ 2048 B)`,
+  );
 
   const out = join(repo, 'bench', 'results');
   mkdirSync(out, { recursive: true });
-  const result = { node: process.version, cpu: cpus()[0]?.model, cores: cpus().length, date: new Date().toISOString(), rounds, quick, cases: table, ratios: ratioTable, memory, samples };
+  const result = {
+    node: process.version,
+    cpu: cpus()[0]?.model,
+    cores: cpus().length,
+    date: new Date().toISOString(),
+    rounds,
+    quick,
+    cases: table,
+    ratios: ratioTable,
+    memory,
+    samples,
+  };
   writeFileSync(join(out, 'core-latest.json'), `${JSON.stringify(result, null, 2)}\n`);
   console.log(`\nwritten to bench/results/core-latest.json`);
 }

@@ -14,10 +14,15 @@ export interface BenchOptions {
 
 export function parseOptions(argv: string[]): BenchOptions {
   const value = (name: string): string | undefined => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-  const list = (name: string): string[] | null => value(name)?.split(',').map((s) => s.trim()).filter((s) => s !== '') ?? null;
+  const list = (name: string): string[] | null =>
+    value(name)
+      ?.split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '') ?? null;
   const known = /^--(quick|cpu-prof|rounds=\d+|only=.+|systems=.+)$/;
   const unknown = argv.filter((a) => !known.test(a));
-  if (unknown.length > 0) throw new Error(`unknown option ${unknown.join(' ')}: use --quick, --rounds=N, --only=<case ids>, --systems=<names>, --cpu-prof`);
+  if (unknown.length > 0)
+    throw new Error(`unknown option ${unknown.join(' ')}: use --quick, --rounds=N, --only=<case ids>, --systems=<names>, --cpu-prof`);
   const quick = argv.includes('--quick');
   const rounds = Number(value('rounds') ?? (quick ? 3 : 5));
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be a positive integer');

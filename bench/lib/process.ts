@@ -62,7 +62,8 @@ function startProcess(command: string, args: string[], ready: RegExp, timeoutMs:
     }, timeoutMs);
     void exit.then(() => {
       clearTimeout(timer);
-      if (!started) reject(new Error(`${describe(command, args)} exited (${child.exitCode ?? child.signalCode}) before it was ready: ${stderr}`));
+      if (!started)
+        reject(new Error(`${describe(command, args)} exited (${child.exitCode ?? child.signalCode}) before it was ready: ${stderr}`));
     });
     collectLines(child.stdout, (line) => {
       const result = parseResult(line);

@@ -26,5 +26,8 @@ export function fmtRatio(s: Summary | null): string {
 
 /** Pads to a width, left-aligned (`pad`) or right-aligned (`padStart`), for fixed-width tables. */
 export function cells(values: Array<[string, number, 'l' | 'r']>): string {
-  return values.map(([v, w, align]) => (align === 'l' ? v.padEnd(w) : v.padStart(w))).join('  ').trimEnd();
+  return values
+    .map(([v, w, align]) => (align === 'l' ? v.padEnd(w) : v.padStart(w)))
+    .join('  ')
+    .trimEnd();
 }

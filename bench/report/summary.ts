@@ -64,7 +64,26 @@ export interface CoreSummary {
 const clean = (r: RunResult | undefined): r is RunResult => r !== undefined && !r.stalled && r.failed === undefined;
 
 /** Keys of the extra figures reported per case, besides rate, p50, p99 and peak RSS. */
-const EXTRA = ['p50Alone', 'p99Alone', 'p99Ratio', 'rateAlone', 'smallCalls', 'bigMBps', 'bigMs', 'emitRate', 'sent', 'received', 'lost', 'heapPerCall', 'rssPerCall', 'heapUsed', 'rss', 'baseHeapUsed', 'baseRss', 'open'];
+const EXTRA = [
+  'p50Alone',
+  'p99Alone',
+  'p99Ratio',
+  'rateAlone',
+  'smallCalls',
+  'bigMBps',
+  'bigMs',
+  'emitRate',
+  'sent',
+  'received',
+  'lost',
+  'heapPerCall',
+  'rssPerCall',
+  'heapUsed',
+  'rss',
+  'baseHeapUsed',
+  'baseRss',
+  'open',
+];
 
 export function summarizeCase(planned: PlannedCase, systems: string[], samples: Sample[], subject: string): CaseSummary {
   const mine = samples.filter((s) => s.caseId === planned.id);
@@ -110,7 +129,9 @@ export function summarizeCase(planned: PlannedCase, systems: string[], samples: 
     label: planned.label,
     unit: planned.unit,
     systems: figures,
-    ratios: figures.some((f) => f.system === subject) ? baselines.map((b) => perRound(b, (a, c) => (a.rate as number) / (c.rate as number))) : [],
+    ratios: figures.some((f) => f.system === subject)
+      ? baselines.map((b) => perRound(b, (a, c) => (a.rate as number) / (c.rate as number)))
+      : [],
     p50Ratios: baselines.map((b) => perRound(b, (a, c) => (a.p50 as number) / (c.p50 as number))),
   };
 }
@@ -127,11 +148,13 @@ export function summarizeCore(names: string[], ratios: CoreRatio[], samples: Cor
     ratios: ratios.map(([label, a, b, target]) => ({
       label,
       target,
-      summary: summarizeFinite(rounds.map((r) => {
-        const x = value(r, a);
-        const y = value(r, b);
-        return x === null || y === null ? undefined : x / y;
-      })),
+      summary: summarizeFinite(
+        rounds.map((r) => {
+          const x = value(r, a);
+          const y = value(r, b);
+          return x === null || y === null ? undefined : x / y;
+        }),
+      ),
     })),
   };
 }

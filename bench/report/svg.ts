@@ -20,7 +20,13 @@ interface Panel {
   bars: Bar[];
 }
 
-const COLORS: Record<string, string> = { 'nestjs-smux': '#e8590c', 'Nest TCP': '#1c7ed6', 'Nest gRPC': '#2f9e44', 'raw TCP': '#868e96', 'Go smux': '#0b7285' };
+const COLORS: Record<string, string> = {
+  'nestjs-smux': '#e8590c',
+  'Nest TCP': '#1c7ed6',
+  'Nest gRPC': '#2f9e44',
+  'raw TCP': '#868e96',
+  'Go smux': '#0b7285',
+};
 const WIDTH = 980;
 const COLUMN = 475;
 const BAR_H = 18;
@@ -29,8 +35,10 @@ const LABEL_W = 100;
 const BAR_MAX = 200;
 
 const escape = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-const short = (v: number): string => (v >= 1e6 ? `${(v / 1e6).toFixed(2)}M` : v >= 1e4 ? `${(v / 1e3).toFixed(1)}k` : v >= 100 ? v.toFixed(0) : v.toFixed(1));
-const colorOf = (name: string): string => COLORS[name] ?? (name.startsWith('Go') ? COLORS['Go smux']! : name.startsWith('raw') ? COLORS['raw TCP']! : COLORS['nestjs-smux']!);
+const short = (v: number): string =>
+  v >= 1e6 ? `${(v / 1e6).toFixed(2)}M` : v >= 1e4 ? `${(v / 1e3).toFixed(1)}k` : v >= 100 ? v.toFixed(0) : v.toFixed(1);
+const colorOf = (name: string): string =>
+  COLORS[name] ?? (name.startsWith('Go') ? COLORS['Go smux'] : name.startsWith('raw') ? COLORS['raw TCP'] : COLORS['nestjs-smux']);
 
 function casePanels(cases: CaseSummary[], subject: string): Panel[] {
   return cases
@@ -42,8 +50,19 @@ function casePanels(cases: CaseSummary[], subject: string): Panel[] {
         rightHeading: hol ? 'p99 during ÷ alone' : `${subject} ÷ it`,
         bars: c.systems.map((f) => {
           const ratio = c.ratios.find((r) => r.baseline === f.system)?.summary;
-          const right = hol ? (f.extra.p99Ratio === undefined ? '' : `${f.extra.p99Ratio.toFixed(2)}×`) : ratio ? `${ratio.median.toFixed(2)}×` : '';
-          return { name: f.system, value: f.rate?.median ?? null, suffix: f.stalls > 0 ? ` · ${f.stalls} stall${f.stalls > 1 ? 's' : ''}` : '', right };
+          const right = hol
+            ? f.extra.p99Ratio === undefined
+              ? ''
+              : `${f.extra.p99Ratio.toFixed(2)}×`
+            : ratio
+              ? `${ratio.median.toFixed(2)}×`
+              : '';
+          return {
+            name: f.system,
+            value: f.rate?.median ?? null,
+            suffix: f.stalls > 0 ? ` · ${f.stalls} stall${f.stalls > 1 ? 's' : ''}` : '',
+            right,
+          };
         }),
       };
     });
@@ -63,8 +82,14 @@ function corePanels(core: CoreSummary): Panel[] {
     return { title, rightHeading: 'ratio, same round', bars };
   };
   return [
-    panel('bulk MB/s', 'core: bulk bytes over one stream — MB/s', [['TS↔TS v1', 'TS↔TS v1 bulk ÷ raw TCP', 'raw'], ['TS↔TS v2', 'TS↔TS v2 bulk ÷ Go↔Go v2', 'Go v2']]),
-    panel('stream per request/s', 'core: a new stream per request @64 — per s', [['TS↔TS v2', 'stream per request v2: TS ÷ Go', 'Go v2'], ['TS↔TS v1', 'stream per request v1: TS ÷ Go', 'Go v1']]),
+    panel('bulk MB/s', 'core: bulk bytes over one stream — MB/s', [
+      ['TS↔TS v1', 'TS↔TS v1 bulk ÷ raw TCP', 'raw'],
+      ['TS↔TS v2', 'TS↔TS v2 bulk ÷ Go↔Go v2', 'Go v2'],
+    ]),
+    panel('stream per request/s', 'core: a new stream per request @64 — per s', [
+      ['TS↔TS v2', 'stream per request v2: TS ÷ Go', 'Go v2'],
+      ['TS↔TS v1', 'stream per request v1: TS ÷ Go', 'Go v1'],
+    ]),
   ];
 }
 
@@ -77,8 +102,8 @@ export function renderSvg(env: Environment, cases: CaseSummary[], core: CoreSumm
   const panels = [...casePanels(cases, subject), ...corePanels(core)];
   const columns = [74, 74];
   const placed = panels.map((p) => {
-    const col = columns[0]! <= columns[1]! ? 0 : 1;
-    const y = columns[col]!;
+    const col = columns[0] <= columns[1] ? 0 : 1;
+    const y = columns[col];
     columns[col] = y + 40 + p.bars.length * ROW + 10;
     return { p, x: 10 + col * (COLUMN + 10), y };
   });
@@ -101,8 +126,11 @@ export function renderSvg(env: Environment, cases: CaseSummary[], core: CoreSumm
       const w = b.value === null ? 0 : Math.max(1, (b.value / max) * BAR_MAX);
       parts.push(`<text x="${LABEL_W - 6}" y="${by + 13}" text-anchor="end">${escape(b.name)}</text>`);
       parts.push(`<rect x="${LABEL_W}" y="${by}" width="${w.toFixed(1)}" height="${BAR_H}" fill="${colorOf(b.name)}"/>`);
-      parts.push(`<text x="${(LABEL_W + w + 4).toFixed(1)}" y="${by + 13}">${escape(b.value === null ? 'no clean run' : short(b.value))}${escape(b.suffix)}</text>`);
-      if (b.right !== '') parts.push(`<text x="${COLUMN - 8}" y="${by + 13}" text-anchor="end" font-weight="bold" fill="#343a40">${escape(b.right)}</text>`);
+      parts.push(
+        `<text x="${(LABEL_W + w + 4).toFixed(1)}" y="${by + 13}">${escape(b.value === null ? 'no clean run' : short(b.value))}${escape(b.suffix)}</text>`,
+      );
+      if (b.right !== '')
+        parts.push(`<text x="${COLUMN - 8}" y="${by + 13}" text-anchor="end" font-weight="bold" fill="#343a40">${escape(b.right)}</text>`);
     });
     parts.push('</g>');
   }

@@ -19,31 +19,85 @@ export interface Environment {
 /** The final table: every figure of the run, then each target with ✓ / ✗. */
 export function renderTable(env: Environment, cases: CaseSummary[], core: CoreSummary, targets: Target[], subject: string): string {
   const out: string[] = [];
-  out.push(`${subject} benchmark — Node ${env.node} · ${env.cpu} × ${env.cores} · ${env.date} · commit ${env.commit} · ${env.rounds} rounds${env.quick ? ' (--quick)' : ''}`);
+  out.push(
+    `${subject} benchmark — Node ${env.node} · ${env.cpu} × ${env.cores} · ${env.date} · commit ${env.commit} · ${env.rounds} rounds${env.quick ? ' (--quick)' : ''}`,
+  );
   out.push('medians over rounds (min – max); ratios are nestjs-smux ÷ the system, taken within each round where neither stalled');
   for (const skipped of env.skipped) out.push(`skipped: ${skipped}`);
   const notes: string[] = [];
 
-  out.push('', cells([['case', 22, 'l'], ['system', 12, 'l'], ['per second (min – max)', 31, 'r'], ['p50', 9, 'r'], ['p99', 9, 'r'], ['peak RSS', 10, 'r'], ['stalls', 6, 'r'], [`${subject} ÷ this`, 24, 'r']]));
+  out.push(
+    '',
+    cells([
+      ['case', 22, 'l'],
+      ['system', 12, 'l'],
+      ['per second (min – max)', 31, 'r'],
+      ['p50', 9, 'r'],
+      ['p99', 9, 'r'],
+      ['peak RSS', 10, 'r'],
+      ['stalls', 6, 'r'],
+      [`${subject} ÷ this`, 24, 'r'],
+    ]),
+  );
   for (const c of cases.filter((k) => k.id.startsWith('echo') || k.id.startsWith('events'))) {
     c.systems.forEach((f, i) => {
       const ratio = c.ratios.find((r) => r.baseline === f.system);
-      out.push(cells([[i === 0 ? c.label : '', 22, 'l'], [f.system, 12, 'l'], [fmtSummary(f.rate), 31, 'r'], [fmtLatency(f.p50), 9, 'r'], [fmtLatency(f.p99), 9, 'r'], [fmtMiB(f.peakRss), 10, 'r'], [`${f.stalls}/${f.runs}`, 6, 'r'], [ratio ? fmtRatio(ratio.summary) : '', 24, 'r']]));
+      out.push(
+        cells([
+          [i === 0 ? c.label : '', 22, 'l'],
+          [f.system, 12, 'l'],
+          [fmtSummary(f.rate), 31, 'r'],
+          [fmtLatency(f.p50), 9, 'r'],
+          [fmtLatency(f.p99), 9, 'r'],
+          [fmtMiB(f.peakRss), 10, 'r'],
+          [`${f.stalls}/${f.runs}`, 6, 'r'],
+          [ratio ? fmtRatio(ratio.summary) : '', 24, 'r'],
+        ]),
+      );
       collectNotes(notes, c, f);
     });
   }
   const events = cases.find((c) => c.id.startsWith('events'));
   for (const f of events?.systems ?? []) {
-    if (f.extra.sent !== undefined) notes.push(`${events!.label}, ${f.system}: ${fmt(f.extra.received ?? 0)} of ${fmt(f.extra.sent)} received by the server (median), emits completed at ${fmt(f.extra.emitRate ?? 0)}/s`);
+    if (f.extra.sent !== undefined)
+      notes.push(
+        `${events!.label}, ${f.system}: ${fmt(f.extra.received ?? 0)} of ${fmt(f.extra.sent)} received by the server (median), emits completed at ${fmt(f.extra.emitRate ?? 0)}/s`,
+      );
   }
 
   const hol = cases.find((c) => c.id === 'hol');
   if (hol !== undefined) {
     out.push('', hol.label);
-    out.push(cells([['system', 12, 'l'], ['p99 alone', 10, 'r'], ['p99 during', 10, 'r'], ['during ÷ alone', 14, 'r'], ['p50 alone', 10, 'r'], ['p50 during', 10, 'r'], ['calls/s during', 14, 'r'], ['reply MB/s', 10, 'r'], ['peak RSS', 10, 'r'], ['stalls', 6, 'r']]));
+    out.push(
+      cells([
+        ['system', 12, 'l'],
+        ['p99 alone', 10, 'r'],
+        ['p99 during', 10, 'r'],
+        ['during ÷ alone', 14, 'r'],
+        ['p50 alone', 10, 'r'],
+        ['p50 during', 10, 'r'],
+        ['calls/s during', 14, 'r'],
+        ['reply MB/s', 10, 'r'],
+        ['peak RSS', 10, 'r'],
+        ['stalls', 6, 'r'],
+      ]),
+    );
     for (const f of hol.systems) {
       const e = f.extra;
-      out.push(cells([[f.system, 12, 'l'], [fmtLatency(e.p99Alone), 10, 'r'], [fmtLatency(f.p99), 10, 'r'], [e.p99Ratio === undefined ? '–' : `${e.p99Ratio.toFixed(2)}×`, 14, 'r'], [fmtLatency(e.p50Alone), 10, 'r'], [fmtLatency(f.p50), 10, 'r'], [f.rate ? fmt(f.rate.median) : '–', 14, 'r'], [e.bigMBps === undefined ? '–' : e.bigMBps.toFixed(1), 10, 'r'], [fmtMiB(f.peakRss), 10, 'r'], [`${f.stalls}/${f.runs}`, 6, 'r']]));
+      out.push(
+        cells([
+          [f.system, 12, 'l'],
+          [fmtLatency(e.p99Alone), 10, 'r'],
+          [fmtLatency(f.p99), 10, 'r'],
+          [e.p99Ratio === undefined ? '–' : `${e.p99Ratio.toFixed(2)}×`, 14, 'r'],
+          [fmtLatency(e.p50Alone), 10, 'r'],
+          [fmtLatency(f.p50), 10, 'r'],
+          [f.rate ? fmt(f.rate.median) : '–', 14, 'r'],
+          [e.bigMBps === undefined ? '–' : e.bigMBps.toFixed(1), 10, 'r'],
+          [fmtMiB(f.peakRss), 10, 'r'],
+          [`${f.stalls}/${f.runs}`, 6, 'r'],
+        ]),
+      );
       collectNotes(notes, hol, f);
     }
   }
@@ -51,23 +105,50 @@ export function renderTable(env: Environment, cases: CaseSummary[], core: CoreSu
   const memory = cases.find((c) => c.id === 'memory')?.systems[0];
   if (memory !== undefined) {
     const e = memory.extra;
-    out.push('', `memory: ${fmt(e.open ?? 0)} calls held open on the ${memory.system} server — heap ${fmt(e.heapPerCall ?? Number.NaN)} B and RSS ${fmt(e.rssPerCall ?? Number.NaN)} B per open call (heap ${fmtMiB(e.heapUsed)} vs ${fmtMiB(e.baseHeapUsed)} before, RSS ${fmtMiB(e.rss)} vs ${fmtMiB(e.baseRss)}, after GC)`);
+    out.push(
+      '',
+      `memory: ${fmt(e.open ?? 0)} calls held open on the ${memory.system} server — heap ${fmt(e.heapPerCall ?? Number.NaN)} B and RSS ${fmt(e.rssPerCall ?? Number.NaN)} B per open call (heap ${fmtMiB(e.heapUsed)} vs ${fmtMiB(e.baseHeapUsed)} before, RSS ${fmtMiB(e.rss)} vs ${fmtMiB(e.baseRss)}, after GC)`,
+    );
     collectNotes(notes, { label: 'memory' } as CaseSummary, memory);
   }
 
   if (core.cases.length > 0) {
-    out.push('', cells([['core (bench/core peers, separate processes)', 44, 'l'], ['median (min – max)', 34, 'r']]));
+    out.push(
+      '',
+      cells([
+        ['core (bench/core peers, separate processes)', 44, 'l'],
+        ['median (min – max)', 34, 'r'],
+      ]),
+    );
     for (const c of core.cases) {
-      out.push(cells([[c.name, 44, 'l'], [fmtSummary(c.summary), 34, 'r']]));
+      out.push(
+        cells([
+          [c.name, 44, 'l'],
+          [fmtSummary(c.summary), 34, 'r'],
+        ]),
+      );
       for (const failure of c.failures) notes.push(`core ${c.name}: ${failure}`);
     }
-    for (const r of core.ratios) out.push(cells([[r.label, 44, 'l'], [r.summary === null ? '–' : fmtRatio(r.summary), 34, 'r'], [Number.isNaN(r.target) ? '' : `target ≥ ${r.target}×`, 14, 'l']]));
+    for (const r of core.ratios)
+      out.push(
+        cells([
+          [r.label, 44, 'l'],
+          [r.summary === null ? '–' : fmtRatio(r.summary), 34, 'r'],
+          [Number.isNaN(r.target) ? '' : `target ≥ ${r.target}×`, 14, 'l'],
+        ]),
+      );
   }
 
   out.push('', 'targets (issue 4)');
   for (const t of targets) {
     const mark = t.pass === null ? '–' : t.pass ? '✓' : '✗';
-    out.push(`${mark} ${cells([[t.label, 62, 'l'], [t.shown, 12, 'r'], [t.goal, 10, 'l']])}${t.note ? `  (${t.note})` : ''}`);
+    out.push(
+      `${mark} ${cells([
+        [t.label, 62, 'l'],
+        [t.shown, 12, 'r'],
+        [t.goal, 10, 'l'],
+      ])}${t.note ? `  (${t.note})` : ''}`,
+    );
   }
   if (notes.length > 0) out.push('', 'notes', ...notes.map((n) => `- ${n}`));
   return `${out.join('\n')}\n`;

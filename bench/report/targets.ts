@@ -46,18 +46,53 @@ export function evaluateTargets(cases: CaseSummary[], core: CoreSummary, subject
   targets.push(atLeast('echo 16 KiB @64: nestjs-smux ÷ Nest TCP', 1.5, ratio('echo-16384-64', 'Nest TCP')));
 
   const big = figures('echo-16384-512', subject);
-  targets.push({ label: 'echo 16 KiB @512: nestjs-smux stalls', goal: '0', value: big?.stalls ?? null, shown: big === undefined ? '–' : `${big.stalls} of ${big.runs}`, pass: big === undefined ? null : big.stalls === 0 && big.failures.length === 0 });
+  targets.push({
+    label: 'echo 16 KiB @512: nestjs-smux stalls',
+    goal: '0',
+    value: big?.stalls ?? null,
+    shown: big === undefined ? '–' : `${big.stalls} of ${big.runs}`,
+    pass: big === undefined ? null : big.stalls === 0 && big.failures.length === 0,
+  });
   const bigRatio = ratio('echo-16384-512', 'Nest TCP');
   const tcpBig = figures('echo-16384-512', 'Nest TCP');
-  if (bigRatio !== null) targets.push(atLeast("echo 16 KiB @512: nestjs-smux ÷ Nest TCP's clean runs", 3, bigRatio, `rounds where neither stalled (Nest TCP stalled ${tcpBig?.stalls ?? 0} of ${tcpBig?.runs ?? 0})`));
-  else if (big?.rate != null && tcpBig?.rate != null) {
-    targets.push(atLeast("echo 16 KiB @512: nestjs-smux ÷ Nest TCP's clean runs", 3, { ...big.rate, median: big.rate.median / tcpBig.rate.median }, 'no round where both were clean: medians of each side'));
-  } else targets.push({ label: "echo 16 KiB @512: nestjs-smux ÷ Nest TCP's clean runs", goal: '≥ 3×', value: null, shown: '–', pass: null, note: `Nest TCP stalled in ${tcpBig?.stalls ?? 0} of ${tcpBig?.runs ?? 0} runs: no clean run to compare` });
+  if (bigRatio !== null)
+    targets.push(
+      atLeast(
+        "echo 16 KiB @512: nestjs-smux ÷ Nest TCP's clean runs",
+        3,
+        bigRatio,
+        `rounds where neither stalled (Nest TCP stalled ${tcpBig?.stalls ?? 0} of ${tcpBig?.runs ?? 0})`,
+      ),
+    );
+  else if (big?.rate !== undefined && big.rate !== null && tcpBig?.rate !== undefined && tcpBig.rate !== null) {
+    targets.push(
+      atLeast(
+        "echo 16 KiB @512: nestjs-smux ÷ Nest TCP's clean runs",
+        3,
+        { ...big.rate, median: big.rate.median / tcpBig.rate.median },
+        'no round where both were clean: medians of each side',
+      ),
+    );
+  } else
+    targets.push({
+      label: "echo 16 KiB @512: nestjs-smux ÷ Nest TCP's clean runs",
+      goal: '≥ 3×',
+      value: null,
+      shown: '–',
+      pass: null,
+      note: `Nest TCP stalled in ${tcpBig?.stalls ?? 0} of ${tcpBig?.runs ?? 0} runs: no clean run to compare`,
+    });
 
   const events = figures('events-64-64', subject);
   const lost = events?.extra.lost ?? null;
   targets.push(atLeast('events 64 B @64: nestjs-smux ÷ Nest TCP', 1, ratio('events-64-64', 'Nest TCP')));
-  targets.push({ label: 'events: nestjs-smux events lost', goal: '0', value: lost, shown: lost === null ? '–' : String(lost), pass: lost === null ? null : lost === 0 && events!.stalls === 0 });
+  targets.push({
+    label: 'events: nestjs-smux events lost',
+    goal: '0',
+    value: lost,
+    shown: lost === null ? '–' : String(lost),
+    pass: lost === null ? null : lost === 0 && events!.stalls === 0,
+  });
 
   const hol = figures('hol', subject)?.extra.p99Ratio ?? null;
   targets.push(atMost('head-of-line: small-call p99 with ÷ without the 64 MiB reply', 3, hol, x(hol ?? 0, 3), '≤ 3×'));

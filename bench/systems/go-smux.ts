@@ -29,10 +29,21 @@ export class GoSmuxSystem implements System {
     if (spec.kind !== 'echo') return { stalled: false, failed: 'Go smux runs echo 64 B only' };
     try {
       this.#server ??= await startGoServer(['-v', VERSION]);
-      const args = ['bench-rr', '-v', VERSION, '-count', String(spec.count), '-concurrency', String(spec.inFlight), '-addr', `127.0.0.1:${this.#server.port}`];
+      const args = [
+        'bench-rr',
+        '-v',
+        VERSION,
+        '-count',
+        String(spec.count),
+        '-concurrency',
+        String(spec.inFlight),
+        '-addr',
+        `127.0.0.1:${this.#server.port}`,
+      ];
       const run = await runGo(args, 120_000);
       const result = run.results.at(-1);
-      if (run.code !== 0 || result === undefined || result.ok !== true) throw new Error(`bench-rr: ${String(result?.error ?? '')} ${run.stderr.slice(-500)}`);
+      if (run.code !== 0 || result === undefined || result.ok !== true)
+        throw new Error(`bench-rr: ${JSON.stringify(result?.error ?? '')} ${run.stderr.slice(-500)}`);
       return { stalled: false, rate: result.rps as number, completed: spec.count };
     } catch (error) {
       await this.stop();

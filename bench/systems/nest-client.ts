@@ -5,7 +5,10 @@ import type { Done, Driver } from '../cases/spec.js';
 /** One echo call as an Observer (no closures per call beyond the harness's own). */
 class EchoObserver implements Observer<unknown> {
   #reply: unknown;
-  constructor(readonly payload: string, readonly done: Done) {}
+  constructor(
+    readonly payload: string,
+    readonly done: Done,
+  ) {}
   next(value: unknown): void {
     this.#reply = value;
   }

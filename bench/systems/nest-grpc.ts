@@ -51,7 +51,10 @@ async function freePort(): Promise<number> {
 
 class EchoObserver implements Observer<EchoMessage> {
   #reply: string | undefined;
-  constructor(readonly payload: string, readonly done: Done) {}
+  constructor(
+    readonly payload: string,
+    readonly done: Done,
+  ) {}
   next(value: EchoMessage): void {
     this.#reply = value.data;
   }
@@ -67,7 +70,7 @@ class GrpcDriver implements Driver {
   readonly #client: ClientGrpc & { close(): void };
   readonly #service: EchoService;
   constructor(port: number) {
-    this.#client = ClientProxyFactory.create({ transport: Transport.GRPC, options: grpcOptions(port) }) as unknown as ClientGrpc & { close(): void };
+    this.#client = ClientProxyFactory.create({ transport: Transport.GRPC, options: grpcOptions(port) });
     this.#service = this.#client.getService<EchoService>('Echo');
   }
   async connect(): Promise<void> {
@@ -83,7 +86,11 @@ class GrpcDriver implements Driver {
 
 if (process.argv[2] === 'server') {
   const port = await freePort();
-  const app = await NestFactory.createMicroservice<MicroserviceOptions>(GrpcBenchModule, { transport: Transport.GRPC, options: grpcOptions(port), logger: false });
+  const app = await NestFactory.createMicroservice<MicroserviceOptions>(GrpcBenchModule, {
+    transport: Transport.GRPC,
+    options: grpcOptions(port),
+    logger: false,
+  });
   await app.listen();
   hostServer(port);
 } else {

@@ -7,7 +7,7 @@
  */
 import 'reflect-metadata';
 import type { AddressInfo, Server } from 'node:net';
-import { type ClientProxy, ClientProxyFactory } from '@nestjs/microservices';
+import { ClientProxyFactory } from '@nestjs/microservices';
 import { ClientSmux, ServerSmux } from '../../lib/index.js';
 import { runAgent } from '../lib/agent.js';
 import { hostServer } from '../lib/server-host.js';
@@ -20,7 +20,7 @@ if (process.argv[2] === 'server') {
   hostServer((strategy.unwrap<Server>().address() as AddressInfo).port);
 } else {
   runAgent((port) => {
-    const client = ClientProxyFactory.create({ customClass: ClientSmux, options: { host: '127.0.0.1', port } }) as ClientProxy;
+    const client = ClientProxyFactory.create({ customClass: ClientSmux, options: { host: '127.0.0.1', port } });
     return new NestClientDriver(client, (item) => (item as Buffer).length); // Buffers arrive as Buffers
   });
 }

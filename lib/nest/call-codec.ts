@@ -131,7 +131,8 @@ export function encodeMessage(kind: number, flags: number, value: unknown, field
 
 function writeShortString(buf: Buffer, at: number, value: string, lengthBytes: 1 | 2, field: string): number {
   const length = Buffer.byteLength(value);
-  if (length >= 2 ** (8 * lengthBytes)) throw new SmuxError('ERR_SMUX_LIMIT', `call ${field} is ${length} bytes, more than ${2 ** (8 * lengthBytes) - 1}`);
+  if (length >= 2 ** (8 * lengthBytes))
+    throw new SmuxError('ERR_SMUX_LIMIT', `call ${field} is ${length} bytes, more than ${2 ** (8 * lengthBytes) - 1}`);
   if (lengthBytes === 1) buf[at] = length;
   else buf.writeUInt16LE(length, at);
   buf.write(value, at + lengthBytes, 'utf8');
@@ -212,7 +213,7 @@ let cursor = 0;
 /** Reads a length-prefixed UTF-8 field at `cursor` and advances it. */
 function readField(buf: Buffer, lengthBytes: 1 | 2, end: number): string {
   if (cursor + lengthBytes > end) throw malformed('truncated field');
-  const length = lengthBytes === 1 ? buf[cursor]! : buf.readUInt16LE(cursor);
+  const length = lengthBytes === 1 ? buf[cursor] : buf.readUInt16LE(cursor);
   cursor += lengthBytes;
   if (cursor + length > end) throw malformed('truncated field');
   const value = buf.toString('utf8', cursor, cursor + length);
@@ -222,8 +223,8 @@ function readField(buf: Buffer, lengthBytes: 1 | 2, end: number): string {
 
 /** Decodes the message in `buf[start, end)`. */
 function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
-  const kind = buf[start]!;
-  const encoding = buf[start + 1]!;
+  const kind = buf[start];
+  const encoding = buf[start + 1];
   const flags = buf.readUInt16LE(start + 2);
   if (kind < Kind.REQUEST || kind > Kind.RAW) throw malformed(`unknown message kind ${kind}`);
   if ((flags & ~KNOWN_FLAGS) !== 0) throw malformed(`unknown flag bits 0x${flags.toString(16)}`);

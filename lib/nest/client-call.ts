@@ -101,11 +101,13 @@ export class ClientCall implements SmuxChannelHandler, Unsubscribable {
   }
 
   onEnd(): void {
-    if (this.#state === OPEN) this.#failAfterDeliveries(new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the server ended the stream before the call completed'));
+    if (this.#state === OPEN)
+      this.#failAfterDeliveries(new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the server ended the stream before the call completed'));
   }
 
   onClose(error?: SmuxError): void {
-    if (this.#state === OPEN) this.#failAfterDeliveries(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the call completed'));
+    if (this.#state === OPEN)
+      this.#failAfterDeliveries(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the call completed'));
   }
 
   /** Fails the call — after responses still being deserialized (async deserializer), which may complete it. */

@@ -151,7 +151,10 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
           channel.destroy(); // sent; the server's FIN would find nothing to close
           resolve(undefined as T);
         },
-        onClose: (error) => (channel.finSent ? resolve(undefined as T) : reject(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the event was sent'))),
+        onClose: (error) =>
+          channel.finSent
+            ? resolve(undefined as T)
+            : reject(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the event was sent')),
       });
       for (const buffer of buffers) channel.write(buffer);
       channel.end();
@@ -170,7 +173,12 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     const timeoutField = call.timeout > 0 ? call.timeout : undefined;
     try {
       call.request = this.#customSerializer
-        ? encodeMessage(Kind.REQUEST, Flag.OPAQUE, this.serializer.serialize({ pattern: packet.pattern, data, id, ...(headers ? { metadata: headers } : {}) }), { timeout: timeoutField })
+        ? encodeMessage(
+            Kind.REQUEST,
+            Flag.OPAQUE,
+            this.serializer.serialize({ pattern: packet.pattern, data, id, ...(headers ? { metadata: headers } : {}) }),
+            { timeout: timeoutField },
+          )
         : encodeMessage(Kind.REQUEST, 0, data, { id, ...this.#patternField(packet.pattern), timeout: timeoutField, headers });
     } catch (error) {
       call.fail(error);
@@ -179,7 +187,12 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     call.startTimer();
     if (this.#inFlight >= this.#maxConcurrent) {
       if (this.#waiting >= this.#maxQueued) {
-        call.fail(new SmuxError('ERR_SMUX_LIMIT', `${this.#inFlight} calls in flight and ${this.#waiting} queued (maxConcurrentCalls ${this.#maxConcurrent}, maxQueuedCalls ${this.#maxQueued})`));
+        call.fail(
+          new SmuxError(
+            'ERR_SMUX_LIMIT',
+            `${this.#inFlight} calls in flight and ${this.#waiting} queued (maxConcurrentCalls ${this.#maxConcurrent}, maxQueuedCalls ${this.#maxQueued})`,
+          ),
+        );
         return;
       }
       call.queued = true;
@@ -258,7 +271,9 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
    * form the server's route cache keeps — with PATTERN_JSON set.
    */
   #patternField(pattern: unknown): { pattern: string; patternIsJson: boolean } {
-    return typeof pattern === 'string' ? { pattern, patternIsJson: false } : { pattern: this.normalizePattern(pattern as MsPattern), patternIsJson: true };
+    return typeof pattern === 'string'
+      ? { pattern, patternIsJson: false }
+      : { pattern: this.normalizePattern(pattern as MsPattern), patternIsJson: true };
   }
 
   #toPacket(message: CallMessage): WritePacket | Promise<WritePacket> {
@@ -267,7 +282,11 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
       const raw =
         (message.flags & Flag.OPAQUE) !== 0
           ? message.body
-          : { ...((message.flags & Flag.ERROR) !== 0 ? { err: message.body } : { response: message.body }), ...(last ? { isDisposed: true } : {}), ...(message.status !== undefined ? { status: message.status } : {}) };
+          : {
+              ...((message.flags & Flag.ERROR) !== 0 ? { err: message.body } : { response: message.body }),
+              ...(last ? { isDisposed: true } : {}),
+              ...(message.status !== undefined ? { status: message.status } : {}),
+            };
       return this.deserializer.deserialize(raw) as WritePacket | Promise<WritePacket>;
     }
     if ((message.flags & Flag.ERROR) !== 0) return { err: message.body, isDisposed: last };
@@ -324,7 +343,10 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
       const target = path !== undefined ? { path } : { host, port };
       const socket = tlsOptions !== undefined ? tls.connect({ ...tlsOptions, ...target }) : net.connect(target);
       const ready = tlsOptions !== undefined ? 'secureConnect' : 'connect';
-      const timer = setTimeout(() => fail(new SmuxError('ERR_SMUX_TIMEOUT', `could not connect to ${path ?? `${host}:${port}`} within ${connectTimeout} ms`)), connectTimeout);
+      const timer = setTimeout(
+        () => fail(new SmuxError('ERR_SMUX_TIMEOUT', `could not connect to ${path ?? `${host}:${port}`} within ${connectTimeout} ms`)),
+        connectTimeout,
+      );
       const fail = (error: Error): void => {
         clearTimeout(timer);
         socket.destroy();
@@ -341,12 +363,14 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
 }
 
 /** Unwraps a {@link SmuxRecord} and merges its headers with Nest 12's dispatch-hook metadata. */
-function unwrapRecord(value: unknown, metadata: Record<string, string> | undefined): { data: unknown; headers: Record<string, string> | undefined; timeout: number | undefined } {
+function unwrapRecord(
+  value: unknown,
+  metadata: Record<string, string> | undefined,
+): { data: unknown; headers: Record<string, string> | undefined; timeout: number | undefined } {
   if (!(value instanceof SmuxRecord)) return { data: value, headers: metadata, timeout: undefined };
   const { headers, timeout } = value.options as { headers?: Record<string, string>; timeout?: number };
   return { data: value.data, headers: metadata === undefined ? headers : { ...metadata, ...headers }, timeout };
 }
-
 
 async function closeWithin(session: Session, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;

@@ -1,4 +1,4 @@
-import { isObservable, type Observable, type Observer, type Subscription } from 'rxjs';
+import { isObservable, type Observer, type Subscription } from 'rxjs';
 import { type Clock, type SmuxChannel, type SmuxChannelHandler, SmuxError, type SmuxErrorCode, type TimerHandle } from '../smux/index.js';
 import { type CallMessage, Flag, Kind, MessageReader } from './call-codec.js';
 import type { CallControl } from './smux.context.js';
@@ -135,7 +135,11 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
   /** @internal A complete message (MessageReader sink). */
   onMessage(message: CallMessage): void {
     if (this.#state !== AWAITING) return;
-    if ((message.kind === Kind.REQUEST || message.kind === Kind.EVENT) && message.pattern === undefined && (message.flags & Flag.OPAQUE) === 0) {
+    if (
+      (message.kind === Kind.REQUEST || message.kind === Kind.EVENT) &&
+      message.pattern === undefined &&
+      (message.flags & Flag.OPAQUE) === 0
+    ) {
       this.#refuse(new SmuxError('ERR_SMUX_PROTOCOL', 'a REQUEST or EVENT without a PATTERN field'));
     } else if (message.kind === Kind.REQUEST) {
       this.#state = RUNNING;
@@ -177,7 +181,7 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
       return;
     }
     if (isObservable(result)) {
-      this.#subscription = (result as Observable<unknown>).subscribe(this);
+      this.#subscription = result.subscribe(this);
       if (this.#state !== RUNNING) this.#subscription.unsubscribe(); // ended synchronously, or cancelled meanwhile
     } else if (isAsyncIterable(result)) {
       await this.#pull(result);
@@ -309,7 +313,10 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     }
     for (const buffer of buffers) channel.write(buffer);
     if ((flags & Flag.LAST) === 0 && channel.writableLength > this.#host.maxReplyBufferBytes) {
-      this.end('ERR_SMUX_LIMIT', `the reply exceeded ${this.#host.maxReplyBufferBytes} bytes buffered for a caller that does not read fast enough`);
+      this.end(
+        'ERR_SMUX_LIMIT',
+        `the reply exceeded ${this.#host.maxReplyBufferBytes} bytes buffered for a caller that does not read fast enough`,
+      );
     }
   }
 
@@ -392,5 +399,7 @@ function release(source: AsyncIterable<unknown>, iterator: AsyncIterator<unknown
 }
 
 function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
-  return typeof value === 'object' && value !== null && typeof (value as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator] === 'function';
+  return (
+    typeof value === 'object' && value !== null && typeof (value as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator] === 'function'
+  );
 }

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
 import { type CustomTransportStrategy, type MessageHandler, type OutgoingResponse, RpcException, Server } from '@nestjs/microservices';
-import { connectable, finalize, isObservable, type Observable, Subject } from 'rxjs';
+import { connectable, finalize, isObservable, Subject } from 'rxjs';
 import { type Clock, Session, type SmuxChannel, type SmuxConfig, SmuxError, systemClock, type TimerHandle } from '../smux/index.js';
 import { type CallMessage, encodeMessage, Flag, Kind } from './call-codec.js';
 import type { ServerSmuxOptions } from './interfaces.js';
@@ -75,9 +75,12 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   /** Starts listening; `callback()` on success, `callback(error)` on failure (Nest's contract). */
   listen(callback: (error?: unknown) => void): void {
     const { tls: tlsOptions } = this.#options;
-    const server = tlsOptions !== undefined ? tls.createServer(tlsOptions, (socket) => this.#accept(socket)) : net.createServer((socket) => this.#accept(socket));
+    const server =
+      tlsOptions !== undefined
+        ? tls.createServer(tlsOptions, (socket) => this.#accept(socket))
+        : net.createServer((socket) => this.#accept(socket));
     this.#server = server;
-    for (const [event, listener] of this.#pendingListeners.splice(0)) this.on(event as keyof SmuxServerEvents, listener as never);
+    for (const [event, listener] of this.#pendingListeners.splice(0)) this.on(event as keyof SmuxServerEvents, listener);
     const onError = (error: Error): void => {
       server.off('listening', onListening);
       callback(error);
@@ -107,7 +110,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   /** Listens to the `net.Server`'s events (`listening`, `connection`, `close`, `error`) or `session`. */
   on<K extends keyof SmuxServerEvents>(event: K, callback: SmuxServerEvents[K]): void {
     if (event === 'session') this.#events.on(event, callback as (...args: unknown[]) => void);
-    else if (this.#server === null) this.#pendingListeners.push([event, callback as (...args: never[]) => void]);
+    else if (this.#server === null) this.#pendingListeners.push([event, callback]);
     else this.#server.on(event, callback as (...args: unknown[]) => void);
   }
 
@@ -151,8 +154,10 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   #open(connection: Connection, channel: SmuxChannel): void {
     let refusal: SmuxError | null = null;
     if (this.#closing !== null) refusal = new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
-    else if (connection.refused) refusal = new SmuxError('ERR_SMUX_LIMIT', `the server has reached its limit of ${this.#options.maxConnections ?? 1024} connections`);
-    else if (connection.calls.size >= this.#maxCalls) refusal = new SmuxError('ERR_SMUX_LIMIT', `the connection has reached its limit of ${this.#maxCalls} calls in flight`);
+    else if (connection.refused)
+      refusal = new SmuxError('ERR_SMUX_LIMIT', `the server has reached its limit of ${this.#options.maxConnections ?? 1024} connections`);
+    else if (connection.calls.size >= this.#maxCalls)
+      refusal = new SmuxError('ERR_SMUX_LIMIT', `the connection has reached its limit of ${this.#maxCalls} calls in flight`);
     const call = new ServerCall(this.#host, channel, connection, refusal);
     if (refusal === null) connection.calls.add(call);
   }
@@ -236,11 +241,13 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
 
   async #dispatchEvent(call: ServerCall, message: CallMessage): Promise<void> {
     if (this.#closing !== null) return; // at most once: a server shutting down takes no new work
-    const { text, data, headers } = this.#customDeserializer || (message.flags & Flag.OPAQUE) !== 0 ? await this.#deserialize(message) : plain(message);
+    const { text, data, headers } =
+      this.#customDeserializer || (message.flags & Flag.OPAQUE) !== 0 ? await this.#deserialize(message) : plain(message);
     const handler = this.#route(text);
     if (handler === null) return void this.logger.error(NO_EVENT_HANDLER(text));
     const ctx = createSmuxContext(call.channel, text, headers, call);
-    if (this.onProcessingStartHook === this.#defaultStartHook && this.onProcessingEndHook === undefined) return this.#runEvent(handler, data, ctx, null);
+    if (this.onProcessingStartHook === this.#defaultStartHook && this.onProcessingEndHook === undefined)
+      return this.#runEvent(handler, data, ctx, null);
     this.onProcessingStartHook(this.transportId, ctx, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx)));
   }
 
@@ -249,7 +256,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     try {
       const result = await handler(data, ctx);
       if (isObservable(result)) {
-        const source = end === null ? (result as Observable<unknown>) : (result as Observable<unknown>).pipe(finalize(end));
+        const source = end === null ? result : result.pipe(finalize(end));
         connectable(source, { connector: () => new Subject(), resetOnDisconnect: false }).connect();
         return;
       }
@@ -267,16 +274,29 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     // Only canonical texts are cached — the route itself (a plain string pattern, or an object pattern as Nest
     // normalises it, which is how ClientSmux sends it) — so a client cannot grow the cache with variants
     // (whitespace, key order, escapes) of a valid pattern; misses are never cached.
-    if (handler !== null && this.#routes.size < MAX_CACHED_ROUTES && this.getRouteFromPattern(pattern) === pattern) this.#routes.set(pattern, handler);
+    if (handler !== null && this.#routes.size < MAX_CACHED_ROUTES && this.getRouteFromPattern(pattern) === pattern)
+      this.#routes.set(pattern, handler);
     return handler;
   }
 
-  async #deserialize(message: CallMessage): Promise<{ text: string; data: unknown; headers: Record<string, string> | undefined; id: string | undefined }> {
+  async #deserialize(
+    message: CallMessage,
+  ): Promise<{ text: string; data: unknown; headers: Record<string, string> | undefined; id: string | undefined }> {
     const raw =
       (message.flags & Flag.OPAQUE) !== 0
         ? message.body
-        : { pattern: (message.flags & Flag.PATTERN_JSON) !== 0 ? JSON.parse(message.pattern ?? 'null') : message.pattern, data: message.body, id: message.id, ...(message.headers ? { metadata: message.headers } : {}) };
-    const packet = (await this.deserializer.deserialize(raw)) as { pattern: unknown; data: unknown; id?: unknown; metadata?: Record<string, string> };
+        : {
+            pattern: (message.flags & Flag.PATTERN_JSON) !== 0 ? JSON.parse(message.pattern ?? 'null') : message.pattern,
+            data: message.body,
+            id: message.id,
+            ...(message.headers ? { metadata: message.headers } : {}),
+          };
+    const packet = (await this.deserializer.deserialize(raw)) as {
+      pattern: unknown;
+      data: unknown;
+      id?: unknown;
+      metadata?: Record<string, string>;
+    };
     const id = typeof packet.id === 'string' ? packet.id : message.id;
     return { text: this.getPatternAsString(packet.pattern), data: packet.data, headers: packet.metadata ?? message.headers, id };
   }

@@ -58,6 +58,11 @@ export class SmuxContext extends BaseRpcContext<SmuxContextArgs> {
 }
 
 /** @internal */
-export function createSmuxContext(channel: SmuxChannel, pattern: string, headers: Readonly<Record<string, string>> | undefined, control: CallControl): SmuxContext {
+export function createSmuxContext(
+  channel: SmuxChannel,
+  pattern: string,
+  headers: Readonly<Record<string, string>> | undefined,
+  control: CallControl,
+): SmuxContext {
   return new SmuxContext([channel, pattern, headers ?? NO_HEADERS, control]);
 }

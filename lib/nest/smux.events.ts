@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { SmuxError } from '../smux/index.js';
 import type { Session } from '../smux/index.js';
 
@@ -27,7 +28,7 @@ export type SmuxClientEvents = {
 /** Events of {@link ServerSmux} (`server.on(event, listener)`): the listening `net.Server`'s, plus sessions. */
 export type SmuxServerEvents = {
   listening: () => void;
-  connection: (socket: import('node:net').Socket) => void;
+  connection: (socket: Socket) => void;
   close: () => void;
   error: (error: Error) => void;
   /** A client's smux session started. */

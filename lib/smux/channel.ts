@@ -173,7 +173,10 @@ export class SmuxChannel implements TimeoutOwner {
    */
   write(data: Uint8Array): boolean {
     if ((this.#flags & (LOCAL_END | DESTROYED | CLOSED)) !== 0) {
-      throw new SmuxError('ERR_SMUX_STREAM_CLOSED', `stream ${this.id} is ${(this.#flags & LOCAL_END) !== 0 ? 'ended' : 'closed'}: cannot write`);
+      throw new SmuxError(
+        'ERR_SMUX_STREAM_CLOSED',
+        `stream ${this.id} is ${(this.#flags & LOCAL_END) !== 0 ? 'ended' : 'closed'}: cannot write`,
+      );
     }
     const length = data.byteLength;
     if (length > 0) {
@@ -375,7 +378,7 @@ export class SmuxChannel implements TimeoutOwner {
     const queue = this.#queue!;
     let left = n;
     while (left > 0) {
-      const buf = queue[this.#queueHead]!;
+      const buf = queue[this.#queueHead];
       const start = this.#queueOffset;
       const available = buf.length - start;
       if (available <= left) {

@@ -103,7 +103,8 @@ export function validateConfig(input: Partial<SmuxConfig> = {}): Readonly<SmuxCo
   }
 
   // Go VerifyConfig, in its order.
-  if (config.version !== 1 && config.version !== 2) fail('version', `must be 1 or 2 (unsupported protocol version ${String(config.version)})`);
+  if (config.version !== 1 && config.version !== 2)
+    fail('version', `must be 1 or 2 (unsupported protocol version ${String(config.version)})`);
   if (typeof config.keepAliveDisabled !== 'boolean') fail('keepAliveDisabled', 'must be a boolean');
   // Durations are checked even when keep-alive is off: a negative one is a mistake either way
   // (Go accepts a negative interval and then panics in time.NewTicker).
@@ -125,7 +126,13 @@ export function validateConfig(input: Partial<SmuxConfig> = {}): Readonly<SmuxCo
   if (typeof config.waitForOpenerData !== 'boolean') fail('waitForOpenerData', 'must be a boolean');
   if (config.firstStreamId !== undefined) checkInteger(config, 'firstStreamId', 2, MAX_STREAM_ID);
   const clock = config.clock as Partial<Clock> | null;
-  if (typeof clock !== 'object' || clock === null || typeof clock.now !== 'function' || typeof clock.setTimeout !== 'function' || typeof clock.clearTimeout !== 'function') {
+  if (
+    typeof clock !== 'object' ||
+    clock === null ||
+    typeof clock.now !== 'function' ||
+    typeof clock.setTimeout !== 'function' ||
+    typeof clock.clearTimeout !== 'function'
+  ) {
     fail('clock', 'must implement now(), setTimeout() and clearTimeout()');
   }
   return Object.freeze(config);

@@ -153,9 +153,9 @@ export class FrameDecoder {
     this.#take8();
     const buf = this.#view;
     const at = this.#viewAt;
-    const version = buf[at]!;
-    const cmd = buf[at + 1]!;
-    const length = buf[at + 2]! | (buf[at + 3]! << 8);
+    const version = buf[at];
+    const cmd = buf[at + 1];
+    const length = buf[at + 2] | (buf[at + 3] << 8);
     const streamId = readU32(buf, at + 4);
     this.#frames++;
     const problem = headerError(version, cmd, length, this.#version);
@@ -188,7 +188,7 @@ export class FrameDecoder {
   }
 
   #readPshPiece(): void {
-    const chunk = this.#chunks[0]!;
+    const chunk = this.#chunks[0];
     const start = this.#offset;
     const available = chunk.length - start;
     const n = available < this.#remaining ? available : this.#remaining;
@@ -204,7 +204,7 @@ export class FrameDecoder {
    * else at a copy in the scratch buffer. (Fields, not a returned tuple: this runs once per frame.)
    */
   #take8(): void {
-    const chunk = this.#chunks[0]!;
+    const chunk = this.#chunks[0];
     const at = this.#offset;
     if (chunk.length - at >= 8) {
       this.#view = chunk;
@@ -214,7 +214,7 @@ export class FrameDecoder {
     }
     let copied = 0;
     while (copied < 8) {
-      const current = this.#chunks[0]!;
+      const current = this.#chunks[0];
       const n = Math.min(8 - copied, current.length - this.#offset);
       current.copy(this.#scratch, copied, this.#offset, this.#offset + n);
       copied += n;
@@ -228,13 +228,13 @@ export class FrameDecoder {
     this.#buffered -= n;
     this.#offset += n;
     const chunks = this.#chunks;
-    while (chunks.length > 0 && this.#offset >= chunks[0]!.length) {
-      this.#offset -= chunks[0]!.length;
+    while (chunks.length > 0 && this.#offset >= chunks[0].length) {
+      this.#offset -= chunks[0].length;
       chunks.shift();
     }
   }
 }
 
 function readU32(buf: Buffer, at: number): number {
-  return (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16) | (buf[at + 3]! << 24)) >>> 0;
+  return (buf[at] | (buf[at + 1] << 8) | (buf[at + 2] << 16) | (buf[at + 3] << 24)) >>> 0;
 }

@@ -30,10 +30,10 @@ export function writeHeader(buf: Buffer, offset: number, version: number, cmd: n
 /** Reads the 8-byte header at `offset`. */
 export function readHeader(buf: Uint8Array, offset = 0): FrameHeader {
   return {
-    version: buf[offset]!,
-    cmd: buf[offset + 1]!,
-    length: buf[offset + 2]! | (buf[offset + 3]! << 8),
-    streamId: (buf[offset + 4]! | (buf[offset + 5]! << 8) | (buf[offset + 6]! << 16) | (buf[offset + 7]! << 24)) >>> 0,
+    version: buf[offset],
+    cmd: buf[offset + 1],
+    length: buf[offset + 2] | (buf[offset + 3] << 8),
+    streamId: (buf[offset + 4] | (buf[offset + 5] << 8) | (buf[offset + 6] << 16) | (buf[offset + 7] << 24)) >>> 0,
   };
 }
 

@@ -10,5 +10,14 @@ export { SmuxChannel, type SmuxChannelHandler, type StreamTimeoutOptions } from 
 export { type SmuxConfig, DEFAULT_CONFIG, validateConfig } from './config.js';
 export { SmuxError, type SmuxErrorCode, isSmuxError } from './errors.js';
 export { type Clock, type TimerHandle, systemClock } from './clock.js';
-export { Cmd, HEADER_SIZE, UPD_PAYLOAD_SIZE, MAX_FRAME_PAYLOAD, INITIAL_PEER_WINDOW, MAX_STREAM_ID, PROTOCOL_VERSIONS, type ProtocolVersion } from './constants.js';
+export {
+  Cmd,
+  HEADER_SIZE,
+  UPD_PAYLOAD_SIZE,
+  MAX_FRAME_PAYLOAD,
+  INITIAL_PEER_WINDOW,
+  MAX_STREAM_ID,
+  PROTOCOL_VERSIONS,
+  type ProtocolVersion,
+} from './constants.js';
 export { type FrameHeader, encodeFrame, readHeader } from './frame.js';

@@ -97,7 +97,9 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
     this.#socket = socket;
     this.#ids = new StreamIdAllocator(role, this.config.firstStreamId);
     this.bucket = new ReceiveBucket(this.config.maxReceiveBuffer, streamAllowance(this.config.version, this.config.maxStreamBuffer));
-    this.writer = new FrameWriter(socket, this.config.version, this.config.maxFrameSize, this.config.maxStreamBuffer, () => this.#endWhenFlushed());
+    this.writer = new FrameWriter(socket, this.config.version, this.config.maxFrameSize, this.config.maxStreamBuffer, () =>
+      this.#endWhenFlushed(),
+    );
     this.#decoder = new FrameDecoder(this.config.version, this);
     const c = this.config;
     this.#keepAlive = c.keepAliveDisabled ? null : new KeepAlive(c.clock, this, c.keepAliveInterval, c.keepAliveTimeout);
@@ -105,9 +107,15 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
     socket.on('data', (chunk: Buffer) => this.#receive(chunk));
     socket.on('drain', () => this.#drained());
     socket.on('finish', () => this.#state === CLOSING && this.#halfClosed());
-    socket.on('end', () => (this.#state === CLOSING ? this.destroy() : this.destroy(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the peer closed the connection'))));
-    socket.on('error', (cause: Error) => this.destroy(new SmuxError('ERR_SMUX_SESSION_CLOSED', `connection error: ${cause.message}`, { cause })));
-    socket.on('close', () => this.destroy(this.#state === CLOSING ? undefined : new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed')));
+    socket.on('end', () =>
+      this.#state === CLOSING ? this.destroy() : this.destroy(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the peer closed the connection')),
+    );
+    socket.on('error', (cause: Error) =>
+      this.destroy(new SmuxError('ERR_SMUX_SESSION_CLOSED', `connection error: ${cause.message}`, { cause })),
+    );
+    socket.on('close', () =>
+      this.destroy(this.#state === CLOSING ? undefined : new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed')),
+    );
     if (socket.destroyed) queueMicrotask(() => this.destroy(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection is already closed')));
     this.#keepAlive?.start();
   }
@@ -171,7 +179,7 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
     try {
       return Promise.resolve(new SmuxStream(this.openChannel(), this.config.streamHighWaterMark));
     } catch (error) {
-      return Promise.reject(error as Error);
+      return Promise.reject(error);
     }
   }
 
@@ -214,7 +222,10 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
     for (const channel of this.#channels.values()) channel.end();
     const c = this.config;
     this.#closeTimer = c.clock.setTimeout(
-      () => (this.#lingering ? this.destroy() : this.destroy(new SmuxError('ERR_SMUX_TIMEOUT', 'graceful close could not flush within the timeout'))),
+      () =>
+        this.#lingering
+          ? this.destroy()
+          : this.destroy(new SmuxError('ERR_SMUX_TIMEOUT', 'graceful close could not flush within the timeout')),
       c.keepAliveDisabled ? 30_000 : c.keepAliveTimeout,
     );
     this.writer.flush();
@@ -335,7 +346,12 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
 
   /** @internal */
   onKeepAliveTimeout(silentMs: number): void {
-    this.destroy(new SmuxError('ERR_SMUX_KEEPALIVE_TIMEOUT', `no frame received for ${Math.round(silentMs)} ms (keepAliveTimeout ${this.config.keepAliveTimeout} ms)`));
+    this.destroy(
+      new SmuxError(
+        'ERR_SMUX_KEEPALIVE_TIMEOUT',
+        `no frame received for ${Math.round(silentMs)} ms (keepAliveTimeout ${this.config.keepAliveTimeout} ms)`,
+      ),
+    );
   }
 
   // ── internals ──────────────────────────────────────────────────────────────────────────────────────────

@@ -17,7 +17,10 @@ export class StreamIdAllocator {
   constructor(role: 'client' | 'server', firstStreamId?: number) {
     const first = firstStreamId ?? (role === 'client' ? 3 : 2);
     if ((first % 2 === 1) !== (role === 'client')) {
-      throw new SmuxError('ERR_SMUX_INVALID_CONFIG', `smux config: firstStreamId must be ${role === 'client' ? 'odd for a client' : 'even for a server'}, got ${first}`);
+      throw new SmuxError(
+        'ERR_SMUX_INVALID_CONFIG',
+        `smux config: firstStreamId must be ${role === 'client' ? 'odd for a client' : 'even for a server'}, got ${first}`,
+      );
     }
     this.#last = first - 2;
   }

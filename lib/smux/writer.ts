@@ -195,7 +195,8 @@ export class FrameWriter implements PayloadSink {
   #buildBatch(): number {
     let frames = 0;
     this.#batchBytes = 0;
-    if (this.#slab.buf.length - this.#pos < BATCH_BYTES + this.#maxFrameSize + BATCH_HEADERS * (HEADER_SIZE + UPD_PAYLOAD_SIZE)) this.#nextSlab();
+    if (this.#slab.buf.length - this.#pos < BATCH_BYTES + this.#maxFrameSize + BATCH_HEADERS * (HEADER_SIZE + UPD_PAYLOAD_SIZE))
+      this.#nextSlab();
     this.#segment = this.#pos;
     if (this.#nop) {
       this.#nop = false;
@@ -296,7 +297,7 @@ export class FrameWriter implements PayloadSink {
   #afterBatch(): void {
     const notify = this.#notify;
     for (let i = 0; i < notify.length; i++) {
-      const channel = notify[i]!;
+      const channel = notify[i];
       channel.writerFlags &= ~NOTIFY;
       channel.afterFlush();
     }

@@ -8,7 +8,9 @@ export class ClientModule {
   static forPort(port: number): DynamicModule {
     return {
       module: ClientModule,
-      imports: [ClientsModule.register([{ name: MATH_SERVICE, customClass: ClientSmux, options: { host: '127.0.0.1', port, timeout: 5_000 } }])],
+      imports: [
+        ClientsModule.register([{ name: MATH_SERVICE, customClass: ClientSmux, options: { host: '127.0.0.1', port, timeout: 5_000 } }]),
+      ],
       providers: [MathClient],
       exports: [MathClient],
     };

@@ -22,12 +22,43 @@ for (const major of majors) {
   const dir = mkdtempSync(join(tmpdir(), `nestjs-smux-nest${major}-`));
   try {
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: `compat-nest${major}`, private: true }));
-    npm(['install', '--no-audit', '--no-fund', '--loglevel=error', tarball, `@nestjs/common@^${major}`, `@nestjs/core@^${major}`, `@nestjs/microservices@^${major}`, 'rxjs@^7', 'reflect-metadata@^0.2'], dir);
+    npm(
+      [
+        'install',
+        '--no-audit',
+        '--no-fund',
+        '--loglevel=error',
+        tarball,
+        `@nestjs/common@^${major}`,
+        `@nestjs/core@^${major}`,
+        `@nestjs/microservices@^${major}`,
+        'rxjs@^7',
+        'reflect-metadata@^0.2',
+      ],
+      dir,
+    );
     for (const file of ['app.cjs', 'app.mjs', 'scenario.cjs', 'types-node10.ts']) cpSync(join(here, file), join(dir, file));
     execFileSync(process.execPath, ['app.cjs'], { cwd: dir, stdio: 'inherit', timeout: 60_000 });
     execFileSync(process.execPath, ['app.mjs'], { cwd: dir, stdio: 'inherit', timeout: 60_000 });
     const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
-    const tsArgs = ['--noEmit', '--strict', '--moduleResolution', 'node10', '--module', 'commonjs', '--ignoreDeprecations', '6.0', '--skipLibCheck', '--target', 'es2022', '--types', 'node', '--typeRoots', join(root, 'node_modules', '@types'), 'types-node10.ts'];
+    const tsArgs = [
+      '--noEmit',
+      '--strict',
+      '--moduleResolution',
+      'node10',
+      '--module',
+      'commonjs',
+      '--ignoreDeprecations',
+      '6.0',
+      '--skipLibCheck',
+      '--target',
+      'es2022',
+      '--types',
+      'node',
+      '--typeRoots',
+      join(root, 'node_modules', '@types'),
+      'types-node10.ts',
+    ];
     execFileSync(process.execPath, [tsc, ...tsArgs], { cwd: dir, stdio: 'inherit' });
     console.log(`ok: types resolve under node10 resolution (Nest ${major})`);
   } finally {

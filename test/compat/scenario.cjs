@@ -20,7 +20,10 @@ async function run(smux, core, flavour) {
       return data.reduce((a, b) => a + b, 0);
     }
     ticks(n) {
-      return interval(1).pipe(take(n), map((i) => i * 10));
+      return interval(1).pipe(
+        take(n),
+        map((i) => i * 10),
+      );
     }
     headers(_data, ctx) {
       return ctx.getHeaders();

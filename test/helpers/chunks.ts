@@ -52,6 +52,9 @@ export function splitAtFractions(bytes: Uint8Array, fractions: readonly number[]
  */
 export function chunkIndexOf(view: Uint8Array, chunks: readonly Uint8Array[]): number {
   return chunks.findIndex(
-    (chunk) => view.buffer === chunk.buffer && view.byteOffset >= chunk.byteOffset && view.byteOffset + view.length <= chunk.byteOffset + chunk.length,
+    (chunk) =>
+      view.buffer === chunk.buffer &&
+      view.byteOffset >= chunk.byteOffset &&
+      view.byteOffset + view.length <= chunk.byteOffset + chunk.length,
   );
 }

@@ -1,4 +1,4 @@
-import net from 'node:net';
+import type net from 'node:net';
 import { Cmd, encodeFrame, HEADER_SIZE, Session, type SmuxConfig, type SmuxStream } from '../../lib/smux/index.js';
 import { sessionPair, tcpPair, until } from './net.js';
 
@@ -30,7 +30,10 @@ export async function cleanup(): Promise<void> {
 }
 
 /** A tracked client/server session pair over real TCP. */
-export async function pair(clientConfig: Partial<SmuxConfig> = {}, serverConfig: Partial<SmuxConfig> = clientConfig): ReturnType<typeof sessionPair> {
+export async function pair(
+  clientConfig: Partial<SmuxConfig> = {},
+  serverConfig: Partial<SmuxConfig> = clientConfig,
+): ReturnType<typeof sessionPair> {
   const p = await sessionPair(clientConfig, serverConfig);
   track(p.clientSocket);
   track(p.serverSocket);
@@ -98,7 +101,12 @@ export class RawPeer {
     while (buf.length >= HEADER_SIZE) {
       const length = buf.readUInt16LE(2);
       if (buf.length < HEADER_SIZE + length) break;
-      this.frames.push({ version: buf[0]!, cmd: buf[1]!, streamId: buf.readUInt32LE(4), payload: Buffer.from(buf.subarray(HEADER_SIZE, HEADER_SIZE + length)) });
+      this.frames.push({
+        version: buf[0],
+        cmd: buf[1],
+        streamId: buf.readUInt32LE(4),
+        payload: Buffer.from(buf.subarray(HEADER_SIZE, HEADER_SIZE + length)),
+      });
       buf = buf.subarray(HEADER_SIZE + length);
     }
     this.#pending = Buffer.from(buf);
@@ -106,7 +114,9 @@ export class RawPeer {
 }
 
 /** A tracked `Session.server` whose peer is a {@link RawPeer} (the raw side is the client). */
-export async function rawClientOf(serverConfig: Partial<SmuxConfig> = {}): Promise<{ raw: RawPeer; server: Session; serverSocket: net.Socket }> {
+export async function rawClientOf(
+  serverConfig: Partial<SmuxConfig> = {},
+): Promise<{ raw: RawPeer; server: Session; serverSocket: net.Socket }> {
   const { client, server: serverSocket } = await tcpPair();
   track(client);
   track(serverSocket);
@@ -115,7 +125,9 @@ export async function rawClientOf(serverConfig: Partial<SmuxConfig> = {}): Promi
 }
 
 /** A tracked `Session.client` whose peer is a {@link RawPeer} (the raw side is the server). */
-export async function rawServerOf(clientConfig: Partial<SmuxConfig> = {}): Promise<{ raw: RawPeer; client: Session; clientSocket: net.Socket }> {
+export async function rawServerOf(
+  clientConfig: Partial<SmuxConfig> = {},
+): Promise<{ raw: RawPeer; client: Session; clientSocket: net.Socket }> {
   const { client: clientSocket, server } = await tcpPair();
   track(clientSocket);
   track(server);
@@ -220,7 +232,11 @@ export function quiet<T extends SmuxStream>(stream: T): T {
  * been received by the other. With no timers running, nothing moves after that unless a test acts.
  */
 export async function quiesced(a: Session, b: Session, ms = 10_000): Promise<void> {
-  await until(() => a.stats.bytesOut === b.stats.bytesIn && b.stats.bytesOut === a.stats.bytesIn && !a.writer.pending && !b.writer.pending, ms, 'both directions to go quiet');
+  await until(
+    () => a.stats.bytesOut === b.stats.bytesIn && b.stats.bytesOut === a.stats.bytesIn && !a.writer.pending && !b.writer.pending,
+    ms,
+    'both directions to go quiet',
+  );
 }
 
 /** The error a session ended with, once it is closed (bounded wait). */

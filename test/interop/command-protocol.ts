@@ -75,7 +75,7 @@ export class StreamReader {
         have += chunk.length;
       }
     }
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
   }
 
   /** Everything until EOF. */
@@ -116,7 +116,7 @@ export class StreamReader {
 
 /** Writes `data` in writes of random sizes (1 B – 1 MiB), honouring backpressure. */
 export async function writeRandomly(stream: SmuxStream, data: Buffer, maxWrite = MiB): Promise<void> {
-  for (let at = 0; at < data.length; ) {
+  for (let at = 0; at < data.length;) {
     const n = Math.min(data.length - at, randomInt(1, maxWrite + 1));
     if (!stream.write(data.subarray(at, at + n))) await once(stream, 'drain');
     at += n;
@@ -126,7 +126,7 @@ export async function writeRandomly(stream: SmuxStream, data: Buffer, maxWrite =
 /** Writes `total` random bytes in random sizes and returns their digest. */
 async function writeRandomBytes(stream: SmuxStream, total: number): Promise<Buffer> {
   const h = createHash('sha256');
-  for (let at = 0; at < total; ) {
+  for (let at = 0; at < total;) {
     const n = Math.min(total - at, randomInt(1, MiB + 1));
     const part = randomSlice(n);
     h.update(part);
@@ -141,7 +141,7 @@ export async function serveCommand(stream: SmuxStream): Promise<void> {
   const reader = new StreamReader(stream);
   try {
     const header = await reader.read(16);
-    const cmd = header[0]!;
+    const cmd = header[0];
     const a = header.readUInt32LE(4);
     const b = Number(header.readBigUInt64LE(8));
     switch (cmd) {
@@ -247,6 +247,7 @@ export async function driveWriteClose(session: Session, bytes: number): Promise<
   const reader = new StreamReader(stream);
   stream.write(commandHeader(WRITECLOSE, 0, bytes));
   const data = await reader.readToEnd();
-  if (data.length !== bytes || !data.equals(pattern(bytes))) throw new Error(`WRITECLOSE got ${data.length} of ${bytes} bytes or wrong content`);
+  if (data.length !== bytes || !data.equals(pattern(bytes)))
+    throw new Error(`WRITECLOSE got ${data.length} of ${bytes} bytes or wrong content`);
   stream.end();
 }

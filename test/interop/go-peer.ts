@@ -54,8 +54,14 @@ function checkAndBuild(): GoAvailability {
     return { ok: false, reason: `${smuxDir} is missing (apt-get install golang-github-xtaci-smux-dev)` };
   }
   const hash = createHash('sha256');
-  for (const file of readdirSync(peerDir).filter((f) => f.endsWith('.go')).sort()) {
-    hash.update(file).update('\0').update(readFileSync(join(peerDir, file))).update('\0');
+  for (const file of readdirSync(peerDir)
+    .filter((f) => f.endsWith('.go'))
+    .sort()) {
+    hash
+      .update(file)
+      .update('\0')
+      .update(readFileSync(join(peerDir, file)))
+      .update('\0');
   }
   const binary = join(binDir, `peer-${hash.digest('hex').slice(0, 12)}`);
   if (existsSync(binary)) return { ok: true, binary };
@@ -209,7 +215,10 @@ export function runGo(args: string[], timeoutMs = 120_000): Promise<GoRun> {
     child.once('error', (err) => (clearTimeout(timer), reject(err)));
     child.once('close', (code) => {
       clearTimeout(timer);
-      const results = stdout.split('\n').map(parseResult).filter((r): r is GoResult => r !== undefined);
+      const results = stdout
+        .split('\n')
+        .map(parseResult)
+        .filter((r): r is GoResult => r !== undefined);
       resolve({ code, results, stdout, stderr });
     });
   });

@@ -7,7 +7,17 @@ import { afterAll, afterEach, beforeAll, expect, test } from '@jest/globals';
 import net from 'node:net';
 import { once } from 'node:events';
 import { Session, type SmuxConfig, SmuxError } from '../../lib/smux/index.js';
-import { driveEcho, driveExchange, driveFinReply, driveSink, driveWriteClose, commandHeader, ECHO, serveCommand, StreamReader } from './command-protocol.js';
+import {
+  driveEcho,
+  driveExchange,
+  driveFinReply,
+  driveSink,
+  driveWriteClose,
+  commandHeader,
+  ECHO,
+  serveCommand,
+  StreamReader,
+} from './command-protocol.js';
 import { describeWithGo } from './describe-with-go.js';
 import { type GoServer, runGo, startGoServer } from './go-peer.js';
 
@@ -23,7 +33,12 @@ async function connect(port: number, config: Partial<SmuxConfig>): Promise<Sessi
 
 function expectGoOk(run: { code: number | null; results: Array<Record<string, unknown>>; stderr: string }): void {
   const result = run.results.at(-1);
-  expect({ code: run.code, ok: result?.ok, error: result?.error || undefined, stderr: run.code === 0 ? '' : run.stderr.slice(-800) }).toEqual({
+  expect({
+    code: run.code,
+    ok: result?.ok,
+    error: result?.error || undefined,
+    stderr: run.code === 0 ? '' : run.stderr.slice(-800),
+  }).toEqual({
     code: 0,
     ok: true,
     error: undefined,

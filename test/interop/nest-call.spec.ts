@@ -100,8 +100,9 @@ async function startApp(options: ServerSmuxOptions = {}): Promise<App> {
 /** Runs `peer nestcall -addr addr ...args` and returns its one RESULT (with the exit code and stderr). */
 async function nestcall(addr: string, args: string[]): Promise<{ code: number | null; result: Record<string, unknown>; run: GoRun }> {
   const run = await runGo(['nestcall', '-addr', addr, ...args], 30_000);
-  if (run.results.length !== 1) throw new Error(`nestcall printed ${run.results.length} RESULT lines (exit ${run.code})\n${run.stdout}\n${run.stderr}`);
-  return { code: run.code, result: run.results[0]!, run };
+  if (run.results.length !== 1)
+    throw new Error(`nestcall printed ${run.results.length} RESULT lines (exit ${run.code})\n${run.stdout}\n${run.stderr}`);
+  return { code: run.code, result: run.results[0], run };
 }
 
 async function until(what: string, condition: () => boolean, ms = 5_000): Promise<void> {
@@ -128,7 +129,16 @@ describeWithGo('Go caller (xtaci/smux + the call protocol) → Nest ServerSmux, 
 
   test("(a) 'sum' with [1,2,3] returns 6 with LAST; the Go bytes are exactly the TS codec's", async () => {
     const { code, result } = await nestcall(main.addr, ['-v', '2', '-pattern', 'sum', '-data', '[1,2,3]', '-timeout', '1000']);
-    expect(result).toMatchObject({ scenario: 'nestcall', ok: true, error: '', values: [6], last: true, messages: 1, status: '', version: 2 });
+    expect(result).toMatchObject({
+      scenario: 'nestcall',
+      ok: true,
+      error: '',
+      values: [6],
+      last: true,
+      messages: 1,
+      status: '',
+      version: 2,
+    });
     // §4: LAST, then the server's FIN and nothing else
     expect(result).toMatchObject({ serverFin: true, bytesAfterLast: 0 });
     expect(code).toBe(0);
@@ -154,13 +164,32 @@ describeWithGo('Go caller (xtaci/smux + the call protocol) → Nest ServerSmux, 
   });
 
   test('a request with an unknown flag bit is refused as malformed: ERR_SMUX_PROTOCOL, ERROR + LAST', async () => {
-    const { code, result } = await nestcall(main.addr, ['-v', '2', '-pattern', 'sum', '-data', '[1]', '-extra-flags', '512', '-expect-error']);
+    const { code, result } = await nestcall(main.addr, [
+      '-v',
+      '2',
+      '-pattern',
+      'sum',
+      '-data',
+      '[1]',
+      '-extra-flags',
+      '512',
+      '-expect-error',
+    ]);
     expect(result).toMatchObject({ ok: true, last: true, error: { code: 'ERR_SMUX_PROTOCOL' } });
     expect(code).toBe(0);
   });
 
   test('headers (Nest metadata) arrive in the handler context', async () => {
-    const { code, result } = await nestcall(main.addr, ['-v', '2', '-pattern', 'headers', '-data', '{}', '-headers', '{"a":"1","trace":"x-9"}']);
+    const { code, result } = await nestcall(main.addr, [
+      '-v',
+      '2',
+      '-pattern',
+      'headers',
+      '-data',
+      '{}',
+      '-headers',
+      '{"a":"1","trace":"x-9"}',
+    ]);
     expect(result).toMatchObject({ ok: true, values: [{ a: '1', trace: 'x-9' }] });
     expect(code).toBe(0);
     expect(result.sent).toBe(hexOf(encodeMessage(Kind.REQUEST, 0, {}, { id: '1', pattern: 'headers', headers: { a: '1', trace: 'x-9' } })));
@@ -176,7 +205,7 @@ describeWithGo('Go caller (xtaci/smux + the call protocol) → Nest ServerSmux, 
     expect(events).toEqual([{ x: 1, s: 'é' }]);
   });
 
-  test("(d) an unknown pattern gets Nest's no-handler error (STATUS \"error\", ERROR + LAST) at once", async () => {
+  test('(d) an unknown pattern gets Nest\'s no-handler error (STATUS "error", ERROR + LAST) at once', async () => {
     const started = Date.now();
     const { code, result } = await nestcall(main.addr, ['-v', '2', '-pattern', 'no.such.pattern', '-data', '1', '-expect-error']);
     expect(result).toMatchObject({ ok: true, status: 'error', error: NO_HANDLER, values: [], last: true });
@@ -191,19 +220,29 @@ describeWithGo('Go caller (xtaci/smux + the call protocol) → Nest ServerSmux, 
 
   test("(e) 'slow' with the TIMEOUT field 300 ms: ERR_SMUX_TIMEOUT from the server, and the handler's signal aborts", async () => {
     slowCalls.length = 0;
-    const { code, result } = await nestcall(main.addr, ['-v', '2', '-pattern', 'slow', '-data', 'null', '-timeout', '300', '-expect-error']);
+    const { code, result } = await nestcall(main.addr, [
+      '-v',
+      '2',
+      '-pattern',
+      'slow',
+      '-data',
+      'null',
+      '-timeout',
+      '300',
+      '-expect-error',
+    ]);
     expect(result).toMatchObject({ ok: true, last: true, values: [], error: { code: 'ERR_SMUX_TIMEOUT' } });
     expect(code).toBe(0);
     expect(result.ms as number).toBeGreaterThanOrEqual(250);
     expect(result.ms as number).toBeLessThan(5_000);
     await until('the slow handler to be aborted', () => slowCalls[0]?.aborted === true);
     expect(slowCalls).toHaveLength(1);
-    expect(slowCalls[0]!.remaining).toBeLessThanOrEqual(300);
-    expect(slowCalls[0]!.remaining).toBeGreaterThan(0);
-    expect(slowCalls[0]!.reason).toMatchObject({ code: 'ERR_SMUX_TIMEOUT' });
+    expect(slowCalls[0].remaining).toBeLessThanOrEqual(300);
+    expect(slowCalls[0].remaining).toBeGreaterThan(0);
+    expect(slowCalls[0].reason).toMatchObject({ code: 'ERR_SMUX_TIMEOUT' });
   });
 
-  test("a server that never answers: the Go caller gives up at -wait with a clear error (exit 1), and its hang-up cancels the handler", async () => {
+  test('a server that never answers: the Go caller gives up at -wait with a clear error (exit 1), and its hang-up cancels the handler', async () => {
     slowCalls.length = 0;
     const { code, result } = await nestcall(main.addr, ['-v', '2', '-pattern', 'slow', '-data', 'null', '-wait', '500']);
     expect(result.ok).toBe(false);
@@ -211,7 +250,7 @@ describeWithGo('Go caller (xtaci/smux + the call protocol) → Nest ServerSmux, 
     expect(code).toBe(1);
     expect(result.ms as number).toBeLessThan(5_000);
     await until('the slow handler to be aborted by the hang-up', () => slowCalls[0]?.aborted === true);
-    expect(slowCalls[0]!.remaining).toBeUndefined(); // no TIMEOUT field was sent
+    expect(slowCalls[0].remaining).toBeUndefined(); // no TIMEOUT field was sent
   });
 
   test('a closed port: ok false and exit 1 at once, not a hang', async () => {

@@ -1,6 +1,16 @@
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
-import { type CallMessage, Encoding, encodeMessage, Flag, Kind, MessageReader, type MessageFields, type MessageSink, PREFIX_SIZE } from '../../lib/nest/call-codec.js';
+import {
+  type CallMessage,
+  Encoding,
+  encodeMessage,
+  Flag,
+  Kind,
+  MessageReader,
+  type MessageFields,
+  type MessageSink,
+  PREFIX_SIZE,
+} from '../../lib/nest/call-codec.js';
 import { SmuxError } from '../../lib/smux/index.js';
 import { chunkIndexOf, everyTwoWaySplit, ownedCopy, splitAt, splitAtFractions, splitEvery } from '../helpers/chunks.js';
 
@@ -31,7 +41,7 @@ function roundTrip(kind: number, flags: number, value: unknown, fields?: Message
   const { messages, reader } = decode([Buffer.concat(encodeMessage(kind, flags, value, fields))]);
   expect(messages).toHaveLength(1);
   expect(reader.partial).toBe(false);
-  return messages[0]!;
+  return messages[0];
 }
 
 /** One encoded message as a single buffer. */
@@ -202,7 +212,14 @@ describe('call codec: kinds, flags and fields round trip', () => {
   });
 
   test('unset optional fields (undefined) add neither flags nor bytes', () => {
-    const fields: MessageFields = { id: undefined, pattern: undefined, patternIsJson: undefined, timeout: undefined, headers: undefined, status: undefined };
+    const fields: MessageFields = {
+      id: undefined,
+      pattern: undefined,
+      patternIsJson: undefined,
+      timeout: undefined,
+      headers: undefined,
+      status: undefined,
+    };
     expect(wire(Kind.DATA, 0, undefined, fields).toString('hex')).toBe(hex('04 00 0000 00000000'));
   });
 
@@ -287,9 +304,9 @@ describe('call codec: body encodings', () => {
       const body = Buffer.alloc(size, 7);
       const out = encodeMessage(Kind.RESPONSE, Flag.LAST, body, { status: 's' });
       expect(out).toHaveLength(1);
-      expect(out[0]!.length).toBe(8 + 2 + size);
+      expect(out[0].length).toBe(8 + 2 + size);
       body.fill(0); // the message owns its copy
-      expect(out[0]!.subarray(10).every((b) => b === 7)).toBe(true);
+      expect(out[0].subarray(10).every((b) => b === 7)).toBe(true);
     }
   });
 
@@ -298,22 +315,22 @@ describe('call codec: body encodings', () => {
     const out = encodeMessage(Kind.RESPONSE, Flag.LAST, body, { id: 'x' });
     expect(out).toHaveLength(2);
     expect(out[1]).toBe(body); // the very Buffer
-    expect(out[0]!.length).toBe(8 + 2);
-    expect(out[0]!.readUInt32LE(4)).toBe(2 + 4097); // length still counts the separate body
-    expect(out[0]![1]).toBe(Encoding.BYTES);
+    expect(out[0].length).toBe(8 + 2);
+    expect(out[0].readUInt32LE(4)).toBe(2 + 4097); // length still counts the separate body
+    expect(out[0][1]).toBe(Encoding.BYTES);
 
     // A Uint8Array that is not a Buffer: a Buffer view over the same memory.
     const backing = new Uint8Array(10_000).fill(5);
     const view = backing.subarray(100, 9100);
     const [head, tail] = encodeMessage(Kind.DATA, 0, view);
     expect(Buffer.isBuffer(tail)).toBe(true);
-    expect(tail!.buffer).toBe(backing.buffer);
-    expect(tail!.byteOffset).toBe(100);
-    expect(tail!.length).toBe(9000);
-    expect(head!.readUInt32LE(4)).toBe(9000);
+    expect(tail.buffer).toBe(backing.buffer);
+    expect(tail.byteOffset).toBe(100);
+    expect(tail.length).toBe(9000);
+    expect(head.readUInt32LE(4)).toBe(9000);
 
     // decoded, it is the same bytes
-    const decoded = decode([Buffer.concat([head!, tail!])]).messages[0]!;
+    const decoded = decode([Buffer.concat([head, tail])]).messages[0];
     expect(Buffer.from(view).equals(decoded.body as Buffer)).toBe(true);
   });
 
@@ -392,10 +409,10 @@ describe('call codec: chunking', () => {
     const chunks = [ownedCopy(small), ownedCopy(Buffer.concat([small, large]))];
     const { messages } = decode(chunks);
     expect(messages).toHaveLength(3);
-    expect(chunkIndexOf(messages[0]!.body as Buffer, chunks)).toBe(0);
-    expect(chunkIndexOf(messages[1]!.body as Buffer, chunks)).toBe(1);
-    expect(chunkIndexOf(messages[2]!.body as Buffer, chunks)).toBe(1);
-    expect((messages[2]!.body as Buffer).length).toBe(6000);
+    expect(chunkIndexOf(messages[0].body as Buffer, chunks)).toBe(0);
+    expect(chunkIndexOf(messages[1].body as Buffer, chunks)).toBe(1);
+    expect(chunkIndexOf(messages[2].body as Buffer, chunks)).toBe(1);
+    expect((messages[2].body as Buffer).length).toBe(6000);
   });
 
   test('a message that straddles chunks is joined; the bytes are right and later whole messages still decode', () => {
@@ -403,8 +420,11 @@ describe('call codec: chunking', () => {
     const b = wire(Kind.DATA, 0, Buffer.alloc(10, 3));
     const chunks = splitAt(Buffer.concat([a, b]), [100]);
     const { messages } = decode(chunks);
-    expect(messages.map((m) => (m.body as Buffer).toString('hex'))).toEqual([Buffer.alloc(300, 2).toString('hex'), Buffer.alloc(10, 3).toString('hex')]);
-    expect(chunkIndexOf(messages[0]!.body as Buffer, chunks)).toBe(-1);
+    expect(messages.map((m) => (m.body as Buffer).toString('hex'))).toEqual([
+      Buffer.alloc(300, 2).toString('hex'),
+      Buffer.alloc(10, 3).toString('hex'),
+    ]);
+    expect(chunkIndexOf(messages[0].body as Buffer, chunks)).toBe(-1);
   });
 
   test('an empty chunk changes nothing', () => {
@@ -497,9 +517,21 @@ describe('call codec: malformed input is ERR_SMUX_PROTOCOL', () => {
   });
 
   test('hand-made well-formed messages with the same layouts decode (the cases above fail for the stated reason only)', () => {
-    expect(decode([raw(Kind.REQUEST, Encoding.NONE, Flag.ID, '02 6162')]).messages[0]).toEqual({ kind: Kind.REQUEST, flags: Flag.ID, id: 'ab', body: undefined });
-    expect(decode([raw(Kind.REQUEST, Encoding.NONE, Flag.HEADERS, Buffer.from('\x09\x00{"a":"1"}'))]).messages[0]!.headers).toEqual({ a: '1' });
-    expect(decode([raw(Kind.RESPONSE, Encoding.STRING, Flag.STATUS, '02 6572 6f6b')]).messages[0]).toEqual({ kind: Kind.RESPONSE, flags: Flag.STATUS, status: 'er', body: 'ok' });
+    expect(decode([raw(Kind.REQUEST, Encoding.NONE, Flag.ID, '02 6162')]).messages[0]).toEqual({
+      kind: Kind.REQUEST,
+      flags: Flag.ID,
+      id: 'ab',
+      body: undefined,
+    });
+    expect(decode([raw(Kind.REQUEST, Encoding.NONE, Flag.HEADERS, Buffer.from('\x09\x00{"a":"1"}'))]).messages[0].headers).toEqual({
+      a: '1',
+    });
+    expect(decode([raw(Kind.RESPONSE, Encoding.STRING, Flag.STATUS, '02 6572 6f6b')]).messages[0]).toEqual({
+      kind: Kind.RESPONSE,
+      flags: Flag.STATUS,
+      status: 'er',
+      body: 'ok',
+    });
   });
 });
 
@@ -536,25 +568,48 @@ describe('call codec: property', () => {
 
   test('random messages encode, split anywhere and decode to the same messages', () => {
     fc.assert(
-      fc.property(fc.array(message, { minLength: 1, maxLength: 8 }), fc.array(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), { maxLength: 12 }), (messages, cuts) => {
-        const bytes = Buffer.concat(messages.flatMap((m) => encodeMessage(m.kind, m.flags, m.value, m.fields)));
-        const { messages: decoded, reader } = decode(splitAtFractions(bytes, cuts));
-        expect(reader.partial).toBe(false);
-        const expected = messages.map((m) => {
-          const f = m.fields;
-          let flags = m.flags;
-          const out: Record<string, unknown> = { kind: m.kind };
-          if (f.id !== undefined) ((flags |= Flag.ID), (out.id = f.id));
-          if (f.pattern !== undefined) ((flags |= Flag.PATTERN | (f.patternIsJson === true ? Flag.PATTERN_JSON : 0)), (out.pattern = f.pattern));
-          if (f.timeout !== undefined) ((flags |= Flag.TIMEOUT), (out.timeout = f.timeout));
-          if (f.headers !== undefined) ((flags |= Flag.HEADERS), (out.headers = f.headers));
-          if (f.status !== undefined) ((flags |= Flag.STATUS), (out.status = f.status));
-          out.flags = flags;
-          out.body = Buffer.isBuffer(m.value) ? `bytes:${m.value.toString('hex')}` : m.value === undefined ? undefined : JSON.parse(JSON.stringify(m.value));
-          return out;
-        });
-        expect(normalize(decoded)).toEqual(expected);
-      }),
+      fc.property(
+        fc.array(message, { minLength: 1, maxLength: 8 }),
+        fc.array(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), { maxLength: 12 }),
+        (messages, cuts) => {
+          const bytes = Buffer.concat(messages.flatMap((m) => encodeMessage(m.kind, m.flags, m.value, m.fields)));
+          const { messages: decoded, reader } = decode(splitAtFractions(bytes, cuts));
+          expect(reader.partial).toBe(false);
+          const expected = messages.map((m) => {
+            const f = m.fields;
+            let flags = m.flags;
+            const out: Record<string, unknown> = { kind: m.kind };
+            if (f.id !== undefined) {
+              flags |= Flag.ID;
+              out.id = f.id;
+            }
+            if (f.pattern !== undefined) {
+              flags |= Flag.PATTERN | (f.patternIsJson === true ? Flag.PATTERN_JSON : 0);
+              out.pattern = f.pattern;
+            }
+            if (f.timeout !== undefined) {
+              flags |= Flag.TIMEOUT;
+              out.timeout = f.timeout;
+            }
+            if (f.headers !== undefined) {
+              flags |= Flag.HEADERS;
+              out.headers = f.headers;
+            }
+            if (f.status !== undefined) {
+              flags |= Flag.STATUS;
+              out.status = f.status;
+            }
+            out.flags = flags;
+            out.body = Buffer.isBuffer(m.value)
+              ? `bytes:${m.value.toString('hex')}`
+              : m.value === undefined
+                ? undefined
+                : JSON.parse(JSON.stringify(m.value));
+            return out;
+          });
+          expect(normalize(decoded)).toEqual(expected);
+        },
+      ),
       { numRuns: 300 },
     );
   });

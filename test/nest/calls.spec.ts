@@ -105,14 +105,24 @@ describe('request/response calls', () => {
 
   test('a Buffer payload arrives as a Buffer and comes back as one (raw bytes, not a JSON array)', async () => {
     const payload = Buffer.from([0, 1, 2, 255, 128]);
-    expect(await firstValueFrom(client.send('describe', payload))).toEqual({ type: 'buffer', isBuffer: true, length: 5, hex: '000102ff80' });
+    expect(await firstValueFrom(client.send('describe', payload))).toEqual({
+      type: 'buffer',
+      isBuffer: true,
+      length: 5,
+      hex: '000102ff80',
+    });
     const back = await firstValueFrom(client.send<Buffer>('echo', payload));
     expect(Buffer.isBuffer(back)).toBe(true);
     expect(back.equals(payload)).toBe(true);
   });
 
   test('a Uint8Array payload arrives as a Buffer; Buffer and Uint8Array replies arrive as Buffers', async () => {
-    expect(await firstValueFrom(client.send('describe', new Uint8Array([7, 7, 7])))).toEqual({ type: 'buffer', isBuffer: true, length: 3, hex: '070707' });
+    expect(await firstValueFrom(client.send('describe', new Uint8Array([7, 7, 7])))).toEqual({
+      type: 'buffer',
+      isBuffer: true,
+      length: 3,
+      hex: '070707',
+    });
     const fromUint8 = await firstValueFrom(client.send<Buffer>('bytes-out', 'uint8array'));
     expect(Buffer.isBuffer(fromUint8)).toBe(true);
     expect([...fromUint8]).toEqual([1, 2, 3, 250]);
@@ -173,6 +183,8 @@ describe('request/response calls', () => {
 
   test('handlers bound to SMUX_TRANSPORT answer; handlers bound to another transport are not registered here', async () => {
     expect(await firstValueFrom(client.send('smux-only', {}))).toBe('smux');
-    await expect(firstValueFrom(client.send('tcp-only', {}))).rejects.toBe('There is no matching message handler defined in the remote service.');
+    await expect(firstValueFrom(client.send('tcp-only', {}))).rejects.toBe(
+      'There is no matching message handler defined in the remote service.',
+    );
   });
 });

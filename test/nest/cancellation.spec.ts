@@ -139,7 +139,7 @@ describe('cancellation', () => {
   });
   afterAll(closeAll);
 
-  test('unsubscribing tears the handler\'s Observable down and aborts ctx.signal', async () => {
+  test("unsubscribing tears the handler's Observable down and aborts ctx.signal", async () => {
     const values: unknown[] = [];
     const subscription = client.send('hang', {}).subscribe((v) => values.push(v));
     await within(probe.entered.promise, 'the handler to be subscribed');
@@ -161,7 +161,7 @@ describe('cancellation', () => {
     expect(probe.subscribed).toBe(1);
   });
 
-  test('a cancel while a guard is pending: the handler\'s Observable is torn down, nothing is written', async () => {
+  test("a cancel while a guard is pending: the handler's Observable is torn down, nothing is written", async () => {
     const subscription = client.send('guarded', {}).subscribe({ error: () => undefined });
     const ctx = await within(probe.guardEntered.promise, 'the guard');
     subscription.unsubscribe();

@@ -61,7 +61,9 @@ describe('ClientsModule with ClientSmux', () => {
 
   test('register([{ name, customClass: ClientSmux, options }]): calls work, and closing the app closes the client', async () => {
     const handle = await server();
-    const moduleRef = await clientApp([ClientsModule.register([{ name: 'MATH', customClass: ClientSmux, options: { host: '127.0.0.1', port: handle.port } }])]);
+    const moduleRef = await clientApp([
+      ClientsModule.register([{ name: 'MATH', customClass: ClientSmux, options: { host: '127.0.0.1', port: handle.port } }]),
+    ]);
     const service = moduleRef.get(MathService);
     expect(service.client).toBeInstanceOf(ClientSmux);
     expect(await service.sum([1, 2, 3, 4])).toBe(10);
@@ -73,12 +75,15 @@ describe('ClientsModule with ClientSmux', () => {
     modules.length = 0;
     expect(session.isClosed).toBe(true);
     expect(() => service.client.unwrap()).toThrow();
-    await until(() => handle.sessions[0]!.isClosed, 5_000, 'the server to see the connection closed');
+    await until(() => handle.sessions[0].isClosed, 5_000, 'the server to see the connection closed');
   });
 
   test('registerAsync with a factory: the options reach ClientSmux', async () => {
     const handle = await server();
-    @Module({ providers: [{ provide: SmuxConfig, useValue: new SmuxConfig({ host: '127.0.0.1', port: handle.port, timeout: 5_000 }) }], exports: [SmuxConfig] })
+    @Module({
+      providers: [{ provide: SmuxConfig, useValue: new SmuxConfig({ host: '127.0.0.1', port: handle.port, timeout: 5_000 }) }],
+      exports: [SmuxConfig],
+    })
     class ConfigModule {}
     const moduleRef = await clientApp([
       ClientsModule.registerAsync([
@@ -92,17 +97,19 @@ describe('ClientsModule with ClientSmux', () => {
     ]);
     const service = moduleRef.get(MathService);
     expect(await service.sum([5, 5])).toBe(10);
-    const remaining = await firstValueFrom(service.client.send('remaining', {}));
+    const remaining = await firstValueFrom(service.client.send<unknown>('remaining', {}));
     expect(typeof remaining).toBe('number'); // the factory's timeout travels with the call
     expect(remaining).toBeLessThanOrEqual(5_000);
     await moduleRef.close();
     modules.length = 0;
-    await until(() => handle.sessions[0]!.isClosed, 5_000, 'the server to see the connection closed');
+    await until(() => handle.sessions[0].isClosed, 5_000, 'the server to see the connection closed');
   });
 
   test('a client app that never called does not connect, and closes cleanly', async () => {
     const handle = await server();
-    const moduleRef = await clientApp([ClientsModule.register([{ name: 'MATH', customClass: ClientSmux, options: { host: '127.0.0.1', port: handle.port } }])]);
+    const moduleRef = await clientApp([
+      ClientsModule.register([{ name: 'MATH', customClass: ClientSmux, options: { host: '127.0.0.1', port: handle.port } }]),
+    ]);
     const service = moduleRef.get(MathService);
     expect(() => service.client.unwrap()).toThrow();
     await moduleRef.close();

@@ -44,7 +44,6 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-
 describe('connection life', () => {
   beforeEach(() => {
     probe = { subscribed: 0, teardowns: 0 };
@@ -85,7 +84,7 @@ describe('connection life', () => {
 
     const inFlight = Array.from({ length: 5 }, () => rejection(firstValueFrom(client.send('hang', {}))));
     await until(() => probe.subscribed === 5, 5_000, 'five calls running');
-    handle.sessions[0]!.destroy(); // the server drops the connection
+    handle.sessions[0].destroy(); // the server drops the connection
     const errors = await Promise.all(inFlight);
     for (const error of errors) {
       expect(codeOf(error)).toBe('ERR_SMUX_SESSION_CLOSED');
@@ -139,7 +138,10 @@ describe('connection life', () => {
   test('calls to a port where nothing listens fail with the connection error', async () => {
     const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: await freePort() }));
     const seen = watchClient(client);
-    const errors = await Promise.all([rejection(firstValueFrom(client.send('ping', {}))), rejection(firstValueFrom(client.send('ping', {})))]);
+    const errors = await Promise.all([
+      rejection(firstValueFrom(client.send('ping', {}))),
+      rejection(firstValueFrom(client.send('ping', {}))),
+    ]);
     expect(errors.map(codeOf)).toEqual(['ECONNREFUSED', 'ECONNREFUSED']);
     expect(seen.errors).toHaveLength(1); // the two calls shared one attempt
     expect(seen.statuses).toEqual(['disconnected']);
@@ -161,7 +163,7 @@ describe('connection life', () => {
     expect(session.isClosed).toBe(true);
     expect(seen.statuses.at(-1)).toBe('disconnected');
     await until(() => probe.teardowns === 1, 5_000, 'the server to cancel the call');
-    await until(() => handle.sessions[0]!.isClosed, 5_000, 'the server session to close');
+    await until(() => handle.sessions[0].isClosed, 5_000, 'the server session to close');
     expect(await firstValueFrom(client.send('ping', {}))).toBe('pong');
     expect(client.unwrap()).not.toBe(session);
   });
@@ -175,7 +177,7 @@ describe('connection life', () => {
     expect(codeOf(await rejection(connecting))).toBe('ERR_SMUX_SESSION_CLOSED');
     expect(codeOf(await call)).toBe('ERR_SMUX_SESSION_CLOSED');
     expect(() => client.unwrap()).toThrow();
-    await until(() => handle.sessions.length === 1 && handle.sessions[0]!.isClosed, 5_000, 'the dropped connection to close on the server');
+    await until(() => handle.sessions.length === 1 && handle.sessions[0].isClosed, 5_000, 'the dropped connection to close on the server');
     expect(await firstValueFrom(client.send('ping', {}))).toBe('pong');
   });
 

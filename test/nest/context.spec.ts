@@ -33,7 +33,7 @@ class ApiKeyGuard implements CanActivate {
 class WrapInterceptor implements NestInterceptor {
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     const pattern = context.switchToRpc().getContext<SmuxContext>().getPattern();
-    return next.handle().pipe(map((value) => ({ pattern, value })));
+    return next.handle().pipe(map((value: unknown) => ({ pattern, value })));
   }
 }
 
@@ -101,7 +101,12 @@ class ScopedController {
   @MessagePattern('scoped')
   scoped() {
     const ctx = this.request.getContext();
-    return { pattern: this.request.getPattern(), data: this.request.getData(), isSmux: ctx instanceof SmuxContext, headers: ctx.getHeaders() };
+    return {
+      pattern: this.request.getPattern(),
+      data: this.request.getData(),
+      isSmux: ctx instanceof SmuxContext,
+      headers: ctx.getHeaders(),
+    };
   }
 }
 
@@ -118,7 +123,11 @@ describe('context, metadata, guards, pipes and interceptors', () => {
   test('SmuxRecordBuilder headers reach ctx.getHeaders() and ctx.getMetadata()', async () => {
     const record = new SmuxRecordBuilder({ q: 1 }).setHeaders({ 'x-trace': 't-1' }).setHeaders({ lang: 'fr' }).build();
     const seen = await firstValueFrom(client.send('whoami', record));
-    expect(seen).toMatchObject({ pattern: 'whoami', headers: { 'x-trace': 't-1', lang: 'fr' }, metadata: { 'x-trace': 't-1', lang: 'fr' } });
+    expect(seen).toMatchObject({
+      pattern: 'whoami',
+      headers: { 'x-trace': 't-1', lang: 'fr' },
+      metadata: { 'x-trace': 't-1', lang: 'fr' },
+    });
   });
 
   test('a call without headers sees an empty object', async () => {
@@ -138,19 +147,28 @@ describe('context, metadata, guards, pipes and interceptors', () => {
     expect(dispatched).toBe(2);
   });
 
-  test('getStream() and getSession() are the call\'s smux stream and the server end of its connection', async () => {
+  test("getStream() and getSession() are the call's smux stream and the server end of its connection", async () => {
     contexts.length = 0;
     const first = await firstValueFrom(client.send<Record<string, unknown>>('whoami', {}));
     const second = await firstValueFrom(client.send<Record<string, unknown>>('whoami', {}));
-    expect(first).toMatchObject({ streamIsChannel: true, openedByPeer: true, sessionRole: 'server', sessionIsSession: true, sameSession: true });
+    expect(first).toMatchObject({
+      streamIsChannel: true,
+      openedByPeer: true,
+      sessionRole: 'server',
+      sessionIsSession: true,
+      sameSession: true,
+    });
     expect((first.streamId as number) % 2).toBe(1); // opened by the client
     expect(second.streamId).not.toBe(first.streamId); // one stream per call
-    expect(contexts[0]!.getSession()).toBe(contexts[1]!.getSession()); // one connection
-    expect(handle.sessions).toContain(contexts[0]!.getSession());
+    expect(contexts[0].getSession()).toBe(contexts[1].getSession()); // one connection
+    expect(handle.sessions).toContain(contexts[0].getSession());
   });
 
   test('getPattern() gives an object pattern as JSON text', async () => {
-    expect(JSON.parse(await firstValueFrom(client.send<string>({ service: 'ctx', op: 'pattern' }, {})))).toEqual({ service: 'ctx', op: 'pattern' });
+    expect(JSON.parse(await firstValueFrom(client.send<string>({ service: 'ctx', op: 'pattern' }, {})))).toEqual({
+      service: 'ctx',
+      op: 'pattern',
+    });
   });
 
   test('a guard reading a header lets the call through or rejects it as Nest does', async () => {
@@ -165,7 +183,10 @@ describe('context, metadata, guards, pipes and interceptors', () => {
     expect(await firstValueFrom(client.send('parse-int', '42'))).toEqual({ n: 42, type: 'number' });
     expect(await firstValueFrom(client.send('parse-field', { count: '21' }))).toBe(42);
     // BadRequestException is not an RpcException: Nest's RPC filter answers with its generic error.
-    await expect(firstValueFrom(client.send('parse-int', 'forty-two'))).rejects.toEqual({ status: 'error', message: 'Internal server error' });
+    await expect(firstValueFrom(client.send('parse-int', 'forty-two'))).rejects.toEqual({
+      status: 'error',
+      message: 'Internal server error',
+    });
   });
 
   test('an interceptor maps the result, for single and streamed replies', async () => {
@@ -179,7 +200,12 @@ describe('context, metadata, guards, pipes and interceptors', () => {
   test('a request-scoped controller gets the call through REQUEST, one instance per call', async () => {
     const before = ScopedController.instances;
     const record = new SmuxRecordBuilder({ q: 1 }).setHeaders({ who: 'me' }).build();
-    expect(await firstValueFrom(client.send('scoped', record))).toEqual({ pattern: 'scoped', data: { q: 1 }, isSmux: true, headers: { who: 'me' } });
+    expect(await firstValueFrom(client.send('scoped', record))).toEqual({
+      pattern: 'scoped',
+      data: { q: 1 },
+      isSmux: true,
+      headers: { who: 'me' },
+    });
     await firstValueFrom(client.send('scoped', 2));
     expect(ScopedController.instances - before).toBe(2);
   });

@@ -82,12 +82,17 @@ describe('deadlines', () => {
     expect(a.remaining).toBeGreaterThan(0);
     expect(a.remaining).toBeLessThanOrEqual(5_000);
 
-    const b = await firstValueFrom(withDefault.send<{ remaining: number | string }>('remaining', new SmuxRecordBuilder({}).setTimeout(1_000).build()));
+    const b = await firstValueFrom(
+      withDefault.send<{ remaining: number | string }>('remaining', new SmuxRecordBuilder({}).setTimeout(1_000).build()),
+    );
     expect(typeof b.remaining).toBe('number');
     expect(b.remaining).toBeLessThanOrEqual(1_000);
 
     // 0 on the call overrides the client's default: no deadline at all.
-    expect(await firstValueFrom(withDefault.send('remaining', new SmuxRecordBuilder({}).setTimeout(0).build()))).toEqual({ remaining: 'none', aborted: false });
+    expect(await firstValueFrom(withDefault.send('remaining', new SmuxRecordBuilder({}).setTimeout(0).build()))).toEqual({
+      remaining: 'none',
+      aborted: false,
+    });
     expect(await firstValueFrom(handle.client().send('remaining', {}))).toEqual({ remaining: 'none', aborted: false });
   });
 
@@ -97,7 +102,7 @@ describe('deadlines', () => {
     expect(results.every((r) => r.aborted === false)).toBe(true);
   });
 
-  test('the server enforces the budget itself: a caller without a local timer gets the server\'s ERR_SMUX_TIMEOUT', async () => {
+  test("the server enforces the budget itself: a caller without a local timer gets the server's ERR_SMUX_TIMEOUT", async () => {
     const client = handle.client({ timeout: 100, smux: { clock: frozenTimers, keepAliveDisabled: true } });
     const error = await rejection(firstValueFrom(client.send('hang', {})));
     expect(error).toEqual({ code: 'ERR_SMUX_TIMEOUT', message: expect.any(String) });
@@ -111,7 +116,7 @@ describe('deadlines', () => {
   test('the server enforces the budget for a raw smux caller too, then ends the stream', async () => {
     const session = await rawSession(handle.port);
     const call = rawCall(session, encodeMessage(Kind.REQUEST, 0, {}, { id: 'r1', pattern: 'hang', timeout: 120 }));
-    const last = await within(call.last, 'the server\'s answer');
+    const last = await within(call.last, "the server's answer");
     expect(last.kind).toBe(Kind.RESPONSE);
     expect(last.flags & (Flag.LAST | Flag.ERROR)).toBe(Flag.LAST | Flag.ERROR);
     expect(last.body).toEqual({ code: 'ERR_SMUX_TIMEOUT', message: expect.any(String) });

@@ -67,7 +67,7 @@ describe('errors', () => {
     await expect(firstValueFrom(client.send('rpc-string', {}))).rejects.toEqual({ status: 'error', message: 'not allowed here' });
   });
 
-  test('any other error reaches the caller as Nest\'s TCP transport delivers it, and is logged on the server', async () => {
+  test("any other error reaches the caller as Nest's TCP transport delivers it, and is logged on the server", async () => {
     const error = await firstValueFrom(client.send('plain-error', {})).catch((e: unknown) => e);
     expect(error).toEqual({ status: 'error', message: 'Internal server error' });
     expect(JSON.stringify(error)).not.toContain('hunter2');
@@ -79,19 +79,29 @@ describe('errors', () => {
   });
 
   test('an unknown pattern gets Nest\'s "no matching message handler" reply', async () => {
-    await expect(firstValueFrom(client.send('no-such-pattern', {}))).rejects.toBe('There is no matching message handler defined in the remote service.');
-    await expect(firstValueFrom(client.send({ cmd: 'no-such' }, {}))).rejects.toBe('There is no matching message handler defined in the remote service.');
+    await expect(firstValueFrom(client.send('no-such-pattern', {}))).rejects.toBe(
+      'There is no matching message handler defined in the remote service.',
+    );
+    await expect(firstValueFrom(client.send({ cmd: 'no-such' }, {}))).rejects.toBe(
+      'There is no matching message handler defined in the remote service.',
+    );
     // The connection is fine afterwards.
     await expect(firstValueFrom(client.send('teapot', 'tea'))).resolves.toBe('brewed');
   });
 
   test('an exception filter maps the errors it catches and leaves the others to Nest', async () => {
-    await expect(firstValueFrom(client.send('teapot', 'teapot'))).rejects.toEqual({ code: 'E_TEAPOT', message: 'short and stout', pattern: 'teapot' });
+    await expect(firstValueFrom(client.send('teapot', 'teapot'))).rejects.toEqual({
+      code: 'E_TEAPOT',
+      message: 'short and stout',
+      pattern: 'teapot',
+    });
     await expect(firstValueFrom(client.send('teapot', 'other'))).rejects.toEqual({ code: 'E_OTHER' });
   });
 
   test('errors are per call: a failing call among succeeding ones fails alone', async () => {
-    const results = await Promise.allSettled(['tea', 'teapot', 'tea', 'other', 'tea'].map((how) => firstValueFrom(client.send('teapot', how))));
+    const results = await Promise.allSettled(
+      ['tea', 'teapot', 'tea', 'other', 'tea'].map((how) => firstValueFrom(client.send('teapot', how))),
+    );
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'rejected', 'fulfilled']);
   });
 });

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from '@jest/g
 import { Controller } from '@nestjs/common';
 import { Ctx, EventPattern, MessagePattern, Payload } from '@nestjs/microservices';
 import { firstValueFrom, lastValueFrom } from 'rxjs';
-import { type ClientSmux, SmuxContext, SmuxRecordBuilder } from '../../lib/index.js';
+import { type ClientSmux, type Session, SmuxContext, SmuxRecordBuilder } from '../../lib/index.js';
 import { type AppHandle, closeAll, type Deferred, deferred, loggedErrors, startApp, until, within } from './helpers.js';
 
 interface Seen {
@@ -129,8 +129,12 @@ describe('events', () => {
   test('events leave no streams behind on either side', async () => {
     await Promise.all(Array.from({ length: 20 }, (_, i) => emitted(client, 'note', i)));
     await until(() => seen.length === 20, 5_000, '20 events');
-    const serverSession = handle.sessions[0]!;
-    await until(() => serverSession.numStreams === 0 && client.unwrap<import('../../lib/smux/index.js').Session>().numStreams === 0, 5_000, 'no streams open');
+    const serverSession = handle.sessions[0];
+    await until(
+      () => serverSession.numStreams === 0 && client.unwrap<Session>().numStreams === 0,
+      5_000,
+      'no streams open',
+    );
   });
 
   test('an event without a handler is logged on the server, not fatal', async () => {

@@ -134,7 +134,10 @@ export function deferred<T = void>(): Deferred<T> {
 export async function within<T>(promise: Promise<T>, what: string, ms = 5_000): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms)))]);
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms))),
+    ]);
   } finally {
     clearTimeout(timer);
   }
@@ -154,7 +157,7 @@ export async function rejection(promise: Promise<unknown>, what = 'the call'): P
 /** Counts of the active handles of the kinds a transport might leak. */
 export function activeResources(): Record<string, number> {
   const counts: Record<string, number> = { TCPSocketWrap: 0, TCPServerWrap: 0, Timeout: 0 };
-  for (const kind of process.getActiveResourcesInfo()) if (kind in counts) counts[kind]!++;
+  for (const kind of process.getActiveResourcesInfo()) if (kind in counts) counts[kind]++;
   return counts;
 }
 
@@ -221,7 +224,11 @@ export async function rawServer(
     sessions.push(session);
     session.on('channel', (channel) => {
       const reader = new MessageReader(1 << 20);
-      channel.setHandler({ onData: (data) => reader.push(data, { onMessage: (m) => onRequest(channel, m, session) }), onEnd: () => undefined, onClose: () => undefined });
+      channel.setHandler({
+        onData: (data) => reader.push(data, { onMessage: (m) => onRequest(channel, m, session) }),
+        onEnd: () => undefined,
+        onClose: () => undefined,
+      });
     });
   });
   await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));

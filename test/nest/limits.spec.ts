@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { MessagePattern, Payload } from '@nestjs/microservices';
 import { defer, firstValueFrom } from 'rxjs';
-import { type Session, SmuxRecordBuilder } from '../../lib/index.js';
+import { SmuxRecordBuilder } from '../../lib/index.js';
 import { closeAll, type Deferred, deferred, rejection, startApp, until, codeOf } from './helpers.js';
 
 let gate: Deferred<void>;
@@ -34,7 +34,6 @@ class LimitsController {
     return 'pong';
   }
 }
-
 
 describe('server limits', () => {
   beforeEach(() => {
@@ -78,7 +77,7 @@ describe('server limits', () => {
     expect(await firstValueFrom(client.send('size', Buffer.alloc(60 * 1024)))).toBe(60 * 1024);
     expect(await firstValueFrom(client.send('ping', {}))).toBe('pong');
     expect(handle.sessions).toHaveLength(1);
-    await until(() => handle.sessions[0]!.numStreams === 0, 5_000, 'the refused streams to be released');
+    await until(() => handle.sessions[0].numStreams === 0, 5_000, 'the refused streams to be released');
   });
 
   test("the client's maxMessageBytes refuses a reply over it with ERR_SMUX_LIMIT, and carries on", async () => {
@@ -98,9 +97,9 @@ describe('server limits', () => {
     expect(refused).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.any(String) });
     expect(await firstValueFrom(first.send('ping', {}))).toBe('pong');
     // The refused connection is closed by the server.
-    const extraSession = handle.sessions[1]!;
+    const extraSession = handle.sessions[1];
     await until(() => extraSession.isClosed, 5_000, 'the extra connection to be closed');
-    expect(handle.sessions[0]!.isClosed).toBe(false);
+    expect(handle.sessions[0].isClosed).toBe(false);
   });
 
   test('once a connection goes, its slot is free for a new one', async () => {
@@ -108,7 +107,7 @@ describe('server limits', () => {
     const first = handle.client();
     expect(await firstValueFrom(first.send('ping', {}))).toBe('pong');
     await first.close();
-    await until(() => handle.sessions[0]!.isClosed, 5_000, 'the first connection to be gone');
+    await until(() => handle.sessions[0].isClosed, 5_000, 'the first connection to be gone');
     const second = handle.client();
     expect(await firstValueFrom(second.send('ping', {}))).toBe('pong');
   });
@@ -133,7 +132,10 @@ describe('server limits', () => {
     const client = handle.client({ maxConcurrentCalls: 1, maxQueuedCalls: 1 });
     const first = firstValueFrom(client.send('gated', 1));
     await until(() => running === 1, 5_000, 'the first call running');
-    client.send('gated', 2).subscribe({ error: () => undefined }).unsubscribe(); // queued, then abandoned
+    client
+      .send('gated', 2)
+      .subscribe({ error: () => undefined })
+      .unsubscribe(); // queued, then abandoned
     const queued = firstValueFrom(client.send('gated', 3)); // nothing waits any more: this one must queue, not fail
     queued.catch(() => undefined);
     gate.resolve();
@@ -163,6 +165,6 @@ describe('server limits', () => {
     gate.resolve();
     const results = await Promise.all(Array.from({ length: 2000 }, (_, i) => firstValueFrom(client.send<number>('gated', i))));
     expect(results).toEqual(Array.from({ length: 2000 }, (_, i) => i));
-    expect((handle.sessions[0] as Session).stats.streamsAccepted).toBe(2000);
+    expect(handle.sessions[0].stats.streamsAccepted).toBe(2000);
   });
 });

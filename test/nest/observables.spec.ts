@@ -33,12 +33,18 @@ class StreamsController {
 
   @MessagePattern('values-then-error')
   valuesThenError() {
-    return concat(of('a', 'b'), throwError(() => new RpcException({ code: 'E_MID', at: 2 })));
+    return concat(
+      of('a', 'b'),
+      throwError(() => new RpcException({ code: 'E_MID', at: 2 })),
+    );
   }
 
   @MessagePattern('values-then-crash')
   valuesThenCrash() {
-    return concat(of(1), throwError(() => new Error('secret detail')));
+    return concat(
+      of(1),
+      throwError(() => new Error('secret detail')),
+    );
   }
 
   @MessagePattern('sum')

@@ -4,7 +4,20 @@ import { MessagePattern, Payload } from '@nestjs/microservices';
 import { firstValueFrom } from 'rxjs';
 import { ClientSmux, type SmuxChannel } from '../../lib/index.js';
 import { type CallMessage, encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
-import { type AppHandle, closeAll, codeOf, rawCall, rawServer, rawSession, rejection, response, startApp, trackClient, until, within } from './helpers.js';
+import {
+  type AppHandle,
+  closeAll,
+  codeOf,
+  rawCall,
+  rawServer,
+  rawSession,
+  rejection,
+  response,
+  startApp,
+  trackClient,
+  until,
+  within,
+} from './helpers.js';
 
 describe('ClientSmux against a server that breaks the rules', () => {
   let server: Awaited<ReturnType<typeof rawServer>> | null = null;
@@ -21,7 +34,9 @@ describe('ClientSmux against a server that breaks the rules', () => {
 
   function collect(client: ClientSmux) {
     const values: unknown[] = [];
-    const done = new Promise<unknown>((resolve) => client.send('x', {}).subscribe({ next: (v) => void values.push(v), error: resolve, complete: () => resolve('complete') }));
+    const done = new Promise<unknown>((resolve) =>
+      client.send('x', {}).subscribe({ next: (v) => void values.push(v), error: resolve, complete: () => resolve('complete') }),
+    );
     return { values, done: within(done, 'the call to end') };
   }
 
@@ -121,7 +136,10 @@ describe('ServerSmux against a caller that breaks the rules', () => {
   test('a request written one byte at a time is answered', async () => {
     const session = await rawSession(handle.port);
     const request = Buffer.concat(encodeMessage(Kind.REQUEST, 0, { bytes: 'by'.repeat(50) }, { id: '7', pattern: 'echo' }));
-    const call = rawCall(session, [...request].map((b) => Buffer.from([b])));
+    const call = rawCall(
+      session,
+      [...request].map((b) => Buffer.from([b])),
+    );
     expect((await within(call.last, 'the answer')).body).toEqual({ bytes: 'by'.repeat(50) });
   });
 });

@@ -6,7 +6,20 @@ import { ClientSmux } from '../../lib/index.js';
 import { encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
 import { Session, type SmuxChannel } from '../../lib/smux/index.js';
 import { settle } from '../helpers/sessions.js';
-import { closeAll, codeOf, type Deferred, deferred, rawCall, rawServer, rawSession, response, startApp, trackClient, until, within } from './helpers.js';
+import {
+  closeAll,
+  codeOf,
+  type Deferred,
+  deferred,
+  rawCall,
+  rawServer,
+  rawSession,
+  response,
+  startApp,
+  trackClient,
+  until,
+  within,
+} from './helpers.js';
 
 /*
  * Regression tests for the review's client-side and deadline findings (ClientSmux / ClientCall): each one is
@@ -111,7 +124,7 @@ describe('regressions: ClientSmux', () => {
     });
     const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: server.port }));
     expect(await within(firstValueFrom(client.send('echo', 1)), 'the first call')).toBe(1);
-    const session = server.sessions[0]!;
+    const session = server.sessions[0];
     let refused = 0;
     for (let i = 0; i < 1100; i++) {
       session.openChannel({ onData: () => undefined, onEnd: () => void refused++, onClose: () => undefined }).write(Buffer.from('x'));

@@ -139,7 +139,9 @@ describe('regressions: ServerSmux', () => {
     await settle();
     expect(guard.errors).toEqual([]);
     // The refusal was answered on the first bytes, not once the request was complete.
-    expect(beforeTheRest).toEqual([expect.objectContaining({ flags: Flag.LAST | Flag.ERROR, body: { code: 'ERR_SMUX_LIMIT', message: expect.any(String) } })]);
+    expect(beforeTheRest).toEqual([
+      expect.objectContaining({ flags: Flag.LAST | Flag.ERROR, body: { code: 'ERR_SMUX_LIMIT', message: expect.any(String) } }),
+    ]);
     expect(raw.finFor(3)).toBe(true);
   });
 
@@ -155,7 +157,7 @@ describe('regressions: ServerSmux', () => {
     raw.send(Cmd.SYN, 7);
     raw.send(Cmd.PSH, 7, request('gated', 7, '7'));
     await until(() => running === 1 && handle.sessions[0]?.writer.blocked === true, 10_000, 'a running call and a blocked flush');
-    const session = handle.sessions[0]!;
+    const session = handle.sessions[0];
 
     const closing = handle.server.close(); // waits for 'gated'
     const req = request('echo', 'y'.repeat(1000), '5');
@@ -172,9 +174,11 @@ describe('regressions: ServerSmux', () => {
     raw.socket.resume();
     await until(() => raw.ended, 10_000, 'everything and EOF at the client');
     await within(closing, 'server.close()');
-    expect(messagesOf(raw.dataFor(5))).toEqual([expect.objectContaining({ flags: Flag.LAST | Flag.ERROR, body: { code: 'ERR_SMUX_SHUTTING_DOWN', message: expect.any(String) } })]);
+    expect(messagesOf(raw.dataFor(5))).toEqual([
+      expect.objectContaining({ flags: Flag.LAST | Flag.ERROR, body: { code: 'ERR_SMUX_SHUTTING_DOWN', message: expect.any(String) } }),
+    ]);
     expect(messagesOf(raw.dataFor(7))).toEqual([expect.objectContaining({ flags: Flag.LAST, body: 7 })]);
-    expect((messagesOf(raw.dataFor(3))[0]!.body as Buffer).length).toBe(16 * MiB);
+    expect((messagesOf(raw.dataFor(3))[0].body as Buffer).length).toBe(16 * MiB);
     expect(guard.errors).toEqual([]);
   });
 
@@ -188,7 +192,9 @@ describe('regressions: ServerSmux', () => {
     const closing = handle.server.close();
     await until(() => raw.ended, 10_000, 'the answer and EOF at the client');
     await within(closing, 'server.close()');
-    expect(messagesOf(raw.dataFor(3))).toEqual([expect.objectContaining({ flags: Flag.LAST | Flag.ERROR, body: { code: 'ERR_SMUX_SHUTTING_DOWN', message: expect.any(String) } })]);
+    expect(messagesOf(raw.dataFor(3))).toEqual([
+      expect.objectContaining({ flags: Flag.LAST | Flag.ERROR, body: { code: 'ERR_SMUX_SHUTTING_DOWN', message: expect.any(String) } }),
+    ]);
     expect(guard.errors).toEqual([]);
   });
 
@@ -204,7 +210,10 @@ describe('regressions: ServerSmux', () => {
     const handle = await startApp({ controllers: [RegressionsController], server: { deserializer: strict } });
     const session = await rawSession(handle.port);
     const logged = loggedErrors.length;
-    for (const buffers of [encodeMessage(Kind.EVENT, Flag.OPAQUE, 'garbage'), encodeMessage(Kind.EVENT, 0, 1, { pattern: '{not json', patternIsJson: true })]) {
+    for (const buffers of [
+      encodeMessage(Kind.EVENT, Flag.OPAQUE, 'garbage'),
+      encodeMessage(Kind.EVENT, 0, 1, { pattern: '{not json', patternIsJson: true }),
+    ]) {
       const channel = session.openChannel({ onData: () => undefined, onEnd: () => undefined, onClose: () => undefined });
       for (const buffer of buffers) channel.write(buffer);
       channel.end();
@@ -227,10 +236,13 @@ describe('regressions: ServerSmux', () => {
     const session = await rawSession(handle.port);
     const requests = Array.from({ length: 20 }, (_, i) => request('echo', `${i}:${'z'.repeat(1000)}`, String(i)));
     const calls = requests.map((req) => rawCall(session, [req.subarray(0, 500)]));
-    const refused = await within(Promise.all(calls.slice(10).map((c) => c.last)), 'the ten extra calls refused before their requests complete');
+    const refused = await within(
+      Promise.all(calls.slice(10).map((c) => c.last)),
+      'the ten extra calls refused before their requests complete',
+    );
     for (const message of refused) expect(message).toMatchObject({ flags: Flag.LAST | Flag.ERROR, body: { code: 'ERR_SMUX_LIMIT' } });
     expect(calls.slice(0, 10).map((c) => c.messages.length)).toEqual(Array(10).fill(0));
-    for (let i = 0; i < 10; i++) calls[i]!.channel.write(requests[i]!.subarray(500));
+    for (let i = 0; i < 10; i++) calls[i].channel.write(requests[i].subarray(500));
     const answered = await within(Promise.all(calls.slice(0, 10).map((c) => c.last)), 'the first ten calls');
     expect(answered.map((m) => m.body)).toEqual(Array.from({ length: 10 }, (_, i) => `${i}:${'z'.repeat(1000)}`));
   });
@@ -267,7 +279,7 @@ describe('regressions: ServerSmux', () => {
     });
     for (const buffer of encodeMessage(Kind.REQUEST, 0, size, { id: 'gone', pattern: 'blob' })) gone.write(buffer);
 
-    const server = handle.sessions[0]!;
+    const server = handle.sessions[0];
     await until(() => steady.bytes >= step && stopped.bytes > 0, 5_000, 'both replies flowing');
     for (let rounds = 0; !steady.ended && rounds < 100; rounds++) {
       clock.advance(300);
@@ -304,7 +316,11 @@ describe('regressions: ServerSmux', () => {
   test('a Readable wrapped by a pass-through interceptor arrives as its chunks, not as JSON of the stream', async () => {
     const handle = await startApp({ controllers: [RegressionsController] });
     const client = handle.client();
-    expect(await within(lastValueFrom(client.send<string>('readable', {}).pipe(toArray())), 'the Readable')).toEqual(['alpha', 'beta', 'gamma']);
+    expect(await within(lastValueFrom(client.send<string>('readable', {}).pipe(toArray())), 'the Readable')).toEqual([
+      'alpha',
+      'beta',
+      'gamma',
+    ]);
   });
 
   // ── (11) the route cache ──────────────────────────────────────────────────────────────────────────────
@@ -355,7 +371,7 @@ describe('regressions: ServerSmux', () => {
     const subscription = client.send('work', 1).subscribe({ error: () => undefined });
     await until(() => deserializing === 1, 5_000, 'the deserializer running');
     subscription.unsubscribe(); // cancel: our FIN
-    await until(() => handle.sessions[0]!.numStreams === 0, 5_000, 'the server to see the cancel');
+    await until(() => handle.sessions[0].numStreams === 0, 5_000, 'the server to see the cancel');
     gate.resolve();
     expect(await firstValueFrom(client.send('ping', {}))).toBe('pong'); // later work goes through
     await settle();

@@ -33,11 +33,15 @@ class ResourcesController {
 
 /** Waits a little for handles to go (sockets close on a later turn), then checks none is left beyond `before`. */
 async function expectResourcesBackTo(before: Record<string, number>): Promise<void> {
-  const released = (): boolean => Object.entries(activeResources()).every(([kind, n]) => n <= before[kind]!);
+  const released = (): boolean => Object.entries(activeResources()).every(([kind, n]) => n <= before[kind]);
   await until(released, 2_000, 'handles to be released').catch(() => undefined);
   const after = activeResources();
   // Fewer is fine (a timer Jest had running may be gone); more is a leak.
-  const leaked = Object.fromEntries(Object.entries(after).filter(([kind, n]) => n > before[kind]!).map(([kind, n]) => [kind, `${n} now, ${before[kind]} before`]));
+  const leaked = Object.fromEntries(
+    Object.entries(after)
+      .filter(([kind, n]) => n > before[kind])
+      .map(([kind, n]) => [kind, `${n} now, ${before[kind]} before`]),
+  );
   expect(leaked).toEqual({});
 }
 

@@ -69,7 +69,7 @@ describe('stream-id rotation', () => {
     const held = Array.from({ length: IDS_PER_SESSION }, (_, i) => firstValueFrom(client.send<number>('gated', i)));
     await until(() => running === IDS_PER_SESSION, 5_000, 'every id of the first session in use');
     expect(handle.sessions).toHaveLength(1);
-    const spent = handle.sessions[0]!;
+    const spent = handle.sessions[0];
 
     // The next call goes to a fresh session and completes while the spent one still has calls running.
     expect((await firstValueFrom(client.send<{ n: number }>('id', 100))).n).toBe(100);
@@ -80,6 +80,6 @@ describe('stream-id rotation', () => {
     gate.resolve();
     expect(await Promise.all(held)).toEqual(Array.from({ length: IDS_PER_SESSION }, (_, i) => i));
     await until(() => spent.isClosed, 5_000, 'the spent session to close after draining');
-    expect(handle.sessions[1]!.isClosed).toBe(false);
+    expect(handle.sessions[1].isClosed).toBe(false);
   });
 });

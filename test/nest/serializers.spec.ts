@@ -26,7 +26,7 @@ let delays = [3, 0, 1, 0];
 const clientDeserializer: Deserializer = {
   deserialize: async (value: unknown) => {
     log.clientIn.push(value);
-    const turns = delays[log.clientIn.length % delays.length]!;
+    const turns = delays[log.clientIn.length % delays.length];
     for (let i = 0; i < turns; i++) await new Promise((resolve) => setImmediate(resolve));
     return fromWire(value);
   },
@@ -64,7 +64,10 @@ describe('custom serializers and deserializers', () => {
   let client: ClientSmux;
 
   beforeAll(async () => {
-    const handle = await startApp({ controllers: [SerializedController], server: { serializer: serverSerializer, deserializer: serverDeserializer } });
+    const handle = await startApp({
+      controllers: [SerializedController],
+      server: { serializer: serverSerializer, deserializer: serverDeserializer },
+    });
     client = handle.client({ serializer: clientSerializer, deserializer: clientDeserializer });
   });
   afterAll(closeAll);
@@ -84,7 +87,9 @@ describe('custom serializers and deserializers', () => {
 
   test('errors and the "no handler" reply pass through the serializers', async () => {
     await expect(firstValueFrom(client.send('fail', {}))).rejects.toEqual({ code: 'E_SER' });
-    await expect(firstValueFrom(client.send('nobody', {}))).rejects.toBe('There is no matching message handler defined in the remote service.');
+    await expect(firstValueFrom(client.send('nobody', {}))).rejects.toBe(
+      'There is no matching message handler defined in the remote service.',
+    );
   });
 
   test('record headers and events travel through them too', async () => {

@@ -1,10 +1,23 @@
+import type { Server as NetServer } from 'node:net';
 import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { MessagePattern, Payload } from '@nestjs/microservices';
 import { defer, firstValueFrom, Observable } from 'rxjs';
 import { ClientSmux, type Session } from '../../lib/index.js';
 import { encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
-import { closeAll, type Deferred, deferred, rawCall, rawSession, rejection, startApp, trackClient, until, within, codeOf } from './helpers.js';
+import {
+  closeAll,
+  type Deferred,
+  deferred,
+  rawCall,
+  rawSession,
+  rejection,
+  startApp,
+  trackClient,
+  until,
+  within,
+  codeOf,
+} from './helpers.js';
 
 let gate: Deferred<void>;
 let running = 0;
@@ -92,7 +105,7 @@ describe('graceful shutdown', () => {
 
   test('close() without connections resolves and stops listening', async () => {
     const handle = await startApp({ controllers: [ShutdownController] });
-    const net = handle.server.unwrap<import('node:net').Server>();
+    const net = handle.server.unwrap<NetServer>();
     await within(handle.app.close(), 'app.close()');
     expect(net.listening).toBe(false);
     const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: handle.port }));
@@ -108,7 +121,7 @@ describe('graceful shutdown', () => {
     expect(last.body).toBe('pong');
     await within(call.ended, "the server's FIN");
     expect(call.channel.finSent).toBe(false); // we never close our side
-    const serverSession = handle.sessions[0]!;
+    const serverSession = handle.sessions[0];
     await until(() => serverSession.numStreams === 0, 5_000, 'the server to forget the stream');
     expect(serverSession.isClosed).toBe(false);
     // The connection still serves calls.
@@ -116,13 +129,13 @@ describe('graceful shutdown', () => {
     expect((await within(again.last, 'the second reply')).body).toBe('pong');
   });
 
-  test('without the caller\'s FIN the stream is kept until finTimeout (here: long), and released by the FIN', async () => {
+  test("without the caller's FIN the stream is kept until finTimeout (here: long), and released by the FIN", async () => {
     const handle = await startApp({ controllers: [ShutdownController], server: { finTimeout: 60_000 } });
     const session = await rawSession(handle.port);
     const call = rawCall(session, encodeMessage(Kind.REQUEST, 0, {}, { id: '1', pattern: 'ping' }));
     await within(call.last, 'the reply');
     await within(call.ended, "the server's FIN");
-    const serverSession = handle.sessions[0]!;
+    const serverSession = handle.sessions[0];
     for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
     expect(serverSession.numStreams).toBe(1);
     call.channel.end();

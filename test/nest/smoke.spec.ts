@@ -1,3 +1,4 @@
+import type { AddressInfo, Server as NetServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { Controller, Module } from '@nestjs/common';
 import { Ctx, EventPattern, MessagePattern, Payload, RpcException } from '@nestjs/microservices';
@@ -17,7 +18,10 @@ class MathController {
 
   @MessagePattern({ cmd: 'ticks' })
   ticks(@Payload() n: number) {
-    return interval(1).pipe(take(n), map((i) => i * 10));
+    return interval(1).pipe(
+      take(n),
+      map((i) => i * 10),
+    );
   }
 
   @MessagePattern('bytes')
@@ -54,7 +58,7 @@ describe('smoke: ServerSmux + ClientSmux', () => {
     server = new ServerSmux({ host: '127.0.0.1', port: 0 });
     app = moduleRef.createNestMicroservice({ strategy: server });
     await app.listen();
-    const port = (server.unwrap<import('node:net').Server>().address() as import('node:net').AddressInfo).port;
+    const port = (server.unwrap<NetServer>().address() as AddressInfo).port;
     client = new ClientSmux({ host: '127.0.0.1', port });
   });
 
@@ -69,8 +73,13 @@ describe('smoke: ServerSmux + ClientSmux', () => {
     const back = await firstValueFrom(client.send<Buffer>('bytes', Buffer.from('ab')));
     expect(Buffer.isBuffer(back) && back.toString()).toBe('abab');
     await expect(firstValueFrom(client.send('fail', {}))).rejects.toEqual({ code: 'E_BAD', message: 'bad thing' });
-    await expect(firstValueFrom(client.send('nope', {}))).rejects.toBe('There is no matching message handler defined in the remote service.');
-    expect(await firstValueFrom(client.send('headers', new SmuxRecordBuilder({}).setHeaders({ a: '1' }).build()))).toEqual({ pattern: 'headers', headers: { a: '1' } });
+    await expect(firstValueFrom(client.send('nope', {}))).rejects.toBe(
+      'There is no matching message handler defined in the remote service.',
+    );
+    expect(await firstValueFrom(client.send('headers', new SmuxRecordBuilder({}).setHeaders({ a: '1' }).build()))).toEqual({
+      pattern: 'headers',
+      headers: { a: '1' },
+    });
     await lastValueFrom(client.emit('evt', { x: 1 }), { defaultValue: undefined });
     for (let i = 0; i < 100 && events.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
     expect(events).toEqual([{ x: 1 }]);

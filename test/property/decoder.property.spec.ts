@@ -91,14 +91,16 @@ function referenceDecode(bytes: Buffer, version: number): Decoded[] {
   let at = 0;
   let frame = 0;
   while (bytes.length - at >= 8) {
-    const [ver, cmd] = [bytes[at]!, bytes[at + 1]!];
+    const [ver, cmd] = [bytes[at], bytes[at + 1]];
     const length = bytes.readUInt16LE(at + 2);
     const streamId = bytes.readUInt32LE(at + 4);
     at += 8;
     frame++;
     const valid =
       ver === version &&
-      (cmd === Cmd.PSH || ((cmd === Cmd.SYN || cmd === Cmd.FIN || cmd === Cmd.NOP) && length === 0) || (cmd === Cmd.UPD && version === 2 && length === 8));
+      (cmd === Cmd.PSH ||
+        ((cmd === Cmd.SYN || cmd === Cmd.FIN || cmd === Cmd.NOP) && length === 0) ||
+        (cmd === Cmd.UPD && version === 2 && length === 8));
     if (!valid) return [...out, { frame, type: 'error' }];
     if (cmd === Cmd.PSH) {
       const n = Math.min(length, bytes.length - at); // a truncated payload is delivered as far as it came
@@ -131,7 +133,11 @@ const u32 = fc.oneof(
   fc.constantFrom(0, 1, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff),
   fc.tuple(fc.nat(0xffff), fc.nat(0xffff)).map(([hi, lo]) => hi * 0x1_0000 + lo),
 );
-const payloadLength = fc.oneof(fc.nat(16), fc.nat(4096), fc.nat(70_000).map((n) => Math.min(n, MAX_FRAME_PAYLOAD)));
+const payloadLength = fc.oneof(
+  fc.nat(16),
+  fc.nat(4096),
+  fc.nat(70_000).map((n) => Math.min(n, MAX_FRAME_PAYLOAD)),
+);
 
 function frameArb(version: 1 | 2) {
   const cmds = version === 2 ? [Cmd.SYN, Cmd.FIN, Cmd.PSH, Cmd.PSH, Cmd.NOP, Cmd.UPD] : [Cmd.SYN, Cmd.FIN, Cmd.PSH, Cmd.PSH, Cmd.NOP];
@@ -187,15 +193,26 @@ describe('FrameDecoder properties', () => {
   test('arbitrary bytes never throw and decode as the reference does: frames, then at most one protocol error', () => {
     // Half random noise, half valid streams with a few bytes overwritten (so errors also come late).
     const input = fc.oneof(
-      fc.tuple(version, fc.uint8Array({ maxLength: 600 }).map((a) => Buffer.from(a))),
+      fc.tuple(
+        version,
+        fc.uint8Array({ maxLength: 600 }).map((a) => Buffer.from(a)),
+      ),
       version.chain((v) =>
         fc.tuple(
           fc.constant(v),
-          fc.tuple(fc.array(frameArb(v), { maxLength: 6 }), fc.array(fc.tuple(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), fc.nat(255)), { maxLength: 3 })).map(([specs, edits]) => {
-            const { bytes } = build(v, specs.map((s) => ({ ...s, length: s.length % 300 })));
-            for (const [where, value] of edits) if (bytes.length > 0) bytes[Math.floor(where * bytes.length)] = value;
-            return bytes;
-          }),
+          fc
+            .tuple(
+              fc.array(frameArb(v), { maxLength: 6 }),
+              fc.array(fc.tuple(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), fc.nat(255)), { maxLength: 3 }),
+            )
+            .map(([specs, edits]) => {
+              const { bytes } = build(
+                v,
+                specs.map((s) => ({ ...s, length: s.length % 300 })),
+              );
+              for (const [where, value] of edits) if (bytes.length > 0) bytes[Math.floor(where * bytes.length)] = value;
+              return bytes;
+            }),
         ),
       ),
     );

@@ -55,7 +55,10 @@ describe('bad input from a raw TCP peer', () => {
 
   test.each([
     ['half a header', Buffer.from([1, 2, 100])],
-    ['a PSH header whose payload never comes whole', Buffer.concat([encodeFrame(1, Cmd.SYN, 3), encodeFrame(1, Cmd.PSH, 3, Buffer.alloc(100, 7)).subarray(0, 58)])],
+    [
+      'a PSH header whose payload never comes whole',
+      Buffer.concat([encodeFrame(1, Cmd.SYN, 3), encodeFrame(1, Cmd.PSH, 3, Buffer.alloc(100, 7)).subarray(0, 58)]),
+    ],
     ['a UPD missing half its payload', encodeFrame(2, Cmd.UPD, 3, encodeUpdPayload(1, 2)).subarray(0, 12)],
   ] as const)('truncated input (%s): the session waits for the rest until keep-alive ends it', async (name, bytes) => {
     const clock = new FakeClock();
@@ -75,19 +78,30 @@ describe('bad input from a raw TCP peer', () => {
     for (let seed = 11; seed <= 15; seed++) {
       // Valid version, random command bytes and ids.
       const r = pattern(40, seed);
-      inputs.push([`random commands ${seed}`, Buffer.concat(Array.from({ length: 8 }, (_, i) => encodeFrame(1, r[i]!, r.readUInt32LE(8 + i * 4))))]);
+      inputs.push([
+        `random commands ${seed}`,
+        Buffer.concat(Array.from({ length: 8 }, (_, i) => encodeFrame(1, r[i], r.readUInt32LE(8 + i * 4)))),
+      ]);
     }
     for (let seed = 16; seed <= 20; seed++) {
       // Valid commands with random ids, then random version bytes.
       const r = pattern(64, seed);
       const frames = Array.from({ length: 8 }, (_, i) => {
-        const cmd = [Cmd.SYN, Cmd.FIN, Cmd.PSH, Cmd.NOP][r[i]! % 4]!;
-        return encodeFrame(1, cmd, cmd === Cmd.NOP ? 0 : r.readUInt32LE(16 + i * 4) % 64, cmd === Cmd.PSH ? r.subarray(0, 1 + (r[i + 8]! % 16)) : undefined);
+        const cmd = [Cmd.SYN, Cmd.FIN, Cmd.PSH, Cmd.NOP][r[i] % 4];
+        return encodeFrame(
+          1,
+          cmd,
+          cmd === Cmd.NOP ? 0 : r.readUInt32LE(16 + i * 4) % 64,
+          cmd === Cmd.PSH ? r.subarray(0, 1 + (r[i + 8] % 16)) : undefined,
+        );
       });
-      const versions = encodeFrame(r[60]! === 1 ? 0 : r[60]!, Cmd.NOP, 0);
+      const versions = encodeFrame(r[60] === 1 ? 0 : r[60], Cmd.NOP, 0);
       inputs.push([`valid then bad version ${seed}`, Buffer.concat([...frames, versions])]);
     }
-    inputs.push(['only valid frames', Buffer.concat([encodeFrame(1, Cmd.SYN, 9), encodeFrame(1, Cmd.PSH, 9, Buffer.from('x')), encodeFrame(1, Cmd.NOP, 0)])]);
+    inputs.push([
+      'only valid frames',
+      Buffer.concat([encodeFrame(1, Cmd.SYN, 9), encodeFrame(1, Cmd.PSH, 9, Buffer.from('x')), encodeFrame(1, Cmd.NOP, 0)]),
+    ]);
 
     const outcomes = new Set<string>();
     for (const [name, bytes] of inputs) {
@@ -152,7 +166,7 @@ describe('bad input from a raw TCP peer', () => {
     raw.send(Cmd.PSH, 3, 'first;');
     await until(() => raw.dataFor(3).length === 6, 5_000, 'first echo');
     const junk = pattern(32_768, 5);
-    for (let i = 0; i < 64; i++) raw.send(Cmd.PSH, [99, 4, 1001, 0][i % 4]!, junk); // 2 MiB, 32× the budget
+    for (let i = 0; i < 64; i++) raw.send(Cmd.PSH, [99, 4, 1001, 0][i % 4], junk); // 2 MiB, 32× the budget
     raw.send(Cmd.PSH, 3, 'second');
     await until(() => raw.dataFor(3).toString() === 'first;second', 10_000, 'the known stream after the flood');
     expect(server.bucket.tokens).toBe(budget);

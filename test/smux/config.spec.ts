@@ -1,9 +1,9 @@
 import { describe, expect, test } from '@jest/globals';
-import { DEFAULT_CONFIG, type SmuxConfig, SmuxError, validateConfig } from '../../lib/smux/index.js';
+import { DEFAULT_CONFIG, SmuxError, validateConfig } from '../../lib/smux/index.js';
 
 function rejection(input: Record<string, unknown>): SmuxError {
   try {
-    validateConfig(input as Partial<SmuxConfig>);
+    validateConfig(input);
   } catch (error) {
     expect(error).toBeInstanceOf(SmuxError);
     expect((error as SmuxError).code).toBe('ERR_SMUX_INVALID_CONFIG');
@@ -15,9 +15,15 @@ function rejection(input: Record<string, unknown>): SmuxError {
 describe('validateConfig', () => {
   test("defaults are Go's DefaultConfig", () => {
     const c = validateConfig();
-    expect([c.version, c.keepAliveDisabled, c.keepAliveInterval, c.keepAliveTimeout, c.maxFrameSize, c.maxReceiveBuffer, c.maxStreamBuffer]).toEqual([
-      1, false, 10_000, 30_000, 32_768, 4_194_304, 65_536,
-    ]);
+    expect([
+      c.version,
+      c.keepAliveDisabled,
+      c.keepAliveInterval,
+      c.keepAliveTimeout,
+      c.maxFrameSize,
+      c.maxReceiveBuffer,
+      c.maxStreamBuffer,
+    ]).toEqual([1, false, 10_000, 30_000, 32_768, 4_194_304, 65_536]);
     expect(Object.isFrozen(c)).toBe(true);
     expect(c).toEqual({ ...DEFAULT_CONFIG });
   });

@@ -47,7 +47,7 @@ class Recorder implements FrameSink {
     const out: Array<Record<string, unknown>> = [];
     for (const e of this.events) {
       const last = out.at(-1);
-      if (e.type === 'psh' && last?.['type'] === 'psh' && last['frame'] === e.frame) last['data'] += e.data.toString('latin1');
+      if (e.type === 'psh' && last?.['type'] === 'psh' && last['frame'] === e.frame) last['data'] = `${last['data'] as string}${e.data.toString('latin1')}`;
       else if (e.type === 'psh') out.push({ ...e, data: e.data.toString('latin1') });
       else if (e.type === 'error') out.push({ frame: e.frame, type: 'error', code: e.error.code });
       else out.push({ ...e });

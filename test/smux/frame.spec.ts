@@ -17,7 +17,9 @@ describe('wire constants', () => {
   });
 
   test('sizes and limits are the Go constants', () => {
-    expect([HEADER_SIZE, UPD_PAYLOAD_SIZE, MAX_FRAME_PAYLOAD, INITIAL_PEER_WINDOW, MAX_STREAM_ID]).toEqual([8, 8, 65_535, 262_144, 0xffff_ffff]);
+    expect([HEADER_SIZE, UPD_PAYLOAD_SIZE, MAX_FRAME_PAYLOAD, INITIAL_PEER_WINDOW, MAX_STREAM_ID]).toEqual([
+      8, 8, 65_535, 262_144, 0xffff_ffff,
+    ]);
   });
 });
 
@@ -80,7 +82,11 @@ describe('encodeFrame / encodeUpdPayload', () => {
     ['v1 SYN sid 3', () => encodeFrame(1, Cmd.SYN, 3), '01 00 0000 03000000'],
     ['v1 PSH sid 3 "ping"', () => encodeFrame(1, Cmd.PSH, 3, Buffer.from('ping')), '01 02 0400 03000000 70696e67'],
     ['v1 FIN sid 3', () => encodeFrame(1, Cmd.FIN, 3), '01 01 0000 03000000'],
-    ['v2 UPD sid 3 consumed=4 window=65536', () => encodeFrame(2, Cmd.UPD, 3, encodeUpdPayload(4, 65_536)), '02 04 0800 03000000 04000000 00000100'],
+    [
+      'v2 UPD sid 3 consumed=4 window=65536',
+      () => encodeFrame(2, Cmd.UPD, 3, encodeUpdPayload(4, 65_536)),
+      '02 04 0800 03000000 04000000 00000100',
+    ],
     ['v2 NOP', () => encodeFrame(2, Cmd.NOP, 0), '02 03 0000 00000000'],
   ])('%s matches the bytes Go sends', (_name, encode, expected) => {
     expect(encode().toString('hex')).toBe(hex(expected));

@@ -79,7 +79,7 @@ describe('KeepAlive', () => {
       const last = clock.now();
       clock.advance(TIMEOUT + 2 * INTERVAL);
       expect(host.timeouts).toHaveLength(1);
-      const { at, silentMs } = host.timeouts[0]!;
+      const { at, silentMs } = host.timeouts[0];
       expect(at - last).toBeGreaterThanOrEqual(TIMEOUT);
       expect(at - last).toBeLessThan(TIMEOUT + INTERVAL);
       expect(silentMs).toBe(at - last);
@@ -116,7 +116,7 @@ describe('KeepAlive', () => {
     expect(host.timeouts).toEqual([]);
     clock.advance(2 * INTERVAL);
     expect(host.timeouts).toHaveLength(1);
-    const { at } = host.timeouts[0]!;
+    const { at } = host.timeouts[0];
     expect(at - resumed).toBeGreaterThanOrEqual(TIMEOUT);
     expect(at - resumed).toBeLessThan(TIMEOUT + INTERVAL);
   });

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { afterEach, describe, expect, jest, test } from '@jest/globals';
-import { Session, SmuxError, systemClock } from '../../lib/smux/index.js';
+import { Session, type SmuxError, systemClock } from '../../lib/smux/index.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { closed, until } from '../helpers/net.js';
 import { cleanup, collect, type Collected, pair, pattern, quiet, settle, track, watchUncaught } from '../helpers/sessions.js';
@@ -48,9 +48,13 @@ describe('regressions: graceful close', () => {
     stream.end(big);
     const clientClosed = closed(client);
     await client.close();
-    await until(() => got.length === 1 && (got[0]!.ended || got[0]!.error !== null), 10_000, 'EOF or an error at the peer');
-    expect({ bytes: got[0]!.bytes, ended: got[0]!.ended, error: got[0]!.error?.message ?? null }).toEqual({ bytes: big.length, ended: true, error: null });
-    expect(got[0]!.data().equals(big)).toBe(true);
+    await until(() => got.length === 1 && (got[0].ended || got[0].error !== null), 10_000, 'EOF or an error at the peer');
+    expect({ bytes: got[0].bytes, ended: got[0].ended, error: got[0].error?.message ?? null }).toEqual({
+      bytes: big.length,
+      ended: true,
+      error: null,
+    });
+    expect(got[0].data().equals(big)).toBe(true);
     expect(await clientClosed).toBeUndefined(); // not 'write after end'
     expect(streamError.error).toBeNull();
     await settle(20);

@@ -13,7 +13,10 @@ describe('session keep-alive (FakeClock, real sockets)', () => {
   test('a NOP goes out every keepAliveInterval, not before', async () => {
     const clientClock = new FakeClock();
     const serverClock = new FakeClock(); // never advanced: the server sends nothing on its own
-    const { client, server } = await pair({ clock: clientClock, keepAliveInterval: interval, keepAliveTimeout: 10 * interval }, { clock: serverClock, keepAliveInterval: interval, keepAliveTimeout: 10 * interval });
+    const { client, server } = await pair(
+      { clock: clientClock, keepAliveInterval: interval, keepAliveTimeout: 10 * interval },
+      { clock: serverClock, keepAliveInterval: interval, keepAliveTimeout: 10 * interval },
+    );
     clientClock.advance(interval - 1);
     // A stream's SYN + PSH as a marker: a NOP queued before them would arrive no later than they do.
     quiet(await client.openStream()).write('m');
@@ -72,7 +75,10 @@ describe('session keep-alive (FakeClock, real sockets)', () => {
   test('a session that paused reading itself (budget exhausted by an unread stream) is never timed out', async () => {
     const clock = new FakeClock();
     const budget = 65_536;
-    const { client, server, serverSocket } = await pair({ keepAliveDisabled: true }, { clock, keepAliveInterval: interval, keepAliveTimeout: timeout, maxReceiveBuffer: budget });
+    const { client, server, serverSocket } = await pair(
+      { keepAliveDisabled: true },
+      { clock, keepAliveInterval: interval, keepAliveTimeout: timeout, maxReceiveBuffer: budget },
+    );
     let accepted: SmuxStream | null = null;
     server.on('stream', (s) => (accepted = quiet(s)));
     const s = quiet(await client.openStream());

@@ -1,7 +1,19 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { SmuxChannel, SmuxError, SmuxStream } from '../../lib/smux/index.js';
 import { closed, until } from '../helpers/net.js';
-import { cleanup, closeError, collect, type Collected, echo, errorOf, pair, pattern, quiet, settle, watchUncaught } from '../helpers/sessions.js';
+import {
+  cleanup,
+  closeError,
+  collect,
+  type Collected,
+  echo,
+  errorOf,
+  pair,
+  pattern,
+  quiet,
+  settle,
+  watchUncaught,
+} from '../helpers/sessions.js';
 
 afterEach(cleanup);
 
@@ -19,11 +31,11 @@ describe('Session lifecycle over TCP', () => {
     expect(clientAccepted.map((s) => s.id)).toEqual([2, 4, 6]);
 
     // Data both ways on a server-opened stream.
-    const atClient = collect(clientAccepted[1]!);
-    serverOpened[1]!.write('ping');
+    const atClient = collect(clientAccepted[1]);
+    serverOpened[1].write('ping');
     await until(() => atClient.bytes === 4, 5_000, 'ping');
-    const atServer = collect(serverOpened[1]!);
-    clientAccepted[1]!.end('pong');
+    const atServer = collect(serverOpened[1]);
+    clientAccepted[1].end('pong');
     await until(() => atServer.ended, 5_000, 'pong + EOF');
     expect(atClient.data().toString()).toBe('ping');
     expect(atServer.data().toString()).toBe('pong');
@@ -39,7 +51,7 @@ describe('Session lifecycle over TCP', () => {
     const streams = await Promise.all(Array.from({ length: 50 }, () => client.openStream()));
     const got = streams.map((s) => collect(s));
     await until(() => got.every((c) => c.ended), 5_000, 'every reply and EOF');
-    got.forEach((c, i) => expect(c.data().toString()).toBe(`hello ${streams[i]!.id}`));
+    got.forEach((c, i) => expect(c.data().toString()).toBe(`hello ${streams[i].id}`));
   });
 
   test('with waitForOpenerData (default) the acceptor’s immediate reply waits for the opener’s first data', async () => {
@@ -74,7 +86,7 @@ describe('Session lifecycle over TCP', () => {
     b.write('b');
     await until(() => viaEvent.length === 1, 5_000, "'stream' event");
     expect(viaEvent[0]).toBeInstanceOf(SmuxStream);
-    expect(viaEvent[0]!.id).toBe(b.id);
+    expect(viaEvent[0].id).toBe(b.id);
 
     const viaChannel: unknown[] = [];
     server.on('channel', (c) => viaChannel.push(c));
@@ -104,18 +116,24 @@ describe('Session lifecycle over TCP', () => {
 
     // The peer keeps sending: nothing of it is taken in by the paused session.
     const big = pattern(8 << 20);
-    opened[0]!.write(big);
+    opened[0].write(big);
     await until(() => client.writer.blocked, 10_000, 'TCP backpressure at the sender');
     expect(server.stats.bytesIn).toBeLessThan(512 * 1024);
 
     const first = await server.acceptStream();
     expect(first.id).toBe(3);
     await until(() => server.numStreams === 5, 5_000, 'one more SYN processed'); // backlog full again at once
-    const rest = [await server.acceptStream(), await server.acceptStream(), await server.acceptStream(), await server.acceptStream(), await server.acceptStream()];
+    const rest = [
+      await server.acceptStream(),
+      await server.acceptStream(),
+      await server.acceptStream(),
+      await server.acceptStream(),
+      await server.acceptStream(),
+    ];
     expect(rest.map((s) => s.id)).toEqual([5, 7, 9, 11, 13]);
     const got = [first, ...rest].map((s) => collect(s));
-    await until(() => got[0]!.bytes === 2 + big.length && got.slice(1).every((c) => c.bytes === 2), 20_000, 'all data');
-    expect(got[0]!.data().equals(Buffer.concat([Buffer.from('m0'), big]))).toBe(true);
+    await until(() => got[0].bytes === 2 + big.length && got.slice(1).every((c) => c.bytes === 2), 20_000, 'all data');
+    expect(got[0].data().equals(Buffer.concat([Buffer.from('m0'), big]))).toBe(true);
     got.slice(1).forEach((c, i) => expect(c.data().toString()).toBe(`m${i + 1}`));
   });
 
@@ -135,8 +153,8 @@ describe('Session lifecycle over TCP', () => {
     await done;
     expect(await clientClosed).toBeUndefined();
     await until(() => got.length === 2 && got.every((c) => c.ended), 10_000, 'both streams to EOF');
-    expect(got[0]!.data().equals(big)).toBe(true);
-    expect(got[1]!.data().toString()).toBe('tail');
+    expect(got[0].data().equals(big)).toBe(true);
+    expect(got[1].data().toString()).toBe('tail');
     expect(((await serverClosed) as SmuxError).code).toBe('ERR_SMUX_SESSION_CLOSED');
     expect(client.numStreams).toBe(0);
     expect(client.close()).toBe(done); // idempotent
@@ -167,7 +185,11 @@ describe('Session lifecycle over TCP', () => {
     const got = collect(peer!); // the peer reads only now
     await until(() => got.ended || peerError!.error !== null, 10_000, 'EOF or an error at the peer');
     // Closing a socket with unread input (the flood) makes the kernel send RST and drop what it had not sent.
-    expect({ bytes: got.bytes, ended: got.ended, error: got.ended ? null : peerError!.error?.message }).toEqual({ bytes: big.length, ended: true, error: null });
+    expect({ bytes: got.bytes, ended: got.ended, error: got.ended ? null : peerError!.error?.message }).toEqual({
+      bytes: big.length,
+      ended: true,
+      error: null,
+    });
     expect(got.data().equals(big)).toBe(true);
     await closing;
   });
@@ -264,27 +286,39 @@ describe('Session lifecycle over TCP', () => {
     const streams = [await client.openStream(), await client.openStream(), await client.openStream()];
     const got = streams.map((s) => collect(s));
     streams.forEach((s, i) => s.write(`req${i}`));
-    await until(() => got[2]!.ended, 5_000, 'EOF on the refused stream');
-    expect(got[2]!.bytes).toBe(0);
-    expect(got[2]!.error).toBeNull();
+    await until(() => got[2].ended, 5_000, 'EOF on the refused stream');
+    expect(got[2].bytes).toBe(0);
+    expect(got[2].error).toBeNull();
     await until(() => accepted.length === 2 && accepted.every((c) => c.bytes === 4), 5_000, 'the accepted two');
     expect(accepted.map((c) => c.data().toString())).toEqual(['req0', 'req1']);
     expect(server.stats.streamsRefused).toBe(1);
     expect(server.stats.streamsAccepted).toBe(2);
     expect(server.numStreams).toBe(2);
-    expect(got[0]!.ended || got[1]!.ended).toBe(false);
+    expect(got[0].ended || got[1].ended).toBe(false);
     await expect(client.openStream()).rejects.toMatchObject({ code: 'ERR_SMUX_LIMIT' });
   });
 
   test('stats count bytes, frames and streams on both sides', async () => {
     const { client, server } = await pair();
     server.on('stream', echo);
-    expect(client.stats).toEqual({ bytesIn: 0, bytesOut: 0, framesIn: 0, framesOut: 0, streamsOpened: 0, streamsAccepted: 0, streamsRefused: 0 });
+    expect(client.stats).toEqual({
+      bytesIn: 0,
+      bytesOut: 0,
+      framesIn: 0,
+      framesOut: 0,
+      streamsOpened: 0,
+      streamsAccepted: 0,
+      streamsRefused: 0,
+    });
     const s = await client.openStream();
     const got = collect(s);
     s.end(Buffer.alloc(100, 1));
     await until(() => got.ended, 5_000, 'echo');
-    await until(() => server.stats.bytesIn === client.stats.bytesOut && client.stats.bytesIn === server.stats.bytesOut, 5_000, 'counters to agree');
+    await until(
+      () => server.stats.bytesIn === client.stats.bytesOut && client.stats.bytesIn === server.stats.bytesOut,
+      5_000,
+      'counters to agree',
+    );
     // SYN + PSH(100) + FIN out; PSH(100) + FIN back.
     expect(client.stats).toMatchObject({ framesOut: 3, bytesOut: 3 * 8 + 100, framesIn: 2, bytesIn: 2 * 8 + 100, streamsOpened: 1 });
     expect(server.stats).toMatchObject({ framesIn: 3, framesOut: 2, streamsAccepted: 1, streamsOpened: 0 });

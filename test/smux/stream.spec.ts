@@ -148,11 +148,11 @@ describe('SmuxStream over TCP', () => {
     raw.send(Cmd.SYN, 5);
     raw.send(Cmd.PSH, 5, 'ok');
     raw.send(Cmd.FIN, 5);
-    await until(() => got.length === 2 && got[1]!.ended, 5_000, 'second stream');
-    await until(() => got[0]!.ended, 5_000, 'first stream EOF');
-    expect(got[0]!.data().toString()).toBe('abc');
-    expect(got[1]!.data().toString()).toBe('ok');
-    expect([got[0]!.error, got[1]!.error]).toEqual([null, null]);
+    await until(() => got.length === 2 && got[1].ended, 5_000, 'second stream');
+    await until(() => got[0].ended, 5_000, 'first stream EOF');
+    expect(got[0].data().toString()).toBe('abc');
+    expect(got[1].data().toString()).toBe('ok');
+    expect([got[0].error, got[1].error]).toEqual([null, null]);
     expect(server.bucket.tokens).toBe(server.config.maxReceiveBuffer);
     expect(server.isClosed).toBe(false);
   });

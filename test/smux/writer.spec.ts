@@ -18,7 +18,7 @@ interface Frame {
 /** Parses whole frames (a batch always ends on a frame boundary). */
 function parse(bytes: Buffer): Frame[] {
   const frames: Frame[] = [];
-  for (let at = 0; at < bytes.length; ) {
+  for (let at = 0; at < bytes.length;) {
     const { version, cmd, length, streamId } = readHeader(bytes, at);
     frames.push({ version, cmd, streamId, payload: bytes.subarray(at + HEADER_SIZE, at + HEADER_SIZE + length) });
     at += HEADER_SIZE + length;
@@ -109,7 +109,8 @@ function data(length: number, offsetInBacking = 0): Buffer {
 }
 
 const summary = (frames: Frame[]) => frames.map((f) => [f.cmd, f.streamId, f.payload.length]);
-const payloadOf = (frames: Frame[], streamId: number) => Buffer.concat(frames.filter((f) => f.cmd === Cmd.PSH && f.streamId === streamId).map((f) => f.payload));
+const payloadOf = (frames: Frame[], streamId: number) =>
+  Buffer.concat(frames.filter((f) => f.cmd === Cmd.PSH && f.streamId === streamId).map((f) => f.payload));
 
 describe('FrameWriter: batching', () => {
   test('nothing is written before the tick ends; then the batch goes out in one write call', async () => {
@@ -121,7 +122,11 @@ describe('FrameWriter: batching', () => {
     expect(socket.calls).toEqual([]);
     await tick();
     expect(socket.calls).toHaveLength(1);
-    expect(summary(socket.frames)).toEqual([[Cmd.NOP, 0, 0], [Cmd.SYN, 3, 0], [Cmd.PSH, 3, 5]]);
+    expect(summary(socket.frames)).toEqual([
+      [Cmd.NOP, 0, 0],
+      [Cmd.SYN, 3, 0],
+      [Cmd.PSH, 3, 5],
+    ]);
     expect([writer.framesOut, writer.bytesOut]).toEqual([3, 3 * HEADER_SIZE + 5]);
   });
 
@@ -134,7 +139,7 @@ describe('FrameWriter: batching', () => {
     }
     await tick();
     expect(socket.calls.map((chunks) => chunks.length)).toEqual([1]);
-    expect(socket.calls[0]![0]!.length).toBe(5 * (HEADER_SIZE + HEADER_SIZE + 100));
+    expect(socket.calls[0][0].length).toBe(5 * (HEADER_SIZE + HEADER_SIZE + 100));
   });
 
   test('64 streams with data waiting are written at once, without waiting for the tick', () => {
@@ -190,7 +195,7 @@ describe('FrameWriter: batching', () => {
     open(3).write(bytes);
     await tick();
     expect(socket.calls.map((chunks) => chunks.length)).toEqual([1]); // one write() of one buffer
-    expect(socket.calls[0]![0]!.buffer).not.toBe(bytes.buffer); // copied once into the writer's slab
+    expect(socket.calls[0][0].buffer).not.toBe(bytes.buffer); // copied once into the writer's slab
     expect(summary(socket.frames)).toEqual([
       [Cmd.PSH, 3, 4096],
       [Cmd.PSH, 3, 4096],
@@ -220,7 +225,11 @@ describe('FrameWriter: batching', () => {
     const parts = [Buffer.from('a'.repeat(300)), Buffer.from('b'.repeat(300)), Buffer.from('c'.repeat(300))];
     for (const part of parts) b.write(part);
     await ticks();
-    expect(summary(socket.frames.filter((f) => f.streamId === 3))).toEqual([[Cmd.PSH, 3, 1000], [Cmd.PSH, 3, 1000], [Cmd.PSH, 3, 500]]);
+    expect(summary(socket.frames.filter((f) => f.streamId === 3))).toEqual([
+      [Cmd.PSH, 3, 1000],
+      [Cmd.PSH, 3, 1000],
+      [Cmd.PSH, 3, 500],
+    ]);
     expect(socket.frames.filter((f) => f.streamId === 5).map((f) => f.payload.toString())).toEqual([Buffer.concat(parts).toString()]);
   });
 
@@ -265,7 +274,7 @@ describe('FrameWriter: ordering', () => {
     ]);
     expect(frames.every((f) => f.version === 2)).toBe(true);
     // UPD{consumed, window}: bytes consumed so far and our advertised window (maxStreamBuffer).
-    expect([frames[2]!.payload.readUInt32LE(0), frames[2]!.payload.readUInt32LE(4)]).toEqual([1, 65_536]);
+    expect([frames[2].payload.readUInt32LE(0), frames[2].payload.readUInt32LE(4)]).toEqual([1, 65_536]);
   });
 
   test('a stream’s FIN follows all of its data', async () => {
@@ -316,7 +325,7 @@ describe('FrameWriter: socket backpressure', () => {
     socket.release(); // the socket drains: 'drain' → writer.onDrain()
     await tick();
     expect(socket.calls).toHaveLength(2);
-    expect(summary(parse(Buffer.concat(socket.calls[1]!))).slice(0, 3)).toEqual([
+    expect(summary(parse(Buffer.concat(socket.calls[1]))).slice(0, 3)).toEqual([
       [Cmd.NOP, 0, 0],
       [Cmd.SYN, 5, 0],
       [Cmd.PSH, 3, 1000],

@@ -48,7 +48,11 @@ describe('Fifo', () => {
   });
 
   test('behaves as an array used as a queue, for any sequence of operations (property)', () => {
-    const op = fc.oneof(fc.record({ kind: fc.constant('push' as const), n: fc.nat(3000) }), fc.record({ kind: fc.constant('shift' as const), n: fc.nat(3000) }), fc.constant({ kind: 'drain' as const, n: 0 }));
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant('push' as const), n: fc.nat(3000) }),
+      fc.record({ kind: fc.constant('shift' as const), n: fc.nat(3000) }),
+      fc.constant({ kind: 'drain' as const, n: 0 }),
+    );
     fc.assert(
       fc.property(fc.array(op, { maxLength: 30 }), (ops) => {
         const fifo = new Fifo<number>();
