@@ -62,6 +62,6 @@ export class NodeSystem implements System {
     const peers = [this.#agent, this.#server];
     this.#agent = null;
     this.#server = null;
-    await Promise.all(peers.map((p) => (p === null ? undefined : p.stop())));
+    await Promise.all(peers.filter((p) => p !== null).map((p) => p.stop()));
   }
 }

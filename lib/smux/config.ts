@@ -2,14 +2,18 @@ import type { Clock } from './clock.js';
 import { systemClock } from './clock.js';
 import { MAX_FRAME_PAYLOAD, MAX_STREAM_ID, type ProtocolVersion } from './constants.js';
 import { SmuxError } from './errors.js';
+import { describeValue, nearestName } from '../util/describe.js';
 
 /**
  * Session configuration. The first seven fields are Go's `smux.Config` in camelCase, with durations in
  * milliseconds and Go's defaults; nothing of it is sent to the peer, and only `version` must match the peer.
  */
 export interface SmuxConfig {
-  /** Protocol version, 1 or 2. Version 2 adds per-stream windows (UPD frames). Default 1, as in Go. */
-  version: ProtocolVersion;
+  /**
+   * Protocol version, 1 or 2. Version 2 adds per-stream windows (UPD frames). Default 1, as in Go.
+   * `'auto'` (servers only) speaks whichever version the client's first frame has.
+   */
+  version: ProtocolVersion | 'auto';
   /** Turns off both the NOP sender and the dead-peer detector. Default false. */
   keepAliveDisabled: boolean;
   /** Milliseconds between keep-alive NOPs. Default 10 000. */
@@ -72,30 +76,36 @@ export const DEFAULT_CONFIG: Readonly<SmuxConfig> = Object.freeze({
 });
 
 const INT32_MAX = 0x7fff_ffff;
-const KNOWN_FIELDS = new Set<string>([...Object.keys(DEFAULT_CONFIG), 'firstStreamId']);
-
-function fail(field: string, why: string): never {
-  throw new SmuxError('ERR_SMUX_INVALID_CONFIG', `smux config: ${field} ${why}`);
-}
-
-function checkInteger(config: SmuxConfig, field: keyof SmuxConfig, min: number, max: number): void {
-  const value = config[field];
-  if (typeof value !== 'number' || !Number.isInteger(value)) fail(field, `must be an integer, got ${String(value)}`);
-  if (value < min || value > max) fail(field, `must be between ${min} and ${max}, got ${value}`);
-}
+const KNOWN_FIELDS = [...Object.keys(DEFAULT_CONFIG), 'firstStreamId'];
 
 /**
  * Fills defaults and validates a configuration: everything Go's `VerifyConfig` rejects is rejected, and
- * also negative or non-integer durations, unknown fields and limits of our own. The error is a
- * {@link SmuxError} `ERR_SMUX_INVALID_CONFIG` whose message names the field.
+ * also negative or non-integer durations, unknown fields (with the nearest known name as a hint) and limits
+ * of our own. The error is a {@link SmuxError} `ERR_SMUX_INVALID_CONFIG` whose message names the field, the
+ * value with its type, and what is allowed.
  *
  * @param input - fields to override; others take {@link DEFAULT_CONFIG}
+ * @param label - how messages name the configuration (default `smux config: `; the Nest transport passes
+ *   `ServerSmux option smux.` and the like)
  * @returns a complete, frozen configuration
  */
-export function validateConfig(input: Partial<SmuxConfig> = {}): Readonly<SmuxConfig> {
-  if (typeof input !== 'object' || input === null) fail('config', 'must be an object');
+export function validateConfig(input: Partial<SmuxConfig> = {}, label = 'smux config: '): Readonly<SmuxConfig> {
+  const fail = (field: string, why: string): never => {
+    throw new SmuxError('ERR_SMUX_INVALID_CONFIG', `${label}${field} ${why}`);
+  };
+  const checkInteger = (config: SmuxConfig, field: keyof SmuxConfig, min: number, max: number, unit: string): void => {
+    const value = config[field];
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+      fail(field, `must be an integer from ${min} to ${max} (${unit}), got ${describeValue(value)}`);
+    }
+  };
+  if (typeof input !== 'object' || input === null) {
+    throw new SmuxError('ERR_SMUX_INVALID_CONFIG', `${label.replace(/[.:]\s*$/, '')} must be an object, got ${describeValue(input)}`);
+  }
   for (const key of Object.keys(input)) {
-    if (!KNOWN_FIELDS.has(key)) fail(key, 'is not a known field');
+    if (KNOWN_FIELDS.includes(key)) continue;
+    const hint = nearestName(key, KNOWN_FIELDS);
+    fail(key, `is not a known field${hint === undefined ? '' : ` (did you mean ${hint}?)`}; known: ${KNOWN_FIELDS.join(', ')}`);
   }
   const config: SmuxConfig = { ...DEFAULT_CONFIG };
   for (const [key, value] of Object.entries(input)) {
@@ -103,28 +113,39 @@ export function validateConfig(input: Partial<SmuxConfig> = {}): Readonly<SmuxCo
   }
 
   // Go VerifyConfig, in its order.
-  if (config.version !== 1 && config.version !== 2)
-    fail('version', `must be 1 or 2 (unsupported protocol version ${String(config.version)})`);
-  if (typeof config.keepAliveDisabled !== 'boolean') fail('keepAliveDisabled', 'must be a boolean');
+  if (config.version !== 1 && config.version !== 2 && config.version !== 'auto') {
+    fail('version', `must be 1, 2 or 'auto' (a server detecting the client's), got ${describeValue(config.version)}`);
+  }
+  if (typeof config.keepAliveDisabled !== 'boolean')
+    fail('keepAliveDisabled', `must be a boolean, got ${describeValue(config.keepAliveDisabled)}`);
   // Durations are checked even when keep-alive is off: a negative one is a mistake either way
   // (Go accepts a negative interval and then panics in time.NewTicker).
-  checkInteger(config, 'keepAliveInterval', 0, INT32_MAX);
-  checkInteger(config, 'keepAliveTimeout', 0, INT32_MAX);
+  checkInteger(config, 'keepAliveInterval', 0, INT32_MAX, 'ms');
+  checkInteger(config, 'keepAliveTimeout', 0, INT32_MAX, 'ms');
   if (!config.keepAliveDisabled) {
-    if (config.keepAliveInterval === 0) fail('keepAliveInterval', 'must be positive');
-    if (config.keepAliveTimeout < config.keepAliveInterval) fail('keepAliveTimeout', 'must not be less than keepAliveInterval');
+    if (config.keepAliveInterval === 0)
+      fail('keepAliveInterval', 'must be positive while keep-alive is on (keepAliveDisabled: false), got 0');
+    if (config.keepAliveTimeout < config.keepAliveInterval) {
+      fail(
+        'keepAliveTimeout',
+        `(${config.keepAliveTimeout} ms) must not be less than keepAliveInterval (${config.keepAliveInterval} ms): the peer's NOPs come every interval`,
+      );
+    }
   }
-  checkInteger(config, 'maxFrameSize', 1, MAX_FRAME_PAYLOAD);
-  checkInteger(config, 'maxReceiveBuffer', 1, INT32_MAX);
-  checkInteger(config, 'maxStreamBuffer', 1, INT32_MAX);
-  if (config.maxStreamBuffer > config.maxReceiveBuffer) fail('maxStreamBuffer', 'must not be larger than maxReceiveBuffer');
+  checkInteger(config, 'maxFrameSize', 1, MAX_FRAME_PAYLOAD, 'bytes');
+  checkInteger(config, 'maxReceiveBuffer', 1, INT32_MAX, 'bytes');
+  checkInteger(config, 'maxStreamBuffer', 1, INT32_MAX, 'bytes');
+  if (config.maxStreamBuffer > config.maxReceiveBuffer) {
+    fail('maxStreamBuffer', `(${config.maxStreamBuffer}) must not be larger than maxReceiveBuffer (${config.maxReceiveBuffer})`);
+  }
 
   // Ours.
-  checkInteger(config, 'maxStreams', 1, INT32_MAX);
-  checkInteger(config, 'acceptBacklog', 1, INT32_MAX);
-  checkInteger(config, 'streamHighWaterMark', 1, INT32_MAX);
-  if (typeof config.waitForOpenerData !== 'boolean') fail('waitForOpenerData', 'must be a boolean');
-  if (config.firstStreamId !== undefined) checkInteger(config, 'firstStreamId', 2, MAX_STREAM_ID);
+  checkInteger(config, 'maxStreams', 1, INT32_MAX, 'streams');
+  checkInteger(config, 'acceptBacklog', 1, INT32_MAX, 'streams');
+  checkInteger(config, 'streamHighWaterMark', 1, INT32_MAX, 'bytes');
+  if (typeof config.waitForOpenerData !== 'boolean')
+    fail('waitForOpenerData', `must be a boolean, got ${describeValue(config.waitForOpenerData)}`);
+  if (config.firstStreamId !== undefined) checkInteger(config, 'firstStreamId', 2, MAX_STREAM_ID, 'a stream id');
   const clock = config.clock as Partial<Clock> | null;
   if (
     typeof clock !== 'object' ||
@@ -133,7 +154,7 @@ export function validateConfig(input: Partial<SmuxConfig> = {}): Readonly<SmuxCo
     typeof clock.setTimeout !== 'function' ||
     typeof clock.clearTimeout !== 'function'
   ) {
-    fail('clock', 'must implement now(), setTimeout() and clearTimeout()');
+    fail('clock', `must implement now(), setTimeout() and clearTimeout(), got ${describeValue(clock)}`);
   }
   return Object.freeze(config);
 }

@@ -1,9 +1,11 @@
-import { Cmd, HEADER_SIZE, UPD_PAYLOAD_SIZE } from './constants.js';
+import { Cmd, HEADER_SIZE, type ProtocolVersion, UPD_PAYLOAD_SIZE } from './constants.js';
 import { SmuxError } from './errors.js';
 import { headerError } from './frame.js';
 
 /** Receives what the {@link FrameDecoder} decodes. Called synchronously from {@link FrameDecoder.push}. */
 export interface FrameSink {
+  /** A decoder detecting the version (constructed with 0) read the first frame's: from now on it requires it. */
+  onVersion?(version: ProtocolVersion): void;
   /** A SYN for `streamId`. */
   onSyn(streamId: number): void;
   /** A FIN for `streamId`. */
@@ -49,7 +51,7 @@ const FAILED = 3;
  */
 export class FrameDecoder {
   readonly #sink: FrameSink;
-  readonly #version: number;
+  #version: number;
   readonly #scratch = Buffer.allocUnsafe(HEADER_SIZE);
   #chunks: Buffer[] = [];
   #offset = 0; // consumed bytes of #chunks[0]
@@ -64,7 +66,8 @@ export class FrameDecoder {
   #viewAt = 0;
 
   /**
-   * @param version - the session's protocol version; frames with another version byte are rejected
+   * @param version - the session's protocol version; frames with another version byte are rejected. 0 detects
+   *   it: the first frame's version byte (1 or 2) becomes the session's
    * @param sink - receives decoded frames
    */
   constructor(version: number, sink: FrameSink) {
@@ -157,11 +160,22 @@ export class FrameDecoder {
     const cmd = buf[at + 1];
     const length = buf[at + 2] | (buf[at + 3] << 8);
     const streamId = readU32(buf, at + 4);
-    this.#frames++;
+    const first = this.#frames++ === 0;
+    if (first && this.#version === 0 && (version === 1 || version === 2)) {
+      this.#version = version;
+      this.#sink.onVersion?.(version);
+    }
     const problem = headerError(version, cmd, length, this.#version);
     if (problem !== null) {
+      // The very first bytes decide whether the peer speaks smux at all: show them, they say what it speaks.
+      let message = `invalid frame: ${problem} (stream ${streamId})`;
+      if (first && (version === 1 || version === 2) && version !== this.#version) {
+        message = `smux protocol version mismatch: the peer sent a version ${version} frame, this session speaks version ${this.#version}`;
+      } else if (first) {
+        message = `the peer does not speak smux: its first bytes are ${describeBytes(buf, at, this.#chunks, this.#offset)}`;
+      }
       this.stop();
-      this.#sink.onProtocolError(new SmuxError('ERR_SMUX_PROTOCOL', `invalid frame: ${problem} (stream ${streamId})`));
+      this.#sink.onProtocolError(new SmuxError('ERR_SMUX_PROTOCOL', message));
       return;
     }
     switch (cmd) {
@@ -233,6 +247,15 @@ export class FrameDecoder {
       chunks.shift();
     }
   }
+}
+
+/** Up to 16 bytes from the start of the input, as hex and as printable text: `47 45 54 20 … ("GET / HTTP/1.1")`. */
+function describeBytes(header: Buffer, at: number, chunks: readonly Buffer[], offset: number): string {
+  const rest = chunks.length > 0 ? chunks[0].subarray(offset, offset + 8) : Buffer.alloc(0);
+  const bytes = Buffer.concat([header.subarray(at, at + HEADER_SIZE), rest]);
+  const hex = [...bytes].map((b) => b.toString(16).padStart(2, '0')).join(' ');
+  const text = [...bytes].map((b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : '.')).join('');
+  return `${hex} ("${text}")`;
 }
 
 function readU32(buf: Buffer, at: number): number {

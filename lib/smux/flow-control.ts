@@ -68,7 +68,7 @@ export function streamAllowance(version: 1 | 2, maxStreamBuffer: number): number
 export class ReceiveBucket {
   /** Tokens left; may go below zero by at most one frame (Go checks before each header, not per byte). */
   tokens: number;
-  readonly #allowance: number;
+  #allowance: number;
 
   /**
    * @param capacity - `maxReceiveBuffer`
@@ -76,6 +76,11 @@ export class ReceiveBucket {
    */
   constructor(capacity: number, allowance: number) {
     this.tokens = capacity;
+    this.#allowance = allowance;
+  }
+
+  /** Sets the per-stream allowance (once a detecting server knows the protocol version). */
+  setAllowance(allowance: number): void {
     this.#allowance = allowance;
   }
 

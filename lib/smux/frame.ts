@@ -1,16 +1,4 @@
-import { Cmd, HEADER_SIZE, MAX_FRAME_PAYLOAD, UPD_PAYLOAD_SIZE } from './constants.js';
-
-/** A decoded frame header. */
-export interface FrameHeader {
-  /** Protocol version byte. */
-  version: number;
-  /** Command byte ({@link Cmd}). */
-  cmd: number;
-  /** Payload length in bytes. */
-  length: number;
-  /** Stream id (0 for NOP). */
-  streamId: number;
-}
+import { Cmd, UPD_PAYLOAD_SIZE } from './constants.js';
 
 /**
  * Writes an 8-byte header at `offset`: version u8, cmd u8, length u16 LE, stream id u32 LE (Go `frame.go`).
@@ -25,16 +13,6 @@ export function writeHeader(buf: Buffer, offset: number, version: number, cmd: n
   buf[offset + 5] = (streamId >>> 8) & 0xff;
   buf[offset + 6] = (streamId >>> 16) & 0xff;
   buf[offset + 7] = streamId >>> 24;
-}
-
-/** Reads the 8-byte header at `offset`. */
-export function readHeader(buf: Uint8Array, offset = 0): FrameHeader {
-  return {
-    version: buf[offset],
-    cmd: buf[offset + 1],
-    length: buf[offset + 2] | (buf[offset + 3] << 8),
-    streamId: (buf[offset + 4] | (buf[offset + 5] << 8) | (buf[offset + 6] << 16) | (buf[offset + 7] << 24)) >>> 0,
-  };
 }
 
 /**
@@ -75,24 +53,4 @@ export function cmdName(cmd: number): string {
     default:
       return `CMD(${cmd})`;
   }
-}
-
-/**
- * Encodes one whole frame into a new buffer. Convenient for tests and tools; the session's writer does not
- * use it (it writes headers into a shared slab and leaves payloads where they are).
- */
-export function encodeFrame(version: number, cmd: number, streamId: number, payload: Uint8Array = Buffer.alloc(0)): Buffer {
-  if (payload.length > MAX_FRAME_PAYLOAD) throw new RangeError(`payload of ${payload.length} bytes exceeds ${MAX_FRAME_PAYLOAD}`);
-  const buf = Buffer.allocUnsafe(HEADER_SIZE + payload.length);
-  writeHeader(buf, 0, version, cmd, payload.length, streamId);
-  buf.set(payload, HEADER_SIZE);
-  return buf;
-}
-
-/** Encodes a UPD payload: `consumed` u32 LE then `window` u32 LE. */
-export function encodeUpdPayload(consumed: number, window: number): Buffer {
-  const buf = Buffer.allocUnsafe(UPD_PAYLOAD_SIZE);
-  buf.writeUInt32LE(consumed >>> 0, 0);
-  buf.writeUInt32LE(window >>> 0, 4);
-  return buf;
 }

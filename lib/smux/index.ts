@@ -20,4 +20,3 @@ export {
   PROTOCOL_VERSIONS,
   type ProtocolVersion,
 } from './constants.js';
-export { type FrameHeader, encodeFrame, readHeader } from './frame.js';

@@ -1,15 +1,17 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { CONTROL_SYN, type ChannelHost, SmuxChannel, type SmuxChannelHandler } from './channel.js';
+import { createChannel, type SmuxChannel, type SmuxChannelHandler } from './channel.js';
 import { type SmuxConfig, validateConfig } from './config.js';
+import type { ProtocolVersion } from './constants.js';
 import { type FrameSink, FrameDecoder } from './decoder.js';
 import { SmuxError } from './errors.js';
 import { Fifo } from '../util/fifo.js';
 import { ReceiveBucket, streamAllowance } from './flow-control.js';
 import { KeepAlive, type KeepAliveHost } from './keep-alive.js';
 import { SmuxStream } from './stream.js';
+import { StreamCore, type StreamHost } from './stream-core.js';
 import { StreamIdAllocator } from './stream-ids.js';
-import { FrameWriter } from './writer.js';
+import { CONTROL_SYN, FrameWriter } from './writer.js';
 
 /** Counters of a session. */
 export interface SessionStats {
@@ -27,6 +29,14 @@ export interface SessionStats {
   streamsAccepted: number;
   /** Streams the peer opened and this side refused (limit or closing). */
   streamsRefused: number;
+  /**
+   * Bytes left of the receive budget (`maxReceiveBuffer`): received data not yet consumed is charged to it (in
+   * v2 only beyond each stream's window allowance). Reading from the socket pauses while it is ≤ 0; it can go
+   * below zero by at most one frame.
+   */
+  receiveBudgetLeft: number;
+  /** True while the socket reports backpressure (`write()` returned false and no `'drain'` yet): the peer is slow to read. */
+  writeBlocked: boolean;
 }
 
 /** Events of a {@link Session}. */
@@ -51,21 +61,20 @@ const REFUSAL_SLACK = 1024;
  * One smux session over a Duplex (a `net.Socket`, a `tls.TLSSocket`, a test pair), wire-compatible with Go's
  * xtaci/smux in protocol versions 1 and 2. See the README for the API and the differences from Go.
  */
-export class Session extends EventEmitter<SessionEvents> implements ChannelHost, FrameSink, KeepAliveHost {
+export class Session extends EventEmitter<SessionEvents> {
   /** The validated configuration. */
   readonly config: Readonly<SmuxConfig>;
   /** Which end of the connection this is. */
   readonly role: 'client' | 'server';
-  /** @internal */
-  readonly writer: FrameWriter;
-  /** @internal */
-  readonly bucket: ReceiveBucket;
+  readonly #writer: FrameWriter;
+  readonly #bucket: ReceiveBucket;
   readonly #socket: Duplex;
   readonly #decoder: FrameDecoder;
   readonly #ids: StreamIdAllocator;
   readonly #keepAlive: KeepAlive | null;
-  readonly #channels = new Map<number, SmuxChannel>();
-  readonly #backlog = new Fifo<SmuxChannel>();
+  readonly #streams = new Map<number, StreamCore>();
+  readonly #backlog = new Fifo<StreamCore>();
+  #version: ProtocolVersion | null;
   #acceptWaiters: Array<{ resolve: (s: SmuxStream) => void; reject: (e: SmuxError) => void }> = [];
   #state = OPEN;
   #error: SmuxError | null = null;
@@ -85,7 +94,11 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
     return new Session(socket, 'client', config);
   }
 
-  /** Starts the server end of a session on `socket`. @throws SmuxError `ERR_SMUX_INVALID_CONFIG` */
+  /**
+   * Starts the server end of a session on `socket`. With `version: 'auto'` the session speaks whichever
+   * version (1 or 2) the client's first frame has, and sends nothing before it knows.
+   * @throws SmuxError `ERR_SMUX_INVALID_CONFIG`
+   */
   static server(socket: Duplex, config?: Partial<SmuxConfig>): Session {
     return new Session(socket, 'server', config);
   }
@@ -93,16 +106,21 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
   private constructor(socket: Duplex, role: 'client' | 'server', config?: Partial<SmuxConfig>) {
     super();
     this.config = validateConfig(config);
+    const c = this.config;
+    if (c.version === 'auto' && role === 'client') {
+      throw new SmuxError(
+        'ERR_SMUX_INVALID_CONFIG',
+        "smux config: version 'auto' (detect the peer's version) is for server sessions only; a client must choose 1 or 2",
+      );
+    }
     this.role = role;
     this.#socket = socket;
-    this.#ids = new StreamIdAllocator(role, this.config.firstStreamId);
-    this.bucket = new ReceiveBucket(this.config.maxReceiveBuffer, streamAllowance(this.config.version, this.config.maxStreamBuffer));
-    this.writer = new FrameWriter(socket, this.config.version, this.config.maxFrameSize, this.config.maxStreamBuffer, () =>
-      this.#endWhenFlushed(),
-    );
-    this.#decoder = new FrameDecoder(this.config.version, this);
-    const c = this.config;
-    this.#keepAlive = c.keepAliveDisabled ? null : new KeepAlive(c.clock, this, c.keepAliveInterval, c.keepAliveTimeout);
+    this.#version = c.version === 'auto' ? null : c.version;
+    this.#ids = new StreamIdAllocator(role, c.firstStreamId);
+    this.#bucket = new ReceiveBucket(c.maxReceiveBuffer, this.#version === null ? 0 : streamAllowance(this.#version, c.maxStreamBuffer));
+    this.#writer = new FrameWriter(socket, this.#version ?? 0, c.maxFrameSize, () => this.#endWhenFlushed());
+    this.#decoder = new FrameDecoder(this.#version ?? 0, this.#frames);
+    this.#keepAlive = c.keepAliveDisabled ? null : new KeepAlive(c.clock, this.#keepAliveHost, c.keepAliveInterval, c.keepAliveTimeout);
     (socket as Partial<{ setNoDelay(v: boolean): void }>).setNoDelay?.(true); // frames are batched already; Nagle only adds latency
     socket.on('data', (chunk: Buffer) => this.#receive(chunk));
     socket.on('drain', () => this.#drained());
@@ -132,7 +150,12 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
 
   /** Streams registered on the session (open ones, and destroyed ones still waiting to send their FIN). */
   get numStreams(): number {
-    return this.#channels.size;
+    return this.#streams.size;
+  }
+
+  /** The protocol version in use; `null` on a `version: 'auto'` server until the client's first frame arrived. */
+  get version(): ProtocolVersion | null {
+    return this.#version;
   }
 
   /** Stream ids this side can still open before `ERR_SMUX_GOAWAY`. */
@@ -144,12 +167,14 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
   get stats(): SessionStats {
     return {
       bytesIn: this.#bytesIn,
-      bytesOut: this.writer.bytesOut,
+      bytesOut: this.#writer.bytesOut,
       framesIn: this.#decoder.framesDecoded,
-      framesOut: this.writer.framesOut,
+      framesOut: this.#writer.framesOut,
       streamsOpened: this.#streamsOpened,
       streamsAccepted: this.#streamsAccepted,
       streamsRefused: this.#streamsRefused,
+      receiveBudgetLeft: this.#bucket.tokens,
+      writeBlocked: this.#writer.blocked,
     };
   }
 
@@ -162,16 +187,16 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
    */
   openChannel(handler?: SmuxChannelHandler): SmuxChannel {
     this.#assertOpen();
-    if (this.#channels.size >= this.config.maxStreams) {
-      throw new SmuxError('ERR_SMUX_LIMIT', `session has ${this.#channels.size} streams open (maxStreams ${this.config.maxStreams})`);
+    if (this.#streams.size >= this.config.maxStreams) {
+      throw new SmuxError('ERR_SMUX_LIMIT', `session has ${this.#streams.size} streams open (maxStreams ${this.config.maxStreams})`);
     }
-    const channel = new SmuxChannel(this, this.#ids.next(), false);
-    this.#channels.set(channel.id, channel);
+    const core = new StreamCore(this.#streamHost, this.#ids.next(), false);
+    this.#streams.set(core.id, core);
     this.#streamsOpened++;
-    channel.controlBits = CONTROL_SYN;
-    this.writer.queueControl(channel);
-    if (handler !== undefined) channel.setHandler(handler);
-    return channel;
+    core.controlBits = CONTROL_SYN;
+    this.#writer.queueControl(core);
+    if (handler !== undefined) core.setHandler(handler);
+    return createChannel(core, this);
   }
 
   /** Opens a stream as a Node `Duplex`. Rejects with the errors {@link openChannel} throws. */
@@ -189,10 +214,10 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
    * Rejects with the session's error once it is closed.
    */
   acceptStream(): Promise<SmuxStream> {
-    const channel = this.#backlog.shift();
-    if (channel !== undefined) {
+    const core = this.#backlog.shift();
+    if (core !== undefined) {
       if (this.#backlog.length < this.config.acceptBacklog) this.#resumeReading(PAUSED_BY_BACKLOG);
-      return Promise.resolve(new SmuxStream(channel, this.config.streamHighWaterMark));
+      return Promise.resolve(new SmuxStream(createChannel(core, this), this.config.streamHighWaterMark));
     }
     if (this.#state !== OPEN) return Promise.reject(this.#closedError());
     return new Promise((resolve, reject) => this.#acceptWaiters.push({ resolve, reject }));
@@ -218,8 +243,8 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
     }
     this.#state = CLOSING;
     this.#rejectWaiters(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'session closed'));
-    for (const channel of this.#backlog.drain()) channel.destroy();
-    for (const channel of this.#channels.values()) channel.end();
+    for (const core of this.#backlog.drain()) core.destroy();
+    for (const core of this.#streams.values()) core.end();
     const c = this.config;
     this.#closeTimer = c.clock.setTimeout(
       () =>
@@ -228,7 +253,7 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
           : this.destroy(new SmuxError('ERR_SMUX_TIMEOUT', 'graceful close could not flush within the timeout')),
       c.keepAliveDisabled ? 30_000 : c.keepAliveTimeout,
     );
-    this.writer.flush();
+    this.#writer.flush();
     this.#endWhenFlushed();
     return this.#closed;
   }
@@ -246,112 +271,114 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
     if (this.#closeTimer !== null) this.config.clock.clearTimeout(this.#closeTimer);
     this.#keepAlive?.stop();
     this.#decoder.stop();
-    this.writer.close();
+    this.#writer.close();
     this.#socket.on('error', ignore); // errors after our teardown have no one to go to
     this.#socket.destroy();
-    const channels = [...this.#channels.values()];
-    this.#channels.clear();
+    const streams = [...this.#streams.values()];
+    this.#streams.clear();
     this.#backlog.drain();
-    for (const channel of channels) channel.terminate(error);
+    for (const core of streams) core.terminate(error);
     this.#rejectWaiters(this.#closedError());
     this.#resolveClosed?.();
     process.nextTick(() => this.emit('close', error));
   }
 
-  // ── FrameSink ──────────────────────────────────────────────────────────────────────────────────────────
+  // ── private hosts: what the decoder, the streams and keep-alive may ask of the session ────────────────
 
-  /** @internal */
-  onSyn(streamId: number): void {
-    if (this.#channels.has(streamId)) return; // duplicate SYN: ignored, as Go does
-    const channel = new SmuxChannel(this, streamId, true);
-    this.#channels.set(streamId, channel);
-    if (this.#state !== OPEN || this.#channels.size > this.config.maxStreams) {
-      if (this.#channels.size > this.config.maxStreams + REFUSAL_SLACK) {
+  readonly #frames: FrameSink = {
+    onVersion: (version) => this.#adoptVersion(version),
+    onSyn: (streamId) => this.#onSyn(streamId),
+    onFin: (streamId) => {
+      const core = this.#streams.get(streamId);
+      if (core === undefined) return;
+      core.releaseHold();
+      core.handleFin();
+    },
+    onPsh: (streamId, data) => {
+      const core = this.#streams.get(streamId);
+      if (core === undefined) return; // unknown or closed stream: dropped without tokens, as Go does
+      core.releaseHold();
+      core.handleData(data);
+    },
+    onNop: () => undefined,
+    onUpd: (streamId, consumed, window) => {
+      const core = this.#streams.get(streamId);
+      if (core === undefined) return;
+      core.releaseHold();
+      core.handleWindowUpdate(consumed, window);
+    },
+    onProtocolError: (error) => this.destroy(error),
+  };
+
+  readonly #streamHost: StreamHost = ((session: Session) => ({
+    get config() {
+      return session.config;
+    },
+    get writer() {
+      return session.#writer;
+    },
+    get bucket() {
+      return session.#bucket;
+    },
+    get version() {
+      return session.#version ?? 0;
+    },
+    release: (core) => {
+      if (session.#streams.get(core.id) === core) session.#streams.delete(core.id);
+      if (session.#state === CLOSING) session.#endWhenFlushed();
+    },
+    tokensReturned: () => {
+      if ((session.#readPause & PAUSED_BY_BUDGET) !== 0 && !session.#bucket.exhausted) session.#resumeReading(PAUSED_BY_BUDGET);
+    },
+    tokensCharged: () => {
+      if (session.#bucket.exhausted) session.#pauseReading(PAUSED_BY_BUDGET);
+    },
+  }))(this);
+
+  readonly #keepAliveHost: KeepAliveHost = ((session: Session) => ({
+    sendNop: () => session.#writer.queueNop(),
+    get readingPaused() {
+      return session.#readPause !== 0;
+    },
+    onKeepAliveTimeout: (silentMs) =>
+      session.destroy(
+        new SmuxError(
+          'ERR_SMUX_KEEPALIVE_TIMEOUT',
+          `no frame received for ${Math.round(silentMs)} ms (keepAliveTimeout ${session.config.keepAliveTimeout} ms)`,
+        ),
+      ),
+  }))(this);
+
+  #onSyn(streamId: number): void {
+    if (this.#streams.has(streamId)) return; // duplicate SYN: ignored, as Go does
+    const core = new StreamCore(this.#streamHost, streamId, true);
+    this.#streams.set(streamId, core);
+    if (this.#state !== OPEN || this.#streams.size > this.config.maxStreams) {
+      if (this.#streams.size > this.config.maxStreams + REFUSAL_SLACK) {
         this.destroy(new SmuxError('ERR_SMUX_LIMIT', `peer opened more than ${this.config.maxStreams + REFUSAL_SLACK} streams`));
         return;
       }
       this.#streamsRefused++;
-      channel.destroy(); // FIN once the opener's first frame shows Go registered the stream
+      core.destroy(); // FIN once the opener's first frame shows Go registered the stream
       return;
     }
     this.#streamsAccepted++;
-    if (this.listenerCount('channel') > 0) this.emit('channel', channel);
-    else if (this.listenerCount('stream') > 0) this.emit('stream', new SmuxStream(channel, this.config.streamHighWaterMark));
-    else if (this.#acceptWaiters.length > 0) this.#acceptWaiters.shift()!.resolve(new SmuxStream(channel, this.config.streamHighWaterMark));
+    if (this.listenerCount('channel') > 0) this.emit('channel', createChannel(core, this));
+    else if (this.listenerCount('stream') > 0)
+      this.emit('stream', new SmuxStream(createChannel(core, this), this.config.streamHighWaterMark));
+    else if (this.#acceptWaiters.length > 0)
+      this.#acceptWaiters.shift()!.resolve(new SmuxStream(createChannel(core, this), this.config.streamHighWaterMark));
     else {
-      this.#backlog.push(channel);
+      this.#backlog.push(core);
       if (this.#backlog.length >= this.config.acceptBacklog) this.#pauseReading(PAUSED_BY_BACKLOG);
     }
   }
 
-  /** @internal */
-  onFin(streamId: number): void {
-    const channel = this.#channels.get(streamId);
-    if (channel === undefined) return;
-    channel.releaseHold();
-    channel.handleFin();
-  }
-
-  /** @internal */
-  onPsh(streamId: number, data: Buffer): void {
-    const channel = this.#channels.get(streamId);
-    if (channel === undefined) return; // unknown or closed stream: dropped without tokens, as Go does
-    channel.releaseHold();
-    channel.handleData(data);
-  }
-
-  /** @internal */
-  onNop(): void {}
-
-  /** @internal */
-  onUpd(streamId: number, consumed: number, window: number): void {
-    const channel = this.#channels.get(streamId);
-    if (channel === undefined) return;
-    channel.releaseHold();
-    channel.handleWindowUpdate(consumed, window);
-  }
-
-  /** @internal */
-  onProtocolError(error: SmuxError): void {
-    this.destroy(error);
-  }
-
-  // ── ChannelHost / KeepAliveHost ────────────────────────────────────────────────────────────────────────
-
-  /** @internal */
-  release(channel: SmuxChannel): void {
-    if (this.#channels.get(channel.id) === channel) this.#channels.delete(channel.id);
-    if (this.#state === CLOSING) this.#endWhenFlushed();
-  }
-
-  /** @internal */
-  tokensReturned(): void {
-    if ((this.#readPause & PAUSED_BY_BUDGET) !== 0 && !this.bucket.exhausted) this.#resumeReading(PAUSED_BY_BUDGET);
-  }
-
-  /** @internal */
-  tokensCharged(): void {
-    if (this.bucket.exhausted) this.#pauseReading(PAUSED_BY_BUDGET);
-  }
-
-  /** @internal */
-  sendNop(): void {
-    this.writer.queueNop();
-  }
-
-  /** @internal */
-  get readingPaused(): boolean {
-    return this.#readPause !== 0;
-  }
-
-  /** @internal */
-  onKeepAliveTimeout(silentMs: number): void {
-    this.destroy(
-      new SmuxError(
-        'ERR_SMUX_KEEPALIVE_TIMEOUT',
-        `no frame received for ${Math.round(silentMs)} ms (keepAliveTimeout ${this.config.keepAliveTimeout} ms)`,
-      ),
-    );
+  /** A `version: 'auto'` server learnt the client's version from its first frame. */
+  #adoptVersion(version: ProtocolVersion): void {
+    this.#version = version;
+    this.#bucket.setAllowance(streamAllowance(version, this.config.maxStreamBuffer));
+    this.#writer.setVersion(version);
   }
 
   // ── internals ──────────────────────────────────────────────────────────────────────────────────────────
@@ -365,17 +392,17 @@ export class Session extends EventEmitter<SessionEvents> implements ChannelHost,
   }
 
   #drained(): void {
-    this.writer.onDrain();
+    this.#writer.onDrain();
     if (this.#state === CLOSING) this.#endWhenFlushed();
   }
 
   #endWhenFlushed(): void {
-    if (this.#state !== CLOSING || this.#ended || this.writer.blocked || this.writer.pending) return;
+    if (this.#state !== CLOSING || this.#ended || this.#writer.blocked || this.#writer.pending) return;
     // Data waiting on a v2 window goes out as the peer reads (its UPDs re-flush); the close timer bounds it.
-    for (const channel of this.#channels.values()) if (channel.writableLength > 0) return;
+    for (const core of this.#streams.values()) if (core.writableLength > 0) return;
     this.#ended = true;
     // Nothing may be written after end(): no more UPDs for what we still read, no NOPs.
-    this.writer.close();
+    this.#writer.close();
     this.#keepAlive?.stop();
     this.#socket.end(); // its 'finish' completes our side
   }

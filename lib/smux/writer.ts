@@ -1,13 +1,47 @@
 import { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
-import { CONTROL_FIN, CONTROL_SYN, CONTROL_UPD, type SmuxChannel } from './channel.js';
 import { Cmd, HEADER_SIZE, UPD_PAYLOAD_SIZE } from './constants.js';
 import { Fifo } from '../util/fifo.js';
 import { writeHeader } from './frame.js';
 
-/** @internal Receives the payload pieces of the frame being built. */
+/** Receives the payload pieces of the frame being built. */
 export interface PayloadSink {
   appendPayload(piece: Buffer): void;
+}
+
+/** Control frames a {@link FrameSource} asks for (bits of `controlBits`). */
+export const CONTROL_SYN = 1;
+/** A window update (v2). */
+export const CONTROL_UPD = 2;
+/** A FIN sent ahead of (dropped) data, by a destroyed stream. */
+export const CONTROL_FIN = 4;
+
+/**
+ * What the writer needs from a stream: the whole contract between the two. The writer owns `writerFlags`;
+ * the stream sets `controlBits` and asks to be queued with {@link FrameWriter.queueControl} /
+ * {@link FrameWriter.queueData}.
+ */
+export interface FrameSource {
+  /** The stream id. */
+  readonly id: number;
+  /** Bits owned by the writer (which of its queues hold the source). */
+  writerFlags: number;
+  /** Control frames requested (`CONTROL_*` bits); the writer clears them as it writes them. */
+  controlBits: number;
+  /** The UPD payload's `consumed` value (u32). */
+  readonly numRead: number;
+  /** The UPD payload's `window` value: the receive window this side advertises for the stream, in bytes. */
+  readonly window: number;
+  /** True when the ordered FIN (after all data) can go now. */
+  readonly finReady: boolean;
+  /** Bytes the next PSH may carry: queued, within the peer's window (v2) and `limit`; 0 when none can go. */
+  sendableBytes(limit: number): number;
+  /** Hands `n` queued bytes to `sink` as payload pieces (views, no copies), in order. */
+  takeData(n: number, sink: PayloadSink): void;
+  /** A FIN for the stream is in the batch being written. */
+  markFinSent(): void;
+  /** A batch with the stream's frames was handed to the socket. */
+  afterFlush(): void;
 }
 
 /**
@@ -56,11 +90,10 @@ export class FrameWriter implements PayloadSink {
   /** Bytes handed to the socket. */
   bytesOut = 0;
   readonly #socket: Writable;
-  readonly #version: number;
+  #version = 0;
   readonly #maxFrameSize: number;
-  readonly #window: number;
-  readonly #control = new Fifo<SmuxChannel>();
-  readonly #ready = new Fifo<SmuxChannel>();
+  readonly #control = new Fifo<FrameSource>();
+  readonly #ready = new Fifo<FrameSource>();
   #nop = false;
   #slab: Slab = { buf: Buffer.allocUnsafe(SLAB_SIZE), writes: 0 };
   #spare: Slab | null = null; // the previous slab, reused once the socket is done with it
@@ -70,7 +103,7 @@ export class FrameWriter implements PayloadSink {
   readonly #onWritten = (): void => void this.#inFlight.shift()!.writes--;
   #pos = 0; // next free byte of the slab
   #segment = 0; // start of the batch being built
-  readonly #notify: SmuxChannel[] = [];
+  readonly #notify: FrameSource[] = [];
   #batchBytes = 0;
   #scheduled = false;
   #lazyScheduled = false;
@@ -80,11 +113,11 @@ export class FrameWriter implements PayloadSink {
 
   /**
    * @param socket - the transport
-   * @param version - protocol version byte
+   * @param version - protocol version byte, or 0 while unknown (a server detecting it): nothing is written then
    * @param maxFrameSize - largest PSH payload to send
-   * @param window - our advertised v2 window (UPD `window`)
+   * @param onIdle - told when a flush leaves nothing queued
    */
-  constructor(socket: Writable, version: number, maxFrameSize: number, window: number, onIdle: () => void = noop) {
+  constructor(socket: Writable, version: number, maxFrameSize: number, onIdle: () => void = noop) {
     this.#socket = socket;
     this.#onIdle = onIdle;
     // A net.Socket (TLS included) has copied the bytes to the kernel or to OpenSSL by the time a write's
@@ -93,7 +126,12 @@ export class FrameWriter implements PayloadSink {
     this.#reusable = socket instanceof Socket;
     this.#version = version;
     this.#maxFrameSize = maxFrameSize;
-    this.#window = window;
+  }
+
+  /** Sets the protocol version once it is known (a server detecting the client's) and writes what waited. */
+  setVersion(version: number): void {
+    this.#version = version;
+    this.flush();
   }
 
   /** True while waiting for the socket's `'drain'`. */
@@ -113,22 +151,22 @@ export class FrameWriter implements PayloadSink {
   }
 
   /**
-   * @internal Queues a channel's control frames (its `controlBits`). They lead the next batch; on their own
+   * Queues a source's control frames (its `controlBits`). They lead the next batch; on their own
    * they wait for the end of the event-loop turn, so the data a turn produces (replies computed in promise
    * callbacks after the UPDs and FINs a received chunk triggered) leaves in the same write.
    */
-  queueControl(channel: SmuxChannel): void {
-    if ((channel.writerFlags & IN_CONTROL) !== 0) return;
-    channel.writerFlags |= IN_CONTROL;
-    this.#control.push(channel);
+  queueControl(source: FrameSource): void {
+    if ((source.writerFlags & IN_CONTROL) !== 0) return;
+    source.writerFlags |= IN_CONTROL;
+    this.#control.push(source);
     this.#kickLazily();
   }
 
-  /** @internal Queues a channel that has data or an ordered FIN to send. */
-  queueData(channel: SmuxChannel): void {
-    if ((channel.writerFlags & IN_READY) !== 0) return;
-    channel.writerFlags |= IN_READY;
-    this.#ready.push(channel);
+  /** Queues a source that has data or an ordered FIN to send. */
+  queueData(source: FrameSource): void {
+    if ((source.writerFlags & IN_READY) !== 0) return;
+    source.writerFlags |= IN_READY;
+    this.#ready.push(source);
     this.#kick();
   }
 
@@ -151,7 +189,7 @@ export class FrameWriter implements PayloadSink {
     if (this.#flushing) return; // a callback during a flush queued more: the running loop takes it
     this.#flushing = true;
     try {
-      while (!this.#blocked && !this.#closed && (this.#nop || this.#control.length > 0 || this.#ready.length > 0)) {
+      while (!this.#blocked && !this.#closed && this.#version !== 0 && (this.#nop || this.#control.length > 0 || this.#ready.length > 0)) {
         if (this.#buildBatch() === 0) break;
         const ok = this.#writeBatch();
         this.#afterBatch();
@@ -163,7 +201,7 @@ export class FrameWriter implements PayloadSink {
     if (!this.#blocked && !this.#closed && !this.pending) this.#onIdle();
   }
 
-  /** @internal Appends a payload piece to the frame being built (room was reserved with its header). */
+  /** Appends a payload piece to the frame being built (room was reserved with its header). */
   appendPayload(piece: Buffer): void {
     this.#slab.buf.set(piece, this.#pos);
     this.#pos += piece.length;
@@ -185,7 +223,7 @@ export class FrameWriter implements PayloadSink {
     setImmediate(flushLazily, this);
   }
 
-  /** @internal The end-of-turn flush for control frames that no data flush took along. */
+  /** The end-of-turn flush for control frames that no data flush took along. */
   flushLazy(): void {
     this.#lazyScheduled = false;
     if (!this.#scheduled) this.flush();
@@ -210,61 +248,61 @@ export class FrameWriter implements PayloadSink {
         frames += this.#controlFrames(control);
         continue;
       }
-      const channel = this.#ready.shift();
-      if (channel === undefined) break;
-      channel.writerFlags &= ~IN_READY;
-      frames += this.#dataFrame(channel);
+      const source = this.#ready.shift();
+      if (source === undefined) break;
+      source.writerFlags &= ~IN_READY;
+      frames += this.#dataFrame(source);
     }
     return frames;
   }
 
-  /** Emits a channel's pending control frames; returns how many. */
-  #controlFrames(channel: SmuxChannel): number {
-    const bits = channel.controlBits;
-    channel.controlBits = 0;
+  /** Emits a source's pending control frames; returns how many. */
+  #controlFrames(source: FrameSource): number {
+    const bits = source.controlBits;
+    source.controlBits = 0;
     let frames = 0;
     if ((bits & CONTROL_SYN) !== 0) {
-      this.#header(Cmd.SYN, 0, channel.id);
+      this.#header(Cmd.SYN, 0, source.id);
       frames++;
     }
     if ((bits & CONTROL_UPD) !== 0) {
-      this.#header(Cmd.UPD, UPD_PAYLOAD_SIZE, channel.id);
+      this.#header(Cmd.UPD, UPD_PAYLOAD_SIZE, source.id);
       const slab = this.#slab.buf;
-      slab.writeUInt32LE(channel.numRead, this.#pos);
-      slab.writeUInt32LE(this.#window >>> 0, this.#pos + 4);
+      slab.writeUInt32LE(source.numRead, this.#pos);
+      slab.writeUInt32LE(source.window >>> 0, this.#pos + 4);
       this.#pos += UPD_PAYLOAD_SIZE;
       frames++;
     }
     if ((bits & CONTROL_FIN) !== 0) {
-      this.#header(Cmd.FIN, 0, channel.id);
-      channel.markFinSent();
+      this.#header(Cmd.FIN, 0, source.id);
+      source.markFinSent();
       frames++;
     }
     return frames;
   }
 
-  /** Emits one PSH (or the ordered FIN) for a ready channel and re-queues it if it has more; returns frames. */
-  #dataFrame(channel: SmuxChannel): number {
+  /** Emits one PSH (or the ordered FIN) for a ready source and re-queues it if it has more; returns frames. */
+  #dataFrame(source: FrameSource): number {
     let frames = 0;
-    const n = channel.sendableBytes(this.#maxFrameSize);
+    const n = source.sendableBytes(this.#maxFrameSize);
     if (n > 0) {
-      this.#header(Cmd.PSH, n, channel.id);
-      channel.takeData(n, this);
+      this.#header(Cmd.PSH, n, source.id);
+      source.takeData(n, this);
       this.#batchBytes += n;
       frames++;
-    } else if (channel.finReady) {
-      this.#header(Cmd.FIN, 0, channel.id);
-      channel.markFinSent();
+    } else if (source.finReady) {
+      this.#header(Cmd.FIN, 0, source.id);
+      source.markFinSent();
       frames++;
     }
-    if (frames > 0 && (channel.writerFlags & NOTIFY) === 0) {
-      channel.writerFlags |= NOTIFY;
-      this.#notify.push(channel);
+    if (frames > 0 && (source.writerFlags & NOTIFY) === 0) {
+      source.writerFlags |= NOTIFY;
+      this.#notify.push(source);
     }
-    // Window-blocked channels leave the ring; a UPD (or new data) puts them back.
-    if (channel.finReady || channel.sendableBytes(1) > 0) {
-      channel.writerFlags |= IN_READY;
-      this.#ready.push(channel);
+    // Window-blocked sources leave the ring; a UPD (or new data) puts them back.
+    if (source.finReady || source.sendableBytes(1) > 0) {
+      source.writerFlags |= IN_READY;
+      this.#ready.push(source);
     }
     return frames;
   }
@@ -297,9 +335,9 @@ export class FrameWriter implements PayloadSink {
   #afterBatch(): void {
     const notify = this.#notify;
     for (let i = 0; i < notify.length; i++) {
-      const channel = notify[i];
-      channel.writerFlags &= ~NOTIFY;
-      channel.afterFlush();
+      const source = notify[i];
+      source.writerFlags &= ~NOTIFY;
+      source.afterFlush();
     }
     notify.length = 0;
   }

@@ -1,5 +1,6 @@
 import type net from 'node:net';
-import { Cmd, encodeFrame, HEADER_SIZE, Session, type SmuxConfig, type SmuxStream } from '../../lib/smux/index.js';
+import { Cmd, HEADER_SIZE, Session, type SmuxConfig, type SmuxStream } from '../../lib/smux/index.js';
+import { encodeFrame } from './frames.js';
 import { sessionPair, tcpPair, until } from './net.js';
 
 /*
@@ -121,7 +122,7 @@ export async function rawClientOf(
   track(client);
   track(serverSocket);
   const server = track(Session.server(serverSocket, serverConfig));
-  return { raw: new RawPeer(client, serverConfig.version ?? 1), server, serverSocket };
+  return { raw: new RawPeer(client, serverConfig.version === 2 ? 2 : 1), server, serverSocket };
 }
 
 /** A tracked `Session.client` whose peer is a {@link RawPeer} (the raw side is the server). */
@@ -132,7 +133,7 @@ export async function rawServerOf(
   track(clientSocket);
   track(server);
   const client = track(Session.client(clientSocket, clientConfig));
-  return { raw: new RawPeer(server, clientConfig.version ?? 1), client, clientSocket };
+  return { raw: new RawPeer(server, clientConfig.version === 2 ? 2 : 1), client, clientSocket };
 }
 
 /** What a stream delivered, gathered by a flowing 'data' listener. */
@@ -232,11 +233,16 @@ export function quiet<T extends SmuxStream>(stream: T): T {
  * been received by the other. With no timers running, nothing moves after that unless a test acts.
  */
 export async function quiesced(a: Session, b: Session, ms = 10_000): Promise<void> {
-  await until(
-    () => a.stats.bytesOut === b.stats.bytesIn && b.stats.bytesOut === a.stats.bytesIn && !a.writer.pending && !b.writer.pending,
-    ms,
-    'both directions to go quiet',
-  );
+  // Frames queued for the end of the turn are not counted in bytesOut yet: the balance must hold across a turn.
+  const balanced = (): boolean => a.stats.bytesOut === b.stats.bytesIn && b.stats.bytesOut === a.stats.bytesIn;
+  const deadline = Date.now() + ms;
+  for (;;) {
+    await until(balanced, Math.max(1, deadline - Date.now()), 'both directions to go quiet');
+    const before = [a.stats.bytesOut, b.stats.bytesOut];
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    if (balanced() && a.stats.bytesOut === before[0] && b.stats.bytesOut === before[1]) return;
+  }
 }
 
 /** The error a session ended with, once it is closed (bounded wait). */

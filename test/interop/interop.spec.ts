@@ -212,6 +212,16 @@ for (const version of [1, 2] as const) {
       });
     }
 
+    test(`a version-detecting TS server ('auto') serves the Go v${version} client: echo, exchange${version === 2 ? ', stalled' : ''}`, async () => {
+      let detected: unknown = 'none';
+      config = { version: 'auto' };
+      onSession = (session) => session.once('stream', () => (detected = session.version));
+      expectGoOk(await drive('echo'));
+      expect(detected).toBe(version);
+      expectGoOk(await drive('exchange', '-streams', '20', '-bytes', String(MiB)));
+      if (version === 2) expectGoOk(await drive('stalled'));
+    });
+
     const kinds = ['badversion', 'badcmd', 'synpayload', 'finpayload', 'noppayload', 'updlen', 'updv1', 'random'];
     test.each(kinds)('a Go peer writing malformed frames (%s) gets its session destroyed; others keep working', async (kind) => {
       const run = await runGo(['malformed', '-v', String(version), '-addr', `127.0.0.1:${port}`, '-kind', kind], 30_000);

@@ -156,7 +156,7 @@ describe('regressions: ServerSmux', () => {
     raw.send(Cmd.PSH, 3, request('blob', 16 * MiB, '3'));
     raw.send(Cmd.SYN, 7);
     raw.send(Cmd.PSH, 7, request('gated', 7, '7'));
-    await until(() => running === 1 && handle.sessions[0]?.writer.blocked === true, 10_000, 'a running call and a blocked flush');
+    await until(() => running === 1 && handle.sessions[0]?.stats.writeBlocked === true, 10_000, 'a running call and a blocked flush');
     const session = handle.sessions[0];
 
     const closing = handle.server.close(); // waits for 'gated'

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { Cmd, MAX_FRAME_PAYLOAD } from '../../lib/smux/constants.js';
 import { type FrameSink, FrameDecoder } from '../../lib/smux/decoder.js';
 import type { SmuxError } from '../../lib/smux/errors.js';
-import { encodeFrame, encodeUpdPayload } from '../../lib/smux/frame.js';
+import { encodeFrame, encodeUpdPayload } from '../helpers/frames.js';
 import { chunkIndexOf, splitAtFractions } from '../helpers/chunks.js';
 
 /*

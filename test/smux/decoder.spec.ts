@@ -2,7 +2,7 @@ import { describe, expect, test } from '@jest/globals';
 import { Cmd } from '../../lib/smux/constants.js';
 import { type FrameSink, FrameDecoder } from '../../lib/smux/decoder.js';
 import { SmuxError } from '../../lib/smux/errors.js';
-import { encodeFrame, encodeUpdPayload } from '../../lib/smux/frame.js';
+import { encodeFrame, encodeUpdPayload } from '../helpers/frames.js';
 import { chunkIndexOf, everyTwoWaySplit, ownedCopy, splitAt, splitEvery } from '../helpers/chunks.js';
 
 /** One sink call, tagged with the frame (1-based) whose header was decoded last: PSH pieces of one frame share it. */
@@ -47,7 +47,8 @@ class Recorder implements FrameSink {
     const out: Array<Record<string, unknown>> = [];
     for (const e of this.events) {
       const last = out.at(-1);
-      if (e.type === 'psh' && last?.['type'] === 'psh' && last['frame'] === e.frame) last['data'] = `${last['data'] as string}${e.data.toString('latin1')}`;
+      if (e.type === 'psh' && last?.['type'] === 'psh' && last['frame'] === e.frame)
+        last['data'] = `${last['data'] as string}${e.data.toString('latin1')}`;
       else if (e.type === 'psh') out.push({ ...e, data: e.data.toString('latin1') });
       else if (e.type === 'error') out.push({ frame: e.frame, type: 'error', code: e.error.code });
       else out.push({ ...e });

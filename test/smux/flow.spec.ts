@@ -25,7 +25,7 @@ describe('flow control over TCP', () => {
 
     const big = pattern(1 << 20, 21);
     stalled.write(big);
-    await until(() => server.bucket.exhausted && serverSocket.isPaused(), 10_000, 'reading paused');
+    await until(() => server.stats.receiveBudgetLeft <= 0 && serverSocket.isPaused(), 10_000, 'reading paused');
     const held = accepted.get(stalled.id)!;
     // Bounded: budget + one frame (the bucket may overshoot by one) + the Duplex's readable buffer.
     const bound = budget + client.config.maxFrameSize + server.config.streamHighWaterMark;
@@ -53,7 +53,7 @@ describe('flow control over TCP', () => {
     const other = quiet(await client.openStream());
     other.write('a');
     stalled.write(pattern(1 << 20, 22));
-    await until(() => server.bucket.exhausted && serverSocket.isPaused() && accepted.size === 2, 10_000, 'reading paused');
+    await until(() => server.stats.receiveBudgetLeft <= 0 && serverSocket.isPaused() && accepted.size === 2, 10_000, 'reading paused');
     const otherGot = collect(accepted.get(other.id)!);
     other.write('b');
     accepted.get(stalled.id)!.destroy();
@@ -61,7 +61,7 @@ describe('flow control over TCP', () => {
     // The rest of the stalled stream's data still arrives; it is dropped uncharged.
     await until(() => otherGot.bytes === 2, 10_000, 'the other stream after the destroy');
     expect(otherGot.data().toString()).toBe('ab');
-    await until(() => server.bucket.tokens === budget, 10_000, 'all tokens back');
+    await until(() => server.stats.receiveBudgetLeft === budget, 10_000, 'all tokens back');
     expect(serverSocket.isPaused()).toBe(false);
   });
 

@@ -1,7 +1,8 @@
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
 import { Cmd, HEADER_SIZE, INITIAL_PEER_WINDOW, MAX_FRAME_PAYLOAD, MAX_STREAM_ID, UPD_PAYLOAD_SIZE } from '../../lib/smux/constants.js';
-import { encodeFrame, encodeUpdPayload, headerError, readHeader, writeHeader } from '../../lib/smux/frame.js';
+import { headerError, writeHeader } from '../../lib/smux/frame.js';
+import { encodeFrame, encodeUpdPayload, readHeader } from '../helpers/frames.js';
 
 /** Hex with spaces and grouping removed, so vectors can be written as PROTOCOL.md §1 prints them. */
 function hex(spaced: string): string {

@@ -6,7 +6,8 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { readFileSync } from 'node:fs';
 import type net from 'node:net';
-import { Cmd, encodeFrame, Session, type SmuxConfig } from '../../lib/smux/index.js';
+import { Cmd, Session, type SmuxConfig } from '../../lib/smux/index.js';
+import { encodeFrame } from '../helpers/frames.js';
 import { FrameDecoder, type FrameSink } from '../../lib/smux/decoder.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { tcpPair, until } from '../helpers/net.js';

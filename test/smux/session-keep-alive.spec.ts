@@ -84,7 +84,7 @@ describe('session keep-alive (FakeClock, real sockets)', () => {
     const s = quiet(await client.openStream());
     const big = pattern(1 << 20, 8);
     s.write(big);
-    await until(() => server.bucket.exhausted && serverSocket.isPaused(), 10_000, 'reading paused by the budget');
+    await until(() => server.stats.receiveBudgetLeft <= 0 && serverSocket.isPaused(), 10_000, 'reading paused by the budget');
     for (let i = 0; i < 10 * (timeout / interval); i++) clock.advance(interval); // 10 × the timeout, peer silent
     expect(server.isClosed).toBe(false);
 

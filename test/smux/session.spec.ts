@@ -117,7 +117,7 @@ describe('Session lifecycle over TCP', () => {
     // The peer keeps sending: nothing of it is taken in by the paused session.
     const big = pattern(8 << 20);
     opened[0].write(big);
-    await until(() => client.writer.blocked, 10_000, 'TCP backpressure at the sender');
+    await until(() => client.stats.writeBlocked, 10_000, 'TCP backpressure at the sender');
     expect(server.stats.bytesIn).toBeLessThan(512 * 1024);
 
     const first = await server.acceptStream();
@@ -179,7 +179,7 @@ describe('Session lifecycle over TCP', () => {
     const back = collect(a);
     const big = pattern(2 << 20, 7);
     a.write(big);
-    await until(() => back.bytes > 1 << 20 && server.bucket.exhausted, 10_000, 'the peer flooding us and stalled on our data');
+    await until(() => back.bytes > 1 << 20 && server.stats.receiveBudgetLeft <= 0, 10_000, 'the peer flooding us and stalled on our data');
     const closing = client.close();
     await until(() => clientSocket.writableFinished || clientSocket.destroyed, 5_000, 'our FIN and data handed to the kernel');
     const got = collect(peer!); // the peer reads only now
@@ -309,6 +309,8 @@ describe('Session lifecycle over TCP', () => {
       streamsOpened: 0,
       streamsAccepted: 0,
       streamsRefused: 0,
+      receiveBudgetLeft: 4 * 1024 * 1024,
+      writeBlocked: false,
     });
     const s = await client.openStream();
     const got = collect(s);

@@ -1,11 +1,12 @@
 import { Writable } from 'node:stream';
 import { describe, expect, test } from '@jest/globals';
-import { CONTROL_SYN, type ChannelHost, SmuxChannel, type SmuxChannelHandler } from '../../lib/smux/channel.js';
+import type { SmuxChannelHandler } from '../../lib/smux/channel.js';
 import { type SmuxConfig, validateConfig } from '../../lib/smux/config.js';
 import { Cmd, HEADER_SIZE } from '../../lib/smux/constants.js';
 import { ReceiveBucket, streamAllowance } from '../../lib/smux/flow-control.js';
-import { readHeader } from '../../lib/smux/frame.js';
-import { FrameWriter } from '../../lib/smux/writer.js';
+import { readHeader } from '../helpers/frames.js';
+import { StreamCore, type StreamHost } from '../../lib/smux/stream-core.js';
+import { CONTROL_SYN, FrameWriter } from '../../lib/smux/writer.js';
 
 type Callback = (error?: Error | null) => void;
 interface Frame {
@@ -70,28 +71,30 @@ class RecordingSocket extends Writable {
   }
 }
 
-/** A FrameWriter over a RecordingSocket, with channels on a stub ChannelHost (no Session, no TCP). */
+/** A FrameWriter over a RecordingSocket, with stream engines on a stub StreamHost (no Session, no TCP). */
 function setup(config: Partial<SmuxConfig> = {}, socket = new RecordingSocket()) {
   const c = validateConfig(config);
-  const writer = new FrameWriter(socket, c.version, c.maxFrameSize, c.maxStreamBuffer);
-  const host: ChannelHost = {
+  const version = c.version === 2 ? 2 : 1;
+  const writer = new FrameWriter(socket, version, c.maxFrameSize);
+  const host: StreamHost = {
     config: c,
     writer,
-    bucket: new ReceiveBucket(c.maxReceiveBuffer, streamAllowance(c.version, c.maxStreamBuffer)),
+    version,
+    bucket: new ReceiveBucket(c.maxReceiveBuffer, streamAllowance(version, c.maxStreamBuffer)),
     release: () => {},
     tokensReturned: () => {},
     tokensCharged: () => {},
   };
   socket.on('drain', () => writer.onDrain()); // as the Session wires it
-  const open = (id: number, handler: Partial<SmuxChannelHandler> = {}): SmuxChannel => {
-    const channel = new SmuxChannel(host, id, false);
-    channel.setHandler({ onData: () => {}, onEnd: () => {}, onClose: () => {}, ...handler });
-    return channel;
+  const open = (id: number, handler: Partial<SmuxChannelHandler> = {}): StreamCore => {
+    const core = new StreamCore(host, id, false);
+    core.setHandler({ onData: () => {}, onEnd: () => {}, onClose: () => {}, ...handler });
+    return core;
   };
   /** Queues a SYN the way Session.openChannel does. */
-  const syn = (channel: SmuxChannel): void => {
-    channel.controlBits |= CONTROL_SYN;
-    writer.queueControl(channel);
+  const syn = (core: StreamCore): void => {
+    core.controlBits |= CONTROL_SYN;
+    writer.queueControl(core);
   };
   return { socket, writer, open, syn };
 }
@@ -363,7 +366,7 @@ describe('FrameWriter: notifications', () => {
   test('data written from inside onDrain is picked up by the running flush (no lost wakeup)', async () => {
     const { socket, open } = setup();
     let rounds = 0;
-    const a: SmuxChannel = open(3, { onDrain: () => void (++rounds < 5 && a.write(data(100))) });
+    const a: StreamCore = open(3, { onDrain: () => void (++rounds < 5 && a.write(data(100))) });
     a.write(data(100));
     await ticks();
     expect(rounds).toBe(5);

@@ -1,0 +1,398 @@
+import type { SmuxChannelHandler, StreamTimeoutOptions } from './channel.js';
+import type { SmuxConfig } from './config.js';
+import { INITIAL_PEER_WINDOW } from './constants.js';
+import { SmuxError } from './errors.js';
+import { type ReceiveBucket, sendWindow, shouldSendUpdate, u32Add } from './flow-control.js';
+import { StreamTimeouts, type TimeoutOwner } from './stream-timeouts.js';
+import { CONTROL_FIN, CONTROL_UPD, type FrameSource, type FrameWriter, type PayloadSink } from './writer.js';
+
+/** What a stream needs from its session (a private object of the session, not the session itself). */
+export interface StreamHost {
+  readonly config: Readonly<SmuxConfig>;
+  readonly writer: FrameWriter;
+  readonly bucket: ReceiveBucket;
+  /** The protocol version in use (1 or 2). */
+  readonly version: number;
+  /** Forget the stream: frames for its id are dropped from now on. */
+  release(core: StreamCore): void;
+  /** Consumed bytes returned tokens: reading may resume. */
+  tokensReturned(): void;
+  /** Received bytes were charged: reading may have to pause. */
+  tokensCharged(): void;
+}
+
+// State bits. A stream is open until CLOSED; the two directions end independently:
+//   local:  (open) ──end()──▶ LOCAL_END ──FIN handed to the socket──▶ FIN_SENT
+//   remote: (open) ──FIN received──▶ REMOTE_FIN ──held data delivered──▶ EOF_DELIVERED
+// FIN_SENT + EOF_DELIVERED closes it cleanly; destroy() or the session's death closes it at once.
+const PEER_OPENED = 1 << 0;
+const HOLD = 1 << 1; // peer-opened, nothing sent until the opener's first frame arrives (Go's OpenStream race)
+const PAUSED = 1 << 2;
+const LOCAL_END = 1 << 3;
+const FIN_SENT = 1 << 4;
+const REMOTE_FIN = 1 << 5;
+const EOF_DELIVERED = 1 << 6;
+const DESTROYED = 1 << 7; // destroy() called; FIN may still be waiting for HOLD to lift
+const CLOSED = 1 << 8; // onClose called; no more callbacks
+
+/**
+ * The engine of one smux stream — send queue, v2 windows, receive accounting, half-close, timeouts — behind
+ * the public {@link SmuxChannel} (and so behind {@link SmuxStream}). The session feeds it frames
+ * (`handle*`), the writer takes its frames through {@link FrameSource}; neither is reachable from the public
+ * objects.
+ */
+export class StreamCore implements FrameSource, TimeoutOwner {
+  readonly id: number;
+  writerFlags = 0;
+  controlBits = 0;
+  readonly #host: StreamHost;
+  #handler: SmuxChannelHandler | null = null;
+  #flags: number;
+  // receive side
+  #held: Buffer[] | null = null; // received while paused, not consumed
+  #heldBytes = 0;
+  #numRead = 0; // u32, bytes consumed (v2 UPD `consumed`)
+  #sinceUpdate = 0;
+  // send side
+  #queue: Buffer[] | null = null;
+  #queueHead = 0;
+  #queueOffset = 0;
+  #queuedBytes = 0;
+  #numWritten = 0; // u32
+  #peerConsumed = 0; // u32
+  #peerWindow = INITIAL_PEER_WINDOW; // u32
+  #timeouts: StreamTimeouts | null = null;
+
+  /**
+   * @param host - the session's private host object
+   * @param id - the stream id
+   * @param openedByPeer - true for a stream the peer opened (held back until its first frame, see HOLD)
+   */
+  constructor(host: StreamHost, id: number, openedByPeer: boolean) {
+    this.#host = host;
+    this.id = id;
+    // Paused until a handler is set: data that arrives first is held.
+    this.#flags = PAUSED | (openedByPeer ? PEER_OPENED | (host.config.waitForOpenerData ? HOLD : 0) : 0);
+  }
+
+  get isClosed(): boolean {
+    return (this.#flags & (CLOSED | DESTROYED)) !== 0;
+  }
+  get isEnded(): boolean {
+    return (this.#flags & LOCAL_END) !== 0;
+  }
+  get finSent(): boolean {
+    return (this.#flags & FIN_SENT) !== 0;
+  }
+  get peerEnded(): boolean {
+    return (this.#flags & REMOTE_FIN) !== 0;
+  }
+  get openedByPeer(): boolean {
+    return (this.#flags & PEER_OPENED) !== 0;
+  }
+  get isPaused(): boolean {
+    return (this.#flags & PAUSED) !== 0;
+  }
+  get writableLength(): number {
+    return this.#queuedBytes;
+  }
+  get readableLength(): number {
+    return this.#heldBytes;
+  }
+  get writable(): boolean {
+    return this.#queuedBytes < this.#host.config.streamHighWaterMark;
+  }
+  get handler(): SmuxChannelHandler | null {
+    return this.#handler;
+  }
+
+  setHandler(handler: SmuxChannelHandler): void {
+    this.#handler = handler;
+    if ((this.#flags & CLOSED) === 0) this.resume();
+  }
+
+  write(data: Uint8Array): boolean {
+    if ((this.#flags & (LOCAL_END | DESTROYED | CLOSED)) !== 0) {
+      throw new SmuxError(
+        'ERR_SMUX_STREAM_CLOSED',
+        `stream ${this.id} is ${(this.#flags & LOCAL_END) !== 0 ? 'ended' : 'closed'}: cannot write`,
+      );
+    }
+    const length = data.byteLength;
+    if (length > 0) {
+      const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, length);
+      if (this.#queue === null) this.#queue = [buf];
+      else this.#queue.push(buf);
+      if (this.#queuedBytes === 0) this.#timeouts?.noteWrite();
+      this.#queuedBytes += length;
+      if ((this.#flags & HOLD) === 0) this.#host.writer.queueData(this);
+    }
+    return this.#queuedBytes < this.#host.config.streamHighWaterMark;
+  }
+
+  end(): void {
+    if ((this.#flags & (LOCAL_END | DESTROYED | CLOSED)) !== 0) return;
+    this.#flags |= LOCAL_END;
+    this.#timeouts?.noteWrite();
+    if ((this.#flags & HOLD) === 0) this.#host.writer.queueData(this);
+  }
+
+  destroy(error?: SmuxError): void {
+    if ((this.#flags & (DESTROYED | CLOSED)) !== 0) return;
+    this.#flags |= DESTROYED;
+    this.#dropSendQueue();
+    this.#dropHeld();
+    const hold = (this.#flags & HOLD) !== 0;
+    if ((this.#flags & FIN_SENT) === 0) {
+      this.controlBits = (this.controlBits & ~CONTROL_UPD) | CONTROL_FIN;
+      if (!hold) this.#host.writer.queueControl(this);
+    } else {
+      this.controlBits = 0;
+    }
+    // A held stream stays registered until the opener's first frame proves Go registered it; then its FIN goes.
+    if (!hold) this.#host.release(this);
+    this.#finish(error);
+  }
+
+  pause(): void {
+    this.#flags |= PAUSED;
+  }
+
+  resume(): void {
+    if ((this.#flags & (CLOSED | DESTROYED)) !== 0 || this.#handler === null) return;
+    if ((this.#flags & PAUSED) !== 0) this.#timeouts?.noteRead(); // silence while paused was ours
+    this.#flags &= ~PAUSED;
+    const held = this.#held;
+    if (held !== null) {
+      let returned = 0;
+      while (held.length > 0 && (this.#flags & (PAUSED | CLOSED)) === 0) {
+        const chunk = held.shift()!;
+        const before = this.#heldBytes;
+        this.#heldBytes -= chunk.length;
+        this.#host.bucket.update(before, this.#heldBytes);
+        returned += chunk.length;
+        this.#consumed(chunk.length);
+        this.#handler.onData(chunk);
+      }
+      if (held.length === 0) this.#held = null;
+      if (returned > 0) this.#host.tokensReturned();
+    }
+    if ((this.#flags & (REMOTE_FIN | EOF_DELIVERED | PAUSED | CLOSED)) === REMOTE_FIN && this.#held === null) this.#deliverEnd();
+  }
+
+  setTimeouts(timeouts: StreamTimeoutOptions): void {
+    if (this.isClosed) return;
+    const read = Math.max(0, timeouts.read ?? 0);
+    const write = Math.max(0, timeouts.write ?? 0);
+    if (this.#timeouts === null) {
+      if (read === 0 && write === 0) return;
+      this.#timeouts = new StreamTimeouts(this.#host.config.clock, this);
+    }
+    this.#timeouts.configure(read, write);
+  }
+
+  // ── TimeoutOwner (for the idle timers) ─────────────────────────────────────────────────────────────────
+
+  get awaitingData(): boolean {
+    return (this.#flags & (REMOTE_FIN | CLOSED | DESTROYED | PAUSED)) === 0;
+  }
+
+  get writePending(): boolean {
+    return (this.#flags & (CLOSED | DESTROYED)) === 0 && (this.#queuedBytes > 0 || (this.#flags & (LOCAL_END | FIN_SENT)) === LOCAL_END);
+  }
+
+  onIdleTimeout(kind: 'read' | 'write', ms: number): void {
+    const what = kind === 'read' ? 'nothing received' : 'no write progress';
+    this.destroy(new SmuxError('ERR_SMUX_TIMEOUT', `stream ${this.id}: ${what} for ${ms} ms`));
+  }
+
+  // ── Inbound frames (from the session) ──────────────────────────────────────────────────────────────────
+
+  /** The opener's first frame arrived (or we learnt it is safe to speak): release what was held back. */
+  releaseHold(): void {
+    if ((this.#flags & HOLD) === 0) return;
+    this.#flags &= ~HOLD;
+    const writer = this.#host.writer;
+    if (this.controlBits !== 0) writer.queueControl(this);
+    if (this.#queuedBytes > 0 || (this.#flags & LOCAL_END) !== 0) writer.queueData(this);
+    if ((this.#flags & DESTROYED) !== 0) this.#host.release(this);
+  }
+
+  /** PSH payload for this stream. */
+  handleData(data: Buffer): void {
+    if ((this.#flags & (REMOTE_FIN | DESTROYED | CLOSED)) !== 0) return; // after FIN or close: dropped, uncharged
+    this.#timeouts?.noteRead();
+    if ((this.#flags & PAUSED) !== 0 || this.#held !== null) {
+      if (this.#held === null) this.#held = [data];
+      else this.#held.push(data);
+      const before = this.#heldBytes;
+      this.#heldBytes += data.length;
+      this.#host.bucket.update(before, this.#heldBytes);
+      this.#host.tokensCharged();
+      return;
+    }
+    this.#consumed(data.length);
+    this.#handler!.onData(data);
+  }
+
+  /** FIN for this stream. */
+  handleFin(): void {
+    if ((this.#flags & (REMOTE_FIN | DESTROYED | CLOSED)) !== 0) return;
+    this.#flags |= REMOTE_FIN;
+    this.#timeouts?.noteRead();
+    if ((this.#flags & PAUSED) === 0 && this.#held === null) this.#deliverEnd();
+  }
+
+  /** UPD for this stream (v2): Go overwrites both values. */
+  handleWindowUpdate(consumed: number, window: number): void {
+    if ((this.#flags & (DESTROYED | CLOSED)) !== 0) return;
+    this.#peerConsumed = consumed;
+    this.#peerWindow = window;
+    const available = sendWindow(this.#numWritten, this.#peerConsumed, this.#peerWindow);
+    if (Number.isNaN(available)) {
+      this.destroy(new SmuxError('ERR_SMUX_PROTOCOL', `stream ${this.id}: peer consumed more than was sent`));
+    } else if (available > 0 && this.#queuedBytes > 0 && (this.#flags & HOLD) === 0) {
+      this.#host.writer.queueData(this);
+    }
+  }
+
+  /**
+   * The session died (with `error`, or quietly when destroyed locally): nothing more is sent. A stream whose
+   * peer already sent FIN still gets its held data and its end (they arrived whole), then `onClose(error)`.
+   */
+  terminate(error: SmuxError | undefined): void {
+    if ((this.#flags & CLOSED) !== 0) return;
+    this.#dropSendQueue();
+    this.controlBits = 0;
+    if ((this.#flags & (REMOTE_FIN | EOF_DELIVERED | DESTROYED)) === REMOTE_FIN && this.#handler !== null) {
+      const held = this.#held;
+      this.#held = null;
+      if (held !== null) for (const chunk of held) this.#handler.onData(chunk);
+      this.#flags |= EOF_DELIVERED;
+      this.#handler.onEnd();
+    }
+    this.#flags |= DESTROYED;
+    this.#finish(error);
+  }
+
+  // ── FrameSource (for the writer) ───────────────────────────────────────────────────────────────────────
+
+  get numRead(): number {
+    return this.#numRead;
+  }
+
+  get window(): number {
+    return this.#host.config.maxStreamBuffer;
+  }
+
+  get finReady(): boolean {
+    return (this.#flags & (LOCAL_END | FIN_SENT | HOLD | DESTROYED)) === LOCAL_END && this.#queuedBytes === 0;
+  }
+
+  sendableBytes(limit: number): number {
+    if (this.#queuedBytes === 0 || (this.#flags & HOLD) !== 0) return 0;
+    let n = this.#queuedBytes < limit ? this.#queuedBytes : limit;
+    if (this.#host.version === 2) {
+      const available = sendWindow(this.#numWritten, this.#peerConsumed, this.#peerWindow);
+      if (!(available > 0)) return 0;
+      if (available < n) n = available;
+    }
+    return n;
+  }
+
+  takeData(n: number, sink: PayloadSink): void {
+    const queue = this.#queue!;
+    let left = n;
+    while (left > 0) {
+      const buf = queue[this.#queueHead];
+      const start = this.#queueOffset;
+      const available = buf.length - start;
+      if (available <= left) {
+        sink.appendPayload(start === 0 ? buf : buf.subarray(start));
+        left -= available;
+        queue[this.#queueHead++] = undefined as unknown as Buffer;
+        this.#queueOffset = 0;
+      } else {
+        sink.appendPayload(buf.subarray(start, start + left));
+        this.#queueOffset += left;
+        left = 0;
+      }
+    }
+    this.#queuedBytes -= n;
+    if (this.#queuedBytes === 0) {
+      queue.length = 0;
+      this.#queueHead = 0;
+    } else if (this.#queueHead >= 1024 && this.#queueHead * 2 >= queue.length) {
+      // A queue that never empties (a feed held back by the window) must not grow its dead prefix forever.
+      queue.splice(0, this.#queueHead);
+      this.#queueHead = 0;
+    }
+    this.#numWritten = u32Add(this.#numWritten, n);
+  }
+
+  markFinSent(): void {
+    this.#flags |= FIN_SENT;
+    this.controlBits &= ~CONTROL_FIN;
+  }
+
+  afterFlush(): void {
+    if ((this.#flags & CLOSED) !== 0) return;
+    this.#timeouts?.noteWrite();
+    if ((this.#flags & (FIN_SENT | EOF_DELIVERED)) === (FIN_SENT | EOF_DELIVERED)) {
+      this.#host.release(this);
+      this.#finish(undefined);
+      return;
+    }
+    if (this.#queuedBytes === 0) this.#handler?.onDrain?.();
+  }
+
+  // ── internals ──────────────────────────────────────────────────────────────────────────────────────────
+
+  #consumed(n: number): void {
+    if (this.#host.version !== 2) return;
+    this.#numRead = u32Add(this.#numRead, n);
+    this.#sinceUpdate += n;
+    // A UPD after the peer's FIN is useless (nothing more will be sent), so it is skipped.
+    if ((this.#flags & REMOTE_FIN) === 0 && shouldSendUpdate(this.#numRead, n, this.#sinceUpdate, this.#host.config.maxStreamBuffer)) {
+      this.#sinceUpdate = 0;
+      this.controlBits |= CONTROL_UPD;
+      if ((this.#flags & HOLD) === 0) this.#host.writer.queueControl(this);
+    }
+  }
+
+  #deliverEnd(): void {
+    this.#flags |= EOF_DELIVERED;
+    this.#handler!.onEnd();
+    if ((this.#flags & (FIN_SENT | CLOSED)) === FIN_SENT) {
+      this.#host.release(this);
+      this.#finish(undefined);
+    }
+  }
+
+  #dropSendQueue(): void {
+    this.#queue = null;
+    this.#queueHead = 0;
+    this.#queueOffset = 0;
+    this.#queuedBytes = 0;
+  }
+
+  #dropHeld(): void {
+    if (this.#heldBytes > 0) {
+      this.#host.bucket.update(this.#heldBytes, 0);
+      this.#heldBytes = 0;
+      this.#host.tokensReturned();
+    }
+    this.#held = null;
+  }
+
+  #finish(error: SmuxError | undefined): void {
+    if ((this.#flags & CLOSED) !== 0) return;
+    this.#flags |= CLOSED;
+    this.#timeouts?.stop();
+    const handler = this.#handler;
+    if (handler !== null) {
+      if (error === undefined) handler.onClose();
+      else handler.onClose(error);
+    }
+  }
+}
