@@ -1,4 +1,5 @@
-import { SmuxError } from '../smux/index.js';
+import { SmuxError, type SmuxErrorCode } from '../smux/index.js';
+import { describeValue } from '../util/describe.js';
 
 /*
  * Call messages on a smux stream (docs/PROTOCOL.md §2): an 8-byte prefix — kind u8, body encoding u8,
@@ -6,7 +7,10 @@ import { SmuxError } from '../smux/index.js';
  */
 
 /** Message kinds. */
-export const Kind = { REQUEST: 1, EVENT: 2, RESPONSE: 3, DATA: 4, END: 5, RAW: 6 } as const;
+export const Kind = { REQUEST: 1, EVENT: 2, RESPONSE: 3, DATA: 4, END: 5, RAW: 6, HELLO: 7 } as const;
+
+/** The highest kind this version knows. */
+const LAST_KIND = Kind.HELLO;
 
 /** Body encodings. */
 export const Encoding = { NONE: 0, JSON: 1, BYTES: 2, STRING: 3 } as const;
@@ -22,9 +26,11 @@ export const Flag = {
   TIMEOUT: 1 << 6,
   HEADERS: 1 << 7,
   STATUS: 1 << 8,
+  /** With ERROR: the body is a transport error `{ code, message }` written by the transport, not a handler's value. */
+  TRANSPORT: 1 << 9,
 } as const;
 
-const KNOWN_FLAGS = (1 << 9) - 1;
+const KNOWN_FLAGS = (1 << 10) - 1;
 const FIELD_FLAGS = Flag.ID | Flag.PATTERN | Flag.TIMEOUT | Flag.HEADERS | Flag.STATUS;
 /** Bytes of the message prefix. */
 export const PREFIX_SIZE = 8;
@@ -78,7 +84,7 @@ export function encodeMessage(kind: number, flags: number, value: unknown, field
     bytes = value;
   } else {
     encoding = Encoding.JSON;
-    text = JSON.stringify(value);
+    text = toJson(value);
     if (text === undefined) encoding = Encoding.NONE; // e.g. a function: JSON has no value for it either
   }
 
@@ -99,7 +105,8 @@ export function encodeMessage(kind: number, flags: number, value: unknown, field
   }
   if (headers !== undefined) {
     for (const [name, v] of Object.entries(headers)) {
-      if (typeof v !== 'string') throw new TypeError(`call header "${name}" must be a string, got ${typeof v}`);
+      if (typeof v !== 'string')
+        throw new SmuxError('ERR_SMUX_INVALID_ARGUMENT', `call header "${name}" must be a string, got ${describeValue(v)}`);
     }
     flags |= Flag.HEADERS;
     headersText = JSON.stringify(headers);
@@ -129,6 +136,15 @@ export function encodeMessage(kind: number, flags: number, value: unknown, field
   return [head, Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes!.buffer, bytes!.byteOffset, bytes!.byteLength)];
 }
 
+/** JSON text of a value; a value JSON cannot carry (a BigInt, a cycle) is an ERR_SMUX_ENCODING. */
+function toJson(value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value);
+  } catch (error) {
+    throw new SmuxError('ERR_SMUX_ENCODING', `the value cannot be encoded as JSON: ${(error as Error).message}`, { cause: error });
+  }
+}
+
 function writeShortString(buf: Buffer, at: number, value: string, lengthBytes: 1 | 2, field: string): number {
   const length = Buffer.byteLength(value);
   if (length >= 2 ** (8 * lengthBytes))
@@ -137,6 +153,23 @@ function writeShortString(buf: Buffer, at: number, value: string, lengthBytes: 1
   else buf.writeUInt16LE(length, at);
   buf.write(value, at + lengthBytes, 'utf8');
   return at + lengthBytes + length;
+}
+
+/** Flags of a transport error message: the call's last message, an error, written by the transport. */
+export const TRANSPORT_ERROR = Flag.LAST | Flag.ERROR | Flag.TRANSPORT;
+
+/** Encodes a RESPONSE carrying a transport error (`ERR_SMUX_TIMEOUT`, `ERR_SMUX_LIMIT`, …): `{ code, message }` as JSON. */
+export function encodeTransportError(error: SmuxError): Buffer[] {
+  return encodeMessage(Kind.RESPONSE, TRANSPORT_ERROR, { code: error.code, message: error.message });
+}
+
+/** The {@link SmuxError} a transport error body stands for (a body of another shape is reported as it is). */
+export function decodeTransportError(body: unknown): SmuxError {
+  const { code, message } = (typeof body === 'object' && body !== null ? body : {}) as { code?: unknown; message?: unknown };
+  if (typeof code === 'string' && code.startsWith('ERR_SMUX_')) {
+    return new SmuxError(code as SmuxErrorCode, typeof message === 'string' ? message : code);
+  }
+  return new SmuxError('ERR_SMUX_PROTOCOL', `malformed transport error from the peer: ${JSON.stringify(body)}`);
 }
 
 /** Receives the messages a {@link MessageReader} decodes (the per-call object itself: no closures). */
@@ -226,7 +259,7 @@ function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
   const kind = buf[start];
   const encoding = buf[start + 1];
   const flags = buf.readUInt16LE(start + 2);
-  if (kind < Kind.REQUEST || kind > Kind.RAW) throw malformed(`unknown message kind ${kind}`);
+  if (kind < Kind.REQUEST || kind > LAST_KIND) throw malformed(`unknown message kind ${kind}`);
   if ((flags & ~KNOWN_FLAGS) !== 0) throw malformed(`unknown flag bits 0x${flags.toString(16)}`);
   const message: CallMessage = { kind, flags, body: undefined };
   cursor = start + PREFIX_SIZE;

@@ -1,20 +1,35 @@
 import type { WritePacket } from '@nestjs/microservices';
 import type { Unsubscribable } from 'rxjs';
 import { type Clock, type SmuxChannel, type SmuxChannelHandler, SmuxError, type TimerHandle } from '../smux/index.js';
-import { type CallMessage, Flag, Kind, MessageReader } from './call-codec.js';
+import type { Admittable, AdmissionState } from './admission.js';
+import { type CallMessage, decodeTransportError, Flag, Kind, MessageReader } from './call-codec.js';
 
-/** @internal What a {@link ClientCall} needs from the client. */
+/** What a {@link ClientCall} needs from the client. */
 export interface ClientCallHost {
   readonly clock: Clock;
   readonly maxMessageBytes: number;
   /** Turns a RESPONSE into Nest's packet (through the configured deserializer). */
   toPacket(message: CallMessage): WritePacket | Promise<WritePacket>;
+  /** The call holds a slot: connect it (or fail it fast when there is no connection). */
+  launch(call: ClientCall): void;
   /** The call is over (answered, failed or cancelled): its slot is free. */
   settled(call: ClientCall): void;
+  /** Why the client has no connection right now, if it has none (a deadline's `cause`). */
+  readonly connectError: Error | null;
 }
 
-const QUEUED = 0; // waiting for a connection or a free slot
-const OPEN = 1; // REQUEST sent, waiting for the LAST response
+/*
+ * A call's life on the caller's side:
+ *
+ *   (new) ──admitted──▶ WAITING ──stream opened, REQUEST written──▶ OPEN ──LAST response──▶ DONE
+ *     │ no slot                │ (connecting)                         │ error, EOF, deadline, unsubscribe
+ *     ▼                        └──────────── fail / unsubscribe ──────┴──────────────────────▶ DONE
+ *   QUEUED ──slot──▶ WAITING
+ *
+ * Admission's own bookkeeping (queued / holding a slot) is in `admission`.
+ */
+const WAITING = 0;
+const OPEN = 1;
 const DONE = 2;
 
 /**
@@ -22,31 +37,35 @@ const DONE = 2;
  * for `callback` (Nest's `createObserver`), and is the Observable's teardown — unsubscribing before the last
  * response cancels the call (the stream is closed: smux has no RST, FIN before the end means cancel).
  */
-export class ClientCall implements SmuxChannelHandler, Unsubscribable {
+export class ClientCall implements SmuxChannelHandler, Unsubscribable, Admittable {
+  admission: AdmissionState = 'none';
   readonly #host: ClientCallHost;
   readonly #callback: (packet: WritePacket) => void;
   readonly #reader: MessageReader;
+  readonly #request: Buffer[];
+  readonly #timeout: number;
+  /** Wait for a connection instead of failing fast while there is none. */
+  readonly waitForReady: boolean;
   #channel: SmuxChannel | null = null;
-  #state = QUEUED;
+  #state = WAITING;
   #timer: TimerHandle | null = null;
   #delivering: Promise<void> | null = null; // custom deserializers may be async: keep responses in order
-  /** The encoded REQUEST, sent once a stream is open. */
-  request: Buffer[] = [];
-  /** The call's deadline budget in ms (0 = none). */
-  timeout = 0;
-  /** True once the call took a concurrency slot (it was not only queued). */
-  launched = false;
-  /** True while the call waits in the client's queue for a slot. */
-  queued = false;
 
   /**
    * @param host - the client
    * @param callback - receives Nest packets (`createObserver(observer)` or a `publish()` callback)
+   * @param request - the encoded REQUEST, written once a stream is open
+   * @param timeout - the deadline in ms (0: none), counted from now (queueing and connecting included)
+   * @param waitForReady - wait for a connection instead of failing fast
    */
-  constructor(host: ClientCallHost, callback: (packet: WritePacket) => void) {
+  constructor(host: ClientCallHost, callback: (packet: WritePacket) => void, request: Buffer[], timeout: number, waitForReady: boolean) {
     this.#host = host;
     this.#callback = callback;
+    this.#request = request;
+    this.#timeout = timeout;
+    this.waitForReady = waitForReady;
     this.#reader = new MessageReader(host.maxMessageBytes);
+    if (timeout > 0) this.#timer = host.clock.setTimeout(() => this.#deadlinePassed(), timeout);
   }
 
   /** True once the call is over. */
@@ -54,31 +73,30 @@ export class ClientCall implements SmuxChannelHandler, Unsubscribable {
     return this.#state === DONE;
   }
 
-  /** Starts the deadline (from when the call was made, queueing included). */
-  startTimer(): void {
-    if (this.timeout <= 0 || this.#state === DONE) return;
-    const ms = this.timeout;
-    this.#timer = this.#host.clock.setTimeout(() => {
-      this.#timer = null;
-      this.fail(new SmuxError('ERR_SMUX_TIMEOUT', `the call did not complete within its deadline of ${ms} ms`));
-    }, ms);
+  /** True while the call waits for a slot or a connection (nothing sent yet). */
+  get waiting(): boolean {
+    return this.#state === WAITING;
+  }
+
+  /** Admission gave the call a slot. */
+  launch(): void {
+    this.#host.launch(this);
   }
 
   /** Sends the request on a freshly opened stream. */
   open(channel: SmuxChannel): void {
-    if (this.#state !== QUEUED) {
+    if (this.#state !== WAITING) {
       channel.destroy();
       return;
     }
     this.#state = OPEN;
     this.#channel = channel;
     channel.setHandler(this);
-    for (const buffer of this.request) channel.write(buffer);
-    this.request = [];
+    for (const buffer of this.#request) channel.write(buffer);
   }
 
   /** Fails the call with `error` (and cancels it on the server if it was sent). */
-  fail(error: unknown): void {
+  fail(error: SmuxError): void {
     if (this.#state === DONE) return;
     this.#settle();
     this.#callback({ err: error, isDisposed: true } as WritePacket);
@@ -96,35 +114,42 @@ export class ClientCall implements SmuxChannelHandler, Unsubscribable {
     try {
       this.#reader.push(data, this);
     } catch (error) {
-      this.fail(error);
+      this.fail(error as SmuxError);
     }
   }
 
   onEnd(): void {
-    if (this.#state === OPEN)
+    if (this.#state === OPEN) {
       this.#failAfterDeliveries(new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the server ended the stream before the call completed'));
+    }
   }
 
   onClose(error?: SmuxError): void {
-    if (this.#state === OPEN)
+    if (this.#state === OPEN) {
       this.#failAfterDeliveries(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the call completed'));
+    }
   }
 
-  /** Fails the call — after responses still being deserialized (async deserializer), which may complete it. */
-  #failAfterDeliveries(error: SmuxError): void {
-    if (this.#delivering === null) this.fail(error);
-    else void this.#delivering.then(() => this.fail(error));
-  }
-
-  /** @internal A complete message (MessageReader sink). */
+  /** A complete message (MessageReader sink). */
   onMessage(message: CallMessage): void {
     if (this.#state !== OPEN) return;
     if (message.kind !== Kind.RESPONSE) {
       this.fail(new SmuxError('ERR_SMUX_PROTOCOL', `unexpected message kind ${message.kind} on a call`));
       return;
     }
+    if ((message.flags & Flag.TRANSPORT) !== 0) {
+      // Written by the server's transport (deadline, shutdown, limit, malformed request): one error shape.
+      this.#failAfterDeliveries(decodeTransportError(message.body));
+      return;
+    }
     const last = (message.flags & Flag.LAST) !== 0;
-    const packet = this.#host.toPacket(message);
+    let packet: WritePacket | Promise<WritePacket>;
+    try {
+      packet = this.#host.toPacket(message);
+    } catch (error) {
+      this.fail(new SmuxError('ERR_SMUX_ENCODING', 'the deserializer rejected a response', { cause: error }));
+      return;
+    }
     if (this.#delivering === null && !(packet instanceof Promise)) {
       this.#deliver(packet, last);
       return;
@@ -134,8 +159,28 @@ export class ClientCall implements SmuxChannelHandler, Unsubscribable {
       .then(() => packet)
       .then(
         (p) => this.#deliver(p, last),
-        (error: unknown) => this.fail(error),
+        (error: unknown) => this.fail(new SmuxError('ERR_SMUX_ENCODING', 'the deserializer rejected a response', { cause: error })),
       );
+  }
+
+  // ── internals ──────────────────────────────────────────────────────────────────────────────────────────
+
+  #deadlinePassed(): void {
+    this.#timer = null;
+    const cause = this.#state === WAITING ? this.#host.connectError : null;
+    this.fail(
+      new SmuxError(
+        'ERR_SMUX_TIMEOUT',
+        `the call did not complete within its deadline of ${this.#timeout} ms${cause === null ? '' : ` (no connection: ${cause.message})`}`,
+        cause === null ? undefined : { cause },
+      ),
+    );
+  }
+
+  /** Fails the call — after responses still being deserialized (async deserializer), which may complete it. */
+  #failAfterDeliveries(error: SmuxError): void {
+    if (this.#delivering === null) this.fail(error);
+    else void this.#delivering.then(() => this.fail(error));
   }
 
   #deliver(packet: WritePacket, last: boolean): void {

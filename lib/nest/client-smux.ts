@@ -1,146 +1,171 @@
 import { EventEmitter } from 'node:events';
-import net from 'node:net';
-import type { Duplex } from 'node:stream';
-import tls from 'node:tls';
+import { Logger } from '@nestjs/common';
 import { ClientProxy, type MsPattern, type ReadPacket, type WritePacket } from '@nestjs/microservices';
-import { Observable } from 'rxjs';
-import { type Clock, Session, type SmuxConfig, SmuxError, systemClock } from '../smux/index.js';
+import { Observable, throwError } from 'rxjs';
+import { type Session, SmuxError } from '../smux/index.js';
 import { Fifo } from '../util/fifo.js';
-import { type CallMessage, encodeMessage, Flag, Kind } from './call-codec.js';
+import { Admission } from './admission.js';
+import { type CallMessage, encodeMessage, Flag, Kind, PREFIX_SIZE } from './call-codec.js';
 import { ClientCall, type ClientCallHost } from './client-call.js';
+import { Connector } from './connector.js';
 import type { ClientSmuxOptions } from './interfaces.js';
+import { RateLimitedLog } from './log.js';
+import { resolveClientOptions, type ResolvedClientOptions } from './options.js';
 import { SmuxRecord } from './smux.record-builder.js';
 import type { SmuxClientEvents } from './smux.events.js';
 
-const MiB = 1024 * 1024;
+/** Something waiting for a connection: a call, an event, a `connect()`. */
+interface ConnectionWaiter {
+  readonly waitForReady: boolean;
+  /** True once it no longer waits (settled elsewhere). */
+  gone(): boolean;
+  connected(session: Session): void;
+  unavailable(error: SmuxError): void;
+}
 
 /**
  * The NestJS client of {@link ServerSmux}: every `send()` and `emit()` runs on its own smux stream over one
- * connection, opened lazily on first use.
+ * connection, opened lazily on first use. While there is no connection, calls fail at once with the retryable
+ * `ERR_SMUX_UNAVAILABLE` (or wait, with `waitForReady`); reconnection goes on in the background.
  *
  * ```ts
- * ClientsModule.register([{ name: 'MATH', customClass: ClientSmux, options: { port: 4000 } }]);
+ * ClientsModule.register([smuxClient({ name: 'MATH', options: { port: 4000 } })]);
  * ```
  */
 export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
-  readonly #options: ClientSmuxOptions;
-  readonly #smux: Partial<SmuxConfig>;
+  /** Nest's logger, with this transport's context. */
+  protected readonly logger = new Logger('ClientSmux');
+  readonly #options: ResolvedClientOptions;
   readonly #host: ClientCallHost;
   readonly #events = new EventEmitter();
-  readonly #maxConcurrent: number;
-  readonly #maxQueued: number;
-  readonly #queue = new Fifo<ClientCall>();
-  readonly #draining = new Set<Session>(); // sessions out of stream ids, finishing their calls
+  readonly #admission: Admission;
+  readonly #connector: Connector;
+  readonly #awaiting = new Fifo<ConnectionWaiter>();
+  readonly #warnings: RateLimitedLog;
   readonly #customSerializer: boolean;
   readonly #customDeserializer: boolean;
-  #session: Session | null = null;
-  #connecting: Promise<Session> | null = null;
-  #generation = 0; // bumped by close(): a connection that completes afterwards is dropped
-  #inFlight = 0;
-  #waiting = 0; // queued calls still waiting (the queue may also hold settled ones)
   #nextId = 0;
-  #failures = 0;
-  #retryAt = 0;
-  #everConnected = false;
+  #waitingCalls = 0; // calls waiting for a connection (they hold no slot yet)
 
-  /** @param options - where to connect, TLS, smux config, default timeout, limits, (de)serializers */
+  /**
+   * @param options - where to connect, TLS, smux config, default timeout, limits, (de)serializers
+   * @throws SmuxError `ERR_SMUX_INVALID_CONFIG` naming the option, for an unknown option or a bad value
+   */
   constructor(options: ClientSmuxOptions = {}) {
     super();
-    this.#options = options;
-    this.#smux = { version: 2, ...options.smux };
-    if (options.timeout !== undefined && !(Number.isFinite(options.timeout) && options.timeout >= 0)) {
-      throw new RangeError(`ClientSmux: timeout must be a non-negative number of ms (0 = none), got ${options.timeout}`);
-    }
-    this.#maxConcurrent = options.maxConcurrentCalls ?? 10_000;
-    this.#maxQueued = options.maxQueuedCalls ?? 10_000;
-    this.#customSerializer = options.serializer !== undefined;
-    this.#customDeserializer = options.deserializer !== undefined;
+    const resolved = resolveClientOptions(options);
+    this.#options = resolved;
+    this.#customSerializer = resolved.serializer !== undefined;
+    this.#customDeserializer = resolved.deserializer !== undefined;
     this.initializeSerializer(options);
     this.initializeDeserializer(options);
-    const clock: Clock = options.smux?.clock ?? systemClock;
+    this.#admission = new Admission(resolved.maxConcurrentCalls, resolved.maxQueuedCalls);
+    this.#warnings = new RateLimitedLog(this.logger, resolved.clock);
+    const connector = new Connector(resolved, {
+      ready: (session) => this.#ready(session),
+      failed: (error) => this.#failed(error),
+      lost: (session, error) => this.#lost(session, error),
+      status: (status) => this._status$.next(status),
+    });
+    this.#connector = connector;
     this.#host = {
-      clock,
-      maxMessageBytes: options.maxMessageBytes ?? 64 * MiB,
+      clock: resolved.clock,
+      maxMessageBytes: resolved.maxMessageBytes,
       toPacket: (message) => this.#toPacket(message),
-      settled: (call) => this.#settled(call),
+      launch: (call) => this.#launch(call),
+      settled: (call) => {
+        this.#admission.release(call);
+        this.#connector.retireIdle();
+      },
+      get connectError() {
+        return connector.lastError;
+      },
     };
   }
 
-  /** Connects (once; concurrent callers share the attempt). Resolves with the session. */
+  /**
+   * Connects, unless connected (concurrent callers share the attempt); a backoff wait is cut short. Resolves with
+   * the session, or rejects with `ERR_SMUX_UNAVAILABLE` whose `cause` is why the attempt failed.
+   */
   connect(): Promise<Session> {
-    const session = this.#session;
-    if (session !== null && !session.isClosed) return Promise.resolve(session);
-    this.#connecting ??= this.#establish().finally(() => (this.#connecting = null));
-    return this.#connecting;
+    const session = this.#connector.session;
+    if (session !== null) return Promise.resolve(session);
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      this.#awaiting.push({
+        waitForReady: false,
+        gone: () => settled,
+        connected: (s) => {
+          settled = true;
+          resolve(s);
+        },
+        unavailable: (error) => {
+          settled = true;
+          reject(error);
+        },
+      });
+      this.#connector.connect();
+    });
   }
 
   /**
-   * Closes the connection gracefully (queued events are flushed); calls still in flight or queued fail with
-   * `ERR_SMUX_SESSION_CLOSED`. A later call connects again.
+   * Closes the connection gracefully (queued events are flushed); calls still in flight, queued or waiting for
+   * a connection fail with `ERR_SMUX_SESSION_CLOSED`, and reconnecting stops. A later call connects again.
    */
   async close(): Promise<void> {
-    this.#generation++;
     const closed = new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed');
-    // Empty the queue before failing its calls, so no failure launches the next one.
-    const queued = this.#queue.drain().filter((call) => call.queued);
-    this.#waiting = 0;
-    for (const call of queued) {
-      call.queued = false;
-      call.fail(closed);
-    }
-    const sessions = [...this.#draining];
-    if (this.#session !== null) sessions.push(this.#session);
-    this.#session = null;
-    this.#draining.clear();
-    await Promise.all(sessions.map((s) => closeWithin(s, 2_000)));
-    this._status$.next('disconnected');
+    for (const call of this.#admission.drain()) (call as ClientCall).fail(closed);
+    for (const waiter of this.#awaiting.drain()) if (!waiter.gone()) waiter.unavailable(closed);
+    await this.#connector.close();
+    this.#warnings.close();
   }
 
-  /** The current smux session. @throws when not connected */
+  /** The current smux session. @throws SmuxError `ERR_SMUX_UNAVAILABLE` when not connected */
   unwrap<T = Session>(): T {
-    if (this.#session === null || this.#session.isClosed) throw new Error('ClientSmux is not connected: call connect() first');
-    return this.#session as T;
+    const session = this.#connector.session;
+    if (session === null) throw new SmuxError('ERR_SMUX_UNAVAILABLE', 'ClientSmux is not connected: call connect() first');
+    return session as T;
   }
 
-  /** Listens to client events: `connect`, `close`, `error`. */
+  /** Listens to client events: `connect` (a session is ready), `close` (it ended), `error` (an attempt failed). */
   override on<K extends keyof SmuxClientEvents>(event: K, callback: SmuxClientEvents[K]): void {
     this.#events.on(event, callback as (...args: unknown[]) => void);
   }
 
   /**
-   * A request/response call. Once connected, it skips `ClientProxy.send()`'s per-call `defer(connect)` +
-   * `mergeMap`; what the subscriber sees is the same (values, then completion or the error).
+   * A request/response call. It skips `ClientProxy.send()`'s per-call `defer(connect)` + `mergeMap`; what the
+   * subscriber sees is the same (values, then completion or the error).
    */
   override send<TResult = unknown, TInput = unknown>(pattern: unknown, data: TInput): Observable<TResult> {
-    if (pattern === null || pattern === undefined || data === null || data === undefined) return super.send(pattern, data);
-    return new Observable<TResult>((observer) => {
-      const call = new ClientCall(this.#host, this.createObserver(observer));
-      this.#start(call, pattern, data);
-      return call;
-    });
+    if (pattern === null || pattern === undefined || data === null || data === undefined) {
+      return throwError(
+        () =>
+          new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'send() needs a pattern and data that are not null or undefined (as Nest requires)'),
+      );
+    }
+    return new Observable<TResult>((observer) => this.#start(this.createObserver(observer), pattern, data) ?? undefined);
   }
 
-  /** @internal Nest's publish contract, for code that goes through it; `send()` does not. */
+  /** Nest's publish contract, for code that goes through `ClientProxy`'s own paths; `send()` does not. */
   protected publish(packet: ReadPacket, callback: (packet: WritePacket) => void): () => void {
-    const call = new ClientCall(this.#host, callback);
-    this.#start(call, packet.pattern, packet.data, packet);
-    return () => call.unsubscribe();
+    const call = this.#start(callback, packet.pattern, packet.data, packet);
+    return () => call?.unsubscribe();
   }
 
   /**
    * An event: EVENT then FIN on a new stream. At most once: resolves when the event and its FIN have been
-   * handed to the socket, rejects if the connection is lost before that.
+   * handed to the socket; rejects with `ERR_SMUX_UNAVAILABLE` when there is no connection (unless it waits for
+   * ready), or when the connection is lost before that.
    */
   protected async dispatchEvent<T = unknown>(packet: ReadPacket): Promise<T> {
-    let session = await this.connect();
-    if (session.streamIdsLeft === 0) {
-      this.#rotate(session); // an emit-only client must move to a fresh session too
-      session = await this.connect();
-    }
-    const { data, headers } = unwrapRecord(packet.data, (packet as ReadPacket & { metadata?: Record<string, string> }).metadata);
+    const { data, headers, waitForReady } = unwrapRecord(
+      packet.data,
+      (packet as ReadPacket & { metadata?: Record<string, string> }).metadata,
+    );
     const buffers = this.#customSerializer
       ? encodeMessage(Kind.EVENT, Flag.OPAQUE, this.serializer.serialize({ ...packet, data }))
       : encodeMessage(Kind.EVENT, 0, data, { ...this.#patternField(packet.pattern), headers });
+    const session = await this.#sessionFor(waitForReady ?? this.#options.waitForReady);
     const channel = session.openChannel();
     return new Promise<T>((resolve, reject) => {
       channel.setHandler({
@@ -163,16 +188,16 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
 
   // ── calls ──────────────────────────────────────────────────────────────────────────────────────────────
 
-  #start(call: ClientCall, pattern: unknown, rawData: unknown, nestPacket?: ReadPacket): void {
-    let packet: ReadPacket & { metadata?: Record<string, string> };
-    if (nestPacket !== undefined) packet = nestPacket;
-    else packet = typeof this.createPacket === 'function' ? this.createPacket(pattern, rawData) : { pattern, data: rawData };
-    const { data, headers, timeout } = unwrapRecord(packet.data, packet.metadata);
+  #start(callback: (packet: WritePacket) => void, pattern: unknown, rawData: unknown, nestPacket?: ReadPacket): ClientCall | null {
+    const packet: ReadPacket & { metadata?: Record<string, string> } =
+      nestPacket ?? (typeof this.createPacket === 'function' ? this.createPacket(pattern, rawData) : { pattern, data: rawData });
+    const { data, headers, timeout: recordTimeout, waitForReady } = unwrapRecord(packet.data, packet.metadata);
+    const timeout = recordTimeout ?? this.#options.timeout;
     const id = (++this.#nextId).toString(36);
-    call.timeout = timeout ?? this.#options.timeout ?? 0;
-    const timeoutField = call.timeout > 0 ? call.timeout : undefined;
+    const timeoutField = timeout > 0 ? timeout : undefined;
+    let request: Buffer[];
     try {
-      call.request = this.#customSerializer
+      request = this.#customSerializer
         ? encodeMessage(
             Kind.REQUEST,
             Flag.OPAQUE,
@@ -180,90 +205,164 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
             { timeout: timeoutField },
           )
         : encodeMessage(Kind.REQUEST, 0, data, { id, ...this.#patternField(packet.pattern), timeout: timeoutField, headers });
+      this.#checkSize(request);
     } catch (error) {
-      call.fail(error);
-      return;
+      callback({ err: toSmuxError(error, 'the request could not be encoded'), isDisposed: true } as WritePacket);
+      return null;
     }
-    call.startTimer();
-    if (this.#inFlight >= this.#maxConcurrent) {
-      if (this.#waiting >= this.#maxQueued) {
-        call.fail(
-          new SmuxError(
-            'ERR_SMUX_LIMIT',
-            `${this.#inFlight} calls in flight and ${this.#waiting} queued (maxConcurrentCalls ${this.#maxConcurrent}, maxQueuedCalls ${this.#maxQueued})`,
-          ),
-        );
-        return;
-      }
-      call.queued = true;
-      this.#waiting++;
-      this.#queue.push(call);
-      return;
-    }
-    this.#launch(call);
+    const call = new ClientCall(this.#host, callback, request, timeout, waitForReady ?? this.#options.waitForReady);
+    if (this.#connector.session !== null) this.#admit(call);
+    else this.#awaitConnection(call);
+    return call;
   }
 
+  /** Slots are taken once connected: until then the server's `maxCallsPerConnection` (from its hello) is unknown. */
+  #admit(call: ClientCall): void {
+    if (call.done || this.#admission.admit(call)) return;
+    call.fail(
+      new SmuxError(
+        'ERR_SMUX_LIMIT',
+        `${this.#admission.running} calls in flight and ${this.#admission.queued} queued ` +
+          `(maxConcurrentCalls ${this.#options.maxConcurrentCalls}, maxQueuedCalls ${this.#options.maxQueuedCalls})`,
+      ),
+    );
+  }
+
+  /** No connection: wait for one (bounded like the queue), or fail fast while the last attempt failed. */
+  #awaitConnection(call: ClientCall): void {
+    if (this.#connector.state === 'backoff' && !call.waitForReady) return call.fail(this.#unavailable());
+    const { maxConcurrentCalls, maxQueuedCalls } = this.#options;
+    if (this.#waitingCalls >= maxConcurrentCalls + maxQueuedCalls) {
+      const limits = `maxConcurrentCalls ${maxConcurrentCalls} + maxQueuedCalls ${maxQueuedCalls}`;
+      return call.fail(new SmuxError('ERR_SMUX_LIMIT', `${this.#waitingCalls} calls wait for a connection (${limits})`));
+    }
+    this.#waitingCalls++;
+    let waiting = true;
+    const leave = (): boolean => {
+      if (waiting) this.#waitingCalls--;
+      waiting = false;
+      return true;
+    };
+    this.#awaiting.push({
+      waitForReady: call.waitForReady,
+      gone: () => call.done && leave(),
+      connected: () => leave() && this.#admit(call),
+      unavailable: (error) => leave() && call.fail(error),
+    });
+    this.#connector.connect();
+  }
+
+  /** A call took a slot: open its stream (should the connection be gone meanwhile, wait for the next one). */
   #launch(call: ClientCall): void {
     if (call.done) return;
-    call.launched = true;
-    this.#inFlight++;
-    const session = this.#session;
-    if (session !== null && !session.isClosed && session.streamIdsLeft > 0) {
-      this.#openOn(session, call);
-      return;
-    }
-    if (session !== null && !session.isClosed) this.#rotate(session);
-    this.connect().then(
-      (s) => this.#openOn(s, call),
-      (error: unknown) => call.fail(error),
-    );
+    const session = this.#usableSession();
+    if (session !== null) return this.#openOn(session, call);
+    if (this.#connector.state === 'backoff' && !call.waitForReady) return call.fail(this.#unavailable());
+    this.#awaiting.push({
+      waitForReady: call.waitForReady,
+      gone: () => call.done,
+      connected: (s) => this.#openOn(s, call),
+      unavailable: (error) => call.fail(error),
+    });
+    this.#connector.connect();
   }
 
   #openOn(session: Session, call: ClientCall): void {
     if (call.done) return;
-    if (session.streamIdsLeft === 0) {
-      this.#rotate(session);
-      this.connect().then(
-        (s) => this.#openOn(s, call),
-        (error: unknown) => call.fail(error),
-      );
-      return;
-    }
     try {
       call.open(session.openChannel());
     } catch (error) {
-      call.fail(error);
+      call.fail(toSmuxError(error, 'the call could not be opened'));
     }
   }
 
-  /** Stream ids are running out on `session`: new calls go to a fresh session; this one finishes its calls, then closes. */
-  #rotate(session: Session): void {
-    if (this.#session !== session) return;
-    this.#session = null;
-    this.#draining.add(session);
-    if (session.numStreams === 0) this.#retire(session);
+  /** A session for an event: the ready one, or the next one (failing fast while there is none, unless waiting). */
+  #sessionFor(waitForReady: boolean): Promise<Session> {
+    const session = this.#usableSession();
+    if (session !== null) return Promise.resolve(session);
+    if (this.#connector.state === 'backoff' && !waitForReady) return Promise.reject(this.#unavailable());
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      this.#awaiting.push({
+        waitForReady,
+        gone: () => settled,
+        connected: (s) => {
+          settled = true;
+          resolve(s);
+        },
+        unavailable: (error) => {
+          settled = true;
+          reject(error);
+        },
+      });
+      this.#connector.connect();
+    });
   }
 
-  #retire(session: Session): void {
-    this.#draining.delete(session);
-    void session.close();
+  /** The ready session, if it still has stream ids (otherwise new calls move to a fresh one). */
+  #usableSession(): Session | null {
+    const session = this.#connector.session;
+    if (session === null) return null;
+    if (session.streamIdsLeft > 0) return session;
+    this.#connector.rotate();
+    return null;
   }
 
-  #settled(call: ClientCall): void {
-    if (call.launched) this.#inFlight--;
-    else if (call.queued) {
-      // Unsubscribed or timed out while waiting: its queue slot is free now (the entry is skipped later).
-      call.queued = false;
-      this.#waiting--;
+  /** A request the server will refuse as too large fails here, before its bytes are sent. */
+  #checkSize(request: Buffer[]): void {
+    const limit = this.#connector.hello?.maxMessageBytes;
+    if (limit === undefined) return;
+    let length = -PREFIX_SIZE;
+    for (const buffer of request) length += buffer.length;
+    if (length > limit)
+      throw new SmuxError('ERR_SMUX_LIMIT', `the request is ${length} bytes; the server accepts at most ${limit} (its maxMessageBytes)`);
+  }
+
+  #unavailable(): SmuxError {
+    const cause = this.#connector.lastError ?? undefined;
+    // A server that does not speak this transport will not start speaking it: retrying that is pointless.
+    const retryable = !(cause instanceof SmuxError && cause.code === 'ERR_SMUX_PROTOCOL');
+    return new SmuxError('ERR_SMUX_UNAVAILABLE', `no connection: ${cause?.message ?? `not connected to ${this.#connector.where}`}`, {
+      cause,
+      retryable,
+    });
+  }
+
+  // ── connection events ──────────────────────────────────────────────────────────────────────────────────
+
+  #ready(session: Session): void {
+    const limit = this.#connector.hello?.maxCallsPerConnection;
+    if (limit !== undefined) this.#admission.limit(Math.min(limit, this.#options.maxConcurrentCalls));
+    this.logger.debug?.(`Connected to ${this.#connector.where} (smux protocol version ${session.version})`);
+    this.#events.emit('connect', session);
+    for (const waiter of this.#awaiting.drain()) {
+      if (waiter.gone()) continue;
+      const usable = this.#usableSession();
+      if (usable === null)
+        this.#awaiting.push(waiter); // ids ran out at once: the next session takes it
+      else waiter.connected(usable);
     }
-    while (this.#inFlight < this.#maxConcurrent && this.#queue.length > 0) {
-      const next = this.#queue.shift()!;
-      if (!next.queued) continue; // settled while waiting
-      next.queued = false;
-      this.#waiting--;
-      this.#launch(next);
+  }
+
+  #failed(error: Error): void {
+    this.#warnings.warn('connect', `Could not connect to ${this.#connector.where}: ${error.message} (retrying in the background)`);
+    if (this.#events.listenerCount('error') > 0) this.#events.emit('error', error);
+    const unavailable = this.#unavailable();
+    for (const waiter of this.#awaiting.drain()) {
+      if (waiter.gone()) continue;
+      if (waiter.waitForReady) this.#awaiting.push(waiter);
+      else waiter.unavailable(unavailable);
     }
-    if (this.#draining.size > 0) for (const session of this.#draining) if (session.numStreams === 0) this.#retire(session);
+  }
+
+  #lost(_session: Session, error: SmuxError | undefined): void {
+    // A server closing its end on purpose (shutdown, a drained connection) ends the session without a cause.
+    if (error !== undefined && (error.cause !== undefined || error.code !== 'ERR_SMUX_SESSION_CLOSED')) {
+      this.#warnings.warn('connection', `Connection to ${this.#connector.where} lost: ${error.message}`);
+    } else {
+      this.logger.debug?.(`Connection to ${this.#connector.where} closed`);
+    }
+    this.#events.emit('close', error);
   }
 
   /**
@@ -292,89 +391,21 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     if ((message.flags & Flag.ERROR) !== 0) return { err: message.body, isDisposed: last };
     return { response: message.body, isDisposed: last };
   }
-
-  // ── connection ─────────────────────────────────────────────────────────────────────────────────────────
-
-  async #establish(): Promise<Session> {
-    const generation = this.#generation;
-    const wait = this.#retryAt - Date.now();
-    if (this.#everConnected || wait > 0) this._status$.next('reconnecting');
-    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-    let socket: Duplex;
-    try {
-      socket = await this.#dial();
-    } catch (error) {
-      this.#failures++;
-      const { initialDelay = 100, maxDelay = 5_000, factor = 2 } = this.#options.reconnect ?? {};
-      this.#retryAt = Date.now() + Math.min(maxDelay, initialDelay * factor ** (this.#failures - 1));
-      this._status$.next('disconnected');
-      this.#events.emit('error', error);
-      throw error;
-    }
-    this.#failures = 0;
-    this.#retryAt = 0;
-    const session = Session.client(socket, this.#smux);
-    if (generation !== this.#generation) {
-      session.destroy();
-      throw new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed while connecting');
-    }
-    session.on('close', (error) => this.#lost(session, error));
-    // The server side of this transport never opens streams; any that arrive are refused at once rather than
-    // left to fill the accept backlog (which would stop the session reading).
-    session.on('channel', (channel) => channel.destroy());
-    this.#session = session;
-    this.#everConnected = true;
-    this._status$.next('connected');
-    this.#events.emit('connect', session);
-    return session;
-  }
-
-  #lost(session: Session, error: SmuxError | undefined): void {
-    this.#draining.delete(session);
-    if (this.#session !== session) return;
-    this.#session = null;
-    this._status$.next('disconnected');
-    this.#events.emit('close', error);
-  }
-
-  #dial(): Promise<Duplex> {
-    const { host = 'localhost', port = 3000, path, tls: tlsOptions, connectTimeout = 10_000 } = this.#options;
-    return new Promise((resolve, reject) => {
-      const target = path !== undefined ? { path } : { host, port };
-      const socket = tlsOptions !== undefined ? tls.connect({ ...tlsOptions, ...target }) : net.connect(target);
-      const ready = tlsOptions !== undefined ? 'secureConnect' : 'connect';
-      const timer = setTimeout(
-        () => fail(new SmuxError('ERR_SMUX_TIMEOUT', `could not connect to ${path ?? `${host}:${port}`} within ${connectTimeout} ms`)),
-        connectTimeout,
-      );
-      const fail = (error: Error): void => {
-        clearTimeout(timer);
-        socket.destroy();
-        reject(error);
-      };
-      socket.once('error', fail);
-      socket.once(ready, () => {
-        clearTimeout(timer);
-        socket.off('error', fail);
-        resolve(socket);
-      });
-    });
-  }
 }
 
 /** Unwraps a {@link SmuxRecord} and merges its headers with Nest 12's dispatch-hook metadata. */
 function unwrapRecord(
   value: unknown,
   metadata: Record<string, string> | undefined,
-): { data: unknown; headers: Record<string, string> | undefined; timeout: number | undefined } {
-  if (!(value instanceof SmuxRecord)) return { data: value, headers: metadata, timeout: undefined };
-  const { headers, timeout } = value.options as { headers?: Record<string, string>; timeout?: number };
-  return { data: value.data, headers: metadata === undefined ? headers : { ...metadata, ...headers }, timeout };
+): { data: unknown; headers: Record<string, string> | undefined; timeout: number | undefined; waitForReady: boolean | undefined } {
+  if (!(value instanceof SmuxRecord)) return { data: value, headers: metadata, timeout: undefined, waitForReady: undefined };
+  const { headers, timeout, waitForReady } = value.options;
+  return { data: value.data, headers: metadata === undefined ? headers : { ...metadata, ...headers }, timeout, waitForReady };
 }
 
-async function closeWithin(session: Session, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([session.close(), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
-  clearTimeout(timer);
-  session.destroy();
+/** `error` as a SmuxError: ours as they are, anything else (a custom serializer's) as ERR_SMUX_ENCODING. */
+function toSmuxError(error: unknown, what: string): SmuxError {
+  return error instanceof SmuxError
+    ? error
+    : new SmuxError('ERR_SMUX_ENCODING', `${what}: ${(error as Error)?.message ?? String(error)}`, { cause: error });
 }

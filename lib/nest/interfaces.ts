@@ -2,20 +2,25 @@ import type { ConnectionOptions, TlsOptions } from 'node:tls';
 import type { Deserializer, Serializer } from '@nestjs/microservices';
 import type { SmuxConfig } from '../smux/index.js';
 
-/** Options shared by {@link ServerSmux} and {@link ClientSmux}. */
+/**
+ * Options shared by {@link ServerSmux} and {@link ClientSmux}. Every option is checked when the server or
+ * client is constructed: a wrong type, a value out of range or an unknown name throws a `SmuxError`
+ * `ERR_SMUX_INVALID_CONFIG` that names the option, the value and what is allowed.
+ */
 export interface SmuxTransportOptions {
   /** Host to listen on / connect to. Default `'localhost'`. */
   host?: string;
-  /** TCP port. Default 3000. */
+  /** TCP port, 0–65535 (0 on a server: any free port). Default 3000. */
   port?: number;
-  /** A unix socket path instead of host and port. */
+  /** A unix socket path instead of host and port (give one or the other). */
   path?: string;
   /**
-   * smux session configuration (see `nestjs-smux/smux`). The transport defaults to protocol `version: 2`
-   * (per-stream flow control is the point); both ends must use the same version.
+   * smux session configuration (see `nestjs-smux/smux`), validated at construction. The transport's defaults:
+   * a client speaks protocol `version: 2` (per-stream flow control is the point); a server `'auto'` (it answers
+   * in the version of each client's first frame). Pin a version on the server to refuse the other one.
    */
   smux?: Partial<SmuxConfig>;
-  /** Largest call message accepted, in bytes (prefix `length`). Default 64 MiB. */
+  /** Largest call message accepted, in bytes (the message prefix's `length`), at least 1. Default 64 MiB. */
   maxMessageBytes?: number;
   /** Nest serializer for outgoing packets. Default: identity (packets travel in the native message format). */
   serializer?: Serializer;
@@ -27,43 +32,58 @@ export interface SmuxTransportOptions {
 export interface ServerSmuxOptions extends SmuxTransportOptions {
   /** TLS: `tls.createServer` options. */
   tls?: TlsOptions;
-  /** Most connections at once; the extra ones get `ERR_SMUX_LIMIT` on their calls and are closed. Default 1024. */
+  /** Most connections at once, at least 1; the extra ones get `ERR_SMUX_LIMIT` on their calls and are closed. Default 1024. */
   maxConnections?: number;
-  /** Most calls running at once on one connection; extra calls fail with `ERR_SMUX_LIMIT`. Default 10 000. */
+  /** Most calls running at once on one connection, at least 1; extra calls fail with `ERR_SMUX_LIMIT`. Default 10 000. */
   maxCallsPerConnection?: number;
   /**
-   * Most bytes of an Observable reply queued on one call (values come faster than the caller reads); beyond
-   * it the call fails with `ERR_SMUX_LIMIT`. Default 128 MiB.
+   * Most bytes of an Observable reply queued on one call (values come faster than the caller reads), at least
+   * 1; beyond it the call fails with `ERR_SMUX_LIMIT`. Default 128 MiB.
    */
   maxReplyBufferBytes?: number;
-  /** Graceful `close()`: ms to let in-flight calls finish before ending them with `ERR_SMUX_SHUTTING_DOWN`. Default 10 000. */
+  /**
+   * Graceful `close()`: ms to let in-flight calls finish before ending them with `ERR_SMUX_SHUTTING_DOWN`
+   * (0: end them at once). Default 10 000.
+   */
   closeTimeout?: number;
-  /** After its last message and FIN, ms to wait for the caller's FIN before forgetting the stream. Default 30 000. */
+  /** After its last message and FIN, ms (at least 1) to wait for the caller's FIN before forgetting the stream. Default 30 000. */
   finTimeout?: number;
 }
 
 /** Reconnection backoff of {@link ClientSmux}. */
 export interface ReconnectOptions {
-  /** First delay after a failed attempt, in ms. Default 100. */
+  /** Delay before the first retry after a failed attempt, in ms (0: at once). Default 100. */
   initialDelay?: number;
-  /** Longest delay, in ms. Default 5000. */
+  /** Longest delay, in ms, at least `initialDelay`. Default 5000. */
   maxDelay?: number;
-  /** Growth per failed attempt. Default 2. */
+  /** Growth per failed attempt, at least 1. Default 2. */
   factor?: number;
+  /** Random spread of each delay, 0–1 (0.2: ±20 %), so many clients do not retry in step. Default 0.2. */
+  jitter?: number;
 }
 
 /** Options of {@link ClientSmux} (the `options` of `ClientsModule.register([{ customClass: ClientSmux, options }])`). */
 export interface ClientSmuxOptions extends SmuxTransportOptions {
   /** TLS: `tls.connect` options. */
   tls?: ConnectionOptions;
-  /** Default deadline of every call, in ms (0 = none). It travels with the call; the server cancels the handler. */
+  /** Default deadline of every call, in ms (0: none). It travels with the call; the server cancels the handler. */
   timeout?: number;
-  /** Calls in flight at once; more wait in a queue. Default 10 000. */
+  /**
+   * While the client has no connection (the server is down, restarting, unreachable), calls fail at once with
+   * the retryable `ERR_SMUX_UNAVAILABLE` (its `cause` is the last connection error), as gRPC does. With
+   * `waitForReady: true` they wait for a connection instead, up to their deadline. Per call:
+   * `SmuxRecordBuilder.setWaitForReady()`. Default false.
+   */
+  waitForReady?: boolean;
+  /** Calls in flight at once, at least 1; more wait in a queue. Default 10 000. */
   maxConcurrentCalls?: number;
-  /** Calls waiting for a slot; beyond it a call fails at once with `ERR_SMUX_LIMIT`. Default 10 000. */
+  /** Calls waiting for a slot (0: none wait); beyond it a call fails at once with `ERR_SMUX_LIMIT`. Default 10 000. */
   maxQueuedCalls?: number;
-  /** ms to establish a connection before failing. Default 10 000. */
+  /**
+   * ms (at least 1) to establish a connection — TCP, TLS — before the attempt fails. The server must then answer
+   * the transport's hello within 2 s (or this, if smaller), else it does not speak this transport. Default 10 000.
+   */
   connectTimeout?: number;
-  /** Backoff between reconnection attempts after failures. */
+  /** Backoff between reconnection attempts after failures (they go on in the background until `close()`). */
   reconnect?: ReconnectOptions;
 }

@@ -1,6 +1,6 @@
 import { isObservable, type Observer, type Subscription } from 'rxjs';
 import { type Clock, type SmuxChannel, type SmuxChannelHandler, SmuxError, type SmuxErrorCode, type TimerHandle } from '../smux/index.js';
-import { type CallMessage, Flag, Kind, MessageReader } from './call-codec.js';
+import { type CallMessage, encodeTransportError, Flag, Kind, MessageReader } from './call-codec.js';
 import type { CallControl } from './smux.context.js';
 
 /** @internal What a {@link ServerCall} needs from the server. */
@@ -12,6 +12,8 @@ export interface CallHost {
   dispatchRequest(call: ServerCall, message: CallMessage): void;
   /** An EVENT arrived (the call is already closed). */
   dispatchEvent(call: ServerCall, message: CallMessage): void;
+  /** A HELLO arrived: the stream is the connection's control stream, not a call. Answer it, or refuse it. */
+  openControl(call: ServerCall, message: CallMessage): void;
   /** Encodes a RESPONSE (through the configured serializer). */
   encodeResponse(id: string | undefined, value: unknown, flags: number, status?: string): Buffer[];
   /** Converts a thrown value into what the caller receives as `err` (Nest's exception-filter defaults). */
@@ -28,6 +30,7 @@ const AWAITING = 0; // no complete first message yet
 const RUNNING = 1; // handler dispatched; no LAST written
 const REPLIED = 2; // LAST written (then FIN)
 const CANCELLED = 3; // caller cancelled, deadline, shutdown or a failure: nothing more is written
+const CONTROL = 4; // the connection's control stream (HELLO): not a call
 
 /**
  * One call on the server: a smux stream whose first message is a REQUEST (or an EVENT). It reads the
@@ -113,10 +116,10 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
   }
 
   onEnd(): void {
-    if (this.#state === AWAITING) {
-      this.channel.destroy(); // FIN without (or in the middle of) a request: nothing to answer
+    if (this.#state === AWAITING || this.#state === CONTROL) {
+      this.channel.destroy(); // FIN without (or in the middle of) a request: nothing to answer; or the control stream ends
     } else if (this.#state === RUNNING) {
-      this.#abort(new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the caller cancelled the call'));
+      this.#abort(new SmuxError('ERR_SMUX_CANCELLED', 'the caller cancelled the call'));
     }
   }
 
@@ -150,6 +153,10 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
       this.#state = REPLIED;
       this.channel.destroy(); // at most once: nothing goes back; forget the stream now
       this.#host.dispatchEvent(this, message);
+    } else if (message.kind === Kind.HELLO) {
+      this.#state = CONTROL;
+      this.#reader = null; // what follows on the control stream is not read (yet: no control messages after HELLO)
+      this.#host.openControl(this, message);
     } else {
       this.#refuse(new SmuxError('ERR_SMUX_PROTOCOL', `a call must start with REQUEST or EVENT, got kind ${message.kind}`));
     }
@@ -201,9 +208,10 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
   /** Ends a running call with a transport error written by the server itself (deadline, shutdown, limit). */
   end(code: SmuxErrorCode, message: string): void {
     if (this.#state !== RUNNING) return;
-    this.#dropSubscription(new SmuxError(code, message));
+    const error = new SmuxError(code, message);
+    this.#dropSubscription(error);
     this.#hasPending = false;
-    this.#write({ code, message }, Flag.LAST | Flag.ERROR);
+    this.#writeTransportError(error);
     this.#finish();
   }
 
@@ -275,9 +283,10 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     this.#release = () => release(source, iterator);
     try {
       for (;;) {
-        const { value, done } = await iterator.next();
+        const step = await iterator.next();
         if (this.#state !== RUNNING) return this.#runEndHook();
-        if (done === true) break;
+        if (step.done === true) break;
+        const value: unknown = step.value;
         this.#write(value, 0);
         if (!this.channel.writable) await new Promise<void>((resolve) => (this.#drainWaiter = resolve));
       }
@@ -304,7 +313,7 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     try {
       buffers = this.#host.encodeResponse(this.id, value, flags, status);
     } catch (error) {
-      this.#dropSubscription(new SmuxError('ERR_SMUX_PROTOCOL', 'the reply could not be encoded'));
+      this.#dropSubscription(new SmuxError('ERR_SMUX_ENCODING', 'the reply could not be encoded', { cause: error }));
       this.#hasPending = false;
       buffers = this.#host.encodeResponse(this.id, this.#host.toRpcError(error), Flag.LAST | Flag.ERROR);
       for (const buffer of buffers) channel.write(buffer);
@@ -333,13 +342,25 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     this.#host.awaitCallerFin(this);
   }
 
+  /** Refuses the stream with a transport error (then FIN); whatever else the caller sends is ignored. */
+  refuse(error: SmuxError): void {
+    this.#refuse(error);
+  }
+
   #refuse(error: SmuxError): void {
     // Too large, malformed, or over a limit: answer with the error and FIN; whatever else the caller sends
     // is ignored (delivered and dropped, so it holds no memory).
     this.#reader = null;
     this.#state = RUNNING;
-    this.#write({ code: error.code, message: error.message }, Flag.LAST | Flag.ERROR);
+    this.#writeTransportError(error);
     this.#finish();
+  }
+
+  /** A refusal or ending written by the transport itself: native, whatever the serializer, flagged TRANSPORT. */
+  #writeTransportError(error: SmuxError): void {
+    const channel = this.channel;
+    if (channel.isClosed || channel.isEnded) return;
+    for (const buffer of encodeTransportError(error)) channel.write(buffer);
   }
 
   #abort(reason: SmuxError): void {

@@ -1,12 +1,18 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
+import { Logger } from '@nestjs/common';
 import { type CustomTransportStrategy, type MessageHandler, type OutgoingResponse, RpcException, Server } from '@nestjs/microservices';
 import { connectable, finalize, isObservable, Subject } from 'rxjs';
-import { type Clock, Session, type SmuxChannel, type SmuxConfig, SmuxError, systemClock, type TimerHandle } from '../smux/index.js';
+import { type Clock, SmuxError } from '../smux/index.js';
 import { type CallMessage, encodeMessage, Flag, Kind } from './call-codec.js';
+import { closeWithin } from './connector.js';
+import { FinSweep } from './fin-sweep.js';
 import type { ServerSmuxOptions } from './interfaces.js';
-import { type CallHost, ServerCall } from './server-call.js';
+import { RateLimitedLog } from './log.js';
+import { resolveServerOptions, type ResolvedServerOptions } from './options.js';
+import type { CallHost, ServerCall } from './server-call.js';
+import { type ConnectionHost, ServerConnection } from './server-connection.js';
 import { createSmuxContext, type SmuxContext } from './smux.context.js';
 import type { SmuxServerEvents, SmuxStatus } from './smux.events.js';
 import { SMUX_TRANSPORT } from './transport-id.js';
@@ -14,17 +20,8 @@ import { SMUX_TRANSPORT } from './transport-id.js';
 // Nest's own texts (not exported from @nestjs/microservices' entry point).
 const NO_MESSAGE_HANDLER = 'There is no matching message handler defined in the remote service.';
 const NO_EVENT_HANDLER = (pattern: string) => `There is no matching event handler defined in the remote service. Event pattern: ${pattern}`;
-const MiB = 1024 * 1024;
 /** Cached routes at most (one per distinct pattern the app handles; the cap only guards against misuse). */
 const MAX_CACHED_ROUTES = 4096;
-
-/** One client connection: its session and the calls running on it. */
-interface Connection {
-  readonly session: Session;
-  readonly calls: Set<ServerCall>;
-  /** Over `maxConnections`: every call gets ERR_SMUX_LIMIT and the connection closes. */
-  readonly refused: boolean;
-}
 
 /**
  * A NestJS microservice transport over smux: every call from a {@link ClientSmux} (or any smux client
@@ -37,50 +34,66 @@ interface Connection {
  */
 export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements CustomTransportStrategy {
   override transportId: symbol = SMUX_TRANSPORT;
-  readonly #options: ServerSmuxOptions;
-  readonly #smux: Partial<SmuxConfig>;
+  /** Nest's logger, with this transport's context. */
+  protected override readonly logger = new Logger('ServerSmux');
+  readonly #options: ResolvedServerOptions;
   readonly #clock: Clock;
-  readonly #maxCalls: number;
-  readonly #finTimeout: number;
-  readonly #customSerializer: boolean;
-  readonly #customDeserializer: boolean;
   readonly #events = new EventEmitter();
   readonly #pendingListeners: Array<[string, (...args: never[]) => void]> = [];
-  readonly #connections = new Set<Connection>();
-  readonly #awaitingFin = new Set<ServerCall>();
+  readonly #connections = new Set<ServerConnection>();
   readonly #routes = new Map<string, MessageHandler>();
-  readonly #host: CallHost;
+  readonly #callHost: CallHost;
+  readonly #connectionHost: ConnectionHost;
+  readonly #finSweep: FinSweep;
+  readonly #warnings: RateLimitedLog;
   readonly #defaultStartHook: unknown;
   #server: net.Server | null = null;
-  #finSweep: TimerHandle | null = null;
   #closing: Promise<void> | null = null;
   #settledWaiter: (() => void) | null = null;
 
-  /** @param options - where to listen, TLS, smux config, limits, (de)serializers */
+  /**
+   * @param options - where to listen, TLS, smux config, limits, (de)serializers
+   * @throws SmuxError `ERR_SMUX_INVALID_CONFIG` naming the option, for an unknown option or a bad value
+   */
   constructor(options: ServerSmuxOptions = {}) {
     super();
-    this.#options = options;
-    this.#smux = { version: 2, ...options.smux };
-    this.#clock = options.smux?.clock ?? systemClock;
-    this.#maxCalls = options.maxCallsPerConnection ?? 10_000;
-    this.#finTimeout = options.finTimeout ?? 30_000;
-    this.#customSerializer = options.serializer !== undefined;
-    this.#customDeserializer = options.deserializer !== undefined;
+    this.#options = resolveServerOptions(options);
+    this.#clock = this.#options.clock;
     this.initializeSerializer(options);
     this.initializeDeserializer(options);
     this.#defaultStartHook = this.onProcessingStartHook;
-    this.#host = this.#createCallHost(options.maxMessageBytes ?? 64 * MiB, options.maxReplyBufferBytes ?? 128 * MiB);
+    this.#finSweep = new FinSweep(this.#clock, this.#options.finTimeout);
+    this.#warnings = new RateLimitedLog(this.logger, this.#clock);
+    this.#callHost = this.#createCallHost();
+    const server = this; // eslint-disable-line @typescript-eslint/no-this-alias -- the host's getter needs the server
+    this.#connectionHost = {
+      options: this.#options,
+      clock: this.#clock,
+      callHost: this.#callHost,
+      get closing() {
+        return server.#closing !== null;
+      },
+      warn: (kind, message) => this.#warnings.warn(kind, message),
+      debug: (message) => this.logger.debug(message),
+      closed: (connection) => this.#connections.delete(connection),
+    };
   }
 
   /** Starts listening; `callback()` on success, `callback(error)` on failure (Nest's contract). */
   listen(callback: (error?: unknown) => void): void {
     const { tls: tlsOptions } = this.#options;
-    const server =
-      tlsOptions !== undefined
-        ? tls.createServer(tlsOptions, (socket) => this.#accept(socket))
-        : net.createServer((socket) => this.#accept(socket));
+    const accept = (socket: net.Socket): void => this.#accept(socket);
+    const server = tlsOptions !== undefined ? tls.createServer(tlsOptions, accept) : net.createServer(accept);
     this.#server = server;
     for (const [event, listener] of this.#pendingListeners.splice(0)) this.on(event as keyof SmuxServerEvents, listener);
+    if (tlsOptions !== undefined) {
+      server.on('tlsClientError', (error: Error, socket: tls.TLSSocket) =>
+        this.#warnings.warn(
+          'TLS',
+          `TLS handshake with ${socket.remoteAddress}:${socket.remotePort} failed: ${error.message} (a plain-text client? it needs the tls option)`,
+        ),
+      );
+    }
     const onError = (error: Error): void => {
       server.off('listening', onListening);
       callback(error);
@@ -88,13 +101,19 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     const onListening = (): void => {
       server.off('error', onError);
       server.on('error', (error) => this.logger.error(error));
+      const address = server.address();
+      const where = typeof address === 'string' ? address : `${address?.address}:${address?.port}`;
+      const version = this.#options.pinnedVersion ?? 'auto';
+      this.logger.log(
+        `Listening on ${where} (nestjs-smux, smux protocol version ${version}, ${tlsOptions === undefined ? 'plain TCP' : 'TLS'})`,
+      );
       this._status$.next('connected');
       callback();
     };
     server.once('error', onError).once('listening', onListening);
-    const { path, port = 3000, host = 'localhost' } = this.#options;
-    if (path !== undefined) server.listen(path);
-    else server.listen(port, host);
+    const { address } = this.#options;
+    if ('path' in address) server.listen(address.path);
+    else server.listen(address.port, address.host);
   }
 
   /**
@@ -114,9 +133,9 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     else this.#server.on(event, callback as (...args: unknown[]) => void);
   }
 
-  /** The listening `net.Server` (a `tls.Server` with TLS). */
+  /** The listening `net.Server` (a `tls.Server` with TLS). @throws SmuxError `ERR_SMUX_UNAVAILABLE` before `listen()` */
   unwrap<T = net.Server>(): T {
-    if (this.#server === null) throw new Error('ServerSmux is not listening: call listen() first');
+    if (this.#server === null) throw new SmuxError('ERR_SMUX_UNAVAILABLE', 'ServerSmux is not listening: call listen() first');
     return this.#server as T;
   }
 
@@ -133,39 +152,24 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       socket.destroy();
       return;
     }
-    const session = Session.server(socket, this.#smux);
-    const connection: Connection = { session, calls: new Set(), refused: this.#connections.size >= (this.#options.maxConnections ?? 1024) };
-    this.#connections.add(connection);
-    session.on('channel', (channel) => this.#open(connection, channel));
-    session.on('close', () => this.#connections.delete(connection));
-    if (connection.refused) {
-      // Answer what arrives with ERR_SMUX_LIMIT (a clear error, not a silent drop), then hang up.
-      const timer = this.#clock.setTimeout(() => void closeWithin(session, this.#clock, 2_000), 1_000);
-      session.on('close', () => this.#clock.clearTimeout(timer));
-    }
-    this.#events.emit('session', session);
-  }
-
-  /**
-   * A stream the client opened. Calls count against `maxCallsPerConnection` from their SYN, so requests still
-   * arriving cannot pile up beyond it; one over the limit (or on a refused connection, or during shutdown) is
-   * answered with the error as soon as its first bytes arrive, without buffering its request.
-   */
-  #open(connection: Connection, channel: SmuxChannel): void {
+    const { maxConnections } = this.#options;
     let refusal: SmuxError | null = null;
-    if (this.#closing !== null) refusal = new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
-    else if (connection.refused)
-      refusal = new SmuxError('ERR_SMUX_LIMIT', `the server has reached its limit of ${this.#options.maxConnections ?? 1024} connections`);
-    else if (connection.calls.size >= this.#maxCalls)
-      refusal = new SmuxError('ERR_SMUX_LIMIT', `the connection has reached its limit of ${this.#maxCalls} calls in flight`);
-    const call = new ServerCall(this.#host, channel, connection, refusal);
-    if (refusal === null) connection.calls.add(call);
+    if (this.#connections.size >= maxConnections) {
+      refusal = new SmuxError('ERR_SMUX_LIMIT', `the server has reached its limit of ${maxConnections} connections`);
+      this.#warnings.warn(
+        'refused',
+        `Refused a connection from ${socket.remoteAddress}:${socket.remotePort}: ${this.#connections.size} connections open (maxConnections ${maxConnections})`,
+      );
+    }
+    const connection = new ServerConnection(this.#connectionHost, socket, refusal);
+    this.#connections.add(connection);
+    this.#events.emit('session', connection.session);
   }
 
   async #shutdown(): Promise<void> {
     const server = this.#server;
     const stopped = server?.listening === true ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
-    const deadline = this.#clock.now() + (this.#options.closeTimeout ?? 10_000);
+    const deadline = this.#clock.now() + this.#options.closeTimeout;
     while (this.#runningCalls() > 0 && this.#clock.now() < deadline) {
       await new Promise<void>((resolve) => {
         const timer = this.#clock.setTimeout(resolve, Math.max(0, deadline - this.#clock.now()));
@@ -180,9 +184,8 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       for (const call of [...connection.calls]) call.shutdown();
     }
     await Promise.all([...this.#connections].map((c) => closeWithin(c.session, this.#clock, 2_000)));
-    if (this.#finSweep !== null) this.#clock.clearTimeout(this.#finSweep);
-    this.#finSweep = null;
-    this.#awaitingFin.clear();
+    this.#finSweep.stop();
+    this.#warnings.close();
     await stopped; // the net.Server reports closed once every connection is gone
     this._status$.next('disconnected');
   }
@@ -195,27 +198,31 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
 
   // ── calls ──────────────────────────────────────────────────────────────────────────────────────────────
 
-  #createCallHost(maxMessageBytes: number, maxReplyBufferBytes: number): CallHost {
+  #createCallHost(): CallHost {
     return {
       clock: this.#clock,
-      maxMessageBytes,
-      maxReplyBufferBytes,
+      maxMessageBytes: this.#options.maxMessageBytes,
+      maxReplyBufferBytes: this.#options.maxReplyBufferBytes,
       dispatchRequest: (call, message) => this.#dispatchRequest(call, message),
       dispatchEvent: (call, message) => void this.#dispatchEvent(call, message).catch((error: unknown) => this.logger.error(error)),
+      openControl: (call, message) => (call.connection as ServerConnection).answerHello(call, message),
       encodeResponse: (id, value, flags, status) => this.#encodeResponse(id, value, flags, status),
       toRpcError: (error) => this.#toRpcError(error),
-      callSettled: () => this.#settledWaiter?.(),
-      awaitCallerFin: (call) => this.#awaitCallerFin(call),
+      callSettled: (call) => {
+        (call.connection as ServerConnection).calls.delete(call); // the limit counts running calls only
+        this.#settledWaiter?.();
+      },
+      awaitCallerFin: (call) => this.#finSweep.add(call),
       callClosed: (call) => {
-        (call.connection as Connection).calls.delete(call);
-        this.#awaitingFin.delete(call);
+        (call.connection as ServerConnection).calls.delete(call);
+        this.#finSweep.delete(call);
       },
     };
   }
 
   #dispatchRequest(call: ServerCall, message: CallMessage): void {
     if (this.#closing !== null) return call.end('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
-    if (this.#customDeserializer || (message.flags & Flag.OPAQUE) !== 0) {
+    if (this.#options.deserializer !== undefined || (message.flags & Flag.OPAQUE) !== 0) {
       void this.#deserialize(message).then(
         (packet) => {
           call.id ??= packet.id; // an opaque request's id is only known once deserialized
@@ -242,7 +249,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   async #dispatchEvent(call: ServerCall, message: CallMessage): Promise<void> {
     if (this.#closing !== null) return; // at most once: a server shutting down takes no new work
     const { text, data, headers } =
-      this.#customDeserializer || (message.flags & Flag.OPAQUE) !== 0 ? await this.#deserialize(message) : plain(message);
+      this.#options.deserializer !== undefined || (message.flags & Flag.OPAQUE) !== 0 ? await this.#deserialize(message) : plain(message);
     const handler = this.#route(text);
     if (handler === null) return void this.logger.error(NO_EVENT_HANDLER(text));
     const ctx = createSmuxContext(call.channel, text, headers, call);
@@ -254,7 +261,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   /** Runs the event handlers (chained by Nest) as Nest's handleEvent does: an Observable result runs hot. */
   async #runEvent(handler: MessageHandler, data: unknown, ctx: SmuxContext, end: (() => void) | null): Promise<void> {
     try {
-      const result = await handler(data, ctx);
+      const result: unknown = await handler(data, ctx);
       if (isObservable(result)) {
         const source = end === null ? result : result.pipe(finalize(end));
         connectable(source, { connector: () => new Subject(), resetOnDisconnect: false }).connect();
@@ -286,7 +293,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       (message.flags & Flag.OPAQUE) !== 0
         ? message.body
         : {
-            pattern: (message.flags & Flag.PATTERN_JSON) !== 0 ? JSON.parse(message.pattern ?? 'null') : message.pattern,
+            pattern: (message.flags & Flag.PATTERN_JSON) !== 0 ? (JSON.parse(message.pattern ?? 'null') as unknown) : message.pattern,
             data: message.body,
             id: message.id,
             ...(message.headers ? { metadata: message.headers } : {}),
@@ -302,7 +309,8 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   }
 
   #encodeResponse(id: string | undefined, value: unknown, flags: number, status?: string): Buffer[] {
-    if (!this.#customSerializer) return encodeMessage(Kind.RESPONSE, flags, value, status === undefined ? undefined : { status });
+    if (this.#options.serializer === undefined)
+      return encodeMessage(Kind.RESPONSE, flags, value, status === undefined ? undefined : { status });
     const packet: OutgoingResponse = { id: id ?? '' };
     if ((flags & Flag.ERROR) !== 0) packet.err = value;
     else if (value !== undefined) packet.response = value;
@@ -329,47 +337,8 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       this.onProcessingEndHook?.(this.transportId, ctx);
     };
   }
-
-  /**
-   * After its last message and FIN, a call waits for the caller's FIN at most `finTimeout`; one sweep on the
-   * server's clock checks them all (no timer per call). A call whose own bytes are still queued is not cut off
-   * while they keep draining — a slow reader is not a caller that went away.
-   */
-  #awaitCallerFin(call: ServerCall): void {
-    call.finDue = this.#clock.now() + this.#finTimeout;
-    call.finQueued = -1;
-    this.#awaitingFin.add(call);
-    if (this.#finSweep === null) this.#finSweep = this.#clock.setTimeout(() => this.#sweepFins(), this.#finTimeout);
-  }
-
-  #sweepFins(): void {
-    this.#finSweep = null;
-    const now = this.#clock.now();
-    for (const call of this.#awaitingFin) {
-      if (call.finDue > now) break; // insertion order is due order
-      this.#awaitingFin.delete(call);
-      const queued = call.channel.writableLength;
-      if (!call.channel.finSent && queued !== call.finQueued) {
-        call.finDue = now + this.#finTimeout; // still draining: look again later
-        call.finQueued = queued;
-        this.#awaitingFin.add(call);
-      } else {
-        call.channel.destroy();
-      }
-    }
-    const next = this.#awaitingFin.values().next();
-    if (!next.done) this.#finSweep = this.#clock.setTimeout(() => this.#sweepFins(), Math.max(1, next.value.finDue - now));
-  }
 }
 
 function plain(message: CallMessage): { text: string; data: unknown; headers: Record<string, string> | undefined; id: string | undefined } {
   return { text: message.pattern ?? '', data: message.body, headers: message.headers, id: message.id };
-}
-
-/** Graceful session close, bounded: destroyed when it takes longer than `ms`. */
-async function closeWithin(session: Session, clock: Clock, ms: number): Promise<void> {
-  let timer: unknown = null;
-  await Promise.race([session.close(), new Promise<void>((resolve) => (timer = clock.setTimeout(resolve, ms)))]);
-  clock.clearTimeout(timer);
-  session.destroy();
 }

@@ -8,7 +8,7 @@ export { Session, type SessionEvents, type SessionStats } from './session.js';
 export { SmuxStream } from './stream.js';
 export { SmuxChannel, type SmuxChannelHandler, type StreamTimeoutOptions } from './channel.js';
 export { type SmuxConfig, DEFAULT_CONFIG, validateConfig } from './config.js';
-export { SmuxError, type SmuxErrorCode, isSmuxError } from './errors.js';
+export { SmuxError, type SmuxErrorCode, type SmuxErrorOptions, isSmuxError } from './errors.js';
 export { type Clock, type TimerHandle, systemClock } from './clock.js';
 export {
   Cmd,

@@ -77,7 +77,7 @@ function codeOf(fn: () => void): string {
 
 describe('call codec: constants', () => {
   test('kinds, encodings and flag bits are the numbers of docs/PROTOCOL.md', () => {
-    expect(Kind).toEqual({ REQUEST: 1, EVENT: 2, RESPONSE: 3, DATA: 4, END: 5, RAW: 6 });
+    expect(Kind).toEqual({ REQUEST: 1, EVENT: 2, RESPONSE: 3, DATA: 4, END: 5, RAW: 6, HELLO: 7 });
     expect(Encoding).toEqual({ NONE: 0, JSON: 1, BYTES: 2, STRING: 3 });
     expect(Flag).toEqual({
       LAST: 0x001,
@@ -89,6 +89,7 @@ describe('call codec: constants', () => {
       TIMEOUT: 0x040,
       HEADERS: 0x080,
       STATUS: 0x100,
+      TRANSPORT: 0x200,
     });
     expect(PREFIX_SIZE).toBe(8);
   });
@@ -476,9 +477,9 @@ describe('call codec: size limit', () => {
 describe('call codec: malformed input is ERR_SMUX_PROTOCOL', () => {
   const cases: Array<[string, Buffer]> = [
     ['kind 0', raw(0, Encoding.JSON, 0, '31')],
-    ['kind 7', raw(7, Encoding.JSON, 0, '31')],
+    ['kind 8', raw(8, Encoding.JSON, 0, '31')],
     ['kind 255', raw(255, Encoding.NONE, 0)],
-    ['unknown flag bit 9', raw(Kind.RESPONSE, Encoding.NONE, 1 << 9)],
+    ['unknown flag bit 10', raw(Kind.RESPONSE, Encoding.NONE, 1 << 10)],
     ['unknown flag bit 15', raw(Kind.RESPONSE, Encoding.NONE, 0x8000 | Flag.LAST)],
     ['unknown encoding 4', raw(Kind.RESPONSE, 4, 0, '31')],
     ['unknown encoding 255', raw(Kind.RESPONSE, 255, 0)],

@@ -177,7 +177,7 @@ describe('cancellation', () => {
     expect(probe.teardowns).toBe(1);
     expect(ctx.signal.aborted).toBe(true);
     expect(framesOut(session)).toBe(before);
-    expect(session.numStreams).toBe(0);
+    expect(session.numStreams).toBe(1); // the connection's control stream
   });
 
   test('a cancel while an async handler is pending: its Observable is torn down, nothing is written', async () => {
@@ -195,7 +195,7 @@ describe('cancellation', () => {
     expect(probe.handlerRan).toBe(true);
     expect(ctx.signal.aborted).toBe(true);
     expect(framesOut(session)).toBe(before);
-    expect(session.numStreams).toBe(0);
+    expect(session.numStreams).toBe(1); // the connection's control stream
   });
 
   test('a cancel stops an async generator: its finally runs, no more values are pulled', async () => {
@@ -217,12 +217,12 @@ describe('cancellation', () => {
     await until(() => probe.subscribed === 50, 5_000, '50 handlers subscribed');
     const serverSession = (await probe.entered.promise).getSession();
     const clientSession = client.unwrap<Session>();
-    expect(serverSession.numStreams).toBe(50);
-    expect(clientSession.numStreams).toBe(50);
+    expect(serverSession.numStreams).toBe(51); // 50 calls and the connection's control stream
+    expect(clientSession.numStreams).toBe(51);
     for (const s of subscriptions) s.unsubscribe();
     await until(() => probe.teardowns === 50 && probe.aborts === 50, 5_000, '50 teardowns and aborts');
-    await until(() => serverSession.numStreams === 0, 5_000, 'server streams to be released');
-    await until(() => clientSession.numStreams === 0, 5_000, 'client streams to be released');
+    await until(() => serverSession.numStreams === 1, 5_000, 'server streams to be released (but the control stream)');
+    await until(() => clientSession.numStreams === 1, 5_000, 'client streams to be released (but the control stream)');
     expect(await lastValueFrom(client.send('echo', [1]).pipe(toArray()))).toEqual([[1]]);
   });
 

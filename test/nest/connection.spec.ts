@@ -6,7 +6,7 @@ import { Controller } from '@nestjs/common';
 import { MessagePattern } from '@nestjs/microservices';
 import { firstValueFrom, lastValueFrom, Observable } from 'rxjs';
 import { ClientSmux, Session, type SmuxError } from '../../lib/index.js';
-import { closeAll, rejection, startApp, trackClient, until, within, codeOf } from './helpers.js';
+import { closeAll, rejection, startApp, trackClient, until, within, codeOf, smuxError } from './helpers.js';
 
 let probe = { subscribed: 0, teardowns: 0 };
 
@@ -117,20 +117,24 @@ describe('connection life', () => {
     const inFlight = Array.from({ length: 3 }, () => rejection(firstValueFrom(client.send('hang', {}))));
     await until(() => probe.subscribed === 3, 5_000, 'three calls running');
     await first.close();
-    for (const error of await Promise.all(inFlight)) expect(error).toEqual({ code: 'ERR_SMUX_SHUTTING_DOWN', message: expect.any(String) });
+    for (const error of await Promise.all(inFlight)) expect(error).toEqual(smuxError('ERR_SMUX_SHUTTING_DOWN'));
     await until(() => seen.statuses.at(-1) === 'disconnected', 5_000, 'the client to notice');
     expect(seen.closes).toHaveLength(1);
 
-    // Nobody listens: the call fails with the connection error, not a hang.
+    // Nobody listens: the call fails at once, retryably, naming the connection error — not a hang.
     const refused = await rejection(firstValueFrom(client.send('ping', {})));
-    expect(codeOf(refused)).toBe('ECONNREFUSED');
-    expect(seen.errors).toHaveLength(1);
+    expect(refused).toEqual(smuxError('ERR_SMUX_UNAVAILABLE', 'ECONNREFUSED'));
+    expect((refused as SmuxError).retryable).toBe(true);
+    expect(codeOf((refused as Error).cause)).toBe('ECONNREFUSED');
     expect(codeOf(seen.errors[0])).toBe('ECONNREFUSED');
 
+    // The client keeps retrying in the background (with backoff) and finds the server once it is back.
     const second = await startApp({ controllers: [PingController], server: { port } });
     expect(second.port).toBe(port);
+    await until(() => seen.statuses.at(-1) === 'connected', 5_000, 'the background reconnect');
     expect(await within(firstValueFrom(client.send('ping', {})), 'the call after the restart')).toBe('pong');
-    expect(seen.statuses).toEqual(['connected', 'disconnected', 'reconnecting', 'disconnected', 'reconnecting', 'connected']);
+    expect(seen.statuses.slice(0, 4)).toEqual(['connected', 'disconnected', 'reconnecting', 'disconnected']);
+    expect(seen.statuses.slice(4).join()).toMatch(/^(reconnecting,disconnected,)*reconnecting,connected$/);
     expect(seen.connects).toHaveLength(2);
     expect(second.sessions).toHaveLength(1);
   });
@@ -142,12 +146,13 @@ describe('connection life', () => {
       rejection(firstValueFrom(client.send('ping', {}))),
       rejection(firstValueFrom(client.send('ping', {}))),
     ]);
-    expect(errors.map(codeOf)).toEqual(['ECONNREFUSED', 'ECONNREFUSED']);
+    expect(errors).toEqual([smuxError('ERR_SMUX_UNAVAILABLE', 'ECONNREFUSED'), smuxError('ERR_SMUX_UNAVAILABLE', 'ECONNREFUSED')]);
+    expect(errors.map((e) => codeOf((e as Error).cause))).toEqual(['ECONNREFUSED', 'ECONNREFUSED']);
     expect(seen.errors).toHaveLength(1); // the two calls shared one attempt
     expect(seen.statuses).toEqual(['disconnected']);
-    await expect(client.connect()).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    await expect(client.connect()).rejects.toEqual(smuxError('ERR_SMUX_UNAVAILABLE', 'ECONNREFUSED'));
     // emit() reports it too (at most once: nothing was delivered).
-    await expect(lastValueFrom(client.emit('event', {}))).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    await expect(lastValueFrom(client.emit('event', {}))).rejects.toEqual(smuxError('ERR_SMUX_UNAVAILABLE', 'ECONNREFUSED'));
   });
 
   test('client.close() fails its in-flight calls, cancels them on the server, and a later call connects again', async () => {

@@ -3,7 +3,7 @@ import type { INestMicroservice, LoggerService, ModuleMetadata } from '@nestjs/c
 import { Test } from '@nestjs/testing';
 import { ClientSmux, type ClientSmuxOptions, ServerSmux, type ServerSmuxOptions } from '../../lib/index.js';
 import { type CallMessage, encodeMessage, Kind, MessageReader } from '../../lib/nest/call-codec.js';
-import { Session, type SmuxChannel, type SmuxConfig, type SmuxError } from '../../lib/smux/index.js';
+import { Session, type SmuxChannel, type SmuxConfig, SmuxError, type SmuxErrorCode } from '../../lib/smux/index.js';
 
 export { until } from '../helpers/net.js';
 
@@ -45,7 +45,7 @@ const clients = new Set<ClientSmux>();
 export async function startApp(options: StartOptions = {}): Promise<AppHandle> {
   const { server: serverOptions, ...metadata } = options;
   const moduleRef = await Test.createTestingModule(metadata).compile();
-  const server = new ServerSmux({ host: '127.0.0.1', port: 0, ...serverOptions });
+  const server = new ServerSmux(serverOptions?.path !== undefined ? serverOptions : { host: '127.0.0.1', port: 0, ...serverOptions });
   const sessions: Session[] = [];
   server.on('session', (session) => void sessions.push(session));
   const app = moduleRef.createNestMicroservice({ strategy: server, logger: collectingLogger });
@@ -65,7 +65,9 @@ export async function startApp(options: StartOptions = {}): Promise<AppHandle> {
     port,
     sessions,
     client(clientOptions = {}) {
-      const client = trackClient(new ClientSmux({ host: '127.0.0.1', port, ...clientOptions }));
+      const client = trackClient(
+        new ClientSmux(clientOptions.path !== undefined ? clientOptions : { host: '127.0.0.1', port, ...clientOptions }),
+      );
       own.add(client);
       return client;
     },
@@ -208,6 +210,20 @@ export function rawCall(session: Session, buffers: Buffer[]): RawCall {
   return { channel, messages, last: last.promise, ended: ended.promise, closed: closed.promise };
 }
 
+/**
+ * An asymmetric matcher for `toEqual`: a real {@link SmuxError} instance (not a look-alike object) with `code`,
+ * and optionally a message that contains `text`.
+ */
+export function smuxError(code: SmuxErrorCode, text?: string): unknown {
+  const what = `SmuxError ${code}${text === undefined ? '' : ` containing "${text}"`}`;
+  return {
+    asymmetricMatch: (value: unknown) =>
+      value instanceof SmuxError && value.code === code && (text === undefined || value.message.includes(text)),
+    toString: () => what,
+    toAsymmetricMatcher: () => what,
+  };
+}
+
 /** The `code` of an error-like value (SmuxError, a Nest `{ code, message }` object, a Node error). */
 export const codeOf = (error: unknown): unknown => (error as { code?: unknown } | null)?.code;
 
@@ -224,8 +240,13 @@ export async function rawServer(
     sessions.push(session);
     session.on('channel', (channel) => {
       const reader = new MessageReader(1 << 20);
+      // The hello is answered as a ServerSmux does; every other stream goes to `onRequest`.
+      const onMessage = (m: CallMessage): void =>
+        m.kind === Kind.HELLO
+          ? void channel.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, { protocol: 1 })))
+          : onRequest(channel, m, session);
       channel.setHandler({
-        onData: (data) => reader.push(data, { onMessage: (m) => onRequest(channel, m, session) }),
+        onData: (data) => reader.push(data, { onMessage }),
         onEnd: () => undefined,
         onClose: () => undefined,
       });

@@ -3,7 +3,20 @@ import { Controller } from '@nestjs/common';
 import { MessagePattern, Payload } from '@nestjs/microservices';
 import { defer, firstValueFrom } from 'rxjs';
 import { SmuxRecordBuilder } from '../../lib/index.js';
-import { closeAll, type Deferred, deferred, rejection, startApp, until, codeOf } from './helpers.js';
+import { encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
+import {
+  closeAll,
+  codeOf,
+  type Deferred,
+  deferred,
+  rawCall,
+  rawSession,
+  rejection,
+  smuxError,
+  startApp,
+  until,
+  within,
+} from './helpers.js';
 
 let gate: Deferred<void>;
 let running = 0;
@@ -42,18 +55,33 @@ describe('server limits', () => {
   });
   afterEach(closeAll);
 
-  test('maxCallsPerConnection: the call over the limit fails with ERR_SMUX_LIMIT, the others succeed', async () => {
+  test('maxCallsPerConnection: a call over the limit fails with ERR_SMUX_LIMIT, the others succeed', async () => {
     const handle = await startApp({ controllers: [LimitsController], server: { maxCallsPerConnection: 3 } });
-    const client = handle.client();
-    const held = [1, 2, 3].map((n) => firstValueFrom(client.send('gated', n)));
+    const session = await rawSession(handle.port);
+    const held = [1, 2, 3].map((n) => rawCall(session, encodeMessage(Kind.REQUEST, 0, n, { id: String(n), pattern: 'gated' })));
     await until(() => running === 3, 5_000, 'three calls running');
-    const refused = await rejection(firstValueFrom(client.send('gated', 4)));
-    expect(refused).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.any(String) });
+    const refused = rawCall(session, encodeMessage(Kind.REQUEST, 0, 4, { id: '4', pattern: 'gated' }));
+    expect(await within(refused.last, 'the refusal')).toMatchObject({
+      flags: Flag.LAST | Flag.ERROR | Flag.TRANSPORT,
+      body: { code: 'ERR_SMUX_LIMIT', message: 'the connection has reached its limit of 3 calls in flight' },
+    });
     expect(running).toBe(3); // the refused call never reached the handler
     gate.resolve();
-    expect(await Promise.all(held)).toEqual([1, 2, 3]);
+    expect((await Promise.all(held.map((c) => c.last))).map((m) => m.body)).toEqual([1, 2, 3]);
     // Slots free again.
-    expect(await Promise.all([5, 6, 7].map((n) => firstValueFrom(client.send('gated', n))))).toEqual([5, 6, 7]);
+    const again = [5, 6, 7].map((n) => rawCall(session, encodeMessage(Kind.REQUEST, 0, n, { id: String(n), pattern: 'gated' })));
+    expect((await Promise.all(again.map((c) => c.last))).map((m) => m.body)).toEqual([5, 6, 7]);
+  });
+
+  test("a ClientSmux learns maxCallsPerConnection from the server's hello and queues its extra calls instead of being refused", async () => {
+    const handle = await startApp({ controllers: [LimitsController], server: { maxCallsPerConnection: 3 } });
+    const client = handle.client();
+    const calls = [1, 2, 3, 4, 5].map((n) => firstValueFrom(client.send('gated', n)));
+    await until(() => running === 3, 5_000, 'three calls running');
+    for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(running).toBe(3); // the other two wait on the client
+    gate.resolve();
+    expect(await Promise.all(calls)).toEqual([1, 2, 3, 4, 5]);
   });
 
   test('maxCallsPerConnection counts per connection: another client is not affected', async () => {
@@ -71,13 +99,13 @@ describe('server limits', () => {
     const client = handle.client();
     expect(await firstValueFrom(client.send('size', Buffer.alloc(1000)))).toBe(1000);
     const refused = await rejection(firstValueFrom(client.send('size', Buffer.alloc(256 * 1024))));
-    expect(refused).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.any(String) });
+    expect(refused).toEqual(smuxError('ERR_SMUX_LIMIT'));
     const tooLongText = await rejection(firstValueFrom(client.send('size', 'x'.repeat(100 * 1024))));
     expect(codeOf(tooLongText)).toBe('ERR_SMUX_LIMIT');
     expect(await firstValueFrom(client.send('size', Buffer.alloc(60 * 1024)))).toBe(60 * 1024);
     expect(await firstValueFrom(client.send('ping', {}))).toBe('pong');
     expect(handle.sessions).toHaveLength(1);
-    await until(() => handle.sessions[0].numStreams === 0, 5_000, 'the refused streams to be released');
+    await until(() => handle.sessions[0].numStreams === 1, 5_000, 'the refused streams to be released (the control stream stays)');
   });
 
   test("the client's maxMessageBytes refuses a reply over it with ERR_SMUX_LIMIT, and carries on", async () => {
@@ -93,8 +121,10 @@ describe('server limits', () => {
     const first = handle.client();
     expect(await firstValueFrom(first.send('ping', {}))).toBe('pong');
     const extra = handle.client();
+    // The server answers the new connection's hello with ERR_SMUX_LIMIT: no connection for the extra client.
     const refused = await rejection(firstValueFrom(extra.send('ping', {})));
-    expect(refused).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.any(String) });
+    expect(refused).toEqual(smuxError('ERR_SMUX_UNAVAILABLE', 'the server has reached its limit of 1 connections'));
+    expect((refused as Error).cause).toEqual(smuxError('ERR_SMUX_LIMIT'));
     expect(await firstValueFrom(first.send('ping', {}))).toBe('pong');
     // The refused connection is closed by the server.
     const extraSession = handle.sessions[1];
@@ -165,6 +195,6 @@ describe('server limits', () => {
     gate.resolve();
     const results = await Promise.all(Array.from({ length: 2000 }, (_, i) => firstValueFrom(client.send<number>('gated', i))));
     expect(results).toEqual(Array.from({ length: 2000 }, (_, i) => i));
-    expect(handle.sessions[0].stats.streamsAccepted).toBe(2000);
+    expect(handle.sessions[0].stats.streamsAccepted).toBe(2001); // and the hello
   });
 });

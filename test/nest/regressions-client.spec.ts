@@ -159,8 +159,10 @@ describe('regressions: ClientSmux', () => {
     expect(await within(call.last, 'the reply')).toMatchObject({ flags: Flag.LAST, body: 2 });
   });
 
-  test('new ClientSmux({ timeout }) refuses Infinity, NaN and negative values with a RangeError', () => {
-    for (const timeout of [Infinity, Number.NaN, -1]) expect(() => new ClientSmux({ timeout })).toThrow(RangeError);
+  test('new ClientSmux({ timeout }) refuses Infinity, NaN, fractions and negative values with ERR_SMUX_INVALID_CONFIG', () => {
+    for (const timeout of [Infinity, Number.NaN, -1, 0.5, 2 ** 32]) {
+      expect(() => new ClientSmux({ timeout })).toThrow(expect.objectContaining({ code: 'ERR_SMUX_INVALID_CONFIG' }));
+    }
     for (const timeout of [0, 1, 3e9]) expect(() => trackClient(new ClientSmux({ timeout }))).not.toThrow();
   });
 });

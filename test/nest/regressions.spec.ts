@@ -124,14 +124,16 @@ describe('regressions: ServerSmux', () => {
 
   // ── (1) writes on a stream the session already ended ──────────────────────────────────────────────────
 
-  test('a refused connection (maxConnections 0) whose client keeps sending after our EOF does not crash the server; the call gets ERR_SMUX_LIMIT at once', async () => {
+  test('a refused connection (over maxConnections) whose client keeps sending after our EOF does not crash the server; the call gets ERR_SMUX_LIMIT at once', async () => {
     const clock = new FakeClock();
-    const handle = await startApp({ controllers: [RegressionsController], server: { maxConnections: 0, smux: { clock } } });
+    const handle = await startApp({ controllers: [RegressionsController], server: { maxConnections: 1, smux: { clock } } });
+    await rawPeer(handle.port, 2); // takes the one slot
+    await until(() => handle.sessions.length === 1, 5_000, 'the first connection');
     const raw = await rawPeer(handle.port, 2);
     const req = request('echo', 'x'.repeat(1000));
     raw.send(Cmd.SYN, 3);
     raw.send(Cmd.PSH, 3, req.subarray(0, 500)); // half a request
-    await until(() => handle.sessions[0]?.stats.framesIn === 2, 5_000, 'the half request at the server');
+    await until(() => handle.sessions[1]?.stats.framesIn === 2, 5_000, 'the half request at the server');
     clock.advance(1_000); // the server hangs up on the refused connection
     await until(() => raw.ended, 5_000, "the server's EOF");
     const beforeTheRest = messagesOf(raw.dataFor(3));
@@ -140,7 +142,10 @@ describe('regressions: ServerSmux', () => {
     expect(guard.errors).toEqual([]);
     // The refusal was answered on the first bytes, not once the request was complete.
     expect(beforeTheRest).toEqual([
-      expect.objectContaining({ flags: Flag.LAST | Flag.ERROR, body: { code: 'ERR_SMUX_LIMIT', message: expect.any(String) } }),
+      expect.objectContaining({
+        flags: Flag.LAST | Flag.ERROR | Flag.TRANSPORT,
+        body: { code: 'ERR_SMUX_LIMIT', message: expect.any(String) },
+      }),
     ]);
     expect(raw.finFor(3)).toBe(true);
   });
@@ -175,7 +180,10 @@ describe('regressions: ServerSmux', () => {
     await until(() => raw.ended, 10_000, 'everything and EOF at the client');
     await within(closing, 'server.close()');
     expect(messagesOf(raw.dataFor(5))).toEqual([
-      expect.objectContaining({ flags: Flag.LAST | Flag.ERROR, body: { code: 'ERR_SMUX_SHUTTING_DOWN', message: expect.any(String) } }),
+      expect.objectContaining({
+        flags: Flag.LAST | Flag.ERROR | Flag.TRANSPORT,
+        body: { code: 'ERR_SMUX_SHUTTING_DOWN', message: expect.any(String) },
+      }),
     ]);
     expect(messagesOf(raw.dataFor(7))).toEqual([expect.objectContaining({ flags: Flag.LAST, body: 7 })]);
     expect((messagesOf(raw.dataFor(3))[0].body as Buffer).length).toBe(16 * MiB);
@@ -193,7 +201,10 @@ describe('regressions: ServerSmux', () => {
     await until(() => raw.ended, 10_000, 'the answer and EOF at the client');
     await within(closing, 'server.close()');
     expect(messagesOf(raw.dataFor(3))).toEqual([
-      expect.objectContaining({ flags: Flag.LAST | Flag.ERROR, body: { code: 'ERR_SMUX_SHUTTING_DOWN', message: expect.any(String) } }),
+      expect.objectContaining({
+        flags: Flag.LAST | Flag.ERROR | Flag.TRANSPORT,
+        body: { code: 'ERR_SMUX_SHUTTING_DOWN', message: expect.any(String) },
+      }),
     ]);
     expect(guard.errors).toEqual([]);
   });
@@ -240,7 +251,8 @@ describe('regressions: ServerSmux', () => {
       Promise.all(calls.slice(10).map((c) => c.last)),
       'the ten extra calls refused before their requests complete',
     );
-    for (const message of refused) expect(message).toMatchObject({ flags: Flag.LAST | Flag.ERROR, body: { code: 'ERR_SMUX_LIMIT' } });
+    for (const message of refused)
+      expect(message).toMatchObject({ flags: Flag.LAST | Flag.ERROR | Flag.TRANSPORT, body: { code: 'ERR_SMUX_LIMIT' } });
     expect(calls.slice(0, 10).map((c) => c.messages.length)).toEqual(Array(10).fill(0));
     for (let i = 0; i < 10; i++) calls[i].channel.write(requests[i].subarray(500));
     const answered = await within(Promise.all(calls.slice(0, 10).map((c) => c.last)), 'the first ten calls');
@@ -371,7 +383,7 @@ describe('regressions: ServerSmux', () => {
     const subscription = client.send('work', 1).subscribe({ error: () => undefined });
     await until(() => deserializing === 1, 5_000, 'the deserializer running');
     subscription.unsubscribe(); // cancel: our FIN
-    await until(() => handle.sessions[0].numStreams === 0, 5_000, 'the server to see the cancel');
+    await until(() => handle.sessions[0].numStreams === 1, 5_000, 'the server to see the cancel (the control stream stays)');
     gate.resolve();
     expect(await firstValueFrom(client.send('ping', {}))).toBe('pong'); // later work goes through
     await settle();

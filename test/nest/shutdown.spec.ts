@@ -17,6 +17,7 @@ import {
   until,
   within,
   codeOf,
+  smuxError,
 } from './helpers.js';
 
 let gate: Deferred<void>;
@@ -48,7 +49,7 @@ class ShutdownController {
   }
 }
 
-const SHUTTING_DOWN = { code: 'ERR_SMUX_SHUTTING_DOWN', message: expect.any(String) };
+const SHUTTING_DOWN = smuxError('ERR_SMUX_SHUTTING_DOWN');
 
 describe('graceful shutdown', () => {
   beforeEach(() => {
@@ -73,7 +74,7 @@ describe('graceful shutdown', () => {
     // A new connection is not taken.
     const latecomer = handle.client();
     const late = await rejection(firstValueFrom(latecomer.send('ping', {})));
-    expect(['ECONNREFUSED', 'ECONNRESET', 'ERR_SMUX_SESSION_CLOSED', 'ERR_SMUX_SHUTTING_DOWN']).toContain(codeOf(late));
+    expect(['ERR_SMUX_UNAVAILABLE', 'ERR_SMUX_SESSION_CLOSED', 'ERR_SMUX_SHUTTING_DOWN']).toContain(codeOf(late));
 
     gate.resolve();
     expect(await within(finishing, 'the call that finishes in time')).toBe(1);
@@ -109,7 +110,9 @@ describe('graceful shutdown', () => {
     await within(handle.app.close(), 'app.close()');
     expect(net.listening).toBe(false);
     const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: handle.port }));
-    expect(codeOf(await rejection(firstValueFrom(client.send('ping', {}))))).toBe('ECONNREFUSED');
+    const refused = await rejection(firstValueFrom(client.send('ping', {})));
+    expect(refused).toEqual(smuxError('ERR_SMUX_UNAVAILABLE'));
+    expect(codeOf((refused as Error).cause)).toBe('ECONNREFUSED');
   });
 
   test('a caller that reads the reply but never sends its FIN is forgotten after finTimeout', async () => {

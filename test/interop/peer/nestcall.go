@@ -37,6 +37,7 @@ const (
 	callKindEvent    byte = 2
 	callKindResponse byte = 3
 	callKindRaw      byte = 6
+	callKindHello    byte = 7
 
 	callEncNone   byte = 0
 	callEncJSON   byte = 1
@@ -52,7 +53,8 @@ const (
 	callFlagTimeout     uint16 = 1 << 6
 	callFlagHeaders     uint16 = 1 << 7
 	callFlagStatus      uint16 = 1 << 8
-	callKnownFlags      uint16 = 1<<9 - 1
+	callFlagTransport   uint16 = 1 << 9
+	callKnownFlags      uint16 = 1<<10 - 1
 
 	callPrefixLen = 8
 )
@@ -151,7 +153,7 @@ func readCallMessage(r io.Reader, maxLength uint32) (*callMessage, error) {
 // unknown flag bits, an unknown encoding, a body with encoding none, a truncated field.
 func parseCallMessage(prefix [callPrefixLen]byte, rest []byte) (*callMessage, error) {
 	m := &callMessage{kind: prefix[0], encoding: prefix[1], flags: binary.LittleEndian.Uint16(prefix[2:4])}
-	if m.kind < callKindRequest || m.kind > callKindRaw {
+	if m.kind < callKindRequest || m.kind > callKindHello {
 		return nil, fmt.Errorf("malformed message: unknown kind %d", m.kind)
 	}
 	if m.flags&^callKnownFlags != 0 {
@@ -265,7 +267,8 @@ func cmdNestCall(args []string) int {
 	expectError := fs.Bool("expect-error", false, "succeed (exit 0) only when the call ends with an ERROR response")
 	waitMs := fs.Int("wait", 0, "bound on every wait in ms (default 10000, plus -timeout when set)")
 	maxMsg := fs.Int("max-message", 64<<20, "largest message length accepted from the server")
-	extraFlags := fs.Uint("extra-flags", 0, "flag bits ORed into the message as sent (tests: 512 is an unknown bit)")
+	extraFlags := fs.Uint("extra-flags", 0, "flag bits ORed into the message as sent (tests: 1024 is an unknown bit)")
+	hello := fs.Bool("hello", false, "exchange HELLOs on a control stream first, as ClientSmux does (§3)")
 	if err := parseFlags(fs, args); err != nil {
 		return 2
 	}
@@ -301,7 +304,7 @@ func cmdNestCall(args []string) int {
 	r := newResult("nestcall").set("values", []jsonValue{}).set("status", "")
 	extra(r)
 	start := time.Now()
-	runNestCall(*addr, cfg, wire, *event, *expectError, uint32(*maxMsg), time.Now().Add(wait), r)
+	runNestCall(*addr, cfg, wire, *event, *expectError, *hello, uint32(*maxMsg), time.Now().Add(wait), r)
 	r.set("ms", msSince(start))
 	finish(r)
 	return 0 // not reached: finish exits
@@ -354,7 +357,7 @@ func buildCallMessage(event bool, id, pattern, data, headers string, timeoutMs i
 }
 
 // runNestCall performs the call and fills r. Every wait ends at deadline.
-func runNestCall(addr string, cfg *smux.Config, wire []byte, event, expectError bool, maxMsg uint32, deadline time.Time, r *result) {
+func runNestCall(addr string, cfg *smux.Config, wire []byte, event, expectError, hello bool, maxMsg uint32, deadline time.Time, r *result) {
 	fail := func(format string, a ...interface{}) { r.done(fmt.Errorf(format, a...)) }
 	conn, err := net.DialTimeout("tcp", addr, time.Until(deadline))
 	if err != nil {
@@ -369,6 +372,25 @@ func runNestCall(addr string, cfg *smux.Config, wire []byte, event, expectError 
 	}
 	// Closing the session closes the connection; anything still blocked in smux wakes up.
 	defer sess.Close()
+	if hello {
+		// The control stream stays open for the session's life; the server answers HELLO at once.
+		ctl, answer, err := exchangeHello(sess, maxMsg, deadline)
+		if err != nil {
+			fail("hello: %v", err)
+			return
+		}
+		defer ctl.Close()
+		r.set("hello", answer.bodyJSON())
+		if answer.kind != callKindHello {
+			r.set("error", answer.bodyJSON()).set("transport", answer.flags&callFlagTransport != 0)
+			if expectError && answer.flags&callFlagError != 0 {
+				r.set("ok", true)
+			} else {
+				r.set("ok", false)
+			}
+			return
+		}
+	}
 	st, err := openStream(sess, time.Until(deadline))
 	if err != nil {
 		fail("open stream: %v", err)
@@ -420,6 +442,7 @@ func runNestCall(addr string, cfg *smux.Config, wire []byte, event, expectError 
 			r.set("opaque", true)
 		}
 		if m.flags&callFlagError != 0 {
+			r.set("transport", m.flags&callFlagTransport != 0)
 			errBody = m.bodyJSON()
 			if errBody == nil {
 				errBody = jsonValue(`null`)
@@ -455,6 +478,32 @@ func runNestCall(addr string, cfg *smux.Config, wire []byte, event, expectError 
 	default:
 		r.done(nil)
 	}
+}
+
+// exchangeHello opens the control stream, writes HELLO {"protocol":1} and reads the server's answer: a
+// HELLO, or a transport error (RESPONSE + ERROR + TRANSPORT) when the server refuses the connection.
+func exchangeHello(sess *smux.Session, maxMsg uint32, deadline time.Time) (*smux.Stream, *callMessage, error) {
+	st, err := openStream(sess, time.Until(deadline))
+	if err != nil {
+		return nil, nil, fmt.Errorf("open the control stream: %v", err)
+	}
+	_ = st.SetDeadline(deadline)
+	wire, _ := encodeCallMessage(callMessage{kind: callKindHello, encoding: callEncJSON, body: []byte(`{"protocol":1}`)})
+	if _, err := st.Write(wire); err != nil {
+		abortStream(st)
+		return nil, nil, fmt.Errorf("write HELLO: %v", describeWaitError(err, deadline))
+	}
+	m, err := readCallMessage(st, maxMsg)
+	if err != nil {
+		abortStream(st)
+		return nil, nil, fmt.Errorf("read the answer to HELLO: %v", describeWaitError(err, deadline))
+	}
+	if m.kind != callKindHello && (m.kind != callKindResponse || m.flags&callFlagTransport == 0) {
+		abortStream(st)
+		return nil, nil, fmt.Errorf("protocol: the server answered HELLO with kind %d", m.kind)
+	}
+	_ = st.SetDeadline(time.Time{})
+	return st, m, nil
 }
 
 // awaitServerFin reads what follows the LAST message until EOF (the server's FIN), for at most 2 s

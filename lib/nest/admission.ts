@@ -1,0 +1,99 @@
+import { Fifo } from '../util/fifo.js';
+
+/** A call as admission sees it. */
+export interface Admittable {
+  /** Where the call stands in admission (owned by {@link Admission}). */
+  admission: AdmissionState;
+  /** The call took its slot: start it (connect, open its stream). */
+  launch(): void;
+}
+
+/** `none`: not admitted yet or gone; `queued`: waiting for a slot; `running`: holds a slot. */
+export type AdmissionState = 'none' | 'queued' | 'running';
+
+/**
+ * Bounded concurrency with a bounded wait queue: at most `maxConcurrent` calls hold a slot (from launch until
+ * they settle, waiting for a connection included); up to `maxQueued` more wait for one, first come first served.
+ * smux cannot tell a client the server's limit, so the client keeps its own (and the server's HELLO may lower it).
+ */
+export class Admission {
+  #maxConcurrent: number;
+  readonly #maxQueued: number;
+  readonly #queue = new Fifo<Admittable>();
+  #running = 0;
+  #queued = 0; // calls still waiting (the FIFO may also hold ones that left while waiting)
+  #pumping = false;
+
+  /**
+   * @param maxConcurrent - slots
+   * @param maxQueued - places in the queue (0: none)
+   */
+  constructor(maxConcurrent: number, maxQueued: number) {
+    this.#maxConcurrent = maxConcurrent;
+    this.#maxQueued = maxQueued;
+  }
+
+  /** Calls holding a slot. */
+  get running(): number {
+    return this.#running;
+  }
+
+  /** Calls waiting for a slot. */
+  get queued(): number {
+    return this.#queued;
+  }
+
+  /** Lowers the number of slots (never below 1), e.g. to the server's `maxCallsPerConnection`. */
+  limit(maxConcurrent: number): void {
+    this.#maxConcurrent = Math.max(1, maxConcurrent);
+  }
+
+  /**
+   * Launches `call` at once if a slot is free, queues it otherwise.
+   * @returns false when the queue is full too (the caller fails the call with ERR_SMUX_LIMIT)
+   */
+  admit(call: Admittable): boolean {
+    if (this.#running < this.#maxConcurrent) {
+      this.#running++;
+      call.admission = 'running';
+      call.launch();
+      return true;
+    }
+    if (this.#queued >= this.#maxQueued) return false;
+    this.#queued++;
+    call.admission = 'queued';
+    this.#queue.push(call);
+    return true;
+  }
+
+  /** `call` is over (answered, failed, cancelled — running or still queued): its slot or place is free. */
+  release(call: Admittable): void {
+    if (call.admission === 'running') this.#running--;
+    else if (call.admission === 'queued') this.#queued--; // its FIFO entry is skipped when reached
+    call.admission = 'none';
+    // A launched call may settle at once (no connection: fail fast) and release again: one loop takes them all,
+    // instead of a recursion as deep as the queue.
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      while (this.#running < this.#maxConcurrent && this.#queued > 0) {
+        const next = this.#queue.shift()!;
+        if (next.admission !== 'queued') continue;
+        this.#queued--;
+        this.#running++;
+        next.admission = 'running';
+        next.launch();
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  /** Takes every queued call out (the client is closing); they must be failed by the caller. */
+  drain(): Admittable[] {
+    const calls = this.#queue.drain().filter((call) => call.admission === 'queued');
+    for (const call of calls) call.admission = 'none';
+    this.#queued = 0;
+    return calls;
+  }
+}

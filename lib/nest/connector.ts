@@ -1,0 +1,246 @@
+import net from 'node:net';
+import tls from 'node:tls';
+import { type Clock, Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
+import { greet, HELLO_TIMEOUT, type ServerHello } from './hello.js';
+import { formatAddress, type ResolvedClientOptions } from './options.js';
+import type { SmuxStatus } from './smux.events.js';
+
+/**
+ * The connector's states (gRPC's channel states, without its idle timeout):
+ *
+ *   IDLE ──connect()──▶ CONNECTING ──dial + hello ok──▶ READY ──session lost──▶ IDLE (the next call connects)
+ *                           │ fails                        │ stream ids run out: rotate (new session, old one drains)
+ *                           ▼                              │
+ *                        BACKOFF ──delay──▶ CONNECTING     └─ close() ──▶ IDLE (a later connect() starts over)
+ *
+ * In BACKOFF new calls fail at once with the last error (unless they wait for ready), while the retries go on in
+ * the background until one succeeds or the client is closed. A lost connection is not redialled until something
+ * needs it, as Nest's TCP client and gRPC's pick-first do.
+ */
+export type ConnectorState = 'idle' | 'connecting' | 'ready' | 'backoff';
+
+/** What the client hears from its connector. */
+export interface ConnectorListener {
+  /** A session is ready for calls. */
+  ready(session: Session): void;
+  /** An attempt failed; the next one follows after a backoff. `error` is what the calls' errors carry as cause. */
+  failed(error: Error): void;
+  /** The ready session ended; calls on it fail through their own streams. */
+  lost(session: Session, error: SmuxError | undefined): void;
+  /** The public status changed. */
+  status(status: SmuxStatus): void;
+}
+
+/**
+ * Dials the server, starts the smux session and exchanges the hello; reconnects with backoff; rotates to a
+ * fresh session before stream ids run out. All time goes through the client's clock.
+ */
+export class Connector {
+  readonly #options: ResolvedClientOptions;
+  readonly #listener: ConnectorListener;
+  readonly #clock: Clock;
+  readonly #where: string;
+  readonly #controls = new Map<Session, SmuxChannel>();
+  readonly #draining = new Set<Session>();
+  #state: ConnectorState = 'idle';
+  #session: Session | null = null;
+  #hello: ServerHello | null = null;
+  #lastError: Error | null = null;
+  #failures = 0;
+  #everConnected = false;
+  #retryTimer: TimerHandle | null = null;
+  #generation = 0; // bumped by close(): what an older attempt completes is dropped
+
+  /**
+   * @param options - the client's resolved options
+   * @param listener - told about sessions, failures and status
+   */
+  constructor(options: ResolvedClientOptions, listener: ConnectorListener) {
+    this.#options = options;
+    this.#listener = listener;
+    this.#clock = options.clock;
+    this.#where = formatAddress(options.address);
+  }
+
+  /** The current state. */
+  get state(): ConnectorState {
+    return this.#state;
+  }
+
+  /** The ready session, or null. */
+  get session(): Session | null {
+    return this.#session;
+  }
+
+  /** What the server said in its hello (limits it advertises), once connected. */
+  get hello(): ServerHello | null {
+    return this.#hello;
+  }
+
+  /** Why the last attempt failed (cleared by a success). */
+  get lastError(): Error | null {
+    return this.#lastError;
+  }
+
+  /** The server's address as messages show it. */
+  get where(): string {
+    return this.#where;
+  }
+
+  /** Starts an attempt now, unless one is running or a session is ready (a backoff wait is cut short). */
+  connect(): void {
+    if (this.#state === 'connecting' || this.#state === 'ready') return;
+    if (this.#retryTimer !== null) this.#clock.clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    this.#attempt();
+  }
+
+  /**
+   * The ready session has no stream ids left: new calls go to a fresh session, the old one finishes its calls
+   * and then closes ({@link retireIdle}).
+   */
+  rotate(): void {
+    const session = this.#session;
+    if (session === null) return;
+    this.#session = null;
+    this.#draining.add(session);
+    this.#controls.get(session)?.destroy(); // the control stream must not keep a draining session open
+    this.#state = 'idle';
+    this.retireIdle();
+    this.connect();
+  }
+
+  /** Closes draining sessions whose calls are all done. */
+  retireIdle(): void {
+    for (const session of this.#draining) {
+      if (session.numStreams > 0) continue;
+      this.#draining.delete(session);
+      void session.close();
+    }
+  }
+
+  /** Stops reconnecting and closes every session gracefully (bounded). A later {@link connect} starts over. */
+  async close(): Promise<void> {
+    this.#generation++;
+    if (this.#retryTimer !== null) this.#clock.clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    const sessions = [...this.#draining];
+    if (this.#session !== null) sessions.push(this.#session);
+    this.#session = null;
+    this.#draining.clear();
+    this.#state = 'idle';
+    this.#failures = 0;
+    this.#lastError = null;
+    await Promise.all(sessions.map((s) => closeWithin(s, this.#clock, 2_000)));
+    this.#listener.status('disconnected');
+  }
+
+  // ── attempts ───────────────────────────────────────────────────────────────────────────────────────────
+
+  #attempt(): void {
+    this.#state = 'connecting';
+    if (this.#everConnected || this.#failures > 0) this.#listener.status('reconnecting');
+    const generation = this.#generation;
+    this.#establish(generation).then(
+      (session) => {
+        if (generation !== this.#generation) return void session.destroy();
+        this.#state = 'ready';
+        this.#session = session;
+        this.#failures = 0;
+        this.#lastError = null;
+        this.#everConnected = true;
+        this.#listener.status('connected');
+        this.#listener.ready(session);
+      },
+      (error: Error) => {
+        if (generation !== this.#generation) return;
+        this.#state = 'backoff';
+        this.#failures++;
+        this.#lastError = error;
+        this.#listener.status('disconnected');
+        this.#listener.failed(error);
+        this.#retryTimer = this.#clock.setTimeout(() => {
+          this.#retryTimer = null;
+          if (this.#state === 'backoff') this.#attempt();
+        }, this.#backoff());
+      },
+    );
+  }
+
+  async #establish(generation: number): Promise<Session> {
+    const { session, firstBytes } = await this.#dial();
+    if (generation !== this.#generation) {
+      session.destroy();
+      throw new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed while connecting');
+    }
+    // The server side of this transport opens no streams; any that arrive are refused at once rather than left
+    // to fill the accept backlog (which would stop the session reading).
+    session.on('channel', (channel) => channel.destroy());
+    const helloMs = Math.min(HELLO_TIMEOUT, this.#options.connectTimeout);
+    try {
+      const { hello, control } = await greet(session, this.#clock, helloMs, { where: this.#where, firstBytes });
+      this.#hello = hello;
+      this.#controls.set(session, control);
+    } catch (error) {
+      session.destroy();
+      throw error;
+    }
+    if (session.isClosed) throw session.error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed');
+    session.on('close', (error) => this.#closed(session, error));
+    return session;
+  }
+
+  #closed(session: Session, error: SmuxError | undefined): void {
+    this.#controls.delete(session);
+    this.#draining.delete(session);
+    if (this.#session !== session) return;
+    this.#session = null;
+    this.#state = 'idle';
+    this.#listener.status('disconnected');
+    this.#listener.lost(session, error);
+  }
+
+  #backoff(): number {
+    const { initialDelay, maxDelay, factor, jitter } = this.#options.reconnect;
+    const base = Math.min(maxDelay, initialDelay * factor ** (this.#failures - 1));
+    return Math.max(0, Math.round(base * (1 + jitter * (2 * Math.random() - 1))));
+  }
+
+  /**
+   * Connects (TLS handshake included) and starts the session in the same tick, so no byte the server sends can
+   * arrive before the session listens; also keeps the first bytes, which say what a server that is not smux is.
+   */
+  #dial(): Promise<{ session: Session; firstBytes: () => Buffer | null }> {
+    const { address, tls: tlsOptions, connectTimeout } = this.#options;
+    return new Promise((resolve, reject) => {
+      const target = 'path' in address ? { path: address.path } : { host: address.host, port: address.port };
+      const socket = tlsOptions !== undefined ? tls.connect({ ...tlsOptions, ...target }) : net.connect(target);
+      const ready = tlsOptions !== undefined ? 'secureConnect' : 'connect';
+      const timer = this.#clock.setTimeout(
+        () => fail(new SmuxError('ERR_SMUX_TIMEOUT', `could not connect to ${this.#where} within ${connectTimeout} ms`)),
+        connectTimeout,
+      );
+      const fail = (error: Error): void => {
+        this.#clock.clearTimeout(timer);
+        socket.destroy();
+        reject(error);
+      };
+      socket.once('error', fail);
+      socket.once(ready, () => {
+        this.#clock.clearTimeout(timer);
+        socket.off('error', fail);
+        let first: Buffer | null = null;
+        socket.once('data', (chunk: Buffer) => (first = chunk));
+        resolve({ session: Session.client(socket, this.#options.smux), firstBytes: () => first });
+      });
+    });
+  }
+}
+
+/** Graceful session close, bounded: destroyed when it takes longer than `ms`. */
+export async function closeWithin(session: Session, clock: Clock, ms: number): Promise<void> {
+  let timer: TimerHandle | null = null;
+  await Promise.race([session.close(), new Promise<void>((resolve) => (timer = clock.setTimeout(resolve, ms)))]);
+  if (timer !== null) clock.clearTimeout(timer);
+  session.destroy();
+}

@@ -1,0 +1,71 @@
+import type { Clock, SmuxChannel, TimerHandle } from '../smux/index.js';
+
+/** A call that wrote its last message and FIN, waiting for the caller's FIN. */
+export interface AwaitingFin {
+  readonly channel: SmuxChannel;
+  /** When the sweep stops waiting (owned by {@link FinSweep}). */
+  finDue: number;
+  /** Our bytes still queued at the last look (owned by {@link FinSweep}); -1 before the first. */
+  finQueued: number;
+}
+
+/**
+ * After its last message and FIN, a call waits for the caller's FIN at most `finTimeout`; one sweep on the
+ * server's clock checks them all (no timer per call), so a Go caller that never calls `Close` cannot leak
+ * streams. A call whose own bytes are still draining is not cut off — a slow reader is not a caller that went
+ * away.
+ */
+export class FinSweep {
+  readonly #clock: Clock;
+  readonly #finTimeout: number;
+  readonly #calls = new Set<AwaitingFin>(); // insertion order is due order
+  #timer: TimerHandle | null = null;
+
+  /**
+   * @param clock - the server's clock
+   * @param finTimeout - ms to wait for a caller's FIN
+   */
+  constructor(clock: Clock, finTimeout: number) {
+    this.#clock = clock;
+    this.#finTimeout = finTimeout;
+  }
+
+  /** Starts waiting for `call`'s caller to FIN. */
+  add(call: AwaitingFin): void {
+    call.finDue = this.#clock.now() + this.#finTimeout;
+    call.finQueued = -1;
+    this.#calls.add(call);
+    this.#timer ??= this.#clock.setTimeout(() => this.#sweep(), this.#finTimeout);
+  }
+
+  /** The call is over (the caller's FIN came, or it was destroyed). */
+  delete(call: AwaitingFin): void {
+    this.#calls.delete(call);
+  }
+
+  /** Stops sweeping for good (the server closed). */
+  stop(): void {
+    if (this.#timer !== null) this.#clock.clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#calls.clear();
+  }
+
+  #sweep(): void {
+    this.#timer = null;
+    const now = this.#clock.now();
+    for (const call of this.#calls) {
+      if (call.finDue > now) break;
+      this.#calls.delete(call);
+      const queued = call.channel.writableLength;
+      if (!call.channel.finSent && queued !== call.finQueued) {
+        call.finDue = now + this.#finTimeout; // still draining: look again later
+        call.finQueued = queued;
+        this.#calls.add(call);
+      } else {
+        call.channel.destroy();
+      }
+    }
+    const next = this.#calls.values().next();
+    if (!next.done) this.#timer = this.#clock.setTimeout(() => this.#sweep(), Math.max(1, next.value.finDue - now));
+  }
+}

@@ -1,0 +1,128 @@
+import type { Clock, Session, SmuxChannel } from '../smux/index.js';
+import { SmuxError } from '../smux/index.js';
+import { type CallMessage, decodeTransportError, encodeMessage, Flag, Kind, MessageReader } from './call-codec.js';
+import { describeServerBytes } from './peer-diagnosis.js';
+
+/*
+ * The hello (docs/PROTOCOL.md §3): the first stream a ClientSmux opens is the connection's control stream. The
+ * client writes HELLO; a nestjs-smux server answers HELLO at once. A connection is ready for calls only then, so
+ * a client pointed at something else — an HTTP server, Nest's TCP transport, a TLS server without `tls` — fails
+ * within a bound, with an error that says what it found, instead of hanging until keep-alive gives up.
+ */
+
+/** The call-protocol version of this package (the `protocol` field of HELLO). */
+export const CALL_PROTOCOL = 1;
+
+/** The longest a server may take to answer the hello (or `connectTimeout`, when smaller). */
+export const HELLO_TIMEOUT = 2_000;
+
+/** What a server says in its HELLO. */
+export interface ServerHello {
+  /** The server's call-protocol version. */
+  readonly protocol: number;
+  /** The largest call message it accepts, in bytes. */
+  readonly maxMessageBytes?: number;
+  /** The most calls it runs at once on one connection. */
+  readonly maxCallsPerConnection?: number;
+}
+
+/** The body of a server's HELLO. */
+export function serverHelloBody(maxMessageBytes: number, maxCallsPerConnection: number): ServerHello {
+  return { protocol: CALL_PROTOCOL, maxMessageBytes, maxCallsPerConnection };
+}
+
+/** How a failed hello is described. */
+export interface HelloContext {
+  /** The server's address, as errors name it. */
+  readonly where: string;
+  /** The first bytes the server sent, if any (what it is when it is not smux). */
+  firstBytes(): Buffer | null;
+}
+
+/**
+ * Opens the control stream, sends HELLO and waits for the server's; the control stream then stays open (it
+ * is the connection's, not a call's). Rejects with a `SmuxError` that names what
+ * the server turned out to be: `ERR_SMUX_PROTOCOL` for a server that does not speak this transport (or not
+ * this protocol version), the server's own error when it refuses the connection (`ERR_SMUX_LIMIT`, …).
+ */
+export function greet(
+  session: Session,
+  clock: Clock,
+  ms: number,
+  context: HelloContext,
+): Promise<{ hello: ServerHello; control: SmuxChannel }> {
+  return new Promise((resolve, reject) => {
+    let channel: SmuxChannel | null = null;
+    let settled = false;
+    const timer = clock.setTimeout(
+      () =>
+        settle(
+          new SmuxError(
+            'ERR_SMUX_PROTOCOL',
+            `${context.where} did not answer the nestjs-smux hello within ${ms} ms: it does not speak this transport ` +
+              "(Nest's TCP transport, for one, waits silently)",
+          ),
+        ),
+      ms,
+    );
+    const settle = (outcome: ServerHello | SmuxError): void => {
+      if (settled) return;
+      settled = true;
+      clock.clearTimeout(timer);
+      if (outcome instanceof SmuxError) {
+        channel?.destroy();
+        reject(outcome);
+      } else resolve({ hello: outcome, control: channel! });
+    };
+    const reader = new MessageReader(64 * 1024);
+    const sink = {
+      onMessage(message: CallMessage): void {
+        if (message.kind === Kind.HELLO) settle(parseHello(message, context.where));
+        else if (message.kind === Kind.RESPONSE && (message.flags & Flag.TRANSPORT) !== 0) settle(decodeTransportError(message.body));
+        else settle(new SmuxError('ERR_SMUX_PROTOCOL', `${context.where} answered the hello with a message of kind ${message.kind}`));
+      },
+    };
+    try {
+      channel = session.openChannel({
+        onData(data) {
+          try {
+            reader.push(data, sink);
+          } catch (error) {
+            settle(new SmuxError('ERR_SMUX_PROTOCOL', `${context.where} answered the hello with malformed bytes`, { cause: error }));
+          }
+        },
+        onEnd: () => settle(new SmuxError('ERR_SMUX_PROTOCOL', `${context.where} ended the hello stream without answering`)),
+        onClose: (error) => settle(closedDuringHello(session, error, context)), // after the hello: the session is ending
+      });
+      channel.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, { protocol: CALL_PROTOCOL })));
+    } catch (error) {
+      settle(error instanceof SmuxError ? error : new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed', { cause: error }));
+    }
+  });
+}
+
+function parseHello(message: CallMessage, where: string): ServerHello | SmuxError {
+  const body = message.body as Partial<ServerHello> | null;
+  if (typeof body !== 'object' || body === null || typeof body.protocol !== 'number') {
+    return new SmuxError('ERR_SMUX_PROTOCOL', `${where} sent a malformed HELLO: ${JSON.stringify(message.body)}`);
+  }
+  return body as ServerHello;
+}
+
+/** Why the connection ended before the server's HELLO, in the words a user needs. */
+function closedDuringHello(session: Session, error: SmuxError | undefined, context: HelloContext): SmuxError {
+  const cause = session.error ?? error;
+  const bytes = context.firstBytes();
+  const diagnosis = bytes === null ? null : describeServerBytes(bytes);
+  if (diagnosis !== null)
+    return new SmuxError('ERR_SMUX_PROTOCOL', `${context.where} is not a nestjs-smux server: ${diagnosis}`, { cause });
+  if (cause?.code === 'ERR_SMUX_PROTOCOL') {
+    return new SmuxError('ERR_SMUX_PROTOCOL', `${context.where} is not a nestjs-smux server: ${cause.message}`, { cause });
+  }
+  return new SmuxError(
+    'ERR_SMUX_SESSION_CLOSED',
+    `${context.where} closed the connection during the nestjs-smux hello, without answering: it does not speak this transport ` +
+      '(a TLS server closes a plain-text client this way: set the `tls` option if the server uses TLS)',
+    { cause },
+  );
+}

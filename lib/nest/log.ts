@@ -1,0 +1,72 @@
+import type { LoggerService } from '@nestjs/common';
+import type { Clock, TimerHandle } from '../smux/index.js';
+
+/** Lines of one kind logged at most per window; the rest are counted and summed up once the window ends. */
+const BURST = 5;
+const WINDOW_MS = 10_000;
+
+interface Bucket {
+  windowStart: number;
+  lines: number;
+  suppressed: number;
+  timer: TimerHandle | null;
+}
+
+/**
+ * Warnings about peers, rate-limited per kind (`'protocol'`, `'refused'`, …) so that a flood of bad connections
+ * cannot flood the log: at most five lines of a kind per 10 s, then one line saying how many more there were.
+ */
+export class RateLimitedLog {
+  readonly #logger: LoggerService;
+  readonly #clock: Clock;
+  readonly #buckets = new Map<string, Bucket>();
+
+  /**
+   * @param logger - where lines go (Nest's `Logger` with the transport's context)
+   * @param clock - time source of the windows
+   */
+  constructor(logger: LoggerService, clock: Clock) {
+    this.#logger = logger;
+    this.#clock = clock;
+  }
+
+  /** Logs `message` at `warn` unless lines of `kind` are over their budget for the current window. */
+  warn(kind: string, message: string): void {
+    const now = this.#clock.now();
+    let bucket = this.#buckets.get(kind);
+    if (bucket === undefined || now - bucket.windowStart >= WINDOW_MS) {
+      if (bucket !== undefined) this.#summarise(kind, bucket);
+      bucket = { windowStart: now, lines: 0, suppressed: 0, timer: null };
+      this.#buckets.set(kind, bucket);
+    }
+    if (bucket.lines < BURST) {
+      bucket.lines++;
+      this.#logger.warn(message);
+      return;
+    }
+    bucket.suppressed++;
+    const current = bucket;
+    current.timer ??= this.#clock.setTimeout(
+      () => {
+        current.timer = null;
+        this.#summarise(kind, current);
+        if (this.#buckets.get(kind) === current) this.#buckets.delete(kind);
+      },
+      WINDOW_MS - (now - current.windowStart),
+    );
+  }
+
+  /** Stops the summary timers (their counts are logged now). */
+  close(): void {
+    for (const [kind, bucket] of this.#buckets) this.#summarise(kind, bucket);
+    this.#buckets.clear();
+  }
+
+  #summarise(kind: string, bucket: Bucket): void {
+    if (bucket.timer !== null) this.#clock.clearTimeout(bucket.timer);
+    bucket.timer = null;
+    if (bucket.suppressed === 0) return;
+    this.#logger.warn(`… and ${bucket.suppressed} more ${kind} warnings like these within ${WINDOW_MS / 1000} s (not logged one by one)`);
+    bucket.suppressed = 0;
+  }
+}

@@ -1,0 +1,220 @@
+import type { ConnectionOptions, TlsOptions } from 'node:tls';
+import type { Deserializer, Serializer } from '@nestjs/microservices';
+import { type Clock, type SmuxConfig, SmuxError, validateConfig } from '../smux/index.js';
+import { describeValue, nearestName } from '../util/describe.js';
+import type { ClientSmuxOptions, ServerSmuxOptions } from './interfaces.js';
+
+/*
+ * Both sides resolve and check all their options once, in the constructor: a wrong type, a value out of range
+ * or an unknown name is a SmuxError ERR_SMUX_INVALID_CONFIG naming the option, the value with its type and
+ * what is allowed — never a surprise on the first connection.
+ */
+
+const MiB = 1024 * 1024;
+/** Node's timers hold at most 2^31 − 1 ms. */
+const MAX_MS = 0x7fff_ffff;
+
+/** What every option of a side is, for the checks and the "did you mean" hint. */
+type Rule =
+  | { kind: 'integer'; min: number; max: number; unit: string }
+  | { kind: 'number'; min: number; max: number; unit: string }
+  | { kind: 'string' }
+  | { kind: 'boolean' }
+  | { kind: 'object' }
+  | { kind: 'codec'; method: 'serialize' | 'deserialize' };
+
+const common: Record<string, Rule> = {
+  host: { kind: 'string' },
+  port: { kind: 'integer', min: 0, max: 65_535, unit: 'a TCP port' },
+  path: { kind: 'string' },
+  smux: { kind: 'object' },
+  maxMessageBytes: { kind: 'integer', min: 1, max: 2 ** 32 - 1, unit: 'bytes' },
+  serializer: { kind: 'codec', method: 'serialize' },
+  deserializer: { kind: 'codec', method: 'deserialize' },
+  tls: { kind: 'object' },
+};
+
+const serverRules: Record<string, Rule> = {
+  ...common,
+  maxConnections: { kind: 'integer', min: 1, max: MAX_MS, unit: 'connections' },
+  maxCallsPerConnection: { kind: 'integer', min: 1, max: MAX_MS, unit: 'calls' },
+  maxReplyBufferBytes: { kind: 'integer', min: 1, max: Number.MAX_SAFE_INTEGER, unit: 'bytes' },
+  closeTimeout: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms; 0 ends running calls at once' },
+  finTimeout: { kind: 'integer', min: 1, max: MAX_MS, unit: 'ms' },
+};
+
+const clientRules: Record<string, Rule> = {
+  ...common,
+  timeout: { kind: 'integer', min: 0, max: 0xffff_ffff, unit: 'ms; 0 = no deadline' }, // the wire's u32 TIMEOUT field
+  waitForReady: { kind: 'boolean' },
+  maxConcurrentCalls: { kind: 'integer', min: 1, max: MAX_MS, unit: 'calls' },
+  maxQueuedCalls: { kind: 'integer', min: 0, max: MAX_MS, unit: 'calls; 0 = none wait' },
+  connectTimeout: { kind: 'integer', min: 1, max: MAX_MS, unit: 'ms' },
+  reconnect: { kind: 'object' },
+};
+
+const reconnectRules: Record<string, Rule> = {
+  initialDelay: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms' },
+  maxDelay: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms' },
+  factor: { kind: 'number', min: 1, max: 1000, unit: 'growth per failed attempt' },
+  jitter: { kind: 'number', min: 0, max: 1, unit: 'a fraction of each delay' },
+};
+
+/** Where to listen or connect. */
+export type Address = { readonly path: string } | { readonly host: string; readonly port: number };
+
+/** A side's options, resolved: every default filled in, every value checked. */
+interface ResolvedCommon {
+  readonly address: Address;
+  readonly maxMessageBytes: number;
+  readonly serializer: Serializer | undefined;
+  readonly deserializer: Deserializer | undefined;
+  readonly clock: Clock;
+}
+
+/** {@link ServerSmuxOptions}, resolved. */
+export interface ResolvedServerOptions extends ResolvedCommon {
+  readonly tls: TlsOptions | undefined;
+  /** Session config for every connection (its version is `'auto'`: the policy below decides). */
+  readonly smux: Partial<SmuxConfig>;
+  /** The version a pinned server insists on, or null for `'auto'`. */
+  readonly pinnedVersion: 1 | 2 | null;
+  readonly maxConnections: number;
+  readonly maxCallsPerConnection: number;
+  readonly maxReplyBufferBytes: number;
+  readonly closeTimeout: number;
+  readonly finTimeout: number;
+}
+
+/** {@link ClientSmuxOptions}, resolved. */
+export interface ResolvedClientOptions extends ResolvedCommon {
+  readonly tls: ConnectionOptions | undefined;
+  readonly smux: Partial<SmuxConfig>;
+  readonly timeout: number;
+  readonly waitForReady: boolean;
+  readonly maxConcurrentCalls: number;
+  readonly maxQueuedCalls: number;
+  readonly connectTimeout: number;
+  readonly reconnect: { readonly initialDelay: number; readonly maxDelay: number; readonly factor: number; readonly jitter: number };
+}
+
+/** Checks and completes {@link ServerSmuxOptions}. @throws SmuxError `ERR_SMUX_INVALID_CONFIG` */
+export function resolveServerOptions(input: ServerSmuxOptions | undefined): ResolvedServerOptions {
+  const options = check('ServerSmux', input, serverRules);
+  const smux = validateConfig({ version: 'auto', ...options.smux }, 'ServerSmux option smux.');
+  return {
+    ...resolveCommon('ServerSmux', options),
+    tls: options.tls,
+    smux: { ...options.smux, version: 'auto' },
+    pinnedVersion: smux.version === 'auto' ? null : smux.version,
+    maxConnections: options.maxConnections ?? 1024,
+    maxCallsPerConnection: options.maxCallsPerConnection ?? 10_000,
+    maxReplyBufferBytes: options.maxReplyBufferBytes ?? 128 * MiB,
+    closeTimeout: options.closeTimeout ?? 10_000,
+    finTimeout: options.finTimeout ?? 30_000,
+  };
+}
+
+/** Checks and completes {@link ClientSmuxOptions}. @throws SmuxError `ERR_SMUX_INVALID_CONFIG` */
+export function resolveClientOptions(input: ClientSmuxOptions | undefined): ResolvedClientOptions {
+  const options = check('ClientSmux', input, clientRules);
+  const smux = { version: 2 as const, ...options.smux };
+  const validated = validateConfig(smux, 'ClientSmux option smux.');
+  if (validated.version === 'auto') fail('ClientSmux', 'smux.version', "must be 1 or 2 ('auto' is for servers)", validated.version);
+  const reconnect = check('ClientSmux', options.reconnect, reconnectRules, 'reconnect.');
+  const initialDelay = reconnect.initialDelay ?? 100;
+  const maxDelay = reconnect.maxDelay ?? Math.max(5_000, initialDelay);
+  if (maxDelay < initialDelay)
+    fail('ClientSmux', 'reconnect.maxDelay', `must be at least reconnect.initialDelay (${initialDelay} ms)`, maxDelay);
+  return {
+    ...resolveCommon('ClientSmux', options),
+    tls: options.tls,
+    smux,
+    timeout: options.timeout ?? 0,
+    waitForReady: options.waitForReady ?? false,
+    maxConcurrentCalls: options.maxConcurrentCalls ?? 10_000,
+    maxQueuedCalls: options.maxQueuedCalls ?? 10_000,
+    connectTimeout: options.connectTimeout ?? 10_000,
+    reconnect: { initialDelay, maxDelay, factor: reconnect.factor ?? 2, jitter: reconnect.jitter ?? 0.2 },
+  };
+}
+
+function resolveCommon(side: string, options: ServerSmuxOptions | ClientSmuxOptions): ResolvedCommon {
+  if (options.path !== undefined && (options.host !== undefined || options.port !== undefined)) {
+    fail(side, 'path', 'cannot be combined with host or port (a unix socket path, or a TCP host and port)', options.path);
+  }
+  return {
+    address: options.path !== undefined ? { path: options.path } : { host: options.host ?? 'localhost', port: options.port ?? 3000 },
+    maxMessageBytes: options.maxMessageBytes ?? 64 * MiB,
+    serializer: options.serializer,
+    deserializer: options.deserializer,
+    clock: validateConfig({ clock: options.smux?.clock } as Partial<SmuxConfig>).clock,
+  };
+}
+
+/** The address as logs and errors show it. */
+export function formatAddress(address: Address): string {
+  return 'path' in address ? address.path : `${address.host}:${address.port}`;
+}
+
+/** Checks each present option against its rule; unknown names are refused with the nearest known one. */
+function check<T extends object>(side: string, input: T | undefined, rules: Record<string, Rule>, prefix = ''): T {
+  if (input === undefined) return {} as T;
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new SmuxError(
+      'ERR_SMUX_INVALID_CONFIG',
+      `${side} ${prefix === '' ? 'options' : `option ${prefix.slice(0, -1)}`} must be an object, got ${describeValue(input)}`,
+    );
+  }
+  for (const [name, value] of Object.entries(input)) {
+    const rule = rules[name];
+    if (rule === undefined) {
+      const hint = nearestName(name, Object.keys(rules));
+      throw new SmuxError(
+        'ERR_SMUX_INVALID_CONFIG',
+        `${side} has no option ${prefix}${name}${hint === undefined ? '' : ` (did you mean ${prefix}${hint}?)`}; its options are ${Object.keys(
+          rules,
+        )
+          .map((k) => prefix + k)
+          .join(', ')}`,
+      );
+    }
+    if (value !== undefined) checkValue(side, prefix + name, rule, value);
+  }
+  return input;
+}
+
+function checkValue(side: string, name: string, rule: Rule, value: unknown): void {
+  switch (rule.kind) {
+    case 'integer':
+    case 'number': {
+      const ok = typeof value === 'number' && (rule.kind === 'number' ? Number.isFinite(value) : Number.isInteger(value));
+      if (!ok || value < rule.min || value > rule.max) {
+        fail(
+          side,
+          name,
+          `must be ${rule.kind === 'integer' ? 'an integer' : 'a number'} from ${rule.min} to ${rule.max} (${rule.unit})`,
+          value,
+        );
+      }
+      return;
+    }
+    case 'string':
+      if (typeof value !== 'string' || value === '') fail(side, name, 'must be a non-empty string', value);
+      return;
+    case 'boolean':
+      if (typeof value !== 'boolean') fail(side, name, 'must be true or false', value);
+      return;
+    case 'object':
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(side, name, 'must be an object', value);
+      return;
+    case 'codec':
+      if (typeof value !== 'object' || value === null || typeof (value as Record<string, unknown>)[rule.method] !== 'function') {
+        fail(side, name, `must be an object with a ${rule.method}() method`, value);
+      }
+  }
+}
+
+function fail(side: string, name: string, why: string, value: unknown): never {
+  throw new SmuxError('ERR_SMUX_INVALID_CONFIG', `${side} option ${name} ${why}, got ${describeValue(value)}`);
+}

@@ -1,0 +1,127 @@
+import type { Socket } from 'node:net';
+import { type Clock, Session, type SmuxChannel, SmuxError } from '../smux/index.js';
+import { type CallMessage, encodeMessage, Kind } from './call-codec.js';
+import { serverHelloBody } from './hello.js';
+import type { ResolvedServerOptions } from './options.js';
+import { describeClientBytes } from './peer-diagnosis.js';
+import { type CallHost, ServerCall } from './server-call.js';
+
+/** What a connection needs from its server. */
+export interface ConnectionHost {
+  readonly options: ResolvedServerOptions;
+  readonly clock: Clock;
+  readonly callHost: CallHost;
+  /** True once the server is shutting down. */
+  readonly closing: boolean;
+  /** A warning about a peer, rate-limited by `kind`. */
+  warn(kind: string, message: string): void;
+  debug(message: string): void;
+  /** The connection is over. */
+  closed(connection: ServerConnection): void;
+}
+
+/**
+ * One client connection on the server: its smux session, the calls running on it, and the connection-level
+ * rules — the version policy, the hello, refusing a connection over `maxConnections` with a clear error — and
+ * the log line for how it ended.
+ */
+export class ServerConnection {
+  /** The smux session. */
+  readonly session: Session;
+  /** Calls counted against `maxCallsPerConnection`: from their SYN until they are answered (or end otherwise). */
+  readonly calls = new Set<ServerCall>();
+  /** `address:port` of the client. */
+  readonly remote: string;
+  readonly #host: ConnectionHost;
+  #refusal: SmuxError | null;
+  #control: SmuxChannel | null = null;
+  #firstBytes: Buffer | null = null;
+  #versionChecked = false;
+
+  /**
+   * @param host - the server
+   * @param socket - the accepted socket
+   * @param refusal - set when the connection is over `maxConnections`: every stream is answered with it, then
+   *   the connection closes
+   */
+  constructor(host: ConnectionHost, socket: Socket, refusal: SmuxError | null) {
+    this.#host = host;
+    this.remote = socket.remoteAddress === undefined ? 'a unix socket peer' : `${socket.remoteAddress}:${socket.remotePort}`;
+    this.#refusal = refusal;
+    socket.once('data', (chunk: Buffer) => (this.#firstBytes = chunk)); // what a client that is not smux sent
+    this.session = Session.server(socket, host.options.smux);
+    this.session.on('channel', (channel) => this.#open(channel));
+    this.session.on('close', (error) => this.#ended(error));
+    if (refusal !== null) this.#closeSoon();
+    host.debug(`Connection from ${this.remote}`);
+  }
+
+  /** Answers a HELLO: this stream is the connection's control stream. */
+  answerHello(call: ServerCall, message: CallMessage): void {
+    this.calls.delete(call); // not a call
+    const body = message.body as { protocol?: unknown } | null;
+    if (this.#control !== null || typeof body !== 'object' || body === null || typeof body.protocol !== 'number') {
+      call.refuse(new SmuxError('ERR_SMUX_PROTOCOL', this.#control !== null ? 'a second HELLO on one connection' : 'a malformed HELLO'));
+      return;
+    }
+    this.#control = call.channel;
+    const { maxMessageBytes, maxCallsPerConnection } = this.#host.options;
+    call.channel.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, serverHelloBody(maxMessageBytes, maxCallsPerConnection))));
+  }
+
+  /**
+   * A stream the client opened. Calls count against `maxCallsPerConnection` from their SYN, so requests still
+   * arriving cannot pile up beyond it; one over the limit (or on a refused connection, or during shutdown) is
+   * answered with the error as soon as its first bytes arrive, without buffering its request.
+   */
+  #open(channel: SmuxChannel): void {
+    if (!this.#versionChecked) this.#checkVersion();
+    const { maxCallsPerConnection } = this.#host.options;
+    let refusal = this.#refusal;
+    if (refusal === null && this.#host.closing) refusal = new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
+    else if (refusal === null && this.calls.size >= maxCallsPerConnection) {
+      refusal = new SmuxError('ERR_SMUX_LIMIT', `the connection has reached its limit of ${maxCallsPerConnection} calls in flight`);
+    }
+    const call = new ServerCall(this.#host.callHost, channel, this, refusal);
+    if (refusal === null) this.calls.add(call);
+  }
+
+  /** The first stream shows the client's protocol version: a server that pins one refuses the other. */
+  #checkVersion(): void {
+    this.#versionChecked = true;
+    const pinned = this.#host.options.pinnedVersion;
+    const version = this.session.version;
+    if (pinned === null || version === pinned || this.#refusal !== null) return;
+    const message = `smux protocol version mismatch: this server speaks version ${pinned} (its smux.version option), the client version ${version}`;
+    this.#refusal = new SmuxError('ERR_SMUX_PROTOCOL', message);
+    this.#host.warn('protocol', `Refused the connection from ${this.remote}: ${message}`);
+    this.#closeSoon();
+  }
+
+  /** A refused connection answers what arrives with its error (a clear error, not a silent drop), then hangs up. */
+  #closeSoon(): void {
+    const clock = this.#host.clock;
+    const timer = clock.setTimeout(() => {
+      void Promise.race([this.session.close(), new Promise((resolve) => clock.setTimeout(resolve as () => void, 2_000))]).then(() =>
+        this.session.destroy(),
+      );
+    }, 1_000);
+    this.session.on('close', () => clock.clearTimeout(timer));
+  }
+
+  /** The log line for how the connection ended: a client leaving is routine, anything else is worth a warning. */
+  #ended(error: SmuxError | undefined): void {
+    this.#host.closed(this);
+    if (error === undefined || (error.code === 'ERR_SMUX_SESSION_CLOSED' && error.cause === undefined)) {
+      this.#host.debug(`Connection from ${this.remote} closed`);
+      return;
+    }
+    if (error.code === 'ERR_SMUX_PROTOCOL') {
+      const what = this.#firstBytes === null ? null : describeClientBytes(this.#firstBytes);
+      const why = what !== null && this.session.version === null ? `it sent ${what}, not nestjs-smux` : error.message;
+      this.#host.warn('protocol', `Closed the connection from ${this.remote}: ${why}`);
+      return;
+    }
+    this.#host.warn('connection', `Lost the connection from ${this.remote}: ${error.message}`);
+  }
+}
