@@ -3,7 +3,7 @@ import { type Clock, type SmuxChannel, type SmuxChannelHandler, SmuxError, type 
 import { type CallMessage, encodeTransportError, Flag, Kind, MessageReader } from './call-codec.js';
 import type { CallControl } from './smux.context.js';
 
-/** @internal What a {@link ServerCall} needs from the server. */
+/** What a {@link ServerCall} needs from the server. */
 export interface CallHost {
   readonly clock: Clock;
   readonly maxMessageBytes: number;
@@ -47,9 +47,9 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
   readonly channel: SmuxChannel;
   /** The server's record of the connection the call came on. */
   readonly connection: unknown;
-  /** @internal When the server stops waiting for the caller's FIN (its FIN sweep). */
+  /** When the server stops waiting for the caller's FIN (its FIN sweep). */
   finDue = 0;
-  /** @internal Our bytes still queued at the last FIN sweep (progress means a slow reader, not a gone one). */
+  /** Our bytes still queued at the last FIN sweep (progress means a slow reader, not a gone one). */
   finQueued = -1;
   readonly #host: CallHost;
   #reader: MessageReader | null; // null: refused before its request was read (over the connection's limit)
@@ -135,7 +135,7 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     waiter?.();
   }
 
-  /** @internal A complete message (MessageReader sink). */
+  /** A complete message (MessageReader sink). */
   onMessage(message: CallMessage): void {
     if (this.#state !== AWAITING) return;
     if (
@@ -264,7 +264,7 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     this.#finish();
   }
 
-  /** @internal Writes a value that waited for a possible completion. */
+  /** Writes a value that waited for a possible completion. */
   flushPending(): void {
     this.#flushScheduled = false;
     if (!this.#hasPending || this.#state !== RUNNING) return;

@@ -1,7 +1,7 @@
 import { BaseRpcContext } from '@nestjs/microservices';
 import type { Session, SmuxChannel } from '../smux/index.js';
 
-/** @internal What a context asks of the call it describes. */
+/** What a {@link SmuxContext} reads from the call it describes (the last of its `getArgs()`). */
 export interface CallControl {
   /** Aborted when the caller cancels, the deadline passes, or the server shuts the call down. */
   readonly signal: AbortSignal;
@@ -57,7 +57,7 @@ export class SmuxContext extends BaseRpcContext<SmuxContextArgs> {
   }
 }
 
-/** @internal */
+/** Builds the context of a call (the server's use). */
 export function createSmuxContext(
   channel: SmuxChannel,
   pattern: string,

@@ -27,8 +27,11 @@ export class SmuxStream extends Duplex {
   #endPushed = false;
   #deadError: SmuxError | null = null; // the session died after our peer ended: later writes fail with it
 
-  /** @internal Streams come from `session.openStream()`, `acceptStream()` and the `'stream'` event. */
-  constructor(channel: SmuxChannel, highWaterMark: number) {
+  /**
+   * Wraps a channel as a Node `Duplex` (it takes over the channel's handler). Streams also come ready-made from
+   * `session.openStream()`, `acceptStream()` and the `'stream'` event.
+   */
+  constructor(channel: SmuxChannel, highWaterMark: number = channel.session.config.streamHighWaterMark) {
     super({ allowHalfOpen: true, readableHighWaterMark: highWaterMark, writableHighWaterMark: highWaterMark });
     this.#channel = channel;
     channel.setHandler(new SmuxStream.#Handler(this));
