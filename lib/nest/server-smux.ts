@@ -87,12 +87,11 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     this.#server = server;
     for (const [event, listener] of this.#pendingListeners.splice(0)) this.on(event as keyof SmuxServerEvents, listener);
     if (tlsOptions !== undefined) {
-      server.on('tlsClientError', (error: Error, socket: tls.TLSSocket) =>
-        this.#warnings.warn(
-          'TLS',
-          `TLS handshake with ${socket.remoteAddress}:${socket.remotePort} failed: ${error.message} (a plain-text client? it needs the tls option)`,
-        ),
-      );
+      server.on('tlsClientError', (error: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
+        const why = error.code ?? error.message.trim();
+        const hint = why === 'ERR_SSL_WRONG_VERSION_NUMBER' ? ': a plain-text client? it needs the tls option' : '';
+        this.#warnings.warn('TLS', `TLS handshake with ${socket.remoteAddress}:${socket.remotePort} failed (${why})${hint}`);
+      });
     }
     const onError = (error: Error): void => {
       server.off('listening', onListening);

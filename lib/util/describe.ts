@@ -18,7 +18,10 @@ export function describeValue(value: unknown): string {
     case 'symbol':
       return 'a symbol';
     default:
-      return Array.isArray(value) ? 'an array' : `an object (${Object.prototype.toString.call(value).slice(8, -1)})`;
+      if (Array.isArray(value)) return 'an array';
+      return Object.getPrototypeOf(value) === Object.prototype
+        ? 'an object'
+        : `an object (${Object.prototype.toString.call(value).slice(8, -1)})`;
   }
 }
 

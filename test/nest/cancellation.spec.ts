@@ -3,7 +3,7 @@ import { type CanActivate, Controller, type ExecutionContext, Injectable, UseGua
 import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
 import { finalize, firstValueFrom, lastValueFrom, Observable, type Subscription, timeout, TimeoutError, toArray } from 'rxjs';
 import { type ClientSmux, type Session, SmuxContext } from '../../lib/index.js';
-import { type AppHandle, closeAll, deferred, startApp, until, within } from './helpers.js';
+import { type AppHandle, closeAll, deferred, startApp, until, within, smuxError } from './helpers.js';
 
 /** What the handlers report to the test. Reset before each test. */
 let probe: ReturnType<typeof newProbe>;
@@ -147,7 +147,7 @@ describe('cancellation', () => {
     subscription.unsubscribe();
     await within(probe.teardown.promise, 'the teardown');
     const reason = await within(probe.aborted.promise, 'ctx.signal to abort');
-    expect(reason).toBeInstanceOf(Error);
+    expect(reason).toEqual(smuxError('ERR_SMUX_CANCELLED', 'the caller cancelled the call'));
     expect(probe.teardowns).toBe(1);
     expect(probe.aborts).toBe(1);
     // The connection carries on.

@@ -2,9 +2,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from '@jest/g
 import { type ArgumentsHost, Catch, Controller, UseFilters } from '@nestjs/common';
 import { BaseRpcExceptionFilter, MessagePattern, Payload, RpcException } from '@nestjs/microservices';
 import { firstValueFrom, type Observable, throwError } from 'rxjs';
-import type { ClientSmux } from '../../lib/index.js';
-import { SmuxContext } from '../../lib/index.js';
-import { closeAll, loggedErrors, startApp } from './helpers.js';
+import { ClientSmux, isSmuxError, SmuxContext, SmuxError, SmuxRecord, SmuxRecordBuilder } from '../../lib/index.js';
+import { encodeTransportError } from '../../lib/nest/call-codec.js';
+import { closeAll, loggedErrors, rawServer, smuxError, startApp, trackClient } from './helpers.js';
 
 class TeapotError extends Error {}
 
@@ -38,6 +38,11 @@ class ErrorsController {
   async asyncRejection(): Promise<never> {
     await new Promise((resolve) => setImmediate(resolve));
     throw new RpcException({ code: 'E_ASYNC' });
+  }
+
+  @MessagePattern('fake-transport-error')
+  fakeTransportError(): never {
+    throw new RpcException({ code: 'ERR_SMUX_TIMEOUT', message: 'thrown by the handler' });
   }
 
   @MessagePattern('teapot')
@@ -98,10 +103,59 @@ describe('errors', () => {
     await expect(firstValueFrom(client.send('teapot', 'other'))).rejects.toEqual({ code: 'E_OTHER' });
   });
 
+  test("RpcException values are the handler's, not the transport's: an object shaped like a transport error stays a plain object", async () => {
+    const error = await firstValueFrom(client.send('fake-transport-error', {})).catch((e: unknown) => e);
+    expect(error).toEqual({ code: 'ERR_SMUX_TIMEOUT', message: 'thrown by the handler' });
+    expect(error).not.toBeInstanceOf(SmuxError);
+  });
+
   test('errors are per call: a failing call among succeeding ones fails alone', async () => {
     const results = await Promise.allSettled(
       ['tea', 'teapot', 'tea', 'other', 'tea'].map((how) => firstValueFrom(client.send('teapot', how))),
     );
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'rejected', 'fulfilled']);
+  });
+});
+
+describe("transport errors are SmuxError instances, with the code, the server's message and whether a retry is safe", () => {
+  afterAll(closeAll);
+
+  test.each([
+    ['ERR_SMUX_TIMEOUT', false],
+    ['ERR_SMUX_LIMIT', false],
+    ['ERR_SMUX_SHUTTING_DOWN', true],
+    ['ERR_SMUX_PROTOCOL', false],
+  ] as const)('%s written by a server reaches the caller as a SmuxError (retryable: %s)', async (code, retryable) => {
+    // A raw server answers with exactly that transport error (TRANSPORT flag), as ServerSmux does.
+    const server = await rawServer((channel) => {
+      for (const buffer of encodeTransportError(new SmuxError(code, `the server says ${code}`))) channel.write(buffer);
+      channel.end();
+    });
+    try {
+      const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: server.port }));
+      const error = await firstValueFrom(client.send('x', {})).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(SmuxError);
+      expect(error).toMatchObject({ code, message: `the server says ${code}`, retryable });
+      expect(isSmuxError(error, code)).toBe(true);
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('a local failure is a SmuxError too: an unencodable request (ERR_SMUX_ENCODING), a bad header (ERR_SMUX_INVALID_ARGUMENT)', async () => {
+    const handle = await startApp({ controllers: [ErrorsController] });
+    const client = handle.client();
+    const encoding = await firstValueFrom(client.send('teapot', { n: 1n })).catch((e: unknown) => e);
+    expect(encoding).toEqual(smuxError('ERR_SMUX_ENCODING', 'BigInt'));
+    expect((encoding as Error).cause).toBeInstanceOf(TypeError);
+    const header = await firstValueFrom(client.send('teapot', new SmuxRecord('tea', { headers: { n: 1 as unknown as string } }))).catch(
+      (e: unknown) => e,
+    );
+    expect(header).toEqual(smuxError('ERR_SMUX_INVALID_ARGUMENT', 'call header "n" must be a string, got 1 (a number)'));
+    expect(() => new SmuxRecordBuilder('tea').setTimeout(-1)).toThrow(SmuxError);
+    expect(() => new SmuxRecordBuilder('tea').setHeaders({ n: 2 as unknown as string })).toThrow(SmuxError);
+    const missing = await firstValueFrom(client.send('teapot', undefined)).catch((e: unknown) => e);
+    expect(missing).toEqual(smuxError('ERR_SMUX_INVALID_ARGUMENT'));
+    expect(() => trackClient(new ClientSmux({ port: 1 })).unwrap()).toThrow(SmuxError);
   });
 });

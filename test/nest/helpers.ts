@@ -1,5 +1,5 @@
 import net from 'node:net';
-import type { INestMicroservice, LoggerService, ModuleMetadata } from '@nestjs/common';
+import type { INestMicroservice, ModuleMetadata } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { ClientSmux, type ClientSmuxOptions, ServerSmux, type ServerSmuxOptions } from '../../lib/index.js';
 import { type CallMessage, encodeMessage, Kind, MessageReader } from '../../lib/nest/call-codec.js';
@@ -7,18 +7,9 @@ import { Session, type SmuxChannel, type SmuxConfig, SmuxError, type SmuxErrorCo
 
 export { until } from '../helpers/net.js';
 
-/** What Nest logged as errors (the apps of these suites log through {@link collectingLogger}). */
-export const loggedErrors: unknown[][] = [];
+import { collectingLogger } from '../helpers/logs.js';
 
-/** A Nest logger that keeps errors in {@link loggedErrors} and drops the rest (the suites provoke errors on purpose). */
-export const collectingLogger: LoggerService = {
-  log: () => undefined,
-  warn: () => undefined,
-  debug: () => undefined,
-  verbose: () => undefined,
-  fatal: (...args: unknown[]) => void loggedErrors.push(args),
-  error: (...args: unknown[]) => void loggedErrors.push(args),
-};
+export { collectingLogger, collectLogs, loggedErrors, type LogLine, logLines } from '../helpers/logs.js';
 
 /** A running microservice on 127.0.0.1 and what the tests need from it. */
 export interface AppHandle {

@@ -1,0 +1,143 @@
+/**
+ * While the client has no connection, calls fail at once with the retryable ERR_SMUX_UNAVAILABLE whose cause
+ * is the last connection error (as gRPC does, and Nest's TCP client) instead of waiting out the reconnect
+ * backoff; `waitForReady` makes a call wait for a connection instead, up to its deadline. Reconnecting goes
+ * on in the background.
+ */
+import net from 'node:net';
+import { afterEach, describe, expect, test } from '@jest/globals';
+import { Controller } from '@nestjs/common';
+import { MessagePattern } from '@nestjs/microservices';
+import { firstValueFrom, lastValueFrom } from 'rxjs';
+import { ClientSmux, SmuxError, SmuxRecordBuilder } from '../../lib/index.js';
+import { FakeClock } from '../helpers/fake-clock.js';
+import { closeAll, codeOf, collectLogs, logLines, rejection, smuxError, startApp, trackClient, until, within } from './helpers.js';
+
+afterEach(closeAll);
+
+@Controller()
+class PingController {
+  @MessagePattern('ping')
+  ping(): string {
+    return 'pong';
+  }
+}
+
+/** A port on 127.0.0.1 where nothing listens. */
+async function closedPort(): Promise<number> {
+  const listener = net.createServer();
+  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  const { port } = listener.address() as net.AddressInfo;
+  await new Promise((resolve) => listener.close(resolve));
+  return port;
+}
+
+const call = (client: ClientSmux, data: unknown = {}) => firstValueFrom(client.send('ping', data));
+
+describe('fail fast while there is no connection', () => {
+  test('five concurrent calls to a closed port all fail within 100 ms of the refused connect, with the cause', async () => {
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: await closedPort(), timeout: 2_000 }));
+    let refusedAt = 0;
+    client.on('error', () => (refusedAt = performance.now()));
+    const settledAt: number[] = [];
+    const errors = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        rejection(call(client)).then((error) => {
+          settledAt.push(performance.now());
+          return error;
+        }),
+      ),
+    );
+    for (const error of errors) {
+      expect(error).toEqual(smuxError('ERR_SMUX_UNAVAILABLE', 'ECONNREFUSED'));
+      expect((error as SmuxError).retryable).toBe(true);
+      expect(codeOf((error as Error).cause)).toBe('ECONNREFUSED');
+    }
+    expect(refusedAt).toBeGreaterThan(0);
+    for (const at of settledAt) expect(at - refusedAt).toBeLessThan(100); // a bound, not a speed claim: 2 s was the old figure
+  });
+
+  test('calls after a failed attempt fail at once, not after the growing backoff, and never as ERR_SMUX_TIMEOUT', async () => {
+    // The backoff is long (10 s per retry) on a fake clock that never moves: before the fix each call waited it out.
+    const clock = new FakeClock();
+    const client = trackClient(
+      new ClientSmux({
+        host: '127.0.0.1',
+        port: await closedPort(),
+        timeout: 2_000,
+        reconnect: { initialDelay: 10_000, maxDelay: 10_000, jitter: 0 },
+        smux: { clock },
+      }),
+    );
+    const first = await rejection(call(client));
+    expect(first).toEqual(smuxError('ERR_SMUX_UNAVAILABLE'));
+    for (let i = 0; i < 6; i++) {
+      const error = await within(rejection(call(client)), `call ${i} to fail at once`, 1_000);
+      expect(error).toEqual(smuxError('ERR_SMUX_UNAVAILABLE', 'ECONNREFUSED'));
+      expect(codeOf((error as Error).cause)).toBe('ECONNREFUSED');
+    }
+    // emit() fails fast the same way (at most once: nothing was sent).
+    await expect(lastValueFrom(client.emit('note', 1))).rejects.toEqual(smuxError('ERR_SMUX_UNAVAILABLE'));
+  });
+
+  test('the client keeps reconnecting in the background and serves calls again once the server is up', async () => {
+    const port = await closedPort();
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port, reconnect: { initialDelay: 20, maxDelay: 50 } }));
+    expect(await rejection(call(client))).toEqual(smuxError('ERR_SMUX_UNAVAILABLE'));
+    let connected = false;
+    client.on('connect', () => (connected = true));
+    await startApp({ controllers: [PingController], server: { port } });
+    await until(() => connected, 5_000, 'the background reconnect'); // no call asked for it
+    expect(await call(client)).toBe('pong');
+  });
+
+  test('waitForReady (client option): calls wait for the server to come up, then succeed', async () => {
+    const port = await closedPort();
+    const client = trackClient(
+      new ClientSmux({ host: '127.0.0.1', port, waitForReady: true, reconnect: { initialDelay: 20, maxDelay: 50 } }),
+    );
+    let failures = 0;
+    client.on('error', () => failures++);
+    const waiting = Promise.all([call(client, 1), call(client, 2)]);
+    await until(() => failures >= 2, 5_000, 'two failed attempts'); // the calls outlive them
+    await startApp({ controllers: [PingController], server: { port } });
+    expect(await within(waiting, 'the waiting calls')).toEqual(['pong', 'pong']);
+  });
+
+  test('waitForReady per call (SmuxRecordBuilder.setWaitForReady): that call waits, the others fail fast', async () => {
+    const port = await closedPort();
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port, reconnect: { initialDelay: 20, maxDelay: 50 } }));
+    expect(await rejection(call(client))).toEqual(smuxError('ERR_SMUX_UNAVAILABLE'));
+    const patient = call(client, new SmuxRecordBuilder({}).setWaitForReady().build());
+    expect(await rejection(call(client))).toEqual(smuxError('ERR_SMUX_UNAVAILABLE')); // still fast
+    await startApp({ controllers: [PingController], server: { port } });
+    expect(await within(patient, 'the patient call')).toBe('pong');
+  });
+
+  test('a waiting call whose deadline passes fails with ERR_SMUX_TIMEOUT whose cause is the last connection error', async () => {
+    const client = trackClient(
+      new ClientSmux({ host: '127.0.0.1', port: await closedPort(), waitForReady: true, reconnect: { initialDelay: 20 } }),
+    );
+    const error = await rejection(call(client, new SmuxRecordBuilder({}).setTimeout(300).build()));
+    expect(error).toEqual(smuxError('ERR_SMUX_TIMEOUT', 'no connection: connect ECONNREFUSED'));
+    expect(codeOf((error as Error).cause)).toBe('ECONNREFUSED');
+  });
+
+  test('connect() rejects with ERR_SMUX_UNAVAILABLE and its cause; failures are logged once per burst, not per call', async () => {
+    collectLogs();
+    logLines.length = 0;
+    const port = await closedPort();
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port, reconnect: { initialDelay: 5_000 } }));
+    const error = await rejection(client.connect());
+    expect(error).toEqual(smuxError('ERR_SMUX_UNAVAILABLE', 'ECONNREFUSED'));
+    for (let i = 0; i < 20; i++) await rejection(call(client));
+    const warnings = logLines.filter((l) => l.context === 'ClientSmux' && l.level === 'warn');
+    expect(warnings).toEqual([
+      {
+        level: 'warn',
+        context: 'ClientSmux',
+        message: `Could not connect to 127.0.0.1:${port}: connect ECONNREFUSED 127.0.0.1:${port} (retrying in the background)`,
+      },
+    ]);
+  });
+});
