@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { Logger } from '@nestjs/common';
 import { ClientProxy, type MsPattern, type ReadPacket, type WritePacket } from '@nestjs/microservices';
-import { Observable, throwError } from 'rxjs';
+import { connectable, defer, Observable, Subject, throwError } from 'rxjs';
 import { type Session, SmuxError } from '../smux/index.js';
 import { Fifo } from '../util/fifo.js';
 import { Admission } from './admission.js';
@@ -144,6 +144,26 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
       );
     }
     return new Observable<TResult>((observer) => this.#start(this.createObserver(observer), pattern, data) ?? undefined);
+  }
+
+  /**
+   * An event, hot as Nest's `emit()` (it is sent whether or not the result is subscribed), without its implicit
+   * `connect()`: while there is no connection the event fails fast like a call, instead of cutting the reconnect
+   * backoff short every time.
+   */
+  override emit<TResult = unknown, TInput = unknown>(pattern: unknown, data: TInput): Observable<TResult> {
+    if (pattern === null || pattern === undefined || data === null || data === undefined) {
+      return throwError(
+        () => new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'emit() needs a pattern and data that are not null or undefined (as Nest requires)'),
+      );
+    }
+    const packet = typeof this.createPacket === 'function' ? this.createPacket(pattern, data) : { pattern, data };
+    const source = connectable(
+      defer(() => this.dispatchEvent<TResult>(packet)),
+      { connector: () => new Subject<TResult>(), resetOnDisconnect: false },
+    );
+    source.connect();
+    return source;
   }
 
   /** Nest's publish contract, for code that goes through `ClientProxy`'s own paths; `send()` does not. */

@@ -69,6 +69,8 @@ describe('fail fast while there is no connection', () => {
         smux: { clock },
       }),
     );
+    let attempts = 0;
+    client.on('error', () => attempts++);
     const first = await rejection(call(client));
     expect(first).toEqual(smuxError('ERR_SMUX_UNAVAILABLE'));
     for (let i = 0; i < 6; i++) {
@@ -76,8 +78,9 @@ describe('fail fast while there is no connection', () => {
       expect(error).toEqual(smuxError('ERR_SMUX_UNAVAILABLE', 'ECONNREFUSED'));
       expect(codeOf((error as Error).cause)).toBe('ECONNREFUSED');
     }
-    // emit() fails fast the same way (at most once: nothing was sent).
+    // emit() fails fast the same way (at most once: nothing was sent), without dialling again.
     await expect(lastValueFrom(client.emit('note', 1))).rejects.toEqual(smuxError('ERR_SMUX_UNAVAILABLE'));
+    expect(attempts).toBe(1); // the backoff was respected: one attempt for all of them
   });
 
   test('the client keeps reconnecting in the background and serves calls again once the server is up', async () => {
