@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
-import net from 'node:net';
-import tls from 'node:tls';
+import * as net from 'node:net';
+import * as tls from 'node:tls';
 import { Logger } from '@nestjs/common';
 import { type CustomTransportStrategy, type MessageHandler, type OutgoingResponse, RpcException, Server } from '@nestjs/microservices';
 import { connectable, finalize, isObservable, Subject } from 'rxjs';
