@@ -154,7 +154,8 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   override emit<TResult = unknown, TInput = unknown>(pattern: unknown, data: TInput): Observable<TResult> {
     if (pattern === null || pattern === undefined || data === null || data === undefined) {
       return throwError(
-        () => new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'emit() needs a pattern and data that are not null or undefined (as Nest requires)'),
+        () =>
+          new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'emit() needs a pattern and data that are not null or undefined (as Nest requires)'),
       );
     }
     const packet = typeof this.createPacket === 'function' ? this.createPacket(pattern, data) : { pattern, data };
