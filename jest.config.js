@@ -6,6 +6,8 @@ export default {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.spec.ts'],
+  // test/compat holds projects that test:compat runs in their own installs (a `nest new` app's spec among them).
+  testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/compat/'],
   setupFilesAfterEnv: ['<rootDir>/test/setup-logger.ts'],
   extensionsToTreatAsEsm: ['.ts'],
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
