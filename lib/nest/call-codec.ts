@@ -187,6 +187,7 @@ export class MessageReader {
   #pending: Buffer[] = [];
   #pendingBytes = 0;
   #need = 0; // whole size of the message being gathered, once its prefix is known
+  #stopped = false;
 
   /** @param maxMessageBytes - largest `length` accepted (`ERR_SMUX_LIMIT` beyond) */
   constructor(maxMessageBytes: number) {
@@ -199,10 +200,21 @@ export class MessageReader {
   }
 
   /**
+   * Stops for good, also in the middle of a chunk: what the sink does not want (the bytes after a unary
+   * request) is not parsed, so the outcome never depends on how the bytes were split into frames.
+   */
+  stop(): void {
+    this.#stopped = true;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+  }
+
+  /**
    * Feeds bytes; `sink.onMessage` is called for each complete message, in order.
    * @throws SmuxError `ERR_SMUX_PROTOCOL` (malformed) or `ERR_SMUX_LIMIT` (too large)
    */
   push(chunk: Buffer, sink: MessageSink): void {
+    if (this.#stopped) return;
     let data = chunk;
     if (this.#pendingBytes > 0) {
       this.#pending.push(chunk);
@@ -223,6 +235,7 @@ export class MessageReader {
       if (end > data.length) break;
       sink.onMessage(decodeMessage(data, at, end));
       at = end;
+      if (this.#stopped) return;
     }
     if (at < data.length) {
       this.#pending.push(at === 0 ? data : data.subarray(at));

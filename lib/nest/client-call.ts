@@ -1,15 +1,16 @@
 import type { WritePacket } from '@nestjs/microservices';
 import type { Unsubscribable } from 'rxjs';
-import { type Clock, type SmuxChannel, type SmuxChannelHandler, SmuxError, type TimerHandle } from '../smux/index.js';
+import { type Clock, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import type { Admittable, AdmissionState } from './admission.js';
-import { type CallMessage, decodeTransportError, Flag, Kind, MessageReader } from './call-codec.js';
+import { type CallMessage, decodeTransportError, Flag, Kind } from './call-codec.js';
+import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
+import type { PacketCodec } from './packet-codec.js';
 
 /** What a {@link ClientCall} needs from the client. */
 export interface ClientCallHost {
   readonly clock: Clock;
   readonly maxMessageBytes: number;
-  /** Turns a RESPONSE into Nest's packet (through the configured deserializer). */
-  toPacket(message: CallMessage): WritePacket | Promise<WritePacket>;
+  readonly codec: PacketCodec;
   /** The call holds a slot: connect it (or fail it fast when there is no connection). */
   launch(call: ClientCall): void;
   /** The call is over (answered, failed or cancelled): its slot is free. */
@@ -37,16 +38,15 @@ const DONE = 2;
  * for `callback` (Nest's `createObserver`), and is the Observable's teardown — unsubscribing before the last
  * response cancels the call (the stream is closed: smux has no RST, FIN before the end means cancel).
  */
-export class ClientCall implements SmuxChannelHandler, Unsubscribable, Admittable {
+export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
   admission: AdmissionState = 'none';
   readonly #host: ClientCallHost;
   readonly #callback: (packet: WritePacket) => void;
-  readonly #reader: MessageReader;
   readonly #request: Buffer[];
   readonly #timeout: number;
   /** Wait for a connection instead of failing fast while there is none. */
   readonly waitForReady: boolean;
-  #channel: SmuxChannel | null = null;
+  #endpoint: CallEndpoint | null = null;
   #state = WAITING;
   #timer: TimerHandle | null = null;
   #delivering: Promise<void> | null = null; // custom deserializers may be async: keep responses in order
@@ -64,7 +64,6 @@ export class ClientCall implements SmuxChannelHandler, Unsubscribable, Admittabl
     this.#request = request;
     this.#timeout = timeout;
     this.waitForReady = waitForReady;
-    this.#reader = new MessageReader(host.maxMessageBytes);
     if (timeout > 0) this.#timer = host.clock.setTimeout(() => this.#deadlinePassed(), timeout);
   }
 
@@ -90,9 +89,8 @@ export class ClientCall implements SmuxChannelHandler, Unsubscribable, Admittabl
       return;
     }
     this.#state = OPEN;
-    this.#channel = channel;
-    channel.setHandler(this);
-    for (const buffer of this.#request) channel.write(buffer);
+    this.#endpoint = new CallEndpoint(channel, this.#host.maxMessageBytes, this);
+    this.#endpoint.write(this.#request);
   }
 
   /** Fails the call with `error` (and cancels it on the server if it was sent). */
@@ -107,24 +105,19 @@ export class ClientCall implements SmuxChannelHandler, Unsubscribable, Admittabl
     if (this.#state !== DONE) this.#settle();
   }
 
-  // ── SmuxChannelHandler ─────────────────────────────────────────────────────────────────────────────────
+  // ── EndpointOwner ──────────────────────────────────────────────────────────────────────────────────────
 
-  onData(data: Buffer): void {
-    if (this.#state !== OPEN) return;
-    try {
-      this.#reader.push(data, this);
-    } catch (error) {
-      this.fail(error as SmuxError);
-    }
+  onReadError(error: SmuxError): void {
+    this.fail(error);
   }
 
-  onEnd(): void {
+  onPeerEnd(): void {
     if (this.#state === OPEN) {
       this.#failAfterDeliveries(new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the server ended the stream before the call completed'));
     }
   }
 
-  onClose(error?: SmuxError): void {
+  onClosed(error: SmuxError | undefined): void {
     if (this.#state === OPEN) {
       this.#failAfterDeliveries(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the call completed'));
     }
@@ -145,7 +138,7 @@ export class ClientCall implements SmuxChannelHandler, Unsubscribable, Admittabl
     const last = (message.flags & Flag.LAST) !== 0;
     let packet: WritePacket | Promise<WritePacket>;
     try {
-      packet = this.#host.toPacket(message);
+      packet = this.#host.codec.decodeResponse(message);
     } catch (error) {
       this.fail(new SmuxError('ERR_SMUX_ENCODING', 'the deserializer rejected a response', { cause: error }));
       return;
@@ -196,8 +189,8 @@ export class ClientCall implements SmuxChannelHandler, Unsubscribable, Admittabl
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
     this.#timer = null;
     // Our FIN: after the last response it completes the call; before it, it cancels the call (Go's Close).
-    if (wasOpen) this.#channel?.destroy();
-    this.#channel = null;
+    if (wasOpen) this.#endpoint?.cancel();
+    this.#endpoint = null;
     this.#host.settled(this);
   }
 }

@@ -5,11 +5,12 @@ import { connectable, defer, Observable, Subject, throwError } from 'rxjs';
 import { type Session, SmuxError } from '../smux/index.js';
 import { Fifo } from '../util/fifo.js';
 import { Admission } from './admission.js';
-import { type CallMessage, encodeMessage, Flag, Kind, PREFIX_SIZE } from './call-codec.js';
+import { Kind, PREFIX_SIZE } from './call-codec.js';
 import { ClientCall, type ClientCallHost } from './client-call.js';
 import { Connector } from './connector.js';
 import type { ClientSmuxOptions } from './interfaces.js';
 import { RateLimitedLog } from './log.js';
+import { createPacketCodec } from './packet-codec.js';
 import { resolveClientOptions, type ResolvedClientOptions } from './options.js';
 import { SmuxRecord } from './smux.record-builder.js';
 import type { SmuxClientEvents } from './smux.events.js';
@@ -42,8 +43,6 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   readonly #connector: Connector;
   readonly #awaiting = new Fifo<ConnectionWaiter>();
   readonly #warnings: RateLimitedLog;
-  readonly #customSerializer: boolean;
-  readonly #customDeserializer: boolean;
   #nextId = 0;
   #waitingCalls = 0; // calls waiting for a connection (they hold no slot yet)
 
@@ -55,8 +54,6 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     super();
     const resolved = resolveClientOptions(options);
     this.#options = resolved;
-    this.#customSerializer = resolved.serializer !== undefined;
-    this.#customDeserializer = resolved.deserializer !== undefined;
     this.initializeSerializer(options);
     this.initializeDeserializer(options);
     this.#admission = new Admission(resolved.maxConcurrentCalls, resolved.maxQueuedCalls);
@@ -71,7 +68,12 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     this.#host = {
       clock: resolved.clock,
       maxMessageBytes: resolved.maxMessageBytes,
-      toPacket: (message) => this.#toPacket(message),
+      codec: createPacketCodec(resolved.serializer !== undefined || resolved.deserializer !== undefined, {
+        serializer: this.serializer,
+        deserializer: this.deserializer,
+        normalizePattern: (pattern) => this.normalizePattern(pattern as MsPattern),
+        patternAsString: (pattern) => String(pattern),
+      }),
       launch: (call) => this.#launch(call),
       settled: (call) => {
         this.#admission.release(call);
@@ -183,9 +185,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
       packet.data,
       (packet as ReadPacket & { metadata?: Record<string, string> }).metadata,
     );
-    const buffers = this.#customSerializer
-      ? encodeMessage(Kind.EVENT, Flag.OPAQUE, this.serializer.serialize({ ...packet, data }))
-      : encodeMessage(Kind.EVENT, 0, data, { ...this.#patternField(packet.pattern), headers });
+    const buffers = this.#host.codec.encodeCall(Kind.EVENT, { pattern: packet.pattern, data, headers });
     const session = await this.#sessionFor(waitForReady ?? this.#options.waitForReady);
     const channel = session.openChannel();
     return new Promise<T>((resolve, reject) => {
@@ -218,14 +218,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     const timeoutField = timeout > 0 ? timeout : undefined;
     let request: Buffer[];
     try {
-      request = this.#customSerializer
-        ? encodeMessage(
-            Kind.REQUEST,
-            Flag.OPAQUE,
-            this.serializer.serialize({ pattern: packet.pattern, data, id, ...(headers ? { metadata: headers } : {}) }),
-            { timeout: timeoutField },
-          )
-        : encodeMessage(Kind.REQUEST, 0, data, { id, ...this.#patternField(packet.pattern), timeout: timeoutField, headers });
+      request = this.#host.codec.encodeCall(Kind.REQUEST, { pattern: packet.pattern, data, id, headers, timeout: timeoutField });
       this.#checkSize(request);
     } catch (error) {
       callback({ err: toSmuxError(error, 'the request could not be encoded'), isDisposed: true } as WritePacket);
@@ -384,33 +377,6 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
       this.logger.debug?.(`Connection to ${this.#connector.where} closed`);
     }
     this.#events.emit('close', error);
-  }
-
-  /**
-   * The PATTERN field: a string as it is, an object pattern as Nest normalises it (JSON with sorted keys) — the
-   * form the server's route cache keeps — with PATTERN_JSON set.
-   */
-  #patternField(pattern: unknown): { pattern: string; patternIsJson: boolean } {
-    return typeof pattern === 'string'
-      ? { pattern, patternIsJson: false }
-      : { pattern: this.normalizePattern(pattern as MsPattern), patternIsJson: true };
-  }
-
-  #toPacket(message: CallMessage): WritePacket | Promise<WritePacket> {
-    const last = (message.flags & Flag.LAST) !== 0;
-    if ((message.flags & Flag.OPAQUE) !== 0 || this.#customDeserializer) {
-      const raw =
-        (message.flags & Flag.OPAQUE) !== 0
-          ? message.body
-          : {
-              ...((message.flags & Flag.ERROR) !== 0 ? { err: message.body } : { response: message.body }),
-              ...(last ? { isDisposed: true } : {}),
-              ...(message.status !== undefined ? { status: message.status } : {}),
-            };
-      return this.deserializer.deserialize(raw) as WritePacket | Promise<WritePacket>;
-    }
-    if ((message.flags & Flag.ERROR) !== 0) return { err: message.body, isDisposed: last };
-    return { response: message.body, isDisposed: last };
   }
 }
 

@@ -1,6 +1,9 @@
 import { isObservable, type Observer, type Subscription } from 'rxjs';
-import { type Clock, type SmuxChannel, type SmuxChannelHandler, SmuxError, type SmuxErrorCode, type TimerHandle } from '../smux/index.js';
-import { type CallMessage, encodeTransportError, Flag, Kind, MessageReader } from './call-codec.js';
+import { type Clock, type SmuxChannel, SmuxError, type SmuxErrorCode, type TimerHandle } from '../smux/index.js';
+import { type CallMessage, encodeTransportError, Flag, Kind } from './call-codec.js';
+import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
+import type { PacketCodec } from './packet-codec.js';
+import { isAsyncIterable, pullSource, releaseSource } from './sources.js';
 import type { CallControl } from './smux.context.js';
 
 /** What a {@link ServerCall} needs from the server. */
@@ -8,43 +11,52 @@ export interface CallHost {
   readonly clock: Clock;
   readonly maxMessageBytes: number;
   readonly maxReplyBufferBytes: number;
+  readonly codec: PacketCodec;
   /** A REQUEST arrived: route it and run the handler (then `call.run(...)`), or fail it. */
   dispatchRequest(call: ServerCall, message: CallMessage): void;
-  /** An EVENT arrived (the call is already closed). */
+  /** An EVENT arrived (the stream is already closed). */
   dispatchEvent(call: ServerCall, message: CallMessage): void;
   /** A HELLO arrived: the stream is the connection's control stream, not a call. Answer it, or refuse it. */
   openControl(call: ServerCall, message: CallMessage): void;
-  /** Encodes a RESPONSE (through the configured serializer). */
-  encodeResponse(id: string | undefined, value: unknown, flags: number, status?: string): Buffer[];
   /** Converts a thrown value into what the caller receives as `err` (Nest's exception-filter defaults). */
   toRpcError(error: unknown): unknown;
-  /** The call stopped running (answered, cancelled or failed). */
+  /** The call stopped running (answered, refused, cancelled or failed). */
   callSettled(call: ServerCall): void;
   /** The call wrote its last message and FIN: watch for the caller's FIN for a while. */
   awaitCallerFin(call: ServerCall): void;
-  /** The call is over: it no longer counts against the connection's limit. */
+  /** The call's stream is gone. */
   callClosed(call: ServerCall): void;
 }
 
-const AWAITING = 0; // no complete first message yet
-const RUNNING = 1; // handler dispatched; no LAST written
-const REPLIED = 2; // LAST written (then FIN)
-const CANCELLED = 3; // caller cancelled, deadline, shutdown or a failure: nothing more is written
-const CONTROL = 4; // the connection's control stream (HELLO): not a call
+/*
+ * A call on the server, one state machine:
+ *
+ *   AWAITING ──REQUEST──▶ RUNNING ──last message (value, error, transport error)──▶ ANSWERED ─┐
+ *      │ ──EVENT──▶ EVENT (stream closed at once; the handlers run)        │ caller FIN / gone │
+ *      │ ──HELLO──▶ CONTROL (the connection's control stream)             ▼                   │
+ *      │                                                              CANCELLED              │
+ *      └─ malformed, too large, over a limit, shutting down ──▶ REFUSED (transport error) ───┴─▶ wait for the
+ *                                                                                      caller's FIN (bounded)
+ * ANSWERED and REFUSED end the same way (FIN after the last message); CANCELLED writes nothing more.
+ */
+const AWAITING = 0;
+const RUNNING = 1;
+const ANSWERED = 2;
+const REFUSED = 3;
+const CANCELLED = 4;
+const CONTROL = 5;
+const EVENT = 6;
 
 /**
- * One call on the server: a smux stream whose first message is a REQUEST (or an EVENT). It reads the
- * request, lets the server run the handler, and writes the handler's values as RESPONSE messages — the last
- * one with LAST (Nest's `isDisposed`), merged into the final value as Nest's `send()` does — then FIN.
- *
- * A FIN from the caller before LAST means cancel: the handler's Observable is unsubscribed (its teardown
- * runs), `ctx.signal` aborts, and nothing more is written. The call is its own Observer (no per-call closures).
+ * The Nest semantics of one call on the server: it reads the request, lets the server run the handler, and
+ * writes the handler's values as RESPONSE messages — the last one with LAST (Nest's `isDisposed`), merged into
+ * the final value as Nest's `send()` does — then FIN. A FIN from the caller before LAST cancels: the handler's
+ * Observable is unsubscribed (its teardown runs), `ctx.signal` aborts, nothing more is written. The call is
+ * its own Observer (no per-call closures).
  */
-export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unknown> {
+export class ServerCall implements EndpointOwner, CallControl, Observer<unknown> {
   /** The packet id of the request. */
   id: string | undefined;
-  /** The call's stream. */
-  readonly channel: SmuxChannel;
   /** The server's record of the connection the call came on. */
   readonly connection: unknown;
   /** When the server stops waiting for the caller's FIN (its FIN sweep). */
@@ -52,8 +64,8 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
   /** Our bytes still queued at the last FIN sweep (progress means a slow reader, not a gone one). */
   finQueued = -1;
   readonly #host: CallHost;
-  #reader: MessageReader | null; // null: refused before its request was read (over the connection's limit)
-  #refusal: SmuxError | null;
+  readonly #endpoint: CallEndpoint;
+  readonly #refusal: SmuxError | null;
   #state = AWAITING;
   #subscription: Subscription | null = null;
   #controller: AbortController | null = null;
@@ -65,31 +77,31 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
   #flushScheduled = false;
   #values = 0; // values seen from the handler's Observable
   #endHook: (() => void) | null = null;
-  #drainWaiter: (() => void) | null = null;
   #release: (() => void) | null = null; // frees a pulled AsyncIterable/Readable on cancel
 
   /**
    * @param host - the server
    * @param channel - the call's stream
    * @param connection - the server's record of the connection
-   * @param refusal - set when the call must be refused (connection at its limit): it is answered with this
+   * @param refusal - set when the call must be refused (over a limit, shutting down): it is answered with this
    *   error as soon as the caller's first bytes arrive, and the request is never buffered
    */
   constructor(host: CallHost, channel: SmuxChannel, connection: unknown, refusal: SmuxError | null = null) {
     this.#host = host;
-    this.channel = channel;
     this.connection = connection;
     this.#refusal = refusal;
-    this.#reader = refusal === null ? new MessageReader(host.maxMessageBytes) : null;
-    channel.setHandler(this);
+    this.#endpoint = new CallEndpoint(channel, host.maxMessageBytes, this, refusal === null);
+  }
+
+  /** The call's stream. */
+  get channel(): SmuxChannel {
+    return this.#endpoint.channel;
   }
 
   /** True while the handler runs and the caller still waits. */
   get running(): boolean {
     return this.#state === RUNNING;
   }
-
-  // ── CallControl ────────────────────────────────────────────────────────────────────────────────────────
 
   get signal(): AbortSignal {
     if (this.#controller === null) {
@@ -103,63 +115,47 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     return this.#deadline === undefined ? undefined : Math.max(0, this.#deadline - this.#host.clock.now());
   }
 
-  // ── SmuxChannelHandler ─────────────────────────────────────────────────────────────────────────────────
+  // ── EndpointOwner ──────────────────────────────────────────────────────────────────────────────────────
 
-  onData(data: Buffer): void {
-    if (this.#state !== AWAITING) return; // the caller sends nothing after its request on these calls
-    if (this.#reader === null) return this.#refuse(this.#refusal!);
-    try {
-      this.#reader.push(data, this);
-    } catch (error) {
-      this.#refuse(error as SmuxError);
-    }
-  }
-
-  onEnd(): void {
-    if (this.#state === AWAITING || this.#state === CONTROL) {
-      this.channel.destroy(); // FIN without (or in the middle of) a request: nothing to answer; or the control stream ends
-    } else if (this.#state === RUNNING) {
-      this.#abort(new SmuxError('ERR_SMUX_CANCELLED', 'the caller cancelled the call'));
-    }
-  }
-
-  onClose(): void {
-    if (this.#state === RUNNING) this.#abort(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
-    this.#host.callClosed(this);
-  }
-
-  /** The stream's queue reached the socket: a pulling reply may continue. */
-  onDrain(): void {
-    const waiter = this.#drainWaiter;
-    this.#drainWaiter = null;
-    waiter?.();
-  }
-
-  /** A complete message (MessageReader sink). */
   onMessage(message: CallMessage): void {
     if (this.#state !== AWAITING) return;
-    if (
-      (message.kind === Kind.REQUEST || message.kind === Kind.EVENT) &&
-      message.pattern === undefined &&
-      (message.flags & Flag.OPAQUE) === 0
-    ) {
+    this.#endpoint.stopReading(); // one message starts a call; what follows it is not read (whatever the framing)
+    const { kind } = message;
+    if ((kind === Kind.REQUEST || kind === Kind.EVENT) && message.pattern === undefined && (message.flags & Flag.OPAQUE) === 0) {
       this.#refuse(new SmuxError('ERR_SMUX_PROTOCOL', 'a REQUEST or EVENT without a PATTERN field'));
-    } else if (message.kind === Kind.REQUEST) {
+    } else if (kind === Kind.REQUEST) {
       this.#state = RUNNING;
       this.id = message.id;
       if (message.timeout !== undefined && message.timeout > 0) this.#startDeadline(message.timeout);
       this.#host.dispatchRequest(this, message);
-    } else if (message.kind === Kind.EVENT) {
-      this.#state = REPLIED;
-      this.channel.destroy(); // at most once: nothing goes back; forget the stream now
+    } else if (kind === Kind.EVENT) {
+      this.#state = EVENT;
+      this.#endpoint.cancel(); // at most once: nothing goes back; forget the stream now
       this.#host.dispatchEvent(this, message);
-    } else if (message.kind === Kind.HELLO) {
+    } else if (kind === Kind.HELLO) {
       this.#state = CONTROL;
-      this.#reader = null; // what follows on the control stream is not read (yet: no control messages after HELLO)
       this.#host.openControl(this, message);
     } else {
-      this.#refuse(new SmuxError('ERR_SMUX_PROTOCOL', `a call must start with REQUEST or EVENT, got kind ${message.kind}`));
+      this.#refuse(new SmuxError('ERR_SMUX_PROTOCOL', `a call must start with REQUEST or EVENT, got kind ${kind}`));
     }
+  }
+
+  onUnreadData(): void {
+    if (this.#state === AWAITING && this.#refusal !== null) this.#refuse(this.#refusal); // answered on its first bytes
+  }
+
+  onReadError(error: SmuxError): void {
+    this.#refuse(error); // too large or malformed
+  }
+
+  onPeerEnd(): void {
+    if (this.#state === RUNNING) this.#abort(new SmuxError('ERR_SMUX_CANCELLED', 'the caller cancelled the call'));
+    else if (this.#state === AWAITING || this.#state === CONTROL) this.#endpoint.cancel(); // nothing to answer
+  }
+
+  onClosed(): void {
+    if (this.#state === RUNNING) this.#abort(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
+    this.#host.callClosed(this);
   }
 
   // ── Running the handler ────────────────────────────────────────────────────────────────────────────────
@@ -176,16 +172,14 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     try {
       result = await handler(data, ctx);
     } catch (error) {
-      this.error(this.#host.toRpcError(error));
-      return;
+      return this.error(this.#host.toRpcError(error));
     }
     if (this.#state !== RUNNING) {
       // Cancelled while guards or an async handler were pending: release the result as soon as it exists
       // (an Observable is unsubscribed, so the teardown of work the handler started runs).
       if (isObservable(result)) result.subscribe().unsubscribe();
-      else if (isAsyncIterable(result)) release(result, undefined);
-      this.#runEndHook();
-      return;
+      else if (isAsyncIterable(result)) releaseSource(result);
+      return this.#runEndHook();
     }
     if (isObservable(result)) {
       this.#subscription = result.subscribe(this);
@@ -193,16 +187,13 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     } else if (isAsyncIterable(result)) {
       await this.#pull(result);
     } else {
-      this.#write(result, Flag.LAST);
-      this.#finish();
+      this.#answer(result, Flag.LAST);
     }
   }
 
   /** Answers the call with an error at once (no handler, deserialization failed); `status` is Nest's `status`. */
   fail(error: unknown, status?: string): void {
-    if (this.#state !== RUNNING) return;
-    this.#write(error, Flag.LAST | Flag.ERROR, status);
-    this.#finish();
+    if (this.#state === RUNNING) this.#answer(error, Flag.LAST | Flag.ERROR, status);
   }
 
   /** Ends a running call with a transport error written by the server itself (deadline, shutdown, limit). */
@@ -210,9 +201,13 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     if (this.#state !== RUNNING) return;
     const error = new SmuxError(code, message);
     this.#dropSubscription(error);
-    this.#hasPending = false;
-    this.#writeTransportError(error);
-    this.#finish();
+    this.#endpoint.write(encodeTransportError(error));
+    this.#wrapUp(ANSWERED);
+  }
+
+  /** Refuses the stream with a transport error (then FIN); whatever else the caller sends is ignored. */
+  refuse(error: SmuxError): void {
+    this.#refuse(error);
   }
 
   /**
@@ -223,14 +218,14 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
   shutdown(): void {
     const message = 'the server is shutting down';
     if (this.#state === RUNNING) this.end('ERR_SMUX_SHUTTING_DOWN', message);
-    else if (this.#state === AWAITING && this.#reader?.partial === true) this.#refuse(new SmuxError('ERR_SMUX_SHUTTING_DOWN', message));
+    else if (this.#state === AWAITING && this.#endpoint.partial) this.#refuse(new SmuxError('ERR_SMUX_SHUTTING_DOWN', message));
   }
 
   // ── Observer: values of the handler's Observable ───────────────────────────────────────────────────────
 
   next(value: unknown): void {
     if (this.#state !== RUNNING) return;
-    if (this.#hasPending) this.#write(this.#pending, 0);
+    if (this.#hasPending) this.#send(this.#pending, 0);
     this.#pending = value;
     this.#hasPending = true;
     // An AsyncIterable as the only value is what an interceptor makes of a handler's async generator or
@@ -246,8 +241,7 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
   error(error: unknown): void {
     if (this.#state !== RUNNING) return;
     this.flushPending();
-    this.#write(error, Flag.LAST | Flag.ERROR);
-    this.#finish();
+    this.#answer(error, Flag.LAST | Flag.ERROR);
   }
 
   complete(): void {
@@ -260,8 +254,7 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
       void this.#pull(value);
       return;
     }
-    this.#write(value, Flag.LAST);
-    this.#finish();
+    this.#answer(value, Flag.LAST);
   }
 
   /** Writes a value that waited for a possible completion. */
@@ -271,96 +264,74 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     const value = this.#pending;
     this.#hasPending = false;
     this.#pending = undefined;
-    this.#write(value, 0);
+    this.#send(value, 0);
   }
 
   // ── internals ──────────────────────────────────────────────────────────────────────────────────────────
 
   async #pull(source: AsyncIterable<unknown>): Promise<void> {
-    const iterator = source[Symbol.asyncIterator]();
-    // On cancel the source is released at once — a Readable idle in next() (a file, a cursor) would
-    // otherwise stay open: an iterator's return() waits behind a pending next().
-    this.#release = () => release(source, iterator);
-    try {
-      for (;;) {
-        const step = await iterator.next();
-        if (this.#state !== RUNNING) return this.#runEndHook();
-        if (step.done === true) break;
-        const value: unknown = step.value;
-        this.#write(value, 0);
-        if (!this.channel.writable) await new Promise<void>((resolve) => (this.#drainWaiter = resolve));
-      }
-    } catch (error) {
-      this.#release = null;
-      this.error(this.#host.toRpcError(error));
-      return;
-    }
-    this.#release = null;
-    if (this.#state !== RUNNING) return this.#runEndHook();
-    this.#write(undefined, Flag.LAST);
-    this.#finish();
+    const live = (): boolean => this.#state === RUNNING;
+    const outcome = await pullSource(
+      this.#endpoint,
+      source,
+      (value) => this.#send(value, 0),
+      live,
+      (release) => (this.#release = release),
+    );
+    if (!live()) return this.#runEndHook();
+    if (outcome.done) this.#answer(undefined, Flag.LAST);
+    else this.error(this.#host.toRpcError(outcome.error));
+  }
+
+  /** Writes the call's last message and wraps up. */
+  #answer(value: unknown, flags: number, status?: string): void {
+    if (this.#send(value, flags, status)) this.#wrapUp(ANSWERED);
   }
 
   /**
-   * Writes one RESPONSE. Nothing is written on a stream that is already ended or gone (a session closing
-   * gracefully ends every stream). A value JSON cannot carry (a BigInt, a cycle) fails the call with an error
-   * instead of leaving the caller waiting; a reply outgrowing `maxReplyBufferBytes` fails it with ERR_SMUX_LIMIT.
+   * Writes one RESPONSE; false when the call ended instead. A value JSON cannot carry (a BigInt, a cycle) fails the
+   * call with an error rather than leaving the caller waiting; a reply outgrowing `maxReplyBufferBytes` fails it
+   * with ERR_SMUX_LIMIT.
    */
-  #write(value: unknown, flags: number, status?: string): void {
-    const channel = this.channel;
-    if (channel.isClosed || channel.isEnded) return;
+  #send(value: unknown, flags: number, status?: string): boolean {
     let buffers: Buffer[];
     try {
-      buffers = this.#host.encodeResponse(this.id, value, flags, status);
+      buffers = this.#host.codec.encodeResponse(this.id, value, flags, status);
     } catch (error) {
       this.#dropSubscription(new SmuxError('ERR_SMUX_ENCODING', 'the reply could not be encoded', { cause: error }));
       this.#hasPending = false;
-      buffers = this.#host.encodeResponse(this.id, this.#host.toRpcError(error), Flag.LAST | Flag.ERROR);
-      for (const buffer of buffers) channel.write(buffer);
-      this.#finish();
-      return;
+      this.#endpoint.write(this.#host.codec.encodeResponse(this.id, this.#host.toRpcError(error), Flag.LAST | Flag.ERROR));
+      this.#wrapUp(ANSWERED);
+      return false;
     }
-    for (const buffer of buffers) channel.write(buffer);
-    if ((flags & Flag.LAST) === 0 && channel.writableLength > this.#host.maxReplyBufferBytes) {
+    this.#endpoint.write(buffers);
+    if ((flags & Flag.LAST) === 0 && this.#endpoint.writableLength > this.#host.maxReplyBufferBytes) {
       this.end(
         'ERR_SMUX_LIMIT',
         `the reply exceeded ${this.#host.maxReplyBufferBytes} bytes buffered for a caller that does not read fast enough`,
       );
+      return false;
     }
+    return true;
   }
 
-  /** The last message is written: FIN after it, then wait (bounded) for the caller's FIN. Runs once. */
-  #finish(): void {
-    if (this.#state !== RUNNING) return;
-    this.#state = REPLIED;
+  /** Too large, malformed, over a limit: answer with the error and FIN (refusal is a state, not a running call). */
+  #refuse(error: SmuxError): void {
+    if (this.#state !== AWAITING && this.#state !== CONTROL) return;
+    this.#endpoint.stopReading();
+    this.#endpoint.write(encodeTransportError(error));
+    this.#wrapUp(REFUSED);
+  }
+
+  /** The one way out after the last message: FIN after it, then wait (bounded) for the caller's FIN. */
+  #wrapUp(state: typeof ANSWERED | typeof REFUSED): void {
+    this.#state = state;
     this.#host.callSettled(this);
     this.#clearTimer();
-    this.onDrain(); // a pull loop waiting for the window lets go
     this.#runEndHook();
     if (this.channel.isClosed) return;
-    if (!this.channel.isEnded) this.channel.end();
+    this.#endpoint.end();
     this.#host.awaitCallerFin(this);
-  }
-
-  /** Refuses the stream with a transport error (then FIN); whatever else the caller sends is ignored. */
-  refuse(error: SmuxError): void {
-    this.#refuse(error);
-  }
-
-  #refuse(error: SmuxError): void {
-    // Too large, malformed, or over a limit: answer with the error and FIN; whatever else the caller sends
-    // is ignored (delivered and dropped, so it holds no memory).
-    this.#reader = null;
-    this.#state = RUNNING;
-    this.#writeTransportError(error);
-    this.#finish();
-  }
-
-  /** A refusal or ending written by the transport itself: native, whatever the serializer, flagged TRANSPORT. */
-  #writeTransportError(error: SmuxError): void {
-    const channel = this.channel;
-    if (channel.isClosed || channel.isEnded) return;
-    for (const buffer of encodeTransportError(error)) channel.write(buffer);
   }
 
   #abort(reason: SmuxError): void {
@@ -368,21 +339,21 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
     this.#state = CANCELLED;
     this.#host.callSettled(this);
     this.#clearTimer();
-    this.onDrain();
     this.#runEndHook();
-    this.channel.destroy();
+    this.#endpoint.cancel();
   }
 
+  /** Stops the handler's work: aborts `ctx.signal`, releases a pulled source, unsubscribes the Observable. */
   #dropSubscription(reason: SmuxError): void {
     this.#abortReason = reason;
     this.#controller?.abort(reason);
+    const release = this.#release;
+    this.#release = null;
+    release?.();
     const subscription = this.#subscription;
     this.#subscription = null;
-    const releaseSource = this.#release;
-    this.#release = null;
-    releaseSource?.();
     const state = this.#state;
-    this.#state = CANCELLED; // so values emitted during teardown are dropped
+    this.#state = CANCELLED; // values emitted during the teardown are dropped
     subscription?.unsubscribe();
     this.#state = state;
   }
@@ -410,17 +381,4 @@ export class ServerCall implements SmuxChannelHandler, CallControl, Observer<unk
 
 function flushPending(call: ServerCall): void {
   call.flushPending();
-}
-
-/** Frees a reply source the caller no longer wants: `destroy()` a stream, else end the iterator. */
-function release(source: AsyncIterable<unknown>, iterator: AsyncIterator<unknown> | undefined): void {
-  const destroyable = source as Partial<{ destroy(): void }>;
-  if (typeof destroyable.destroy === 'function') destroyable.destroy();
-  else void Promise.resolve((iterator ?? source[Symbol.asyncIterator]()).return?.()).catch(() => undefined);
-}
-
-function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
-  return (
-    typeof value === 'object' && value !== null && typeof (value as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator] === 'function'
-  );
 }

@@ -2,14 +2,15 @@ import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { Logger } from '@nestjs/common';
-import { type CustomTransportStrategy, type MessageHandler, type OutgoingResponse, RpcException, Server } from '@nestjs/microservices';
+import { type CustomTransportStrategy, type MessageHandler, type MsPattern, RpcException, Server } from '@nestjs/microservices';
 import { connectable, finalize, isObservable, Subject } from 'rxjs';
 import { type Clock, SmuxError } from '../smux/index.js';
-import { type CallMessage, encodeMessage, Flag, Kind } from './call-codec.js';
+import type { CallMessage } from './call-codec.js';
 import { closeWithin } from './connector.js';
 import { FinSweep } from './fin-sweep.js';
 import type { ServerSmuxOptions } from './interfaces.js';
 import { RateLimitedLog } from './log.js';
+import { createPacketCodec, type DecodedRequest } from './packet-codec.js';
 import { resolveServerOptions, type ResolvedServerOptions } from './options.js';
 import type { CallHost, ServerCall } from './server-call.js';
 import { type ConnectionHost, ServerConnection } from './server-connection.js';
@@ -205,7 +206,12 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       dispatchRequest: (call, message) => this.#dispatchRequest(call, message),
       dispatchEvent: (call, message) => void this.#dispatchEvent(call, message).catch((error: unknown) => this.logger.error(error)),
       openControl: (call, message) => (call.connection as ServerConnection).answerHello(call, message),
-      encodeResponse: (id, value, flags, status) => this.#encodeResponse(id, value, flags, status),
+      codec: createPacketCodec(this.#options.serializer !== undefined || this.#options.deserializer !== undefined, {
+        serializer: this.serializer,
+        deserializer: this.deserializer,
+        normalizePattern: (pattern) => this.normalizePattern(pattern as MsPattern),
+        patternAsString: (pattern) => this.getPatternAsString(pattern),
+      }),
       toRpcError: (error) => this.#toRpcError(error),
       callSettled: (call) => {
         (call.connection as ServerConnection).calls.delete(call); // the limit counts running calls only
@@ -221,20 +227,23 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
 
   #dispatchRequest(call: ServerCall, message: CallMessage): void {
     if (this.#closing !== null) return call.end('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
-    if (this.#options.deserializer !== undefined || (message.flags & Flag.OPAQUE) !== 0) {
-      void this.#deserialize(message).then(
-        (packet) => {
-          call.id ??= packet.id; // an opaque request's id is only known once deserialized
-          this.#runRequest(call, packet.text, packet.data, packet.headers);
-        },
-        (error: unknown) => call.fail(this.#toRpcError(error)),
-      );
-      return;
+    let request: DecodedRequest | Promise<DecodedRequest>;
+    try {
+      request = this.#callHost.codec.decodeCall(message);
+    } catch (error) {
+      return call.fail(this.#toRpcError(error));
     }
-    this.#runRequest(call, message.pattern ?? '', message.body, message.headers);
+    if (!(request instanceof Promise)) return this.#runRequest(call, request);
+    request.then(
+      (decoded) => {
+        call.id ??= decoded.id; // an opaque request's id is only known once deserialized
+        this.#runRequest(call, decoded);
+      },
+      (error: unknown) => call.fail(this.#toRpcError(error)),
+    );
   }
 
-  #runRequest(call: ServerCall, pattern: string, data: unknown, headers: Record<string, string> | undefined): void {
+  #runRequest(call: ServerCall, { pattern, data, headers }: DecodedRequest): void {
     const handler = this.#route(pattern);
     if (handler === null) return call.fail(NO_MESSAGE_HANDLER, 'error');
     const ctx = createSmuxContext(call.channel, pattern, headers, call);
@@ -247,11 +256,10 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
 
   async #dispatchEvent(call: ServerCall, message: CallMessage): Promise<void> {
     if (this.#closing !== null) return; // at most once: a server shutting down takes no new work
-    const { text, data, headers } =
-      this.#options.deserializer !== undefined || (message.flags & Flag.OPAQUE) !== 0 ? await this.#deserialize(message) : plain(message);
-    const handler = this.#route(text);
-    if (handler === null) return void this.logger.error(NO_EVENT_HANDLER(text));
-    const ctx = createSmuxContext(call.channel, text, headers, call);
+    const { pattern, data, headers } = await this.#callHost.codec.decodeCall(message);
+    const handler = this.#route(pattern);
+    if (handler === null) return void this.logger.error(NO_EVENT_HANDLER(pattern));
+    const ctx = createSmuxContext(call.channel, pattern, headers, call);
     if (this.onProcessingStartHook === this.#defaultStartHook && this.onProcessingEndHook === undefined)
       return this.#runEvent(handler, data, ctx, null);
     this.onProcessingStartHook(this.transportId, ctx, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx)));
@@ -285,39 +293,6 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     return handler;
   }
 
-  async #deserialize(
-    message: CallMessage,
-  ): Promise<{ text: string; data: unknown; headers: Record<string, string> | undefined; id: string | undefined }> {
-    const raw =
-      (message.flags & Flag.OPAQUE) !== 0
-        ? message.body
-        : {
-            pattern: (message.flags & Flag.PATTERN_JSON) !== 0 ? (JSON.parse(message.pattern ?? 'null') as unknown) : message.pattern,
-            data: message.body,
-            id: message.id,
-            ...(message.headers ? { metadata: message.headers } : {}),
-          };
-    const packet = (await this.deserializer.deserialize(raw)) as {
-      pattern: unknown;
-      data: unknown;
-      id?: unknown;
-      metadata?: Record<string, string>;
-    };
-    const id = typeof packet.id === 'string' ? packet.id : message.id;
-    return { text: this.getPatternAsString(packet.pattern), data: packet.data, headers: packet.metadata ?? message.headers, id };
-  }
-
-  #encodeResponse(id: string | undefined, value: unknown, flags: number, status?: string): Buffer[] {
-    if (this.#options.serializer === undefined)
-      return encodeMessage(Kind.RESPONSE, flags, value, status === undefined ? undefined : { status });
-    const packet: OutgoingResponse = { id: id ?? '' };
-    if ((flags & Flag.ERROR) !== 0) packet.err = value;
-    else if (value !== undefined) packet.response = value;
-    if ((flags & Flag.LAST) !== 0) packet.isDisposed = true;
-    if (status !== undefined) packet.status = status;
-    return encodeMessage(Kind.RESPONSE, flags | Flag.OPAQUE, this.serializer.serialize(packet));
-  }
-
   /** What the caller receives for a thrown value: Nest's default exception-filter shapes. */
   #toRpcError(error: unknown): unknown {
     if (error instanceof RpcException) {
@@ -336,8 +311,4 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       this.onProcessingEndHook?.(this.transportId, ctx);
     };
   }
-}
-
-function plain(message: CallMessage): { text: string; data: unknown; headers: Record<string, string> | undefined; id: string | undefined } {
-  return { text: message.pattern ?? '', data: message.body, headers: message.headers, id: message.id };
 }

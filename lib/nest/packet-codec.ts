@@ -1,0 +1,147 @@
+import type { Deserializer, OutgoingResponse, ReadPacket, Serializer, WritePacket } from '@nestjs/microservices';
+import { type CallMessage, encodeMessage, Flag, Kind, type MessageFields } from './call-codec.js';
+
+/** A request or event as the server's handlers see it. */
+export interface DecodedRequest {
+  /** The pattern as text: the route key (a string pattern, or an object pattern's JSON). */
+  readonly pattern: string;
+  readonly data: unknown;
+  /** The packet id (a request's; an opaque request's id is only known once deserialized). */
+  readonly id: string | undefined;
+  readonly headers: Record<string, string> | undefined;
+}
+
+/** What goes into an outgoing REQUEST or EVENT. */
+export interface OutgoingCall {
+  readonly pattern: unknown;
+  readonly data: unknown;
+  readonly id?: string;
+  readonly headers: Record<string, string> | undefined;
+  /** Deadline budget in ms (requests only). */
+  readonly timeout?: number | undefined;
+  /** Extra flag bits of the message (streamed requests). */
+  readonly flags?: number;
+}
+
+/**
+ * How packets become call messages and back, chosen once per side: native (the packet's fields travel as message
+ * fields, values as JSON, raw bytes or UTF-8) or through the app's custom serializer and deserializer (whole
+ * packets travel as opaque bodies, docs/PROTOCOL.md §6). Server and client share it.
+ */
+export interface PacketCodec {
+  encodeCall(kind: typeof Kind.REQUEST | typeof Kind.EVENT, call: OutgoingCall): Buffer[];
+  decodeCall(message: CallMessage): DecodedRequest | Promise<DecodedRequest>;
+  encodeResponse(id: string | undefined, value: unknown, flags: number, status?: string): Buffer[];
+  decodeResponse(message: CallMessage): WritePacket | Promise<WritePacket>;
+}
+
+/** What a codec needs from its side (Nest's own pattern helpers and (de)serializers). */
+export interface CodecHost {
+  readonly serializer: Serializer;
+  readonly deserializer: Deserializer;
+  /** Object patterns as Nest normalises them (sorted keys): the form the server's route cache keeps. */
+  normalizePattern(pattern: unknown): string;
+  /** A deserialized pattern as text (Nest's `getPatternAsString`). */
+  patternAsString(pattern: unknown): string;
+}
+
+/** The codec for a side: native unless the app configured a serializer or deserializer. */
+export function createPacketCodec(custom: boolean, host: CodecHost): PacketCodec {
+  return custom ? new SerializerCodec(host) : new NativeCodec(host);
+}
+
+class NativeCodec implements PacketCodec {
+  readonly #host: CodecHost;
+
+  constructor(host: CodecHost) {
+    this.#host = host;
+  }
+
+  encodeCall(kind: typeof Kind.REQUEST | typeof Kind.EVENT, call: OutgoingCall): Buffer[] {
+    const fields: MessageFields = { ...patternField(call.pattern, this.#host), id: call.id, timeout: call.timeout, headers: call.headers };
+    return encodeMessage(kind, call.flags ?? 0, call.data, fields);
+  }
+
+  decodeCall(message: CallMessage): DecodedRequest | Promise<DecodedRequest> {
+    // An opaque body (a peer with a custom serializer) is only understood by a deserializer: Nest's default one.
+    if ((message.flags & Flag.OPAQUE) !== 0) return deserializeCall(message, this.#host);
+    return { pattern: message.pattern ?? '', data: message.body, id: message.id, headers: message.headers };
+  }
+
+  encodeResponse(_id: string | undefined, value: unknown, flags: number, status?: string): Buffer[] {
+    return encodeMessage(Kind.RESPONSE, flags, value, status === undefined ? undefined : { status });
+  }
+
+  decodeResponse(message: CallMessage): WritePacket | Promise<WritePacket> {
+    if ((message.flags & Flag.OPAQUE) !== 0) return this.#host.deserializer.deserialize(message.body) as WritePacket | Promise<WritePacket>;
+    const last = (message.flags & Flag.LAST) !== 0;
+    return (message.flags & Flag.ERROR) !== 0 ? { err: message.body, isDisposed: last } : { response: message.body, isDisposed: last };
+  }
+}
+
+class SerializerCodec implements PacketCodec {
+  readonly #host: CodecHost;
+
+  constructor(host: CodecHost) {
+    this.#host = host;
+  }
+
+  encodeCall(kind: typeof Kind.REQUEST | typeof Kind.EVENT, call: OutgoingCall): Buffer[] {
+    const packet: ReadPacket & { id?: string; metadata?: Record<string, string> } = { pattern: call.pattern, data: call.data };
+    if (call.id !== undefined) packet.id = call.id;
+    if (call.headers !== undefined) packet.metadata = call.headers;
+    return encodeMessage(kind, (call.flags ?? 0) | Flag.OPAQUE, this.#host.serializer.serialize(packet), { timeout: call.timeout });
+  }
+
+  decodeCall(message: CallMessage): Promise<DecodedRequest> {
+    return deserializeCall(message, this.#host);
+  }
+
+  encodeResponse(id: string | undefined, value: unknown, flags: number, status?: string): Buffer[] {
+    const packet: OutgoingResponse = { id: id ?? '' };
+    if ((flags & Flag.ERROR) !== 0) packet.err = value;
+    else if (value !== undefined) packet.response = value;
+    if ((flags & Flag.LAST) !== 0) packet.isDisposed = true;
+    if (status !== undefined) packet.status = status;
+    return encodeMessage(Kind.RESPONSE, flags | Flag.OPAQUE, this.#host.serializer.serialize(packet));
+  }
+
+  decodeResponse(message: CallMessage): WritePacket | Promise<WritePacket> {
+    const last = (message.flags & Flag.LAST) !== 0;
+    const raw =
+      (message.flags & Flag.OPAQUE) !== 0
+        ? message.body
+        : {
+            ...((message.flags & Flag.ERROR) !== 0 ? { err: message.body } : { response: message.body }),
+            ...(last ? { isDisposed: true } : {}),
+            ...(message.status !== undefined ? { status: message.status } : {}),
+          };
+    return this.#host.deserializer.deserialize(raw) as WritePacket | Promise<WritePacket>;
+  }
+}
+
+/** A call message through the deserializer: an opaque body as it is, native fields as Nest's packet. */
+async function deserializeCall(message: CallMessage, host: CodecHost): Promise<DecodedRequest> {
+  const raw =
+    (message.flags & Flag.OPAQUE) !== 0
+      ? message.body
+      : {
+          pattern: (message.flags & Flag.PATTERN_JSON) !== 0 ? (JSON.parse(message.pattern ?? 'null') as unknown) : message.pattern,
+          data: message.body,
+          id: message.id,
+          ...(message.headers ? { metadata: message.headers } : {}),
+        };
+  const packet = (await host.deserializer.deserialize(raw)) as {
+    pattern: unknown;
+    data: unknown;
+    id?: unknown;
+    metadata?: Record<string, string>;
+  };
+  const id = typeof packet.id === 'string' ? packet.id : message.id;
+  return { pattern: host.patternAsString(packet.pattern), data: packet.data, id, headers: packet.metadata ?? message.headers };
+}
+
+/** The PATTERN field: a string as it is, an object pattern as Nest normalises it, with PATTERN_JSON. */
+function patternField(pattern: unknown, host: CodecHost): { pattern: string; patternIsJson: boolean } {
+  return typeof pattern === 'string' ? { pattern, patternIsJson: false } : { pattern: host.normalizePattern(pattern), patternIsJson: true };
+}
