@@ -7,8 +7,7 @@ import { FakeClock } from './fake-clock.js';
  * no port: unit tests of protocol state run on these with a fake clock.
  */
 export function memoryPair(): [Duplex, Duplex] {
-  let a: Duplex;
-  let b: Duplex;
+  const ends: Duplex[] = [];
   const make = (peer: () => Duplex): Duplex =>
     new Duplex({
       read() {},
@@ -26,9 +25,11 @@ export function memoryPair(): [Duplex, Duplex] {
         callback(error);
       },
     });
-  a = make(() => b);
-  b = make(() => a);
-  return [a, b];
+  ends.push(
+    make(() => ends[1]),
+    make(() => ends[0]),
+  );
+  return [ends[0], ends[1]];
 }
 
 /** A client and a server session over an in-memory pair, both on one fake clock (keep-alive off by default). */

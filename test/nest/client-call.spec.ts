@@ -67,8 +67,8 @@ describe('ClientCall', () => {
     const first = await open();
     first.server.channel!.write(Buffer.concat(encodeTransportError(new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'bye'))));
     await flush();
-    expect(first.packets[0]!.err).toBeInstanceOf(SmuxError);
-    expect(first.packets[0]!.err).toMatchObject({ code: 'ERR_SMUX_SHUTTING_DOWN', message: 'bye', retryable: true });
+    expect(first.packets[0].err).toBeInstanceOf(SmuxError);
+    expect(first.packets[0].err).toMatchObject({ code: 'ERR_SMUX_SHUTTING_DOWN', message: 'bye', retryable: true });
     pair.close();
     const second = await open();
     second.reply({ code: 'ERR_SMUX_SHUTTING_DOWN', message: 'bye' }, Flag.LAST | Flag.ERROR);
@@ -82,7 +82,7 @@ describe('ClientCall', () => {
     server.channel!.end();
     await flush();
     expect(packets[0]).toEqual({ response: 'partial', isDisposed: false });
-    expect(packets[1]!.err).toMatchObject({ code: 'ERR_SMUX_STREAM_CLOSED' });
+    expect(packets[1].err).toMatchObject({ code: 'ERR_SMUX_STREAM_CLOSED' });
   });
 
   test('unsubscribing before LAST cancels: the server sees our FIN, the subscriber gets nothing more', async () => {
@@ -101,7 +101,7 @@ describe('ClientCall', () => {
     expect(packets).toEqual([]);
     pair.clock.advance(1);
     await flush();
-    expect(packets[0]!.err).toMatchObject({ code: 'ERR_SMUX_TIMEOUT' });
+    expect(packets[0].err).toMatchObject({ code: 'ERR_SMUX_TIMEOUT' });
     expect(server.fin).toBe(true);
   });
 });

@@ -70,7 +70,7 @@ describe('ServerCall', () => {
     const c = caller(pair.client, request([1, 2]));
     await flush();
     expect(requests.map((m) => m.body)).toEqual([[1, 2]]);
-    await calls[0]!.run(
+    await calls[0].run(
       (data) => (data as number[]).length,
       [1, 2],
       null,
@@ -92,7 +92,7 @@ describe('ServerCall', () => {
         c.channel!.write(trailing);
       }
       await flush();
-      await calls[0]!.run(() => 'ok', 'x', null, null);
+      await calls[0].run(() => 'ok', 'x', null, null);
       await flush();
       expect(c.messages.map((m) => [m.flags, m.body])).toEqual([[Flag.LAST, 'ok']]);
       pair.close();
@@ -122,7 +122,7 @@ describe('ServerCall', () => {
     const { calls } = harness();
     const c = caller(pair.client, request('x', { timeout: 100 }));
     await flush();
-    const call = calls[0]!;
+    const call = calls[0];
     let torn = false;
     void call.run(() => new Observable(() => () => (torn = true)), 'x', null, null);
     expect(call.remainingMs).toBe(100);
@@ -144,7 +144,7 @@ describe('ServerCall', () => {
     const { calls, log } = harness();
     const c = caller(pair.client, request('x'));
     await flush();
-    const call = calls[0]!;
+    const call = calls[0];
     let torn = false;
     void call.run(
       () => new Observable(() => () => (torn = true)),
@@ -172,7 +172,7 @@ describe('ServerCall', () => {
         yield Buffer.alloc(16 * 1024);
       }
     }
-    void calls[0]!.run(() => items(), 'x', null, null);
+    void calls[0].run(() => items(), 'x', null, null);
     await flush(20);
     const ahead = produced;
     expect(ahead).toBeLessThan(40); // ≈ 256 KiB window + 64 KiB queue of 16 KiB items, not unbounded
@@ -186,9 +186,9 @@ describe('ServerCall', () => {
     c.channel!.pause();
     await flush();
     const big = Buffer.alloc(64 * 1024);
-    void calls[0]!.run(() => new Observable((s) => void Array.from({ length: 20 }, () => s.next(big))), 'x', null, null);
+    void calls[0].run(() => new Observable((s) => void Array.from({ length: 20 }, () => s.next(big))), 'x', null, null);
     await flush();
-    expect(calls[0]!.running).toBe(false);
+    expect(calls[0].running).toBe(false);
     c.channel!.resume();
     await flush(20);
     expect(c.messages.at(-1)).toMatchObject({
