@@ -28,10 +28,16 @@ export const Flag = {
   STATUS: 1 << 8,
   /** With ERROR: the body is a transport error `{ code, message }` written by the transport, not a handler's value. */
   TRANSPORT: 1 << 9,
+  /** On a REQUEST: the request's data follows as DATA messages, ended by END (a client stream). */
+  STREAM: 1 << 10,
+  /** On a REQUEST: a byte-stream call; bytes flow both ways as RAW messages, each direction ended by END. */
+  RAW: 1 << 11,
+  /** On a RESPONSE: an item of a real-time feed; fields: its sequence number and the server's timestamp. */
+  FEED: 1 << 12,
 } as const;
 
-const KNOWN_FLAGS = (1 << 10) - 1;
-const FIELD_FLAGS = Flag.ID | Flag.PATTERN | Flag.TIMEOUT | Flag.HEADERS | Flag.STATUS;
+const KNOWN_FLAGS = (1 << 13) - 1;
+const FIELD_FLAGS = Flag.ID | Flag.PATTERN | Flag.TIMEOUT | Flag.HEADERS | Flag.STATUS | Flag.FEED;
 /** Bytes of the message prefix. */
 export const PREFIX_SIZE = 8;
 /** Byte bodies up to this size are copied into the message buffer; larger ones are sent as they are. */
@@ -51,6 +57,10 @@ export interface CallMessage {
   headers?: Record<string, string>;
   /** Nest's `status` (`STATUS`). */
   status?: string;
+  /** A feed item's sequence number (`FEED`): counts every item produced, dropped ones too. */
+  seq?: number;
+  /** A feed item's timestamp (`FEED`): ms since the epoch, on the server's clock. */
+  timestamp?: number;
   /** The body value: undefined, a JSON value, a Buffer or a string. */
   body: unknown;
 }
@@ -63,6 +73,7 @@ export interface MessageFields {
   timeout?: number | undefined;
   headers?: Record<string, string> | undefined;
   status?: string | undefined;
+  feed?: { seq: number; timestamp: number } | undefined;
 }
 
 const NO_FIELDS: MessageFields = {};
@@ -89,7 +100,7 @@ export function encodeMessage(kind: number, flags: number, value: unknown, field
   }
 
   let fieldBytes = 0;
-  const { id, pattern, timeout, headers, status } = fields;
+  const { id, pattern, timeout, headers, status, feed } = fields;
   let headersText: string | undefined;
   if (id !== undefined) {
     flags |= Flag.ID;
@@ -112,6 +123,10 @@ export function encodeMessage(kind: number, flags: number, value: unknown, field
     headersText = JSON.stringify(headers);
     fieldBytes += 2 + Buffer.byteLength(headersText);
   }
+  if (feed !== undefined) {
+    flags |= Flag.FEED;
+    fieldBytes += 16;
+  }
   if (status !== undefined) {
     flags |= Flag.STATUS;
     fieldBytes += 1 + Buffer.byteLength(status);
@@ -130,6 +145,7 @@ export function encodeMessage(kind: number, flags: number, value: unknown, field
   if (timeout !== undefined) at = head.writeUInt32LE(Math.max(0, Math.min(0xffff_ffff, Math.ceil(timeout))), at);
   if (headersText !== undefined) at = writeShortString(head, at, headersText, 2, 'headers');
   if (status !== undefined) at = writeShortString(head, at, status, 1, 'status');
+  if (feed !== undefined) at = head.writeDoubleLE(feed.timestamp, head.writeDoubleLE(feed.seq, at));
   if (text !== undefined) head.write(text, at, 'utf8');
   else if (bytes !== undefined && inlineBody) head.set(bytes, at);
   if (inlineBody) return [head];
@@ -174,7 +190,8 @@ export function decodeTransportError(body: unknown): SmuxError {
 
 /** Receives the messages a {@link MessageReader} decodes (the per-call object itself: no closures). */
 export interface MessageSink {
-  onMessage(message: CallMessage): void;
+  /** `size`: the message's bytes on the wire, prefix included. */
+  onMessage(message: CallMessage, size: number): void;
 }
 
 /**
@@ -233,7 +250,7 @@ export class MessageReader {
     while (data.length - at >= PREFIX_SIZE) {
       const end = at + PREFIX_SIZE + this.#length(data, at);
       if (end > data.length) break;
-      sink.onMessage(decodeMessage(data, at, end));
+      sink.onMessage(decodeMessage(data, at, end), end - at);
       at = end;
       if (this.#stopped) return;
     }
@@ -286,6 +303,12 @@ function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
     }
     if ((flags & Flag.HEADERS) !== 0) message.headers = parseHeaders(readField(buf, 2, end));
     if ((flags & Flag.STATUS) !== 0) message.status = readField(buf, 1, end);
+    if ((flags & Flag.FEED) !== 0) {
+      if (cursor + 16 > end) throw malformed('truncated field');
+      message.seq = buf.readDoubleLE(cursor);
+      message.timestamp = buf.readDoubleLE(cursor + 8);
+      cursor += 16;
+    }
   }
   const at = cursor;
   if ((flags & Flag.PATTERN_JSON) !== 0 && (flags & Flag.PATTERN) === 0) throw malformed('PATTERN_JSON without a PATTERN field');

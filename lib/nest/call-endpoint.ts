@@ -3,8 +3,8 @@ import { type CallMessage, MessageReader } from './call-codec.js';
 
 /** What an endpoint tells the call it serves (the server's or the client's Nest semantics). */
 export interface EndpointOwner {
-  /** A complete message arrived. */
-  onMessage(message: CallMessage): void;
+  /** A complete message arrived (`size`: its bytes on the wire). */
+  onMessage(message: CallMessage, size: number): void;
   /** Bytes arrived while the endpoint does not read (they are dropped). */
   onUnreadData?(): void;
   /** Bytes that are not a valid message arrived (malformed, over the size limit): reading stops. */

@@ -1,15 +1,18 @@
 import type { WritePacket } from '@nestjs/microservices';
-import type { Unsubscribable } from 'rxjs';
+import { isObservable, type Subscription, type Unsubscribable } from 'rxjs';
 import { type Clock, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import type { Admittable, AdmissionState } from './admission.js';
-import { type CallMessage, decodeTransportError, Flag, Kind } from './call-codec.js';
+import { type CallMessage, decodeTransportError, encodeMessage, Flag, Kind } from './call-codec.js';
 import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
 import type { PacketCodec } from './packet-codec.js';
+import { pullSource, type SmuxSource } from './sources.js';
 
 /** What a {@link ClientCall} needs from the client. */
 export interface ClientCallHost {
   readonly clock: Clock;
   readonly maxMessageBytes: number;
+  /** Bytes an Observable source may have queued on its stream (it cannot be paused) before the call fails. */
+  readonly maxSourceBufferBytes: number;
   readonly codec: PacketCodec;
   /** The call holds a slot: connect it (or fail it fast when there is no connection). */
   launch(call: ClientCall): void;
@@ -50,6 +53,10 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
   #state = WAITING;
   #timer: TimerHandle | null = null;
   #delivering: Promise<void> | null = null; // custom deserializers may be async: keep responses in order
+  #source: SmuxSource | null; // a streamed request's items, sent as DATA … END once the stream is open
+  #stopSource: (() => void) | null = null;
+  #outbox: Buffer[] = []; // an Observable source's items, before the stream opens
+  #outboxBytes = 0;
 
   /**
    * @param host - the client
@@ -57,14 +64,24 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
    * @param request - the encoded REQUEST, written once a stream is open
    * @param timeout - the deadline in ms (0: none), counted from now (queueing and connecting included)
    * @param waitForReady - wait for a connection instead of failing fast
+   * @param source - a streamed request's items (the REQUEST then carries the STREAM flag)
    */
-  constructor(host: ClientCallHost, callback: (packet: WritePacket) => void, request: Buffer[], timeout: number, waitForReady: boolean) {
+  constructor(
+    host: ClientCallHost,
+    callback: (packet: WritePacket) => void,
+    request: Buffer[],
+    timeout: number,
+    waitForReady: boolean,
+    source: SmuxSource | null = null,
+  ) {
+    this.#source = source;
     this.#host = host;
     this.#callback = callback;
     this.#request = request;
     this.#timeout = timeout;
     this.waitForReady = waitForReady;
     if (timeout > 0) this.#timer = host.clock.setTimeout(() => this.#deadlinePassed(), timeout);
+    if (source !== null) this.#startSource(source);
   }
 
   /** True once the call is over. */
@@ -91,10 +108,13 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
     this.#state = OPEN;
     this.#endpoint = new CallEndpoint(channel, this.#host.maxMessageBytes, this);
     this.#endpoint.write(this.#request);
+    this.#endpoint.write(this.#outbox);
+    this.#outbox = [];
+    if (this.#source !== null) this.#pullSource(this.#endpoint, this.#source);
   }
 
   /** Fails the call with `error` (and cancels it on the server if it was sent). */
-  fail(error: SmuxError): void {
+  fail(error: unknown): void {
     if (this.#state === DONE) return;
     this.#settle();
     this.#callback({ err: error, isDisposed: true } as WritePacket);
@@ -158,6 +178,60 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
 
   // ── internals ──────────────────────────────────────────────────────────────────────────────────────────
 
+  /**
+   * Sends a streamed request's items as DATA, then END. An AsyncIterable (a Readable) is pulled once the stream is
+   * open and only as its window allows. An Observable is subscribed at once (a hot one must not lose items while
+   * the call waits for a connection) and cannot be paused: what it emits beyond `maxSourceBufferBytes` queued —
+   * before the stream opens, or on it — fails the call with ERR_SMUX_LIMIT. A source that fails fails the call,
+   * which cancels it on the server.
+   */
+  #startSource(source: SmuxSource): void {
+    if (!isObservable(source)) return;
+    const subscription: Subscription = source.subscribe({
+      next: (value) => this.#sendItem(Kind.DATA, value),
+      error: (error: unknown) => this.fail(error),
+      complete: () => this.#sendItem(Kind.END, undefined),
+    });
+    if (this.#state === DONE) subscription.unsubscribe();
+    else this.#stopSource = () => subscription.unsubscribe();
+  }
+
+  #pullSource(endpoint: CallEndpoint, source: SmuxSource): void {
+    if (isObservable(source)) return;
+    const live = (): boolean => this.#state === OPEN;
+    const item = (value: unknown): void => this.#sendItem(Kind.DATA, value);
+    void pullSource(endpoint, source, item, live, (release) => (this.#stopSource = release)).then((outcome) => {
+      if (outcome.done) this.#sendItem(Kind.END, undefined);
+      else if ('error' in outcome && outcome.error !== undefined) this.fail(outcome.error);
+    });
+  }
+
+  /** One DATA or the END, on the stream or, until it opens, in the outbox. */
+  #sendItem(kind: typeof Kind.DATA | typeof Kind.END, value: unknown): void {
+    if (this.#state === DONE) return;
+    let buffers: Buffer[];
+    try {
+      buffers = encodeMessage(kind, 0, value);
+    } catch (error) {
+      return this.fail(error);
+    }
+    const endpoint = this.#endpoint;
+    let queued: number;
+    if (endpoint === null) {
+      this.#outbox.push(...buffers);
+      queued = this.#outboxBytes += buffers.reduce((n, b) => n + b.length, 0);
+    } else {
+      endpoint.write(buffers);
+      queued = endpoint.writableLength;
+    }
+    const limit = this.#host.maxSourceBufferBytes;
+    if (queued > limit) {
+      this.fail(
+        new SmuxError('ERR_SMUX_LIMIT', `the Observable source got ${queued} bytes ahead of the server (maxSourceBufferBytes ${limit})`),
+      );
+    }
+  }
+
   #deadlinePassed(): void {
     this.#timer = null;
     const cause = this.#state === WAITING ? this.#host.connectError : null;
@@ -191,6 +265,10 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
     // Our FIN: after the last response it completes the call; before it, it cancels the call (Go's Close).
     if (wasOpen) this.#endpoint?.cancel();
     this.#endpoint = null;
+    const stopSource = this.#stopSource; // the call is over: nothing more is pulled from the source
+    this.#stopSource = this.#source = null;
+    this.#outbox = [];
+    stopSource?.();
     this.#host.settled(this);
   }
 }

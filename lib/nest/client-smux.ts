@@ -5,12 +5,13 @@ import { connectable, defer, Observable, Subject, throwError } from 'rxjs';
 import { type Session, SmuxError } from '../smux/index.js';
 import { Fifo } from '../util/fifo.js';
 import { Admission } from './admission.js';
-import { Kind, PREFIX_SIZE } from './call-codec.js';
+import { Flag, Kind, PREFIX_SIZE } from './call-codec.js';
 import { ClientCall, type ClientCallHost } from './client-call.js';
 import { Connector } from './connector.js';
 import type { ClientSmuxOptions } from './interfaces.js';
 import { RateLimitedLog } from './log.js';
 import { createPacketCodec } from './packet-codec.js';
+import { isSource } from './sources.js';
 import { resolveClientOptions, type ResolvedClientOptions } from './options.js';
 import { SmuxRecord } from './smux.record-builder.js';
 import type { SmuxClientEvents } from './smux.events.js';
@@ -68,6 +69,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     this.#host = {
       clock: resolved.clock,
       maxMessageBytes: resolved.maxMessageBytes,
+      maxSourceBufferBytes: resolved.maxSourceBufferBytes,
       codec: createPacketCodec(resolved.serializer !== undefined || resolved.deserializer !== undefined, {
         serializer: this.serializer,
         deserializer: this.deserializer,
@@ -185,6 +187,8 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
       packet.data,
       (packet as ReadPacket & { metadata?: Record<string, string> }).metadata,
     );
+    if (isSource(data))
+      throw new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'an event cannot stream: emit() takes a value (use send() to stream)');
     const buffers = this.#host.codec.encodeCall(Kind.EVENT, { pattern: packet.pattern, data, headers });
     const session = await this.#sessionFor(waitForReady ?? this.#options.waitForReady);
     const channel = session.openChannel();
@@ -216,15 +220,24 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     const timeout = recordTimeout ?? this.#options.timeout;
     const id = (++this.#nextId).toString(36);
     const timeoutField = timeout > 0 ? timeout : undefined;
+    // A source (Observable, AsyncIterable, Readable) is a streamed request: its items follow as DATA … END.
+    const source = isSource(data) ? data : null;
     let request: Buffer[];
     try {
-      request = this.#host.codec.encodeCall(Kind.REQUEST, { pattern: packet.pattern, data, id, headers, timeout: timeoutField });
+      request = this.#host.codec.encodeCall(Kind.REQUEST, {
+        pattern: packet.pattern,
+        data: source === null ? data : undefined,
+        id,
+        headers,
+        timeout: timeoutField,
+        flags: source === null ? 0 : Flag.STREAM,
+      });
       this.#checkSize(request);
     } catch (error) {
       callback({ err: toSmuxError(error, 'the request could not be encoded'), isDisposed: true } as WritePacket);
       return null;
     }
-    const call = new ClientCall(this.#host, callback, request, timeout, waitForReady ?? this.#options.waitForReady);
+    const call = new ClientCall(this.#host, callback, request, timeout, waitForReady ?? this.#options.waitForReady, source);
     if (this.#connector.session !== null) this.#admit(call);
     else this.#awaitConnection(call);
     return call;

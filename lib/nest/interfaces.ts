@@ -75,6 +75,13 @@ export interface ClientSmuxOptions extends SmuxTransportOptions {
    * `SmuxRecordBuilder.setWaitForReady()`. Default false.
    */
   waitForReady?: boolean;
+  /**
+   * A streamed request (`client.send(pattern, observable)`): bytes of items an Observable source may have queued on
+   * its stream — it cannot be paused, so what it emits faster than the server takes is queued — at least 1; beyond
+   * it the call fails with `ERR_SMUX_LIMIT`. AsyncIterable and Readable sources are pulled only as the stream's
+   * window allows and never queue. Default 16 MiB.
+   */
+  maxSourceBufferBytes?: number;
   /** Calls in flight at once, at least 1; more wait in a queue. Default 10 000. */
   maxConcurrentCalls?: number;
   /** Calls waiting for a slot (0: none wait); beyond it a call fails at once with `ERR_SMUX_LIMIT`. Default 10 000. */

@@ -47,6 +47,7 @@ const clientRules: Record<string, Rule> = {
   ...common,
   timeout: { kind: 'integer', min: 0, max: 0xffff_ffff, unit: 'ms; 0 = no deadline' }, // the wire's u32 TIMEOUT field
   waitForReady: { kind: 'boolean' },
+  maxSourceBufferBytes: { kind: 'integer', min: 1, max: Number.MAX_SAFE_INTEGER, unit: 'bytes' },
   maxConcurrentCalls: { kind: 'integer', min: 1, max: MAX_MS, unit: 'calls' },
   maxQueuedCalls: { kind: 'integer', min: 0, max: MAX_MS, unit: 'calls; 0 = none wait' },
   connectTimeout: { kind: 'integer', min: 1, max: MAX_MS, unit: 'ms' },
@@ -92,6 +93,7 @@ export interface ResolvedClientOptions extends ResolvedCommon {
   readonly smux: Partial<SmuxConfig>;
   readonly timeout: number;
   readonly waitForReady: boolean;
+  readonly maxSourceBufferBytes: number;
   readonly maxConcurrentCalls: number;
   readonly maxQueuedCalls: number;
   readonly connectTimeout: number;
@@ -132,6 +134,7 @@ export function resolveClientOptions(input: ClientSmuxOptions | undefined): Reso
     smux,
     timeout: options.timeout ?? 0,
     waitForReady: options.waitForReady ?? false,
+    maxSourceBufferBytes: options.maxSourceBufferBytes ?? 16 * MiB,
     maxConcurrentCalls: options.maxConcurrentCalls ?? 10_000,
     maxQueuedCalls: options.maxQueuedCalls ?? 10_000,
     connectTimeout: options.connectTimeout ?? 10_000,

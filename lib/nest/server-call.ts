@@ -4,6 +4,7 @@ import { type CallMessage, encodeTransportError, Flag, Kind } from './call-codec
 import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
 import type { PacketCodec } from './packet-codec.js';
 import { isAsyncIterable, pullSource, releaseSource } from './sources.js';
+import { SmuxStreamedPayload } from './streamed-input.js';
 import type { CallControl } from './smux.context.js';
 
 /** What a {@link ServerCall} needs from the server. */
@@ -78,6 +79,7 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
   #values = 0; // values seen from the handler's Observable
   #endHook: (() => void) | null = null;
   #release: (() => void) | null = null; // frees a pulled AsyncIterable/Readable on cancel
+  #input: SmuxStreamedPayload | null = null; // the items of a streamed request (DATA … END)
 
   /**
    * @param host - the server
@@ -96,6 +98,11 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
   /** The call's stream. */
   get channel(): SmuxChannel {
     return this.#endpoint.channel;
+  }
+
+  /** The handler's payload when the request is streamed (its data arrives as DATA items), else null. */
+  get input(): SmuxStreamedPayload | null {
+    return this.#input;
   }
 
   /** True while the handler runs and the caller still waits. */
@@ -117,10 +124,19 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
 
   // ── EndpointOwner ──────────────────────────────────────────────────────────────────────────────────────
 
-  onMessage(message: CallMessage): void {
-    if (this.#state !== AWAITING) return;
-    this.#endpoint.stopReading(); // one message starts a call; what follows it is not read (whatever the framing)
+  onMessage(message: CallMessage, size: number): void {
+    if (this.#state !== AWAITING) return this.#onInput(message, size);
     const { kind } = message;
+    if (kind === Kind.REQUEST && (message.flags & Flag.STREAM) !== 0) {
+      const endpoint = this.#endpoint;
+      this.#input = new SmuxStreamedPayload({
+        pause: () => endpoint.pause(),
+        resume: () => endpoint.resume(),
+        abandon: () => endpoint.stopReading(),
+      });
+    } else {
+      this.#endpoint.stopReading(); // one message is a whole call; what follows it is not read (whatever the framing)
+    }
     if ((kind === Kind.REQUEST || kind === Kind.EVENT) && message.pattern === undefined && (message.flags & Flag.OPAQUE) === 0) {
       this.#refuse(new SmuxError('ERR_SMUX_PROTOCOL', 'a REQUEST or EVENT without a PATTERN field'));
     } else if (kind === Kind.REQUEST) {
@@ -149,7 +165,8 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
   }
 
   onPeerEnd(): void {
-    if (this.#state === RUNNING) this.#abort(new SmuxError('ERR_SMUX_CANCELLED', 'the caller cancelled the call'));
+    if (this.#state === RUNNING)
+      this.#abort(cancelled()); // a FIN before our last message
     else if (this.#state === AWAITING || this.#state === CONTROL) this.#endpoint.cancel(); // nothing to answer
   }
 
@@ -177,7 +194,7 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
     if (this.#state !== RUNNING) {
       // Cancelled while guards or an async handler were pending: release the result as soon as it exists
       // (an Observable is unsubscribed, so the teardown of work the handler started runs).
-      if (isObservable(result)) result.subscribe().unsubscribe();
+      if (isObservable(result)) result.subscribe({ error: () => undefined }).unsubscribe();
       else if (isAsyncIterable(result)) releaseSource(result);
       return this.#runEndHook();
     }
@@ -283,6 +300,17 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
     else this.error(this.#host.toRpcError(outcome.error));
   }
 
+  /** A message after the request: an item of a streamed request, or its end. */
+  #onInput(message: CallMessage, size: number): void {
+    const input = this.#input;
+    if (input === null || this.#state !== RUNNING) return;
+    if (message.kind === Kind.DATA) return input.push(message.body, size);
+    this.#endpoint.stopReading();
+    if (message.kind === Kind.END && (message.flags & Flag.ERROR) === 0) input.end();
+    else if (message.kind === Kind.END) input.fail(message.body);
+    else this.end('ERR_SMUX_PROTOCOL', `a streamed request carries DATA and END messages, got kind ${message.kind}`);
+  }
+
   /** Writes the call's last message and wraps up. */
   #answer(value: unknown, flags: number, status?: string): void {
     if (this.#send(value, flags, status)) this.#wrapUp(ANSWERED);
@@ -326,6 +354,8 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
   /** The one way out after the last message: FIN after it, then wait (bounded) for the caller's FIN. */
   #wrapUp(state: typeof ANSWERED | typeof REFUSED): void {
     this.#state = state;
+    this.#endpoint.stopReading(); // the caller's stream, if any, is no longer wanted
+    this.#input?.fail(new SmuxError('ERR_SMUX_CANCELLED', 'the call is over'));
     this.#host.callSettled(this);
     this.#clearTimer();
     this.#runEndHook();
@@ -346,6 +376,7 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
   /** Stops the handler's work: aborts `ctx.signal`, releases a pulled source, unsubscribes the Observable. */
   #dropSubscription(reason: SmuxError): void {
     this.#abortReason = reason;
+    this.#input?.fail(reason);
     this.#controller?.abort(reason);
     const release = this.#release;
     this.#release = null;
@@ -377,6 +408,10 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
     this.#timer = null;
   }
+}
+
+function cancelled(): SmuxError {
+  return new SmuxError('ERR_SMUX_CANCELLED', 'the caller cancelled the call');
 }
 
 function flushPending(call: ServerCall): void {

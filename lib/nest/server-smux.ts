@@ -243,7 +243,8 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     );
   }
 
-  #runRequest(call: ServerCall, { pattern, data, headers }: DecodedRequest): void {
+  #runRequest(call: ServerCall, { pattern, data: requestData, headers }: DecodedRequest): void {
+    const data = call.input ?? requestData; // a streamed request's payload is the stream of its items
     const handler = this.#route(pattern);
     if (handler === null) return call.fail(NO_MESSAGE_HANDLER, 'error');
     const ctx = createSmuxContext(call.channel, pattern, headers, call);

@@ -192,7 +192,7 @@ describeWithGo('Go caller (xtaci/smux + the call protocol) → Nest ServerSmux, 
       '-data',
       '[1]',
       '-extra-flags',
-      '1024',
+      '8192',
       '-expect-error',
     ]);
     expect(result).toMatchObject({ ok: true, last: true, transport: true, error: { code: 'ERR_SMUX_PROTOCOL' } });

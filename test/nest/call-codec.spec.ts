@@ -90,6 +90,9 @@ describe('call codec: constants', () => {
       HEADERS: 0x080,
       STATUS: 0x100,
       TRANSPORT: 0x200,
+      STREAM: 0x400,
+      RAW: 0x800,
+      FEED: 0x1000,
     });
     expect(PREFIX_SIZE).toBe(8);
   });
@@ -479,7 +482,7 @@ describe('call codec: malformed input is ERR_SMUX_PROTOCOL', () => {
     ['kind 0', raw(0, Encoding.JSON, 0, '31')],
     ['kind 8', raw(8, Encoding.JSON, 0, '31')],
     ['kind 255', raw(255, Encoding.NONE, 0)],
-    ['unknown flag bit 10', raw(Kind.RESPONSE, Encoding.NONE, 1 << 10)],
+    ['unknown flag bit 13', raw(Kind.RESPONSE, Encoding.NONE, 1 << 13)],
     ['unknown flag bit 15', raw(Kind.RESPONSE, Encoding.NONE, 0x8000 | Flag.LAST)],
     ['unknown encoding 4', raw(Kind.RESPONSE, 4, 0, '31')],
     ['unknown encoding 255', raw(Kind.RESPONSE, 255, 0)],

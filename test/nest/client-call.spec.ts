@@ -30,6 +30,7 @@ async function open(timeout = 0) {
   const host: ClientCallHost = {
     clock: pair.clock,
     maxMessageBytes: 1 << 20,
+    maxSourceBufferBytes: 1 << 20,
     codec: createPacketCodec(false, {
       serializer: { serialize: (v: unknown) => v },
       deserializer: { deserialize: (v: unknown) => v },

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"net"
 	"strings"
 	"time"
@@ -54,22 +55,27 @@ const (
 	callFlagHeaders     uint16 = 1 << 7
 	callFlagStatus      uint16 = 1 << 8
 	callFlagTransport   uint16 = 1 << 9
-	callKnownFlags      uint16 = 1<<10 - 1
+	callFlagStream      uint16 = 1 << 10
+	callFlagRaw         uint16 = 1 << 11
+	callFlagFeed        uint16 = 1 << 12
+	callKnownFlags      uint16 = 1<<13 - 1
 
 	callPrefixLen = 8
 )
 
 // callMessage is one call message: the prefix, the fields the flags announce, and the body.
 type callMessage struct {
-	kind     byte
-	encoding byte
-	flags    uint16
-	id       string
-	pattern  string
-	timeout  uint32
-	headers  []byte // JSON object text
-	status   string
-	body     []byte
+	kind      byte
+	encoding  byte
+	flags     uint16
+	id        string
+	pattern   string
+	timeout   uint32
+	headers   []byte // JSON object text
+	status    string
+	seq       float64 // FEED
+	timestamp float64
+	body      []byte
 }
 
 // encodeCallMessage lays m out as docs/PROTOCOL.md §2 says: kind, encoding, flags (u16 LE), length
@@ -211,6 +217,14 @@ func parseCallMessage(prefix [callPrefixLen]byte, rest []byte) (*callMessage, er
 		}
 		m.status = string(v)
 	}
+	if m.flags&callFlagFeed != 0 {
+		if at+16 > len(rest) {
+			return nil, errors.New("malformed message: truncated FEED field")
+		}
+		m.seq = math.Float64frombits(binary.LittleEndian.Uint64(rest[at:]))
+		m.timestamp = math.Float64frombits(binary.LittleEndian.Uint64(rest[at+8:]))
+		at += 16
+	}
 	m.body = rest[at:]
 	switch m.encoding {
 	case callEncNone:
@@ -267,7 +281,7 @@ func cmdNestCall(args []string) int {
 	expectError := fs.Bool("expect-error", false, "succeed (exit 0) only when the call ends with an ERROR response")
 	waitMs := fs.Int("wait", 0, "bound on every wait in ms (default 10000, plus -timeout when set)")
 	maxMsg := fs.Int("max-message", 64<<20, "largest message length accepted from the server")
-	extraFlags := fs.Uint("extra-flags", 0, "flag bits ORed into the message as sent (tests: 1024 is an unknown bit)")
+	extraFlags := fs.Uint("extra-flags", 0, "flag bits ORed into the message as sent (tests: 8192 is an unknown bit)")
 	hello := fs.Bool("hello", false, "exchange HELLOs on a control stream first, as ClientSmux does (§3)")
 	if err := parseFlags(fs, args); err != nil {
 		return 2
