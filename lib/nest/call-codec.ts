@@ -206,9 +206,15 @@ export class MessageReader {
   #need = 0; // whole size of the message being gathered, once its prefix is known
   #stopped = false;
 
-  /** @param maxMessageBytes - largest `length` accepted (`ERR_SMUX_LIMIT` beyond) */
-  constructor(maxMessageBytes: number) {
+  readonly #limitName: string;
+
+  /**
+   * @param maxMessageBytes - largest `length` accepted (`ERR_SMUX_LIMIT` beyond)
+   * @param limitName - how errors name the limit (`the server's maxMessageBytes`)
+   */
+  constructor(maxMessageBytes: number, limitName = 'the limit') {
     this.#maxBytes = maxMessageBytes;
+    this.#limitName = limitName;
   }
 
   /** True while part of a message is buffered (EOF now would truncate it). */
@@ -264,7 +270,7 @@ export class MessageReader {
   #length(buf: Buffer, at: number): number {
     const length = buf.readUInt32LE(at + 4);
     if (length > this.#maxBytes) {
-      throw new SmuxError('ERR_SMUX_LIMIT', `call message of ${length} bytes exceeds the limit of ${this.#maxBytes} bytes`);
+      throw new SmuxError('ERR_SMUX_LIMIT', `a call message of ${length} bytes exceeds ${this.#limitName} (${this.#maxBytes} bytes)`);
     }
     return length;
   }

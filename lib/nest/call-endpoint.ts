@@ -32,12 +32,13 @@ export class CallEndpoint implements SmuxChannelHandler {
    * @param channel - the call's stream (the endpoint becomes its handler)
    * @param maxMessageBytes - largest message accepted (`ERR_SMUX_LIMIT` beyond, before it is buffered)
    * @param owner - the call
+   * @param side - whose limit `maxMessageBytes` is, for errors (`server`, `client`)
    * @param read - false: bytes are not read at all (a refused call: dropped, holding no memory)
    */
-  constructor(channel: SmuxChannel, maxMessageBytes: number, owner: EndpointOwner, read = true) {
+  constructor(channel: SmuxChannel, maxMessageBytes: number, owner: EndpointOwner, side: 'server' | 'client', read = true) {
     this.channel = channel;
     this.#owner = owner;
-    this.#reader = read ? new MessageReader(maxMessageBytes) : null;
+    this.#reader = read ? new MessageReader(maxMessageBytes, `the ${side}'s maxMessageBytes`) : null;
     channel.setHandler(this);
   }
 

@@ -18,6 +18,8 @@ export interface ClientCallHost {
   launch(call: ClientCall): void;
   /** The call is over (answered, failed or cancelled): its slot is free. */
   settled(call: ClientCall): void;
+  /** The call was in flight when its connection died. */
+  cutOff(): void;
   /** Why the client has no connection right now, if it has none (a deadline's `cause`). */
   readonly connectError: Error | null;
 }
@@ -106,7 +108,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
       return;
     }
     this.#state = OPEN;
-    this.#endpoint = new CallEndpoint(channel, this.#host.maxMessageBytes, this);
+    this.#endpoint = new CallEndpoint(channel, this.#host.maxMessageBytes, this, 'client');
     this.#endpoint.write(this.#request);
     this.#endpoint.write(this.#outbox);
     this.#outbox = [];
@@ -139,6 +141,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
 
   onClosed(error: SmuxError | undefined): void {
     if (this.#state === OPEN) {
+      if (error !== undefined) this.#host.cutOff();
       this.#failAfterDeliveries(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the call completed'));
     }
   }

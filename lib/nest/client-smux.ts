@@ -46,6 +46,8 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   readonly #warnings: RateLimitedLog;
   #nextId = 0;
   #waitingCalls = 0; // calls waiting for a connection (they hold no slot yet)
+  #keepAlive: NodeJS.Timeout | null = null; // holds the process while anything waits for a connection
+  #cutOff = 0; // calls in flight when the connection died (for the log line)
 
   /**
    * @param options - where to connect, TLS, smux config, default timeout, limits, (de)serializers
@@ -77,6 +79,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
         patternAsString: (pattern) => String(pattern),
       }),
       launch: (call) => this.#launch(call),
+      cutOff: () => void this.#cutOff++,
       settled: (call) => {
         this.#admission.release(call);
         this.#connector.retireIdle();
@@ -96,7 +99,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     if (session !== null) return Promise.resolve(session);
     return new Promise((resolve, reject) => {
       let settled = false;
-      this.#awaiting.push({
+      this.#wait({
         waitForReady: false,
         gone: () => settled,
         connected: (s) => {
@@ -108,7 +111,6 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
           reject(error);
         },
       });
-      this.#connector.connect();
     });
   }
 
@@ -120,6 +122,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     const closed = new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed');
     for (const call of this.#admission.drain()) (call as ClientCall).fail(closed);
     for (const waiter of this.#awaiting.drain()) if (!waiter.gone()) waiter.unavailable(closed);
+    this.#holdProcess();
     await this.#connector.close();
     this.#warnings.close();
   }
@@ -257,7 +260,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
 
   /** No connection: wait for one (bounded like the queue), or fail fast while the last attempt failed. */
   #awaitConnection(call: ClientCall): void {
-    if (this.#connector.state === 'backoff' && !call.waitForReady) return call.fail(this.#unavailable());
+    if (this.#failsFast(call.waitForReady)) return call.fail(this.#unavailable());
     const { maxConcurrentCalls, maxQueuedCalls } = this.#options;
     if (this.#waitingCalls >= maxConcurrentCalls + maxQueuedCalls) {
       const limits = `maxConcurrentCalls ${maxConcurrentCalls} + maxQueuedCalls ${maxQueuedCalls}`;
@@ -270,13 +273,12 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
       waiting = false;
       return true;
     };
-    this.#awaiting.push({
+    this.#wait({
       waitForReady: call.waitForReady,
       gone: () => call.done && leave(),
       connected: () => leave() && this.#admit(call),
       unavailable: (error) => leave() && call.fail(error),
     });
-    this.#connector.connect();
   }
 
   /** A call took a slot: open its stream (should the connection be gone meanwhile, wait for the next one). */
@@ -284,14 +286,13 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     if (call.done) return;
     const session = this.#usableSession();
     if (session !== null) return this.#openOn(session, call);
-    if (this.#connector.state === 'backoff' && !call.waitForReady) return call.fail(this.#unavailable());
-    this.#awaiting.push({
+    if (this.#failsFast(call.waitForReady)) return call.fail(this.#unavailable());
+    this.#wait({
       waitForReady: call.waitForReady,
       gone: () => call.done,
       connected: (s) => this.#openOn(s, call),
       unavailable: (error) => call.fail(error),
     });
-    this.#connector.connect();
   }
 
   #openOn(session: Session, call: ClientCall): void {
@@ -307,10 +308,10 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   #sessionFor(waitForReady: boolean): Promise<Session> {
     const session = this.#usableSession();
     if (session !== null) return Promise.resolve(session);
-    if (this.#connector.state === 'backoff' && !waitForReady) return Promise.reject(this.#unavailable());
+    if (this.#failsFast(waitForReady)) return Promise.reject(this.#unavailable());
     return new Promise((resolve, reject) => {
       let settled = false;
-      this.#awaiting.push({
+      this.#wait({
         waitForReady,
         gone: () => settled,
         connected: (s) => {
@@ -322,8 +323,37 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
           reject(error);
         },
       });
-      this.#connector.connect();
     });
+  }
+
+  /**
+   * Fail at once, or wait for a connection? Once an attempt has failed, calls fail fast until one succeeds — also
+   * while the background retries run (gRPC's "sticky" transient failure): a peer that accepts TCP but never
+   * answers must not make every call wait out a hello timeout. The first attempt, and the one after a lost
+   * connection, are waited for.
+   */
+  #failsFast(waitForReady: boolean): boolean {
+    return !waitForReady && this.#connector.lastError !== null;
+  }
+
+  /** Waits for a connection (starting an attempt if none runs); the process stays alive while anyone waits. */
+  #wait(waiter: ConnectionWaiter): void {
+    this.#awaiting.push(waiter);
+    this.#holdProcess();
+    this.#connector.connect();
+  }
+
+  /**
+   * Our timers are unref'd (a client must not keep an app alive), and during a backoff there is no socket: a
+   * script whose only work is a call waiting for the server would exit with the call pending. A ref'd handle is
+   * held while anything waits for a connection.
+   */
+  #holdProcess(): void {
+    if (this.#awaiting.length > 0) this.#keepAlive ??= setInterval(noop, 0x7fff_ffff);
+    else if (this.#keepAlive !== null) {
+      clearInterval(this.#keepAlive);
+      this.#keepAlive = null;
+    }
   }
 
   /** The ready session, if it still has stream ids (otherwise new calls move to a fresh one). */
@@ -342,7 +372,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     let length = -PREFIX_SIZE;
     for (const buffer of request) length += buffer.length;
     if (length > limit)
-      throw new SmuxError('ERR_SMUX_LIMIT', `the request is ${length} bytes; the server accepts at most ${limit} (its maxMessageBytes)`);
+      throw new SmuxError('ERR_SMUX_LIMIT', `a call message of ${length} bytes exceeds the server's maxMessageBytes (${limit} bytes)`);
   }
 
   #unavailable(): SmuxError {
@@ -369,6 +399,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
         this.#awaiting.push(waiter); // ids ran out at once: the next session takes it
       else waiter.connected(usable);
     }
+    this.#holdProcess();
   }
 
   #failed(error: Error): void {
@@ -380,12 +411,17 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
       if (waiter.waitForReady) this.#awaiting.push(waiter);
       else waiter.unavailable(unavailable);
     }
+    this.#holdProcess();
   }
 
   #lost(_session: Session, error: SmuxError | undefined): void {
-    // A server closing its end on purpose (shutdown, a drained connection) ends the session without a cause.
-    if (error !== undefined && (error.cause !== undefined || error.code !== 'ERR_SMUX_SESSION_CLOSED')) {
-      this.#warnings.warn('connection', `Connection to ${this.#connector.where} lost: ${error.message}`);
+    // A server closing its end on purpose (shutdown, a drained connection) ends the session without a cause and
+    // with its calls answered; a dead process or a cut network leaves calls in flight, or a socket error.
+    const inFlight = this.#cutOff;
+    this.#cutOff = 0;
+    if (error !== undefined && (error.cause !== undefined || error.code !== 'ERR_SMUX_SESSION_CLOSED' || inFlight > 0)) {
+      const calls = inFlight > 0 ? ` (${inFlight} calls in flight failed with it)` : '';
+      this.#warnings.warn('connection', `Connection to ${this.#connector.where} lost: ${error.message}${calls}`);
     } else {
       this.logger.debug?.(`Connection to ${this.#connector.where} closed`);
     }
@@ -404,6 +440,8 @@ function unwrapRecord(
 }
 
 /** `error` as a SmuxError: ours as they are, anything else (a custom serializer's) as ERR_SMUX_ENCODING. */
+function noop(): void {}
+
 function toSmuxError(error: unknown, what: string): SmuxError {
   return error instanceof SmuxError
     ? error

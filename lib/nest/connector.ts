@@ -202,7 +202,9 @@ export class Connector {
 
   #backoff(): number {
     const { initialDelay, maxDelay, factor, jitter } = this.#options.reconnect;
-    const base = Math.min(maxDelay, initialDelay * factor ** (this.#failures - 1));
+    // A peer that does not speak this transport (or this smux version) will not change its mind soon.
+    const hopeless = this.#lastError instanceof SmuxError && this.#lastError.code === 'ERR_SMUX_PROTOCOL';
+    const base = hopeless ? maxDelay : Math.min(maxDelay, initialDelay * factor ** (this.#failures - 1));
     return Math.max(0, Math.round(base * (1 + jitter * (2 * Math.random() - 1))));
   }
 

@@ -121,8 +121,8 @@ function closedDuringHello(session: Session, error: SmuxError | undefined, conte
   }
   return new SmuxError(
     'ERR_SMUX_SESSION_CLOSED',
-    `${context.where} closed the connection during the nestjs-smux hello, without answering: it does not speak this transport ` +
-      '(a TLS server closes a plain-text client this way: set the `tls` option if the server uses TLS)',
+    `${context.where} closed the connection during the nestjs-smux hello, without answering: the server is shutting down, ` +
+      'or it does not speak this transport (a TLS server closes a plain-text client this way: set the `tls` option if it uses TLS)',
     { cause },
   );
 }

@@ -120,9 +120,11 @@ export function resolveServerOptions(input: ServerSmuxOptions | undefined): Reso
 /** Checks and completes {@link ClientSmuxOptions}. @throws SmuxError `ERR_SMUX_INVALID_CONFIG` */
 export function resolveClientOptions(input: ClientSmuxOptions | undefined): ResolvedClientOptions {
   const options = check('ClientSmux', input, clientRules);
+  const version: unknown = options.smux?.version;
+  if (version !== undefined && version !== 1 && version !== 2)
+    fail('ClientSmux', 'smux.version', "must be 1 or 2 ('auto' is for servers)", version);
   const smux = { version: 2 as const, ...options.smux };
-  const validated = validateConfig(smux, 'ClientSmux option smux.');
-  if (validated.version === 'auto') fail('ClientSmux', 'smux.version', "must be 1 or 2 ('auto' is for servers)", validated.version);
+  validateConfig(smux, 'ClientSmux option smux.');
   const reconnect = check('ClientSmux', options.reconnect, reconnectRules, 'reconnect.');
   const initialDelay = reconnect.initialDelay ?? 100;
   const maxDelay = reconnect.maxDelay ?? Math.max(5_000, initialDelay);
@@ -143,6 +145,9 @@ export function resolveClientOptions(input: ClientSmuxOptions | undefined): Reso
 }
 
 function resolveCommon(side: string, options: ServerSmuxOptions | ClientSmuxOptions): ResolvedCommon {
+  if (options.host !== undefined && /^[^:]*:\d+$/.test(options.host)) {
+    fail(side, 'host', `must be a host name or address without a port (give the port as the port option)`, options.host);
+  }
   if (options.path !== undefined && (options.host !== undefined || options.port !== undefined)) {
     fail(side, 'path', 'cannot be combined with host or port (a unix socket path, or a TCP host and port)', options.path);
   }

@@ -92,7 +92,7 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
     this.#host = host;
     this.connection = connection;
     this.#refusal = refusal;
-    this.#endpoint = new CallEndpoint(channel, host.maxMessageBytes, this, refusal === null);
+    this.#endpoint = new CallEndpoint(channel, host.maxMessageBytes, this, 'server', refusal === null);
   }
 
   /** The call's stream. */

@@ -180,10 +180,17 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       });
       this.#settledWaiter = null;
     }
+    let ended = 0;
     for (const connection of this.#connections) {
-      for (const call of [...connection.calls]) call.shutdown();
+      for (const call of [...connection.calls]) {
+        if (call.running) ended++;
+        call.shutdown();
+      }
     }
+    const connections = this.#connections.size;
     await Promise.all([...this.#connections].map((c) => closeWithin(c.session, this.#clock, 2_000)));
+    const cut = ended === 0 ? 'every call finished' : `${ended} calls still running were ended with ERR_SMUX_SHUTTING_DOWN`;
+    this.logger.log(`Closed ${connections} connection${connections === 1 ? '' : 's'}: ${cut}`);
     this.#finSweep.stop();
     this.#warnings.close();
     await stopped; // the net.Server reports closed once every connection is gone

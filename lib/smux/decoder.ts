@@ -165,7 +165,8 @@ export class FrameDecoder {
       this.#version = version;
       this.#sink.onVersion?.(version);
     }
-    const problem = headerError(version, cmd, length, this.#version);
+    // Still detecting after the first header: its version byte was neither 1 nor 2 (0 included).
+    const problem = this.#version === 0 ? 'not a smux version' : headerError(version, cmd, length, this.#version);
     if (problem !== null) {
       // The very first bytes decide whether the peer speaks smux at all: show them, they say what it speaks.
       let message = `invalid frame: ${problem} (stream ${streamId})`;

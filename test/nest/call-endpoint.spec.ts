@@ -38,7 +38,7 @@ class Recorder implements EndpointOwner {
 async function connected(maxMessageBytes = 1 << 20): Promise<{ endpoint: CallEndpoint; owner: Recorder; peer: SmuxChannel }> {
   const owner = new Recorder();
   let endpoint: CallEndpoint | null = null;
-  pair.server.on('channel', (channel) => (endpoint = new CallEndpoint(channel, maxMessageBytes, owner)));
+  pair.server.on('channel', (channel) => (endpoint = new CallEndpoint(channel, maxMessageBytes, owner, 'server')));
   const peer = pair.client.openChannel({ onData: () => undefined, onEnd: () => undefined, onClose: () => undefined });
   peer.write(message('hello')); // the opener writes first
   await flush();

@@ -2,8 +2,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from '@jest/g
 import { type CanActivate, Controller, type ExecutionContext, Injectable, UseGuards } from '@nestjs/common';
 import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
 import { finalize, firstValueFrom, lastValueFrom, Observable, type Subscription, timeout, TimeoutError, toArray } from 'rxjs';
-import { type ClientSmux, type Session, SmuxContext } from '../../lib/index.js';
-import { type AppHandle, closeAll, deferred, startApp, until, within, smuxError } from './helpers.js';
+import { type ClientSmux, type Session, SmuxContext, SmuxRecordBuilder } from '../../lib/index.js';
+import { type AppHandle, closeAll, deferred, rejection, startApp, until, within, smuxError } from './helpers.js';
 
 /** What the handlers report to the test. Reset before each test. */
 let probe: ReturnType<typeof newProbe>;
@@ -56,6 +56,19 @@ class GateGuard implements CanActivate {
 
 @Controller()
 class CancelController {
+  @MessagePattern('reject-on-abort') // the natural pattern: reject with the signal's reason
+  rejectOnAbort(@Ctx() ctx: SmuxContext): Promise<never> {
+    probe.entered.resolve(ctx);
+    return new Promise((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error)));
+  }
+
+  @MessagePattern('throw-late') // fails a while after its caller gave up
+  async throwLate(@Ctx() ctx: SmuxContext): Promise<never> {
+    probe.entered.resolve(ctx);
+    await probe.gate.promise;
+    throw new Error('late failure');
+  }
+
   @MessagePattern('hang')
   hang(@Ctx() ctx: SmuxContext) {
     watch(ctx);
@@ -224,6 +237,21 @@ describe('cancellation', () => {
     await until(() => serverSession.numStreams === 1, 5_000, 'server streams to be released (but the control stream)');
     await until(() => clientSession.numStreams === 1, 5_000, 'client streams to be released (but the control stream)');
     expect(await lastValueFrom(client.send('echo', [1]).pipe(toArray()))).toEqual([[1]]);
+  });
+
+  test('a handler that rejects after its call was cancelled or timed out does not crash the server', async () => {
+    // Before the fix Nest's error Observable for the late failure was subscribed without an error callback:
+    // rxjs rethrew it asynchronously and the process died. Jest reports such an error as a failure of this test.
+    const cancelled = client.send('reject-on-abort', {}).subscribe({ error: () => undefined });
+    await within(probe.entered.promise, 'the handler');
+    cancelled.unsubscribe();
+    probe = newProbe();
+    const timedOut = rejection(firstValueFrom(client.send('throw-late', new SmuxRecordBuilder({}).setTimeout(50).build())));
+    await within(probe.entered.promise, 'the handler');
+    expect(await timedOut).toEqual(smuxError('ERR_SMUX_TIMEOUT'));
+    probe.gate.resolve();
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(await firstValueFrom(client.send('echo', 'alive'))).toBe('alive');
   });
 
   test('a call that completes normally does not abort its signal', async () => {

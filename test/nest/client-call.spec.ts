@@ -39,6 +39,7 @@ async function open(timeout = 0) {
     }),
     launch: () => undefined,
     settled: () => void settled.push('settled'),
+    cutOff: () => undefined,
     connectError: null,
   };
   const request = encodeMessage(Kind.REQUEST, 0, 'data', { id: '1', pattern: 'p' });

@@ -6,7 +6,7 @@ import { Controller } from '@nestjs/common';
 import { MessagePattern } from '@nestjs/microservices';
 import { firstValueFrom, lastValueFrom, Observable } from 'rxjs';
 import { ClientSmux, Session, type SmuxError } from '../../lib/index.js';
-import { closeAll, rejection, startApp, trackClient, until, within, codeOf, smuxError } from './helpers.js';
+import { closeAll, rejection, startApp, trackClient, until, within, codeOf, smuxError, logLines } from './helpers.js';
 
 let probe = { subscribed: 0, teardowns: 0 };
 
@@ -84,6 +84,7 @@ describe('connection life', () => {
 
     const inFlight = Array.from({ length: 5 }, () => rejection(firstValueFrom(client.send('hang', {}))));
     await until(() => probe.subscribed === 5, 5_000, 'five calls running');
+    logLines.length = 0;
     handle.sessions[0].destroy(); // the server drops the connection
     const errors = await Promise.all(inFlight);
     for (const error of errors) {
@@ -94,6 +95,10 @@ describe('connection life', () => {
     expect(seen.statuses).toEqual(['connected', 'disconnected']);
     expect(seen.closes).toHaveLength(1);
     expect(codeOf(seen.closes[0])).toBe('ERR_SMUX_SESSION_CLOSED');
+    // Not a routine close: calls were cut off, and the client says so.
+    expect(logLines.filter((l) => l.context === 'ClientSmux' && l.level === 'warn').map((l) => l.message)).toEqual([
+      expect.stringMatching(/^Connection to 127\.0\.0\.1:\d+ lost: .* \(5 calls in flight failed with it\)$/),
+    ]);
     expect(firstSession.isClosed).toBe(true);
     await until(() => probe.teardowns === 5, 5_000, 'the server to tear the handlers down');
     expect(() => client.unwrap()).toThrow();

@@ -144,3 +144,43 @@ describe('fail fast while there is no connection', () => {
     ]);
   });
 });
+
+describe('after a failed attempt, calls fail fast also while the background retries run', () => {
+  test('a server that accepts TCP and never answers: the first call waits for the hello timeout, the next ones do not', async () => {
+    const silent = net.createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as net.AddressInfo;
+    const sockets: net.Socket[] = [];
+    silent.on('connection', (socket) => sockets.push(socket));
+    try {
+      const client = trackClient(
+        new ClientSmux({ host: '127.0.0.1', port, connectTimeout: 400, reconnect: { initialDelay: 0, maxDelay: 0 } }),
+      );
+      const first = await rejection(call(client));
+      expect(first).toEqual(smuxError('ERR_SMUX_UNAVAILABLE', 'did not answer the nestjs-smux hello within 400 ms'));
+      // Retries run at once, again and again (backoff 0): each waits 400 ms for its hello. Calls meanwhile fail fast.
+      for (let i = 0; i < 5; i++) {
+        const started = performance.now();
+        expect(await rejection(call(client))).toEqual(smuxError('ERR_SMUX_UNAVAILABLE'));
+        expect(performance.now() - started).toBeLessThan(200); // a bound well under the 400 ms hello, not a speed claim
+      }
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
+  });
+
+  test('a call waiting for ready keeps the process alive (our timers are unref’d, and a backoff has no socket)', async () => {
+    const timers = () => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length;
+    const before = timers();
+    const client = trackClient(
+      new ClientSmux({ host: '127.0.0.1', port: await closedPort(), waitForReady: true, reconnect: { initialDelay: 60_000 } }),
+    );
+    // (No helper with its own ref'd timer here: the count would see it.)
+    const waiting = call(client, new SmuxRecordBuilder({}).setTimeout(1_000).build()).catch((error: unknown) => error);
+    await until(() => timers() > before, 2_000, 'a handle that keeps the process alive');
+    expect(await waiting).toEqual(smuxError('ERR_SMUX_TIMEOUT'));
+    await client.close();
+    expect(timers()).toBeLessThanOrEqual(before); // released once nothing waits
+  });
+});

@@ -180,5 +180,12 @@ describe('a ServerSmux reached by something that is not a nestjs-smux client', (
     await Promise.all(Array.from({ length: 50 }, () => firstValueFrom(client.send('ping', {}))));
     expect(logLines.filter((l) => l.level !== 'debug' && l.level !== 'verbose').length).toBe(before);
     expect(logLines.some((l) => l.level === 'debug' && /^Connection from 127\.0\.0\.1:\d+$/.test(l.message))).toBe(true);
+    await handle.close();
+    expect(
+      logLines
+        .filter((l) => l.level === 'log' && l.context === 'ServerSmux')
+        .map((l) => l.message)
+        .at(-1),
+    ).toBe('Closed 1 connection: every call finished');
   });
 });

@@ -99,7 +99,17 @@ describe('options are checked in the constructor', () => {
     expect(refusal(server({ zzzzzz: 1 })).message).toMatch(/^ServerSmux has no option zzzzzz; its options are/); // no near name: no guess
   });
 
+  test('a host with a port in it is refused (it would dial "127.0.0.1:4000:3000")', () => {
+    expect(refusal(client({ host: '127.0.0.1:4000' })).message).toBe(
+      'ClientSmux option host must be a host name or address without a port (give the port as the port option), got "127.0.0.1:4000" (a string)',
+    );
+    expect(() => trackClient(new ClientSmux({ host: '::1', port: 1 }))).not.toThrow(); // an IPv6 address is fine
+  });
+
   test('a client cannot detect the version, a path cannot go with a port, options must be an object', () => {
+    expect(refusal(client({ smux: { version: 3 } })).message).toBe(
+      "ClientSmux option smux.version must be 1 or 2 ('auto' is for servers), got 3 (a number)",
+    );
     expect(refusal(client({ smux: { version: 'auto' } })).message).toContain(
       "ClientSmux option smux.version must be 1 or 2 ('auto' is for servers)",
     );

@@ -61,6 +61,13 @@ describe('first bytes that are not smux', () => {
     expect(error?.message).toContain('GET / HTTP/1.1');
   });
 
+  test('zero bytes to a detecting server are not smux either (version 0 is no version)', async () => {
+    const { raw, server } = await rawClientOf({ version: 'auto' });
+    raw.sendRaw(Buffer.alloc(100));
+    const error = await closeError(server);
+    expect(error?.message).toMatch(/^the peer does not speak smux: its first bytes are 00 00 00 00/);
+  });
+
   test('an HTTP answer to a client: the message shows it', async () => {
     const { raw, client } = await rawServerOf({ version: 2 });
     raw.sendRaw(Buffer.from('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n'));
