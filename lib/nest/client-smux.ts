@@ -96,22 +96,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
    */
   connect(): Promise<Session> {
     const session = this.#connector.session;
-    if (session !== null) return Promise.resolve(session);
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      this.#wait({
-        waitForReady: false,
-        gone: () => settled,
-        connected: (s) => {
-          settled = true;
-          resolve(s);
-        },
-        unavailable: (error) => {
-          settled = true;
-          reject(error);
-        },
-      });
-    });
+    return session !== null ? Promise.resolve(session) : this.#nextSession(false);
   }
 
   /**
@@ -309,6 +294,11 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     const session = this.#usableSession();
     if (session !== null) return Promise.resolve(session);
     if (this.#failsFast(waitForReady)) return Promise.reject(this.#unavailable());
+    return this.#nextSession(waitForReady);
+  }
+
+  /** The next session: starts an attempt unless one runs (a backoff wait is cut short), waits for its outcome. */
+  #nextSession(waitForReady: boolean): Promise<Session> {
     return new Promise((resolve, reject) => {
       let settled = false;
       this.#wait({

@@ -48,3 +48,12 @@ export async function until(predicate: () => boolean, ms = 5_000, what = 'condit
     await new Promise((resolve) => setImmediate(resolve));
   }
 }
+
+/** A port on 127.0.0.1 where nothing listens (it was free a moment ago). */
+export async function closedPort(): Promise<number> {
+  const listener = net.createServer();
+  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  const { port } = listener.address() as net.AddressInfo;
+  await new Promise((resolve) => listener.close(resolve));
+  return port;
+}

@@ -1,4 +1,3 @@
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
@@ -6,7 +5,7 @@ import { Controller } from '@nestjs/common';
 import { MessagePattern } from '@nestjs/microservices';
 import { firstValueFrom, lastValueFrom, Observable } from 'rxjs';
 import { ClientSmux, Session, type SmuxError } from '../../lib/index.js';
-import { closeAll, rejection, startApp, trackClient, until, within, codeOf, smuxError, logLines } from './helpers.js';
+import { closeAll, rejection, startApp, trackClient, until, within, codeOf, smuxError, logLines, closedPort } from './helpers.js';
 
 let probe = { subscribed: 0, teardowns: 0 };
 
@@ -34,14 +33,6 @@ function watchClient(client: ClientSmux) {
   client.on('close', (e) => void seen.closes.push(e));
   client.on('error', (e) => void seen.errors.push(e));
   return seen;
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 describe('connection life', () => {
@@ -145,7 +136,7 @@ describe('connection life', () => {
   });
 
   test('calls to a port where nothing listens fail with the connection error', async () => {
-    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: await freePort() }));
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: await closedPort() }));
     const seen = watchClient(client);
     const errors = await Promise.all([
       rejection(firstValueFrom(client.send('ping', {}))),

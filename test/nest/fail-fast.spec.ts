@@ -11,7 +11,19 @@ import { MessagePattern } from '@nestjs/microservices';
 import { firstValueFrom, lastValueFrom } from 'rxjs';
 import { ClientSmux, SmuxError, SmuxRecordBuilder } from '../../lib/index.js';
 import { FakeClock } from '../helpers/fake-clock.js';
-import { closeAll, codeOf, collectLogs, logLines, rejection, smuxError, startApp, trackClient, until, within } from './helpers.js';
+import {
+  closeAll,
+  codeOf,
+  collectLogs,
+  logLines,
+  rejection,
+  smuxError,
+  startApp,
+  trackClient,
+  until,
+  within,
+  closedPort,
+} from './helpers.js';
 
 afterEach(closeAll);
 
@@ -21,15 +33,6 @@ class PingController {
   ping(): string {
     return 'pong';
   }
-}
-
-/** A port on 127.0.0.1 where nothing listens. */
-async function closedPort(): Promise<number> {
-  const listener = net.createServer();
-  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
-  const { port } = listener.address() as net.AddressInfo;
-  await new Promise((resolve) => listener.close(resolve));
-  return port;
 }
 
 const call = (client: ClientSmux, data: unknown = {}) => firstValueFrom(client.send('ping', data));

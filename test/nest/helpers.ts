@@ -5,7 +5,7 @@ import { ClientSmux, type ClientSmuxOptions, ServerSmux, type ServerSmuxOptions 
 import { type CallMessage, encodeMessage, Kind, MessageReader } from '../../lib/nest/call-codec.js';
 import { Session, type SmuxChannel, type SmuxConfig, SmuxError, type SmuxErrorCode } from '../../lib/smux/index.js';
 
-export { until } from '../helpers/net.js';
+export { closedPort, until } from '../helpers/net.js';
 
 import { collectingLogger } from '../helpers/logs.js';
 
