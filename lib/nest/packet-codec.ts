@@ -11,6 +11,12 @@ export interface DecodedRequest {
   readonly headers: Record<string, string> | undefined;
 }
 
+/** A feed item's FEED fields. */
+export interface FeedFields {
+  readonly seq: number;
+  readonly timestamp: number;
+}
+
 /** What goes into an outgoing REQUEST or EVENT. */
 export interface OutgoingCall {
   readonly pattern: unknown;
@@ -31,7 +37,8 @@ export interface OutgoingCall {
 export interface PacketCodec {
   encodeCall(kind: typeof Kind.REQUEST | typeof Kind.EVENT, call: OutgoingCall): Buffer[];
   decodeCall(message: CallMessage): DecodedRequest | Promise<DecodedRequest>;
-  encodeResponse(id: string | undefined, value: unknown, flags: number, status?: string): Buffer[];
+  /** `feed`: a feed item's sequence number and timestamp (the FEED fields). */
+  encodeResponse(id: string | undefined, value: unknown, flags: number, status?: string, feed?: FeedFields): Buffer[];
   decodeResponse(message: CallMessage): WritePacket | Promise<WritePacket>;
 }
 
@@ -68,8 +75,8 @@ class NativeCodec implements PacketCodec {
     return { pattern: message.pattern ?? '', data: message.body, id: message.id, headers: message.headers };
   }
 
-  encodeResponse(_id: string | undefined, value: unknown, flags: number, status?: string): Buffer[] {
-    return encodeMessage(Kind.RESPONSE, flags, value, status === undefined ? undefined : { status });
+  encodeResponse(_id: string | undefined, value: unknown, flags: number, status?: string, feed?: FeedFields): Buffer[] {
+    return encodeMessage(Kind.RESPONSE, flags, value, status === undefined && feed === undefined ? undefined : { status, feed });
   }
 
   decodeResponse(message: CallMessage): WritePacket | Promise<WritePacket> {
@@ -97,13 +104,13 @@ class SerializerCodec implements PacketCodec {
     return deserializeCall(message, this.#host);
   }
 
-  encodeResponse(id: string | undefined, value: unknown, flags: number, status?: string): Buffer[] {
+  encodeResponse(id: string | undefined, value: unknown, flags: number, status?: string, feed?: FeedFields): Buffer[] {
     const packet: OutgoingResponse = { id: id ?? '' };
     if ((flags & Flag.ERROR) !== 0) packet.err = value;
     else if (value !== undefined) packet.response = value;
     if ((flags & Flag.LAST) !== 0) packet.isDisposed = true;
     if (status !== undefined) packet.status = status;
-    return encodeMessage(Kind.RESPONSE, flags | Flag.OPAQUE, this.#host.serializer.serialize(packet));
+    return encodeMessage(Kind.RESPONSE, flags | Flag.OPAQUE, this.#host.serializer.serialize(packet), { feed });
   }
 
   decodeResponse(message: CallMessage): WritePacket | Promise<WritePacket> {

@@ -1,11 +1,13 @@
-import { isObservable, type Observer, type Subscription } from 'rxjs';
+import { isObservable } from 'rxjs';
 import { type Clock, type SmuxChannel, SmuxError, type SmuxErrorCode, type TimerHandle } from '../smux/index.js';
 import { type CallMessage, encodeTransportError, Flag, Kind } from './call-codec.js';
 import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
 import type { PacketCodec } from './packet-codec.js';
-import { isAsyncIterable, pullSource, releaseSource } from './sources.js';
-import { SmuxStreamedPayload } from './streamed-input.js';
+import { SmuxDuplex } from './raw-duplex.js';
+import { type ReplyOwner, ServerReply } from './server-reply.js';
 import type { CallControl } from './smux.context.js';
+import { isAsyncIterable, releaseSource } from './sources.js';
+import { SmuxStreamedPayload } from './streamed-input.js';
 
 /** What a {@link ServerCall} needs from the server. */
 export interface CallHost {
@@ -39,6 +41,8 @@ export interface CallHost {
  *      └─ malformed, too large, over a limit, shutting down ──▶ REFUSED (transport error) ───┴─▶ wait for the
  *                                                                                      caller's FIN (bounded)
  * ANSWERED and REFUSED end the same way (FIN after the last message); CANCELLED writes nothing more.
+ * A RUNNING call reads on only when its request streams: DATA … END (STREAM), or RAW … END (a byte stream,
+ * which is ANSWERED once both directions ended).
  */
 const AWAITING = 0;
 const RUNNING = 1;
@@ -50,12 +54,10 @@ const EVENT = 6;
 
 /**
  * The Nest semantics of one call on the server: it reads the request, lets the server run the handler, and
- * writes the handler's values as RESPONSE messages — the last one with LAST (Nest's `isDisposed`), merged into
- * the final value as Nest's `send()` does — then FIN. A FIN from the caller before LAST cancels: the handler's
- * Observable is unsubscribed (its teardown runs), `ctx.signal` aborts, nothing more is written. The call is
- * its own Observer (no per-call closures).
+ * has its result written ({@link ServerReply}); a FIN from the caller before the last message cancels — the
+ * handler's work is stopped, `ctx.signal` aborts, nothing more is written.
  */
-export class ServerCall implements EndpointOwner, CallControl, Observer<unknown> {
+export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
   /** The packet id of the request. */
   id: string | undefined;
   /** The server's record of the connection the call came on. */
@@ -66,20 +68,17 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
   finQueued = -1;
   readonly #host: CallHost;
   readonly #endpoint: CallEndpoint;
+  readonly #reply: ServerReply;
   readonly #refusal: SmuxError | null;
   #state = AWAITING;
-  #subscription: Subscription | null = null;
   #controller: AbortController | null = null;
   #abortReason: SmuxError | null = null;
   #deadline: number | undefined;
   #timer: TimerHandle | null = null;
-  #pending: unknown;
-  #hasPending = false;
-  #flushScheduled = false;
-  #values = 0; // values seen from the handler's Observable
   #endHook: (() => void) | null = null;
-  #release: (() => void) | null = null; // frees a pulled AsyncIterable/Readable on cancel
   #input: SmuxStreamedPayload | null = null; // the items of a streamed request (DATA … END)
+  #raw: SmuxDuplex | null = null; // a byte-stream call's Duplex (RAW … END both ways)
+  #rawEnds = 0; // 1: our END + LAST is out; 2: the caller's END arrived; 3: both (the call is complete)
 
   /**
    * @param host - the server
@@ -93,23 +92,27 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
     this.connection = connection;
     this.#refusal = refusal;
     this.#endpoint = new CallEndpoint(channel, host.maxMessageBytes, this, 'server', refusal === null);
+    this.#reply = new ServerReply(this.#endpoint, host.codec, this, host.maxReplyBufferBytes);
   }
 
   /** The call's stream. */
   get channel(): SmuxChannel {
     return this.#endpoint.channel;
   }
-
-  /** The handler's payload when the request is streamed (its data arrives as DATA items), else null. */
-  get input(): SmuxStreamedPayload | null {
-    return this.#input;
-  }
-
   /** True while the handler runs and the caller still waits. */
   get running(): boolean {
     return this.#state === RUNNING;
   }
-
+  /** The handler's payload when the request streams (its data arrives as DATA items), else null. */
+  get input(): SmuxStreamedPayload | null {
+    return this.#input;
+  }
+  get live(): boolean {
+    return this.#state === RUNNING;
+  }
+  get duplex(): SmuxDuplex | null {
+    return this.#raw;
+  }
   get signal(): AbortSignal {
     if (this.#controller === null) {
       this.#controller = new AbortController();
@@ -117,7 +120,6 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
     }
     return this.#controller.signal;
   }
-
   get remainingMs(): number | undefined {
     return this.#deadline === undefined ? undefined : Math.max(0, this.#deadline - this.#host.clock.now());
   }
@@ -126,18 +128,21 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
 
   onMessage(message: CallMessage, size: number): void {
     if (this.#state !== AWAITING) return this.#onInput(message, size);
-    const { kind } = message;
-    if (kind === Kind.REQUEST && (message.flags & Flag.STREAM) !== 0) {
-      const endpoint = this.#endpoint;
+    const { kind, flags } = message;
+    const endpoint = this.#endpoint;
+    if (kind === Kind.REQUEST && (flags & Flag.STREAM) !== 0) {
       this.#input = new SmuxStreamedPayload({
         pause: () => endpoint.pause(),
         resume: () => endpoint.resume(),
         abandon: () => endpoint.stopReading(),
       });
+    } else if (kind === Kind.REQUEST && (flags & Flag.RAW) !== 0) {
+      this.#raw = new SmuxDuplex(this.channel.session.config.streamHighWaterMark);
+      this.#raw.attach(endpoint, this.#rawOwner);
     } else {
-      this.#endpoint.stopReading(); // one message is a whole call; what follows it is not read (whatever the framing)
+      endpoint.stopReading(); // one message is a whole call; what follows it is not read (whatever the framing)
     }
-    if ((kind === Kind.REQUEST || kind === Kind.EVENT) && message.pattern === undefined && (message.flags & Flag.OPAQUE) === 0) {
+    if ((kind === Kind.REQUEST || kind === Kind.EVENT) && message.pattern === undefined && (flags & Flag.OPAQUE) === 0) {
       this.#refuse(new SmuxError('ERR_SMUX_PROTOCOL', 'a REQUEST or EVENT without a PATTERN field'));
     } else if (kind === Kind.REQUEST) {
       this.#state = RUNNING;
@@ -146,7 +151,7 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
       this.#host.dispatchRequest(this, message);
     } else if (kind === Kind.EVENT) {
       this.#state = EVENT;
-      this.#endpoint.cancel(); // at most once: nothing goes back; forget the stream now
+      endpoint.cancel(); // at most once: nothing goes back; forget the stream now
       this.#host.dispatchEvent(this, message);
     } else if (kind === Kind.HELLO) {
       this.#state = CONTROL;
@@ -161,12 +166,13 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
   }
 
   onReadError(error: SmuxError): void {
-    this.#refuse(error); // too large or malformed
+    if (this.#state === RUNNING)
+      this.end(error.code, error.message); // a streamed request's item too large, malformed
+    else this.#refuse(error);
   }
 
   onPeerEnd(): void {
-    if (this.#state === RUNNING)
-      this.#abort(cancelled()); // a FIN before our last message
+    if (this.#state === RUNNING) this.#abort(new SmuxError('ERR_SMUX_CANCELLED', 'the caller cancelled the call'));
     else if (this.#state === AWAITING || this.#state === CONTROL) this.#endpoint.cancel(); // nothing to answer
   }
 
@@ -178,18 +184,23 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
   // ── Running the handler ────────────────────────────────────────────────────────────────────────────────
 
   /**
-   * Runs the handler and adopts its result. `endHook` (processing end hook) runs exactly once when the call
-   * is over. A plain value is answered with one message; an Observable is subscribed; an AsyncIterable or
-   * Readable is pulled with backpressure. A call cancelled before this point never runs its handler.
+   * Runs the handler and adopts its result. `endHook` (processing end hook) runs exactly once when the call is
+   * over; `feed` marks the reply as a real-time feed. A call cancelled before this point never runs its handler.
    */
-  async run(handler: (data: unknown, ctx: unknown) => unknown, data: unknown, ctx: unknown, endHook: (() => void) | null): Promise<void> {
+  async run(
+    handler: (data: unknown, ctx: unknown) => unknown,
+    data: unknown,
+    ctx: unknown,
+    endHook: (() => void) | null,
+    feed: { bufferSize: number } | null = null,
+  ): Promise<void> {
     this.#endHook = endHook;
     if (this.#state !== RUNNING) return this.#runEndHook();
     let result: unknown;
     try {
       result = await handler(data, ctx);
     } catch (error) {
-      return this.error(this.#host.toRpcError(error));
+      return this.#reply.error(this.#host.toRpcError(error));
     }
     if (this.#state !== RUNNING) {
       // Cancelled while guards or an async handler were pending: release the result as soon as it exists
@@ -198,26 +209,24 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
       else if (isAsyncIterable(result)) releaseSource(result);
       return this.#runEndHook();
     }
-    if (isObservable(result)) {
-      this.#subscription = result.subscribe(this);
-      if (this.#state !== RUNNING) this.#subscription.unsubscribe(); // ended synchronously, or cancelled meanwhile
-    } else if (isAsyncIterable(result)) {
-      await this.#pull(result);
-    } else {
-      this.#answer(result, Flag.LAST);
-    }
+    // A byte-stream call completes when both directions ended; the handler's result only reports failures.
+    if (this.#raw !== null) return void (isObservable(result) && result.subscribe({ error: (error: unknown) => this.#reply.error(error) }));
+    await this.#reply.adopt(result, feed === null ? null : { bufferSize: feed.bufferSize, clock: this.#host.clock });
   }
 
   /** Answers the call with an error at once (no handler, deserialization failed); `status` is Nest's `status`. */
   fail(error: unknown, status?: string): void {
-    if (this.#state === RUNNING) this.#answer(error, Flag.LAST | Flag.ERROR, status);
+    this.#reply.answer(error, Flag.LAST | Flag.ERROR, status);
   }
 
   /** Ends a running call with a transport error written by the server itself (deadline, shutdown, limit). */
   end(code: SmuxErrorCode, message: string): void {
+    this.endWith(new SmuxError(code, message));
+  }
+
+  endWith(error: SmuxError): void {
     if (this.#state !== RUNNING) return;
-    const error = new SmuxError(code, message);
-    this.#dropSubscription(error);
+    this.#stopWork(error);
     this.#endpoint.write(encodeTransportError(error));
     this.#wrapUp(ANSWERED);
   }
@@ -238,72 +247,30 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
     else if (this.#state === AWAITING && this.#endpoint.partial) this.#refuse(new SmuxError('ERR_SMUX_SHUTTING_DOWN', message));
   }
 
-  // ── Observer: values of the handler's Observable ───────────────────────────────────────────────────────
+  // ── ReplyOwner ─────────────────────────────────────────────────────────────────────────────────────────
 
-  next(value: unknown): void {
-    if (this.#state !== RUNNING) return;
-    if (this.#hasPending) this.#send(this.#pending, 0);
-    this.#pending = value;
-    this.#hasPending = true;
-    // An AsyncIterable as the only value is what an interceptor makes of a handler's async generator or
-    // Readable: complete() pulls it rather than writing it as JSON, so it must wait.
-    if (++this.#values === 1 && isAsyncIterable(value)) return;
-    // Like Nest's send(): a completion within the same tick merges LAST into this value.
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      process.nextTick(flushPending, this);
-    }
+  answered(): void {
+    if (this.#state === RUNNING) this.#wrapUp(ANSWERED);
   }
 
-  error(error: unknown): void {
+  failed(reason: SmuxError): void {
     if (this.#state !== RUNNING) return;
-    this.flushPending();
-    this.#answer(error, Flag.LAST | Flag.ERROR);
+    this.#stopWork(reason);
+    this.#wrapUp(ANSWERED);
   }
 
-  complete(): void {
-    if (this.#state !== RUNNING) return;
-    const value = this.#hasPending ? this.#pending : undefined;
-    this.#hasPending = false;
-    this.#pending = undefined;
-    if (this.#values === 1 && isAsyncIterable(value)) {
-      this.#subscription = null;
-      void this.#pull(value);
-      return;
-    }
-    this.#answer(value, Flag.LAST);
-  }
-
-  /** Writes a value that waited for a possible completion. */
-  flushPending(): void {
-    this.#flushScheduled = false;
-    if (!this.#hasPending || this.#state !== RUNNING) return;
-    const value = this.#pending;
-    this.#hasPending = false;
-    this.#pending = undefined;
-    this.#send(value, 0);
+  toRpcError(error: unknown): unknown {
+    return this.#host.toRpcError(error);
   }
 
   // ── internals ──────────────────────────────────────────────────────────────────────────────────────────
 
-  async #pull(source: AsyncIterable<unknown>): Promise<void> {
-    const live = (): boolean => this.#state === RUNNING;
-    const outcome = await pullSource(
-      this.#endpoint,
-      source,
-      (value) => this.#send(value, 0),
-      live,
-      (release) => (this.#release = release),
-    );
-    if (!live()) return this.#runEndHook();
-    if (outcome.done) this.#answer(undefined, Flag.LAST);
-    else this.error(this.#host.toRpcError(outcome.error));
-  }
-
-  /** A message after the request: an item of a streamed request, or its end. */
+  /** A message after the request: an item of a streamed request or its end, or a byte stream's RAW or END. */
   #onInput(message: CallMessage, size: number): void {
+    if (this.#state !== RUNNING) return;
+    if (this.#raw !== null) return this.#raw.deliver(message);
     const input = this.#input;
-    if (input === null || this.#state !== RUNNING) return;
+    if (input === null) return;
     if (message.kind === Kind.DATA) return input.push(message.body, size);
     this.#endpoint.stopReading();
     if (message.kind === Kind.END && (message.flags & Flag.ERROR) === 0) input.end();
@@ -311,36 +278,21 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
     else this.end('ERR_SMUX_PROTOCOL', `a streamed request carries DATA and END messages, got kind ${message.kind}`);
   }
 
-  /** Writes the call's last message and wraps up. */
-  #answer(value: unknown, flags: number, status?: string): void {
-    if (this.#send(value, flags, status)) this.#wrapUp(ANSWERED);
-  }
+  /** What the Duplex of a byte-stream call reports: its ends, and a destroy by the handler. */
+  readonly #rawOwner = {
+    lastEnd: true,
+    writableEnded: () => this.#rawEnded(1),
+    readableEnded: () => this.#rawEnded(2),
+    destroyed: (error: Error | null) => {
+      if (this.#state !== RUNNING) return;
+      if ((this.#rawEnds & 1) !== 0) return this.#abort(new SmuxError('ERR_SMUX_CANCELLED', 'the handler destroyed its stream'));
+      this.fail(error === null ? { status: 'error', message: 'the handler destroyed its stream' } : this.#host.toRpcError(error));
+    },
+  };
 
-  /**
-   * Writes one RESPONSE; false when the call ended instead. A value JSON cannot carry (a BigInt, a cycle) fails the
-   * call with an error rather than leaving the caller waiting; a reply outgrowing `maxReplyBufferBytes` fails it
-   * with ERR_SMUX_LIMIT.
-   */
-  #send(value: unknown, flags: number, status?: string): boolean {
-    let buffers: Buffer[];
-    try {
-      buffers = this.#host.codec.encodeResponse(this.id, value, flags, status);
-    } catch (error) {
-      this.#dropSubscription(new SmuxError('ERR_SMUX_ENCODING', 'the reply could not be encoded', { cause: error }));
-      this.#hasPending = false;
-      this.#endpoint.write(this.#host.codec.encodeResponse(this.id, this.#host.toRpcError(error), Flag.LAST | Flag.ERROR));
-      this.#wrapUp(ANSWERED);
-      return false;
-    }
-    this.#endpoint.write(buffers);
-    if ((flags & Flag.LAST) === 0 && this.#endpoint.writableLength > this.#host.maxReplyBufferBytes) {
-      this.end(
-        'ERR_SMUX_LIMIT',
-        `the reply exceeded ${this.#host.maxReplyBufferBytes} bytes buffered for a caller that does not read fast enough`,
-      );
-      return false;
-    }
-    return true;
+  #rawEnded(end: 1 | 2): void {
+    this.#rawEnds |= end;
+    if (this.#rawEnds === 3) this.answered();
   }
 
   /** Too large, malformed, over a limit: answer with the error and FIN (refusal is a state, not a running call). */
@@ -355,7 +307,10 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
   #wrapUp(state: typeof ANSWERED | typeof REFUSED): void {
     this.#state = state;
     this.#endpoint.stopReading(); // the caller's stream, if any, is no longer wanted
-    this.#input?.fail(new SmuxError('ERR_SMUX_CANCELLED', 'the call is over'));
+    const over = new SmuxError('ERR_SMUX_CANCELLED', 'the call is over');
+    this.#input?.fail(over);
+    if (this.#rawEnds !== 3) this.#raw?.fail(over);
+    this.#reply.stop();
     this.#host.callSettled(this);
     this.#clearTimer();
     this.#runEndHook();
@@ -365,7 +320,7 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
   }
 
   #abort(reason: SmuxError): void {
-    this.#dropSubscription(reason);
+    this.#stopWork(reason);
     this.#state = CANCELLED;
     this.#host.callSettled(this);
     this.#clearTimer();
@@ -373,20 +328,13 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
     this.#endpoint.cancel();
   }
 
-  /** Stops the handler's work: aborts `ctx.signal`, releases a pulled source, unsubscribes the Observable. */
-  #dropSubscription(reason: SmuxError): void {
+  /** Stops the handler's work: aborts `ctx.signal`, fails its input, stops its reply. */
+  #stopWork(reason: SmuxError): void {
     this.#abortReason = reason;
-    this.#input?.fail(reason);
     this.#controller?.abort(reason);
-    const release = this.#release;
-    this.#release = null;
-    release?.();
-    const subscription = this.#subscription;
-    this.#subscription = null;
-    const state = this.#state;
-    this.#state = CANCELLED; // values emitted during the teardown are dropped
-    subscription?.unsubscribe();
-    this.#state = state;
+    this.#input?.fail(reason);
+    this.#raw?.fail(reason);
+    this.#reply.stop();
   }
 
   #runEndHook(): void {
@@ -408,12 +356,4 @@ export class ServerCall implements EndpointOwner, CallControl, Observer<unknown>
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
     this.#timer = null;
   }
-}
-
-function cancelled(): SmuxError {
-  return new SmuxError('ERR_SMUX_CANCELLED', 'the caller cancelled the call');
-}
-
-function flushPending(call: ServerCall): void {
-  call.flushPending();
 }

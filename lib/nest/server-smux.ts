@@ -7,6 +7,7 @@ import { connectable, finalize, isObservable, Subject } from 'rxjs';
 import { type Clock, SmuxError } from '../smux/index.js';
 import type { CallMessage } from './call-codec.js';
 import { closeWithin } from './connector.js';
+import { FEED_EXTRAS_KEY } from './feed.js';
 import { FinSweep } from './fin-sweep.js';
 import type { ServerSmuxOptions } from './interfaces.js';
 import { RateLimitedLog } from './log.js';
@@ -255,10 +256,11 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     const handler = this.#route(pattern);
     if (handler === null) return call.fail(NO_MESSAGE_HANDLER, 'error');
     const ctx = createSmuxContext(call.channel, pattern, headers, call);
+    const feed = (handler.extras?.[FEED_EXTRAS_KEY] as { bufferSize: number } | undefined) ?? null;
     if (this.onProcessingStartHook === this.#defaultStartHook && this.onProcessingEndHook === undefined) {
-      void call.run(handler, data, ctx, null); // the common case: no hooks, no per-call closures
+      void call.run(handler, data, ctx, null, feed); // the common case: no hooks, no per-call closures
     } else {
-      this.onProcessingStartHook(this.transportId, ctx, () => call.run(handler, data, ctx, this.#endHook(ctx)));
+      this.onProcessingStartHook(this.transportId, ctx, () => call.run(handler, data, ctx, this.#endHook(ctx), feed));
     }
   }
 

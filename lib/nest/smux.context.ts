@@ -1,5 +1,6 @@
+import type { Duplex } from 'node:stream';
 import { BaseRpcContext } from '@nestjs/microservices';
-import type { Session, SmuxChannel } from '../smux/index.js';
+import { type Session, type SmuxChannel, SmuxError } from '../smux/index.js';
 
 /** What a {@link SmuxContext} reads from the call it describes (the last of its `getArgs()`). */
 export interface CallControl {
@@ -7,6 +8,8 @@ export interface CallControl {
   readonly signal: AbortSignal;
   /** ms left of the call's deadline, or undefined without one. */
   readonly remainingMs: number | undefined;
+  /** The Duplex of a byte-stream call, or null. */
+  readonly duplex: Duplex | null;
 }
 
 type SmuxContextArgs = [channel: SmuxChannel, pattern: string, headers: Readonly<Record<string, string>>, control: CallControl];
@@ -44,6 +47,23 @@ export class SmuxContext extends BaseRpcContext<SmuxContextArgs> {
   /** ms left until the call's deadline, or undefined when it has none. */
   getRemainingTime(): number | undefined {
     return this.args[3].remainingMs;
+  }
+
+  /**
+   * The call's byte stream, when the caller opened it with `client.openDuplex()`: a Node `Duplex` whose readable
+   * side is what the caller writes and whose writable side reaches the caller's Duplex; the stream's window is the
+   * backpressure, `stream.pipeline()` works. The call completes once both sides ended their writable sides.
+   * @throws SmuxError `ERR_SMUX_INVALID_ARGUMENT` for a call that is not a byte stream
+   */
+  getDuplex(): Duplex {
+    const duplex = this.args[3].duplex;
+    if (duplex === null) {
+      throw new SmuxError(
+        'ERR_SMUX_INVALID_ARGUMENT',
+        `the call to ${this.getPattern()} is not a byte stream: the caller must use client.openDuplex()`,
+      );
+    }
+    return duplex;
   }
 
   /** The smux stream of this call (its lean channel face). */

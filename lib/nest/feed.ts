@@ -1,0 +1,128 @@
+import type { Observer } from 'rxjs';
+import { type Clock, SmuxError } from '../smux/index.js';
+import { Flag } from './call-codec.js';
+import type { CallEndpoint } from './call-endpoint.js';
+
+/** The key of a feed's options in a handler's extras (`@MessagePattern(pattern, smuxFeed())`). */
+export const FEED_EXTRAS_KEY = 'nestjs-smux:feed';
+
+/** Options of a real-time feed. */
+export interface SmuxFeedOptions {
+  /**
+   * Items kept for a caller that reads more slowly than the handler produces; when full, the oldest unsent item is
+   * dropped for each new one. The memory a feed may hold is this many items (plus the stream's window). Default 64.
+   */
+  bufferSize?: number;
+}
+
+/**
+ * Marks a `@MessagePattern` handler's Observable reply as a **real-time feed**: each item travels with its sequence
+ * number and the server's timestamp, and when the caller reads more slowly than the handler produces, the oldest
+ * unsent items are dropped instead of being buffered or failing the call — the producer is never slowed and the
+ * memory stays within `bufferSize` items. Callers receive {@link SmuxFeedItem}s; gaps in `seq` are the drops.
+ *
+ * ```ts
+ * @MessagePattern('prices', smuxFeed({ bufferSize: 100 }))
+ * prices(): Observable<Price> { return this.market.prices$; }
+ * ```
+ *
+ * (Nest passes this second argument of `@MessagePattern` to the transport as the handler's extras.)
+ */
+export function smuxFeed(options: SmuxFeedOptions = {}): Record<string, unknown> {
+  const bufferSize = options.bufferSize ?? 64;
+  if (!Number.isInteger(bufferSize) || bufferSize < 1) {
+    throw new SmuxError('ERR_SMUX_INVALID_ARGUMENT', `smuxFeed: bufferSize must be an integer of at least 1, got ${String(bufferSize)}`);
+  }
+  return { [FEED_EXTRAS_KEY]: { bufferSize } };
+}
+
+/** One item of a real-time feed, as the caller receives it. */
+export interface SmuxFeedItem<T = unknown> {
+  /** The value the handler produced. */
+  readonly value: T;
+  /** Its sequence number: 1, 2, 3, … over every item produced, dropped ones included (gaps are drops). */
+  readonly seq: number;
+  /** When the server sent it, in ms since the Unix epoch (the server's clock). */
+  readonly timestamp: number;
+  /** How many items of this feed were dropped so far, before this one. */
+  readonly dropped: number;
+}
+
+/** What a feed writes through (the call's reply). */
+export interface FeedSink {
+  send(value: unknown, flags: number, status?: string, feed?: { seq: number; timestamp: number }): boolean;
+  answer(value: unknown, flags: number): void;
+  error(error: unknown): void;
+}
+
+/**
+ * The server side of a feed: items go out while the stream's window allows; beyond it they wait in a ring of
+ * `bufferSize`, and a new item pushes out the oldest waiting one. Completion goes out after what still waits.
+ */
+export class FeedBuffer implements Observer<unknown> {
+  readonly #endpoint: CallEndpoint;
+  readonly #sink: FeedSink;
+  readonly #size: number;
+  readonly #clock: Clock;
+  readonly #ring: Array<{ value: unknown; seq: number; timestamp: number }> = [];
+  #seq = 0;
+  #draining = false;
+  #completed = false;
+  #stopped = false;
+
+  /**
+   * @param endpoint - the call's stream
+   * @param size - `bufferSize`
+   * @param clock - the server's clock (timestamps: epoch ms)
+   * @param sink - the call's reply
+   */
+  constructor(endpoint: CallEndpoint, size: number, clock: Clock, sink: FeedSink) {
+    this.#endpoint = endpoint;
+    this.#size = size;
+    this.#clock = clock;
+    this.#sink = sink;
+  }
+
+  next(value: unknown): void {
+    if (this.#stopped) return;
+    const item = { value, seq: ++this.#seq, timestamp: performance.timeOrigin + this.#clock.now() };
+    if (this.#ring.length === 0 && this.#endpoint.writable) {
+      this.#sink.send(item.value, 0, undefined, item);
+      return;
+    }
+    if (this.#ring.length >= this.#size) this.#ring.shift(); // the oldest unsent item goes
+    this.#ring.push(item);
+    void this.#drain();
+  }
+
+  error(error: unknown): void {
+    if (this.#stopped) return;
+    this.#ring.length = 0;
+    this.#sink.error(error);
+  }
+
+  complete(): void {
+    if (this.#stopped) return;
+    this.#completed = true;
+    if (this.#ring.length === 0) this.#sink.answer(undefined, Flag.LAST);
+  }
+
+  /** The call is over: nothing more is written. */
+  stop(): void {
+    this.#stopped = true;
+    this.#ring.length = 0;
+  }
+
+  async #drain(): Promise<void> {
+    if (this.#draining) return;
+    this.#draining = true;
+    while (!this.#stopped && this.#ring.length > 0) {
+      if (!this.#endpoint.writable) await this.#endpoint.drained();
+      if (this.#stopped || this.#endpoint.ended) break;
+      const item = this.#ring.shift()!;
+      if (!this.#sink.send(item.value, 0, undefined, item)) break;
+    }
+    this.#draining = false;
+    if (!this.#stopped && this.#completed && this.#ring.length === 0) this.#sink.answer(undefined, Flag.LAST);
+  }
+}

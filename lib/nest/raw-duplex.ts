@@ -1,0 +1,115 @@
+import { Duplex } from 'node:stream';
+import { SmuxError } from '../smux/index.js';
+import { type CallMessage, encodeMessage, Flag, Kind } from './call-codec.js';
+import type { CallEndpoint } from './call-endpoint.js';
+
+/** Bytes per RAW message at most: a receiver holds one message whole, so big writes are cut. */
+const RAW_CHUNK = 64 * 1024;
+
+/** What the Duplex of a byte-stream call asks of its call. */
+export interface RawCallOwner {
+  /** Whether our END also ends the call (LAST): the server's does. */
+  readonly lastEnd: boolean;
+  /** Our direction ended (its END is queued). */
+  writableEnded(): void;
+  /** The peer's direction ended with END. */
+  readableEnded(): void;
+  /** The Duplex was destroyed locally (with `error`, or without: cancelled). */
+  destroyed(error: Error | null): void;
+}
+
+/**
+ * A byte-stream call's Node `Duplex` (`client.openDuplex()`, `ctx.getDuplex()`): what is written travels as RAW
+ * messages, what arrives is read; each direction ends with END, so a cut-off transfer errors instead of looking
+ * complete. The stream's window is the backpressure: a write's callback waits for it, and a reader that does
+ * not read stops the stream being read.
+ */
+export class SmuxDuplex extends Duplex {
+  #endpoint: CallEndpoint | null = null;
+  #owner: RawCallOwner | null = null;
+  #waiting: (() => void) | null = null; // a write or the final waiting for the stream to exist
+  #reading = true;
+  #external = false; // destroyed from outside (the peer, the call): not reported back to the owner
+
+  /** @param highWaterMark - bytes buffered on each side before backpressure (the stream's high-water mark) */
+  constructor(highWaterMark = 64 * 1024) {
+    super({ allowHalfOpen: true, readableHighWaterMark: highWaterMark, writableHighWaterMark: highWaterMark });
+  }
+
+  /** Attaches the call's stream (the client's Duplex exists before its stream opens). */
+  attach(endpoint: CallEndpoint, owner: RawCallOwner): void {
+    this.#endpoint = endpoint;
+    this.#owner = owner;
+    if (!this.#reading) endpoint.pause();
+    const waiting = this.#waiting;
+    this.#waiting = null;
+    waiting?.();
+  }
+
+  /** A message of the peer's direction: RAW bytes, or END (with ERROR: the peer's direction failed). */
+  deliver(message: CallMessage): void {
+    if (message.kind === Kind.RAW) {
+      const chunk = message.body instanceof Uint8Array ? message.body : Buffer.alloc(0);
+      if (!this.push(chunk)) this.#pause();
+    } else if (message.kind === Kind.END && (message.flags & Flag.ERROR) === 0) {
+      this.push(null);
+      this.#owner?.readableEnded();
+    } else if (message.kind === Kind.END) {
+      this.fail(message.body);
+    } else {
+      this.fail(new SmuxError('ERR_SMUX_PROTOCOL', `a byte stream carries RAW and END messages, got kind ${message.kind}`));
+    }
+  }
+
+  /** Ends the Duplex with an error that did not start here (the peer's, the call's). */
+  fail(error: unknown): void {
+    if (this.destroyed) return;
+    this.#external = true;
+    this.destroy(error as Error); // a handler's error may be a plain object, as Nest delivers it
+  }
+
+  override _read(): void {
+    this.#reading = true;
+    this.#endpoint?.resume();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.#whenAttached(() => {
+      const endpoint = this.#endpoint!;
+      for (let at = 0; at < chunk.length; at += RAW_CHUNK) {
+        endpoint.write(encodeMessage(Kind.RAW, 0, chunk.subarray(at, Math.min(chunk.length, at + RAW_CHUNK))));
+      }
+      if (endpoint.ended) return callback(new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the byte stream is closed'));
+      if (endpoint.writable) return callback();
+      void endpoint.drained().then(() => callback());
+    });
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.#whenAttached(() => {
+      const owner = this.#owner;
+      if (owner === null) return callback(new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the byte stream is closed'));
+      this.#endpoint!.write(encodeMessage(Kind.END, owner.lastEnd ? Flag.LAST : 0, undefined));
+      owner.writableEnded();
+      callback();
+    });
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#waiting = null;
+    const owner = this.#owner;
+    this.#owner = null;
+    if (!this.#external) owner?.destroyed(error);
+    callback(error);
+  }
+
+  #pause(): void {
+    this.#reading = false;
+    this.#endpoint?.pause();
+  }
+
+  #whenAttached(then: () => void): void {
+    if (this.#endpoint !== null) then();
+    else this.#waiting = then;
+  }
+}

@@ -1,0 +1,179 @@
+import { isObservable, type Observer, type Subscription } from 'rxjs';
+import { type Clock, SmuxError } from '../smux/index.js';
+import { Flag } from './call-codec.js';
+import type { CallEndpoint } from './call-endpoint.js';
+import { FeedBuffer } from './feed.js';
+import type { PacketCodec } from './packet-codec.js';
+import { isAsyncIterable, pullSource } from './sources.js';
+
+/** What a reply asks of its call. */
+export interface ReplyOwner {
+  /** True while the call runs (answering makes sense). */
+  readonly live: boolean;
+  /** The packet id of the request (a custom serializer puts it in every packet). */
+  readonly id: string | undefined;
+  /** The last message is written: wrap the call up. */
+  answered(): void;
+  /** A transport error ends the call (written as such: a limit). */
+  endWith(error: SmuxError): void;
+  /** The reply failed after its error message was written (`reason`: what aborts the handler's signal). */
+  failed(reason: SmuxError): void;
+  /** A thrown value as the caller receives it (Nest's exception-filter defaults). */
+  toRpcError(error: unknown): unknown;
+}
+
+/**
+ * Writes a handler's result as the call's RESPONSE messages: a plain value as one message with LAST; an
+ * Observable's values in order, the completion merged into the last value when it comes in the same tick (as
+ * Nest's `send()` does); an AsyncIterable or a Readable pulled only as the stream's window allows; a feed through
+ * its bounded, dropping buffer. An Observable cannot be paused: what it queues beyond `maxReplyBufferBytes` ends
+ * the call with ERR_SMUX_LIMIT. The reply is its own Observer (no per-call closures).
+ */
+export class ServerReply implements Observer<unknown> {
+  readonly #endpoint: CallEndpoint;
+  readonly #codec: PacketCodec;
+  readonly #owner: ReplyOwner;
+  readonly #maxBufferedBytes: number;
+  #subscription: Subscription | null = null;
+  #release: (() => void) | null = null; // frees a pulled AsyncIterable/Readable
+  #stopped = false;
+  #pending: unknown;
+  #hasPending = false;
+  #flushScheduled = false;
+  #values = 0;
+  #feed: FeedBuffer | null = null;
+
+  /**
+   * @param endpoint - the call's stream
+   * @param codec - the side's packet codec
+   * @param owner - the call
+   * @param maxBufferedBytes - `maxReplyBufferBytes`
+   */
+  constructor(endpoint: CallEndpoint, codec: PacketCodec, owner: ReplyOwner, maxBufferedBytes: number) {
+    this.#endpoint = endpoint;
+    this.#codec = codec;
+    this.#owner = owner;
+    this.#maxBufferedBytes = maxBufferedBytes;
+  }
+
+  /** Writes `result`: a value, an Observable, an AsyncIterable/Readable, or (with `feed`) a feed's Observable. */
+  adopt(result: unknown, feed: { bufferSize: number; clock: Clock } | null): Promise<void> | void {
+    if (isObservable(result)) {
+      if (feed !== null) this.#feed = new FeedBuffer(this.#endpoint, feed.bufferSize, feed.clock, this);
+      this.#subscription = result.subscribe(this.#feed ?? this);
+      if (this.#stopped) this.#subscription.unsubscribe(); // ended synchronously, or stopped meanwhile
+    } else if (isAsyncIterable(result)) {
+      return this.#pull(result);
+    } else {
+      this.answer(result, Flag.LAST);
+    }
+  }
+
+  /** Writes the call's last message (a value, or with ERROR an error) and lets the call wrap up. */
+  answer(value: unknown, flags: number, status?: string): void {
+    if (this.#owner.live && this.send(value, flags, status)) this.#owner.answered();
+  }
+
+  /** Stops taking values: the Observable is unsubscribed (its teardown runs), a pulled source released. */
+  stop(): void {
+    this.#stopped = true;
+    const release = this.#release;
+    this.#release = null;
+    release?.();
+    this.#feed?.stop();
+    const subscription = this.#subscription;
+    this.#subscription = null;
+    subscription?.unsubscribe();
+  }
+
+  // ── Observer: values of the handler's Observable ───────────────────────────────────────────────────────
+
+  next(value: unknown): void {
+    if (this.#stopped || !this.#owner.live) return;
+    if (this.#hasPending) this.send(this.#pending, 0);
+    this.#pending = value;
+    this.#hasPending = true;
+    // An AsyncIterable as the only value is what an interceptor makes of a handler's async generator or
+    // Readable: complete() pulls it rather than writing it as JSON, so it must wait.
+    if (++this.#values === 1 && isAsyncIterable(value)) return;
+    // Like Nest's send(): a completion within the same tick merges LAST into this value.
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      process.nextTick(flushPending, this);
+    }
+  }
+
+  error(error: unknown): void {
+    if (this.#stopped) return;
+    this.flushPending();
+    this.answer(error, Flag.LAST | Flag.ERROR);
+  }
+
+  complete(): void {
+    if (this.#stopped) return;
+    const value = this.#hasPending ? this.#pending : undefined;
+    this.#hasPending = false;
+    this.#pending = undefined;
+    if (this.#values === 1 && isAsyncIterable(value)) {
+      this.#subscription = null;
+      void this.#pull(value);
+      return;
+    }
+    this.answer(value, Flag.LAST);
+  }
+
+  /** Writes a value that waited for a possible completion. */
+  flushPending(): void {
+    this.#flushScheduled = false;
+    if (!this.#hasPending || !this.#owner.live) return;
+    const value = this.#pending;
+    this.#hasPending = false;
+    this.#pending = undefined;
+    this.send(value, 0);
+  }
+
+  /**
+   * Writes one RESPONSE; false when the call ended instead. A value JSON cannot carry (a BigInt, a cycle) fails the
+   * call with an error rather than leaving the caller waiting; a reply outgrowing the buffer bound ends it with
+   * ERR_SMUX_LIMIT. `fields` carry a feed item's sequence number and timestamp.
+   */
+  send(value: unknown, flags: number, status?: string, feed?: { seq: number; timestamp: number }): boolean {
+    let buffers: Buffer[];
+    try {
+      buffers = this.#codec.encodeResponse(this.#owner.id, value, flags, status, feed);
+    } catch (error) {
+      this.stop();
+      this.#hasPending = false;
+      this.#endpoint.write(this.#codec.encodeResponse(this.#owner.id, this.#owner.toRpcError(error), Flag.LAST | Flag.ERROR));
+      this.#owner.failed(new SmuxError('ERR_SMUX_ENCODING', 'the reply could not be encoded', { cause: error }));
+      return false;
+    }
+    this.#endpoint.write(buffers);
+    if ((flags & Flag.LAST) === 0 && this.#endpoint.writableLength > this.#maxBufferedBytes) {
+      const limit = this.#maxBufferedBytes;
+      this.#owner.endWith(
+        new SmuxError('ERR_SMUX_LIMIT', `the reply exceeded ${limit} bytes buffered for a caller that does not read fast enough`),
+      );
+      return false;
+    }
+    return true;
+  }
+
+  async #pull(source: AsyncIterable<unknown>): Promise<void> {
+    const live = (): boolean => !this.#stopped && this.#owner.live;
+    const outcome = await pullSource(
+      this.#endpoint,
+      source,
+      (value) => this.send(value, 0),
+      live,
+      (release) => (this.#release = release),
+    );
+    if (!live()) return;
+    if (outcome.done) this.answer(undefined, Flag.LAST);
+    else this.error(this.#owner.toRpcError(outcome.error));
+  }
+}
+
+function flushPending(reply: ServerReply): void {
+  reply.flushPending();
+}
