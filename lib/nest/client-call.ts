@@ -4,8 +4,12 @@ import { type Clock, type SmuxChannel, SmuxError, type TimerHandle } from '../sm
 import type { Admittable, AdmissionState } from './admission.js';
 import { type CallMessage, decodeTransportError, encodeMessage, Flag, Kind } from './call-codec.js';
 import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
+import type { ClientRawCall } from './client-raw-call.js';
 import type { PacketCodec } from './packet-codec.js';
 import { pullSource, type SmuxSource } from './sources.js';
+
+/** A call on its way: a request/response call or a byte stream. */
+export type PendingCall = ClientCall | ClientRawCall;
 
 /** What a {@link ClientCall} needs from the client. */
 export interface ClientCallHost {
@@ -15,9 +19,9 @@ export interface ClientCallHost {
   readonly maxSourceBufferBytes: number;
   readonly codec: PacketCodec;
   /** The call holds a slot: connect it (or fail it fast when there is no connection). */
-  launch(call: ClientCall): void;
+  launch(call: PendingCall): void;
   /** The call is over (answered, failed or cancelled): its slot is free. */
-  settled(call: ClientCall): void;
+  settled(call: PendingCall): void;
   /** The call was in flight when its connection died. */
   cutOff(): void;
   /** Why the client has no connection right now, if it has none (a deadline's `cause`). */
@@ -55,6 +59,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
   #state = WAITING;
   #timer: TimerHandle | null = null;
   #delivering: Promise<void> | null = null; // custom deserializers may be async: keep responses in order
+  #feedItems = 0; // feed items received (their sequence numbers tell how many were dropped)
   #source: SmuxSource | null; // a streamed request's items, sent as DATA … END once the stream is open
   #stopSource: (() => void) | null = null;
   #outbox: Buffer[] = []; // an Observable source's items, before the stream opens
@@ -162,6 +167,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
     let packet: WritePacket | Promise<WritePacket>;
     try {
       packet = this.#host.codec.decodeResponse(message);
+      if ((message.flags & Flag.FEED) !== 0) packet = this.#feedItem(packet, message.seq ?? 0, message.timestamp ?? 0);
     } catch (error) {
       this.fail(new SmuxError('ERR_SMUX_ENCODING', 'the deserializer rejected a response', { cause: error }));
       return;
@@ -233,6 +239,13 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
         new SmuxError('ERR_SMUX_LIMIT', `the Observable source got ${queued} bytes ahead of the server (maxSourceBufferBytes ${limit})`),
       );
     }
+  }
+
+  /** A feed item as the caller sees it: the value with its sequence number, timestamp and the drops so far. */
+  #feedItem(packet: WritePacket | Promise<WritePacket>, seq: number, timestamp: number): WritePacket | Promise<WritePacket> {
+    const dropped = seq - 1 - this.#feedItems++;
+    const wrap = (p: WritePacket): WritePacket => ({ ...p, response: { value: p.response as unknown, seq, timestamp, dropped } });
+    return packet instanceof Promise ? packet.then(wrap) : wrap(packet);
   }
 
   #deadlinePassed(): void {

@@ -6,11 +6,13 @@ import { type Session, SmuxError } from '../smux/index.js';
 import { Fifo } from '../util/fifo.js';
 import { Admission } from './admission.js';
 import { Flag, Kind, PREFIX_SIZE } from './call-codec.js';
-import { ClientCall, type ClientCallHost } from './client-call.js';
+import { ClientCall, type ClientCallHost, type PendingCall } from './client-call.js';
+import { ClientRawCall } from './client-raw-call.js';
 import { Connector } from './connector.js';
-import type { ClientSmuxOptions } from './interfaces.js';
+import type { ClientSmuxOptions, SmuxDuplexOptions } from './interfaces.js';
 import { RateLimitedLog } from './log.js';
 import { createPacketCodec } from './packet-codec.js';
+import { SmuxDuplex } from './raw-duplex.js';
 import { isSource } from './sources.js';
 import { resolveClientOptions, type ResolvedClientOptions } from './options.js';
 import { SmuxRecord } from './smux.record-builder.js';
@@ -105,7 +107,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
    */
   async close(): Promise<void> {
     const closed = new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed');
-    for (const call of this.#admission.drain()) (call as ClientCall).fail(closed);
+    for (const call of this.#admission.drain()) (call as PendingCall).fail(closed);
     for (const waiter of this.#awaiting.drain()) if (!waiter.gone()) waiter.unavailable(closed);
     this.#holdProcess();
     await this.#connector.close();
@@ -157,6 +159,46 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     );
     source.connect();
     return source;
+  }
+
+  /**
+   * Opens a byte stream to a `@MessagePattern` handler, which reads and writes it through `ctx.getDuplex()`:
+   * returns a Node `Duplex` at once (the connection opens lazily; failures arrive as `'error'` with a `SmuxError`,
+   * or with the handler's error as Nest delivers it). The stream's window is the backpressure and
+   * `stream.pipeline()` works end to end; each side ends its writable side with `end()`, and the call is complete
+   * once both did. `destroy()` before that cancels the call (the handler's Duplex errors with
+   * `ERR_SMUX_CANCELLED`).
+   *
+   * @param pattern - the handler's pattern
+   * @param data - the request data (`@Payload()`), null when absent
+   * @param options - headers, a deadline for the whole transfer, waiting for a connection
+   */
+  openDuplex(pattern: unknown, data: unknown = null, options: SmuxDuplexOptions = {}): SmuxDuplex {
+    const duplex = new SmuxDuplex(this.#options.smux.streamHighWaterMark ?? 64 * 1024);
+    const packet: ReadPacket & { metadata?: Record<string, string> } =
+      typeof this.createPacket === 'function' ? this.createPacket(pattern, data) : { pattern, data };
+    const headers = packet.metadata === undefined ? options.headers : { ...packet.metadata, ...options.headers };
+    const timeout = options.timeout ?? 0;
+    let request: Buffer[];
+    try {
+      if (pattern === null || pattern === undefined) throw new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'openDuplex() needs a pattern');
+      const id = (++this.#nextId).toString(36);
+      request = this.#host.codec.encodeCall(Kind.REQUEST, {
+        pattern,
+        data,
+        id,
+        headers,
+        timeout: timeout > 0 ? timeout : undefined,
+        flags: Flag.RAW,
+      });
+    } catch (error) {
+      process.nextTick(() => duplex.fail(toSmuxError(error, 'the request could not be encoded')));
+      return duplex;
+    }
+    const call = new ClientRawCall(this.#host, duplex, request, timeout, options.waitForReady ?? this.#options.waitForReady);
+    if (this.#connector.session !== null) this.#admit(call);
+    else this.#awaitConnection(call);
+    return duplex;
   }
 
   /** Nest's publish contract, for code that goes through `ClientProxy`'s own paths; `send()` does not. */
@@ -232,7 +274,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   }
 
   /** Slots are taken once connected: until then the server's `maxCallsPerConnection` (from its hello) is unknown. */
-  #admit(call: ClientCall): void {
+  #admit(call: PendingCall): void {
     if (call.done || this.#admission.admit(call)) return;
     call.fail(
       new SmuxError(
@@ -244,7 +286,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   }
 
   /** No connection: wait for one (bounded like the queue), or fail fast while the last attempt failed. */
-  #awaitConnection(call: ClientCall): void {
+  #awaitConnection(call: PendingCall): void {
     if (this.#failsFast(call.waitForReady)) return call.fail(this.#unavailable());
     const { maxConcurrentCalls, maxQueuedCalls } = this.#options;
     if (this.#waitingCalls >= maxConcurrentCalls + maxQueuedCalls) {
@@ -267,7 +309,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   }
 
   /** A call took a slot: open its stream (should the connection be gone meanwhile, wait for the next one). */
-  #launch(call: ClientCall): void {
+  #launch(call: PendingCall): void {
     if (call.done) return;
     const session = this.#usableSession();
     if (session !== null) return this.#openOn(session, call);
@@ -280,7 +322,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     });
   }
 
-  #openOn(session: Session, call: ClientCall): void {
+  #openOn(session: Session, call: PendingCall): void {
     if (call.done) return;
     try {
       call.open(session.openChannel());

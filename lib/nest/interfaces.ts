@@ -50,6 +50,19 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
   finTimeout?: number;
 }
 
+/** Per-call options of `client.openDuplex()` (what a `SmuxRecordBuilder` carries for other calls). */
+export interface SmuxDuplexOptions {
+  /** Metadata for the handler (`ctx.getHeaders()`), string to string. */
+  headers?: Record<string, string>;
+  /**
+   * Deadline of the whole transfer, in ms (0 or absent: none). The client's default `timeout` does not apply to
+   * byte streams: they last as long as their data.
+   */
+  timeout?: number;
+  /** Wait for a connection instead of failing fast while there is none (default: the client's `waitForReady`). */
+  waitForReady?: boolean;
+}
+
 /** Reconnection backoff of {@link ClientSmux}. */
 export interface ReconnectOptions {
   /** Delay before the first retry after a failed attempt, in ms (0: at once). Default 100. */

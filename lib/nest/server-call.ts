@@ -79,6 +79,8 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
   #input: SmuxStreamedPayload | null = null; // the items of a streamed request (DATA … END)
   #raw: SmuxDuplex | null = null; // a byte-stream call's Duplex (RAW … END both ways)
   #rawEnds = 0; // 1: our END + LAST is out; 2: the caller's END arrived; 3: both (the call is complete)
+  #handlerDone = false; // the handler's promise settled (its error, if any, is the call's)
+  #rawDestroyed: { error: Error | null } | null = null; // the handler destroyed its Duplex before it finished
 
   /**
    * @param host - the server
@@ -138,6 +140,9 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
       });
     } else if (kind === Kind.REQUEST && (flags & Flag.RAW) !== 0) {
       this.#raw = new SmuxDuplex(this.channel.session.config.streamHighWaterMark);
+      // A handler that does not listen for 'error' must not crash the process when the caller cancels: the cancel
+      // reaches it through ctx.signal, its reads and pipeline() anyway.
+      this.#raw.on('error', () => undefined);
       this.#raw.attach(endpoint, this.#rawOwner);
     } else {
       endpoint.stopReading(); // one message is a whole call; what follows it is not read (whatever the framing)
@@ -200,8 +205,10 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
     try {
       result = await handler(data, ctx);
     } catch (error) {
+      this.#handlerDone = true;
       return this.#reply.error(this.#host.toRpcError(error));
     }
+    this.#handlerDone = true;
     if (this.#state !== RUNNING) {
       // Cancelled while guards or an async handler were pending: release the result as soon as it exists
       // (an Observable is unsubscribed, so the teardown of work the handler started runs).
@@ -210,7 +217,12 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
       return this.#runEndHook();
     }
     // A byte-stream call completes when both directions ended; the handler's result only reports failures.
-    if (this.#raw !== null) return void (isObservable(result) && result.subscribe({ error: (error: unknown) => this.#reply.error(error) }));
+    if (this.#raw !== null) {
+      if (isObservable(result))
+        result.subscribe({ error: (error: unknown) => this.#reply.error(error), complete: () => this.#rawAbandoned() });
+      else this.#rawAbandoned();
+      return;
+    }
     await this.#reply.adopt(result, feed === null ? null : { bufferSize: feed.bufferSize, clock: this.#host.clock });
   }
 
@@ -284,11 +296,20 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
     writableEnded: () => this.#rawEnded(1),
     readableEnded: () => this.#rawEnded(2),
     destroyed: (error: Error | null) => {
-      if (this.#state !== RUNNING) return;
-      if ((this.#rawEnds & 1) !== 0) return this.#abort(new SmuxError('ERR_SMUX_CANCELLED', 'the handler destroyed its stream'));
-      this.fail(error === null ? { status: 'error', message: 'the handler destroyed its stream' } : this.#host.toRpcError(error));
+      this.#rawDestroyed = { error };
+      // A handler that throws out of a `for await` destroys its Duplex first: its own error, coming next, wins.
+      if (this.#handlerDone) this.#rawAbandoned();
     },
   };
+
+  /** The handler finished; if its Duplex was destroyed without both ends, the call fails with why. */
+  #rawAbandoned(): void {
+    const destroyed = this.#rawDestroyed;
+    if (destroyed === null || this.#state !== RUNNING) return;
+    if ((this.#rawEnds & 1) !== 0) return this.#abort(new SmuxError('ERR_SMUX_CANCELLED', 'the handler destroyed its stream'));
+    const { error } = destroyed;
+    this.fail(error === null ? { status: 'error', message: 'the handler destroyed its stream' } : this.#host.toRpcError(error));
+  }
 
   #rawEnded(end: 1 | 2): void {
     this.#rawEnds |= end;

@@ -8,8 +8,15 @@ import { Controller } from '@nestjs/common';
 import type { ClientProxy } from '@nestjs/microservices';
 import { Ctx, EventPattern, MessagePattern, Payload } from '@nestjs/microservices';
 import { firstValueFrom, from, lastValueFrom, NEVER, type Observable, of, range, map, toArray } from 'rxjs';
-import { type ClientSmux, type SmuxContext, type SmuxSource, type SmuxStreamedPayload, SmuxRecordBuilder } from '../../lib/index.js';
-import { type SmuxStub, smuxStub } from '../../lib/nest/client-stub.js';
+import {
+  type ClientSmux,
+  type SmuxContext,
+  type SmuxSource,
+  type SmuxStreamedPayload,
+  SmuxRecordBuilder,
+  type SmuxStub,
+  smuxStub,
+} from '../../lib/index.js';
 import { type AppHandle, closeAll, rejection, smuxError, startApp, until, within } from './helpers.js';
 
 interface MathContract {

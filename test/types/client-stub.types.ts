@@ -5,8 +5,7 @@
 import { Readable } from 'node:stream';
 import type { ClientProxy } from '@nestjs/microservices';
 import { from, type Observable } from 'rxjs';
-import { type ClientSmux, type SmuxSource, SmuxRecordBuilder } from '../../lib/index.js';
-import { type SmuxReplyOf, smuxStub } from '../../lib/nest/client-stub.js';
+import { type ClientSmux, type SmuxReplyOf, type SmuxSource, SmuxRecordBuilder, smuxStub } from '../../lib/index.js';
 
 /** True when `A` and `B` are the same type (`any` equals only `any`). */
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;

@@ -1,0 +1,129 @@
+import { type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
+import type { AdmissionState } from './admission.js';
+import { type CallMessage, decodeTransportError, Flag, Kind } from './call-codec.js';
+import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
+import type { ClientCallHost } from './client-call.js';
+import type { SmuxDuplex } from './raw-duplex.js';
+
+const WAITING = 0;
+const OPEN = 1;
+const DONE = 2;
+
+/**
+ * A byte-stream call on the caller's side (`client.openDuplex()`): the user's {@link SmuxDuplex} exists at once;
+ * once a stream opens, the REQUEST (flag RAW) goes first and the Duplex is attached to it. The call completes
+ * when both directions ended — ours with END, the server's with END + LAST — and then FINs; the server's error
+ * (a plain RESPONSE + ERROR + LAST: no handler, a guard, the handler failed, a transport error) or a lost
+ * connection errors the Duplex; destroying the Duplex before that cancels the call.
+ *
+ *   WAITING (for a slot and a connection) ──stream opened──▶ OPEN ──both ends / error / destroy──▶ DONE
+ */
+export class ClientRawCall implements EndpointOwner {
+  admission: AdmissionState = 'none';
+  /** Wait for a connection instead of failing fast while there is none. */
+  readonly waitForReady: boolean;
+  readonly #host: ClientCallHost;
+  readonly #duplex: SmuxDuplex;
+  readonly #request: Buffer[];
+  #endpoint: CallEndpoint | null = null;
+  #state = WAITING;
+  #ends = 0; // 1: our END is queued; 2: the server's END + LAST arrived
+  #timer: TimerHandle | null = null;
+
+  /**
+   * @param host - the client
+   * @param duplex - the caller's Duplex
+   * @param request - the encoded REQUEST (flag RAW)
+   * @param timeout - the call's deadline in ms (0: none)
+   * @param waitForReady - wait for a connection instead of failing fast
+   */
+  constructor(host: ClientCallHost, duplex: SmuxDuplex, request: Buffer[], timeout: number, waitForReady: boolean) {
+    this.#host = host;
+    this.#duplex = duplex;
+    this.#request = request;
+    this.waitForReady = waitForReady;
+    if (timeout > 0) {
+      this.#timer = host.clock.setTimeout(() => {
+        this.#timer = null;
+        this.fail(new SmuxError('ERR_SMUX_TIMEOUT', `the byte stream did not complete within its deadline of ${timeout} ms`));
+      }, timeout);
+    }
+    // Destroyed (or ended both ways) before a stream opened: nothing to wait for.
+    duplex.once('close', () => this.#state === WAITING && this.#settle(false));
+  }
+
+  /** True once the call is over. */
+  get done(): boolean {
+    return this.#state === DONE;
+  }
+
+  /** Admission gave the call a slot. */
+  launch(): void {
+    this.#host.launch(this);
+  }
+
+  /** Sends the request on a freshly opened stream and attaches the Duplex to it. */
+  open(channel: SmuxChannel): void {
+    if (this.#state !== WAITING) return channel.destroy();
+    this.#state = OPEN;
+    this.#endpoint = new CallEndpoint(channel, this.#host.maxMessageBytes, this, 'client');
+    this.#endpoint.write(this.#request);
+    this.#duplex.attach(this.#endpoint, this.#owner);
+  }
+
+  /** Fails the call: the Duplex errors with `error`, the server sees a cancel. */
+  fail(error: unknown): void {
+    if (this.#state === DONE) return;
+    this.#settle(true);
+    this.#duplex.fail(error);
+  }
+
+  onMessage(message: CallMessage): void {
+    if (this.#state !== OPEN) return;
+    if (message.kind === Kind.RESPONSE && (message.flags & Flag.ERROR) !== 0) {
+      return this.fail((message.flags & Flag.TRANSPORT) !== 0 ? decodeTransportError(message.body) : message.body);
+    }
+    this.#duplex.deliver(message);
+  }
+
+  onReadError(error: SmuxError): void {
+    this.fail(error);
+  }
+
+  onPeerEnd(): void {
+    if (this.#state === OPEN && (this.#ends & 2) === 0) {
+      this.fail(new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the server ended the stream before the byte stream completed'));
+    }
+  }
+
+  onClosed(error: SmuxError | undefined): void {
+    if (this.#state === OPEN)
+      this.fail(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the byte stream completed'));
+  }
+
+  /** What the Duplex reports: our END queued, the server's END + LAST read, or a destroy by the user. */
+  readonly #owner = {
+    lastEnd: false,
+    writableEnded: () => this.#ended(1),
+    readableEnded: () => this.#ended(2),
+    destroyed: () => this.#settle(true), // before both ends: a cancel
+  };
+
+  #ended(end: 1 | 2): void {
+    this.#ends |= end;
+    if (this.#ends === 3 && this.#state === OPEN) this.#settle(false);
+  }
+
+  /** Over: `cancel` FINs at once (dropping what is queued), else FIN after our END. */
+  #settle(cancel: boolean): void {
+    if (this.#state === DONE) return;
+    const endpoint = this.#endpoint;
+    this.#state = DONE;
+    this.#endpoint = null;
+    if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
+    this.#timer = null;
+    if (cancel) endpoint?.cancel();
+    else endpoint?.end();
+    this.#host.settled(this);
+  }
+}

@@ -1,0 +1,258 @@
+/**
+ * Raw byte streams on real Nest apps over 127.0.0.1: `client.openDuplex(pattern, data)` on the caller, the
+ * handler's `ctx.getDuplex()`; SHA-256 checked transfers, pipeline() end to end, backpressure counted in bytes,
+ * errors and cancellation from either side, guards/pipes/interceptors before the handler.
+ */
+import { createHash } from 'node:crypto';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from '@jest/globals';
+import { type CanActivate, Controller, type ExecutionContext, Injectable, UseGuards } from '@nestjs/common';
+import { Ctx, MessagePattern, Payload, RpcException } from '@nestjs/microservices';
+import { firstValueFrom } from 'rxjs';
+import type { ClientSmux, SmuxContext, SmuxDuplex } from '../../lib/index.js';
+import { type AppHandle, closeAll, deferred, logLines, rejection, smuxError, startApp, until, within } from './helpers.js';
+
+const MiB = 1024 * 1024;
+
+const probe = { gate: deferred(), read: 0, duplexError: null as unknown, aborted: null as unknown, entered: deferred() };
+
+@Injectable()
+class TokenGuard implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
+    return context.switchToRpc().getContext<SmuxContext>().getHeaders()['x-token'] === 'secret';
+  }
+}
+
+/** `bytes` of a deterministic pattern, produced in 64 KiB chunks. */
+function pattern(bytes: number, seed = 7): Readable {
+  let sent = 0;
+  return new Readable({
+    read() {
+      if (sent >= bytes) return void this.push(null);
+      const n = Math.min(64 * 1024, bytes - sent);
+      const chunk = Buffer.allocUnsafe(n);
+      for (let i = 0; i < n; i++) chunk[i] = (sent + i + seed) & 0xff;
+      sent += n;
+      this.push(chunk);
+    },
+  });
+}
+
+/** A sink that hashes what it gets. */
+function hashing(): { sink: Writable; digest: () => string; bytes: () => number } {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      hash.update(chunk);
+      bytes += chunk.length;
+      callback();
+    },
+  });
+  return { sink, digest: () => hash.digest('hex'), bytes: () => bytes };
+}
+
+async function sha(bytes: number, seed = 7): Promise<string> {
+  const { sink, digest } = hashing();
+  await pipeline(pattern(bytes, seed), sink);
+  return digest();
+}
+
+/** Everything a Duplex's readable side yields. */
+async function readAll(duplex: SmuxDuplex): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of duplex) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+@Controller()
+class BytesController {
+  @MessagePattern('upload') // hashes what arrives, answers with the digest
+  async upload(@Payload() meta: { name: string }, @Ctx() ctx: SmuxContext): Promise<void> {
+    const duplex = ctx.getDuplex();
+    const { sink, digest, bytes } = hashing();
+    await pipeline(duplex, sink);
+    duplex.end(JSON.stringify({ name: meta.name, bytes: bytes(), sha256: digest() }));
+  }
+
+  @MessagePattern('download') // sends `bytes` of the pattern, reads nothing
+  async download(@Payload() request: { bytes: number }, @Ctx() ctx: SmuxContext): Promise<void> {
+    const duplex = ctx.getDuplex();
+    duplex.resume(); // the caller sends nothing but its END
+    await pipeline(pattern(request.bytes), duplex);
+  }
+
+  @MessagePattern('echo') // both directions at once, through pipeline()
+  async echo(@Ctx() ctx: SmuxContext): Promise<void> {
+    const duplex = ctx.getDuplex();
+    await pipeline(duplex, duplex);
+  }
+
+  @MessagePattern('slow-reader') // reads one chunk per gate opening
+  async slowReader(@Ctx() ctx: SmuxContext): Promise<void> {
+    const duplex = ctx.getDuplex();
+    ctx.signal.addEventListener('abort', () => (probe.aborted = ctx.signal.reason as unknown));
+    duplex.on('error', (error) => (probe.duplexError = error));
+    probe.entered.resolve();
+    duplex.pause();
+    for (;;) {
+      await probe.gate.promise;
+      const chunk = duplex.read() as Buffer | null;
+      if (chunk !== null) probe.read += chunk.length;
+      else await new Promise((resolve) => duplex.once('readable', resolve));
+      if (duplex.readableEnded || duplex.destroyed) break;
+    }
+  }
+
+  @MessagePattern('fail-midway') // reads a little, then fails
+  async failMidway(@Ctx() ctx: SmuxContext): Promise<void> {
+    const duplex = ctx.getDuplex();
+    for await (const chunk of duplex) {
+      void chunk;
+      throw new RpcException({ code: 'E_DISK_FULL' });
+    }
+  }
+
+  @MessagePattern('destroy') // the handler destroys its stream
+  destroy(@Ctx() ctx: SmuxContext): void {
+    ctx.getDuplex().destroy(new Error('no thanks'));
+  }
+
+  @UseGuards(TokenGuard)
+  @MessagePattern('guarded')
+  async guarded(@Ctx() ctx: SmuxContext): Promise<void> {
+    const duplex = ctx.getDuplex();
+    duplex.resume();
+    duplex.end('welcome');
+  }
+
+  @MessagePattern('not-a-stream')
+  notAStream(@Ctx() ctx: SmuxContext): string {
+    ctx.getDuplex();
+    return 'unreachable';
+  }
+}
+
+let handle: AppHandle;
+let client: ClientSmux;
+
+beforeAll(async () => {
+  handle = await startApp({ controllers: [BytesController], providers: [TokenGuard] });
+  client = handle.client();
+});
+afterAll(closeAll);
+beforeEach(() => {
+  probe.gate = deferred();
+  probe.read = 0;
+  probe.duplexError = null;
+  probe.aborted = null;
+  probe.entered = deferred();
+});
+
+describe('byte streams', () => {
+  test('an upload through pipeline() arrives whole: SHA-256 of 8 MiB', async () => {
+    const duplex = client.openDuplex('upload', { name: 'a.bin' });
+    const [, answer] = await Promise.all([pipeline(pattern(8 * MiB), duplex), readAll(duplex)]);
+    expect(JSON.parse(answer.toString())).toEqual({ name: 'a.bin', bytes: 8 * MiB, sha256: await sha(8 * MiB) });
+  });
+
+  test('a download: the handler writes, the caller reads; SHA-256 of 8 MiB', async () => {
+    const duplex = client.openDuplex('download', { bytes: 8 * MiB });
+    duplex.end(); // we send nothing
+    const { sink, digest, bytes } = hashing();
+    await pipeline(duplex, sink);
+    expect({ bytes: bytes(), sha256: digest() }).toEqual({ bytes: 8 * MiB, sha256: await sha(8 * MiB) });
+  });
+
+  test('256 MiB each way at once, through an echo: SHA-256 checked (the suite’s one large transfer)', async () => {
+    const size = 256 * MiB;
+    const duplex = client.openDuplex('echo');
+    const { sink, digest, bytes } = hashing();
+    await within(Promise.all([pipeline(pattern(size, 3), duplex), pipeline(duplex, sink)]), 'the 256 MiB echo', 120_000);
+    expect({ bytes: bytes(), sha256: digest() }).toEqual({ bytes: size, sha256: await sha(size, 3) });
+  }, 180_000);
+
+  test('backpressure: a handler that does not read keeps the caller a bounded number of bytes ahead', async () => {
+    const duplex = client.openDuplex('slow-reader');
+    duplex.on('error', () => undefined);
+    let written = 0;
+    const writer = (async () => {
+      for (let i = 0; i < 200; i++) {
+        const chunk = Buffer.alloc(64 * 1024, i);
+        written += chunk.length;
+        if (!duplex.write(chunk)) await new Promise((resolve) => duplex.once('drain', resolve));
+      }
+      duplex.end();
+    })();
+    await within(probe.entered.promise, 'the handler');
+    for (let i = 0; i < 100; i++) await new Promise((resolve) => setImmediate(resolve));
+    // The server's readable buffer (64 KiB), its held data (256 KiB window), our queue and Duplex buffer (2 × 64 KiB).
+    expect(written).toBeLessThan(1 * MiB);
+    probe.gate.resolve();
+    await within(writer, 'the writer to finish once the handler reads');
+    duplex.resume();
+    await until(() => probe.read === 200 * 64 * 1024, 10_000, 'every byte read');
+  });
+
+  test('a handler that fails mid-stream errors the caller’s Duplex with its error, as Nest delivers it', async () => {
+    const duplex = client.openDuplex('fail-midway');
+    duplex.write(Buffer.alloc(1000));
+    const error = await within(new Promise((resolve) => duplex.once('error', resolve)), "the Duplex's error");
+    expect(error).toEqual({ code: 'E_DISK_FULL' });
+  });
+
+  test('a handler that destroys its stream errors the caller’s Duplex', async () => {
+    const duplex = client.openDuplex('destroy');
+    const error = await within(new Promise((resolve) => duplex.once('error', resolve)), "the Duplex's error");
+    expect(error).toEqual({ status: 'error', message: 'Internal server error' });
+  });
+
+  test('the caller destroying mid-upload cancels the call: the handler’s Duplex errors with ERR_SMUX_CANCELLED', async () => {
+    const duplex = client.openDuplex('slow-reader');
+    duplex.on('error', () => undefined);
+    duplex.write(Buffer.alloc(1000));
+    await within(probe.entered.promise, 'the handler');
+    duplex.destroy();
+    await until(() => probe.aborted !== null && probe.duplexError !== null, 5_000, 'the cancel on the server');
+    expect(probe.duplexError).toEqual(smuxError('ERR_SMUX_CANCELLED'));
+    expect(probe.aborted).toEqual(smuxError('ERR_SMUX_CANCELLED'));
+    probe.gate.resolve();
+  });
+
+  test('guards run before the handler: refused without the header, served with it', async () => {
+    const refused = client.openDuplex('guarded');
+    refused.end();
+    expect(await within(new Promise((resolve) => refused.once('error', resolve)), 'the refusal')).toEqual({
+      status: 'error',
+      message: 'Forbidden resource',
+    });
+    const allowed = client.openDuplex('guarded', null, { headers: { 'x-token': 'secret' } });
+    allowed.end();
+    expect((await readAll(allowed)).toString()).toBe('welcome');
+  });
+
+  test('an unknown pattern errors the Duplex with Nest’s no-handler message; a deadline with ERR_SMUX_TIMEOUT', async () => {
+    const unknown = client.openDuplex('no-such');
+    expect(await within(new Promise((resolve) => unknown.once('error', resolve)), 'the error')).toBe(
+      'There is no matching message handler defined in the remote service.',
+    );
+    const late = client.openDuplex('slow-reader', null, { timeout: 200 });
+    expect(await within(new Promise((resolve) => late.once('error', resolve)), 'the deadline')).toEqual(smuxError('ERR_SMUX_TIMEOUT'));
+    probe.gate.resolve();
+  });
+
+  test('ctx.getDuplex() in a call that is not a byte stream throws ERR_SMUX_INVALID_ARGUMENT', async () => {
+    logLines.length = 0;
+    expect(await rejection(firstValueFrom(client.send('not-a-stream', {})))).toEqual({ status: 'error', message: 'Internal server error' });
+    expect(logLines).toContainEqual(expect.objectContaining({ level: 'error', message: expect.stringContaining('is not a byte stream') }));
+  });
+
+  test('other calls on the connection flow while a byte stream moves data', async () => {
+    const duplex = client.openDuplex('echo');
+    const moving = Promise.all([pipeline(pattern(32 * MiB), duplex), pipeline(duplex, hashing().sink)]);
+    const results = await Promise.all(Array.from({ length: 20 }, () => rejection(firstValueFrom(client.send('no-such', {})))));
+    expect(results.every((r) => typeof r === 'string')).toBe(true);
+    await within(moving, 'the transfer', 30_000);
+  });
+});

@@ -1,0 +1,137 @@
+/**
+ * Real-time feeds: `@MessagePattern(pattern, smuxFeed({ bufferSize }))`. Each item carries its sequence number and
+ * the server's timestamp; a caller that reads slowly gets the newest items with gaps (the drops), the server holds
+ * at most `bufferSize` unsent items and never slows the producer. Ordinary Observable replies stay lossless.
+ */
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { Controller } from '@nestjs/common';
+import { MessagePattern, Payload } from '@nestjs/microservices';
+import { lastValueFrom, map, Observable, range, take, toArray } from 'rxjs';
+import { type ClientSmux, type SmuxFeedItem, smuxFeed } from '../../lib/index.js';
+import { encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
+import { type AppHandle, closeAll, rawCall, rawSession, startApp, until, within } from './helpers.js';
+
+const producer = { emitted: 0, stopped: false };
+
+@Controller()
+class FeedController {
+  @MessagePattern('ticks', smuxFeed({ bufferSize: 8 }))
+  ticks(@Payload() count: number): Observable<number> {
+    return range(1, count);
+  }
+
+  @MessagePattern('firehose', smuxFeed({ bufferSize: 16 })) // 1 KiB items as fast as possible, until cancelled
+  firehose(): Observable<Buffer> {
+    producer.emitted = 0;
+    producer.stopped = false;
+    return new Observable<Buffer>((subscriber) => {
+      const timer = setInterval(() => {
+        for (let i = 0; i < 200; i++) {
+          producer.emitted++;
+          subscriber.next(Buffer.alloc(1024, producer.emitted & 0xff));
+        }
+      }, 1);
+      return () => {
+        producer.stopped = true;
+        clearInterval(timer);
+      };
+    });
+  }
+
+  @MessagePattern('lossless') // the same values, not a feed
+  lossless(@Payload() count: number): Observable<number> {
+    return range(1, count);
+  }
+}
+
+let handle: AppHandle;
+let client: ClientSmux;
+
+beforeAll(async () => {
+  handle = await startApp({ controllers: [FeedController] });
+  client = handle.client();
+});
+afterAll(closeAll);
+
+describe('real-time feeds', () => {
+  test('a caller that keeps up gets every item with seq 1, 2, 3 …, a timestamp, and no drops', async () => {
+    const before = Date.now();
+    const items = await lastValueFrom(client.send<SmuxFeedItem<number>>('ticks', 5).pipe(toArray()));
+    expect(items.map((i) => [i.value, i.seq, i.dropped])).toEqual([
+      [1, 1, 0],
+      [2, 2, 0],
+      [3, 3, 0],
+      [4, 4, 0],
+      [5, 5, 0],
+    ]);
+    for (const item of items) {
+      expect(item.timestamp).toBeGreaterThanOrEqual(before - 50); // the server's clock, in epoch ms
+      expect(item.timestamp).toBeLessThanOrEqual(Date.now() + 50);
+    }
+  });
+
+  test('a caller that stops reading: the producer is never slowed, the server holds a bounded backlog, the newest items arrive and the gaps count the drops', async () => {
+    const session = await rawSession(handle.port);
+    const call = rawCall(session, encodeMessage(Kind.REQUEST, 0, {}, { id: '1', pattern: 'firehose' }));
+    call.channel.pause(); // the caller reads nothing: the stream's window fills up
+    await until(() => producer.emitted >= 20_000, 10_000, 'the producer to run on'); // 20 MiB produced
+    const serverStream = handle.sessions.at(-1)!;
+    // What the server holds for this caller: the window it already sent (≤ 256 KiB), its queue (≤ 64 KiB) and the
+    // ring of 16 items — not the 20 MiB produced.
+    expect(serverStream.stats.bytesOut).toBeLessThan(1024 * 1024);
+    call.channel.resume();
+    await until(() => call.messages.length > 0 && call.messages.at(-1)!.seq! > 20_000, 10_000, 'the newest items');
+    const seqs = call.messages.map((m) => m.seq!);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b)); // in order
+    expect(seqs.at(-1)! - seqs.length).toBeGreaterThan(15_000); // most were dropped, and the gaps say so
+    expect(call.messages.every((m) => (m.flags & Flag.FEED) !== 0 && typeof m.timestamp === 'number')).toBe(true);
+    call.channel.destroy(); // cancel: the producer stops
+    await until(() => producer.stopped, 5_000, 'the producer to be unsubscribed');
+  });
+
+  test('through ClientSmux: a slow subscriber sees gaps in seq and the running count of drops', async () => {
+    let lastSeq = 0;
+    let gaps = 0;
+    let lastDropped = 0;
+    const items = await within(
+      lastValueFrom(
+        client.send<SmuxFeedItem<Buffer>>('firehose', {}).pipe(
+          map((item) => {
+            if (item.seq !== lastSeq + 1) gaps++;
+            lastSeq = item.seq;
+            lastDropped = item.dropped;
+            const until = Date.now() + 2; // a subscriber that blocks its event loop: the socket is not read meanwhile
+            while (Date.now() < until);
+            return item;
+          }),
+          take(300),
+          toArray(),
+        ),
+      ),
+      'the slow subscription',
+      30_000,
+    );
+    expect(items).toHaveLength(300);
+    expect(gaps).toBeGreaterThan(0);
+    expect(lastDropped).toBe(lastSeq - 300);
+    await until(() => producer.stopped, 5_000, 'the producer to be unsubscribed');
+  });
+
+  test('an ordinary Observable reply is lossless whatever the pace', async () => {
+    const values = await lastValueFrom(
+      client.send<number>('lossless', 3_000).pipe(
+        map((v) => {
+          const until = Date.now() + (v % 500 === 0 ? 5 : 0);
+          while (Date.now() < until);
+          return v;
+        }),
+        toArray(),
+      ),
+    );
+    expect(values).toEqual(Array.from({ length: 3_000 }, (_, i) => i + 1));
+  });
+
+  test('smuxFeed() refuses a bufferSize below 1', () => {
+    expect(() => smuxFeed({ bufferSize: 0 })).toThrow(expect.objectContaining({ code: 'ERR_SMUX_INVALID_ARGUMENT' }));
+  });
+});
