@@ -3,10 +3,9 @@ import { Logger } from '@nestjs/common';
 import { ClientProxy, type MsPattern, type ReadPacket, type WritePacket } from '@nestjs/microservices';
 import { connectable, defer, Observable, Subject, throwError } from 'rxjs';
 import { type Session, SmuxError } from '../smux/index.js';
-import { Fifo } from '../util/fifo.js';
-import { Admission } from './admission.js';
-import { Flag, Kind, PREFIX_SIZE } from './call-codec.js';
-import { ClientCall, type ClientCallHost, type PendingCall } from './client-call.js';
+import { Flag, Kind } from './call-codec.js';
+import { CallScheduler, toSmuxError } from './call-scheduler.js';
+import { ClientCall, type ClientCallHost } from './client-call.js';
 import { ClientRawCall } from './client-raw-call.js';
 import { Connector } from './connector.js';
 import type { ClientSmuxOptions, SmuxDuplexOptions } from './interfaces.js';
@@ -17,15 +16,6 @@ import { isSource } from './sources.js';
 import { resolveClientOptions, type ResolvedClientOptions } from './options.js';
 import { SmuxRecord } from './smux.record-builder.js';
 import type { SmuxClientEvents } from './smux.events.js';
-
-/** Something waiting for a connection: a call, an event, a `connect()`. */
-interface ConnectionWaiter {
-  readonly waitForReady: boolean;
-  /** True once it no longer waits (settled elsewhere). */
-  gone(): boolean;
-  connected(session: Session): void;
-  unavailable(error: SmuxError): void;
-}
 
 /**
  * The NestJS client of {@link ServerSmux}: every `send()` and `emit()` runs on its own smux stream over one
@@ -42,13 +32,10 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   readonly #options: ResolvedClientOptions;
   readonly #host: ClientCallHost;
   readonly #events = new EventEmitter();
-  readonly #admission: Admission;
   readonly #connector: Connector;
-  readonly #awaiting = new Fifo<ConnectionWaiter>();
+  readonly #scheduler: CallScheduler;
   readonly #warnings: RateLimitedLog;
   #nextId = 0;
-  #waitingCalls = 0; // calls waiting for a connection (they hold no slot yet)
-  #keepAlive: NodeJS.Timeout | null = null; // holds the process while anything waits for a connection
   #cutOff = 0; // calls in flight when the connection died (for the log line)
 
   /**
@@ -61,7 +48,6 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     this.#options = resolved;
     this.initializeSerializer(options);
     this.initializeDeserializer(options);
-    this.#admission = new Admission(resolved.maxConcurrentCalls, resolved.maxQueuedCalls);
     this.#warnings = new RateLimitedLog(this.logger, resolved.clock);
     const connector = new Connector(resolved, {
       ready: (session) => this.#ready(session),
@@ -70,6 +56,8 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
       status: (status) => this._status$.next(status),
     });
     this.#connector = connector;
+    const scheduler = new CallScheduler(connector, resolved);
+    this.#scheduler = scheduler;
     this.#host = {
       clock: resolved.clock,
       maxMessageBytes: resolved.maxMessageBytes,
@@ -80,10 +68,10 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
         normalizePattern: (pattern) => this.normalizePattern(pattern as MsPattern),
         patternAsString: (pattern) => String(pattern),
       }),
-      launch: (call) => this.#launch(call),
+      launch: (call) => scheduler.launch(call),
       cutOff: () => void this.#cutOff++,
       settled: (call) => {
-        this.#admission.release(call);
+        scheduler.release(call);
         this.#connector.retireIdle();
       },
       get connectError() {
@@ -98,7 +86,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
    */
   connect(): Promise<Session> {
     const session = this.#connector.session;
-    return session !== null ? Promise.resolve(session) : this.#nextSession(false);
+    return session !== null ? Promise.resolve(session) : this.#scheduler.nextSession(false);
   }
 
   /**
@@ -107,9 +95,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
    */
   async close(): Promise<void> {
     const closed = new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed');
-    for (const call of this.#admission.drain()) (call as PendingCall).fail(closed);
-    for (const waiter of this.#awaiting.drain()) if (!waiter.gone()) waiter.unavailable(closed);
-    this.#holdProcess();
+    this.#scheduler.close(closed);
     await this.#connector.close();
     this.#warnings.close();
   }
@@ -195,9 +181,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
       process.nextTick(() => duplex.fail(toSmuxError(error, 'the request could not be encoded')));
       return duplex;
     }
-    const call = new ClientRawCall(this.#host, duplex, request, timeout, options.waitForReady ?? this.#options.waitForReady);
-    if (this.#connector.session !== null) this.#admit(call);
-    else this.#awaitConnection(call);
+    this.#scheduler.schedule(new ClientRawCall(this.#host, duplex, request, timeout, options.waitForReady ?? this.#options.waitForReady));
     return duplex;
   }
 
@@ -220,7 +204,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     if (isSource(data))
       throw new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'an event cannot stream: emit() takes a value (use send() to stream)');
     const buffers = this.#host.codec.encodeCall(Kind.EVENT, { pattern: packet.pattern, data, headers });
-    const session = await this.#sessionFor(waitForReady ?? this.#options.waitForReady);
+    const session = await this.#scheduler.sessionFor(waitForReady ?? this.#options.waitForReady);
     const channel = session.openChannel();
     return new Promise<T>((resolve, reject) => {
       channel.setHandler({
@@ -262,188 +246,28 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
         timeout: timeoutField,
         flags: source === null ? 0 : Flag.STREAM,
       });
-      this.#checkSize(request);
+      this.#scheduler.checkSize(request);
     } catch (error) {
       callback({ err: toSmuxError(error, 'the request could not be encoded'), isDisposed: true } as WritePacket);
       return null;
     }
     const call = new ClientCall(this.#host, callback, request, timeout, waitForReady ?? this.#options.waitForReady, source);
-    if (this.#connector.session !== null) this.#admit(call);
-    else this.#awaitConnection(call);
+    this.#scheduler.schedule(call);
     return call;
-  }
-
-  /** Slots are taken once connected: until then the server's `maxCallsPerConnection` (from its hello) is unknown. */
-  #admit(call: PendingCall): void {
-    if (call.done || this.#admission.admit(call)) return;
-    call.fail(
-      new SmuxError(
-        'ERR_SMUX_LIMIT',
-        `${this.#admission.running} calls in flight and ${this.#admission.queued} queued ` +
-          `(maxConcurrentCalls ${this.#options.maxConcurrentCalls}, maxQueuedCalls ${this.#options.maxQueuedCalls})`,
-      ),
-    );
-  }
-
-  /** No connection: wait for one (bounded like the queue), or fail fast while the last attempt failed. */
-  #awaitConnection(call: PendingCall): void {
-    if (this.#failsFast(call.waitForReady)) return call.fail(this.#unavailable());
-    const { maxConcurrentCalls, maxQueuedCalls } = this.#options;
-    if (this.#waitingCalls >= maxConcurrentCalls + maxQueuedCalls) {
-      const limits = `maxConcurrentCalls ${maxConcurrentCalls} + maxQueuedCalls ${maxQueuedCalls}`;
-      return call.fail(new SmuxError('ERR_SMUX_LIMIT', `${this.#waitingCalls} calls wait for a connection (${limits})`));
-    }
-    this.#waitingCalls++;
-    let waiting = true;
-    const leave = (): boolean => {
-      if (waiting) this.#waitingCalls--;
-      waiting = false;
-      return true;
-    };
-    this.#wait({
-      waitForReady: call.waitForReady,
-      gone: () => call.done && leave(),
-      connected: () => leave() && this.#admit(call),
-      unavailable: (error) => leave() && call.fail(error),
-    });
-  }
-
-  /** A call took a slot: open its stream (should the connection be gone meanwhile, wait for the next one). */
-  #launch(call: PendingCall): void {
-    if (call.done) return;
-    const session = this.#usableSession();
-    if (session !== null) return this.#openOn(session, call);
-    if (this.#failsFast(call.waitForReady)) return call.fail(this.#unavailable());
-    this.#wait({
-      waitForReady: call.waitForReady,
-      gone: () => call.done,
-      connected: (s) => this.#openOn(s, call),
-      unavailable: (error) => call.fail(error),
-    });
-  }
-
-  #openOn(session: Session, call: PendingCall): void {
-    if (call.done) return;
-    try {
-      call.open(session.openChannel());
-    } catch (error) {
-      call.fail(toSmuxError(error, 'the call could not be opened'));
-    }
-  }
-
-  /** A session for an event: the ready one, or the next one (failing fast while there is none, unless waiting). */
-  #sessionFor(waitForReady: boolean): Promise<Session> {
-    const session = this.#usableSession();
-    if (session !== null) return Promise.resolve(session);
-    if (this.#failsFast(waitForReady)) return Promise.reject(this.#unavailable());
-    return this.#nextSession(waitForReady);
-  }
-
-  /** The next session: starts an attempt unless one runs (a backoff wait is cut short), waits for its outcome. */
-  #nextSession(waitForReady: boolean): Promise<Session> {
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      this.#wait({
-        waitForReady,
-        gone: () => settled,
-        connected: (s) => {
-          settled = true;
-          resolve(s);
-        },
-        unavailable: (error) => {
-          settled = true;
-          reject(error);
-        },
-      });
-    });
-  }
-
-  /**
-   * Fail at once, or wait for a connection? Once an attempt has failed, calls fail fast until one succeeds — also
-   * while the background retries run (gRPC's "sticky" transient failure): a peer that accepts TCP but never
-   * answers must not make every call wait out a hello timeout. The first attempt, and the one after a lost
-   * connection, are waited for.
-   */
-  #failsFast(waitForReady: boolean): boolean {
-    return !waitForReady && this.#connector.lastError !== null;
-  }
-
-  /** Waits for a connection (starting an attempt if none runs); the process stays alive while anyone waits. */
-  #wait(waiter: ConnectionWaiter): void {
-    this.#awaiting.push(waiter);
-    this.#holdProcess();
-    this.#connector.connect();
-  }
-
-  /**
-   * Our timers are unref'd (a client must not keep an app alive), and during a backoff there is no socket: a
-   * script whose only work is a call waiting for the server would exit with the call pending. A ref'd handle is
-   * held while anything waits for a connection.
-   */
-  #holdProcess(): void {
-    if (this.#awaiting.length > 0) this.#keepAlive ??= setInterval(noop, 0x7fff_ffff);
-    else if (this.#keepAlive !== null) {
-      clearInterval(this.#keepAlive);
-      this.#keepAlive = null;
-    }
-  }
-
-  /** The ready session, if it still has stream ids (otherwise new calls move to a fresh one). */
-  #usableSession(): Session | null {
-    const session = this.#connector.session;
-    if (session === null) return null;
-    if (session.streamIdsLeft > 0) return session;
-    this.#connector.rotate();
-    return null;
-  }
-
-  /** A request the server will refuse as too large fails here, before its bytes are sent. */
-  #checkSize(request: Buffer[]): void {
-    const limit = this.#connector.hello?.maxMessageBytes;
-    if (limit === undefined) return;
-    let length = -PREFIX_SIZE;
-    for (const buffer of request) length += buffer.length;
-    if (length > limit)
-      throw new SmuxError('ERR_SMUX_LIMIT', `a call message of ${length} bytes exceeds the server's maxMessageBytes (${limit} bytes)`);
-  }
-
-  #unavailable(): SmuxError {
-    const cause = this.#connector.lastError ?? undefined;
-    // A server that does not speak this transport will not start speaking it: retrying that is pointless.
-    const retryable = !(cause instanceof SmuxError && cause.code === 'ERR_SMUX_PROTOCOL');
-    return new SmuxError('ERR_SMUX_UNAVAILABLE', `no connection: ${cause?.message ?? `not connected to ${this.#connector.where}`}`, {
-      cause,
-      retryable,
-    });
   }
 
   // ── connection events ──────────────────────────────────────────────────────────────────────────────────
 
   #ready(session: Session): void {
-    const limit = this.#connector.hello?.maxCallsPerConnection;
-    if (limit !== undefined) this.#admission.limit(Math.min(limit, this.#options.maxConcurrentCalls));
     this.logger.debug?.(`Connected to ${this.#connector.where} (smux protocol version ${session.version})`);
     this.#events.emit('connect', session);
-    for (const waiter of this.#awaiting.drain()) {
-      if (waiter.gone()) continue;
-      const usable = this.#usableSession();
-      if (usable === null)
-        this.#awaiting.push(waiter); // ids ran out at once: the next session takes it
-      else waiter.connected(usable);
-    }
-    this.#holdProcess();
+    this.#scheduler.connected();
   }
 
   #failed(error: Error): void {
     this.#warnings.warn('connect', `Could not connect to ${this.#connector.where}: ${error.message} (retrying in the background)`);
     if (this.#events.listenerCount('error') > 0) this.#events.emit('error', error);
-    const unavailable = this.#unavailable();
-    for (const waiter of this.#awaiting.drain()) {
-      if (waiter.gone()) continue;
-      if (waiter.waitForReady) this.#awaiting.push(waiter);
-      else waiter.unavailable(unavailable);
-    }
-    this.#holdProcess();
+    this.#scheduler.attemptFailed();
   }
 
   #lost(_session: Session, error: SmuxError | undefined): void {
@@ -469,13 +293,4 @@ function unwrapRecord(
   if (!(value instanceof SmuxRecord)) return { data: value, headers: metadata, timeout: undefined, waitForReady: undefined };
   const { headers, timeout, waitForReady } = value.options;
   return { data: value.data, headers: metadata === undefined ? headers : { ...metadata, ...headers }, timeout, waitForReady };
-}
-
-/** `error` as a SmuxError: ours as they are, anything else (a custom serializer's) as ERR_SMUX_ENCODING. */
-function noop(): void {}
-
-function toSmuxError(error: unknown, what: string): SmuxError {
-  return error instanceof SmuxError
-    ? error
-    : new SmuxError('ERR_SMUX_ENCODING', `${what}: ${(error as Error)?.message ?? String(error)}`, { cause: error });
 }

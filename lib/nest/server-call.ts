@@ -1,13 +1,13 @@
-import { isObservable } from 'rxjs';
-import { type Clock, type SmuxChannel, SmuxError, type SmuxErrorCode, type TimerHandle } from '../smux/index.js';
+import { type Clock, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import { type CallMessage, encodeTransportError, Flag, Kind } from './call-codec.js';
 import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
 import type { PacketCodec } from './packet-codec.js';
-import { SmuxDuplex } from './raw-duplex.js';
+import type { SmuxDuplex } from './raw-duplex.js';
 import { type ReplyOwner, ServerReply } from './server-reply.js';
 import type { CallControl } from './smux.context.js';
-import { isAsyncIterable, releaseSource } from './sources.js';
-import { SmuxStreamedPayload } from './streamed-input.js';
+import { type InputOwner, ServerInput } from './server-input.js';
+import { releaseResult } from './sources.js';
+import type { SmuxStreamedPayload } from './streamed-input.js';
 
 /** What a {@link ServerCall} needs from the server. */
 export interface CallHost {
@@ -76,11 +76,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
   #deadline: number | undefined;
   #timer: TimerHandle | null = null;
   #endHook: (() => void) | null = null;
-  #input: SmuxStreamedPayload | null = null; // the items of a streamed request (DATA … END)
-  #raw: SmuxDuplex | null = null; // a byte-stream call's Duplex (RAW … END both ways)
-  #rawEnds = 0; // 1: our END + LAST is out; 2: the caller's END arrived; 3: both (the call is complete)
-  #handlerDone = false; // the handler's promise settled (its error, if any, is the call's)
-  #rawDestroyed: { error: Error | null } | null = null; // the handler destroyed its Duplex before it finished
+  #input: ServerInput | null = null; // what a streamed request or a byte stream reads after its REQUEST
 
   /**
    * @param host - the server
@@ -107,13 +103,10 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
   }
   /** The handler's payload when the request streams (its data arrives as DATA items), else null. */
   get input(): SmuxStreamedPayload | null {
-    return this.#input;
-  }
-  get live(): boolean {
-    return this.#state === RUNNING;
+    return this.#input?.payload ?? null;
   }
   get duplex(): SmuxDuplex | null {
-    return this.#raw;
+    return this.#input?.duplex ?? null;
   }
   get signal(): AbortSignal {
     if (this.#controller === null) {
@@ -129,26 +122,16 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
   // ── EndpointOwner ──────────────────────────────────────────────────────────────────────────────────────
 
   onMessage(message: CallMessage, size: number): void {
-    if (this.#state !== AWAITING) return this.#onInput(message, size);
+    if (this.#state !== AWAITING) return this.#input?.deliver(message, size);
     const { kind, flags } = message;
     const endpoint = this.#endpoint;
-    if (kind === Kind.REQUEST && (flags & Flag.STREAM) !== 0) {
-      this.#input = new SmuxStreamedPayload({
-        pause: () => endpoint.pause(),
-        resume: () => endpoint.resume(),
-        abandon: () => endpoint.stopReading(),
-      });
-    } else if (kind === Kind.REQUEST && (flags & Flag.RAW) !== 0) {
-      this.#raw = new SmuxDuplex(this.channel.session.config.streamHighWaterMark);
-      // A handler that does not listen for 'error' must not crash the process when the caller cancels: the cancel
-      // reaches it through ctx.signal, its reads and pipeline() anyway.
-      this.#raw.on('error', () => undefined);
-      this.#raw.attach(endpoint, this.#rawOwner);
-    } else {
-      endpoint.stopReading(); // one message is a whole call; what follows it is not read (whatever the framing)
+    if (kind === Kind.REQUEST) {
+      this.#input = ServerInput.open(flags, endpoint, this.#inputOwner, this.channel.session.config.streamHighWaterMark);
     }
+    // One message is a whole call unless its input streams: what follows it is not read (whatever the framing).
+    if (this.#input === null) endpoint.stopReading();
     if ((kind === Kind.REQUEST || kind === Kind.EVENT) && message.pattern === undefined && (flags & Flag.OPAQUE) === 0) {
-      this.#refuse(new SmuxError('ERR_SMUX_PROTOCOL', 'a REQUEST or EVENT without a PATTERN field'));
+      this.refuse(new SmuxError('ERR_SMUX_PROTOCOL', 'a REQUEST or EVENT without a PATTERN field'));
     } else if (kind === Kind.REQUEST) {
       this.#state = RUNNING;
       this.id = message.id;
@@ -162,18 +145,18 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
       this.#state = CONTROL;
       this.#host.openControl(this, message);
     } else {
-      this.#refuse(new SmuxError('ERR_SMUX_PROTOCOL', `a call must start with REQUEST or EVENT, got kind ${kind}`));
+      this.refuse(new SmuxError('ERR_SMUX_PROTOCOL', `a call must start with REQUEST or EVENT, got kind ${kind}`));
     }
   }
 
   onUnreadData(): void {
-    if (this.#state === AWAITING && this.#refusal !== null) this.#refuse(this.#refusal); // answered on its first bytes
+    if (this.#state === AWAITING && this.#refusal !== null) this.refuse(this.#refusal); // answered on its first bytes
   }
 
   onReadError(error: SmuxError): void {
     if (this.#state === RUNNING)
-      this.end(error.code, error.message); // a streamed request's item too large, malformed
-    else this.#refuse(error);
+      this.end(error); // a streamed request's item too large, malformed
+    else this.refuse(error);
   }
 
   onPeerEnd(): void {
@@ -205,24 +188,16 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
     try {
       result = await handler(data, ctx);
     } catch (error) {
-      this.#handlerDone = true;
+      this.#input?.handlerSettled();
       return this.#reply.error(this.#host.toRpcError(error));
     }
-    this.#handlerDone = true;
+    this.#input?.handlerSettled();
     if (this.#state !== RUNNING) {
-      // Cancelled while guards or an async handler were pending: release the result as soon as it exists
-      // (an Observable is unsubscribed, so the teardown of work the handler started runs).
-      if (isObservable(result)) result.subscribe({ error: () => undefined }).unsubscribe();
-      else if (isAsyncIterable(result)) releaseSource(result);
+      releaseResult(result); // cancelled while guards or an async handler were pending: stop what it started
       return this.#runEndHook();
     }
     // A byte-stream call completes when both directions ended; the handler's result only reports failures.
-    if (this.#raw !== null) {
-      if (isObservable(result))
-        result.subscribe({ error: (error: unknown) => this.#reply.error(error), complete: () => this.#rawAbandoned() });
-      else this.#rawAbandoned();
-      return;
-    }
+    if (this.#input?.duplex) return this.#input.adoptByteStreamResult(result, (error) => this.#reply.error(error));
     await this.#reply.adopt(result, feed === null ? null : { bufferSize: feed.bufferSize, clock: this.#host.clock });
   }
 
@@ -232,20 +207,22 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
   }
 
   /** Ends a running call with a transport error written by the server itself (deadline, shutdown, limit). */
-  end(code: SmuxErrorCode, message: string): void {
-    this.endWith(new SmuxError(code, message));
-  }
-
-  endWith(error: SmuxError): void {
+  end(error: SmuxError): void {
     if (this.#state !== RUNNING) return;
     this.#stopWork(error);
     this.#endpoint.write(encodeTransportError(error));
     this.#wrapUp(ANSWERED);
   }
 
-  /** Refuses the stream with a transport error (then FIN); whatever else the caller sends is ignored. */
+  /**
+   * Refuses the stream with a transport error, then FIN; whatever else the caller sends is ignored. Too large,
+   * malformed, over a limit: refusal is a state, not a running call.
+   */
   refuse(error: SmuxError): void {
-    this.#refuse(error);
+    if (this.#state !== AWAITING && this.#state !== CONTROL) return;
+    this.#endpoint.stopReading();
+    this.#endpoint.write(encodeTransportError(error));
+    this.#wrapUp(REFUSED);
   }
 
   /**
@@ -255,8 +232,8 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
    */
   shutdown(): void {
     const message = 'the server is shutting down';
-    if (this.#state === RUNNING) this.end('ERR_SMUX_SHUTTING_DOWN', message);
-    else if (this.#state === AWAITING && this.#endpoint.partial) this.#refuse(new SmuxError('ERR_SMUX_SHUTTING_DOWN', message));
+    if (this.#state === RUNNING) this.end(new SmuxError('ERR_SMUX_SHUTTING_DOWN', message));
+    else if (this.#state === AWAITING && this.#endpoint.partial) this.refuse(new SmuxError('ERR_SMUX_SHUTTING_DOWN', message));
   }
 
   // ── ReplyOwner ─────────────────────────────────────────────────────────────────────────────────────────
@@ -277,64 +254,23 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
 
   // ── internals ──────────────────────────────────────────────────────────────────────────────────────────
 
-  /** A message after the request: an item of a streamed request or its end, or a byte stream's RAW or END. */
-  #onInput(message: CallMessage, size: number): void {
-    if (this.#state !== RUNNING) return;
-    if (this.#raw !== null) return this.#raw.deliver(message);
-    const input = this.#input;
-    if (input === null) return;
-    if (message.kind === Kind.DATA) return input.push(message.body, size);
-    this.#endpoint.stopReading();
-    if (message.kind === Kind.END && (message.flags & Flag.ERROR) === 0) input.end();
-    else if (message.kind === Kind.END) input.fail(message.body);
-    else this.end('ERR_SMUX_PROTOCOL', `a streamed request carries DATA and END messages, got kind ${message.kind}`);
-  }
-
-  /** What the Duplex of a byte-stream call reports: its ends, and a destroy by the handler. */
-  readonly #rawOwner = {
-    lastEnd: true,
-    writableEnded: () => this.#rawEnded(1),
-    readableEnded: () => this.#rawEnded(2),
-    destroyed: (error: Error | null) => {
-      this.#rawDestroyed = { error };
-      // A handler that throws out of a `for await` destroys its Duplex first: its own error, coming next, wins.
-      if (this.#handlerDone) this.#rawAbandoned();
-    },
+  /** What the call's input reports: a byte stream complete, a cancel, a failure. */
+  readonly #inputOwner: InputOwner = {
+    isRunning: () => this.#state === RUNNING,
+    completed: () => this.answered(),
+    cancel: (reason) => this.#abort(reason),
+    fail: (error) => this.fail(error),
+    end: (error) => this.end(error),
+    toRpcError: (error) => this.#host.toRpcError(error),
   };
-
-  /** The handler finished; if its Duplex was destroyed without both ends, the call fails with why. */
-  #rawAbandoned(): void {
-    const destroyed = this.#rawDestroyed;
-    if (destroyed === null || this.#state !== RUNNING) return;
-    if ((this.#rawEnds & 1) !== 0) return this.#abort(new SmuxError('ERR_SMUX_CANCELLED', 'the handler destroyed its stream'));
-    const { error } = destroyed;
-    this.fail(error === null ? { status: 'error', message: 'the handler destroyed its stream' } : this.#host.toRpcError(error));
-  }
-
-  #rawEnded(end: 1 | 2): void {
-    this.#rawEnds |= end;
-    if (this.#rawEnds === 3) this.answered();
-  }
-
-  /** Too large, malformed, over a limit: answer with the error and FIN (refusal is a state, not a running call). */
-  #refuse(error: SmuxError): void {
-    if (this.#state !== AWAITING && this.#state !== CONTROL) return;
-    this.#endpoint.stopReading();
-    this.#endpoint.write(encodeTransportError(error));
-    this.#wrapUp(REFUSED);
-  }
 
   /** The one way out after the last message: FIN after it, then wait (bounded) for the caller's FIN. */
   #wrapUp(state: typeof ANSWERED | typeof REFUSED): void {
     this.#state = state;
     this.#endpoint.stopReading(); // the caller's stream, if any, is no longer wanted
-    const over = new SmuxError('ERR_SMUX_CANCELLED', 'the call is over');
-    this.#input?.fail(over);
-    if (this.#rawEnds !== 3) this.#raw?.fail(over);
+    this.#input?.close();
     this.#reply.stop();
-    this.#host.callSettled(this);
-    this.#clearTimer();
-    this.#runEndHook();
+    this.#settled();
     if (this.channel.isClosed) return;
     this.#endpoint.end();
     this.#host.awaitCallerFin(this);
@@ -343,18 +279,23 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
   #abort(reason: SmuxError): void {
     this.#stopWork(reason);
     this.#state = CANCELLED;
-    this.#host.callSettled(this);
-    this.#clearTimer();
-    this.#runEndHook();
+    this.#settled();
     this.#endpoint.cancel();
+  }
+
+  /** The call stopped running: the server's count, the deadline, the processing end hook. */
+  #settled(): void {
+    this.#host.callSettled(this);
+    if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#runEndHook();
   }
 
   /** Stops the handler's work: aborts `ctx.signal`, fails its input, stops its reply. */
   #stopWork(reason: SmuxError): void {
     this.#abortReason = reason;
     this.#controller?.abort(reason);
-    this.#input?.fail(reason);
-    this.#raw?.fail(reason);
+    this.#input?.stop(reason);
     this.#reply.stop();
   }
 
@@ -369,12 +310,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
     this.#deadline = clock.now() + ms;
     this.#timer = clock.setTimeout(() => {
       this.#timer = null;
-      this.end('ERR_SMUX_TIMEOUT', `the call's deadline of ${ms} ms passed`);
+      this.end(new SmuxError('ERR_SMUX_TIMEOUT', `the call's deadline of ${ms} ms passed`));
     }, ms);
-  }
-
-  #clearTimer(): void {
-    if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
-    this.#timer = null;
   }
 }

@@ -9,13 +9,13 @@ import { isAsyncIterable, pullSource } from './sources.js';
 /** What a reply asks of its call. */
 export interface ReplyOwner {
   /** True while the call runs (answering makes sense). */
-  readonly live: boolean;
+  readonly running: boolean;
   /** The packet id of the request (a custom serializer puts it in every packet). */
   readonly id: string | undefined;
   /** The last message is written: wrap the call up. */
   answered(): void;
   /** A transport error ends the call (written as such: a limit). */
-  endWith(error: SmuxError): void;
+  end(error: SmuxError): void;
   /** The reply failed after its error message was written (`reason`: what aborts the handler's signal). */
   failed(reason: SmuxError): void;
   /** A thrown value as the caller receives it (Nest's exception-filter defaults). */
@@ -71,7 +71,7 @@ export class ServerReply implements Observer<unknown> {
 
   /** Writes the call's last message (a value, or with ERROR an error) and lets the call wrap up. */
   answer(value: unknown, flags: number, status?: string): void {
-    if (this.#owner.live && this.send(value, flags, status)) this.#owner.answered();
+    if (this.#owner.running && this.send(value, flags, status)) this.#owner.answered();
   }
 
   /** Stops taking values: the Observable is unsubscribed (its teardown runs), a pulled source released. */
@@ -89,7 +89,7 @@ export class ServerReply implements Observer<unknown> {
   // ── Observer: values of the handler's Observable ───────────────────────────────────────────────────────
 
   next(value: unknown): void {
-    if (this.#stopped || !this.#owner.live) return;
+    if (this.#stopped || !this.#owner.running) return;
     if (this.#hasPending) this.send(this.#pending, 0);
     this.#pending = value;
     this.#hasPending = true;
@@ -125,7 +125,7 @@ export class ServerReply implements Observer<unknown> {
   /** Writes a value that waited for a possible completion. */
   flushPending(): void {
     this.#flushScheduled = false;
-    if (!this.#hasPending || !this.#owner.live) return;
+    if (!this.#hasPending || !this.#owner.running) return;
     const value = this.#pending;
     this.#hasPending = false;
     this.#pending = undefined;
@@ -151,7 +151,7 @@ export class ServerReply implements Observer<unknown> {
     this.#endpoint.write(buffers);
     if ((flags & Flag.LAST) === 0 && this.#endpoint.writableLength > this.#maxBufferedBytes) {
       const limit = this.#maxBufferedBytes;
-      this.#owner.endWith(
+      this.#owner.end(
         new SmuxError('ERR_SMUX_LIMIT', `the reply exceeded ${limit} bytes buffered for a caller that does not read fast enough`),
       );
       return false;
@@ -160,7 +160,7 @@ export class ServerReply implements Observer<unknown> {
   }
 
   async #pull(source: AsyncIterable<unknown>): Promise<void> {
-    const live = (): boolean => !this.#stopped && this.#owner.live;
+    const live = (): boolean => !this.#stopped && this.#owner.running;
     const outcome = await pullSource(
       this.#endpoint,
       source,

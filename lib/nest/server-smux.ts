@@ -234,7 +234,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   }
 
   #dispatchRequest(call: ServerCall, message: CallMessage): void {
-    if (this.#closing !== null) return call.end('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
+    if (this.#closing !== null) return call.end(new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down'));
     let request: DecodedRequest | Promise<DecodedRequest>;
     try {
       request = this.#callHost.codec.decodeCall(message);

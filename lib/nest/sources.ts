@@ -32,6 +32,15 @@ export function releaseSource(source: AsyncIterable<unknown>, iterator?: AsyncIt
   else void Promise.resolve((iterator ?? source[Symbol.asyncIterator]()).return?.()).catch(() => undefined);
 }
 
+/**
+ * Releases a handler's result nobody will read (the call was cancelled while the handler ran): an Observable is
+ * subscribed and unsubscribed at once, so the teardown of work the handler started runs; an iterator is returned.
+ */
+export function releaseResult(result: unknown): void {
+  if (isObservable(result)) result.subscribe({ error: () => undefined }).unsubscribe();
+  else if (isAsyncIterable(result)) releaseSource(result);
+}
+
 /** How a pull ended. */
 export type PullOutcome = { done: true } | { done: false; error: unknown } | { done: false; error?: undefined; stopped: true };
 

@@ -1,0 +1,241 @@
+import { type Session, SmuxError } from '../smux/index.js';
+import { Fifo } from '../util/fifo.js';
+import { Admission } from './admission.js';
+import { PREFIX_SIZE } from './call-codec.js';
+import type { PendingCall } from './client-call.js';
+import type { Connector } from './connector.js';
+
+/** Something waiting for a connection: a call, an event, a `connect()`. */
+interface ConnectionWaiter {
+  readonly waitForReady: boolean;
+  /** True once it no longer waits (settled elsewhere). */
+  gone(): boolean;
+  connected(session: Session): void;
+  unavailable(error: SmuxError): void;
+}
+
+/** The client's limits on calls. */
+export interface SchedulerLimits {
+  readonly maxConcurrentCalls: number;
+  readonly maxQueuedCalls: number;
+}
+
+/**
+ * Takes a client's calls to its connection: a slot each (bounded concurrency and queue, {@link Admission}),
+ * a connection to open their streams on — waited for, or failed fast while the last attempt failed (gRPC's
+ * sticky transient failure) — and the process held alive while anything waits. It knows nothing of Nest.
+ */
+export class CallScheduler {
+  readonly #connector: Connector;
+  readonly #limits: SchedulerLimits;
+  readonly #admission: Admission;
+  readonly #awaiting = new Fifo<ConnectionWaiter>();
+  #waitingCalls = 0; // calls waiting for a connection (they hold no slot yet)
+  #keepAlive: NodeJS.Timeout | null = null; // holds the process while anything waits for a connection
+
+  constructor(connector: Connector, limits: SchedulerLimits) {
+    this.#connector = connector;
+    this.#limits = limits;
+    this.#admission = new Admission(limits.maxConcurrentCalls, limits.maxQueuedCalls);
+  }
+
+  /**
+   * A new call: it takes a slot once connected (until then the server's `maxCallsPerConnection`, from its hello,
+   * is unknown), or waits for a connection.
+   */
+  schedule(call: PendingCall): void {
+    if (this.#connector.session !== null) this.#admit(call);
+    else this.#awaitConnection(call);
+  }
+
+  /** A call took a slot: open its stream (should the connection be gone meanwhile, wait for the next one). */
+  launch(call: PendingCall): void {
+    if (call.done) return;
+    const session = this.#usableSession();
+    if (session !== null) return this.#openOn(session, call);
+    if (this.#failsFast(call.waitForReady)) return call.fail(this.unavailable());
+    this.#wait({
+      waitForReady: call.waitForReady,
+      gone: () => call.done,
+      connected: (s) => this.#openOn(s, call),
+      unavailable: (error) => call.fail(error),
+    });
+  }
+
+  /** A call is over: its slot is free. */
+  release(call: PendingCall): void {
+    this.#admission.release(call);
+  }
+
+  /** A session for an event: the ready one, or the next one (failing fast while there is none, unless waiting). */
+  sessionFor(waitForReady: boolean): Promise<Session> {
+    const session = this.#usableSession();
+    if (session !== null) return Promise.resolve(session);
+    if (this.#failsFast(waitForReady)) return Promise.reject(this.unavailable());
+    return this.nextSession(waitForReady);
+  }
+
+  /** The next session: starts an attempt unless one runs (a backoff wait is cut short), waits for its outcome. */
+  nextSession(waitForReady: boolean): Promise<Session> {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      this.#wait({
+        waitForReady,
+        gone: () => settled,
+        connected: (s) => {
+          settled = true;
+          resolve(s);
+        },
+        unavailable: (error) => {
+          settled = true;
+          reject(error);
+        },
+      });
+    });
+  }
+
+  /** A request the server will refuse as too large fails here, before its bytes are sent. */
+  checkSize(request: Buffer[]): void {
+    const limit = this.#connector.hello?.maxMessageBytes;
+    if (limit === undefined) return;
+    let length = -PREFIX_SIZE;
+    for (const buffer of request) length += buffer.length;
+    if (length > limit)
+      throw new SmuxError('ERR_SMUX_LIMIT', `a call message of ${length} bytes exceeds the server's maxMessageBytes (${limit} bytes)`);
+  }
+
+  /** The error of a call that finds no connection, with why the last attempt failed as its `cause`. */
+  unavailable(): SmuxError {
+    const cause = this.#connector.lastError ?? undefined;
+    // A server that does not speak this transport will not start speaking it: retrying that is pointless.
+    const retryable = !(cause instanceof SmuxError && cause.code === 'ERR_SMUX_PROTOCOL');
+    return new SmuxError('ERR_SMUX_UNAVAILABLE', `no connection: ${cause?.message ?? `not connected to ${this.#connector.where}`}`, {
+      cause,
+      retryable,
+    });
+  }
+
+  /** A session is ready: the server's call limit applies, and whatever waited goes on it. */
+  connected(): void {
+    const limit = this.#connector.hello?.maxCallsPerConnection;
+    if (limit !== undefined) this.#admission.limit(Math.min(limit, this.#limits.maxConcurrentCalls));
+    for (const waiter of this.#awaiting.drain()) {
+      if (waiter.gone()) continue;
+      const usable = this.#usableSession();
+      if (usable === null)
+        this.#awaiting.push(waiter); // ids ran out at once: the next session takes it
+      else waiter.connected(usable);
+    }
+    this.#holdProcess();
+  }
+
+  /** An attempt failed: what waits fails fast, unless it waits for ready. */
+  attemptFailed(): void {
+    const unavailable = this.unavailable();
+    for (const waiter of this.#awaiting.drain()) {
+      if (waiter.gone()) continue;
+      if (waiter.waitForReady) this.#awaiting.push(waiter);
+      else waiter.unavailable(unavailable);
+    }
+    this.#holdProcess();
+  }
+
+  /** The client closes: every call in flight, queued or waiting fails with `error`. */
+  close(error: SmuxError): void {
+    for (const call of this.#admission.drain()) (call as PendingCall).fail(error);
+    for (const waiter of this.#awaiting.drain()) if (!waiter.gone()) waiter.unavailable(error);
+    this.#holdProcess();
+  }
+
+  #admit(call: PendingCall): void {
+    if (call.done || this.#admission.admit(call)) return;
+    const { maxConcurrentCalls, maxQueuedCalls } = this.#limits;
+    call.fail(
+      new SmuxError(
+        'ERR_SMUX_LIMIT',
+        `${this.#admission.running} calls in flight and ${this.#admission.queued} queued ` +
+          `(maxConcurrentCalls ${maxConcurrentCalls}, maxQueuedCalls ${maxQueuedCalls})`,
+      ),
+    );
+  }
+
+  /** No connection: wait for one (bounded like the queue), or fail fast while the last attempt failed. */
+  #awaitConnection(call: PendingCall): void {
+    if (this.#failsFast(call.waitForReady)) return call.fail(this.unavailable());
+    const { maxConcurrentCalls, maxQueuedCalls } = this.#limits;
+    if (this.#waitingCalls >= maxConcurrentCalls + maxQueuedCalls) {
+      const limits = `maxConcurrentCalls ${maxConcurrentCalls} + maxQueuedCalls ${maxQueuedCalls}`;
+      return call.fail(new SmuxError('ERR_SMUX_LIMIT', `${this.#waitingCalls} calls wait for a connection (${limits})`));
+    }
+    this.#waitingCalls++;
+    let waiting = true;
+    const leave = (): boolean => {
+      if (waiting) this.#waitingCalls--;
+      waiting = false;
+      return true;
+    };
+    this.#wait({
+      waitForReady: call.waitForReady,
+      gone: () => call.done && leave(),
+      connected: () => leave() && this.#admit(call),
+      unavailable: (error) => leave() && call.fail(error),
+    });
+  }
+
+  #openOn(session: Session, call: PendingCall): void {
+    if (call.done) return;
+    try {
+      call.open(session.openChannel());
+    } catch (error) {
+      call.fail(toSmuxError(error, 'the call could not be opened'));
+    }
+  }
+
+  /**
+   * Fail at once, or wait for a connection? Once an attempt has failed, calls fail fast until one succeeds — also
+   * while the background retries run (gRPC's "sticky" transient failure): a peer that accepts TCP but never
+   * answers must not make every call wait out a hello timeout. The first attempt, and the one after a lost
+   * connection, are waited for.
+   */
+  #failsFast(waitForReady: boolean): boolean {
+    return !waitForReady && this.#connector.lastError !== null;
+  }
+
+  /** Waits for a connection (starting an attempt if none runs); the process stays alive while anyone waits. */
+  #wait(waiter: ConnectionWaiter): void {
+    this.#awaiting.push(waiter);
+    this.#holdProcess();
+    this.#connector.connect();
+  }
+
+  /**
+   * Our timers are unref'd (a client must not keep an app alive), and during a backoff there is no socket: a
+   * script whose only work is a call waiting for the server would exit with the call pending. A ref'd handle is
+   * held while anything waits for a connection.
+   */
+  #holdProcess(): void {
+    if (this.#awaiting.length > 0) this.#keepAlive ??= setInterval(noop, 0x7fff_ffff);
+    else if (this.#keepAlive !== null) {
+      clearInterval(this.#keepAlive);
+      this.#keepAlive = null;
+    }
+  }
+
+  /** The ready session, if it still has stream ids (otherwise new calls move to a fresh one). */
+  #usableSession(): Session | null {
+    const session = this.#connector.session;
+    if (session === null) return null;
+    if (session.streamIdsLeft > 0) return session;
+    this.#connector.rotate();
+    return null;
+  }
+}
+
+function noop(): void {}
+
+/** `error` as a SmuxError: ours as they are, anything else (a custom serializer's) as ERR_SMUX_ENCODING. */
+export function toSmuxError(error: unknown, what: string): SmuxError {
+  return error instanceof SmuxError
+    ? error
+    : new SmuxError('ERR_SMUX_ENCODING', `${what}: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+}
