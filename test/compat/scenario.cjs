@@ -4,7 +4,7 @@ const assert = require('node:assert/strict');
 const { Controller, Module, Inject, Injectable } = require('@nestjs/common');
 const { NestFactory } = require('@nestjs/core');
 const { ClientsModule, Ctx, EventPattern, MessagePattern, Payload, RpcException } = require('@nestjs/microservices');
-const { firstValueFrom, interval, lastValueFrom, map, take, toArray } = require('rxjs');
+const { firstValueFrom, from, interval, lastValueFrom, map, take, toArray } = require('rxjs');
 
 function method(decorator, target, name) {
   decorator(target.prototype, name, Object.getOwnPropertyDescriptor(target.prototype, name));
@@ -34,6 +34,21 @@ async function run(smux, core, flavour) {
     evt(data) {
       events.push(data);
     }
+    async total(items) {
+      let sum = 0;
+      for await (const item of items) sum += item;
+      return sum;
+    }
+    doubled(items) {
+      return items.pipe(map((item) => item * 2));
+    }
+    echoBytes(_data, ctx) {
+      const duplex = ctx.getDuplex();
+      duplex.pipe(duplex);
+    }
+    frames() {
+      return interval(1).pipe(take(3));
+    }
   }
   Controller()(MathController);
   method(MessagePattern('sum'), MathController, 'sum');
@@ -43,6 +58,12 @@ async function run(smux, core, flavour) {
   Ctx()(MathController.prototype, 'headers', 1);
   method(MessagePattern('fail'), MathController, 'fail');
   method(EventPattern('evt'), MathController, 'evt');
+  method(MessagePattern('total'), MathController, 'total');
+  method(MessagePattern('doubled'), MathController, 'doubled');
+  method(MessagePattern('echo-bytes'), MathController, 'echoBytes');
+  Payload()(MathController.prototype, 'echoBytes', 0);
+  Ctx()(MathController.prototype, 'echoBytes', 1);
+  method(MessagePattern('frames', smux.smuxFeed({ bufferSize: 4 })), MathController, 'frames');
   class ServerModule {}
   Module({ controllers: [MathController] })(ServerModule);
 
@@ -73,6 +94,32 @@ async function run(smux, core, flavour) {
   await lastValueFrom(client.emit('evt', { x: 1 }), { defaultValue: undefined });
   for (let i = 0; i < 100 && events.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
   assert.deepEqual(events, [{ x: 1 }]);
+
+  // Streaming: a client stream from an async generator, a bidirectional stream, a byte stream, a feed.
+  async function* numbers() {
+    for (let i = 1; i <= 100; i++) yield i;
+  }
+  assert.equal(await firstValueFrom(client.send('total', numbers())), 5050);
+  assert.deepEqual(await lastValueFrom(client.send('doubled', from([1, 2, 3])).pipe(toArray())), [2, 4, 6]);
+  const duplex = client.openDuplex('echo-bytes');
+  const received = [];
+  duplex.on('data', (chunk) => received.push(chunk));
+  const echoed = new Promise((resolve, reject) => duplex.on('end', resolve).on('error', reject));
+  const bytes = require('node:crypto').randomBytes(1 << 20);
+  duplex.end(bytes);
+  await echoed;
+  assert.ok(Buffer.concat(received).equals(bytes), 'the byte stream echoes 1 MiB');
+  const frames = await lastValueFrom(client.send('frames', 0).pipe(toArray()));
+  assert.deepEqual(
+    frames.map((f) => [f.value, f.seq]),
+    [
+      [0, 1],
+      [1, 2],
+      [2, 3],
+    ],
+  );
+  const stub = smux.smuxStub(client);
+  assert.equal(await firstValueFrom(stub.sum([4, 5])), 9);
 
   await clientApp.close();
   await microservice.close();

@@ -6,10 +6,12 @@
 // declarations (dist/cjs or dist/esm) the compiler read.
 import 'reflect-metadata';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
+import { type Duplex, PassThrough, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { Controller, Inject, Injectable, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { type ClientProxy, ClientsModule, Ctx, EventPattern, MessagePattern, Payload } from '@nestjs/microservices';
-import { firstValueFrom, type Observable, of } from 'rxjs';
+import { firstValueFrom, map, type Observable, of } from 'rxjs';
 import {
   type CallControl,
   ClientSmux,
@@ -30,6 +32,20 @@ import {
   type SmuxTransportOptions,
   smuxClient,
   smuxClientAsync,
+  SmuxDuplex,
+  type SmuxDuplexOptions,
+  type SmuxFeedItem,
+  type SmuxFeedOptions,
+  type SmuxReplyOf,
+  type SmuxSource,
+  SmuxStreamedPayload,
+  type SmuxStub,
+  type SmuxStubEvents,
+  type SmuxStubMethod,
+  type SmuxStubOptions,
+  type SmuxStubPattern,
+  smuxFeed,
+  smuxStub,
   // The root re-exports the smux core as well.
   Cmd,
   DEFAULT_CONFIG,
@@ -137,6 +153,47 @@ export class MathController {
   }
 }
 
+const feedOptions: SmuxFeedOptions = { bufferSize: 16 };
+const pattern: SmuxStubPattern = 'sum';
+
+// Streaming handlers: a client stream, a bidirectional stream, a byte stream, a real-time feed.
+@Controller()
+export class StreamController {
+  @MessagePattern('total')
+  async total(@Payload() items: SmuxStreamedPayload<number>): Promise<number> {
+    let sum = 0;
+    for await (const item of items) sum += item;
+    return sum;
+  }
+
+  @MessagePattern('doubled')
+  doubled(@Payload() items: SmuxStreamedPayload<number>): Observable<number> {
+    return items.pipe(map((item) => item * 2));
+  }
+
+  @MessagePattern('upload')
+  async upload(@Payload() name: string, @Ctx() ctx: SmuxContext): Promise<void> {
+    const duplex: Duplex = ctx.getDuplex();
+    await pipeline(duplex, new PassThrough());
+    duplex.end(name);
+  }
+
+  @MessagePattern('frames', smuxFeed(feedOptions))
+  frames(): Observable<number> {
+    return of(1, 2, 3);
+  }
+}
+
+/** A typed contract for smuxStub: requests, replies, streams; and events. */
+export interface MathContract {
+  sum(numbers: number[]): number;
+  total(items: SmuxSource<number>): Promise<number>;
+  frames(count: number): Observable<SmuxFeedItem<number>>;
+}
+export interface MathEvents {
+  evt: { x: number };
+}
+
 @Injectable()
 export class MathService {
   constructor(@Inject('MATH') private readonly client: ClientProxy) {}
@@ -162,7 +219,7 @@ const asyncRegistration: SmuxClientAsyncRegistration = {
     ]),
     ClientsModule.registerAsync([smuxClientAsync(asyncRegistration)]),
   ],
-  controllers: [MathController],
+  controllers: [MathController, StreamController],
   providers: [MathService, { provide: 'PORT', useValue: 4000 }],
 })
 export class AppModule {}
@@ -189,6 +246,19 @@ export async function bootstrap(socket: Socket): Promise<void> {
   client.on('close', (error?: SmuxError) => void error?.code);
   const viaClient: Session = await client.connect();
   const sum = await firstValueFrom(client.send<number, number[]>('sum', [1, 2]));
+
+  const duplexOptions: SmuxDuplexOptions = { headers: { name: 'a.bin' }, timeout: 10_000, waitForReady: true };
+  const duplex: SmuxDuplex = client.openDuplex('upload', 'a.bin', duplexOptions);
+  await pipeline(Readable.from([Buffer.alloc(16)]), duplex);
+  const stubOptions: SmuxStubOptions<MathContract, MathEvents> = { patterns: { sum: pattern } };
+  const math: SmuxStub<MathContract, MathEvents> = smuxStub<MathContract, MathEvents>(client, stubOptions);
+  const total: number = await firstValueFrom(math.total(of(1, 2, 3)));
+  const frame: SmuxFeedItem<number> = await firstValueFrom(math.frames(3));
+  const sumMethod: SmuxStubMethod<MathContract['sum']> = math.sum;
+  const events: SmuxStubEvents<MathEvents> = math.emit;
+  const reply: SmuxReplyOf<Promise<Observable<string>>> = 'x';
+  await firstValueFrom(events.evt({ x: 1 }), { defaultValue: undefined });
+  void [total, frame.seq, frame.dropped, sumMethod, reply];
   const status: SmuxStatus = SmuxStatus.CONNECTED;
   await client.close();
   await app.close();
@@ -235,7 +305,7 @@ export async function bootstrap(socket: Socket): Promise<void> {
     onEnd: () => undefined,
     onClose: () => undefined,
   };
-  const events: Array<keyof SessionEvents | keyof CoreSessionEvents> = ['stream', 'channel', 'close'];
+  const sessionEvents: Array<keyof SessionEvents | keyof CoreSessionEvents> = ['stream', 'channel', 'close'];
   const errorOptions: SmuxErrorOptions | CoreSmuxErrorOptions | undefined = undefined;
   const numbers: number[] = [
     Cmd.SYN,
@@ -262,6 +332,6 @@ export async function bootstrap(socket: Socket): Promise<void> {
   const transport: symbol = SMUX_TRANSPORT;
   const ctor: typeof SmuxContext = SmuxContext;
   const netServer: NetServer = server.unwrap<NetServer>();
-  void [viaClient, status, sameStream, isCore, coreConfig, versions, coreVersions, coreStats, handler, events, errorOptions];
+  void [viaClient, status, sameStream, isCore, coreConfig, versions, coreVersions, coreStats, handler, sessionEvents, errorOptions];
   void [numbers, record.data.a, built.options.timeout, control, clientOptions, transport, ctor, netServer.listening];
 }
