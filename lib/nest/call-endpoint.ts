@@ -1,5 +1,6 @@
 import type { SmuxChannel, SmuxChannelHandler, SmuxError } from '../smux/index.js';
-import { type CallMessage, MessageReader } from './call-codec.js';
+import type { CallMessage } from './call-codec.js';
+import { MessageReader } from './message-reader.js';
 
 /** What an endpoint tells the call it serves (the server's or the client's Nest semantics). */
 export interface EndpointOwner {

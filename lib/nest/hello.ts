@@ -1,6 +1,7 @@
 import type { Clock, Session, SmuxChannel } from '../smux/index.js';
 import { SmuxError } from '../smux/index.js';
-import { type CallMessage, decodeTransportError, encodeMessage, Flag, Kind, MessageReader } from './call-codec.js';
+import { type CallMessage, decodeTransportError, encodeMessage, Flag, Kind } from './call-codec.js';
+import { MessageReader } from './message-reader.js';
 import { describeServerBytes } from './peer-diagnosis.js';
 
 /*

@@ -57,7 +57,7 @@ const EVENT = 6;
  * has its result written ({@link ServerReply}); a FIN from the caller before the last message cancels — the
  * handler's work is stopped, `ctx.signal` aborts, nothing more is written.
  */
-export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
+export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, InputOwner {
   /** The packet id of the request. */
   id: string | undefined;
   /** The server's record of the connection the call came on. */
@@ -126,7 +126,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
     const { kind, flags } = message;
     const endpoint = this.#endpoint;
     if (kind === Kind.REQUEST) {
-      this.#input = ServerInput.open(flags, endpoint, this.#inputOwner, this.channel.session.config.streamHighWaterMark);
+      this.#input = ServerInput.open(flags, endpoint, this, this.channel.session.config.streamHighWaterMark);
     }
     // One message is a whole call unless its input streams: what follows it is not read (whatever the framing).
     if (this.#input === null) endpoint.stopReading();
@@ -160,12 +160,12 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
   }
 
   onPeerEnd(): void {
-    if (this.#state === RUNNING) this.#abort(new SmuxError('ERR_SMUX_CANCELLED', 'the caller cancelled the call'));
+    if (this.#state === RUNNING) this.cancel(new SmuxError('ERR_SMUX_CANCELLED', 'the caller cancelled the call'));
     else if (this.#state === AWAITING || this.#state === CONTROL) this.#endpoint.cancel(); // nothing to answer
   }
 
   onClosed(): void {
-    if (this.#state === RUNNING) this.#abort(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
+    if (this.#state === RUNNING) this.cancel(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
     this.#host.callClosed(this);
   }
 
@@ -254,16 +254,6 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
 
   // ── internals ──────────────────────────────────────────────────────────────────────────────────────────
 
-  /** What the call's input reports: a byte stream complete, a cancel, a failure. */
-  readonly #inputOwner: InputOwner = {
-    isRunning: () => this.#state === RUNNING,
-    completed: () => this.answered(),
-    cancel: (reason) => this.#abort(reason),
-    fail: (error) => this.fail(error),
-    end: (error) => this.end(error),
-    toRpcError: (error) => this.#host.toRpcError(error),
-  };
-
   /** The one way out after the last message: FIN after it, then wait (bounded) for the caller's FIN. */
   #wrapUp(state: typeof ANSWERED | typeof REFUSED): void {
     this.#state = state;
@@ -276,7 +266,8 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner {
     this.#host.awaitCallerFin(this);
   }
 
-  #abort(reason: SmuxError): void {
+  /** Cancels the call: the handler's work stops, nothing more is written (the caller FINed, the connection closed). */
+  cancel(reason: SmuxError): void {
     this.#stopWork(reason);
     this.#state = CANCELLED;
     this.#settled();

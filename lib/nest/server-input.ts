@@ -8,9 +8,9 @@ import { SmuxStreamedPayload } from './streamed-input.js';
 /** What a {@link ServerInput} reports to its call. */
 export interface InputOwner {
   /** True while the call runs (input arriving later than that is ignored). */
-  isRunning(): boolean;
+  readonly running: boolean;
   /** A byte stream is complete: both directions ended. */
-  completed(): void;
+  answered(): void;
   /** Cancels the call: nothing more is written. */
   cancel(reason: SmuxError): void;
   /** Answers with an error value (Nest's `err`) and ends the call. */
@@ -66,7 +66,7 @@ export class ServerInput {
 
   /** A message after the request: an item of a streamed request or its end, or a byte stream's RAW or END. */
   deliver(message: CallMessage, size: number): void {
-    if (!this.#owner.isRunning()) return;
+    if (!this.#owner.running) return;
     if (this.duplex !== null) return this.duplex.deliver(message);
     const payload = this.payload!;
     if (message.kind === Kind.DATA) return payload.push(message.body, size);
@@ -119,7 +119,7 @@ export class ServerInput {
   /** The handler finished; if its Duplex was destroyed without both ends, the call fails with why. */
   #abandoned(): void {
     const destroyed = this.#destroyed;
-    if (destroyed === null || !this.#owner.isRunning()) return;
+    if (destroyed === null || !this.#owner.running) return;
     if ((this.#ends & 1) !== 0) return this.#owner.cancel(new SmuxError('ERR_SMUX_CANCELLED', 'the handler destroyed its stream'));
     const { error } = destroyed;
     this.#owner.fail(error === null ? { status: 'error', message: 'the handler destroyed its stream' } : this.#owner.toRpcError(error));
@@ -127,6 +127,6 @@ export class ServerInput {
 
   #ended(end: 1 | 2): void {
     this.#ends |= end;
-    if (this.#ends === 3) this.#owner.completed();
+    if (this.#ends === 3) this.#owner.answered();
   }
 }

@@ -6,7 +6,7 @@ import { type CustomTransportStrategy, type MessageHandler, type MsPattern, RpcE
 import { connectable, finalize, isObservable, Subject } from 'rxjs';
 import { type Clock, SmuxError } from '../smux/index.js';
 import type { CallMessage } from './call-codec.js';
-import { closeWithin } from './connector.js';
+import { ServerConnections } from './server-connections.js';
 import { FEED_EXTRAS_KEY } from './feed.js';
 import { FinSweep } from './fin-sweep.js';
 import type { ServerSmuxOptions } from './interfaces.js';
@@ -42,7 +42,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   readonly #clock: Clock;
   readonly #events = new EventEmitter();
   readonly #pendingListeners: Array<[string, (...args: never[]) => void]> = [];
-  readonly #connections = new Set<ServerConnection>();
+  readonly #connections: ServerConnections;
   readonly #routes = new Map<string, MessageHandler>();
   readonly #callHost: CallHost;
   readonly #connectionHost: ConnectionHost;
@@ -51,7 +51,6 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   readonly #defaultStartHook: unknown;
   #server: net.Server | null = null;
   #closing: Promise<void> | null = null;
-  #settledWaiter: (() => void) | null = null;
 
   /**
    * @param options - where to listen, TLS, smux config, limits, (de)serializers
@@ -65,6 +64,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     this.initializeDeserializer(options);
     this.#defaultStartHook = this.onProcessingStartHook;
     this.#finSweep = new FinSweep(this.#clock, this.#options.finTimeout);
+    this.#connections = new ServerConnections(this.#clock);
     this.#warnings = new RateLimitedLog(this.logger, this.#clock);
     this.#callHost = this.#createCallHost();
     const server = this; // eslint-disable-line @typescript-eslint/no-this-alias -- the host's getter needs the server
@@ -170,38 +170,13 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   async #shutdown(): Promise<void> {
     const server = this.#server;
     const stopped = server?.listening === true ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
-    const deadline = this.#clock.now() + this.#options.closeTimeout;
-    while (this.#runningCalls() > 0 && this.#clock.now() < deadline) {
-      await new Promise<void>((resolve) => {
-        const timer = this.#clock.setTimeout(resolve, Math.max(0, deadline - this.#clock.now()));
-        this.#settledWaiter = () => {
-          this.#clock.clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.#settledWaiter = null;
-    }
-    let ended = 0;
-    for (const connection of this.#connections) {
-      for (const call of [...connection.calls]) {
-        if (call.running) ended++;
-        call.shutdown();
-      }
-    }
-    const connections = this.#connections.size;
-    await Promise.all([...this.#connections].map((c) => closeWithin(c.session, this.#clock, 2_000)));
+    const { connections, ended } = await this.#connections.drain(this.#options.closeTimeout);
     const cut = ended === 0 ? 'every call finished' : `${ended} calls still running were ended with ERR_SMUX_SHUTTING_DOWN`;
     this.logger.log(`Closed ${connections} connection${connections === 1 ? '' : 's'}: ${cut}`);
     this.#finSweep.stop();
     this.#warnings.close();
     await stopped; // the net.Server reports closed once every connection is gone
     this._status$.next('disconnected');
-  }
-
-  #runningCalls(): number {
-    let running = 0;
-    for (const connection of this.#connections) for (const call of connection.calls) if (call.running) running++;
-    return running;
   }
 
   // ── calls ──────────────────────────────────────────────────────────────────────────────────────────────
@@ -223,7 +198,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       toRpcError: (error) => this.#toRpcError(error),
       callSettled: (call) => {
         (call.connection as ServerConnection).calls.delete(call); // the limit counts running calls only
-        this.#settledWaiter?.();
+        this.#connections.callSettled();
       },
       awaitCallerFin: (call) => this.#finSweep.add(call),
       callClosed: (call) => {

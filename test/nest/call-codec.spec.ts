@@ -1,16 +1,7 @@
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
-import {
-  type CallMessage,
-  Encoding,
-  encodeMessage,
-  Flag,
-  Kind,
-  MessageReader,
-  type MessageFields,
-  type MessageSink,
-  PREFIX_SIZE,
-} from '../../lib/nest/call-codec.js';
+import { type CallMessage, Encoding, encodeMessage, Flag, Kind, type MessageFields, PREFIX_SIZE } from '../../lib/nest/call-codec.js';
+import { MessageReader, type MessageSink } from '../../lib/nest/message-reader.js';
 import { SmuxError } from '../../lib/smux/index.js';
 import { chunkIndexOf, everyTwoWaySplit, ownedCopy, splitAt, splitAtFractions, splitEvery } from '../helpers/chunks.js';
 

@@ -2,7 +2,8 @@ import net from 'node:net';
 import type { INestMicroservice, ModuleMetadata } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { ClientSmux, type ClientSmuxOptions, ServerSmux, type ServerSmuxOptions } from '../../lib/index.js';
-import { type CallMessage, encodeMessage, Kind, MessageReader } from '../../lib/nest/call-codec.js';
+import { type CallMessage, encodeMessage, Kind } from '../../lib/nest/call-codec.js';
+import { MessageReader } from '../../lib/nest/message-reader.js';
 import { Session, type SmuxChannel, type SmuxConfig, SmuxError, type SmuxErrorCode } from '../../lib/smux/index.js';
 
 export { closedPort, until } from '../helpers/net.js';

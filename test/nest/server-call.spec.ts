@@ -5,7 +5,8 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { Observable } from 'rxjs';
 import { type Session, type SmuxChannel, SmuxError } from '../../lib/smux/index.js';
-import { type CallMessage, encodeMessage, Flag, Kind, MessageReader } from '../../lib/nest/call-codec.js';
+import { type CallMessage, encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
+import { MessageReader } from '../../lib/nest/message-reader.js';
 import { createPacketCodec } from '../../lib/nest/packet-codec.js';
 import { type CallHost, ServerCall } from '../../lib/nest/server-call.js';
 import { flush, memorySessions } from '../helpers/memory-pair.js';
