@@ -25,6 +25,7 @@ var subCommands = map[string]func(args []string) int{
 	"bench-bulk": cmdBenchBulk,
 	"bench-rr":   cmdBenchRR,
 	"nestcall":   cmdNestCall,
+	"neststream": cmdNestStream,
 }
 
 const usage = `usage: peer <sub-command> [flags]
@@ -40,6 +41,9 @@ sub-commands:
   bench-rr   [-count M] [-concurrency C] [-addr]  stream-per-request round trips
   nestcall   -addr H:P -pattern P [-data JSON]    call a NestJS ServerSmux (docs/PROTOCOL.md)
              [-timeout ms] [-headers JSON] [-event] [-expect-error] [-wait ms]
+  neststream -addr H:P -pattern P -mode stream|raw  stream to a NestJS ServerSmux: DATA items (§5) or RAW bytes (§6)
+             stream: [-items JSON | -count N] [-split n] [-lockstep K] [-mul M] [-end-error JSON]
+             raw:    [-data JSON] [-bytes N] [-chunk n] [-download N] [-end-error JSON]
 
 common flags: -v 1|2 -kai ms -kat ms -nokeepalive -maxframe n -recvbuf n -streambuf n -timeout ms
 run "peer <sub-command> -h" for the flags of one sub-command.
