@@ -439,8 +439,8 @@ describeWithGo('Go caller streams to Nest ServerSmux (§5 client streams, §6 by
       '{"code":"E_UPLOAD"}',
       '-expect-error',
     ]);
-    // The handler threw (its pipeline failed with the caller's error): the call ends with RESPONSE + ERROR + LAST and
-    // Nest's rendering of the throw — not with END + LAST + ERROR, which docs/PROTOCOL.md §6 describes.
+    // The handler threw (its pipeline failed with the caller's error): §6, the call ends with a plain RESPONSE + ERROR +
+    // LAST carrying Nest's rendering of the throw (never END + ERROR from the server).
     expect(result).toMatchObject({ ok: true, last: true, endSent: true, sent: MiB, transport: false });
     expect(result).toMatchObject({ errorKind: Kind.RESPONSE, endFlags: Flag.LAST | Flag.ERROR });
     expect(result.error).toEqual({ status: 'error', message: 'Internal server error' });
