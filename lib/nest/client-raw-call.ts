@@ -3,7 +3,7 @@ import type { AdmissionState } from './admission.js';
 import { type CallMessage, decodeTransportError, Flag, Kind } from './call-codec.js';
 import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
 import type { ClientCallHost } from './client-call.js';
-import type { SmuxDuplex } from './raw-duplex.js';
+import { byteStreamViolation, type SmuxDuplex } from './raw-duplex.js';
 
 const WAITING = 0;
 const OPEN = 1;
@@ -83,6 +83,9 @@ export class ClientRawCall implements EndpointOwner {
     if (message.kind === Kind.RESPONSE && (message.flags & Flag.ERROR) !== 0) {
       return this.fail((message.flags & Flag.TRANSPORT) !== 0 ? decodeTransportError(message.body) : message.body);
     }
+    const violation = byteStreamViolation(message);
+    if (violation !== null) return this.fail(violation);
+    if (message.kind === Kind.END && (message.flags & Flag.ERROR) !== 0) return this.fail(message.body);
     this.#duplex.deliver(message);
   }
 

@@ -42,7 +42,7 @@ export interface SmuxFeedItem<T = unknown> {
   readonly value: T;
   /** Its sequence number: 1, 2, 3, … over every item produced, dropped ones included (gaps are drops). */
   readonly seq: number;
-  /** When the server sent it, in ms since the Unix epoch (the server's clock). */
+  /** When the handler produced it, in ms since the Unix epoch (the server's clock); an item that waited keeps it. */
   readonly timestamp: number;
   /** How many items of this feed were dropped so far, before this one. */
   readonly dropped: number;

@@ -48,16 +48,16 @@ export class SmuxDuplex extends Duplex {
 
   /** A message of the peer's direction: RAW bytes, or END (with ERROR: the peer's direction failed). */
   deliver(message: CallMessage): void {
-    if (message.kind === Kind.RAW) {
-      const chunk = message.body instanceof Uint8Array ? message.body : Buffer.alloc(0);
-      if (!this.push(chunk)) this.#pause();
+    const violation = byteStreamViolation(message);
+    if (violation !== null) {
+      this.fail(violation);
+    } else if (message.kind === Kind.RAW) {
+      if (!this.push(message.body)) this.#pause();
     } else if (message.kind === Kind.END && (message.flags & Flag.ERROR) === 0) {
       this.push(null);
       this.#owner?.readableEnded();
-    } else if (message.kind === Kind.END) {
-      this.fail(message.body);
     } else {
-      this.fail(new SmuxError('ERR_SMUX_PROTOCOL', `a byte stream carries RAW and END messages, got kind ${message.kind}`));
+      this.fail(message.body); // END + ERROR: the other direction failed
     }
   }
 
@@ -112,4 +112,18 @@ export class SmuxDuplex extends Duplex {
     if (this.#endpoint !== null) then();
     else this.#waiting = then;
   }
+}
+
+/**
+ * Why a message cannot be part of a byte stream, or null: only RAW messages with bytes (a RAW message of another
+ * encoding would otherwise vanish, and a cut transfer look complete) and END.
+ */
+export function byteStreamViolation(message: CallMessage): SmuxError | null {
+  if (message.kind === Kind.RAW) {
+    return message.body instanceof Uint8Array
+      ? null
+      : new SmuxError('ERR_SMUX_PROTOCOL', 'a RAW message must carry bytes (body encoding 2)');
+  }
+  if (message.kind === Kind.END) return null;
+  return new SmuxError('ERR_SMUX_PROTOCOL', `a byte stream carries RAW and END messages, got kind ${message.kind}`);
 }

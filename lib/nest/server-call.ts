@@ -258,8 +258,8 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   #wrapUp(state: typeof ANSWERED | typeof REFUSED): void {
     this.#state = state;
     this.#endpoint.stopReading(); // the caller's stream, if any, is no longer wanted
-    this.#input?.close();
     this.#reply.stop();
+    this.#input?.close();
     this.#settled();
     if (this.channel.isClosed) return;
     this.#endpoint.end();
@@ -286,8 +286,8 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   #stopWork(reason: SmuxError): void {
     this.#abortReason = reason;
     this.#controller?.abort(reason);
+    this.#reply.stop(); // first: the input's error must not run down the handler's reply as if it failed
     this.#input?.stop(reason);
-    this.#reply.stop();
   }
 
   #runEndHook(): void {

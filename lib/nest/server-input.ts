@@ -2,7 +2,7 @@ import { isObservable } from 'rxjs';
 import { SmuxError } from '../smux/index.js';
 import { type CallMessage, Flag, Kind } from './call-codec.js';
 import type { CallEndpoint } from './call-endpoint.js';
-import { SmuxDuplex } from './raw-duplex.js';
+import { byteStreamViolation, SmuxDuplex } from './raw-duplex.js';
 import { SmuxStreamedPayload } from './streamed-input.js';
 
 /** What a {@link ServerInput} reports to its call. */
@@ -67,7 +67,10 @@ export class ServerInput {
   /** A message after the request: an item of a streamed request or its end, or a byte stream's RAW or END. */
   deliver(message: CallMessage, size: number): void {
     if (!this.#owner.running) return;
-    if (this.duplex !== null) return this.duplex.deliver(message);
+    if (this.duplex !== null) {
+      const violation = byteStreamViolation(message);
+      return violation === null ? this.duplex.deliver(message) : this.#owner.end(violation);
+    }
     const payload = this.payload!;
     if (message.kind === Kind.DATA) return payload.push(message.body, size);
     this.#endpoint.stopReading();

@@ -1,10 +1,10 @@
-import { isObservable, type Observer, type Subscription } from 'rxjs';
+import { concatMap, from, isObservable, type Observable, type Observer, of, type Subscription } from 'rxjs';
 import { type Clock, SmuxError } from '../smux/index.js';
 import { Flag } from './call-codec.js';
 import type { CallEndpoint } from './call-endpoint.js';
 import { FeedBuffer } from './feed.js';
 import type { PacketCodec } from './packet-codec.js';
-import { isAsyncIterable, pullSource } from './sources.js';
+import { isAsyncIterable, pullSource, releaseSource } from './sources.js';
 
 /** What a reply asks of its call. */
 export interface ReplyOwner {
@@ -58,9 +58,16 @@ export class ServerReply implements Observer<unknown> {
 
   /** Writes `result`: a value, an Observable, an AsyncIterable/Readable, or (with `feed`) a feed's Observable. */
   adopt(result: unknown, feed: { bufferSize: number; clock: Clock } | null): Promise<void> | void {
-    if (isObservable(result)) {
-      if (feed !== null) this.#feed = new FeedBuffer(this.#endpoint, feed.bufferSize, feed.clock, this);
-      this.#subscription = result.subscribe(this.#feed ?? this);
+    if (feed !== null) {
+      // A feed is never paced by the caller: whatever the handler returned is consumed as it comes, each value a
+      // feed item (an async generator or Readable too, also when an interceptor wrapped it as its only value).
+      this.#feed = new FeedBuffer(this.#endpoint, feed.bufferSize, feed.clock, this);
+      if (isAsyncIterable(result)) this.#release = () => releaseSource(result);
+      const values = isObservable(result) ? result.pipe(concatMap(asValues)) : asValues(result);
+      this.#subscription = values.subscribe(this.#feed);
+      if (this.#stopped) this.#subscription.unsubscribe();
+    } else if (isObservable(result)) {
+      this.#subscription = result.subscribe(this);
       if (this.#stopped) this.#subscription.unsubscribe(); // ended synchronously, or stopped meanwhile
     } else if (isAsyncIterable(result)) {
       return this.#pull(result);
@@ -172,6 +179,11 @@ export class ServerReply implements Observer<unknown> {
     if (outcome.done) this.answer(undefined, Flag.LAST);
     else this.error(this.#owner.toRpcError(outcome.error));
   }
+}
+
+/** A feed's values: an AsyncIterable's items, or the value itself. */
+function asValues(value: unknown): Observable<unknown> {
+  return isAsyncIterable(value) ? from(value) : of(value);
 }
 
 function flushPending(reply: ServerReply): void {

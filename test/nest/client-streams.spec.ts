@@ -20,6 +20,7 @@ import {
 import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
 import { concatMap, firstValueFrom, from, interval, lastValueFrom, map, type Observable, of, range, Subject, take, toArray } from 'rxjs';
 import { type ClientSmux, type SmuxContext, type SmuxStreamedPayload, SmuxRecordBuilder } from '../../lib/index.js';
+import { loggedErrors } from '../helpers/logs.js';
 import { type AppHandle, closeAll, deferred, type Deferred, rejection, smuxError, startApp, until, within } from './helpers.js';
 
 const probe = {
@@ -222,6 +223,20 @@ describe('client streams and bidirectional streams', () => {
     await until(() => probe.inputError !== null, 5_000, "the handler's input to error");
     expect(probe.inputError).toEqual(smuxError('ERR_SMUX_CANCELLED'));
     expect(probe.aborted).toEqual(smuxError('ERR_SMUX_CANCELLED'));
+  });
+
+  test('cancelling a bidirectional .pipe() handler is quiet: nothing is logged as an error on the server', async () => {
+    const errorsBefore = loggedErrors.length;
+    const replies: unknown[] = [];
+    const subscription = client.send('echo-observable', interval(1).pipe(map((i) => i))).subscribe({
+      next: (value) => void replies.push(value),
+      error: () => undefined,
+    });
+    await until(() => replies.length >= 3, 5_000, 'the first replies');
+    subscription.unsubscribe();
+    expect(await firstValueFrom(client.send('ping', 1))).toBe('pong'); // the connection serves on
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(loggedErrors.slice(errorsBefore)).toEqual([]);
   });
 
   test('the handler completing early stops the caller pulling: its generator is returned, its Readable destroyed', async () => {

@@ -4,14 +4,22 @@
  * at most `bufferSize` unsent items and never slows the producer. Ordinary Observable replies stay lossless.
  */
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { Controller } from '@nestjs/common';
+import { Readable } from 'node:stream';
+import { type CallHandler, Controller, type ExecutionContext, Injectable, type NestInterceptor, UseInterceptors } from '@nestjs/common';
 import { MessagePattern, Payload } from '@nestjs/microservices';
-import { lastValueFrom, map, Observable, range, take, toArray } from 'rxjs';
+import { lastValueFrom, map, Observable, range, take, tap, toArray } from 'rxjs';
 import { type ClientSmux, type SmuxFeedItem, smuxFeed } from '../../lib/index.js';
 import { encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
 import { type AppHandle, closeAll, rawCall, rawSession, startApp, until, within } from './helpers.js';
 
 const producer = { emitted: 0, stopped: false };
+
+@Injectable()
+class TapInterceptor implements NestInterceptor {
+  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    return next.handle().pipe(tap(() => undefined));
+  }
+}
 
 @Controller()
 class FeedController {
@@ -36,6 +44,27 @@ class FeedController {
         clearInterval(timer);
       };
     });
+  }
+
+  @MessagePattern('generated', smuxFeed({ bufferSize: 8 })) // an async generator: consumed as it yields, each value an item
+  async *generated(@Payload() count: number): AsyncGenerator<number> {
+    for (let i = 1; i <= count; i++) yield i;
+  }
+
+  @MessagePattern('readable-feed', smuxFeed()) // a Readable in object mode
+  readableFeed(): Readable {
+    return Readable.from(['a', 'b', 'c']);
+  }
+
+  @MessagePattern('single', smuxFeed()) // a plain value is a feed of one item
+  single(): string {
+    return 'only';
+  }
+
+  @UseInterceptors(TapInterceptor) // an interceptor wraps the generator in an Observable of it
+  @MessagePattern('intercepted', smuxFeed({ bufferSize: 8 }))
+  async *intercepted(@Payload() count: number): AsyncGenerator<number> {
+    for (let i = 1; i <= count; i++) yield i * 10;
   }
 
   @MessagePattern('lossless') // the same values, not a feed
@@ -115,6 +144,18 @@ describe('real-time feeds', () => {
     expect(gaps).toBeGreaterThan(0);
     expect(lastDropped).toBe(lastSeq - 300);
     await until(() => producer.stopped, 5_000, 'the producer to be unsubscribed');
+  });
+
+  test.each([
+    ['an async generator', 'generated', 3, [1, 2, 3]],
+    ['an async generator behind an interceptor', 'intercepted', 3, [10, 20, 30]],
+    ['a Readable', 'readable-feed', 0, ['a', 'b', 'c']],
+    ['a plain value', 'single', 0, ['only']],
+  ])('a feed handler returning %s: each value is a feed item', async (_kind, pattern, count, values) => {
+    const items = await lastValueFrom(client.send<SmuxFeedItem>(pattern, count).pipe(toArray()));
+    expect(items.map((i) => i.value)).toEqual(values);
+    expect(items.map((i) => i.seq)).toEqual(values.map((_, i) => i + 1));
+    expect(items.every((i) => i.dropped === 0 && typeof i.timestamp === 'number')).toBe(true);
   });
 
   test('an ordinary Observable reply is lossless whatever the pace', async () => {
