@@ -2,13 +2,12 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { ClientProxy } from '@nestjs/microservices';
 import { firstValueFrom, lastValueFrom, toArray } from 'rxjs';
 import { SmuxRecordBuilder } from '../../lib/index.js';
-
-export const MATH_SERVICE = 'MATH_SERVICE';
+import { SAMPLE_SERVICE } from './sample-service.js';
 
 /** A client app's view of the math microservice. */
 @Injectable()
 export class MathClient {
-  constructor(@Inject(MATH_SERVICE) private readonly client: ClientProxy) {}
+  constructor(@Inject(SAMPLE_SERVICE) private readonly client: ClientProxy) {}
 
   sum(numbers: number[]): Promise<number> {
     return firstValueFrom(this.client.send<number>('math.sum', numbers));
