@@ -43,7 +43,8 @@ type AnyFunction = (...args: never[]) => unknown;
 /**
  * One stub method: `(data) => Observable<reply>` for a contract member `(data: P) => R`. The request data is the
  * member's first parameter (later ones, such as a controller's `@Ctx()`, are ignored); a {@link SmuxRecord} of it
- * carries headers and a deadline. A client stream is a member whose parameter is a `SmuxSource<T>`.
+ * carries headers and a deadline. A client stream is a member whose parameter is a `SmuxSource<T>`. A real-time
+ * feed's member returns `Observable<SmuxFeedItem<T>>` (what the caller receives), not the handler's `Observable<T>`.
  */
 export type SmuxStubMethod<F> = F extends (data: infer P, ...rest: never[]) => infer R
   ? (data: P | SmuxRecord<P>) => Observable<SmuxReplyOf<R>>

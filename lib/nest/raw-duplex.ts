@@ -33,7 +33,17 @@ export class SmuxDuplex extends Duplex {
 
   /** @param highWaterMark - bytes buffered on each side before backpressure (the stream's high-water mark) */
   constructor(highWaterMark = 64 * 1024) {
-    super({ allowHalfOpen: true, readableHighWaterMark: highWaterMark, writableHighWaterMark: highWaterMark });
+    // Not autoDestroy: a `for await` over the Duplex would destroy it (AbortError) when the peer's direction ends
+    // while ours is still open, and that cancels the call. It is destroyed once both sides are done instead.
+    super({ allowHalfOpen: true, autoDestroy: false, readableHighWaterMark: highWaterMark, writableHighWaterMark: highWaterMark });
+    let sidesDone = 0;
+    const sideDone = (): void => {
+      if (++sidesDone === 2 && !this.destroyed) {
+        this.#external = true; // complete: nothing to report
+        this.destroy();
+      }
+    };
+    this.once('end', sideDone).once('finish', sideDone);
   }
 
   /** Attaches the call's stream (the client's Duplex exists before its stream opens). */

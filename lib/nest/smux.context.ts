@@ -52,7 +52,9 @@ export class SmuxContext extends BaseRpcContext<SmuxContextArgs> {
   /**
    * The call's byte stream, when the caller opened it with `client.openDuplex()`: a Node `Duplex` whose readable
    * side is what the caller writes and whose writable side reaches the caller's Duplex; the stream's window is the
-   * backpressure, `stream.pipeline()` works. The call completes once both sides ended their writable sides.
+   * backpressure, `stream.pipeline()` and `for await` work. The call completes once both sides ended their
+   * writable sides — the handler must `end()` its side (what it returns is not sent: answer through the stream);
+   * a handler that throws or rejects fails the call with its error, as Nest delivers it.
    * @throws SmuxError `ERR_SMUX_INVALID_ARGUMENT` for a call that is not a byte stream
    */
   getDuplex(): Duplex {

@@ -4,6 +4,7 @@
  * errors and cancellation from either side, guards/pipes/interceptors before the handler.
  */
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from '@jest/globals';
@@ -11,6 +12,7 @@ import { type CanActivate, Controller, type ExecutionContext, Injectable, UseGua
 import { Ctx, MessagePattern, Payload, RpcException } from '@nestjs/microservices';
 import { firstValueFrom } from 'rxjs';
 import type { ClientSmux, SmuxContext, SmuxDuplex } from '../../lib/index.js';
+import { loggedErrors } from '../helpers/logs.js';
 import { type AppHandle, closeAll, deferred, logLines, rejection, smuxError, startApp, until, within } from './helpers.js';
 
 const MiB = 1024 * 1024;
@@ -74,6 +76,14 @@ class BytesController {
     const { sink, digest, bytes } = hashing();
     await pipeline(duplex, sink);
     duplex.end(JSON.stringify({ name: meta.name, bytes: bytes(), sha256: digest() }));
+  }
+
+  @MessagePattern('count') // reads with for await, then answers: the loop ending must not destroy the stream
+  async count(@Ctx() ctx: SmuxContext): Promise<void> {
+    const duplex = ctx.getDuplex();
+    let bytes = 0;
+    for await (const chunk of duplex) bytes += (chunk as Buffer).length;
+    duplex.end(String(bytes));
   }
 
   @MessagePattern('download') // sends `bytes` of the pattern, reads nothing
@@ -155,6 +165,19 @@ describe('byte streams', () => {
     const duplex = client.openDuplex('upload', { name: 'a.bin' });
     const [, answer] = await Promise.all([pipeline(pattern(8 * MiB), duplex), readAll(duplex)]);
     expect(JSON.parse(answer.toString())).toEqual({ name: 'a.bin', bytes: 8 * MiB, sha256: await sha(8 * MiB) });
+  });
+
+  test('for await on both sides: the handler reads to the end, then answers; the caller reads the answer the same way', async () => {
+    const errorsBefore = loggedErrors.length;
+    const duplex = client.openDuplex('count');
+    const closed = new Promise((resolve) => duplex.once('close', resolve));
+    for await (const chunk of pattern(3 * MiB)) if (!duplex.write(chunk)) await once(duplex, 'drain');
+    duplex.end();
+    const chunks: Buffer[] = [];
+    for await (const chunk of duplex) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).toString()).toBe(String(3 * MiB));
+    await within(closed, "the caller's Duplex to close once both sides are done", 5_000);
+    expect(loggedErrors.slice(errorsBefore)).toEqual([]);
   });
 
   test('a download: the handler writes, the caller reads; SHA-256 of 8 MiB', async () => {
