@@ -1,5 +1,6 @@
 import type { SmuxChannel, SmuxChannelHandler, SmuxError } from '../smux/index.js';
 import type { CallMessage } from './call-codec.js';
+import type { ConnectionBudget } from './connection-budget.js';
 import { MessageReader } from './message-reader.js';
 
 /** What an endpoint tells the call it serves (the server's or the client's Nest semantics). */
@@ -26,8 +27,15 @@ export class CallEndpoint implements SmuxChannelHandler {
   /** The call's stream. */
   readonly channel: SmuxChannel;
   readonly #owner: EndpointOwner;
+  readonly #budget: ConnectionBudget | null;
   #reader: MessageReader | null;
   #drainWaiters: Array<() => void> | null = null;
+  #inputCharge = 0; // bytes charged to the budget for what we hold of the peer's input
+  #itemsHeld = 0; // items the handler has not taken yet
+  #windowHeld = 0; // what a paused stream may hold in the session (its window)
+  #replyCharge = 0; // our queued bytes, as last charged
+  /** When the partial message being read started arriving (0: none is). */
+  partialSince = 0;
 
   /**
    * @param channel - the call's stream (the endpoint becomes its handler)
@@ -35,10 +43,19 @@ export class CallEndpoint implements SmuxChannelHandler {
    * @param owner - the call
    * @param side - whose limit `maxMessageBytes` is, for errors (`server`, `client`)
    * @param read - false: bytes are not read at all (a refused call: dropped, holding no memory)
+   * @param budget - the connection's memory budget (the server's), charged with what this call holds
    */
-  constructor(channel: SmuxChannel, maxMessageBytes: number, owner: EndpointOwner, side: 'server' | 'client', read = true) {
+  constructor(
+    channel: SmuxChannel,
+    maxMessageBytes: number,
+    owner: EndpointOwner,
+    side: 'server' | 'client',
+    read = true,
+    budget: ConnectionBudget | null = null,
+  ) {
     this.channel = channel;
     this.#owner = owner;
+    this.#budget = budget;
     this.#reader = read ? new MessageReader(maxMessageBytes, `the ${side}'s maxMessageBytes`) : null;
     channel.setHandler(this);
   }
@@ -67,23 +84,59 @@ export class CallEndpoint implements SmuxChannelHandler {
   stopReading(): void {
     this.#reader?.stop();
     this.#reader = null;
+    this.partialSince = 0;
+    this.#windowHeld = 0; // a stream nobody reads drops what arrives
+    this.#chargeHeld();
   }
 
-  /** Holds what the peer sends (the window then holds the peer back) until {@link resume}. */
+  /**
+   * Holds what the peer sends (the window then holds the peer back) until {@link resume}. A paused stream may
+   * hold up to its window in the session: that is charged to the connection's budget, and a pause that does not
+   * fit fails the call (`ERR_SMUX_LIMIT`) rather than let unread input grow.
+   */
   pause(): void {
     this.channel.pause();
+    const session = this.channel.session;
+    this.#windowHeld = session.version === 2 ? session.config.maxStreamBuffer : 0;
+    this.#chargeHeld();
   }
 
   /** Delivers what was held and goes on reading. */
   resume(): void {
+    this.#windowHeld = 0;
     this.channel.resume();
+    this.#chargeHeld();
+  }
+
+  /** Bytes of the peer's items the call holds and its handler has not taken yet: charged to the budget. */
+  hold(bytes: number): void {
+    this.#itemsHeld = bytes;
+    this.#chargeHeld();
   }
 
   /** Queues one encoded message; false once queued bytes reach the high-water mark. Nothing is written once ended. */
   write(buffers: Buffer[]): boolean {
     if (this.ended) return false;
     for (const buffer of buffers) this.channel.write(buffer);
+    if (this.#budget !== null) this.refreshReplyCharge();
     return this.channel.writable;
+  }
+
+  /** May a reply of `bytes` be queued within the connection's budget? */
+  admitsReply(bytes: number): boolean {
+    return this.#budget === null || this.#budget.admitsReply(bytes);
+  }
+
+  /** The budget's reply error for `bytes`. */
+  replyRefusal(bytes: number): SmuxError | null {
+    return this.#budget?.replyRefusal(bytes) ?? null;
+  }
+
+  /** Re-reads our queued bytes into the budget (the writer drains them without telling us until empty). */
+  refreshReplyCharge(): void {
+    const queued = this.ended && this.channel.isClosed ? 0 : this.channel.writableLength;
+    this.#budget?.chargeReply(queued - this.#replyCharge);
+    this.#replyCharge = queued;
   }
 
   /** Resolves once the queue has drained below the high-water mark, or the stream is ended or gone. */
@@ -111,9 +164,12 @@ export class CallEndpoint implements SmuxChannelHandler {
     try {
       reader.push(data, this.#owner);
     } catch (error) {
-      this.#reader = null;
-      this.#owner.onReadError(error as SmuxError);
+      return this.#failRead(error as SmuxError);
     }
+    if (this.#reader !== reader) return; // the owner stopped reading meanwhile
+    if (reader.bufferedBytes === 0) this.partialSince = 0;
+    else if (this.partialSince === 0) this.partialSince = this.channel.session.config.clock.now();
+    this.#chargeHeld();
   }
 
   onEnd(): void {
@@ -121,12 +177,40 @@ export class CallEndpoint implements SmuxChannelHandler {
   }
 
   onDrain(): void {
+    if (this.#replyCharge !== 0) this.refreshReplyCharge();
     this.#wake();
   }
 
   onClose(error?: SmuxError): void {
+    this.#reader = null;
+    this.partialSince = 0;
+    this.#itemsHeld = this.#windowHeld = 0;
+    this.#chargeHeld();
+    this.#budget?.chargeReply(-this.#replyCharge);
+    this.#replyCharge = 0;
     this.#wake();
     this.#owner.onClosed(error);
+  }
+
+  /** Charges what the call holds of the peer's input: items, a paused window, a partial message. */
+  #chargeHeld(): void {
+    const budget = this.#budget;
+    if (budget === null) return;
+    const total = this.#itemsHeld + this.#windowHeld + (this.#reader?.bufferedBytes ?? 0);
+    const error = budget.chargeInput(total - this.#inputCharge);
+    if (error === null) this.#inputCharge = total;
+    else if (this.#reader !== null) this.#failRead(error);
+  }
+
+  /** Reading failed (malformed, too large, over the budget): reading stops, what is held is released. */
+  #failRead(error: SmuxError): void {
+    this.#reader?.stop();
+    this.#reader = null;
+    this.partialSince = 0;
+    this.#windowHeld = 0;
+    this.channel.resume(); // a paused stream's data is dropped by a reader that is gone
+    this.#chargeHeld();
+    this.#owner.onReadError(error);
   }
 
   #wake(): void {

@@ -20,7 +20,10 @@ export interface SmuxTransportOptions {
    * in the version of each client's first frame). Pin a version on the server to refuse the other one.
    */
   smux?: Partial<SmuxConfig>;
-  /** Largest call message accepted, in bytes (the message prefix's `length`), at least 1. Default 64 MiB. */
+  /**
+   * Largest call message accepted, in bytes (the message prefix's `length`), at least 1. Default 8 MiB — stream
+   * larger data (`client.send(pattern, source)`, `openDuplex()`).
+   */
   maxMessageBytes?: number;
   /** Nest serializer for outgoing packets. Default: identity (packets travel in the native message format). */
   serializer?: Serializer;
@@ -34,7 +37,10 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
   tls?: TlsOptions;
   /** Most connections at once, at least 1; the extra ones get `ERR_SMUX_LIMIT` on their calls and are closed. Default 1024. */
   maxConnections?: number;
-  /** Most calls running at once on one connection, at least 1; extra calls fail with `ERR_SMUX_LIMIT`. Default 10 000. */
+  /**
+   * Most calls running at once on one connection, at least 1; extra calls fail with `ERR_SMUX_LIMIT` (a ClientSmux
+   * learns it from the server's hello and queues the extra calls instead). Default 1 000.
+   */
   maxCallsPerConnection?: number;
   /**
    * Most bytes of an Observable reply queued on one call (values come faster than the caller reads), at least
@@ -48,6 +54,38 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
   closeTimeout?: number;
   /** After its last message and FIN, ms (at least 1) to wait for the caller's FIN before forgetting the stream. Default 30 000. */
   finTimeout?: number;
+  /**
+   * Most bytes one connection may have the server hold of what it sent and no handler has read yet: requests still
+   * arriving, streamed items a handler has not taken, the window of a streamed call held paused. A call that would
+   * pass it fails with the retryable `ERR_SMUX_LIMIT`. At least `maxMessageBytes`. Default 16 MiB (or
+   * `maxMessageBytes`, when larger).
+   */
+  maxPendingRequestBytes?: number;
+  /**
+   * Most bytes of replies queued for one connection's caller (every reply kind) while it does not read them: a
+   * reply that would pass it fails its call with the retryable `ERR_SMUX_LIMIT` (a single larger reply still goes
+   * when nothing else is queued). Default 8 MiB.
+   */
+  maxQueuedReplyBytes?: number;
+  /**
+   * A caller that leaves its replies unread with `maxQueuedReplyBytes` reached for this long, in ms, is disconnected
+   * (its calls fail with `ERR_SMUX_LIMIT`). Default 30 000.
+   */
+  replyStallTimeout?: number;
+  /**
+   * ms for a request to arrive whole once its stream is open, and for each message of a streamed request once it
+   * started arriving; past it the call fails with `ERR_SMUX_TIMEOUT`. Default 30 000.
+   */
+  requestTimeout?: number;
+  /**
+   * When the server is at `maxConnections` (or an address at `maxConnectionsPerAddress`), a new connection takes the
+   * slot of the connection that has been idle longest — no call for at least this many ms — which is closed
+   * gracefully (a ClientSmux reconnects when it next calls). 0: idle connections are never evicted, and new ones are
+   * refused with `ERR_SMUX_LIMIT`. Default 10 000.
+   */
+  evictIdleAfter?: number;
+  /** Most connections from one remote address, at least 1. Default: `maxConnections` (no separate limit). */
+  maxConnectionsPerAddress?: number;
 }
 
 /** Per-call options of `client.openDuplex()` (what a `SmuxRecordBuilder` carries for other calls). */

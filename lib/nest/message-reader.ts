@@ -40,6 +40,11 @@ export class MessageReader {
     return this.#pendingBytes > 0;
   }
 
+  /** Bytes of the partial message buffered. */
+  get bufferedBytes(): number {
+    return this.#pendingBytes;
+  }
+
   /**
    * Stops for good, also in the middle of a chunk: what the sink does not want (the bytes after a unary
    * request) is not parsed, so the outcome never depends on how the bytes were split into frames.

@@ -11,6 +11,8 @@ import type { ClientSmuxOptions, ServerSmuxOptions } from './interfaces.js';
  */
 
 const MiB = 1024 * 1024;
+/** Streams a server connection may have open beyond maxCallsPerConnection: its control stream, and refused calls. */
+const STREAM_BAND = 64;
 /** Node's timers hold at most 2^31 − 1 ms. */
 const MAX_MS = 0x7fff_ffff;
 
@@ -41,6 +43,12 @@ const serverRules: Record<string, Rule> = {
   maxReplyBufferBytes: { kind: 'integer', min: 1, max: Number.MAX_SAFE_INTEGER, unit: 'bytes' },
   closeTimeout: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms; 0 ends running calls at once' },
   finTimeout: { kind: 'integer', min: 1, max: MAX_MS, unit: 'ms' },
+  maxPendingRequestBytes: { kind: 'integer', min: 1, max: Number.MAX_SAFE_INTEGER, unit: 'bytes per connection' },
+  maxQueuedReplyBytes: { kind: 'integer', min: 1, max: Number.MAX_SAFE_INTEGER, unit: 'bytes per connection' },
+  replyStallTimeout: { kind: 'integer', min: 1, max: MAX_MS, unit: 'ms' },
+  requestTimeout: { kind: 'integer', min: 1, max: MAX_MS, unit: 'ms' },
+  evictIdleAfter: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms; 0 = never evict' },
+  maxConnectionsPerAddress: { kind: 'integer', min: 1, max: MAX_MS, unit: 'connections' },
 };
 
 const clientRules: Record<string, Rule> = {
@@ -85,6 +93,12 @@ export interface ResolvedServerOptions extends ResolvedCommon {
   readonly maxReplyBufferBytes: number;
   readonly closeTimeout: number;
   readonly finTimeout: number;
+  readonly maxPendingRequestBytes: number;
+  readonly maxQueuedReplyBytes: number;
+  readonly replyStallTimeout: number;
+  readonly requestTimeout: number;
+  readonly evictIdleAfter: number;
+  readonly maxConnectionsPerAddress: number;
 }
 
 /** {@link ClientSmuxOptions}, resolved. */
@@ -104,16 +118,37 @@ export interface ResolvedClientOptions extends ResolvedCommon {
 export function resolveServerOptions(input: ServerSmuxOptions | undefined): ResolvedServerOptions {
   const options = check('ServerSmux', input, serverRules);
   const smux = validateConfig({ version: 'auto', ...options.smux }, 'ServerSmux option smux.');
+  const common = resolveCommon('ServerSmux', options);
+  const maxCallsPerConnection = options.maxCallsPerConnection ?? 1_000;
+  // A connection may hold one whole request at least: the default follows a raised maxMessageBytes.
+  const maxPendingRequestBytes = options.maxPendingRequestBytes ?? Math.max(16 * MiB, common.maxMessageBytes);
+  if (maxPendingRequestBytes < common.maxMessageBytes) {
+    fail(
+      'ServerSmux',
+      'maxPendingRequestBytes',
+      `must be at least maxMessageBytes (${common.maxMessageBytes} bytes)`,
+      maxPendingRequestBytes,
+    );
+  }
+  const maxConnections = options.maxConnections ?? 1024;
   return {
-    ...resolveCommon('ServerSmux', options),
+    ...common,
     tls: options.tls,
-    smux: { ...options.smux, version: 'auto' },
+    // Streams beyond the calls a connection may run (plus its control stream and a band answered with a clear
+    // ERR_SMUX_LIMIT) are refused by the session itself, at a constant tiny cost.
+    smux: { maxStreams: maxCallsPerConnection + STREAM_BAND, ...options.smux, version: 'auto' },
     pinnedVersion: smux.version === 'auto' ? null : smux.version,
-    maxConnections: options.maxConnections ?? 1024,
-    maxCallsPerConnection: options.maxCallsPerConnection ?? 10_000,
+    maxConnections,
+    maxCallsPerConnection,
     maxReplyBufferBytes: options.maxReplyBufferBytes ?? 128 * MiB,
     closeTimeout: options.closeTimeout ?? 10_000,
     finTimeout: options.finTimeout ?? 30_000,
+    maxPendingRequestBytes,
+    maxQueuedReplyBytes: options.maxQueuedReplyBytes ?? 8 * MiB,
+    replyStallTimeout: options.replyStallTimeout ?? 30_000,
+    requestTimeout: options.requestTimeout ?? 30_000,
+    evictIdleAfter: options.evictIdleAfter ?? 10_000,
+    maxConnectionsPerAddress: options.maxConnectionsPerAddress ?? maxConnections,
   };
 }
 
@@ -153,7 +188,7 @@ function resolveCommon(side: string, options: ServerSmuxOptions | ClientSmuxOpti
   }
   return {
     address: options.path !== undefined ? { path: options.path } : { host: options.host ?? 'localhost', port: options.port ?? 3000 },
-    maxMessageBytes: options.maxMessageBytes ?? 64 * MiB,
+    maxMessageBytes: options.maxMessageBytes ?? 8 * MiB,
     serializer: options.serializer,
     deserializer: options.deserializer,
     clock: validateConfig({ clock: options.smux?.clock } as Partial<SmuxConfig>).clock,

@@ -1,6 +1,7 @@
 import { type Clock, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import { type CallMessage, encodeTransportError, Flag, Kind } from './call-codec.js';
 import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
+import type { ConnectionBudget } from './connection-budget.js';
 import type { PacketCodec } from './packet-codec.js';
 import type { SmuxDuplex } from './raw-duplex.js';
 import { type ReplyOwner, ServerReply } from './server-reply.js';
@@ -77,6 +78,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   #timer: TimerHandle | null = null;
   #endHook: (() => void) | null = null;
   #input: ServerInput | null = null; // what a streamed request or a byte stream reads after its REQUEST
+  readonly #openedAt: number;
 
   /**
    * @param host - the server
@@ -85,11 +87,18 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
    * @param refusal - set when the call must be refused (over a limit, shutting down): it is answered with this
    *   error as soon as the caller's first bytes arrive, and the request is never buffered
    */
-  constructor(host: CallHost, channel: SmuxChannel, connection: unknown, refusal: SmuxError | null = null) {
+  constructor(
+    host: CallHost,
+    channel: SmuxChannel,
+    connection: unknown,
+    refusal: SmuxError | null = null,
+    budget: ConnectionBudget | null = null,
+  ) {
     this.#host = host;
     this.connection = connection;
     this.#refusal = refusal;
-    this.#endpoint = new CallEndpoint(channel, host.maxMessageBytes, this, 'server', refusal === null);
+    this.#openedAt = host.clock.now();
+    this.#endpoint = new CallEndpoint(channel, host.maxMessageBytes, this, 'server', refusal === null, budget);
     this.#reply = new ServerReply(this.#endpoint, host.codec, this, host.maxReplyBufferBytes);
   }
 
@@ -223,6 +232,22 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     this.#endpoint.stopReading();
     this.#endpoint.write(encodeTransportError(error));
     this.#wrapUp(REFUSED);
+  }
+
+  /**
+   * The server's periodic check: a request that has not arrived whole within `ms` of its stream opening, or a
+   * streamed message that has been arriving for `ms`, fails with ERR_SMUX_TIMEOUT (a stream that sent nothing is
+   * just closed: writing first could race Go's opener). Also refreshes the call's reply charge.
+   */
+  sweep(now: number, ms: number): void {
+    const endpoint = this.#endpoint;
+    endpoint.refreshReplyCharge();
+    if (this.#state === AWAITING && now - this.#openedAt >= ms) {
+      if (!endpoint.partial) return endpoint.cancel();
+      this.refuse(new SmuxError('ERR_SMUX_TIMEOUT', `the request did not arrive whole within ${ms} ms (the server's requestTimeout)`));
+    } else if (this.#state === RUNNING && endpoint.partialSince !== 0 && now - endpoint.partialSince >= ms) {
+      this.end(new SmuxError('ERR_SMUX_TIMEOUT', `a streamed message did not arrive whole within ${ms} ms (the server's requestTimeout)`));
+    }
   }
 
   /**

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { type Clock, Session, type SmuxChannel, SmuxError } from '../smux/index.js';
 import { type CallMessage, encodeMessage, Kind } from './call-codec.js';
+import { ConnectionBudget } from './connection-budget.js';
 import { serverHelloBody } from './hello.js';
 import type { ResolvedServerOptions } from './options.js';
 import { describeClientBytes } from './peer-diagnosis.js';
@@ -32,8 +33,15 @@ export class ServerConnection {
   readonly calls = new Set<ServerCall>();
   /** `address:port` of the client. */
   readonly remote: string;
+  /** The client's address (its IP), for the per-address limit. */
+  readonly address: string;
+  /** What the connection holds of the server's memory. */
+  readonly budget: ConnectionBudget;
+  /** When the last call started, or the connection opened (for evicting idle connections). */
+  lastCallAt: number;
   readonly #host: ConnectionHost;
   #refusal: SmuxError | null;
+  #refusedAt = 0; // when a refused connection first answered a stream with its refusal
   #control: SmuxChannel | null = null;
   #firstBytes: Buffer | null = null;
   #versionChecked = false;
@@ -46,13 +54,16 @@ export class ServerConnection {
    */
   constructor(host: ConnectionHost, socket: Socket, refusal: SmuxError | null) {
     this.#host = host;
+    this.address = socket.remoteAddress ?? 'unix';
     this.remote = socket.remoteAddress === undefined ? 'a unix socket peer' : `${socket.remoteAddress}:${socket.remotePort}`;
     this.#refusal = refusal;
+    this.budget = new ConnectionBudget(host.options, host.clock);
+    this.lastCallAt = host.clock.now();
     socket.once('data', (chunk: Buffer) => (this.#firstBytes = chunk)); // what a client that is not smux sent
     this.session = Session.server(socket, host.options.smux);
     this.session.on('channel', (channel) => this.#open(channel));
     this.session.on('close', (error) => this.#ended(error));
-    if (refusal !== null) this.#closeSoon();
+    if (refusal !== null) this.#closeAfter(10_000); // a client that never opens a stream
     host.debug(`Connection from ${this.remote}`);
   }
 
@@ -82,8 +93,43 @@ export class ServerConnection {
     else if (refusal === null && this.calls.size >= maxCallsPerConnection) {
       refusal = new SmuxError('ERR_SMUX_LIMIT', `the connection has reached its limit of ${maxCallsPerConnection} calls in flight`);
     }
-    const call = new ServerCall(this.#host.callHost, channel, this, refusal);
-    if (refusal === null) this.calls.add(call);
+    const call = new ServerCall(this.#host.callHost, channel, this, refusal, refusal === null ? this.budget : null);
+    if (refusal === null) {
+      this.calls.add(call);
+      this.lastCallAt = this.#host.clock.now();
+    } else if (this.#refusal !== null && this.#refusedAt === 0) {
+      this.#refusedAt = this.#host.clock.now();
+      this.#closeAfter(1_000); // time for its first bytes to arrive and the refusal to go out
+    }
+  }
+
+  /** True when no call is running and none started for `ms`. */
+  idleFor(ms: number, now: number): boolean {
+    return this.calls.size === 0 && now - this.lastCallAt >= ms;
+  }
+
+  /**
+   * Closes the connection to give its slot to a new one (it is idle): gracefully, so a ClientSmux simply connects
+   * again when it next calls.
+   */
+  evict(): void {
+    this.#host.debug(`Closed the idle connection from ${this.remote} to admit a new one`);
+    void this.session.close();
+  }
+
+  /**
+   * The periodic check: requests that do not arrive in time, and a caller that has left its replies unread with
+   * its budget exhausted for `replyStallTimeout` (it is disconnected).
+   */
+  sweep(now: number): void {
+    const { requestTimeout, replyStallTimeout } = this.#host.options;
+    for (const call of this.calls) call.sweep(now, requestTimeout);
+    const stalled = this.budget.stalledFor();
+    if (stalled >= replyStallTimeout) {
+      const why = `it left ${this.budget.queuedReplyBytes} bytes of replies unread for ${stalled} ms (maxQueuedReplyBytes, replyStallTimeout)`;
+      this.#host.warn('stalled', `Disconnected ${this.remote}: ${why}`);
+      this.session.destroy(new SmuxError('ERR_SMUX_LIMIT', `the server disconnected a caller that does not read: ${why}`));
+    }
   }
 
   /** The first stream shows the client's protocol version: a server that pins one refuses the other. */
@@ -95,17 +141,19 @@ export class ServerConnection {
     const message = `smux protocol version mismatch: this server speaks version ${pinned} (its smux.version option), the client version ${version}`;
     this.#refusal = new SmuxError('ERR_SMUX_PROTOCOL', message);
     this.#host.warn('protocol', `Refused the connection from ${this.remote}: ${message}`);
-    this.#closeSoon();
   }
 
-  /** A refused connection answers what arrives with its error (a clear error, not a silent drop), then hangs up. */
-  #closeSoon(): void {
+  /**
+   * A refused connection answers what arrives with its error (a clear error, never a bare close): it hangs up `ms`
+   * after its first stream arrived (or after the connection opened, if none does).
+   */
+  #closeAfter(ms: number): void {
     const clock = this.#host.clock;
     const timer = clock.setTimeout(() => {
       void Promise.race([this.session.close(), new Promise((resolve) => clock.setTimeout(resolve as () => void, 2_000))]).then(() =>
         this.session.destroy(),
       );
-    }, 1_000);
+    }, ms);
     this.session.on('close', () => clock.clearTimeout(timer));
   }
 

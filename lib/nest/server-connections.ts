@@ -1,4 +1,4 @@
-import type { Clock } from '../smux/index.js';
+import type { Clock, TimerHandle } from '../smux/index.js';
 import { closeWithin } from './connector.js';
 import type { ServerConnection } from './server-connection.js';
 
@@ -9,11 +9,20 @@ export interface DrainSummary {
   readonly ended: number;
 }
 
-/** The open connections of a {@link ServerSmux}, and the graceful drain that ends them. */
+/** How often connections are checked (requests arriving too slowly, callers that stopped reading). */
+const SWEEP_INTERVAL = 1_000;
+
+/**
+ * The open connections of a {@link ServerSmux}: the slots policy (at most `maxConnections`, and
+ * `maxConnectionsPerAddress` from one address; when full, the connection idle longest makes room), the periodic
+ * sweep of each connection's budgets and deadlines, and the graceful drain that ends them all.
+ */
 export class ServerConnections {
   readonly #clock: Clock;
   readonly #open = new Set<ServerConnection>();
+  readonly #perAddress = new Map<string, number>();
   #settledWaiter: (() => void) | null = null;
+  #sweep: TimerHandle | null = null;
 
   constructor(clock: Clock) {
     this.#clock = clock;
@@ -23,12 +32,53 @@ export class ServerConnections {
     return this.#open.size;
   }
 
+  /** Connections open from `address`. */
+  from(address: string): number {
+    return this.#perAddress.get(address) ?? 0;
+  }
+
+  /**
+   * Makes room for a new connection: the connection idle longest (no call for `idleMs`), among those from `address`
+   * when given, is evicted. @returns false when none is idle enough (the new connection is then refused).
+   */
+  evictIdle(idleMs: number, address?: string): boolean {
+    if (idleMs === 0) return false;
+    const now = this.#clock.now();
+    let idlest: ServerConnection | null = null;
+    for (const connection of this.#open) {
+      if (address !== undefined && connection.address !== address) continue;
+      if (connection.idleFor(idleMs, now) && (idlest === null || connection.lastCallAt < idlest.lastCallAt)) idlest = connection;
+    }
+    if (idlest === null) return false;
+    this.delete(idlest); // its slot is free now; it closes in the background
+    idlest.evict();
+    return true;
+  }
+
   add(connection: ServerConnection): void {
     this.#open.add(connection);
+    this.#perAddress.set(connection.address, this.from(connection.address) + 1);
+    this.#sweep ??= this.#clock.setTimeout(() => this.#sweepAll(), SWEEP_INTERVAL);
   }
 
   delete(connection: ServerConnection): void {
-    this.#open.delete(connection);
+    if (!this.#open.delete(connection)) return;
+    const left = this.from(connection.address) - 1;
+    if (left > 0) this.#perAddress.set(connection.address, left);
+    else this.#perAddress.delete(connection.address);
+  }
+
+  /** Stops the sweep (the server is closed). */
+  stop(): void {
+    if (this.#sweep !== null) this.#clock.clearTimeout(this.#sweep);
+    this.#sweep = null;
+  }
+
+  #sweepAll(): void {
+    this.#sweep = null;
+    const now = this.#clock.now();
+    for (const connection of this.#open) connection.sweep(now);
+    if (this.#open.size > 0) this.#sweep = this.#clock.setTimeout(() => this.#sweepAll(), SWEEP_INTERVAL);
   }
 
   /** A call stopped running: a drain waiting for the running calls looks again. */

@@ -52,6 +52,7 @@ export class ServerInput {
         pause: () => endpoint.pause(),
         resume: () => endpoint.resume(),
         abandon: () => endpoint.stopReading(),
+        held: (bytes) => endpoint.hold(bytes),
       });
       this.duplex = null;
     } else {

@@ -155,6 +155,14 @@ export class ServerReply implements Observer<unknown> {
       this.#owner.failed(new SmuxError('ERR_SMUX_ENCODING', 'the reply could not be encoded', { cause: error }));
       return false;
     }
+    if ((flags & Flag.ERROR) === 0) {
+      let bytes = 0;
+      for (const buffer of buffers) bytes += buffer.length;
+      if (!this.#endpoint.admitsReply(bytes)) {
+        this.#owner.end(this.#endpoint.replyRefusal(bytes)!); // the caller does not read: its connection's budget is full
+        return false;
+      }
+    }
     this.#endpoint.write(buffers);
     if ((flags & Flag.LAST) === 0 && this.#endpoint.writableLength > this.#maxBufferedBytes) {
       const limit = this.#maxBufferedBytes;

@@ -153,23 +153,34 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       socket.destroy();
       return;
     }
-    const { maxConnections } = this.#options;
-    let refusal: SmuxError | null = null;
-    if (this.#connections.size >= maxConnections) {
-      refusal = new SmuxError('ERR_SMUX_LIMIT', `the server has reached its limit of ${maxConnections} connections`);
-      this.#warnings.warn(
-        'refused',
-        `Refused a connection from ${socket.remoteAddress}:${socket.remotePort}: ${this.#connections.size} connections open (maxConnections ${maxConnections})`,
-      );
-    }
+    const refusal = this.#admit(socket.remoteAddress ?? 'unix', `${socket.remoteAddress}:${socket.remotePort}`);
     const connection = new ServerConnection(this.#connectionHost, socket, refusal);
     this.#connections.add(connection);
     this.#events.emit('session', connection.session);
   }
 
+  /**
+   * A slot for a new connection: within `maxConnections` and `maxConnectionsPerAddress`, or the slot of an idle
+   * connection (evicted); otherwise the refusal its streams are answered with.
+   */
+  #admit(address: string, remote: string): SmuxError | null {
+    const { maxConnections, maxConnectionsPerAddress, evictIdleAfter } = this.#options;
+    const connections = this.#connections;
+    let why: string | null = null;
+    if (connections.size >= maxConnections && !connections.evictIdle(evictIdleAfter)) {
+      why = `${connections.size} connections open (maxConnections ${maxConnections})`;
+    } else if (connections.from(address) >= maxConnectionsPerAddress && !connections.evictIdle(evictIdleAfter, address)) {
+      why = `${connections.from(address)} connections from ${address} (maxConnectionsPerAddress ${maxConnectionsPerAddress})`;
+    }
+    if (why === null) return null;
+    this.#warnings.warn('refused', `Refused a connection from ${remote}: ${why}, none idle for ${evictIdleAfter} ms`);
+    return new SmuxError('ERR_SMUX_LIMIT', `the server has reached its connection limit: ${why}`, { retryable: true });
+  }
+
   async #shutdown(): Promise<void> {
     const server = this.#server;
     const stopped = server?.listening === true ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    this.#connections.stop();
     const { connections, ended } = await this.#connections.drain(this.#options.closeTimeout);
     const cut = ended === 0 ? 'every call finished' : `${ended} calls still running were ended with ERR_SMUX_SHUTTING_DOWN`;
     this.logger.log(`Closed ${connections} connection${connections === 1 ? '' : 's'}: ${cut}`);

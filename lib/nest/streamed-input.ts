@@ -14,6 +14,8 @@ export interface InputFlow {
   resume(): void;
   /** The handler stopped consuming (an iterator's `return()`): later items are not wanted. */
   abandon(): void;
+  /** Bytes of items held for the handler changed (the connection's budget counts them). */
+  held(bytes: number): void;
 }
 
 /**
@@ -73,6 +75,7 @@ export class SmuxStreamedPayload<T = unknown> extends Observable<T> implements A
     this.#items.push(item);
     this.#sizes.push(bytes);
     this.#bytes += bytes;
+    this.#flow.held(this.#bytes);
     if (this.#items.length >= HIGH_WATER_ITEMS || this.#bytes >= HIGH_WATER_BYTES) this.#flow.pause();
   }
 
@@ -132,6 +135,7 @@ export class SmuxStreamedPayload<T = unknown> extends Observable<T> implements A
     if (this.#items.length > 0) {
       const item = this.#items.shift()!;
       this.#bytes -= this.#sizes.shift()!;
+      this.#flow.held(this.#bytes);
       if (this.#items.length < HIGH_WATER_ITEMS / 2 && this.#bytes < HIGH_WATER_BYTES / 2) this.#flow.resume();
       return Promise.resolve({ done: false, value: item });
     }
@@ -145,6 +149,7 @@ export class SmuxStreamedPayload<T = unknown> extends Observable<T> implements A
   }
 
   #drop(): void {
+    if (this.#bytes !== 0) this.#flow.held(0);
     this.#items.length = 0;
     this.#sizes.length = 0;
     this.#bytes = 0;

@@ -142,7 +142,7 @@ describeWithGo('Go caller (xtaci/smux + the call protocol) → Nest ServerSmux, 
       ok: true,
       values: [6],
       version: Number(v),
-      hello: { protocol: 1, maxMessageBytes: 64 * 1024 * 1024, maxCallsPerConnection: 10_000 },
+      hello: { protocol: 1, maxMessageBytes: 8 * 1024 * 1024, maxCallsPerConnection: 1_000 },
     });
     expect(code).toBe(0);
   });

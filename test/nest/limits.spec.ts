@@ -123,7 +123,9 @@ describe('server limits', () => {
     const extra = handle.client();
     // The server answers the new connection's hello with ERR_SMUX_LIMIT: no connection for the extra client.
     const refused = await rejection(firstValueFrom(extra.send('ping', {})));
-    expect(refused).toEqual(smuxError('ERR_SMUX_UNAVAILABLE', 'the server has reached its limit of 1 connections'));
+    expect(refused).toEqual(
+      smuxError('ERR_SMUX_UNAVAILABLE', 'the server has reached its connection limit: 1 connections open (maxConnections 1)'),
+    );
     expect((refused as Error).cause).toEqual(smuxError('ERR_SMUX_LIMIT'));
     expect(await firstValueFrom(first.send('ping', {}))).toBe('pong');
     // The refused connection is closed by the server.

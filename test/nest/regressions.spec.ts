@@ -155,7 +155,11 @@ describe('regressions: ServerSmux', () => {
     const clock = new FakeClock();
     // Protocol v1 (no stream window): a 16 MiB reply the client does not read keeps the server's flush blocked,
     // so the closing session is still reading when the rest of the request arrives.
-    const handle = await startApp({ controllers: [RegressionsController], server: { smux: { version: 1, clock } } });
+    // (A budget for unread replies above the 16 MiB, or the small reply would be refused.)
+    const handle = await startApp({
+      controllers: [RegressionsController],
+      server: { smux: { version: 1, clock }, maxQueuedReplyBytes: 32 * MiB },
+    });
     const raw = await rawPeer(handle.port, 1);
     raw.socket.pause();
     raw.send(Cmd.SYN, 3);
