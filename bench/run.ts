@@ -64,7 +64,7 @@ function announce(text: string): void {
 /** Unrecorded runs on fresh processes before round 1 (see `priming`). */
 async function prime(systems: System[], cases: PlannedCase[]): Promise<void> {
   for (const system of systems.filter((s) => cases.some((c) => s.supports(c.spec)))) {
-    for (const spec of priming(quick).filter((p) => system.supports(p))) {
+    for (const spec of priming(quick, cases).filter((p) => system.supports(p))) {
       progress(`priming · ${system.name}`);
       await system.run(spec);
     }

@@ -9,7 +9,19 @@ export interface PlannedCase {
   /** Unit of the case's throughput figure. */
   unit: string;
   spec: CaseSpec;
+  /**
+   * The subject's ways of doing the case (e.g. the upload's `stream` and `duplex`), each reported as a figure of
+   * its own (`<key>MBps`) and compared with every baseline's `rate`, within each round.
+   */
+  variants?: Array<{ key: string; label: string }>;
 }
+
+const MiB = 1024 * 1024;
+/** nestjs-smux's ways of uploading (issue 8): a streamed request and a byte stream. */
+const UPLOAD_VARIANTS = [
+  { key: 'stream', label: 'send(source)' },
+  { key: 'duplex', label: 'openDuplex' },
+];
 
 const KiB = 1024;
 
@@ -55,16 +67,41 @@ export function plan(quick: boolean): PlannedCase[] {
       },
     },
     { id: 'memory', label: 'memory: 10 000 open calls', unit: 'B/call', spec: { kind: 'memory', calls: 10_000 } },
+    // Issue 8 §6: uploads (a streamed request, a byte stream) vs raw TCP and Nest gRPC client streaming.
+    {
+      id: 'upload',
+      label: `upload ${q(256, 64)} MiB in 64 KiB chunks`,
+      unit: 'MB/s',
+      spec: { kind: 'upload', bytes: q(256, 64) * MiB, chunkBytes: 64 * KiB, warmupBytes: q(16, 8) * MiB },
+      variants: UPLOAD_VARIANTS,
+    },
+    // Small calls during an upload on the same ClientSmux: one at a time (latency), and 64 in flight (load).
+    uploadHol(1, q(10_000, 2_000), q(1_000, 500)),
+    uploadHol(64, q(20_000, 5_000), q(5_000, 2_000)),
   ];
+}
+
+/** Small calls (64 B echo, `inFlight` at once) alone and during an upload of 64 KiB chunks, `count` of each. */
+function uploadHol(inFlight: number, count: number, warmup: number): PlannedCase {
+  return {
+    id: `upload-hol-${inFlight}`,
+    label: `small calls during an upload: echo 64 B @${inFlight}`,
+    unit: 'calls/s',
+    spec: { kind: 'upload-hol', size: 64, inFlight, count, warmup, chunkBytes: 64 * KiB, leadBytes: MiB, maxBytes: 16 * 1024 * MiB },
+    variants: UPLOAD_VARIANTS,
+  };
 }
 
 /**
  * Runs made once per system before round 1 and not recorded: the processes are fresh, and without them round
  * 1 measures cold code paths (JIT, first allocations of big buffers) that later rounds no longer have.
  */
-export function priming(quick: boolean): CaseSpec[] {
+export function priming(quick: boolean, cases: PlannedCase[]): CaseSpec[] {
+  const uploads = cases.some((c) => c.spec.kind === 'upload' || c.spec.kind === 'upload-hol');
   return [
     { kind: 'echo', size: 64, inFlight: 64, count: quick ? 2_000 : 5_000, warmup: 0 },
     { kind: 'echo', size: 16 * KiB, inFlight: 64, count: quick ? 500 : 1_000, warmup: 0 },
+    // Only when an upload case runs: its paths (sources, streamed input, byte streams, gRPC streaming) warm too.
+    ...(uploads ? [{ kind: 'upload' as const, bytes: 32 * MiB, chunkBytes: 64 * KiB, warmupBytes: 0 }] : []),
   ];
 }

@@ -1,3 +1,5 @@
+import type { ChunkOptions } from '../lib/chunks.js';
+
 /**
  * What the orchestrator asks a system's client agent to run (one `RUN <json>` line), what a run reports, and
  * the client face every Node system implements for the agent.
@@ -42,7 +44,36 @@ export interface MemorySpec {
   calls: number;
 }
 
-export type CaseSpec = EchoSpec | EventsSpec | HolSpec | MemorySpec;
+/**
+ * Upload: `bytes` from client to server in `chunkBytes` chunks, through each of the system's upload variants
+ * (nestjs-smux: a streamed request and a byte stream), after a `warmupBytes` upload of each; MB/s until the server
+ * confirmed the byte count.
+ */
+export interface UploadSpec {
+  kind: 'upload';
+  bytes: number;
+  chunkBytes: number;
+  warmupBytes: number;
+}
+
+/**
+ * Small calls during an upload: for each upload variant, `warmup` unmeasured small echo calls (`size` bytes,
+ * `inFlight` at once), p99 of `count` of them alone, then of `count` while an upload runs on the same client (the
+ * same connection). The upload starts first (the small calls once it has handed out `leadBytes`) and runs until
+ * the last small call is done (at most `maxBytes`).
+ */
+export interface UploadHolSpec {
+  kind: 'upload-hol';
+  size: number;
+  inFlight: number;
+  count: number;
+  warmup: number;
+  chunkBytes: number;
+  leadBytes: number;
+  maxBytes: number;
+}
+
+export type CaseSpec = EchoSpec | EventsSpec | HolSpec | MemorySpec | UploadSpec | UploadHolSpec;
 
 /** A run's figures: `rate` is the case's throughput (per second); latencies are in ms. */
 export interface RunResult {
@@ -72,6 +103,14 @@ export interface Driver {
   eventsReceived?(atLeast: number): Promise<number>;
   /** The big Observable reply: `onItem(bytes)` per value, then `done`. */
   big?(items: number, itemBytes: number, onItem: (bytes: number) => void, done: Done): void;
+  /** The ways this system uploads bytes (nestjs-smux: `stream`, `duplex`); the first one is its `rate`. */
+  readonly uploadVariants?: readonly string[];
+  /**
+   * One upload of `chunks.bytes` in `chunks.chunkBytes` chunks (or fewer: `chunks.stop()` ends it early) through
+   * `variant`, with `chunks.onChunk(bytes)` each time the source hands a chunk out; resolves with the byte count
+   * the server says it received.
+   */
+  upload?(variant: string, chunks: ChunkOptions): Promise<number>;
   /** Memory case: arms the server (baseline after GC) for `calls` held calls. */
   holdBegin?(calls: number): Promise<void>;
   /** One held call: done when the server releases it (after measuring with all of them open). */

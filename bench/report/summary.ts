@@ -34,8 +34,10 @@ export interface SystemFigures {
   p50: number | null;
   p99: number | null;
   peakRss: number | null;
-  /** Medians of the case's other figures (HOL, events, memory). */
+  /** Medians of the case's other figures (HOL, events, memory, uploads). */
   extra: Record<string, number>;
+  /** The same figures' median, min and max over the clean runs (the spread across rounds). */
+  extraSpread: Record<string, Summary>;
 }
 
 /** nestjs-smux ÷ a baseline, computed within each round where neither stalled or failed, then summarized. */
@@ -46,12 +48,21 @@ export interface Ratio {
   rounds: number;
 }
 
+/** One of the subject's variants (its `<variant>MBps` figure) ÷ a baseline's `rate`, within each round. */
+export interface VariantRatio extends Ratio {
+  variant: string;
+}
+
 export interface CaseSummary {
   id: string;
   label: string;
   unit: string;
   systems: SystemFigures[];
   ratios: Ratio[];
+  /** The subject's variants (e.g. the upload's send(source) and openDuplex), key and label. */
+  variants: Array<{ key: string; label: string }>;
+  /** Each variant ÷ each baseline, per round (the upload case). */
+  variantRatios: VariantRatio[];
   /** nestjs-smux p50 ÷ baseline p50, per round (lower is better). */
   p50Ratios: Ratio[];
 }
@@ -83,6 +94,12 @@ const EXTRA = [
   'baseHeapUsed',
   'baseRss',
   'open',
+  // Issue 8 §6, per upload variant: the upload case's MB/s and client peak RSS; the small calls during an upload.
+  ...['stream', 'duplex', 'tcp', 'grpc'].flatMap((v) =>
+    ['MBps', 'ClientPeakRss', 'P99Alone', 'P99During', 'P99Ratio', 'P50Alone', 'P50During', 'CallsAlone', 'CallsDuring'].map(
+      (figure) => `${v}${figure}`,
+    ),
+  ),
 ];
 
 export function summarizeCase(planned: PlannedCase, systems: string[], samples: Sample[], subject: string): CaseSummary {
@@ -94,9 +111,12 @@ export function summarizeCase(planned: PlannedCase, systems: string[], samples: 
     const ok = runs.filter(clean);
     const median = (key: string): number | null => summarizeFinite(ok.map((r) => r[key] as number | undefined))?.median ?? null;
     const extra: Record<string, number> = {};
+    const extraSpread: Record<string, Summary> = {};
     for (const key of EXTRA) {
-      const value = median(key);
-      if (value !== null) extra[key] = value;
+      const spread = summarizeFinite(ok.map((r) => r[key] as number | undefined));
+      if (spread === null) continue;
+      extra[key] = spread.median;
+      extraSpread[key] = spread;
     }
     const firstError = runs.find((r) => r.firstError !== undefined)?.firstError;
     figures.push({
@@ -111,6 +131,7 @@ export function summarizeCase(planned: PlannedCase, systems: string[], samples: 
       p99: median('p99'),
       peakRss: summarizeFinite(runs.map((r) => r.peakRss))?.median ?? null,
       extra,
+      extraSpread,
     });
   }
   const perRound = (baseline: string, value: (a: RunResult, b: RunResult) => number): Ratio => {
@@ -124,6 +145,15 @@ export function summarizeCase(planned: PlannedCase, systems: string[], samples: 
     return { baseline, summary: finite.length > 0 ? summarize(finite) : null, rounds: finite.length };
   };
   const baselines = figures.map((f) => f.system).filter((s) => s !== subject);
+  const variants = planned.variants ?? [];
+  const variantRatios = figures.some((f) => f.system === subject)
+    ? variants.flatMap(({ key }) =>
+        baselines.map((b) => ({
+          variant: key,
+          ...perRound(b, (a, c) => (a[`${key}MBps`] as number) / (c.rate as number)),
+        })),
+      )
+    : [];
   return {
     id: planned.id,
     label: planned.label,
@@ -133,6 +163,8 @@ export function summarizeCase(planned: PlannedCase, systems: string[], samples: 
       ? baselines.map((b) => perRound(b, (a, c) => (a.rate as number) / (c.rate as number)))
       : [],
     p50Ratios: baselines.map((b) => perRound(b, (a, c) => (a.p50 as number) / (c.p50 as number))),
+    variants,
+    variantRatios,
   };
 }
 

@@ -40,10 +40,28 @@ const short = (v: number): string =>
 const colorOf = (name: string): string =>
   COLORS[name] ?? (name.startsWith('Go') ? COLORS['Go smux'] : name.startsWith('raw') ? COLORS['raw TCP'] : COLORS['nestjs-smux']);
 
+/** The upload case: one bar per nestjs-smux variant and per baseline, MB/s; right: ÷ Nest gRPC. */
+function uploadPanel(c: CaseSummary, subject: string): Panel {
+  const bars: Bar[] = [];
+  for (const f of c.systems) {
+    const suffix = f.stalls > 0 ? ` · ${f.stalls} stall${f.stalls > 1 ? 's' : ''}` : '';
+    if (f.system !== subject) {
+      bars.push({ name: f.system, value: f.rate?.median ?? null, suffix, right: '' });
+      continue;
+    }
+    for (const { key, label } of c.variants) {
+      const ratio = c.variantRatios.find((r) => r.variant === key && r.baseline === 'Nest gRPC')?.summary;
+      bars.push({ name: label, value: f.extra[`${key}MBps`] ?? null, suffix, right: ratio ? `${ratio.median.toFixed(2)}×` : '' });
+    }
+  }
+  return { title: `${c.label} — MB/s`, rightHeading: `${subject} ÷ Nest gRPC`, bars };
+}
+
 function casePanels(cases: CaseSummary[], subject: string): Panel[] {
   return cases
-    .filter((c) => c.id !== 'memory')
+    .filter((c) => c.id !== 'memory' && !c.id.startsWith('upload-hol-'))
     .map((c) => {
+      if (c.id === 'upload') return uploadPanel(c, subject);
       const hol = c.id === 'hol';
       return {
         title: hol ? 'head-of-line: echo 64 B @64 during a 64 MiB reply — calls/s' : `${c.label} — ${c.unit}`,

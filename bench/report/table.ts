@@ -26,20 +26,22 @@ export function renderTable(env: Environment, cases: CaseSummary[], core: CoreSu
   for (const skipped of env.skipped) out.push(`skipped: ${skipped}`);
   const notes: string[] = [];
 
-  out.push(
-    '',
-    cells([
-      ['case', 22, 'l'],
-      ['system', 12, 'l'],
-      ['per second (min – max)', 31, 'r'],
-      ['p50', 9, 'r'],
-      ['p99', 9, 'r'],
-      ['peak RSS', 10, 'r'],
-      ['stalls', 6, 'r'],
-      [`${subject} ÷ this`, 24, 'r'],
-    ]),
-  );
-  for (const c of cases.filter((k) => k.id.startsWith('echo') || k.id.startsWith('events'))) {
+  const perCall = cases.filter((k) => k.id.startsWith('echo') || k.id.startsWith('events'));
+  if (perCall.length > 0)
+    out.push(
+      '',
+      cells([
+        ['case', 22, 'l'],
+        ['system', 12, 'l'],
+        ['per second (min – max)', 31, 'r'],
+        ['p50', 9, 'r'],
+        ['p99', 9, 'r'],
+        ['peak RSS', 10, 'r'],
+        ['stalls', 6, 'r'],
+        [`${subject} ÷ this`, 24, 'r'],
+      ]),
+    );
+  for (const c of perCall) {
     c.systems.forEach((f, i) => {
       const ratio = c.ratios.find((r) => r.baseline === f.system);
       out.push(
@@ -102,6 +104,8 @@ export function renderTable(env: Environment, cases: CaseSummary[], core: CoreSu
     }
   }
 
+  renderUploads(out, notes, cases, subject);
+
   const memory = cases.find((c) => c.id === 'memory')?.systems[0];
   if (memory !== undefined) {
     const e = memory.extra;
@@ -139,19 +143,106 @@ export function renderTable(env: Environment, cases: CaseSummary[], core: CoreSu
       );
   }
 
-  out.push('', 'targets (issue 4)');
-  for (const t of targets) {
-    const mark = t.pass === null ? '–' : t.pass ? '✓' : '✗';
-    out.push(
-      `${mark} ${cells([
-        [t.label, 62, 'l'],
-        [t.shown, 12, 'r'],
-        [t.goal, 10, 'l'],
-      ])}${t.note ? `  (${t.note})` : ''}`,
-    );
+  for (const issue of new Set(targets.map((t) => t.issue))) {
+    const mine = targets.filter((k) => k.issue === issue);
+    if (mine.every((t) => t.pass === null)) {
+      out.push('', `targets (${issue}): none measured in this run`);
+      continue;
+    }
+    out.push('', `targets (${issue}): median, then min – max across rounds`);
+    for (const t of mine) {
+      const mark = t.pass === null ? '–' : t.pass ? '✓' : '✗';
+      out.push(
+        `${mark} ${cells([
+          [t.label, 62, 'l'],
+          [t.shown, 12, 'r'],
+          [t.goal, 10, 'l'],
+          [t.spread ?? '', 26, 'l'],
+        ])}${t.note ? `  (${t.note})` : ''}`,
+      );
+    }
   }
   if (notes.length > 0) out.push('', 'notes', ...notes.map((n) => `- ${n}`));
   return `${out.join('\n')}\n`;
+}
+
+/** The upload cases (issue 8 §6): MB/s per system and variant with ratios; small calls during an upload. */
+function renderUploads(out: string[], notes: string[], cases: CaseSummary[], subject: string): void {
+  const upload = cases.find((c) => c.id === 'upload');
+  if (upload !== undefined) {
+    const baselines = upload.systems.map((f) => f.system).filter((s) => s !== subject);
+    out.push('', `${upload.label}: MB/s (10⁶ bytes/s) until the server confirmed the count; ratios within each round`);
+    out.push(
+      cells([
+        ['system', 26, 'l'],
+        ['MB/s (min – max)', 22, 'r'],
+        ...baselines.map((b): [string, number, 'r'] => [`÷ ${b} (min – max)`, 28, 'r']),
+        ['client RSS', 10, 'r'],
+        ['server RSS', 10, 'r'],
+        ['stalls', 6, 'r'],
+      ]),
+    );
+    for (const f of upload.systems) {
+      const rows: Array<[string, string | null]> =
+        f.system === subject ? upload.variants.map(({ key, label }) => [`${f.system} ${label}`, key]) : [[f.system, null]];
+      for (const [name, key] of rows) {
+        const mbps = key === null ? f.rate : (f.extraSpread[`${key}MBps`] ?? null);
+        const rss = Object.entries(f.extra).find(([k]) => (key === null ? k.endsWith('ClientPeakRss') : k === `${key}ClientPeakRss`))?.[1];
+        out.push(
+          cells([
+            [name, 26, 'l'],
+            [fmtSummary(mbps), 22, 'r'],
+            ...baselines.map((b): [string, number, 'r'] => {
+              const ratio = key === null ? undefined : upload.variantRatios.find((r) => r.variant === key && r.baseline === b);
+              return [ratio === undefined ? '' : fmtRatio(ratio.summary), 28, 'r'];
+            }),
+            [fmtMiB(rss), 10, 'r'],
+            [fmtMiB(f.peakRss), 10, 'r'],
+            [`${f.stalls}/${f.runs}`, 6, 'r'],
+          ]),
+        );
+      }
+      collectNotes(notes, upload, f);
+    }
+  }
+  for (const c of cases.filter((k) => k.id.startsWith('upload-hol-'))) {
+    const f = c.systems.find((s) => s.system === subject);
+    if (f === undefined) continue;
+    out.push('', `${c.label}, alone then during an upload on the same ClientSmux (same connection)`);
+    out.push(
+      cells([
+        ['upload', 14, 'l'],
+        ['p99 alone', 10, 'r'],
+        ['p99 during', 10, 'r'],
+        ['during ÷ alone (min – max)', 27, 'r'],
+        ['p50 alone', 10, 'r'],
+        ['p50 during', 10, 'r'],
+        ['calls/s alone', 13, 'r'],
+        ['calls/s during', 14, 'r'],
+        ['upload MB/s', 11, 'r'],
+        ['stalls', 6, 'r'],
+      ]),
+    );
+    for (const { key, label } of c.variants) {
+      const e = (figure: string): number | undefined => f.extra[`${key}${figure}`];
+      const ratio = f.extraSpread[`${key}P99Ratio`];
+      out.push(
+        cells([
+          [label, 14, 'l'],
+          [fmtLatency(e('P99Alone')), 10, 'r'],
+          [fmtLatency(e('P99During')), 10, 'r'],
+          [ratio === undefined ? '–' : fmtRatio(ratio), 27, 'r'],
+          [fmtLatency(e('P50Alone')), 10, 'r'],
+          [fmtLatency(e('P50During')), 10, 'r'],
+          [fmt(e('CallsAlone') ?? Number.NaN), 13, 'r'],
+          [fmt(e('CallsDuring') ?? Number.NaN), 14, 'r'],
+          [fmt(e('MBps') ?? Number.NaN), 11, 'r'],
+          [`${f.stalls}/${f.runs}`, 6, 'r'],
+        ]),
+      );
+    }
+    collectNotes(notes, c, f);
+  }
 }
 
 function collectNotes(notes: string[], c: CaseSummary, f: CaseSummary['systems'][number]): void {

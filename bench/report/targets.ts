@@ -1,34 +1,45 @@
 import type { Summary } from '../lib/stats.js';
 import type { CaseSummary, CoreSummary } from './summary.js';
 
-/** One target of issue 4, evaluated on this run's medians. `pass` is null when it could not be measured. */
+/** One target (of issue 4 or issue 8 §6), evaluated on this run's medians. `pass` is null when it could not be measured. */
 export interface Target {
+  /** Which issue set it, e.g. "issue 4". */
+  issue: string;
   label: string;
   goal: string;
   value: number | null;
   /** How `value` reads (e.g. "2.31×", "1,917 B"). */
   shown: string;
   pass: boolean | null;
+  /** The spread of the figure across rounds, e.g. "1.95 – 2.60 over 5 rounds". */
+  spread?: string;
   note?: string;
 }
 
 /** A ratio with 2 decimals, or 3 when 2 would round it onto its goal. */
 const x = (v: number, goal = Number.NaN): string => `${v.toFixed(Math.abs(v - goal) < 0.005 ? 3 : 2)}×`;
 
+/** "min – max over n rounds" of a ratio summary. */
+const spreadOf = (s: Summary): string => `${s.min.toFixed(2)} – ${s.max.toFixed(2)} over ${s.n} round${s.n === 1 ? '' : 's'}`;
+
 export function evaluateTargets(cases: CaseSummary[], core: CoreSummary, subject: string): Target[] {
   const byId = (id: string): CaseSummary | undefined => cases.find((c) => c.id === id);
   const ratio = (id: string, baseline: string): Summary | null => byId(id)?.ratios.find((r) => r.baseline === baseline)?.summary ?? null;
   const figures = (id: string, system: string) => byId(id)?.systems.find((s) => s.system === system);
   const coreRatio = (label: string): Summary | null => core.ratios.find((r) => r.label === label)?.summary ?? null;
+  const issue = 'issue 4';
   const atLeast = (label: string, goal: number, s: Summary | null, note?: string): Target => ({
+    issue,
     label,
     goal: `≥ ${goal}×`,
     value: s?.median ?? null,
     shown: s === null ? '–' : x(s.median, goal),
     pass: s === null ? null : s.median >= goal,
+    ...(s === null ? {} : { spread: spreadOf(s) }),
     ...(note === undefined ? {} : { note }),
   });
   const atMost = (label: string, goal: number, value: number | null, shown: string, goalText: string, note?: string): Target => ({
+    issue,
     label,
     goal: goalText,
     value,
@@ -47,6 +58,7 @@ export function evaluateTargets(cases: CaseSummary[], core: CoreSummary, subject
 
   const big = figures('echo-16384-512', subject);
   targets.push({
+    issue,
     label: 'echo 16 KiB @512: nestjs-smux stalls',
     goal: '0',
     value: big?.stalls ?? null,
@@ -75,6 +87,7 @@ export function evaluateTargets(cases: CaseSummary[], core: CoreSummary, subject
     );
   } else
     targets.push({
+      issue,
       label: "echo 16 KiB @512: nestjs-smux ÷ Nest TCP's clean runs",
       goal: '≥ 3×',
       value: null,
@@ -87,6 +100,7 @@ export function evaluateTargets(cases: CaseSummary[], core: CoreSummary, subject
   const lost = events?.extra.lost ?? null;
   targets.push(atLeast('events 64 B @64: nestjs-smux ÷ Nest TCP', 1, ratio('events-64-64', 'Nest TCP')));
   targets.push({
+    issue,
     label: 'events: nestjs-smux events lost',
     goal: '0',
     value: lost,
@@ -94,8 +108,12 @@ export function evaluateTargets(cases: CaseSummary[], core: CoreSummary, subject
     pass: lost === null ? null : lost === 0 && events!.stalls === 0,
   });
 
-  const hol = figures('hol', subject)?.extra.p99Ratio ?? null;
-  targets.push(atMost('head-of-line: small-call p99 with ÷ without the 64 MiB reply', 3, hol, x(hol ?? 0, 3), '≤ 3×'));
+  const holFigures = figures('hol', subject);
+  const hol = holFigures?.extra.p99Ratio ?? null;
+  targets.push({
+    ...atMost('head-of-line: small-call p99 with ÷ without the 64 MiB reply', 3, hol, x(hol ?? 0, 3), '≤ 3×'),
+    ...(holFigures?.extraSpread.p99Ratio === undefined ? {} : { spread: spreadOf(holFigures.extraSpread.p99Ratio) }),
+  });
 
   const goNote = core.ratios.length === 0 ? 'core cases did not run' : undefined;
   targets.push(atLeast('core: stream per request v2, TS ÷ Go', 2, coreRatio('stream per request v2: TS ÷ Go'), goNote));
@@ -104,5 +122,47 @@ export function evaluateTargets(cases: CaseSummary[], core: CoreSummary, subject
 
   const heap = figures('memory', subject)?.extra.heapPerCall ?? null;
   targets.push(atMost('memory: server heap per open call', 4096, heap, `${Math.round(heap ?? 0).toLocaleString('en-US')} B`, '≤ 4,096 B'));
+  return [...targets, ...uploadTargets(cases, subject)];
+}
+
+/**
+ * Issue 8 §6: each upload variant ≥ 3 × Nest gRPC's client-streaming upload (MB/s, same round); small-call p99
+ * during an upload ≤ 1.5 × the same calls' p99 alone, per variant and per small-call concurrency. Targets of
+ * cases that did not run are left out.
+ */
+function uploadTargets(cases: CaseSummary[], subject: string): Target[] {
+  const issue = 'issue 8 §6';
+  const targets: Target[] = [];
+  const upload = cases.find((c) => c.id === 'upload');
+  for (const { key, label } of upload?.variants ?? []) {
+    const ratio = upload!.variantRatios.find((r) => r.variant === key && r.baseline === 'Nest gRPC');
+    if (ratio === undefined) continue;
+    const s = ratio.summary;
+    targets.push({
+      issue,
+      label: `upload: nestjs-smux ${label} ÷ Nest gRPC client stream (MB/s)`,
+      goal: '≥ 3×',
+      value: s?.median ?? null,
+      shown: s === null ? '–' : x(s.median, 3),
+      pass: s === null ? null : s.median >= 3,
+      ...(s === null ? {} : { spread: spreadOf(s) }),
+    });
+  }
+  for (const c of cases.filter((k) => k.id.startsWith('upload-hol-'))) {
+    const mine = c.systems.find((f) => f.system === subject);
+    const inFlight = c.id.slice('upload-hol-'.length);
+    for (const { key, label } of c.variants) {
+      const s = mine?.extraSpread[`${key}P99Ratio`] ?? null;
+      targets.push({
+        issue,
+        label: `small calls @${inFlight}: p99 during an upload by ${label} ÷ alone`,
+        goal: '≤ 1.5×',
+        value: s?.median ?? null,
+        shown: s === null ? '–' : x(s.median, 1.5),
+        pass: s === null ? null : s.median <= 1.5,
+        ...(s === null ? {} : { spread: spreadOf(s) }),
+      });
+    }
+  }
   return targets;
 }

@@ -19,10 +19,10 @@ export function allSystems(options: { cpuProf: boolean; names: string[] | null }
   const node = (name: string, script: string, kinds: ConstructorParameters<typeof NodeSystem>[2]): NodeSystem =>
     new NodeSystem(name, script, kinds, options.cpuProf ? cpuProfile(script) : []);
   const systems: System[] = [
-    node(SUBJECT, 'smux.js', ['echo', 'events', 'hol', 'memory']),
+    node(SUBJECT, 'smux.js', ['echo', 'events', 'hol', 'memory', 'upload', 'upload-hol']),
     node('Nest TCP', 'nest-tcp.js', ['echo', 'events', 'hol']),
-    node('Nest gRPC', 'nest-grpc.js', ['echo']),
-    node('raw TCP', 'raw-tcp.js', ['echo']),
+    node('Nest gRPC', 'nest-grpc.js', ['echo', 'upload']),
+    node('raw TCP', 'raw-tcp.js', ['echo', 'upload']),
     new GoSmuxSystem(),
   ];
   return options.names === null ? systems : systems.filter((s) => options.names!.includes(s.name));

@@ -3,10 +3,12 @@
  * with `@MessagePattern` / `@EventPattern` handlers, created with `NestFactory.createMicroservice`.
  */
 import 'reflect-metadata';
+import { once } from 'node:events';
 import { Controller, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { EventPattern, MessagePattern, type MicroserviceOptions, Payload } from '@nestjs/microservices';
+import { Ctx, EventPattern, MessagePattern, type MicroserviceOptions, Payload } from '@nestjs/microservices';
 import { from, type Observable, Subject } from 'rxjs';
+import type { SmuxContext, SmuxStreamedPayload } from '../../lib/index.js';
 import { measureAfterGc } from '../lib/server-host.js';
 
 /** Longest wait of `events.count` for the count it was asked for, in ms. */
@@ -67,6 +69,27 @@ class BenchController {
   big(@Payload() spec: { items: number; itemBytes: number }): Observable<Buffer> {
     const chunk = Buffer.alloc(spec.itemBytes, 0xa5);
     return from(Array.from({ length: spec.items }, () => chunk));
+  }
+
+  /**
+   * The upload cases, as a streamed request (nestjs-smux: `client.send('upload.stream', source)`): takes the
+   * chunks one at a time (`for await`, which paces the sender) and answers with the byte count.
+   */
+  @MessagePattern('upload.stream')
+  async uploadStream(@Payload() chunks: SmuxStreamedPayload<Buffer>): Promise<number> {
+    let bytes = 0;
+    for await (const chunk of chunks) bytes += chunk.length;
+    return bytes;
+  }
+
+  /** The upload cases, as a byte stream (`client.openDuplex('upload.duplex')`): reads it all, ends with the count. */
+  @MessagePattern('upload.duplex')
+  async uploadDuplex(@Ctx() ctx: SmuxContext): Promise<void> {
+    const duplex = ctx.getDuplex();
+    let bytes = 0;
+    duplex.on('data', (chunk: Buffer) => (bytes += chunk.length));
+    await once(duplex, 'end');
+    duplex.end(String(bytes));
   }
 
   /** Arms the memory case: baseline after GC, a fresh Subject to hold `calls` calls on. */

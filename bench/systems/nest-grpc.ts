@@ -12,17 +12,32 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Controller, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { type ClientGrpc, ClientProxyFactory, GrpcMethod, type MicroserviceOptions, Transport } from '@nestjs/microservices';
-import { firstValueFrom, type Observable, type Observer } from 'rxjs';
+import {
+  type ClientGrpc,
+  ClientProxyFactory,
+  GrpcMethod,
+  GrpcStreamMethod,
+  type MicroserviceOptions,
+  Transport,
+} from '@nestjs/microservices';
+import { firstValueFrom, from, map, type Observable, type Observer, reduce } from 'rxjs';
 import type { Done, Driver } from '../cases/spec.js';
 import { runAgent } from '../lib/agent.js';
+import { chunkGenerator, type ChunkOptions } from '../lib/chunks.js';
 import { hostServer } from '../lib/server-host.js';
 
 interface EchoMessage {
   data: string;
 }
+interface Chunk {
+  data: Buffer;
+}
+interface UploadReply {
+  bytes: number;
+}
 interface EchoService {
   Echo(message: EchoMessage): Observable<EchoMessage>;
+  Upload(chunks: Observable<Chunk>): Observable<UploadReply>;
 }
 
 // build/bench/systems/ → the repository's bench/echo.proto
@@ -34,6 +49,15 @@ class EchoController {
   @GrpcMethod('Echo', 'Echo')
   echo(message: EchoMessage): EchoMessage {
     return message;
+  }
+
+  /** The upload cases: a client-streaming rpc; the chunks arrive as an Observable, the count goes back. */
+  @GrpcStreamMethod('Echo', 'Upload')
+  upload(chunks: Observable<Chunk>): Observable<UploadReply> {
+    return chunks.pipe(
+      reduce((bytes, chunk) => bytes + chunk.data.length, 0),
+      map((bytes) => ({ bytes })),
+    );
   }
 }
 
@@ -79,6 +103,18 @@ class GrpcDriver implements Driver {
   echo(payload: string, done: Done): void {
     this.#service.Echo({ data: payload }).subscribe(new EchoObserver(payload, done));
   }
+
+  /** The upload cases: client streaming. */
+  readonly uploadVariants = ['grpc'] as const;
+
+  async upload(_variant: string, options: ChunkOptions): Promise<number> {
+    // The same async generator as nestjs-smux's streamed request, as the Observable Nest's gRPC client takes.
+    // (ClientGrpcProxy subscribes and calls the call's write() per value without waiting for it: no backpressure.)
+    const source = from(chunkGenerator(options)).pipe(map((data) => ({ data })));
+    const reply = await firstValueFrom(this.#service.Upload(source));
+    return reply.bytes;
+  }
+
   async close(): Promise<void> {
     this.#client.close();
   }
