@@ -118,7 +118,10 @@ export class CallEndpoint implements SmuxChannelHandler {
   write(buffers: Buffer[]): boolean {
     if (this.ended) return false;
     for (const buffer of buffers) this.channel.write(buffer);
-    if (this.#budget !== null) this.refreshReplyCharge();
+    if (this.#budget !== null) {
+      this.refreshReplyCharge();
+      this.#budget.written(this);
+    }
     return this.channel.writable;
   }
 
@@ -177,7 +180,10 @@ export class CallEndpoint implements SmuxChannelHandler {
   }
 
   onDrain(): void {
-    if (this.#replyCharge !== 0) this.refreshReplyCharge();
+    if (this.#replyCharge !== 0) {
+      this.refreshReplyCharge();
+      this.#budget?.settle();
+    }
     this.#wake();
   }
 

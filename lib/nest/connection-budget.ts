@@ -14,15 +14,20 @@ export interface BudgetLimits {
  * replies waiting for it to read. Each call's endpoint charges its share and releases it; a charge that does not
  * fit is refused, and the call fails with `ERR_SMUX_LIMIT` instead of the connection growing.
  *
- * Reply charges are conservative: a call's queued bytes are re-read when it writes, when its queue drains and at
- * each sweep, so between those moments the budget may count bytes already sent (never fewer than are queued).
+ * Reply charges are taken when a reply is queued and re-read once the session's writer had its turn (the bytes a
+ * caller reads leave the queue at once): a caller is "behind" when what stays queued after that is half the budget
+ * or more. Only then are replies refused — a burst of replies to a caller that reads is never refused, however
+ * large — and a caller that stays behind with replies refused for `replyStallTimeout` is disconnected.
  */
 export class ConnectionBudget {
   readonly #limits: BudgetLimits;
   readonly #clock: Clock;
+  readonly #written = new Set<{ refreshReplyCharge(): void }>(); // endpoints that queued replies this turn
   #pending = 0;
   #queued = 0;
-  #exhaustedSince = 0; // when a reply was last refused for the budget and the queue stayed full (0: it is not)
+  #settled = 0; // what stayed queued after the writer's last turn
+  #exhaustedSince = 0; // when a reply was last refused while the caller stayed behind (0: it is not)
+  #refreshScheduled = false;
 
   constructor(limits: BudgetLimits, clock: Clock) {
     this.#limits = limits;
@@ -58,11 +63,12 @@ export class ConnectionBudget {
   }
 
   /**
-   * May a reply of `bytes` be queued? Not when the queue would pass the budget, unless nothing is queued (a single
-   * reply larger than the budget still goes to a caller that reads).
+   * May a reply of `bytes` be queued? Always while the caller keeps up (less than half the budget stayed queued at
+   * the writer's last turn); when it is behind, only what fits the budget.
    */
   admitsReply(bytes: number): boolean {
-    if (this.#queued === 0 || this.#queued + bytes <= this.#limits.maxQueuedReplyBytes) return true;
+    const max = this.#limits.maxQueuedReplyBytes;
+    if (this.#settled < max / 2 || this.#queued + bytes <= max) return true;
     if (this.#exhaustedSince === 0) this.#exhaustedSince = this.#clock.now();
     return false;
   }
@@ -70,6 +76,27 @@ export class ConnectionBudget {
   /** Adjusts the reply charge by `delta` (a call's queue grew or shrank). */
   chargeReply(delta: number): void {
     this.#queued += delta;
+  }
+
+  /** `endpoint` queued reply bytes: its charge is re-read once the writer had its turn. */
+  written(endpoint: { refreshReplyCharge(): void }): void {
+    this.#written.add(endpoint);
+    if (this.#refreshScheduled) return;
+    this.#refreshScheduled = true;
+    setImmediate(refreshAfterWrites, this); // after the writer's flush (process.nextTick)
+  }
+
+  /** Re-reads the charges of the endpoints that wrote (their queues hold only what the caller did not take). */
+  refresh(): void {
+    this.#refreshScheduled = false;
+    for (const endpoint of this.#written) endpoint.refreshReplyCharge();
+    this.#written.clear();
+    this.settle();
+  }
+
+  /** Takes what is queued now as what stayed queued (after a refresh, a drain, the periodic sweep). */
+  settle(): void {
+    this.#settled = this.#queued;
     if (this.#queued <= this.#limits.maxQueuedReplyBytes / 2) this.#exhaustedSince = 0; // the caller reads again
   }
 
@@ -87,4 +114,8 @@ export class ConnectionBudget {
       { retryable: true },
     );
   }
+}
+
+function refreshAfterWrites(budget: ConnectionBudget): void {
+  budget.refresh();
 }

@@ -124,6 +124,7 @@ export class ServerConnection {
   sweep(now: number): void {
     const { requestTimeout, replyStallTimeout } = this.#host.options;
     for (const call of this.calls) call.sweep(now, requestTimeout);
+    this.budget.settle();
     const stalled = this.budget.stalledFor();
     if (stalled >= replyStallTimeout) {
       const why = `it left ${this.budget.queuedReplyBytes} bytes of replies unread for ${stalled} ms (maxQueuedReplyBytes, replyStallTimeout)`;

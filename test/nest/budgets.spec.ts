@@ -1,0 +1,223 @@
+/**
+ * What one connection may hold of the server: requests still arriving (maxPendingRequestBytes), replies it does
+ * not read (maxQueuedReplyBytes, then replyStallTimeout), requests that trickle in (requestTimeout), and the
+ * connection slots (maxConnections, maxConnectionsPerAddress, evicting the connection idle longest). Raw smux
+ * peers play the misbehaving clients; the server's time is a fake clock, so no test sleeps.
+ */
+import * as net from 'node:net';
+import { afterEach, describe, expect, test } from '@jest/globals';
+import { Controller } from '@nestjs/common';
+import { MessagePattern, Payload } from '@nestjs/microservices';
+import { firstValueFrom } from 'rxjs';
+import { ClientSmux, Session } from '../../lib/index.js';
+import { encodeMessage, Kind } from '../../lib/nest/call-codec.js';
+import { FakeClock } from '../helpers/fake-clock.js';
+import { logLines } from '../helpers/logs.js';
+import { type AppHandle, closeAll, rawCall, rawSession, rejection, smuxError, startApp, trackClient, until, within } from './helpers.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+@Controller()
+class BudgetController {
+  @MessagePattern('blob') // `size` bytes back
+  blob(@Payload() size: number): Buffer {
+    return Buffer.alloc(size, 1);
+  }
+
+  @MessagePattern('echo')
+  echo(@Payload() value: unknown): unknown {
+    return value;
+  }
+}
+
+/** A REQUEST declaring `size` bytes of body, cut to its first `sent` bytes. */
+function partialRequest(id: string, size: number, sent: number): Buffer {
+  return Buffer.concat(encodeMessage(Kind.REQUEST, 0, Buffer.alloc(size, 2), { id, pattern: 'echo' })).subarray(0, sent);
+}
+
+const request = (pattern: string, data: unknown, id = '1'): Buffer[] => encodeMessage(Kind.REQUEST, 0, data, { id, pattern });
+
+/** Advances the server's fake clock in sweep-sized steps, letting I/O run between them. */
+async function advance(clock: FakeClock, ms: number): Promise<void> {
+  for (let left = ms; left > 0; left -= 500) {
+    clock.advance(Math.min(500, left));
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+afterEach(closeAll);
+
+describe('maxPendingRequestBytes: what a connection sends and no handler has read yet', () => {
+  test('partial requests past the budget fail with the retryable ERR_SMUX_LIMIT; cancelling them frees the budget', async () => {
+    const handle = await startApp({
+      controllers: [BudgetController],
+      server: { maxMessageBytes: 1 * MiB, maxPendingRequestBytes: 1 * MiB },
+    });
+    const session = await rawSession(handle.port);
+    // Three requests of 1 MiB, 400 KiB of each sent: the third passes the 1 MiB budget.
+    // Three requests of 1 MiB, 400 KiB of each sent: whichever passes the 1 MiB budget (they arrive interleaved)
+    // is refused, the others are held.
+    const calls = ['1', '2', '3'].map((id) => rawCall(session, [partialRequest(id, 1 * MiB - 64, 400 * KiB)]));
+    const refused = await within(Promise.race(calls.map((call) => call.last)), 'a request to be refused');
+    expect(refused.body).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.stringContaining("the server's maxPendingRequestBytes") });
+    expect(calls.map((call) => call.messages.length).sort()).toEqual([0, 0, 1]);
+    // The caller gives up on them: their bytes are released, and the connection can send as much again.
+    for (const call of calls) call.channel.destroy();
+    const again = ['4', '5'].map((id) => rawCall(session, [partialRequest(id, 1 * MiB - 64, 400 * KiB)]));
+    const whole = rawCall(session, request('echo', 'still served', '6'));
+    expect((await within(whole.last, 'a whole request')).body).toBe('still served');
+    expect(again.every((call) => call.messages.length === 0)).toBe(true);
+  });
+
+  test('the budget is per connection: a peer that fills its own does not touch another client', async () => {
+    const handle = await startApp({
+      controllers: [BudgetController],
+      server: { maxMessageBytes: 1 * MiB, maxPendingRequestBytes: 1 * MiB },
+    });
+    const hog = await rawSession(handle.port);
+    const held = rawCall(hog, [partialRequest('1', 1 * MiB - 64, 900 * KiB)]);
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: handle.port }));
+    expect(await firstValueFrom(client.send<Buffer>('echo', Buffer.alloc(800 * KiB)))).toHaveLength(800 * KiB);
+    expect(held.messages).toEqual([]);
+  });
+
+  test('the server refuses a budget below maxMessageBytes at construction', async () => {
+    await expect(startApp({ server: { maxMessageBytes: 2 * MiB, maxPendingRequestBytes: 1 * MiB } })).rejects.toEqual(
+      smuxError('ERR_SMUX_INVALID_CONFIG', 'maxPendingRequestBytes must be at least maxMessageBytes'),
+    );
+  });
+});
+
+describe('maxQueuedReplyBytes and replyStallTimeout: a caller that does not read its replies', () => {
+  test('replies past the budget fail their calls with ERR_SMUX_LIMIT; a caller that stays stalled is disconnected', async () => {
+    const clock = new FakeClock();
+    const handle = await startApp({
+      controllers: [BudgetController],
+      server: { smux: { clock }, maxQueuedReplyBytes: 2 * MiB, replyStallTimeout: 5_000 },
+    });
+    const session = await rawSession(handle.port);
+    // A caller that never reads: each reply's stream window (256 KiB) fills, the rest stays queued on the server.
+    const unread = ['1', '2'].map((id) => {
+      const call = rawCall(session, request('blob', 1 * MiB, id));
+      call.channel.pause();
+      return call;
+    });
+    // Once the writer had its turn, 2 × (1 MiB − the 256 KiB window) stays queued: the caller is behind.
+    await until(() => (handle.sessions[0]?.stats.bytesOut ?? 0) >= 512 * KiB, 5_000, 'the two windows to go out');
+    const third = rawCall(session, request('blob', 1 * MiB, '3'));
+    const refused = await within(third.last, 'the third reply to be refused');
+    expect(unread.every((call) => call.messages.length === 0)).toBe(true);
+    expect(refused.body).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.stringContaining("the server's maxQueuedReplyBytes") });
+
+    // Still not reading after replyStallTimeout: the server disconnects the caller, and says why.
+    const closed = new Promise<unknown>((resolve) => session.once('close', resolve));
+    await advance(clock, 6_000);
+    await within(closed, 'the stalled caller to be disconnected');
+    expect(
+      logLines.some((l) => l.level === 'warn' && /^Disconnected 127\.0\.0\.1:\d+: it left \d+ bytes of replies unread/.test(l.message)),
+    ).toBe(true);
+  });
+
+  test('a caller that reads slowly but reads is never cut off: every reply arrives', async () => {
+    const clock = new FakeClock();
+    const handle = await startApp({
+      controllers: [BudgetController],
+      server: { smux: { clock }, maxQueuedReplyBytes: 2 * MiB, replyStallTimeout: 5_000 },
+    });
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: handle.port }));
+    const replies = await Promise.all([1, 2, 3].map(() => firstValueFrom(client.send<Buffer>('blob', 1 * MiB))));
+    expect(replies.map((r) => r.length)).toEqual([MiB, MiB, MiB]);
+  });
+});
+
+describe('requestTimeout: requests that trickle in', () => {
+  test('a request not whole within requestTimeout fails with ERR_SMUX_TIMEOUT; a stream that sent nothing is closed', async () => {
+    const clock = new FakeClock();
+    const handle = await startApp({ controllers: [BudgetController], server: { smux: { clock }, requestTimeout: 3_000 } });
+    const session = await rawSession(handle.port);
+    const half = rawCall(session, [partialRequest('1', 100 * KiB, 10 * KiB)]);
+    const silent = rawCall(session, []);
+    await until(() => handle.sessions[0]?.numStreams === 2, 5_000, 'both streams at the server');
+    await advance(clock, 2_000);
+    expect(half.messages).toEqual([]);
+    await advance(clock, 2_000);
+    const timedOut = await within(half.last, 'the half request to time out');
+    expect(timedOut.body).toEqual({
+      code: 'ERR_SMUX_TIMEOUT',
+      message: expect.stringContaining("within 3000 ms (the server's requestTimeout)"),
+    });
+    // The server forgot the silent stream; its FIN waits for the stream's first byte (writing on a stream before
+    // the opener's first frame could race Go's OpenStream), and nothing else is sent on it.
+    silent.channel.write(Buffer.from([0]));
+    await within(silent.ended, 'the silent stream to be closed');
+    expect(silent.messages).toEqual([]);
+    // The connection itself is fine.
+    expect((await within(rawCall(session, request('echo', 1, '9')).last, 'a call')).body).toBe(1);
+  });
+});
+
+describe('connection slots', () => {
+  async function connected(port: number, localAddress = '127.0.0.1'): Promise<{ session: Session; socket: net.Socket }> {
+    const socket = net.connect({ port, host: '127.0.0.1', localAddress });
+    await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    const session = Session.client(socket, { version: 2, keepAliveDisabled: true });
+    return { session, socket };
+  }
+
+  let handle: AppHandle;
+
+  test('when full, a new connection takes the slot of the connection idle longest; without idle ones it gets ERR_SMUX_LIMIT', async () => {
+    const clock = new FakeClock();
+    handle = await startApp({ controllers: [BudgetController], server: { smux: { clock }, maxConnections: 2, evictIdleAfter: 5_000 } });
+    const a = await connected(handle.port);
+    const b = await connected(handle.port);
+    expect((await within(rawCall(a.session, request('echo', 'a')).last, 'a')).body).toBe('a');
+    await advance(clock, 1_000);
+    expect((await within(rawCall(b.session, request('echo', 'b')).last, 'b')).body).toBe('b');
+
+    // Neither is idle for 5 s yet: a third connection is refused with a clear error (never a bare close).
+    const c = await connected(handle.port);
+    const refused = await within(rawCall(c.session, request('echo', 'c')).last, 'the refusal');
+    expect(refused.body).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.stringContaining('2 connections open (maxConnections 2)') });
+    const cClosed = new Promise((resolve) => c.session.once('close', resolve));
+    await advance(clock, 1_500); // a refused connection hangs up 1 s after answering
+    await within(cClosed, 'the refused connection to close');
+
+    // Later a is idle for 5 s (and idler than b): a new connection takes a's slot.
+    await advance(clock, 3_000);
+    const aClosed = new Promise((resolve) => a.session.once('close', resolve));
+    const d = await connected(handle.port);
+    expect((await within(rawCall(d.session, request('echo', 'd')).last, 'd')).body).toBe('d');
+    await within(aClosed, 'the idle connection to be closed');
+    expect(b.session.isClosed).toBe(false);
+    for (const { session } of [b, d]) session.destroy();
+  });
+
+  test('maxConnectionsPerAddress: one address cannot take every slot; other addresses still get in', async () => {
+    handle = await startApp({ controllers: [BudgetController], server: { maxConnectionsPerAddress: 1, evictIdleAfter: 0 } });
+    const first = await connected(handle.port, '127.0.0.2');
+    expect((await within(rawCall(first.session, request('echo', 1)).last, 'the first')).body).toBe(1);
+    const second = await connected(handle.port, '127.0.0.2');
+    const refused = await within(rawCall(second.session, request('echo', 2)).last, 'the refusal');
+    expect(refused.body).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.stringContaining('1 connections from 127.0.0.2') });
+    const other = await connected(handle.port, '127.0.0.3');
+    expect((await within(rawCall(other.session, request('echo', 3)).last, 'another address')).body).toBe(3);
+    for (const { session } of [first, second, other]) session.destroy();
+  });
+
+  test('a refused ClientSmux fails with ERR_SMUX_UNAVAILABLE whose cause is the ERR_SMUX_LIMIT, even when its hello is late', async () => {
+    handle = await startApp({ controllers: [BudgetController], server: { maxConnections: 1, evictIdleAfter: 0 } });
+    const first = trackClient(new ClientSmux({ host: '127.0.0.1', port: handle.port }));
+    expect(await firstValueFrom(first.send('echo', 'in'))).toBe('in');
+    // A raw peer that waits before its first stream: the server keeps the refused connection open for it.
+    const late = await connected(handle.port);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const refused = await within(rawCall(late.session, request('echo', 'late')).last, 'the late refusal');
+    expect(refused.body).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.any(String) });
+    const extra = trackClient(new ClientSmux({ host: '127.0.0.1', port: handle.port }));
+    const error = await rejection(firstValueFrom(extra.send('echo', 'x')));
+    expect(error).toEqual(smuxError('ERR_SMUX_UNAVAILABLE', 'connection limit'));
+    late.session.destroy();
+  });
+});
