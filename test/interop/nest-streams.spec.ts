@@ -381,7 +381,9 @@ describeWithGo('Go caller streams to Nest ServerSmux (§5 client streams, §6 by
     expect(trailer.received).toEqual({ bytes: size, sha256: result.sentSha256 }); // what Go sent, as the handler hashed it
     expect(trailer.sent).toEqual({ bytes: size, sha256: result.receivedSha256 }); // what the handler sent, as Go hashed it
     expect(result.receivedSha256).not.toBe(result.sentSha256);
-    expect(result.receivedBeforeEnd as number).toBeGreaterThan(size / 2);
+    // Both ways at once: the two directions are independent (the upload may well finish first, its window being
+    // as large as the download's), but a good part of the download arrived before the upload ended.
+    expect(result.receivedBeforeEnd as number).toBeGreaterThan(size / 8);
     expect(code).toBe(0);
   }, 60_000);
 
