@@ -62,7 +62,9 @@ export class SmuxDuplex extends Duplex {
     if (violation !== null) {
       this.fail(violation);
     } else if (message.kind === Kind.RAW) {
-      if (!this.push(message.body)) this.#pause();
+      const more = this.push(message.body);
+      this.#endpoint?.hold(this.readableLength); // unread bytes count against the connection's budget
+      if (!more) this.#pause();
     } else if (message.kind === Kind.END && (message.flags & Flag.ERROR) === 0) {
       this.push(null);
       this.#owner?.readableEnded();
@@ -80,6 +82,7 @@ export class SmuxDuplex extends Duplex {
 
   override _read(): void {
     this.#reading = true;
+    this.#endpoint?.hold(this.readableLength);
     this.#endpoint?.resume();
   }
 
