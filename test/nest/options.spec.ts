@@ -72,6 +72,13 @@ describe('options are checked in the constructor', () => {
     ['finTimeout', 'x', 'must be an integer from 1 to 2147483647 (ms), got "x" (a string)'],
     ['maxCallsPerConnection', 1e10, 'must be an integer from 1 to 2147483647 (calls), got 10000000000 (a number)'],
     ['maxReplyBufferBytes', null, 'must be an integer from 1 to 9007199254740991 (bytes), got null'],
+    ['maxPendingRequestBytes', 0, 'must be an integer from 1 to 9007199254740991 (bytes per connection), got 0 (a number)'],
+    ['maxPendingRequestBytes', 1024, 'must be at least maxMessageBytes (8388608 bytes), got 1024 (a number)'],
+    ['maxQueuedReplyBytes', 0.5, 'must be an integer from 1 to 9007199254740991 (bytes per connection), got 0.5 (a number)'],
+    ['replyStallTimeout', 0, 'must be an integer from 1 to 2147483647 (ms), got 0 (a number)'],
+    ['requestTimeout', -1, 'must be an integer from 1 to 2147483647 (ms), got -1 (a number)'],
+    ['evictIdleAfter', -1, 'must be an integer from 0 to 2147483647 (ms; 0 = never evict), got -1 (a number)'],
+    ['maxConnectionsPerAddress', 0, 'must be an integer from 1 to 2147483647 (connections), got 0 (a number)'],
   ])('ServerSmux option %s = %j is refused', (name, value, message) => {
     expect(refusal(server({ [name]: value })).message).toContain(`ServerSmux option ${name} ${message}`);
   });
