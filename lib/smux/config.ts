@@ -35,6 +35,14 @@ export interface SmuxConfig {
    * refused (FIN after the opener's first frame). Default 65 536.
    */
   maxStreams: number;
+  /**
+   * v2: after the peer's FIN, how long (ms) data queued on a stream may wait for the peer's window with no UPD
+   * arriving, before the stream is destroyed with `ERR_SMUX_TIMEOUT` and its queued bytes are released. A peer
+   * that closed its end (Go's `Close`, or an accepted stream's GC finalizer) drops our data and never opens the
+   * window again; newer Go versions (≥ 1.5.54) would wait forever there. A second FIN from the peer (Go's `Close`
+   * after `CloseWrite`) fails such a stream at once with `ERR_SMUX_STREAM_CLOSED`. 0 waits forever. Default 5000.
+   */
+  peerFinWriteTimeout: number;
   /** Peer-opened streams waiting for `acceptStream()`; reading pauses while the backlog is full (as Go's recvLoop blocks). Default 1024. */
   acceptBacklog: number;
   /**
@@ -69,6 +77,7 @@ export const DEFAULT_CONFIG: Readonly<SmuxConfig> = Object.freeze({
   maxReceiveBuffer: 4_194_304,
   maxStreamBuffer: 65_536,
   maxStreams: 65_536,
+  peerFinWriteTimeout: 5000,
   acceptBacklog: 1024,
   streamHighWaterMark: 65_536,
   waitForOpenerData: true,
@@ -141,6 +150,7 @@ export function validateConfig(input: Partial<SmuxConfig> = {}, label = 'smux co
 
   // Ours.
   checkInteger(config, 'maxStreams', 1, INT32_MAX, 'streams');
+  checkInteger(config, 'peerFinWriteTimeout', 0, INT32_MAX, 'ms');
   checkInteger(config, 'acceptBacklog', 1, INT32_MAX, 'streams');
   checkInteger(config, 'streamHighWaterMark', 1, INT32_MAX, 'bytes');
   if (typeof config.waitForOpenerData !== 'boolean')

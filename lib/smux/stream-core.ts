@@ -1,4 +1,5 @@
 import type { SmuxChannelHandler, StreamTimeoutOptions } from './channel.js';
+import type { TimerHandle } from './clock.js';
 import type { SmuxConfig } from './config.js';
 import { INITIAL_PEER_WINDOW } from './constants.js';
 import { SmuxError } from './errors.js';
@@ -62,6 +63,8 @@ export class StreamCore implements FrameSource, TimeoutOwner {
   #peerConsumed = 0; // u32
   #peerWindow = INITIAL_PEER_WINDOW; // u32
   #timeouts: StreamTimeouts | null = null;
+  #finWatch: TimerHandle | null = null; // v2, after the peer's FIN: data waiting on a window nobody will open
+  #finProgressAt = 0; // when the peer last showed it reads (its FIN, a UPD), while #finWatch runs
 
   /**
    * @param host - the session's private host object
@@ -125,6 +128,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
       else this.#queue.push(buf);
       if (this.#queuedBytes === 0) this.#timeouts?.noteWrite();
       this.#queuedBytes += length;
+      if ((this.#flags & REMOTE_FIN) !== 0 && this.#finWatch === null) this.#watchAfterFin();
       if ((this.#flags & HOLD) === 0) this.#host.writer.queueData(this);
     }
     return this.#queuedBytes < this.#host.config.streamHighWaterMark;
@@ -237,15 +241,30 @@ export class StreamCore implements FrameSource, TimeoutOwner {
 
   /** FIN for this stream. */
   handleFin(): void {
-    if ((this.#flags & (REMOTE_FIN | DESTROYED | CLOSED)) !== 0) return;
+    if ((this.#flags & (DESTROYED | CLOSED)) !== 0) return;
+    if ((this.#flags & REMOTE_FIN) !== 0) {
+      // A second FIN: only a full close after a half-close sends one (Go's Close after CloseWrite, or the GC
+      // finalizer of an accepted stream), and the peer then drops whatever we still send.
+      if (this.#host.version === 2 && this.#queuedBytes > 0) {
+        this.destroy(
+          new SmuxError(
+            'ERR_SMUX_STREAM_CLOSED',
+            `stream ${this.id}: the peer closed the stream (a second FIN); ${this.#queuedBytes} queued bytes dropped`,
+          ),
+        );
+      }
+      return;
+    }
     this.#flags |= REMOTE_FIN;
     this.#timeouts?.noteRead();
+    if (this.#queuedBytes > 0) this.#watchAfterFin();
     if ((this.#flags & PAUSED) === 0 && this.#held === null) this.#deliverEnd();
   }
 
   /** UPD for this stream (v2): Go overwrites both values. */
   handleWindowUpdate(consumed: number, window: number): void {
     if ((this.#flags & (DESTROYED | CLOSED)) !== 0) return;
+    if (this.#finWatch !== null) this.#finProgressAt = this.#host.config.clock.now();
     this.#peerConsumed = consumed;
     this.#peerWindow = window;
     const available = sendWindow(this.#numWritten, this.#peerConsumed, this.#peerWindow);
@@ -369,6 +388,38 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     }
   }
 
+  /**
+   * Starts watching a v2 stream whose peer sent FIN while data waits to go (`peerFinWriteTimeout`): the peer
+   * may have closed its end, in which case it never opens its window again.
+   */
+  #watchAfterFin(): void {
+    const ms = this.#host.config.peerFinWriteTimeout;
+    if (this.#host.version !== 2 || ms === 0 || this.#finWatch !== null || (this.#flags & (DESTROYED | CLOSED)) !== 0) return;
+    const clock = this.#host.config.clock;
+    this.#finProgressAt = clock.now();
+    this.#finWatch = clock.setTimeout(() => this.#checkAfterFin(), ms);
+  }
+
+  #checkAfterFin(): void {
+    this.#finWatch = null;
+    if ((this.#flags & (DESTROYED | CLOSED)) !== 0 || this.#queuedBytes === 0) return; // a later write re-arms
+    const ms = this.#host.config.peerFinWriteTimeout;
+    const clock = this.#host.config.clock;
+    const now = clock.now();
+    if (sendWindow(this.#numWritten, this.#peerConsumed, this.#peerWindow) > 0) this.#finProgressAt = now; // not the window: the socket
+    const waited = now - this.#finProgressAt;
+    if (waited < ms) {
+      this.#finWatch = clock.setTimeout(() => this.#checkAfterFin(), ms - waited);
+      return;
+    }
+    this.destroy(
+      new SmuxError(
+        'ERR_SMUX_TIMEOUT',
+        `stream ${this.id}: the peer sent FIN and opened no window for ${ms} ms (peerFinWriteTimeout); ${this.#queuedBytes} queued bytes dropped`,
+      ),
+    );
+  }
+
   #dropSendQueue(): void {
     this.#queue = null;
     this.#queueHead = 0;
@@ -389,6 +440,8 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     if ((this.#flags & CLOSED) !== 0) return;
     this.#flags |= CLOSED;
     this.#timeouts?.stop();
+    if (this.#finWatch !== null) this.#host.config.clock.clearTimeout(this.#finWatch);
+    this.#finWatch = null;
     const handler = this.#handler;
     if (handler !== null) {
       if (error === undefined) handler.onClose();

@@ -15,11 +15,13 @@ import {
   driveWriteClose,
   commandHeader,
   ECHO,
+  WRITECLOSE,
   serveCommand,
   StreamReader,
 } from './command-protocol.js';
 import { describeWithGo } from './describe-with-go.js';
 import { type GoServer, runGo, startGoServer } from './go-peer.js';
+import { until } from '../helpers/net.js';
 
 const MiB = 1024 * 1024;
 const SHORT_KEEPALIVE = { keepAliveInterval: 200, keepAliveTimeout: 800 }; // timeout = 4 × interval
@@ -131,6 +133,27 @@ for (const version of [1, 2] as const) {
         await driveEcho(session, 100);
         expect(stalled.writableLength + stalled.readableLength).toBeGreaterThan(0);
         stalled.destroy();
+      });
+
+      test('a write blocked on the window after Go closed the stream fails after peerFinWriteTimeout, its bytes released', async () => {
+        // Go's Close sends FIN and forgets the stream: it drops our data and never sends a UPD again (the newest
+        // Go does the same from an accepted stream's GC finalizer). Without the bound our writer waited for ever.
+        const session = await open({ peerFinWriteTimeout: 300 });
+        let ended = false;
+        let closed: SmuxError | undefined | null = null;
+        const channel = session.openChannel({
+          onData: () => undefined,
+          onEnd: () => (ended = true),
+          onClose: (error) => (closed = error),
+        });
+        channel.write(commandHeader(WRITECLOSE, 0, 0)); // Go: write nothing, Close at once
+        channel.write(Buffer.alloc(MiB, 7));
+        await until(() => ended, 10_000, "Go's FIN");
+        expect(channel.writableLength).toBeGreaterThan(512 * 1024); // the window holds back ≈ 800 KiB
+        await until(() => closed !== null, 10_000, 'the stream to fail'); // 300 ms configured; without the bound: never
+        expect(closed).toMatchObject({ code: 'ERR_SMUX_TIMEOUT' });
+        expect([channel.writableLength, session.numStreams]).toEqual([0, 0]);
+        await driveEcho(session, 10); // the session is unharmed
       });
     }
   });

@@ -47,6 +47,8 @@ describe('validateConfig', () => {
     [{ keepAliveInterval: 1.5 }, 'keepAliveInterval'],
     [{ maxFrameSize: Number.NaN }, 'maxFrameSize'],
     [{ maxStreams: 0 }, 'maxStreams'],
+    [{ peerFinWriteTimeout: -1 }, 'peerFinWriteTimeout'],
+    [{ peerFinWriteTimeout: 0.5 }, 'peerFinWriteTimeout'],
     [{ acceptBacklog: 0 }, 'acceptBacklog'],
     [{ streamHighWaterMark: 0 }, 'streamHighWaterMark'],
     [{ waitForOpenerData: 'yes' }, 'waitForOpenerData'],
