@@ -37,6 +37,8 @@ export interface SessionStats {
   receiveBudgetLeft: number;
   /** True while the socket reports backpressure (`write()` returned false and no `'drain'` yet): the peer is slow to read. */
   writeBlocked: boolean;
+  /** Bytes of write buffers the session holds: they grow with the batches written and are released when it is idle. */
+  writeBufferBytes: number;
 }
 
 /** Events of a {@link Session}. */
@@ -56,6 +58,8 @@ const PAUSED_BY_BUDGET = 1;
 const PAUSED_BY_BACKLOG = 2;
 /** Refused streams wait (registered) for the opener's first frame; a peer that never sends one cannot grow this past the cap. */
 const REFUSAL_SLACK = 1024;
+/** With keep-alive off, idle write buffers are released after 10–20 s (keep-alive ticks do it otherwise). */
+const TRIM_INTERVAL = 10_000;
 
 /**
  * One smux session over a Duplex (a `net.Socket`, a `tls.TLSSocket`, a test pair), wire-compatible with Go's
@@ -73,6 +77,7 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly #ids: StreamIdAllocator;
   readonly #keepAlive: KeepAlive | null;
   readonly #streams = new Map<number, StreamCore>();
+  #trimTimer: unknown = null; // releases idle write buffers when keep-alive (which does it otherwise) is off
   readonly #backlog = new Fifo<StreamCore>();
   #version: ProtocolVersion | null;
   #acceptWaiters: Array<{ resolve: (s: SmuxStream) => void; reject: (e: SmuxError) => void }> = [];
@@ -118,7 +123,10 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#version = c.version === 'auto' ? null : c.version;
     this.#ids = new StreamIdAllocator(role, c.firstStreamId);
     this.#bucket = new ReceiveBucket(c.maxReceiveBuffer, this.#version === null ? 0 : streamAllowance(this.#version, c.maxStreamBuffer));
-    this.#writer = new FrameWriter(socket, this.#version ?? 0, c.maxFrameSize, () => this.#endWhenFlushed());
+    this.#writer = new FrameWriter(socket, this.#version ?? 0, c.maxFrameSize, {
+      onIdle: () => this.#endWhenFlushed(),
+      onBuffer: () => this.#keepAlive === null && this.#armTrim(),
+    });
     this.#decoder = new FrameDecoder(this.#version ?? 0, this.#frames);
     this.#keepAlive = c.keepAliveDisabled ? null : new KeepAlive(c.clock, this.#keepAliveHost, c.keepAliveInterval, c.keepAliveTimeout);
     (socket as Partial<{ setNoDelay(v: boolean): void }>).setNoDelay?.(true); // frames are batched already; Nagle only adds latency
@@ -175,6 +183,7 @@ export class Session extends EventEmitter<SessionEvents> {
       streamsRefused: this.#streamsRefused,
       receiveBudgetLeft: this.#bucket.tokens,
       writeBlocked: this.#writer.blocked,
+      writeBufferBytes: this.#writer.bufferBytes,
     };
   }
 
@@ -269,6 +278,8 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#state = CLOSED;
     if (error !== undefined) this.#error = error;
     if (this.#closeTimer !== null) this.config.clock.clearTimeout(this.#closeTimer);
+    if (this.#trimTimer !== null) this.config.clock.clearTimeout(this.#trimTimer);
+    this.#trimTimer = null;
     this.#keepAlive?.stop();
     this.#decoder.stop();
     this.#writer.close();
@@ -336,7 +347,10 @@ export class Session extends EventEmitter<SessionEvents> {
   }))(this);
 
   readonly #keepAliveHost: KeepAliveHost = ((session: Session) => ({
-    sendNop: () => session.#writer.queueNop(),
+    sendNop: () => {
+      session.#writer.trim(); // write buffers unused since the previous tick are released
+      session.#writer.queueNop();
+    },
     get readingPaused() {
       return session.#readPause !== 0;
     },
@@ -372,6 +386,15 @@ export class Session extends EventEmitter<SessionEvents> {
       this.#backlog.push(core);
       if (this.#backlog.length >= this.config.acceptBacklog) this.#pauseReading(PAUSED_BY_BACKLOG);
     }
+  }
+
+  /** Releases idle write buffers every 10 s while keep-alive (whose ticks do it otherwise) is off. */
+  #armTrim(): void {
+    if (this.#trimTimer !== null || this.#state === CLOSED) return;
+    this.#trimTimer = this.config.clock.setTimeout(() => {
+      this.#trimTimer = null;
+      if (this.#state !== CLOSED && this.#writer.trim()) this.#armTrim();
+    }, TRIM_INTERVAL);
   }
 
   /** A `version: 'auto'` server learnt the client's version from its first frame. */

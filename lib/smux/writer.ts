@@ -58,16 +58,43 @@ const BATCH_BYTES = 256 * 1024;
  * `write()`. Measured on Node 20: a corked group of writes (header, payload, header, payload → writev) costs
  * about 26 µs of JavaScript per 64 KiB, a single 64 KiB write about 6.5 µs, and copying the payloads into one
  * buffer first costs no more than that. So payloads are copied here, once, instead of being passed as views.
- * A slab holds at least one full batch.
+ *
+ * Slabs grow on demand: a writer starts with none, takes a {@link MIN_SLAB} one for its first batch, and doubles
+ * (up to {@link MAX_SLAB}, which holds the largest batch: `BATCH_BYTES` plus one frame plus headers) when a batch
+ * does not fit — so a session that only exchanges small calls holds 16 KiB, and a bulk stream 512 KiB, as before.
+ * {@link FrameWriter.trim} releases them once the writer has been idle (the session calls it on every keep-alive
+ * tick): an idle session holds no write buffer at all.
  */
-const SLAB_SIZE = 2 * BATCH_BYTES;
-/** Headers a batch can hold at most: its frame budget, plus a control entry's overshoot (SYN + UPD + FIN) and a NOP. */
-const BATCH_HEADERS = BATCH_FRAMES + 3;
+const MIN_SLAB = 16 * 1024;
+const MAX_SLAB = 2 * BATCH_BYTES;
+/** Room for the frames of one control entry (SYN + UPD with its payload + FIN) or a NOP. */
+const CONTROL_ROOM = 3 * HEADER_SIZE + UPD_PAYLOAD_SIZE;
+/** A NOP-only batch (an idle session's keep-alive) is this constant, per version: no slab for it. */
+const NOP_FRAMES = [1, 2].map((version) => {
+  const nop = Buffer.alloc(HEADER_SIZE);
+  writeHeader(nop, 0, version, Cmd.NOP, 0, 0);
+  return nop;
+});
 
 /** A write buffer and how many socket writes still reference it. */
 interface Slab {
   readonly buf: Buffer;
   writes: number;
+}
+
+const NO_BUFFER = Buffer.alloc(0);
+
+/** What a {@link FrameWriter} tells its owner, and how it may treat its slabs. */
+export interface WriterHooks {
+  /** A flush left nothing queued (a graceful close waits for it). */
+  onIdle?: () => void;
+  /** A writer that held no buffer allocated one: someone should call {@link FrameWriter.trim} now and then. */
+  onBuffer?: () => void;
+  /**
+   * Whether a slab may be rewritten once the socket completed the writes from it. Default: only for a
+   * `net.Socket` (TLS included).
+   */
+  reusable?: boolean;
 }
 
 const IN_CONTROL = 1;
@@ -95,10 +122,13 @@ export class FrameWriter implements PayloadSink {
   readonly #control = new Fifo<FrameSource>();
   readonly #ready = new Fifo<FrameSource>();
   #nop = false;
-  #slab: Slab = { buf: Buffer.allocUnsafe(SLAB_SIZE), writes: 0 };
-  #spare: Slab | null = null; // the previous slab, reused once the socket is done with it
+  #slab: Slab = { buf: NO_BUFFER, writes: 0 }; // none until the first batch (see MIN_SLAB)
+  #spare: Slab | null = null; // the previous slab of the same size, reused once the socket is done with it
+  #lastBatch = 0; // bytes of the previous batch: room a new batch starts with
+  #wrote = false; // a batch went out since the last trim()
   readonly #reusable: boolean;
   readonly #onIdle: () => void; // told when a flush leaves nothing queued (a graceful close waits for it)
+  readonly #onBuffer: () => void; // told when a writer without buffers allocates one (so that someone trims it)
   readonly #inFlight = new Fifo<Slab>(); // the slab of each write not yet completed, in write order
   readonly #onWritten = (): void => void this.#inFlight.shift()!.writes--;
   #pos = 0; // next free byte of the slab
@@ -115,15 +145,16 @@ export class FrameWriter implements PayloadSink {
    * @param socket - the transport
    * @param version - protocol version byte, or 0 while unknown (a server detecting it): nothing is written then
    * @param maxFrameSize - largest PSH payload to send
-   * @param onIdle - told when a flush leaves nothing queued
+   * @param hooks - what the writer tells its owner, and whether its slabs may be reused
    */
-  constructor(socket: Writable, version: number, maxFrameSize: number, onIdle: () => void = noop) {
+  constructor(socket: Writable, version: number, maxFrameSize: number, hooks: WriterHooks = {}) {
     this.#socket = socket;
-    this.#onIdle = onIdle;
+    this.#onIdle = hooks.onIdle ?? noop;
+    this.#onBuffer = hooks.onBuffer ?? noop;
     // A net.Socket (TLS included) has copied the bytes to the kernel or to OpenSSL by the time a write's
     // callback runs, so the slab may be reused. Any other Duplex may still hold the chunk (a test pair that
     // push()es it to the other side): it gets fresh slabs.
-    this.#reusable = socket instanceof Socket;
+    this.#reusable = hooks.reusable ?? socket instanceof Socket;
     this.#version = version;
     this.#maxFrameSize = maxFrameSize;
   }
@@ -137,6 +168,26 @@ export class FrameWriter implements PayloadSink {
   /** True while waiting for the socket's `'drain'`. */
   get blocked(): boolean {
     return this.#blocked;
+  }
+
+  /** Bytes of write buffers (slabs) this writer holds: 0 before the first batch and after {@link trim}. */
+  get bufferBytes(): number {
+    return this.#slab.buf.length + (this.#spare?.buf.length ?? 0);
+  }
+
+  /**
+   * Releases the write buffers if no batch went out since the previous call (a keep-alive NOP alone does not
+   * count) and nothing is being written; the next batch allocates a small slab again. Returns true while the
+   * writer still holds buffers.
+   */
+  trim(): boolean {
+    if (!this.#wrote && !this.#flushing && !this.#blocked && !this.pending) {
+      this.#slab = { buf: NO_BUFFER, writes: 0 };
+      this.#spare = null;
+      this.#pos = this.#segment = this.#lastBatch = 0;
+    }
+    this.#wrote = false;
+    return this.bufferBytes > 0;
   }
 
   /** True while frames wait to be written (window-blocked streams excepted). */
@@ -190,6 +241,10 @@ export class FrameWriter implements PayloadSink {
     this.#flushing = true;
     try {
       while (!this.#blocked && !this.#closed && this.#version !== 0 && (this.#nop || this.#control.length > 0 || this.#ready.length > 0)) {
+        if (this.#control.length === 0 && this.#ready.length === 0) {
+          if (!this.#writeNop()) this.#blocked = true;
+          break;
+        }
         if (this.#buildBatch() === 0) break;
         const ok = this.#writeBatch();
         this.#afterBatch();
@@ -229,13 +284,24 @@ export class FrameWriter implements PayloadSink {
     if (!this.#scheduled) this.flush();
   }
 
+  /** Writes a lone keep-alive NOP (an idle session's only traffic) from a constant buffer, without a slab. */
+  #writeNop(): boolean {
+    this.#nop = false;
+    this.framesOut++;
+    this.bytesOut += HEADER_SIZE;
+    const nop = NOP_FRAMES[this.#version - 1];
+    // A Duplex that may keep the chunk gets its own copy, as it gets fresh slabs.
+    return this.#socket.write(this.#reusable ? nop : Buffer.from(nop));
+  }
+
   /** Packs the next batch into the slab; returns its frame count. */
   #buildBatch(): number {
     let frames = 0;
     this.#batchBytes = 0;
-    if (this.#slab.buf.length - this.#pos < BATCH_BYTES + this.#maxFrameSize + BATCH_HEADERS * (HEADER_SIZE + UPD_PAYLOAD_SIZE))
-      this.#nextSlab();
+    this.#wrote = true;
+    // A new batch starts where the previous one would fit again, so mid-batch moves (a copy) stay rare.
     this.#segment = this.#pos;
+    this.#room(this.#lastBatch > CONTROL_ROOM ? this.#lastBatch : CONTROL_ROOM);
     if (this.#nop) {
       this.#nop = false;
       this.#header(Cmd.NOP, 0, 0);
@@ -245,6 +311,7 @@ export class FrameWriter implements PayloadSink {
       const control = this.#control.shift();
       if (control !== undefined) {
         control.writerFlags &= ~IN_CONTROL;
+        if (this.#slab.buf.length - this.#pos < CONTROL_ROOM) this.#room(CONTROL_ROOM);
         frames += this.#controlFrames(control);
         continue;
       }
@@ -285,6 +352,7 @@ export class FrameWriter implements PayloadSink {
   #dataFrame(source: FrameSource): number {
     let frames = 0;
     const n = source.sendableBytes(this.#maxFrameSize);
+    if (this.#slab.buf.length - this.#pos < HEADER_SIZE + n) this.#room(HEADER_SIZE + n);
     if (n > 0) {
       this.#header(Cmd.PSH, n, source.id);
       source.takeData(n, this);
@@ -308,14 +376,32 @@ export class FrameWriter implements PayloadSink {
   }
 
   /**
-   * Switches to a slab that can hold a whole batch: the spare one when every write from it has completed
-   * (so its bytes are no longer referenced), otherwise a new one — two slabs in turn, no allocation per batch.
+   * Makes room for `need` more bytes of the batch being built. When the slab lacks them, the batch moves to
+   * the start of another slab (what it holds so far is copied): the spare one when every write from it has
+   * completed (so its bytes are no longer referenced) and it is large enough, otherwise a new one — two slabs in
+   * turn, no allocation per batch. A slab is made at least twice as large as the batch needs, from
+   * {@link MIN_SLAB} up to {@link MAX_SLAB}.
    */
-  #nextSlab(): void {
+  #room(need: number): void {
+    const slab = this.#slab;
+    if (slab.buf.length - this.#pos >= need) return;
+    const start = this.#segment;
+    const built = this.#pos - start;
+    let size = slab.buf.length < MIN_SLAB ? MIN_SLAB : slab.buf.length;
+    while (size < 2 * (built + need) && size < MAX_SLAB) size *= 2;
     const spare = this.#spare;
-    this.#spare = this.#slab;
-    this.#slab = this.#reusable && spare !== null && spare.writes === 0 ? spare : { buf: Buffer.allocUnsafe(SLAB_SIZE), writes: 0 };
-    this.#pos = 0;
+    const next =
+      this.#reusable && spare !== null && spare.writes === 0 && spare.buf.length === size
+        ? spare
+        : { buf: Buffer.allocUnsafe(size), writes: 0 };
+    if (slab.buf.length === 0) this.#onBuffer();
+    if (built > 0) slab.buf.copy(next.buf, 0, start, this.#pos);
+    // The slab left behind is the next spare if it has the new size; a smaller one is dropped (its pending
+    // writes keep their own views of it).
+    this.#spare = slab.buf.length === size ? slab : null;
+    this.#slab = next;
+    this.#segment = 0;
+    this.#pos = built;
   }
 
   #header(cmd: number, length: number, streamId: number): void {
@@ -327,6 +413,7 @@ export class FrameWriter implements PayloadSink {
 
   #writeBatch(): boolean {
     const slab = this.#slab;
+    this.#lastBatch = this.#pos - this.#segment;
     slab.writes++;
     this.#inFlight.push(slab);
     return this.#socket.write(slab.buf.subarray(this.#segment, this.#pos), this.#onWritten);

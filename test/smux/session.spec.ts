@@ -311,6 +311,7 @@ describe('Session lifecycle over TCP', () => {
       streamsRefused: 0,
       receiveBudgetLeft: 4 * 1024 * 1024,
       writeBlocked: false,
+      writeBufferBytes: 0, // nothing written yet: no write buffer allocated
     });
     const s = await client.openStream();
     const got = collect(s);
@@ -324,5 +325,6 @@ describe('Session lifecycle over TCP', () => {
     // SYN + PSH(100) + FIN out; PSH(100) + FIN back.
     expect(client.stats).toMatchObject({ framesOut: 3, bytesOut: 3 * 8 + 100, framesIn: 2, bytesIn: 2 * 8 + 100, streamsOpened: 1 });
     expect(server.stats).toMatchObject({ framesIn: 3, framesOut: 2, streamsAccepted: 1, streamsOpened: 0 });
+    expect(client.stats.writeBufferBytes).toBe(16 * 1024); // small batches: the smallest slab
   });
 });

@@ -6,7 +6,7 @@ import { Cmd, HEADER_SIZE } from '../../lib/smux/constants.js';
 import { ReceiveBucket, streamAllowance } from '../../lib/smux/flow-control.js';
 import { readHeader } from '../helpers/frames.js';
 import { StreamCore, type StreamHost } from '../../lib/smux/stream-core.js';
-import { CONTROL_SYN, FrameWriter } from '../../lib/smux/writer.js';
+import { CONTROL_SYN, FrameWriter, type WriterHooks } from '../../lib/smux/writer.js';
 
 type Callback = (error?: Error | null) => void;
 interface Frame {
@@ -72,10 +72,10 @@ class RecordingSocket extends Writable {
 }
 
 /** A FrameWriter over a RecordingSocket, with stream engines on a stub StreamHost (no Session, no TCP). */
-function setup(config: Partial<SmuxConfig> = {}, socket = new RecordingSocket()) {
+function setup(config: Partial<SmuxConfig> = {}, socket = new RecordingSocket(), hooks?: WriterHooks) {
   const c = validateConfig(config);
   const version = c.version === 2 ? 2 : 1;
-  const writer = new FrameWriter(socket, version, c.maxFrameSize);
+  const writer = new FrameWriter(socket, version, c.maxFrameSize, hooks);
   const host: StreamHost = {
     config: c,
     writer,
@@ -429,5 +429,102 @@ describe('FrameWriter: v2 windows', () => {
     await ticks();
     expect(psh(socket)).toBe(300_000);
     expect(socket.frames.at(-1)).toMatchObject({ cmd: Cmd.FIN, streamId: 3 });
+  });
+});
+
+describe('FrameWriter: write buffers grow on demand (issue 9, finding 6)', () => {
+  const KiB = 1024;
+  /** The distinct write buffers (slabs) that the socket's writes were cut from. */
+  const slabsOf = (socket: RecordingSocket) => new Set(socket.calls.map((chunks) => chunks[0].buffer));
+
+  test('a writer holds no buffer before its first batch; small batches take the smallest slab (16 KiB); a lone NOP takes none', async () => {
+    const { socket, writer, open, syn } = setup({}, undefined, { reusable: true });
+    expect(writer.bufferBytes).toBe(0);
+    writer.queueNop();
+    await ticks();
+    expect(Buffer.concat(socket.calls.flat()).toString('hex')).toBe('0103000000000000');
+    expect(writer.bufferBytes).toBe(0);
+    const a = open(3);
+    syn(a);
+    a.write(data(100));
+    await ticks();
+    expect(payloadOf(socket.frames, 3).equals(data(100))).toBe(true);
+    expect(writer.bufferBytes).toBe(16 * KiB);
+  });
+
+  test('a batch that does not fit moves to a larger slab with what it holds so far; bulk batches grow it to 512 KiB, not beyond', async () => {
+    const { socket, writer, open, syn } = setup({}, undefined, { reusable: true });
+    const small = open(3);
+    syn(small);
+    small.write(data(1000));
+    await ticks();
+    const big = open(5);
+    const bytes = data(3 * 1024 * 1024, 1);
+    small.write(data(2000, 3)); // the same batch as the start of the bulk data: moved along with it
+    big.write(bytes);
+    await ticks(40);
+    expect(payloadOf(socket.frames, 5).equals(bytes)).toBe(true);
+    expect(payloadOf(socket.frames, 3).equals(Buffer.concat([data(1000), data(2000, 3)]))).toBe(true);
+    const sizes = [...slabsOf(socket)].map((b) => b.byteLength);
+    expect(Math.max(...sizes)).toBe(512 * KiB);
+    expect(writer.bufferBytes).toBeLessThanOrEqual(2 * 512 * KiB);
+  });
+
+  test('steady traffic writes from two slabs in turn (a net.Socket): no allocation per batch', async () => {
+    const { socket, open } = setup({}, undefined, { reusable: true });
+    const a = open(3);
+    for (let i = 0; i < 300; i++) {
+      a.write(data(1000 + (i % 7) * 100));
+      await tick();
+    }
+    expect(socket.calls.length).toBeGreaterThanOrEqual(300);
+    expect(slabsOf(socket).size).toBe(2);
+  });
+
+  test('trim() releases the buffers once no batch went out since its previous call; the next batch starts small again', async () => {
+    const { socket, writer, open } = setup({ maxFrameSize: 32_768 }, undefined, { reusable: true });
+    const a = open(3);
+    a.write(data(200_000));
+    await ticks();
+    expect(writer.bufferBytes).toBeGreaterThan(16 * KiB);
+    expect(writer.trim()).toBe(true); // a batch went out since the writer was made: kept
+    expect(writer.bufferBytes).toBeGreaterThan(16 * KiB);
+    writer.queueNop();
+    await ticks();
+    expect(writer.trim()).toBe(false); // only a NOP since: released
+    expect(writer.bufferBytes).toBe(0);
+    a.write(data(500, 2));
+    await ticks();
+    expect(writer.bufferBytes).toBe(16 * KiB);
+    expect(payloadOf(socket.frames, 3).equals(Buffer.concat([data(200_000), data(500, 2)]))).toBe(true);
+  });
+
+  test('trim() keeps the buffers while the socket pushes back', async () => {
+    const socket = new RecordingSocket(1000);
+    socket.holdCallbacks = true;
+    const { writer, open } = setup({}, socket, { reusable: true });
+    open(3).write(data(50_000));
+    await ticks();
+    expect(writer.blocked).toBe(true);
+    writer.trim();
+    expect(writer.trim()).toBe(true);
+    expect(writer.bufferBytes).toBeGreaterThan(0);
+    socket.release();
+  });
+
+  test('the owner hears when a writer without buffers allocates one (so that it trims it later)', async () => {
+    let allocations = 0;
+    const { writer, open } = setup({}, undefined, { reusable: true, onBuffer: () => allocations++ });
+    const a = open(3);
+    a.write(data(10));
+    await ticks();
+    a.write(data(100_000)); // grows: not a first buffer
+    await ticks();
+    expect(allocations).toBe(1);
+    writer.trim();
+    writer.trim();
+    a.write(data(10));
+    await ticks();
+    expect(allocations).toBe(2);
   });
 });
