@@ -6,7 +6,7 @@ import { type CallMessage, decodeTransportError, encodeMessage, Flag, Kind } fro
 import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
 import type { ClientRawCall } from './client-raw-call.js';
 import type { PacketCodec } from './packet-codec.js';
-import { pullSource, type SmuxSource } from './sources.js';
+import { pullSource, releaseSource, type SmuxSource } from './sources.js';
 
 /** A call on its way: a request/response call or a byte stream. */
 export type PendingCall = ClientCall | ClientRawCall;
@@ -195,7 +195,11 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
    * which cancels it on the server.
    */
   #startSource(source: SmuxSource): void {
-    if (!isObservable(source)) return;
+    if (!isObservable(source)) {
+      // Pulled once the stream opens; a call that ends before that still releases it (a file is closed).
+      this.#stopSource = () => releaseSource(source);
+      return;
+    }
     const subscription: Subscription = source.subscribe({
       next: (value) => this.#sendItem(Kind.DATA, value),
       error: (error: unknown) => this.fail(error),

@@ -178,7 +178,11 @@ export class Connector {
     session.on('channel', (channel) => channel.destroy());
     const helloMs = Math.min(HELLO_TIMEOUT, this.#options.connectTimeout);
     try {
-      const { hello, control } = await greet(session, this.#clock, helloMs, { where: this.#where, firstBytes });
+      const { hello, control } = await greet(session, this.#clock, helloMs, {
+        where: this.#where,
+        firstBytes,
+        tls: this.#options.tls !== undefined,
+      });
       this.#hello = hello;
       this.#controls.set(session, control);
     } catch (error) {

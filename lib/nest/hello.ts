@@ -38,6 +38,8 @@ export interface HelloContext {
   readonly where: string;
   /** The first bytes the server sent, if any (what it is when it is not smux). */
   firstBytes(): Buffer | null;
+  /** True when the client speaks TLS (a close right after the handshake then points at its certificate). */
+  readonly tls?: boolean;
 }
 
 /**
@@ -120,10 +122,16 @@ function closedDuringHello(session: Session, error: SmuxError | undefined, conte
   if (cause?.code === 'ERR_SMUX_PROTOCOL') {
     return new SmuxError('ERR_SMUX_PROTOCOL', `${context.where} is not a nestjs-smux server: ${cause.message}`, { cause });
   }
+  const why =
+    context.tls === true
+      ? // A TLS 1.3 server checks the client certificate after the handshake, and closes without an alert.
+        'the server is shutting down, or it refused our client certificate (mutual TLS: the `tls` option needs a `cert` and `key` its CA trusts)'
+      : 'the server is shutting down, or it does not speak this transport (a TLS server closes a plain-text client this way: set the `tls` option if it uses TLS)';
   return new SmuxError(
     'ERR_SMUX_SESSION_CLOSED',
-    `${context.where} closed the connection during the nestjs-smux hello, without answering: the server is shutting down, ` +
-      'or it does not speak this transport (a TLS server closes a plain-text client this way: set the `tls` option if it uses TLS)',
-    { cause },
+    `${context.where} closed the connection during the nestjs-smux hello, without answering: ${why}`,
+    {
+      cause,
+    },
   );
 }

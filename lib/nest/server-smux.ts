@@ -89,10 +89,19 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     this.#server = server;
     for (const [event, listener] of this.#pendingListeners.splice(0)) this.on(event as keyof SmuxServerEvents, listener);
     if (tlsOptions !== undefined) {
+      // By 'tlsClientError' the TLS socket is destroyed and has no address: keep it from the raw socket's 'connection'.
+      const peers = new WeakMap<net.Socket, string>();
+      server.on('connection', (raw: net.Socket) => peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`));
       server.on('tlsClientError', (error: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
-        const why = error.code ?? error.message.trim();
-        const hint = why === 'ERR_SSL_WRONG_VERSION_NUMBER' ? ': a plain-text client? it needs the tls option' : '';
-        this.#warnings.warn('TLS', `TLS handshake with ${socket.remoteAddress}:${socket.remotePort} failed (${why})${hint}`);
+        const raw = (socket as unknown as { _parent?: net.Socket })._parent; // Node's raw socket under the TLS one
+        const peer = (raw === undefined ? undefined : peers.get(raw)) ?? `${socket.remoteAddress}:${socket.remotePort}`;
+        const refused = socket.authorizationError as unknown as string | null | undefined;
+        const code = error.code ?? error.message.trim();
+        const why =
+          refused !== undefined && refused !== null
+            ? `(its client certificate was refused: ${String(refused)})`
+            : `(${code})${code === 'ERR_SSL_WRONG_VERSION_NUMBER' ? ': a plain-text client? it needs the tls option' : ''}`;
+        this.#warnings.warn('TLS', `TLS handshake with ${peer} failed ${why}`);
       });
     }
     const onError = (error: Error): void => {

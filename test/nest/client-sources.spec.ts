@@ -7,17 +7,10 @@ import { ClientSmux, SmuxRecordBuilder, type SmuxStreamedPayload } from '../../l
 import { closeAll, closedPort, codeOf, rejection, startApp, trackClient, until } from './helpers.js';
 
 /*
- * PENDING (not run by jest: testMatch is *.spec.ts). These fail against lib/ today; rename to
- * client-sources.spec.ts once fixed. Found while writing faults.spec.ts:
- *
- * A streamed request's source is released (a Readable destroyed, an iterator return()ed) only once the client
- * has started pulling it, i.e. after the call's stream opened (lib/nest/client-call.ts: `#stopSource` is set by
- * `#pullSource`, which runs in `open()`). A call that ends before its stream opens — it fails fast with
- * ERR_SMUX_UNAVAILABLE, its deadline passes while it waits for a connection, the caller unsubscribes while it is
- * queued — never touches its source: a Readable is left open. For `fs.createReadStream(path)` (the README's own
- * example) that is an open file descriptor per failed call, until the stream is garbage-collected, if ever. An
- * async generator that never started has nothing to release (its `finally` never entered), so faults.spec.ts
- * counts started generators only. The README promises the source is released when the call is cancelled or fails.
+ * A streamed request's source is released (a Readable destroyed, an iterator return()ed) however the call ends —
+ * also when it ends before its stream opened: it failed fast with ERR_SMUX_UNAVAILABLE, its deadline passed while
+ * it waited for a connection, the caller unsubscribed while it was queued. (Before, only a source the client had
+ * started pulling was released: a `fs.createReadStream()` source left a file open per failed call.)
  */
 
 @Controller()

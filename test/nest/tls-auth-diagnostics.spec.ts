@@ -8,22 +8,10 @@ import { makeCa } from '../helpers/tls.js';
 import { closeAll, type LogLine, logLines, rejection, startApp, trackClient, within } from './helpers.js';
 
 /*
- * PENDING (not run by jest: testMatch is *.spec.ts). These fail against lib/ today; rename to
- * tls-auth-diagnostics.spec.ts once fixed. Found while writing tls-auth.spec.ts:
- *
- * 1. A client that aborts the TLS handshake (it does not trust the server's certificate, or the name does not
- *    match) is logged as `TLS handshake with undefined:undefined failed (ECONNRESET)`: ServerSmux's
- *    'tlsClientError' listener (lib/nest/server-smux.ts, listen()) reads socket.remoteAddress/remotePort after
- *    Node destroyed the socket, when they are undefined. The peer's address is known at 'connection' time.
- * 2. A client certificate that the server does not trust (mutual TLS, another CA): Node's TLS server verifies it
- *    after the TLS 1.3 handshake and destroys the socket without an alert, keeping the reason in
- *    `socket.authorizationError` (UNABLE_TO_VERIFY_LEAF_SIGNATURE / UNABLE_TO_GET_ISSUER_CERT…). ServerSmux only
- *    logs `TLS handshake with … failed (ECONNRESET)`: the line should say the client certificate was refused and
- *    why. The client is told `… closed the connection during the nestjs-smux hello, without answering: the server
- *    is shutting down, or it does not speak this transport (a TLS server closes a plain-text client this way: set
- *    the `tls` option if it uses TLS)` (lib/nest/hello.ts closedDuringHello) — advice to set the `tls` option to a
- *    client that has it set. With `tls` set, a close right after the handshake should point at the client
- *    certificate (refused, or missing) instead.
+ * What each side says when mutual TLS fails: the server logs the peer's address (Node destroys the TLS socket
+ * before 'tlsClientError', so it is kept from 'connection') and why a client certificate was refused (Node's TLS
+ * 1.3 server closes without an alert, keeping the reason in socket.authorizationError); a client that has `tls`
+ * set is pointed at its certificate, not told to set `tls`.
  */
 
 @Controller()
@@ -39,7 +27,7 @@ const otherCa = ca === null ? null : makeCa('an unrelated CA');
 const describeTls = ca === null || otherCa === null ? describe.skip : describe;
 const NO_RETRY: Partial<ClientSmuxOptions> = { reconnect: { initialDelay: 60_000, maxDelay: 60_000, factor: 1, jitter: 0 } };
 
-describeTls('TLS diagnostics (pending)', () => {
+describeTls('TLS diagnostics', () => {
   const server = ca!.issue('localhost', { usage: 'server' });
   const stranger = otherCa!.issue('mallory', { usage: 'client', altNames: [] });
   const serverTls: tls.TlsOptions = { key: server.key, cert: server.cert };
