@@ -31,10 +31,18 @@ export interface SmuxConfig {
   /** v2 only: the receive window advertised per stream, in bytes; a UPD goes out every half of it consumed. Default 64 KiB. */
   maxStreamBuffer: number;
   /**
-   * Most streams open at once on this session (both directions). Streams the peer opens beyond it are
-   * refused (FIN after the opener's first frame). Default 65 536.
+   * Most streams the peer may have open at once on this session (the accept-side limit; this side's own
+   * `openChannel()` is held to the same number, counted separately). A stream the peer opens beyond it is
+   * refused at a constant cost — no stream object, just a FIN for its id once the opener's first frame arrived —
+   * and counted in `stats.streamsRefused`. A stream the peer opened counts until both FINs are through (or it is
+   * destroyed). Default 65 536.
    */
   maxStreams: number;
+  /**
+   * Streams the peer may open past `maxStreams` in a row (no stream accepted in between) before the session is
+   * destroyed with `ERR_SMUX_LIMIT`: a peer that keeps opening streams past the limit is flooding. Default 1024.
+   */
+  maxRefusedStreams: number;
   /**
    * v2: after the peer's FIN, how long (ms) data queued on a stream may wait for the peer's window with no UPD
    * arriving, before the stream is destroyed with `ERR_SMUX_TIMEOUT` and its queued bytes are released. A peer
@@ -77,6 +85,7 @@ export const DEFAULT_CONFIG: Readonly<SmuxConfig> = Object.freeze({
   maxReceiveBuffer: 4_194_304,
   maxStreamBuffer: 65_536,
   maxStreams: 65_536,
+  maxRefusedStreams: 1024,
   peerFinWriteTimeout: 5000,
   acceptBacklog: 1024,
   streamHighWaterMark: 65_536,
@@ -150,6 +159,7 @@ export function validateConfig(input: Partial<SmuxConfig> = {}, label = 'smux co
 
   // Ours.
   checkInteger(config, 'maxStreams', 1, INT32_MAX, 'streams');
+  checkInteger(config, 'maxRefusedStreams', 0, INT32_MAX, 'streams');
   checkInteger(config, 'peerFinWriteTimeout', 0, INT32_MAX, 'ms');
   checkInteger(config, 'acceptBacklog', 1, INT32_MAX, 'streams');
   checkInteger(config, 'streamHighWaterMark', 1, INT32_MAX, 'bytes');

@@ -17,7 +17,8 @@ import { INITIAL_PEER_WINDOW } from './constants.js';
  * ignores windows is still bounded by the bucket. Memory bound of the receive side, per session:
  *
  *     v1:  maxReceiveBuffer (+ one frame, 64 KiB, of overshoot)
- *     v2:  maxStreams × max(256 KiB, maxStreamBuffer) + maxReceiveBuffer (+ one frame)
+ *     v2:  streams × max(256 KiB, maxStreamBuffer) + maxReceiveBuffer (+ one frame), where streams ≤ 2 × maxStreams
+ *          (the peer's and our own, each bounded by it; refused streams hold nothing)
  *
  * (A SmuxStream also holds up to `streamHighWaterMark` consumed-but-unread bytes in its readable buffer.)
  */

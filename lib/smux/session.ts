@@ -27,7 +27,7 @@ export interface SessionStats {
   streamsOpened: number;
   /** Streams the peer opened and this side accepted. */
   streamsAccepted: number;
-  /** Streams the peer opened and this side refused (limit or closing). */
+  /** Streams the peer opened and this side refused (past `maxStreams`, or while closing). */
   streamsRefused: number;
   /**
    * Bytes left of the receive budget (`maxReceiveBuffer`): received data not yet consumed is charged to it (in
@@ -56,8 +56,11 @@ const CLOSING = 1;
 const CLOSED = 2;
 const PAUSED_BY_BUDGET = 1;
 const PAUSED_BY_BACKLOG = 2;
-/** Refused streams wait (registered) for the opener's first frame; a peer that never sends one cannot grow this past the cap. */
-const REFUSAL_SLACK = 1024;
+/**
+ * Refused stream ids whose FIN waits for the opener's first frame (a Go opener registers its stream only after
+ * its SYN is written, so an earlier FIN could be dropped). Past this many the oldest gets its FIN at once.
+ */
+const REFUSED_WAITING_MAX = 1024;
 /** With keep-alive off, idle write buffers are released after 10–20 s (keep-alive ticks do it otherwise). */
 const TRIM_INTERVAL = 10_000;
 
@@ -77,6 +80,9 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly #ids: StreamIdAllocator;
   readonly #keepAlive: KeepAlive | null;
   readonly #streams = new Map<number, StreamCore>();
+  #peerStreams = 0; // registered streams the peer opened: what maxStreams bounds on accept
+  #refusedWaiting: Set<number> | null = null; // refused ids whose FIN waits for the opener's first frame
+  #refusedInARow = 0; // refusals past maxStreams since a stream was last accepted
   #trimTimer: unknown = null; // releases idle write buffers when keep-alive (which does it otherwise) is off
   readonly #backlog = new Fifo<StreamCore>();
   #version: ProtocolVersion | null;
@@ -161,6 +167,11 @@ export class Session extends EventEmitter<SessionEvents> {
     return this.#streams.size;
   }
 
+  /** Of {@link numStreams}, those the peer opened: what `maxStreams` bounds when the peer opens another. */
+  get numPeerStreams(): number {
+    return this.#peerStreams;
+  }
+
   /** The protocol version in use; `null` on a `version: 'auto'` server until the client's first frame arrived. */
   get version(): ProtocolVersion | null {
     return this.#version;
@@ -192,12 +203,13 @@ export class Session extends EventEmitter<SessionEvents> {
    * peer sends back can arrive for an unknown id. Data written at once follows the SYN.
    *
    * @throws SmuxError `ERR_SMUX_SESSION_CLOSED`/`ERR_SMUX_SHUTTING_DOWN` when closed or closing, `ERR_SMUX_LIMIT`
-   *   at `maxStreams`, `ERR_SMUX_GOAWAY` when stream ids are exhausted
+   *   with `maxStreams` streams of this side open, `ERR_SMUX_GOAWAY` when stream ids are exhausted
    */
   openChannel(handler?: SmuxChannelHandler): SmuxChannel {
     this.#assertOpen();
-    if (this.#streams.size >= this.config.maxStreams) {
-      throw new SmuxError('ERR_SMUX_LIMIT', `session has ${this.#streams.size} streams open (maxStreams ${this.config.maxStreams})`);
+    const own = this.#streams.size - this.#peerStreams;
+    if (own >= this.config.maxStreams) {
+      throw new SmuxError('ERR_SMUX_LIMIT', `session has ${own} streams of its own open (maxStreams ${this.config.maxStreams})`);
     }
     const core = new StreamCore(this.#streamHost, this.#ids.next(), false);
     this.#streams.set(core.id, core);
@@ -287,6 +299,8 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#socket.destroy();
     const streams = [...this.#streams.values()];
     this.#streams.clear();
+    this.#peerStreams = 0;
+    this.#refusedWaiting = null;
     this.#backlog.drain();
     for (const core of streams) core.terminate(error);
     this.#rejectWaiters(this.#closedError());
@@ -301,20 +315,20 @@ export class Session extends EventEmitter<SessionEvents> {
     onSyn: (streamId) => this.#onSyn(streamId),
     onFin: (streamId) => {
       const core = this.#streams.get(streamId);
-      if (core === undefined) return;
+      if (core === undefined) return this.#unknownStream(streamId);
       core.releaseHold();
       core.handleFin();
     },
     onPsh: (streamId, data) => {
       const core = this.#streams.get(streamId);
-      if (core === undefined) return; // unknown or closed stream: dropped without tokens, as Go does
+      if (core === undefined) return this.#unknownStream(streamId); // dropped without tokens, as Go does
       core.releaseHold();
       core.handleData(data);
     },
     onNop: () => undefined,
     onUpd: (streamId, consumed, window) => {
       const core = this.#streams.get(streamId);
-      if (core === undefined) return;
+      if (core === undefined) return this.#unknownStream(streamId);
       core.releaseHold();
       core.handleWindowUpdate(consumed, window);
     },
@@ -335,7 +349,10 @@ export class Session extends EventEmitter<SessionEvents> {
       return session.#version ?? 0;
     },
     release: (core) => {
-      if (session.#streams.get(core.id) === core) session.#streams.delete(core.id);
+      if (session.#streams.get(core.id) === core) {
+        session.#streams.delete(core.id);
+        if (core.openedByPeer) session.#peerStreams--;
+      }
       if (session.#state === CLOSING) session.#endWhenFlushed();
     },
     tokensReturned: () => {
@@ -365,17 +382,24 @@ export class Session extends EventEmitter<SessionEvents> {
 
   #onSyn(streamId: number): void {
     if (this.#streams.has(streamId)) return; // duplicate SYN: ignored, as Go does
-    const core = new StreamCore(this.#streamHost, streamId, true);
-    this.#streams.set(streamId, core);
-    if (this.#state !== OPEN || this.#streams.size > this.config.maxStreams) {
-      if (this.#streams.size > this.config.maxStreams + REFUSAL_SLACK) {
-        this.destroy(new SmuxError('ERR_SMUX_LIMIT', `peer opened more than ${this.config.maxStreams + REFUSAL_SLACK} streams`));
+    if (this.#state !== OPEN) return this.#refuse(streamId);
+    if (this.#peerStreams >= this.config.maxStreams) {
+      if (++this.#refusedInARow > this.config.maxRefusedStreams) {
+        const c = this.config;
+        this.destroy(
+          new SmuxError(
+            'ERR_SMUX_LIMIT',
+            `the peer opened ${c.maxRefusedStreams + 1} streams in a row past maxStreams (${c.maxStreams} open; maxRefusedStreams ${c.maxRefusedStreams})`,
+          ),
+        );
         return;
       }
-      this.#streamsRefused++;
-      core.destroy(); // FIN once the opener's first frame shows Go registered the stream
-      return;
+      return this.#refuse(streamId);
     }
+    this.#refusedInARow = 0;
+    const core = new StreamCore(this.#streamHost, streamId, true);
+    this.#streams.set(streamId, core);
+    this.#peerStreams++;
     this.#streamsAccepted++;
     if (this.listenerCount('channel') > 0) this.emit('channel', createChannel(core, this));
     else if (this.listenerCount('stream') > 0)
@@ -386,6 +410,27 @@ export class Session extends EventEmitter<SessionEvents> {
       this.#backlog.push(core);
       if (this.#backlog.length >= this.config.acceptBacklog) this.#pauseReading(PAUSED_BY_BACKLOG);
     }
+  }
+
+  /**
+   * Refuses a stream the peer opened, at a constant cost and without any object for it: a FIN for its id —
+   * once the opener's first frame arrived (see {@link REFUSED_WAITING_MAX}) unless `waitForOpenerData` is off.
+   */
+  #refuse(streamId: number): void {
+    this.#streamsRefused++;
+    if (!this.config.waitForOpenerData) return this.#writer.queueFin(streamId);
+    const waiting = (this.#refusedWaiting ??= new Set());
+    if (waiting.size >= REFUSED_WAITING_MAX) {
+      const oldest = waiting.values().next().value as number;
+      waiting.delete(oldest);
+      this.#writer.queueFin(oldest);
+    }
+    waiting.add(streamId);
+  }
+
+  /** A frame for a stream that is not registered: dropped, but a refused stream's first frame gets its FIN. */
+  #unknownStream(streamId: number): void {
+    if (this.#refusedWaiting?.delete(streamId) === true) this.#writer.queueFin(streamId);
   }
 
   /** Releases idle write buffers every 10 s while keep-alive (whose ticks do it otherwise) is off. */

@@ -121,6 +121,8 @@ export class FrameWriter implements PayloadSink {
   readonly #maxFrameSize: number;
   readonly #control = new Fifo<FrameSource>();
   readonly #ready = new Fifo<FrameSource>();
+  #fins: number[] = []; // ids of refused streams that get a bare FIN (no stream object behind them)
+  #finsHead = 0;
   #nop = false;
   #slab: Slab = { buf: NO_BUFFER, writes: 0 }; // none until the first batch (see MIN_SLAB)
   #spare: Slab | null = null; // the previous slab of the same size, reused once the socket is done with it
@@ -192,7 +194,12 @@ export class FrameWriter implements PayloadSink {
 
   /** True while frames wait to be written (window-blocked streams excepted). */
   get pending(): boolean {
-    return this.#nop || this.#control.length > 0 || this.#ready.length > 0;
+    return this.#nop || this.#controlCount > 0 || this.#ready.length > 0;
+  }
+
+  /** Control entries waiting: sources and bare FINs. */
+  get #controlCount(): number {
+    return this.#control.length + this.#fins.length - this.#finsHead;
   }
 
   /** Queues a keep-alive NOP (at most one is ever pending). */
@@ -210,6 +217,16 @@ export class FrameWriter implements PayloadSink {
     if ((source.writerFlags & IN_CONTROL) !== 0) return;
     source.writerFlags |= IN_CONTROL;
     this.#control.push(source);
+    this.#kickLazily();
+  }
+
+  /**
+   * Queues a FIN for a stream id that has no stream object (one the session refused): control order, 8 bytes,
+   * nothing else kept.
+   */
+  queueFin(streamId: number): void {
+    if (this.#closed) return;
+    this.#fins.push(streamId);
     this.#kickLazily();
   }
 
@@ -232,6 +249,8 @@ export class FrameWriter implements PayloadSink {
     this.#closed = true;
     this.#control.drain();
     this.#ready.drain();
+    this.#fins = [];
+    this.#finsHead = 0;
   }
 
   /** Writes everything that can go now, in bounded batches, until done or the socket pushes back. */
@@ -240,8 +259,8 @@ export class FrameWriter implements PayloadSink {
     if (this.#flushing) return; // a callback during a flush queued more: the running loop takes it
     this.#flushing = true;
     try {
-      while (!this.#blocked && !this.#closed && this.#version !== 0 && (this.#nop || this.#control.length > 0 || this.#ready.length > 0)) {
-        if (this.#control.length === 0 && this.#ready.length === 0) {
+      while (!this.#blocked && !this.#closed && this.#version !== 0 && (this.#nop || this.#controlCount > 0 || this.#ready.length > 0)) {
+        if (this.#controlCount === 0 && this.#ready.length === 0) {
           if (!this.#writeNop()) this.#blocked = true;
           break;
         }
@@ -264,7 +283,7 @@ export class FrameWriter implements PayloadSink {
 
   #kick(): void {
     if (this.#closed || this.#blocked || this.#flushing) return;
-    if (this.#control.length + this.#ready.length >= BATCH_FRAMES) this.flush();
+    if (this.#controlCount + this.#ready.length >= BATCH_FRAMES) this.flush();
     else if (!this.#scheduled) {
       this.#scheduled = true;
       process.nextTick(flushOnTick, this);
@@ -273,7 +292,7 @@ export class FrameWriter implements PayloadSink {
 
   #kickLazily(): void {
     if (this.#closed || this.#blocked || this.#flushing || this.#scheduled || this.#lazyScheduled) return;
-    if (this.#control.length >= BATCH_FRAMES) return this.#kick();
+    if (this.#controlCount >= BATCH_FRAMES) return this.#kick();
     this.#lazyScheduled = true;
     setImmediate(flushLazily, this);
   }
@@ -307,6 +326,7 @@ export class FrameWriter implements PayloadSink {
       this.#header(Cmd.NOP, 0, 0);
       frames++;
     }
+    if (this.#finsHead < this.#fins.length) frames += this.#bareFins(BATCH_FRAMES - frames);
     while (frames < BATCH_FRAMES && this.#batchBytes < BATCH_BYTES) {
       const control = this.#control.shift();
       if (control !== undefined) {
@@ -321,6 +341,24 @@ export class FrameWriter implements PayloadSink {
       frames += this.#dataFrame(source);
     }
     return frames;
+  }
+
+  /** Emits up to `max` queued bare FINs; returns how many. */
+  #bareFins(max: number): number {
+    const fins = this.#fins;
+    const end = Math.min(fins.length, this.#finsHead + max);
+    const count = end - this.#finsHead;
+    this.#room(count * HEADER_SIZE);
+    for (let i = this.#finsHead; i < end; i++) this.#header(Cmd.FIN, 0, fins[i]);
+    this.#finsHead = end;
+    if (end === fins.length) {
+      fins.length = 0;
+      this.#finsHead = 0;
+    } else if (end >= 1024 && end * 2 >= fins.length) {
+      fins.splice(0, end); // a queue that never empties (a peer that does not read) keeps no dead prefix
+      this.#finsHead = 0;
+    }
+    return count;
   }
 
   /** Emits a source's pending control frames; returns how many. */

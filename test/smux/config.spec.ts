@@ -48,6 +48,7 @@ describe('validateConfig', () => {
     [{ maxFrameSize: Number.NaN }, 'maxFrameSize'],
     [{ maxStreams: 0 }, 'maxStreams'],
     [{ peerFinWriteTimeout: -1 }, 'peerFinWriteTimeout'],
+    [{ maxRefusedStreams: -1 }, 'maxRefusedStreams'],
     [{ peerFinWriteTimeout: 0.5 }, 'peerFinWriteTimeout'],
     [{ acceptBacklog: 0 }, 'acceptBacklog'],
     [{ streamHighWaterMark: 0 }, 'streamHighWaterMark'],

@@ -7,13 +7,22 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { Session, type SmuxChannel } from '../../lib/smux/index.js';
+import { Cmd, Session, type SmuxChannel, type SmuxError } from '../../lib/smux/index.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { until } from '../helpers/net.js';
-import { flush, memorySessions } from '../helpers/memory-pair.js';
+import { encodeFrame } from '../helpers/frames.js';
+import { flush, memoryPair, memorySessions } from '../helpers/memory-pair.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
+
+/** Heap and outside-heap bytes after a full GC. */
+function retained(): number {
+  gc();
+  gc();
+  const m = process.memoryUsage();
+  return m.heapUsed + m.external;
+}
 
 /** Bytes outside the JS heap (Buffers, ArrayBuffers) after a full GC. */
 function external(): number {
@@ -108,5 +117,68 @@ describe('releasing idle write buffers', () => {
     clock.advance(10_000);
     await flush();
     expect([client.stats.writeBufferBytes, server.stats.writeBufferBytes, clock.pending]).toEqual([0, 0, 0]);
+  });
+});
+
+describe('SYN floods (finding 1, the core’s part)', () => {
+  const MiB = 1024 * 1024;
+  const FLOOD = 200_000;
+
+  /**
+   * A server session fed `count` SYNs (odd ids from 3) in chunks of 8192 frames by a raw peer over an in-memory
+   * pair; what the server writes back (FINs) is counted and dropped. Every accepted channel is kept, as an
+   * application would keep its calls.
+   */
+  async function flood(config: Parameters<typeof Session.server>[1], count: number) {
+    const [raw, socket] = memoryPair();
+    const server = Session.server(socket, { keepAliveDisabled: true, ...config });
+    cleanups.push(() => server.destroy());
+    const kept: SmuxChannel[] = [];
+    server.on(
+      'channel',
+      (ch) => (ch.setHandler({ onData: () => undefined, onEnd: () => undefined, onClose: () => undefined }), kept.push(ch)),
+    );
+    let fins = 0;
+    raw.on('data', (chunk: Buffer) => (fins += chunk.length / 8)); // only 8-byte FINs come back
+    raw.on('error', () => undefined);
+    const frame = encodeFrame(1, Cmd.SYN, 0);
+    for (let sent = 0; sent < count && !server.isClosed;) {
+      const n = Math.min(8192, count - sent);
+      const chunk = Buffer.allocUnsafe(n * 8);
+      for (let i = 0; i < n; i++) {
+        frame.writeUInt32LE(3 + 2 * (sent + i), 4);
+        frame.copy(chunk, i * 8);
+      }
+      raw.write(chunk);
+      sent += n;
+      await flush(2);
+    }
+    await flush();
+    return { server, kept, fins: () => fins };
+  }
+
+  test('200 000 SYNs against maxStreams 10 002 (a Nest server’s 10 000 calls + 2): cut off with ERR_SMUX_LIMIT, ≤ 16 MiB retained', async () => {
+    const before = retained();
+    const { server, kept } = await flood({ maxStreams: 10_002 }, FLOOD);
+    const grown = retained() - before; // the 10 002 accepted channels are still referenced
+    expect(server.error).toMatchObject({ code: 'ERR_SMUX_LIMIT' } satisfies Partial<SmuxError>);
+    expect([kept.length, server.stats.streamsAccepted, server.stats.streamsRefused]).toEqual([10_002, 10_002, 1024]);
+    expect(server.stats.framesIn).toBeLessThan(FLOOD); // the rest was never decoded
+    expect(grown).toBeLessThanOrEqual(16 * MiB);
+  });
+
+  test('a refused stream costs no memory: 200 000 SYNs past the limit (never cut off) retain no more than the accepted streams do', async () => {
+    const config = { maxStreams: 1000, maxRefusedStreams: 0x7fff_ffff };
+    let before = retained();
+    const accepted = await flood(config, 1000);
+    const acceptedOnly = retained() - before;
+    before = retained();
+    const { server, kept, fins } = await flood(config, 1000 + FLOOD);
+    const withRefusals = retained() - before;
+    expect([accepted.kept.length, accepted.server.stats.streamsRefused]).toEqual([1000, 0]);
+    expect(server.isClosed).toBe(false);
+    expect([kept.length, server.numStreams, server.stats.streamsRefused]).toEqual([1000, 1000, FLOOD]);
+    expect(fins()).toBe(FLOOD - 1024); // all but the newest 1024 got their FIN (those wait for a first frame)
+    expect(withRefusals - acceptedOnly).toBeLessThanOrEqual(1 * MiB);
   });
 });

@@ -245,6 +245,19 @@ describe('FrameWriter: batching', () => {
     expect(Buffer.concat(socket.calls.flat()).toString('hex')).toBe('0203000000000000');
   });
 
+  test('bare FINs (streams refused without an object) leave in control order, at most 64 frames per write', async () => {
+    const { socket, writer, open, syn } = setup();
+    syn(open(3));
+    for (let i = 0; i < 100; i++) writer.queueFin(1001 + 2 * i);
+    await ticks();
+    expect(socket.batches).toEqual([64, 37]);
+    expect(summary(socket.frames)).toEqual([...Array.from({ length: 100 }, (_, i) => [Cmd.FIN, 1001 + 2 * i, 0]), [Cmd.SYN, 3, 0]]);
+    writer.close();
+    writer.queueFin(5);
+    await ticks();
+    expect(socket.frames).toHaveLength(101);
+  });
+
   test('after close() nothing more is written', async () => {
     const { socket, writer, open, syn } = setup();
     const a = open(3);
