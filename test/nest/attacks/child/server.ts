@@ -1,0 +1,87 @@
+/**
+ * The server under attack, in a child process of its own so that its memory can be measured after GC
+ * (`node --expose-gc --import ./ts-register.mjs server.ts [options JSON]`, started by the attack harness).
+ * A Nest microservice on ServerSmux (127.0.0.1, a free port; default options unless the harness passes some)
+ * with the handlers the attacks and the measuring client use. Commands: `memory`, `stats`, `logs`, `cpu`, `rss-peak`.
+ */
+import 'reflect-metadata';
+import { pipeline } from 'node:stream/promises';
+import type { AddressInfo, Server, Socket } from 'node:net';
+import { Controller, Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
+import { map, type Observable } from 'rxjs';
+import { ServerSmux, type ServerSmuxOptions, type Session, type SmuxContext, type SmuxStreamedPayload } from '../../../../lib/index.js';
+import { countingLogger, cpuMicros, memoryAfterGc, type ServerStats, serveCommands } from './ipc.js';
+
+const MiB = 1024 * 1024;
+const blobs = new Map<number, string>();
+
+@Controller()
+class TargetController {
+  @MessagePattern('ping') // what the measuring client calls
+  ping(@Payload() n: number): number {
+    return n;
+  }
+
+  @MessagePattern('blob') // a plain-value reply of `bytes` bytes (at most 1 MiB), encoded anew for every call
+  blob(@Payload() bytes: number): string {
+    const size = Math.max(0, Math.min(MiB, Math.trunc(Number(bytes) || 0)));
+    let text = blobs.get(size);
+    if (text === undefined) blobs.set(size, (text = 'x'.repeat(size)));
+    return text;
+  }
+
+  @MessagePattern('echo-stream') // a bidirectional stream: each item straight back
+  echoStream(@Payload() items: SmuxStreamedPayload<unknown>): Observable<unknown> {
+    return items.pipe(map((item) => item));
+  }
+
+  @MessagePattern('echo-raw') // a byte stream: the bytes straight back, paced by pipeline()'s backpressure
+  async echoRaw(@Ctx() ctx: SmuxContext): Promise<void> {
+    const duplex = ctx.getDuplex();
+    await pipeline(duplex, duplex).catch(() => undefined);
+  }
+}
+
+@Module({ controllers: [TargetController] })
+class TargetModule {}
+
+const options = JSON.parse(process.argv[2] ?? '{}') as ServerSmuxOptions;
+const log = countingLogger();
+const server = new ServerSmux({ host: '127.0.0.1', port: 0, ...options });
+const sessions = new Set<Session>();
+server.on('session', (session) => {
+  sessions.add(session);
+  session.once('close', () => sessions.delete(session));
+});
+const sockets = new Set<Socket>();
+server.on('connection', (socket: Socket) => {
+  sockets.add(socket);
+  socket.once('close', () => sockets.delete(socket));
+});
+const app = await NestFactory.createMicroservice(TargetModule, { strategy: server, logger: log.logger });
+await app.listen();
+
+// RSS high-water mark, sampled every 50 ms: not after GC (so no target), but it shows transient peaks between samples.
+let rssPeak = process.memoryUsage.rss();
+setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage.rss())), 50).unref();
+
+serveCommands((server.unwrap<Server>().address() as AddressInfo).port, {
+  memory: () => memoryAfterGc(),
+  /** Open connections, the streams registered on them, and the bytes queued in their sockets (not yet taken by the kernel). */
+  stats: (): ServerStats => ({
+    connections: sessions.size,
+    streams: [...sessions].reduce((n, s) => n + s.numStreams, 0),
+    socketQueued: [...sockets].reduce((n, s) => n + s.writableLength, 0),
+  }),
+  logs: () => log.figures(),
+  cpu: () => cpuMicros(),
+  /** The RSS high-water mark since the last call (which starts a new one), and RSS now. */
+  'rss-peak': () => {
+    const rss = process.memoryUsage.rss();
+    const peak = Math.max(rssPeak, rss);
+    rssPeak = rss;
+    return { peak, rss };
+  },
+});
