@@ -63,12 +63,15 @@ export class ConnectionBudget {
   }
 
   /**
-   * May a reply of `bytes` be queued? Always while the caller keeps up (less than half the budget stayed queued at
-   * the writer's last turn); when it is behind, only what fits the budget.
+   * May a reply of `bytes` be queued? What fits the budget, always; a burst up to twice the budget while the
+   * caller keeps up (less than half the budget stayed queued at the writer's last turn) — within one turn every
+   * reply is queued before any is written, even to a caller that reads at once; and a single reply when nothing
+   * is queued.
    */
   admitsReply(bytes: number): boolean {
     const max = this.#limits.maxQueuedReplyBytes;
-    if (this.#settled < max / 2 || this.#queued + bytes <= max) return true;
+    const after = this.#queued + bytes;
+    if (after <= max || this.#queued === 0 || (this.#settled < max / 2 && after <= 2 * max)) return true;
     if (this.#exhaustedSince === 0) this.#exhaustedSince = this.#clock.now();
     return false;
   }
