@@ -22,6 +22,13 @@ export interface StreamHost {
   tokensCharged(): void;
 }
 
+/** The watch of {@link StreamCore}'s `peerFinWriteTimeout`: made only when the peer's FIN finds data queued. */
+interface FinWatch {
+  timer: TimerHandle | null;
+  /** When the peer last showed it reads (its FIN, a UPD). */
+  progressAt: number;
+}
+
 // State bits. A stream is open until CLOSED; the two directions end independently:
 //   local:  (open) ──end()──▶ LOCAL_END ──FIN handed to the socket──▶ FIN_SENT
 //   remote: (open) ──FIN received──▶ REMOTE_FIN ──held data delivered──▶ EOF_DELIVERED
@@ -63,8 +70,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
   #peerConsumed = 0; // u32
   #peerWindow = INITIAL_PEER_WINDOW; // u32
   #timeouts: StreamTimeouts | null = null;
-  #finWatch: TimerHandle | null = null; // v2, after the peer's FIN: data waiting on a window nobody will open
-  #finProgressAt = 0; // when the peer last showed it reads (its FIN, a UPD), while #finWatch runs
+  #finWatch: FinWatch | null = null; // v2, after the peer's FIN: data waiting on a window nobody will open
 
   /**
    * @param host - the session's private host object
@@ -264,7 +270,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
   /** UPD for this stream (v2): Go overwrites both values. */
   handleWindowUpdate(consumed: number, window: number): void {
     if ((this.#flags & (DESTROYED | CLOSED)) !== 0) return;
-    if (this.#finWatch !== null) this.#finProgressAt = this.#host.config.clock.now();
+    if (this.#finWatch !== null) this.#finWatch.progressAt = this.#host.config.clock.now();
     this.#peerConsumed = consumed;
     this.#peerWindow = window;
     const available = sendWindow(this.#numWritten, this.#peerConsumed, this.#peerWindow);
@@ -396,22 +402,26 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     const ms = this.#host.config.peerFinWriteTimeout;
     if (this.#host.version !== 2 || ms === 0 || this.#finWatch !== null || (this.#flags & (DESTROYED | CLOSED)) !== 0) return;
     const clock = this.#host.config.clock;
-    this.#finProgressAt = clock.now();
-    this.#finWatch = clock.setTimeout(() => this.#checkAfterFin(), ms);
+    const watch: FinWatch = { timer: null, progressAt: clock.now() };
+    watch.timer = clock.setTimeout(() => this.#checkAfterFin(watch), ms);
+    this.#finWatch = watch;
   }
 
-  #checkAfterFin(): void {
-    this.#finWatch = null;
-    if ((this.#flags & (DESTROYED | CLOSED)) !== 0 || this.#queuedBytes === 0) return; // a later write re-arms
+  #checkAfterFin(watch: FinWatch): void {
+    if ((this.#flags & (DESTROYED | CLOSED)) !== 0 || this.#queuedBytes === 0) {
+      this.#finWatch = null; // a later write starts watching again
+      return;
+    }
     const ms = this.#host.config.peerFinWriteTimeout;
     const clock = this.#host.config.clock;
     const now = clock.now();
-    if (sendWindow(this.#numWritten, this.#peerConsumed, this.#peerWindow) > 0) this.#finProgressAt = now; // not the window: the socket
-    const waited = now - this.#finProgressAt;
+    if (sendWindow(this.#numWritten, this.#peerConsumed, this.#peerWindow) > 0) watch.progressAt = now; // not the window: the socket
+    const waited = now - watch.progressAt;
     if (waited < ms) {
-      this.#finWatch = clock.setTimeout(() => this.#checkAfterFin(), ms - waited);
+      watch.timer = clock.setTimeout(() => this.#checkAfterFin(watch), ms - waited);
       return;
     }
+    this.#finWatch = null;
     this.destroy(
       new SmuxError(
         'ERR_SMUX_TIMEOUT',
@@ -440,7 +450,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     if ((this.#flags & CLOSED) !== 0) return;
     this.#flags |= CLOSED;
     this.#timeouts?.stop();
-    if (this.#finWatch !== null) this.#host.config.clock.clearTimeout(this.#finWatch);
+    if (this.#finWatch !== null) this.#host.config.clock.clearTimeout(this.#finWatch.timer);
     this.#finWatch = null;
     const handler = this.#handler;
     if (handler !== null) {
