@@ -61,8 +61,6 @@ const PAUSED_BY_BACKLOG = 2;
  * its SYN is written, so an earlier FIN could be dropped). Past this many the oldest gets its FIN at once.
  */
 const REFUSED_WAITING_MAX = 1024;
-/** With keep-alive off, idle write buffers are released after 10–20 s (keep-alive ticks do it otherwise). */
-const TRIM_INTERVAL = 10_000;
 
 /**
  * One smux session over a Duplex (a `net.Socket`, a `tls.TLSSocket`, a test pair), wire-compatible with Go's
@@ -83,7 +81,6 @@ export class Session extends EventEmitter<SessionEvents> {
   #peerStreams = 0; // registered streams the peer opened: what maxStreams bounds on accept
   #refusedWaiting: Set<number> | null = null; // refused ids whose FIN waits for the opener's first frame
   #refusedInARow = 0; // refusals past maxStreams since a stream was last accepted
-  #trimTimer: unknown = null; // releases idle write buffers when keep-alive (which does it otherwise) is off
   readonly #backlog = new Fifo<StreamCore>();
   #version: ProtocolVersion | null;
   #acceptWaiters: Array<{ resolve: (s: SmuxStream) => void; reject: (e: SmuxError) => void }> = [];
@@ -129,10 +126,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#version = c.version === 'auto' ? null : c.version;
     this.#ids = new StreamIdAllocator(role, c.firstStreamId);
     this.#bucket = new ReceiveBucket(c.maxReceiveBuffer, this.#version === null ? 0 : streamAllowance(this.#version, c.maxStreamBuffer));
-    this.#writer = new FrameWriter(socket, this.#version ?? 0, c.maxFrameSize, {
-      onIdle: () => this.#endWhenFlushed(),
-      onBuffer: () => this.#keepAlive === null && this.#armTrim(),
-    });
+    this.#writer = new FrameWriter(socket, this.#version ?? 0, c.maxFrameSize, { onIdle: () => this.#endWhenFlushed() });
     this.#decoder = new FrameDecoder(this.#version ?? 0, this.#frames);
     this.#keepAlive = c.keepAliveDisabled ? null : new KeepAlive(c.clock, this.#keepAliveHost, c.keepAliveInterval, c.keepAliveTimeout);
     (socket as Partial<{ setNoDelay(v: boolean): void }>).setNoDelay?.(true); // frames are batched already; Nagle only adds latency
@@ -290,8 +284,6 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#state = CLOSED;
     if (error !== undefined) this.#error = error;
     if (this.#closeTimer !== null) this.config.clock.clearTimeout(this.#closeTimer);
-    if (this.#trimTimer !== null) this.config.clock.clearTimeout(this.#trimTimer);
-    this.#trimTimer = null;
     this.#keepAlive?.stop();
     this.#decoder.stop();
     this.#writer.close();
@@ -352,6 +344,8 @@ export class Session extends EventEmitter<SessionEvents> {
       if (session.#streams.get(core.id) === core) {
         session.#streams.delete(core.id);
         if (core.openedByPeer) session.#peerStreams--;
+        // Without keep-alive ticks to release idle write buffers, a session with no stream keeps one small slab.
+        if (session.#streams.size === 0 && session.#keepAlive === null) session.#writer.shrink();
       }
       if (session.#state === CLOSING) session.#endWhenFlushed();
     },
@@ -431,15 +425,6 @@ export class Session extends EventEmitter<SessionEvents> {
   /** A frame for a stream that is not registered: dropped, but a refused stream's first frame gets its FIN. */
   #unknownStream(streamId: number): void {
     if (this.#refusedWaiting?.delete(streamId) === true) this.#writer.queueFin(streamId);
-  }
-
-  /** Releases idle write buffers every 10 s while keep-alive (whose ticks do it otherwise) is off. */
-  #armTrim(): void {
-    if (this.#trimTimer !== null || this.#state === CLOSED) return;
-    this.#trimTimer = this.config.clock.setTimeout(() => {
-      this.#trimTimer = null;
-      if (this.#state !== CLOSED && this.#writer.trim()) this.#armTrim();
-    }, TRIM_INTERVAL);
   }
 
   /** A `version: 'auto'` server learnt the client's version from its first frame. */

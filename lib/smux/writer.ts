@@ -63,7 +63,8 @@ const BATCH_BYTES = 256 * 1024;
  * (up to {@link MAX_SLAB}, which holds the largest batch: `BATCH_BYTES` plus one frame plus headers) when a batch
  * does not fit — so a session that only exchanges small calls holds 16 KiB, and a bulk stream 512 KiB, as before.
  * {@link FrameWriter.trim} releases them once the writer has been idle (the session calls it on every keep-alive
- * tick): an idle session holds no write buffer at all.
+ * tick): an idle session holds no write buffer at all. Without keep-alive (no timer at all, as Go's
+ * `KeepAliveDisabled` intends) {@link FrameWriter.shrink} keeps at most one smallest slab once no stream is left.
  */
 const MIN_SLAB = 16 * 1024;
 const MAX_SLAB = 2 * BATCH_BYTES;
@@ -88,8 +89,6 @@ const NO_BUFFER = Buffer.alloc(0);
 export interface WriterHooks {
   /** A flush left nothing queued (a graceful close waits for it). */
   onIdle?: () => void;
-  /** A writer that held no buffer allocated one: someone should call {@link FrameWriter.trim} now and then. */
-  onBuffer?: () => void;
   /**
    * Whether a slab may be rewritten once the socket completed the writes from it. Default: only for a
    * `net.Socket` (TLS included).
@@ -128,9 +127,9 @@ export class FrameWriter implements PayloadSink {
   #spare: Slab | null = null; // the previous slab of the same size, reused once the socket is done with it
   #lastBatch = 0; // bytes of the previous batch: room a new batch starts with
   #wrote = false; // a batch went out since the last trim()
+  #shrinkWhenIdle = false; // shrink() was asked while frames were being written
   readonly #reusable: boolean;
   readonly #onIdle: () => void; // told when a flush leaves nothing queued (a graceful close waits for it)
-  readonly #onBuffer: () => void; // told when a writer without buffers allocates one (so that someone trims it)
   readonly #inFlight = new Fifo<Slab>(); // the slab of each write not yet completed, in write order
   readonly #onWritten = (): void => void this.#inFlight.shift()!.writes--;
   #pos = 0; // next free byte of the slab
@@ -152,7 +151,6 @@ export class FrameWriter implements PayloadSink {
   constructor(socket: Writable, version: number, maxFrameSize: number, hooks: WriterHooks = {}) {
     this.#socket = socket;
     this.#onIdle = hooks.onIdle ?? noop;
-    this.#onBuffer = hooks.onBuffer ?? noop;
     // A net.Socket (TLS included) has copied the bytes to the kernel or to OpenSSL by the time a write's
     // callback runs, so the slab may be reused. Any other Duplex may still hold the chunk (a test pair that
     // push()es it to the other side): it gets fresh slabs.
@@ -190,6 +188,23 @@ export class FrameWriter implements PayloadSink {
     }
     this.#wrote = false;
     return this.bufferBytes > 0;
+  }
+
+  /**
+   * Keeps at most one smallest slab (16 KiB) — the owner has no stream left, so nothing large will be written
+   * soon. While frames are being written it happens once they are out.
+   */
+  shrink(): void {
+    if (this.#flushing || this.#blocked || this.pending) {
+      this.#shrinkWhenIdle = true;
+      return;
+    }
+    this.#shrinkWhenIdle = false;
+    this.#spare = null;
+    if (this.#slab.buf.length > MIN_SLAB) {
+      this.#slab = { buf: NO_BUFFER, writes: 0 };
+      this.#pos = this.#segment = this.#lastBatch = 0;
+    }
   }
 
   /** True while frames wait to be written (window-blocked streams excepted). */
@@ -272,7 +287,10 @@ export class FrameWriter implements PayloadSink {
     } finally {
       this.#flushing = false;
     }
-    if (!this.#blocked && !this.#closed && !this.pending) this.#onIdle();
+    if (!this.#blocked && !this.#closed && !this.pending) {
+      if (this.#shrinkWhenIdle) this.shrink();
+      this.#onIdle();
+    }
   }
 
   /** Appends a payload piece to the frame being built (room was reserved with its header). */
@@ -432,7 +450,6 @@ export class FrameWriter implements PayloadSink {
       this.#reusable && spare !== null && spare.writes === 0 && spare.buf.length === size
         ? spare
         : { buf: Buffer.allocUnsafe(size), writes: 0 };
-    if (slab.buf.length === 0) this.#onBuffer();
     if (built > 0) slab.buf.copy(next.buf, 0, start, this.#pos);
     // The slab left behind is the next spare if it has the new size; a smaller one is dropped (its pending
     // writes keep their own views of it).

@@ -525,19 +525,29 @@ describe('FrameWriter: write buffers grow on demand (issue 9, finding 6)', () =>
     socket.release();
   });
 
-  test('the owner hears when a writer without buffers allocates one (so that it trims it later)', async () => {
-    let allocations = 0;
-    const { writer, open } = setup({}, undefined, { reusable: true, onBuffer: () => allocations++ });
+  test('shrink() keeps at most one smallest slab; asked while frames wait, it happens once they are out', async () => {
+    const socket = new RecordingSocket(64 * KiB);
+    const { writer, open } = setup({}, socket, { reusable: true });
     const a = open(3);
-    a.write(data(10));
+    for (let i = 0; i < 40; i++) {
+      a.write(data(1000));
+      await tick();
+    }
+    expect(writer.bufferBytes).toBe(32 * KiB); // two small slabs in turn
+    writer.shrink();
+    expect(writer.bufferBytes).toBe(16 * KiB);
+    socket.holdCallbacks = true;
+    a.write(data(300_000));
     await ticks();
-    a.write(data(100_000)); // grows: not a first buffer
-    await ticks();
-    expect(allocations).toBe(1);
-    writer.trim();
-    writer.trim();
-    a.write(data(10));
-    await ticks();
-    expect(allocations).toBe(2);
+    expect(writer.blocked).toBe(true);
+    const grown = writer.bufferBytes;
+    expect(grown).toBeGreaterThan(16 * KiB);
+    writer.shrink(); // frames still wait: later
+    expect(writer.bufferBytes).toBe(grown);
+    socket.holdCallbacks = false;
+    socket.release();
+    await ticks(20);
+    expect(payloadOf(socket.frames, 3).length).toBe(40 * 1000 + 300_000);
+    expect(writer.bufferBytes).toBe(0); // the grown slab is dropped, not kept
   });
 });
