@@ -17,6 +17,7 @@ import type { CallHost, ServerCall } from './server-call.js';
 import { type ConnectionHost, ServerConnection } from './server-connection.js';
 import { createSmuxContext, type SmuxContext } from './smux.context.js';
 import type { SmuxServerEvents, SmuxStatus } from './smux.events.js';
+import { watchTlsFailures } from './tls-failures.js';
 import { SMUX_TRANSPORT } from './transport-id.js';
 
 // Nest's own texts (not exported from @nestjs/microservices' entry point).
@@ -88,22 +89,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     const server = tlsOptions !== undefined ? tls.createServer(tlsOptions, accept) : net.createServer(accept);
     this.#server = server;
     for (const [event, listener] of this.#pendingListeners.splice(0)) this.on(event as keyof SmuxServerEvents, listener);
-    if (tlsOptions !== undefined) {
-      // By 'tlsClientError' the TLS socket is destroyed and has no address: keep it from the raw socket's 'connection'.
-      const peers = new WeakMap<net.Socket, string>();
-      server.on('connection', (raw: net.Socket) => peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`));
-      server.on('tlsClientError', (error: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
-        const raw = (socket as unknown as { _parent?: net.Socket })._parent; // Node's raw socket under the TLS one
-        const peer = (raw === undefined ? undefined : peers.get(raw)) ?? `${socket.remoteAddress}:${socket.remotePort}`;
-        const refused = socket.authorizationError as unknown as string | null | undefined;
-        const code = error.code ?? error.message.trim();
-        const why =
-          refused !== undefined && refused !== null
-            ? `(its client certificate was refused: ${String(refused)})`
-            : `(${code})${code === 'ERR_SSL_WRONG_VERSION_NUMBER' ? ': a plain-text client? it needs the tls option' : ''}`;
-        this.#warnings.warn('TLS', `TLS handshake with ${peer} failed ${why}`);
-      });
-    }
+    if (server instanceof tls.Server) watchTlsFailures(server, (message) => this.#warnings.warn('TLS', message));
     const onError = (error: Error): void => {
       server.off('listening', onListening);
       callback(error);
