@@ -20,6 +20,8 @@ const DONE = 2;
  */
 export class ClientRawCall implements EndpointOwner {
   admission: AdmissionState = 'none';
+  /** The server's RAW messages are bytes of one stream: a message that arrives in pieces is taken in pieces. */
+  readonly rawPieces = true;
   /** Wait for a connection instead of failing fast while there is none. */
   readonly waitForReady: boolean;
   readonly #host: ClientCallHost;

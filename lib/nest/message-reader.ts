@@ -10,18 +10,37 @@ import { type CallMessage, Encoding, FIELD_FLAGS, Flag, Kind, KNOWN_FLAGS, LAST_
 export interface MessageSink {
   /** `size`: the message's bytes on the wire, prefix included. */
   onMessage(message: CallMessage, size: number): void;
+  /**
+   * True while the sink reads a byte stream (docs/PROTOCOL.md §6), whose bytes are the concatenation of its RAW
+   * bodies: a RAW message that does not arrive whole in one chunk then comes as several RAW messages, one per piece,
+   * each delivered as its bytes arrive (a view of the chunk) instead of being gathered and joined (a copy). The
+   * pieces carry the message's flags; `size` counts its prefix with the first one. Read on each such message's prefix.
+   */
+  readonly rawPieces?: boolean;
+}
+
+/** Flags a RAW message delivered in pieces may carry: known ones, none announcing a field. */
+const PIECE_FLAGS = KNOWN_FLAGS & ~(FIELD_FLAGS | Flag.PATTERN_JSON);
+
+/** Whether the prefix at `buf[at]` is a RAW message that may be delivered in pieces: bytes, no fields, known flags. */
+function pieceable(buf: Buffer, at: number): boolean {
+  return buf[at] === Kind.RAW && buf[at + 1] === Encoding.BYTES && (buf.readUInt16LE(at + 2) & ~PIECE_FLAGS) === 0;
 }
 
 /**
  * Splits a stream's bytes into call messages. The size limit is checked on each prefix before the message is
  * buffered; a message inside one chunk is decoded in place (a byte body is a view of the chunk), one that
- * straddles chunks is joined once.
+ * straddles chunks is joined once (its own bytes only) — except a RAW message of bytes for a sink that reads a byte
+ * stream, whose body is passed on in pieces as it arrives, never buffered ({@link MessageSink.rawPieces}).
  */
 export class MessageReader {
   readonly #maxBytes: number;
   #pending: Buffer[] = [];
   #pendingBytes = 0;
   #need = 0; // whole size of the message being gathered, once its prefix is known
+  #rawLeft = 0; // body bytes still to come of the RAW message being passed on in pieces
+  #rawFlags = 0; // its flags
+  #rawOwed = 0; // its prefix bytes, not yet counted in a piece's size
   #stopped = false;
 
   readonly #limitName: string;
@@ -35,12 +54,12 @@ export class MessageReader {
     this.#limitName = limitName;
   }
 
-  /** True while part of a message is buffered (EOF now would truncate it). */
+  /** True while a message is incomplete (EOF now would truncate it): part of it is buffered, or passed on in pieces. */
   get partial(): boolean {
-    return this.#pendingBytes > 0;
+    return this.#pendingBytes > 0 || this.#rawLeft > 0;
   }
 
-  /** Bytes of the partial message buffered. */
+  /** Bytes of the partial message buffered (a RAW body passed on in pieces is not). */
   get bufferedBytes(): number {
     return this.#pendingBytes;
   }
@@ -53,32 +72,43 @@ export class MessageReader {
     this.#stopped = true;
     this.#pending = [];
     this.#pendingBytes = 0;
+    this.#rawLeft = 0;
   }
 
   /**
-   * Feeds bytes; `sink.onMessage` is called for each complete message, in order.
+   * Feeds bytes; `sink.onMessage` is called for each complete message (or piece of a RAW message), in order.
    * @throws SmuxError `ERR_SMUX_PROTOCOL` (malformed) or `ERR_SMUX_LIMIT` (too large)
    */
   push(chunk: Buffer, sink: MessageSink): void {
     if (this.#stopped) return;
     let data = chunk;
-    if (this.#pendingBytes > 0) {
+    let at = 0;
+    if (this.#rawLeft > 0) {
+      at = this.#rawPiece(chunk, 0, sink);
+      if (this.#stopped || at === chunk.length) return;
+    } else if (this.#pendingBytes > 0) {
       this.#pending.push(chunk);
       this.#pendingBytes += chunk.length;
       if (this.#need === 0) {
         if (this.#pendingBytes < PREFIX_SIZE) return;
-        this.#need = PREFIX_SIZE + this.#length(Buffer.concat(this.#pending, PREFIX_SIZE), 0);
+        const prefix = Buffer.concat(this.#pending, PREFIX_SIZE);
+        this.#need = PREFIX_SIZE + this.#length(prefix, 0);
+        if (sink.rawPieces === true && pieceable(prefix, 0)) return this.#passOnPending(prefix.readUInt16LE(2), sink);
       }
       if (this.#pendingBytes < this.#need) return;
-      data = Buffer.concat(this.#pending, this.#pendingBytes);
-      this.#pending = [];
-      this.#pendingBytes = 0;
-      this.#need = 0;
+      data = this.#joinPending(sink);
+      if (this.#stopped) return;
     }
-    let at = 0;
     while (data.length - at >= PREFIX_SIZE) {
       const end = at + PREFIX_SIZE + this.#length(data, at);
-      if (end > data.length) break;
+      if (end > data.length) {
+        if (sink.rawPieces !== true || !pieceable(data, at)) break;
+        this.#rawFlags = data.readUInt16LE(at + 2);
+        this.#rawOwed = PREFIX_SIZE;
+        this.#rawLeft = end - at - PREFIX_SIZE;
+        this.#rawPiece(data, at + PREFIX_SIZE, sink);
+        return;
+      }
       sink.onMessage(decodeMessage(data, at, end), end - at);
       at = end;
       if (this.#stopped) return;
@@ -90,6 +120,58 @@ export class MessageReader {
     }
   }
 
+  /**
+   * Passes `data[at…]` on as a piece of the RAW message under way (as much of it as is the message's); returns
+   * where the message ended in `data` (its length when the message goes on).
+   */
+  #rawPiece(data: Buffer, at: number, sink: MessageSink): number {
+    const left = this.#rawLeft;
+    const n = data.length - at < left ? data.length - at : left;
+    if (n === 0) return at; // the chunk ended with the prefix
+    this.#rawLeft = left - n;
+    const size = this.#rawOwed + n;
+    this.#rawOwed = 0;
+    sink.onMessage({ kind: Kind.RAW, flags: this.#rawFlags, body: at === 0 && n === data.length ? data : data.subarray(at, at + n) }, size);
+    return at + n;
+  }
+
+  /**
+   * The prefix, gathered from pieces, starts a RAW message to pass on in pieces: what arrived of its body goes now,
+   * the rest as it comes; when the message is already whole, the bytes after it are read on.
+   */
+  #passOnPending(flags: number, sink: MessageSink): void {
+    // The prefix was incomplete until the last chunk came (`#need` is known from 8 bytes on): the body starts there.
+    const last = this.#pending[this.#pending.length - 1];
+    const start = last.length - (this.#pendingBytes - PREFIX_SIZE);
+    this.#pending.length = 0;
+    this.#pendingBytes = 0;
+    this.#rawFlags = flags;
+    this.#rawOwed = PREFIX_SIZE;
+    this.#rawLeft = this.#need - PREFIX_SIZE;
+    this.#need = 0;
+    let end = start;
+    if (this.#rawLeft > 0) end = this.#rawPiece(last, start, sink);
+    else {
+      this.#rawOwed = 0;
+      sink.onMessage({ kind: Kind.RAW, flags, body: last.subarray(start, start) }, PREFIX_SIZE); // an empty body
+    }
+    if (!this.#stopped && this.#rawLeft === 0 && end < last.length) this.push(last.subarray(end), sink);
+  }
+
+  /** Decodes the gathered message, joined (its own bytes only), and returns the bytes after it in its last chunk. */
+  #joinPending(sink: MessageSink): Buffer {
+    const pending = this.#pending;
+    const need = this.#need;
+    const last = pending[pending.length - 1];
+    const end = last.length - (this.#pendingBytes - need); // where the message ends in its last chunk
+    const whole = Buffer.concat(pending, need);
+    pending.length = 0; // kept for the next partial message
+    this.#pendingBytes = 0;
+    this.#need = 0;
+    sink.onMessage(decodeMessage(whole, 0, need), need);
+    return end === last.length ? EMPTY : last.subarray(end);
+  }
+
   #length(buf: Buffer, at: number): number {
     const length = buf.readUInt32LE(at + 4);
     if (length > this.#maxBytes) {
@@ -98,6 +180,8 @@ export class MessageReader {
     return length;
   }
 }
+
+const EMPTY = Buffer.alloc(0);
 
 /** Where decoding stands in the message being decoded (module state instead of a closure per message). */
 let cursor = 0;

@@ -118,6 +118,18 @@ describe('ClientRawCall', () => {
     expect(settled).toEqual([]);
   });
 
+  test("a RAW message of the server's is readable as its bytes arrive, not once it is whole", async () => {
+    const { server, read } = await rawCall();
+    const message = Buffer.concat(encodeMessage(Kind.RAW, 0, Buffer.alloc(100 * KiB, 0x62)));
+    server.channel!.write(message.subarray(0, 40 * KiB));
+    await flush();
+    expect(read.text.length).toBe(40 * KiB - 8); // all of the body that came, nothing held back for the rest
+    server.channel!.write(message.subarray(40 * KiB));
+    await flush();
+    expect(read.text).toBe('b'.repeat(100 * KiB));
+    expect(read.error).toBeNull();
+  });
+
   test('the call settles (host.settled once, then our FIN after our END) only when both ends are done, in either order', async () => {
     for (const oursFirst of [true, false]) {
       const { call, duplex, server, read, send, settled } = await rawCall({ timeout: 1000 });
