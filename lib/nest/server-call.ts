@@ -117,6 +117,10 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   get duplex(): SmuxDuplex | null {
     return this.#input?.duplex ?? null;
   }
+  /** A byte stream's RAW messages are taken in pieces as they arrive (MessageSink). */
+  get rawPieces(): boolean {
+    return (this.#input?.duplex ?? null) !== null;
+  }
   get signal(): AbortSignal {
     if (this.#controller === null) {
       this.#controller = new AbortController();
