@@ -89,6 +89,9 @@ export class SmuxDuplex extends Duplex {
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     this.#whenAttached(() => {
       const endpoint = this.#endpoint!;
+      // The server's side: bytes for a caller that is behind on this connection (its replies unread) fail the
+      // write with ERR_SMUX_LIMIT, as any reply would, instead of queueing on every stalled stream.
+      if (!endpoint.admitsReply(chunk.length)) return callback(endpoint.replyRefusal(chunk.length));
       for (let at = 0; at < chunk.length; at += RAW_CHUNK) {
         endpoint.write(encodeMessage(Kind.RAW, 0, chunk.subarray(at, Math.min(chunk.length, at + RAW_CHUNK))));
       }

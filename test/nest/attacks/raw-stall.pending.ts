@@ -1,4 +1,8 @@
 /**
+ * STATUS (2026-12-03): pending — 33–34 MiB measured against the 32 MiB target (103 MiB before the budgets; 41 MiB
+ * before byte-stream writes respected maxQueuedReplyBytes). What remains is per-call state of 400 open byte
+ * streams (call, endpoint, Duplex, the handler's pipeline) on top of both budgets.
+ *
  * Issue 9, byte-stream variant: a peer that opens raw byte streams and stalls. One connection (its socket never read
  * from) opens 400 byte-stream calls (`echo-raw`: the bytes straight back through pipeline(), paced by its
  * backpressure) and writes 256 KiB of RAW messages into each, round-robin (100 MiB in all; it ignores the stream
