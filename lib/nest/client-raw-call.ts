@@ -88,6 +88,7 @@ export class ClientRawCall implements EndpointOwner {
     const violation = byteStreamViolation(message);
     if (violation !== null) return this.fail(violation);
     if (message.kind === Kind.END && (message.flags & Flag.ERROR) !== 0) return this.fail(message.body);
+    if (message.kind === Kind.END) this.#endpoint?.stopReading(); // the server's last message: nothing after it is read
     this.#duplex.deliver(message);
   }
 

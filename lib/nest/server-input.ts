@@ -70,7 +70,10 @@ export class ServerInput {
     if (!this.#owner.running) return;
     if (this.duplex !== null) {
       const violation = byteStreamViolation(message);
-      return violation === null ? this.duplex.deliver(message) : this.#owner.end(violation);
+      if (violation !== null) return this.#owner.end(violation);
+      // The caller's END is its direction's last message: what follows it is not read (whatever the framing).
+      if (message.kind === Kind.END) this.#endpoint.stopReading();
+      return this.duplex.deliver(message);
     }
     const payload = this.payload!;
     if (message.kind === Kind.DATA) return payload.push(message.body, size);

@@ -13,7 +13,20 @@ import { Ctx, MessagePattern, Payload, RpcException } from '@nestjs/microservice
 import { firstValueFrom } from 'rxjs';
 import type { ClientSmux, SmuxContext, SmuxDuplex } from '../../lib/index.js';
 import { loggedErrors } from '../helpers/logs.js';
-import { type AppHandle, closeAll, deferred, logLines, rejection, smuxError, startApp, until, within } from './helpers.js';
+import { encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
+import {
+  type AppHandle,
+  closeAll,
+  deferred,
+  logLines,
+  rawCall,
+  rawSession,
+  rejection,
+  smuxError,
+  startApp,
+  until,
+  within,
+} from './helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -178,6 +191,21 @@ describe('byte streams', () => {
     expect(Buffer.concat(chunks).toString()).toBe(String(3 * MiB));
     await within(closed, "the caller's Duplex to close once both sides are done", 5_000);
     expect(loggedErrors.slice(errorsBefore)).toEqual([]);
+  });
+
+  test("bytes after the caller's END are not read, however they are framed (found by fuzzing: they broke the call)", async () => {
+    const session = await rawSession(handle.port);
+    const call = rawCall(session, [
+      ...encodeMessage(Kind.REQUEST, Flag.RAW, null, { id: '1', pattern: 'count' }),
+      ...encodeMessage(Kind.RAW, 0, Buffer.from('abc')),
+      ...encodeMessage(Kind.END, 0, undefined),
+      ...encodeMessage(Kind.RAW, 0, Buffer.from('trailing')),
+    ]);
+    await within(call.last, 'the answer');
+    expect(call.messages.map((m) => [m.kind, m.flags, Buffer.isBuffer(m.body) ? m.body.toString() : m.body])).toEqual([
+      [Kind.RAW, 0, '3'],
+      [Kind.END, Flag.LAST, undefined],
+    ]);
   });
 
   test('a download: the handler writes, the caller reads; SHA-256 of 8 MiB', async () => {
