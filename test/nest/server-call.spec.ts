@@ -7,9 +7,9 @@ import { Observable } from 'rxjs';
 import { type Session, type SmuxChannel, SmuxError } from '../../lib/smux/index.js';
 import { type CallMessage, encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
 import { MessageReader } from '../../lib/nest/message-reader.js';
-import { createPacketCodec } from '../../lib/nest/packet-codec.js';
 import { type CallHost, ServerCall } from '../../lib/nest/server-call.js';
 import { flush, memorySessions } from '../helpers/memory-pair.js';
+import { stubCallHost } from '../helpers/server-call-host.js';
 
 let pair: ReturnType<typeof memorySessions>;
 afterEach(() => pair?.close());
@@ -24,26 +24,7 @@ interface Harness {
 function harness(refuse: SmuxError | null = null, maxReplyBufferBytes = 1 << 20): Harness {
   pair = memorySessions();
   const calls: ServerCall[] = [];
-  const requests: CallMessage[] = [];
-  const log: string[] = [];
-  const host: CallHost = {
-    clock: pair.clock,
-    maxMessageBytes: 1 << 20,
-    maxReplyBufferBytes,
-    codec: createPacketCodec(false, {
-      serializer: { serialize: (v: unknown) => v },
-      deserializer: { deserialize: (v: unknown) => v },
-      normalizePattern: (p) => JSON.stringify(p),
-      patternAsString: (p) => String(p),
-    }),
-    dispatchRequest: (_call, message) => void requests.push(message),
-    dispatchEvent: (_call, message) => void requests.push(message),
-    openControl: () => log.push('control'),
-    toRpcError: (error) => ({ status: 'error', message: (error as Error).message }),
-    callSettled: () => log.push('settled'),
-    awaitCallerFin: () => log.push('awaitCallerFin'),
-    callClosed: () => log.push('closed'),
-  };
+  const { host, requests, log } = stubCallHost(pair.clock, maxReplyBufferBytes);
   pair.server.on('channel', (channel) => calls.push(new ServerCall(host, channel, null, refuse)));
   return { calls, requests, log, host };
 }

@@ -8,11 +8,11 @@ import { afterEach, describe, expect, test } from '@jest/globals';
 import type { Session, SmuxChannel } from '../../lib/smux/index.js';
 import { type CallMessage, encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
 import { MessageReader } from '../../lib/nest/message-reader.js';
-import { createPacketCodec } from '../../lib/nest/packet-codec.js';
 import { SmuxDuplex } from '../../lib/nest/raw-duplex.js';
-import { type CallHost, ServerCall } from '../../lib/nest/server-call.js';
+import { ServerCall } from '../../lib/nest/server-call.js';
 import { SmuxStreamedPayload } from '../../lib/nest/streamed-input.js';
 import { flush, memorySessions } from '../helpers/memory-pair.js';
+import { stubCallHost } from '../helpers/server-call-host.js';
 
 let pair: ReturnType<typeof memorySessions>;
 afterEach(() => pair?.close());
@@ -21,26 +21,7 @@ afterEach(() => pair?.close());
 function harness() {
   pair = memorySessions();
   const calls: ServerCall[] = [];
-  const requests: CallMessage[] = [];
-  const log: string[] = [];
-  const host: CallHost = {
-    clock: pair.clock,
-    maxMessageBytes: 1 << 20,
-    maxReplyBufferBytes: 1 << 20,
-    codec: createPacketCodec(false, {
-      serializer: { serialize: (v: unknown) => v },
-      deserializer: { deserialize: (v: unknown) => v },
-      normalizePattern: (p) => JSON.stringify(p),
-      patternAsString: (p) => String(p),
-    }),
-    dispatchRequest: (_call, message) => void requests.push(message),
-    dispatchEvent: (_call, message) => void requests.push(message),
-    openControl: () => log.push('control'),
-    toRpcError: (error) => ({ status: 'error', message: (error as Error).message }),
-    callSettled: () => log.push('settled'),
-    awaitCallerFin: () => log.push('awaitCallerFin'),
-    callClosed: () => log.push('closed'),
-  };
+  const { host, requests, log } = stubCallHost(pair.clock);
   pair.server.on('channel', (channel) => calls.push(new ServerCall(host, channel, null)));
   return { calls, requests, log };
 }
