@@ -211,13 +211,13 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
         onData: () => undefined,
         onEnd: () => undefined,
         onDrain: () => {
-          if (!channel.finSent) return;
-          channel.destroy(); // sent; the server's FIN would find nothing to close
-          resolve(undefined as T);
+          if (channel.finSent) channel.destroy(); // sent; the server's FIN would find nothing to close
         },
+        // Settled on the next turn: a loop of awaited emits must let timers and reads run (the socket takes the
+        // bytes at once while the kernel has room, so settling at once would never yield).
         onClose: (error) =>
           channel.finSent
-            ? resolve(undefined as T)
+            ? setImmediate(resolve, undefined as T)
             : reject(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the event was sent')),
       });
       for (const buffer of buffers) channel.write(buffer);

@@ -91,6 +91,20 @@ describe('events', () => {
     expect(byPattern.get('note')).toBe('just text');
   });
 
+  test('a loop of awaited emits lets the event loop run: timers fire, replies are read', async () => {
+    // The socket takes an event's bytes at once while the kernel has room: were emit() settled in the same turn,
+    // such a loop would never yield (the soak script hit it: keep-alive starved, connections dropped).
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    const end = Date.now() + 300;
+    let sent = 0;
+    while (Date.now() < end) {
+      await lastValueFrom(client.emit('note', { n: sent++ }), { defaultValue: undefined });
+    }
+    clearInterval(timer);
+    expect(ticks).toBeGreaterThan(10); // ≈ 60 when the loop yields; 0–3 when it does not
+  });
+
   test('every handler of a pattern runs (two controllers with @EventPattern("same"))', async () => {
     await emitted(client, 'same', 7);
     await until(() => seen.length === 2, 5_000, 'both handlers of "same"');
