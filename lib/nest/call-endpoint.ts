@@ -137,7 +137,7 @@ export class CallEndpoint implements SmuxChannelHandler {
 
   /** Re-reads our queued bytes into the budget (the writer drains them without telling us until empty). */
   refreshReplyCharge(): void {
-    const queued = this.ended && this.channel.isClosed ? 0 : this.channel.writableLength;
+    const queued = this.channel.isClosed ? 0 : this.channel.writableLength;
     this.#budget?.chargeReply(queued - this.#replyCharge);
     this.#replyCharge = queued;
   }

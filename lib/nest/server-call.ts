@@ -61,6 +61,8 @@ const EVENT = 6;
 export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, InputOwner {
   /** The packet id of the request. */
   id: string | undefined;
+  /** When the call's stream opened (the server's clock). */
+  readonly openedAt: number;
   /** The server's record of the connection the call came on. */
   readonly connection: unknown;
   /** When the server stops waiting for the caller's FIN (its FIN sweep). */
@@ -78,7 +80,6 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   #timer: TimerHandle | null = null;
   #endHook: (() => void) | null = null;
   #input: ServerInput | null = null; // what a streamed request or a byte stream reads after its REQUEST
-  readonly #openedAt: number;
 
   /**
    * @param host - the server
@@ -97,7 +98,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     this.#host = host;
     this.connection = connection;
     this.#refusal = refusal;
-    this.#openedAt = host.clock.now();
+    this.openedAt = host.clock.now();
     this.#endpoint = new CallEndpoint(channel, host.maxMessageBytes, this, 'server', refusal === null, budget);
     this.#reply = new ServerReply(this.#endpoint, host.codec, this, host.maxReplyBufferBytes);
   }
@@ -246,7 +247,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   sweep(now: number, ms: number): void {
     const endpoint = this.#endpoint;
     endpoint.refreshReplyCharge();
-    if (this.#state === AWAITING && now - this.#openedAt >= ms) {
+    if (this.#state === AWAITING && now - this.openedAt >= ms) {
       if (!endpoint.partial) return endpoint.cancel();
       this.refuse(new SmuxError('ERR_SMUX_TIMEOUT', `the request did not arrive whole within ${ms} ms (the server's requestTimeout)`));
     } else if (this.#state === RUNNING && endpoint.partialSince !== 0 && now - endpoint.partialSince >= ms) {

@@ -41,7 +41,7 @@ export class ServerConnection {
   lastCallAt: number;
   readonly #host: ConnectionHost;
   #refusal: SmuxError | null;
-  #refusedAt = 0; // when a refused connection first answered a stream with its refusal
+  #hangingUp = false; // a refused connection's first stream arrived: it hangs up shortly
   #control: SmuxChannel | null = null;
   #firstBytes: Buffer | null = null;
   #versionChecked = false;
@@ -96,9 +96,9 @@ export class ServerConnection {
     const call = new ServerCall(this.#host.callHost, channel, this, refusal, refusal === null ? this.budget : null);
     if (refusal === null) {
       this.calls.add(call);
-      this.lastCallAt = this.#host.clock.now();
-    } else if (this.#refusal !== null && this.#refusedAt === 0) {
-      this.#refusedAt = this.#host.clock.now();
+      this.lastCallAt = call.openedAt;
+    } else if (this.#refusal !== null && !this.#hangingUp) {
+      this.#hangingUp = true;
       this.#closeAfter(1_000); // time for its first bytes to arrive and the refusal to go out
     }
   }
