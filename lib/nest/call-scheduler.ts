@@ -101,7 +101,11 @@ export class CallScheduler {
     let length = -PREFIX_SIZE;
     for (const buffer of request) length += buffer.length;
     if (length > limit)
-      throw new SmuxError('ERR_SMUX_LIMIT', `a call message of ${length} bytes exceeds the server's maxMessageBytes (${limit} bytes)`);
+      throw new SmuxError(
+        'ERR_SMUX_LIMIT',
+        `a call message of ${length} bytes exceeds the server's maxMessageBytes (${limit} bytes): stream larger data ` +
+          '(client.send(pattern, source) or client.openDuplex()), or raise the server’s maxMessageBytes',
+      );
   }
 
   /** The error of a call that finds no connection, with why the last attempt failed as its `cause`. */

@@ -175,7 +175,11 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
 
   onPeerEnd(): void {
     if (this.#state === RUNNING) this.cancel(new SmuxError('ERR_SMUX_CANCELLED', 'the caller cancelled the call'));
-    else if (this.#state === AWAITING || this.#state === CONTROL) this.#endpoint.cancel(); // nothing to answer
+    else if (this.#state === AWAITING || this.#state === CONTROL)
+      this.#endpoint.cancel(); // nothing to answer
+    // Answered, and the caller closed before reading all of it (it refused a reply over its maxMessageBytes, or
+    // gave up): what is still queued will never be read, so it goes now rather than pin the connection's budget.
+    else if (this.#endpoint.writableLength > 0) this.#endpoint.cancel();
   }
 
   onClosed(): void {

@@ -131,6 +131,18 @@ describe('maxQueuedReplyBytes and replyStallTimeout: a caller that does not read
   });
 });
 
+describe('a reply the caller refuses', () => {
+  test('a reply over the client’s maxMessageBytes fails that call only: the server drops what stays queued for it', async () => {
+    const handle = await startApp({ controllers: [BudgetController], server: { maxMessageBytes: 32 * MiB } });
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: handle.port })); // its maxMessageBytes: 8 MiB
+    const error = await rejection(firstValueFrom(client.send('blob', 20 * MiB)));
+    expect(error).toEqual(smuxError('ERR_SMUX_LIMIT', "exceeds the client's maxMessageBytes"));
+    // Before, ≈ 20 MiB stayed queued on the server's stream and every later reply on the connection was refused.
+    expect(await firstValueFrom(client.send('echo', 'next'))).toBe('next');
+    expect(await firstValueFrom(client.send<Buffer>('blob', 1 * MiB))).toHaveLength(MiB);
+  });
+});
+
 describe('requestTimeout: requests that trickle in', () => {
   test('a request not whole within requestTimeout fails with ERR_SMUX_TIMEOUT; a stream that sent nothing is closed', async () => {
     const clock = new FakeClock();
