@@ -28,6 +28,7 @@ export class SmuxDuplex extends Duplex {
   #endpoint: CallEndpoint | null = null;
   #owner: RawCallOwner | null = null;
   #waiting: (() => void) | null = null; // a write or the final waiting for the stream to exist
+  #writeDone: ((error?: Error | null) => void) | null = null; // the write waiting for the window
   #reading = true;
   #external = false; // destroyed from outside (the peer, the call): not reported back to the owner
 
@@ -97,8 +98,16 @@ export class SmuxDuplex extends Duplex {
       }
       if (endpoint.ended) return callback(new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the byte stream is closed'));
       if (endpoint.writable) return callback();
-      void endpoint.drained().then(() => callback());
+      this.#writeDone = callback;
+      void endpoint.drained().then(() => this.#finishWrite());
     });
+  }
+
+  /** The write waiting for the window completes (once: on drain, or when the Duplex is destroyed). */
+  #finishWrite(): void {
+    const done = this.#writeDone;
+    this.#writeDone = null;
+    done?.();
   }
 
   override _final(callback: (error?: Error | null) => void): void {
@@ -113,6 +122,9 @@ export class SmuxDuplex extends Duplex {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#waiting = null;
+    // Node drops the writes buffered behind a pending one only once that one's callback ran; without this they stay
+    // until the window opens, which a caller that never reads never does.
+    this.#finishWrite();
     const owner = this.#owner;
     this.#owner = null;
     if (!this.#external) owner?.destroyed(error);

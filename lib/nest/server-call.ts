@@ -80,6 +80,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   #timer: TimerHandle | null = null;
   #endHook: (() => void) | null = null;
   #input: ServerInput | null = null; // what a streamed request or a byte stream reads after its REQUEST
+  #handlerRunning = false;
 
   /**
    * @param host - the server
@@ -120,7 +121,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   }
   /** A byte stream's RAW messages are taken in pieces as they arrive (MessageSink). */
   get rawPieces(): boolean {
-    return (this.#input?.duplex ?? null) !== null;
+    return this.#input?.isByteStream === true;
   }
   get signal(): AbortSignal {
     if (this.#controller === null) {
@@ -203,19 +204,20 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     this.#endHook = endHook;
     if (this.#state !== RUNNING) return this.#runEndHook();
     let result: unknown;
+    this.#handlerRunning = true;
     try {
       result = await handler(data, ctx);
     } catch (error) {
-      this.#input?.handlerSettled();
+      this.#handlerReturned();
       return this.#reply.error(this.#host.toRpcError(error));
     }
-    this.#input?.handlerSettled();
+    this.#handlerReturned();
     if (this.#state !== RUNNING) {
       releaseResult(result); // cancelled while guards or an async handler were pending: stop what it started
       return this.#runEndHook();
     }
     // A byte-stream call completes when both directions ended; the handler's result only reports failures.
-    if (this.#input?.duplex) return this.#input.adoptByteStreamResult(result, (error) => this.#reply.error(error));
+    if (this.#input?.isByteStream === true) return this.#input.adoptByteStreamResult(result, (error) => this.#reply.error(error));
     await this.#reply.adopt(result, feed === null ? null : { bufferSize: feed.bufferSize, clock: this.#host.clock });
   }
 
@@ -308,12 +310,20 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     this.#endpoint.cancel();
   }
 
-  /** The call stopped running: the server's count, the deadline, the processing end hook. */
+  /** The call stopped running: the server's count, the deadline, the processing end hook, the input. */
   #settled(): void {
+    if (!this.#handlerRunning) this.#input?.release();
     this.#host.callSettled(this);
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
     this.#timer = null;
     this.#runEndHook();
+  }
+
+  /** The handler's promise settled: a call that is over lets its input go now. */
+  #handlerReturned(): void {
+    this.#handlerRunning = false;
+    this.#input?.handlerSettled();
+    if (this.#state !== RUNNING) this.#input?.release();
   }
 
   /** Stops the handler's work: aborts `ctx.signal`, fails its input, stops its reply. */

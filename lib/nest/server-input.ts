@@ -27,11 +27,12 @@ export interface InputOwner {
  * {@link SmuxDuplex}). A plain request has none: one message is the whole call.
  */
 export class ServerInput {
-  /** The handler's payload when the request streams, else null. */
-  readonly payload: SmuxStreamedPayload | null;
-  /** The handler's Duplex when the call is a byte stream, else null. */
-  readonly duplex: SmuxDuplex | null;
+  /** True for a byte stream (RAW … END each way), false for a streamed request's items. */
+  readonly isByteStream: boolean;
   readonly #endpoint: CallEndpoint;
+  #payload: SmuxStreamedPayload | null;
+  #duplex: SmuxDuplex | null;
+  #released = false;
   readonly #owner: InputOwner;
   #ends = 0; // byte streams — 1: our END + LAST is out; 2: the caller's END arrived; 3: both (the call is complete)
   #handlerDone = false; // the handler's promise settled (its error, if any, is the call's)
@@ -47,35 +48,52 @@ export class ServerInput {
   private constructor(endpoint: CallEndpoint, owner: InputOwner, kind: 'items' | 'bytes', highWaterMark: number) {
     this.#endpoint = endpoint;
     this.#owner = owner;
+    this.isByteStream = kind === 'bytes';
     if (kind === 'items') {
-      this.payload = new SmuxStreamedPayload({
+      this.#payload = new SmuxStreamedPayload({
         pause: () => endpoint.pause(),
         resume: () => endpoint.resume(),
         abandon: () => endpoint.stopReading(),
         held: (bytes) => endpoint.hold(bytes),
       });
-      this.duplex = null;
+      this.#duplex = null;
     } else {
-      this.payload = null;
-      this.duplex = new SmuxDuplex(highWaterMark);
+      this.#payload = null;
+      this.#duplex = new SmuxDuplex(highWaterMark);
       // A handler that does not listen for 'error' must not crash the process when the caller cancels: the cancel
       // reaches it through ctx.signal, its reads and pipeline() anyway.
-      this.duplex.on('error', () => undefined);
-      this.duplex.attach(endpoint, this.#duplexOwner);
+      this.#duplex.on('error', () => undefined);
+      this.#duplex.attach(endpoint, this.#duplexOwner);
     }
+  }
+
+  /** The handler's payload when the request streams, else null (also once released). */
+  get payload(): SmuxStreamedPayload | null {
+    return this.#payload;
+  }
+
+  /**
+   * The handler's Duplex when the call is a byte stream, else null.
+   * @throws SmuxError `ERR_SMUX_STREAM_CLOSED` for a byte stream once released (the call is over)
+   */
+  get duplex(): SmuxDuplex | null {
+    if (this.#released && this.isByteStream) {
+      throw new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the byte stream is closed: the call is over and its handler returned');
+    }
+    return this.#duplex;
   }
 
   /** A message after the request: an item of a streamed request or its end, or a byte stream's RAW or END. */
   deliver(message: CallMessage, size: number): void {
     if (!this.#owner.running) return;
-    if (this.duplex !== null) {
+    if (this.#duplex !== null) {
       const violation = byteStreamViolation(message);
       if (violation !== null) return this.#owner.end(violation);
       // The caller's END is its direction's last message: what follows it is not read (whatever the framing).
       if (message.kind === Kind.END) this.#endpoint.stopReading();
-      return this.duplex.deliver(message);
+      return this.#duplex.deliver(message);
     }
-    const payload = this.payload!;
+    const payload = this.#payload!;
     if (message.kind === Kind.DATA) return payload.push(message.body, size);
     this.#endpoint.stopReading();
     if (message.kind === Kind.END && (message.flags & Flag.ERROR) === 0) payload.end();
@@ -101,14 +119,27 @@ export class ServerInput {
   close(): void {
     if (this.#ends === 3) return;
     const over = new SmuxError('ERR_SMUX_CANCELLED', 'the call is over');
-    this.payload?.fail(over);
-    this.duplex?.fail(over);
+    this.#payload?.fail(over);
+    this.#duplex?.fail(over);
   }
 
   /** The call is stopped (cancelled, timed out, shutting down): the handler's input errors with the reason. */
   stop(reason: SmuxError): void {
-    this.payload?.fail(reason);
-    this.duplex?.fail(reason);
+    this.#payload?.fail(reason);
+    this.#duplex?.fail(reason);
+  }
+
+  /**
+   * The call is over and its handler returned: the input is let go. A failed payload or a destroyed Duplex keeps
+   * what it buffered (Node's streams do not drop it), and the call itself lives on until the caller's FIN —
+   * without this, a caller that never FINs would pin every such buffer past the connection's budget.
+   */
+  release(): void {
+    this.#released = true;
+    this.#payload = null;
+    this.#duplex = null;
+    this.#destroyed = null; // its error's stack holds the Duplex's frames
+    this.#endpoint.hold(0);
   }
 
   /** What the Duplex of a byte-stream call reports: its ends, and a destroy by the handler. */

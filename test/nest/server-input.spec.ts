@@ -327,7 +327,8 @@ describe('ServerInput: a byte stream (REQUEST + RAW, RAW … END each way)', () 
 
   test("the caller's FIN mid-stream errors the Duplex with ERR_SMUX_CANCELLED and aborts call.signal; nothing is written", async () => {
     const { c, call } = await started(Flag.RAW, raw('half an upl'));
-    const seen = reading(call.duplex!);
+    const duplex = call.duplex!;
+    const seen = reading(duplex);
     await call.run(() => undefined, 'meta', null, null);
     await flush();
     expect(seen.text).toBe('half an upl');
@@ -335,9 +336,49 @@ describe('ServerInput: a byte stream (REQUEST + RAW, RAW … END each way)', () 
     await flush();
     expect(seen.ended).toBe(false); // a cut-off upload never looks complete
     expect(seen.error).toMatchObject({ code: 'ERR_SMUX_CANCELLED' });
-    expect(call.duplex!.destroyed).toBe(true);
+    expect(duplex.destroyed).toBe(true);
     expect(call.signal.reason).toMatchObject({ code: 'ERR_SMUX_CANCELLED' });
     expect(c.messages).toEqual([]);
+  });
+
+  test('a call that is over lets its Duplex go once its handler returned (a handler still running keeps it): call.duplex then throws ERR_SMUX_STREAM_CLOSED', async () => {
+    // The call lives on until the caller's FIN; a destroyed Duplex keeps what it buffered, so holding it would pin
+    // that past the connection's budget for every such call (issue 9's raw-stall attack).
+    const { c, call } = await started(Flag.RAW, raw('buffered, never read'));
+    const duplex = call.duplex!;
+    let returnNow!: () => void;
+    const running = call.run(() => new Promise<void>((resolve) => (returnNow = resolve)), 'meta', null, null);
+    c.channel.end(); // the caller cancels while the handler still runs
+    await flush();
+    expect(call.running).toBe(false);
+    expect(call.duplex).toBe(duplex);
+    returnNow();
+    await running;
+    let thrown: unknown;
+    try {
+      void call.duplex;
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toMatchObject({ code: 'ERR_SMUX_STREAM_CLOSED' });
+    expect(duplex.destroyed).toBe(true);
+  });
+
+  test("a destroyed Duplex drops the writes queued behind one that waits for the caller's window", async () => {
+    const { c, call } = await started(Flag.RAW);
+    c.channel.pause(); // the caller reads nothing: the stream's window fills
+    const duplex = call.duplex!;
+    let returnNow!: () => void;
+    const running = call.run(() => new Promise<void>((resolve) => (returnNow = resolve)), 'meta', null, null);
+    for (let i = 0; i < 16; i++) duplex.write(Buffer.alloc(64 * 1024));
+    await flush();
+    expect(duplex.writableLength).toBeGreaterThan(256 * 1024); // waiting behind the window
+    duplex.destroy(); // by the handler, which goes on running: the call is not over yet
+    await flush();
+    expect(call.running).toBe(true);
+    expect(duplex.writableLength).toBe(0); // not pinned until a window that a stalled caller never opens
+    returnNow();
+    await running;
   });
 });
 

@@ -6,6 +6,7 @@
  */
 import 'reflect-metadata';
 import { pipeline } from 'node:stream/promises';
+import { writeHeapSnapshot } from 'node:v8';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { Controller, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -68,7 +69,13 @@ let rssPeak = process.memoryUsage.rss();
 setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage.rss())), 50).unref();
 
 serveCommands((server.unwrap<Server>().address() as AddressInfo).port, {
-  memory: () => memoryAfterGc(),
+  memory: async () => {
+    const figures = await memoryAfterGc();
+    // SMUX_ATTACK_HEAP_SNAPSHOT=/some/prefix: a heap snapshot at every sample, to see what a connection holds.
+    const prefix = process.env.SMUX_ATTACK_HEAP_SNAPSHOT;
+    if (prefix !== undefined && prefix !== '') writeHeapSnapshot(`${prefix}-${Date.now()}.heapsnapshot`);
+    return figures;
+  },
   /** Open connections, the streams registered on them, and the bytes queued in their sockets (not yet taken by the kernel). */
   stats: (): ServerStats => ({
     connections: sessions.size,

@@ -1,7 +1,8 @@
 /**
- * STATUS (2026-12-03): pending — 33–34 MiB measured against the 32 MiB target (103 MiB before the budgets; 41 MiB
- * before byte-stream writes respected maxQueuedReplyBytes). What remains is per-call state of 400 open byte
- * streams (call, endpoint, Duplex, the handler's pipeline) on top of both budgets.
+ * History: 103 MiB before the budgets; 41 MiB before byte-stream writes respected maxQueuedReplyBytes; 33–34 MiB
+ * while a call that was over (its reply refused, the caller never FINing) still held its destroyed Duplex, whose
+ * buffers Node keeps (a heap snapshot: 28 MiB of 64 KiB chunks in Duplex buffers and error stacks); ≈ 21.7 MiB
+ * since the call lets its input go once its handler returned (test/nest/server-input.spec.ts).
  *
  * Issue 9, byte-stream variant: a peer that opens raw byte streams and stalls. One connection (its socket never read
  * from) opens 400 byte-stream calls (`echo-raw`: the bytes straight back through pipeline(), paced by its
