@@ -85,6 +85,27 @@ describe('a client pointed at something that is not a nestjs-smux server', () =>
     expect(defaultBound.message).toContain('within 2000 ms');
   });
 
+  test("a live server whose answer waits while the client's event loop is stalled past the hello's bound: it connects, no blame", async () => {
+    // The stall comes after the server wrote its answer and before the client read it. Once the loop runs again,
+    // timers come before the socket is read: a bound judged at once blamed a live server ("does not speak this
+    // transport", not retryable) for our own stall — seen in a soak run.
+    const handle = await startApp({ controllers: [PingController] });
+    let stalled = false;
+    handle.server.on('connection', (socket: net.Socket) => {
+      socket.on('data', () =>
+        setImmediate(() => {
+          if (stalled || socket.bytesWritten === 0) return; // stall once the hello's answer went out
+          stalled = true;
+          const until = Date.now() + 700;
+          while (Date.now() < until); // the whole process stops for 700 ms
+        }),
+      );
+    });
+    const client = handle.client({ connectTimeout: 400 }); // the hello's bound: 400 ms
+    await expect(within(firstValueFrom(client.send('ping', 1)), 'the call')).resolves.toBe('pong');
+    expect(stalled).toBe(true);
+  });
+
   const certificate = makeCertificate();
   (certificate === null ? test.skip : test)('a TLS server and a client without `tls`: an error that names TLS', async () => {
     const server = tls.createServer({ key: certificate!.key, cert: certificate!.cert }, (socket) => socket.end());
