@@ -7,10 +7,10 @@ import { describeValue } from '../util/describe.js';
  */
 
 /** Message kinds. */
-export const Kind = { REQUEST: 1, EVENT: 2, RESPONSE: 3, DATA: 4, END: 5, RAW: 6, HELLO: 7 } as const;
+export const Kind = { REQUEST: 1, EVENT: 2, RESPONSE: 3, DATA: 4, END: 5, RAW: 6, HELLO: 7, PING: 8, PONG: 9, DRAIN: 10 } as const;
 
 /** The highest kind this version knows. */
-export const LAST_KIND = Kind.HELLO;
+export const LAST_KIND = Kind.DRAIN;
 
 /** Body encodings. */
 export const Encoding = { NONE: 0, JSON: 1, BYTES: 2, STRING: 3 } as const;

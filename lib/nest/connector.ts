@@ -1,6 +1,7 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { type Clock, Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
+import type { ControlLink } from './control-link.js';
 import { greet, HELLO_TIMEOUT, type ServerHello } from './hello.js';
 import { formatAddress, type ResolvedClientOptions } from './options.js';
 import type { SmuxStatus } from './smux.events.js';
@@ -9,8 +10,8 @@ import type { SmuxStatus } from './smux.events.js';
  * The connector's states (gRPC's channel states, without its idle timeout):
  *
  *   IDLE ──connect()──▶ CONNECTING ──dial + hello ok──▶ READY ──session lost──▶ IDLE (the next call connects)
- *                           │ fails                        │ stream ids run out: rotate (new session, old one drains)
- *                           ▼                              │
+ *                           │ fails                        │ stream ids run out, or the server sent DRAIN: rotate
+ *                           ▼                              │ (new calls go to a fresh session, the old one drains)
  *                        BACKOFF ──delay──▶ CONNECTING     └─ close() ──▶ IDLE (a later connect() starts over)
  *
  * In BACKOFF new calls fail at once with the last error (unless they wait for ready), while the retries go on in
@@ -40,9 +41,10 @@ export class Connector {
   readonly #listener: ConnectorListener;
   readonly #clock: Clock;
   readonly #where: string;
-  readonly #controls = new Map<Session, SmuxChannel>();
+  readonly #controls = new Map<Session, { channel: SmuxChannel; link: ControlLink }>(); // each session's control stream
   readonly #draining = new Set<Session>();
   #state: ConnectorState = 'idle';
+  #published: SmuxStatus | null = null; // the last status published
   #session: Session | null = null;
   #hello: ServerHello | null = null;
   #lastError: Error | null = null;
@@ -77,6 +79,22 @@ export class Connector {
     return this.#hello;
   }
 
+  /** The last round-trip time measured on the ready connection (ms), or null. */
+  get rtt(): number | null {
+    return this.#link()?.rtt ?? null;
+  }
+
+  /**
+   * Measures the round trip to the server on the ready connection's control stream. @returns ms
+   * @throws SmuxError `ERR_SMUX_UNAVAILABLE` without a ready connection (or a server too old to answer pings),
+   *   `ERR_SMUX_TIMEOUT` without an answer within `timeoutMs`
+   */
+  ping(timeoutMs: number): Promise<number> {
+    const link = this.#link();
+    if (link === null) return Promise.reject(new SmuxError('ERR_SMUX_UNAVAILABLE', `not connected to ${this.#where}`, { retryable: true }));
+    return link.ping(timeoutMs);
+  }
+
   /** Why the last attempt failed (cleared by a success). */
   get lastError(): Error | null {
     return this.#lastError;
@@ -104,7 +122,7 @@ export class Connector {
     if (session === null) return;
     this.#session = null;
     this.#draining.add(session);
-    this.#controls.get(session)?.destroy(); // the control stream must not keep a draining session open
+    this.#controls.get(session)?.channel.destroy(); // the control stream must not keep a draining session open
     this.#state = 'idle';
     this.retireIdle();
     this.connect();
@@ -112,11 +130,7 @@ export class Connector {
 
   /** Closes draining sessions whose calls are all done. */
   retireIdle(): void {
-    for (const session of this.#draining) {
-      if (session.numStreams > 0) continue;
-      this.#draining.delete(session);
-      void session.close();
-    }
+    for (const session of this.#draining) if (session.numStreams === 0) void session.close(); // idempotent; 'close' removes it
   }
 
   /** Stops reconnecting and closes every session gracefully (bounded). A later {@link connect} starts over. */
@@ -132,14 +146,15 @@ export class Connector {
     this.#failures = 0;
     this.#lastError = null;
     await Promise.all(sessions.map((s) => closeWithin(s, this.#clock, 2_000)));
-    this.#listener.status('disconnected');
+    this.#status('disconnected');
   }
 
   // ── attempts ───────────────────────────────────────────────────────────────────────────────────────────
 
   #attempt(): void {
     this.#state = 'connecting';
-    if (this.#everConnected || this.#failures > 0) this.#listener.status('reconnecting');
+    // A rotation (stream ids, DRAIN) is not a reconnect: the draining session still serves its calls.
+    if ((this.#everConnected || this.#failures > 0) && this.#draining.size === 0) this.#status('reconnecting');
     const generation = this.#generation;
     this.#establish(generation).then(
       (session) => {
@@ -149,7 +164,7 @@ export class Connector {
         this.#failures = 0;
         this.#lastError = null;
         this.#everConnected = true;
-        this.#listener.status('connected');
+        this.#status('connected');
         this.#listener.ready(session);
       },
       (error: Error) => {
@@ -157,7 +172,7 @@ export class Connector {
         this.#state = 'backoff';
         this.#failures++;
         this.#lastError = error;
-        this.#listener.status('disconnected');
+        this.#status('disconnected');
         this.#listener.failed(error);
         this.#retryTimer = this.#clock.setTimeout(() => {
           this.#retryTimer = null;
@@ -178,13 +193,17 @@ export class Connector {
     session.on('channel', (channel) => channel.destroy());
     const helloMs = Math.min(HELLO_TIMEOUT, this.#options.connectTimeout);
     try {
-      const { hello, control } = await greet(session, this.#clock, helloMs, {
+      const { hello, control, link } = await greet(session, this.#clock, helloMs, {
         where: this.#where,
         firstBytes,
         tls: this.#options.tls !== undefined,
+        // New calls go to a fresh connection; the calls on this one finish here, then it closes (retireIdle).
+        drain: () => {
+          if (this.#session === session) this.rotate();
+        },
       });
       this.#hello = hello;
-      this.#controls.set(session, control);
+      this.#controls.set(session, { channel: control, link });
     } catch (error) {
       session.destroy();
       throw error;
@@ -194,13 +213,26 @@ export class Connector {
     return session;
   }
 
+  /** The ready session's control link, or null. */
+  #link(): ControlLink | null {
+    return this.#session === null ? null : (this.#controls.get(this.#session)?.link ?? null);
+  }
+
+  /** Publishes a status, once per change. */
+  #status(status: SmuxStatus): void {
+    if (status === this.#published) return;
+    this.#published = status;
+    this.#listener.status(status);
+  }
+
   #closed(session: Session, error: SmuxError | undefined): void {
     this.#controls.delete(session);
-    this.#draining.delete(session);
+    // Every session that was ready is reported when it ends, a drained one too ('connect' and 'close' pair up).
+    if (this.#draining.delete(session)) return this.#listener.lost(session, error);
     if (this.#session !== session) return;
     this.#session = null;
     this.#state = 'idle';
-    this.#listener.status('disconnected');
+    this.#status('disconnected');
     this.#listener.lost(session, error);
   }
 

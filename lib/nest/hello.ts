@@ -1,6 +1,7 @@
 import type { Clock, Session, SmuxChannel } from '../smux/index.js';
 import { SmuxError } from '../smux/index.js';
 import { type CallMessage, decodeTransportError, encodeMessage, Flag, Kind } from './call-codec.js';
+import { ControlLink, FEATURE_CONTROL } from './control-link.js';
 import { MessageReader } from './message-reader.js';
 import { describeServerBytes } from './peer-diagnosis.js';
 
@@ -25,11 +26,16 @@ export interface ServerHello {
   readonly maxMessageBytes?: number;
   /** The most calls it runs at once on one connection. */
   readonly maxCallsPerConnection?: number;
+  /** What else it does: `control` — it answers PING and may send DRAIN on the control stream. */
+  readonly features?: readonly string[];
 }
+
+/** What this version does beyond the basic hello, named in both HELLOs. */
+export const FEATURES: readonly string[] = [FEATURE_CONTROL];
 
 /** The body of a server's HELLO. */
 export function serverHelloBody(maxMessageBytes: number, maxCallsPerConnection: number): ServerHello {
-  return { protocol: CALL_PROTOCOL, maxMessageBytes, maxCallsPerConnection };
+  return { protocol: CALL_PROTOCOL, maxMessageBytes, maxCallsPerConnection, features: FEATURES };
 }
 
 /** How a failed hello is described. */
@@ -40,22 +46,27 @@ export interface HelloContext {
   firstBytes(): Buffer | null;
   /** True when the client speaks TLS (a close right after the handshake then points at its certificate). */
   readonly tls?: boolean;
+  /** The server sent DRAIN after the hello: new calls belong on a fresh connection. */
+  drain(reason: string): void;
+}
+
+/** A connection's hello, done: what the server said, its control stream, and the link that talks on it. */
+export interface Greeting {
+  readonly hello: ServerHello;
+  readonly control: SmuxChannel;
+  readonly link: ControlLink;
 }
 
 /**
  * Opens the control stream, sends HELLO and waits for the server's; the control stream then stays open (it
- * is the connection's, not a call's). Rejects with a `SmuxError` that names what
+ * is the connection's, not a call's) and carries PING, PONG and DRAIN ({@link ControlLink}). Rejects with a `SmuxError` that names what
  * the server turned out to be: `ERR_SMUX_PROTOCOL` for a server that does not speak this transport (or not
  * this protocol version), the server's own error when it refuses the connection (`ERR_SMUX_LIMIT`, …).
  */
-export function greet(
-  session: Session,
-  clock: Clock,
-  ms: number,
-  context: HelloContext,
-): Promise<{ hello: ServerHello; control: SmuxChannel }> {
+export function greet(session: Session, clock: Clock, ms: number, context: HelloContext): Promise<Greeting> {
   return new Promise((resolve, reject) => {
     let channel: SmuxChannel | null = null;
+    let link: ControlLink | null = null;
     let settled = false;
     const silent = (): void =>
       settle(
@@ -74,13 +85,32 @@ export function greet(
       clock.clearTimeout(timer);
       if (outcome instanceof SmuxError) {
         channel?.destroy();
-        reject(outcome);
-      } else resolve({ hello: outcome, control: channel! });
+        return reject(outcome);
+      }
+      const control = channel!;
+      link = new ControlLink(
+        {
+          clock,
+          write: (buffers) => {
+            for (const buffer of buffers) control.write(buffer);
+          },
+          get queuedBytes() {
+            return control.writableLength;
+          },
+          get open() {
+            return !control.isEnded && !control.isClosed;
+          },
+          drain: (reason) => context.drain(reason),
+        },
+        outcome.features,
+      );
+      resolve({ hello: outcome, control, link });
     };
     const reader = new MessageReader(64 * 1024);
     const sink = {
       onMessage(message: CallMessage): void {
-        if (message.kind === Kind.HELLO) settle(parseHello(message, context.where));
+        if (link !== null) link.receive(message);
+        else if (message.kind === Kind.HELLO) settle(parseHello(message, context.where));
         else if (message.kind === Kind.RESPONSE && (message.flags & Flag.TRANSPORT) !== 0) settle(decodeTransportError(message.body));
         else settle(new SmuxError('ERR_SMUX_PROTOCOL', `${context.where} answered the hello with a message of kind ${message.kind}`));
       },
@@ -95,9 +125,12 @@ export function greet(
           }
         },
         onEnd: () => settle(new SmuxError('ERR_SMUX_PROTOCOL', `${context.where} ended the hello stream without answering`)),
-        onClose: (error) => settle(closedDuringHello(session, error, context)), // after the hello: the session is ending
+        onClose: (error) => {
+          settle(closedDuringHello(session, error, context)); // after the hello: the session is ending
+          link?.close(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
+        },
       });
-      channel.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, { protocol: CALL_PROTOCOL })));
+      channel.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, { protocol: CALL_PROTOCOL, features: FEATURES })));
     } catch (error) {
       settle(error instanceof SmuxError ? error : new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed', { cause: error }));
     }

@@ -86,6 +86,19 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
   evictIdleAfter?: number;
   /** Most connections from one remote address, at least 1. Default: `maxConnections` (no separate limit). */
   maxConnectionsPerAddress?: number;
+  /**
+   * ms a connection lives before the server drains it (± 10 % jitter, so clients do not all move at once): it sends
+   * DRAIN, the client opens a fresh connection for new calls — to another server behind the same load balancer,
+   * perhaps — and the calls in flight finish on the old one, which then closes. Rebalances long-lived connections
+   * behind an L4 load balancer (gRPC's `MAX_CONNECTION_AGE`). 0: connections live as long as their clients want.
+   * Default 0.
+   */
+  maxConnectionAge?: number;
+  /**
+   * ms the calls of a drained connection (`maxConnectionAge`) may still run; past it they end with the retryable
+   * `ERR_SMUX_SHUTTING_DOWN` and the connection closes. 0: as long as they run. Default 0.
+   */
+  maxConnectionAgeGrace?: number;
 }
 
 /** Per-call options of `client.openDuplex()` (what a `SmuxRecordBuilder` carries for other calls). */

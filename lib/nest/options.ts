@@ -55,6 +55,8 @@ const serverRules: Record<string, Rule> = {
   requestTimeout: { kind: 'integer', min: 1, max: MAX_MS, unit: 'ms' },
   evictIdleAfter: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms; 0 = never evict' },
   maxConnectionsPerAddress: { kind: 'integer', min: 1, max: MAX_MS, unit: 'connections' },
+  maxConnectionAge: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms; 0 = no limit' },
+  maxConnectionAgeGrace: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms; 0 = as long as calls run' },
 };
 
 const clientRules: Record<string, Rule> = {
@@ -105,6 +107,8 @@ export interface ResolvedServerOptions extends ResolvedCommon {
   readonly requestTimeout: number;
   readonly evictIdleAfter: number;
   readonly maxConnectionsPerAddress: number;
+  readonly maxConnectionAge: number;
+  readonly maxConnectionAgeGrace: number;
 }
 
 /** {@link ClientSmuxOptions}, resolved. */
@@ -160,6 +164,8 @@ export function resolveServerOptions(input: ServerSmuxOptions | undefined): Reso
     requestTimeout: options.requestTimeout ?? 30_000,
     evictIdleAfter: options.evictIdleAfter ?? 10_000,
     maxConnectionsPerAddress: options.maxConnectionsPerAddress ?? maxConnections,
+    maxConnectionAge: options.maxConnectionAge ?? 0,
+    maxConnectionAgeGrace: options.maxConnectionAgeGrace ?? 0,
   };
 }
 

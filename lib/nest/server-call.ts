@@ -22,6 +22,8 @@ export interface CallHost {
   dispatchEvent(call: ServerCall, message: CallMessage): void;
   /** A HELLO arrived: the stream is the connection's control stream, not a call. Answer it, or refuse it. */
   openControl(call: ServerCall, message: CallMessage): void;
+  /** A message on the control stream after its HELLO (PING, PONG). */
+  controlMessage(call: ServerCall, message: CallMessage): void;
   /** Converts a thrown value into what the caller receives as `err` (Nest's exception-filter defaults). */
   toRpcError(error: unknown): unknown;
   /** The call stopped running (answered, refused, cancelled or failed). */
@@ -137,6 +139,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   // ── EndpointOwner ──────────────────────────────────────────────────────────────────────────────────────
 
   onMessage(message: CallMessage, size: number): void {
+    if (this.#state === CONTROL) return this.#host.controlMessage(this, message);
     if (this.#state !== AWAITING) return this.#input?.deliver(message, size);
     const { kind, flags } = message;
     const endpoint = this.#endpoint;
@@ -144,7 +147,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
       this.#input = ServerInput.open(flags, endpoint, this, this.channel.session.config.streamHighWaterMark);
     }
     // One message is a whole call unless its input streams: what follows it is not read (whatever the framing).
-    if (this.#input === null) endpoint.stopReading();
+    if (this.#input === null && kind !== Kind.HELLO) endpoint.stopReading(); // the control stream reads on
     if ((kind === Kind.REQUEST || kind === Kind.EVENT) && message.pattern === undefined && (flags & Flag.OPAQUE) === 0) {
       this.refuse(new SmuxError('ERR_SMUX_PROTOCOL', 'a REQUEST or EVENT without a PATTERN field'));
     } else if (kind === Kind.REQUEST) {

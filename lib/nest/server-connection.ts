@@ -1,7 +1,9 @@
 import type { Socket } from 'node:net';
-import { type Clock, Session, type SmuxChannel, SmuxError } from '../smux/index.js';
+import { type Clock, Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import { type CallMessage, encodeMessage, Kind } from './call-codec.js';
 import { ConnectionBudget } from './connection-budget.js';
+import { closeWithin } from './connector.js';
+import { ControlLink } from './control-link.js';
 import { serverHelloBody } from './hello.js';
 import type { ResolvedServerOptions } from './options.js';
 import { describeClientBytes } from './peer-diagnosis.js';
@@ -43,8 +45,12 @@ export class ServerConnection {
   #refusal: SmuxError | null;
   #hangingUp = false; // a refused connection's first stream arrived: it hangs up shortly
   #control: SmuxChannel | null = null;
+  #link: ControlLink | null = null; // PING, PONG and DRAIN on the control stream, once the hello is done
   #firstBytes: Buffer | null = null;
   #versionChecked = false;
+  #drained = false; // DRAIN went out (maxConnectionAge): the client moves its new calls elsewhere
+  #closeWhenIdle = false; // drained, but the client cannot read DRAIN: closed once no call runs
+  #timer: TimerHandle | null = null; // maxConnectionAge, then its grace
 
   /**
    * @param host - the server
@@ -64,6 +70,12 @@ export class ServerConnection {
     this.session.on('channel', (channel) => this.#open(channel));
     this.session.on('close', (error) => this.#ended(error));
     if (refusal !== null) this.#closeAfter(10_000); // a client that never opens a stream
+    const { maxConnectionAge } = host.options;
+    if (refusal === null && maxConnectionAge > 0) {
+      // ± 10 %: clients connected at the same moment (a restart, a deploy) must not all move at the same moment.
+      const age = Math.round(maxConnectionAge * (0.9 + 0.2 * Math.random()));
+      this.#timer = host.clock.setTimeout(() => this.drain('the connection reached its maxConnectionAge'), age);
+    }
     host.debug(`Connection from ${this.remote}`);
   }
 
@@ -75,9 +87,85 @@ export class ServerConnection {
       call.refuse(new SmuxError('ERR_SMUX_PROTOCOL', this.#control !== null ? 'a second HELLO on one connection' : 'a malformed HELLO'));
       return;
     }
-    this.#control = call.channel;
+    const control = call.channel;
+    this.#control = control;
     const { maxMessageBytes, maxCallsPerConnection } = this.#host.options;
-    call.channel.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, serverHelloBody(maxMessageBytes, maxCallsPerConnection))));
+    control.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, serverHelloBody(maxMessageBytes, maxCallsPerConnection))));
+    const host = {
+      clock: this.#host.clock,
+      write: (buffers: Buffer[]) => {
+        for (const buffer of buffers) control.write(buffer);
+      },
+      get queuedBytes() {
+        return control.writableLength;
+      },
+      get open() {
+        return !control.isEnded && !control.isClosed;
+      },
+    };
+    this.#link = new ControlLink(host, (body as { features?: unknown }).features);
+    if (this.#drained) this.#link.drain('the server is shutting down'); // drained before the hello arrived
+  }
+
+  /** A message on the control stream after the hello. */
+  controlMessage(message: CallMessage): void {
+    this.#link?.receive(message);
+  }
+
+  /** The last round-trip time measured to the client (ms), or null. */
+  get rtt(): number | null {
+    return this.#link?.rtt ?? null;
+  }
+
+  /**
+   * Measures the round trip to the client on the control stream. @returns ms
+   * @throws SmuxError `ERR_SMUX_UNAVAILABLE` before the hello, for a client too old to answer, or once closed;
+   *   `ERR_SMUX_TIMEOUT` without an answer within `timeoutMs`
+   */
+  ping(timeoutMs: number): Promise<number> {
+    if (this.#link === null) return Promise.reject(new SmuxError('ERR_SMUX_UNAVAILABLE', `${this.remote} has not said hello`));
+    return this.#link.ping(timeoutMs);
+  }
+
+  /**
+   * Asks the client to open a fresh connection for new calls (DRAIN) while the calls in flight finish here; the
+   * client closes this one once they are done. A client that cannot read DRAIN (an older one, a Go caller of
+   * protocol 1) is closed once no call runs. With `maxConnectionAgeGrace`, calls still running past it end with
+   * ERR_SMUX_SHUTTING_DOWN and the connection closes.
+   */
+  drain(reason: string): void {
+    if (this.#drained || this.session.isClosed) return;
+    this.announceDrain(reason);
+    this.#host.debug(`Drained the connection from ${this.remote}: ${reason}`);
+    if (this.#link === null || !this.#link.peerReads) {
+      this.#closeWhenIdle = true;
+      this.#closeIfIdle();
+    }
+    const grace = this.#host.options.maxConnectionAgeGrace;
+    if (grace > 0) this.#timer = this.#host.clock.setTimeout(() => this.#endGrace(), grace);
+  }
+
+  /** Sends DRAIN, when the client reads it (the server's close() tells every client first). */
+  announceDrain(reason: string): void {
+    if (this.#drained) return;
+    this.#drained = true;
+    this.#link?.drain(reason);
+  }
+
+  /** A call stopped running: the limit counts running calls only; a drained connection may close now. */
+  callDone(call: ServerCall): void {
+    this.calls.delete(call);
+    if (this.#closeWhenIdle) this.#closeIfIdle();
+  }
+
+  #closeIfIdle(): void {
+    if (this.calls.size === 0) void closeWithin(this.session, this.#host.clock, 2_000);
+  }
+
+  #endGrace(): void {
+    this.#timer = null;
+    for (const call of [...this.calls]) call.shutdown();
+    void closeWithin(this.session, this.#host.clock, 2_000);
   }
 
   /**
@@ -161,6 +249,9 @@ export class ServerConnection {
   /** The log line for how the connection ended: a client leaving is routine, anything else is worth a warning. */
   #ended(error: SmuxError | undefined): void {
     this.#host.closed(this);
+    if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#link?.close(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
     if (error === undefined || (error.code === 'ERR_SMUX_SESSION_CLOSED' && error.cause === undefined)) {
       this.#host.debug(`Connection from ${this.remote} closed`);
       return;

@@ -81,6 +81,11 @@ export class ServerConnections {
     if (this.#open.size > 0) this.#sweep = this.#clock.setTimeout(() => this.#sweepAll(), SWEEP_INTERVAL);
   }
 
+  /** Tells every client that reads DRAIN to move its new calls to a fresh connection (the server is closing). */
+  announceDrain(reason: string): void {
+    for (const connection of this.#open) connection.announceDrain(reason);
+  }
+
   /** A call stopped running: a drain waiting for the running calls looks again. */
   callSettled(): void {
     this.#settledWaiter?.();

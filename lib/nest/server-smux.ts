@@ -176,6 +176,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     const server = this.#server;
     const stopped = server?.listening === true ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
     this.#connections.stop();
+    this.#connections.announceDrain('the server is shutting down'); // clients move their new calls elsewhere
     const { connections, ended } = await this.#connections.drain(this.#options.closeTimeout);
     const cut = ended === 0 ? 'every call finished' : `${ended} calls still running were ended with ERR_SMUX_SHUTTING_DOWN`;
     this.logger.log(`Closed ${connections} connection${connections === 1 ? '' : 's'}: ${cut}`);
@@ -195,6 +196,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       dispatchRequest: (call, message) => this.#dispatchRequest(call, message),
       dispatchEvent: (call, message) => void this.#dispatchEvent(call, message).catch((error: unknown) => this.logger.error(error)),
       openControl: (call, message) => (call.connection as ServerConnection).answerHello(call, message),
+      controlMessage: (call, message) => (call.connection as ServerConnection).controlMessage(message),
       codec: createPacketCodec(this.#options.serializer !== undefined || this.#options.deserializer !== undefined, {
         serializer: this.serializer,
         deserializer: this.deserializer,
@@ -203,7 +205,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       }),
       toRpcError: (error) => this.#toRpcError(error),
       callSettled: (call) => {
-        (call.connection as ServerConnection).calls.delete(call); // the limit counts running calls only
+        (call.connection as ServerConnection).callDone(call);
         this.#connections.callSettled();
       },
       awaitCallerFin: (call) => this.#finSweep.add(call),

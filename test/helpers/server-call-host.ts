@@ -29,6 +29,7 @@ export function stubCallHost(clock: Clock, maxReplyBufferBytes = 1 << 20): StubC
     dispatchRequest: (_call, message) => void requests.push(message),
     dispatchEvent: (_call, message) => void requests.push(message),
     openControl: () => log.push('control'),
+    controlMessage: () => log.push('control message'),
     toRpcError: (error) => ({ status: 'error', message: (error as Error).message }),
     callSettled: () => log.push('settled'),
     awaitCallerFin: () => log.push('awaitCallerFin'),

@@ -68,7 +68,7 @@ function codeOf(fn: () => void): string {
 
 describe('call codec: constants', () => {
   test('kinds, encodings and flag bits are the numbers of docs/PROTOCOL.md', () => {
-    expect(Kind).toEqual({ REQUEST: 1, EVENT: 2, RESPONSE: 3, DATA: 4, END: 5, RAW: 6, HELLO: 7 });
+    expect(Kind).toEqual({ REQUEST: 1, EVENT: 2, RESPONSE: 3, DATA: 4, END: 5, RAW: 6, HELLO: 7, PING: 8, PONG: 9, DRAIN: 10 });
     expect(Encoding).toEqual({ NONE: 0, JSON: 1, BYTES: 2, STRING: 3 });
     expect(Flag).toEqual({
       LAST: 0x001,
@@ -471,7 +471,7 @@ describe('call codec: size limit', () => {
 describe('call codec: malformed input is ERR_SMUX_PROTOCOL', () => {
   const cases: Array<[string, Buffer]> = [
     ['kind 0', raw(0, Encoding.JSON, 0, '31')],
-    ['kind 8', raw(8, Encoding.JSON, 0, '31')],
+    ['kind 11', raw(11, Encoding.JSON, 0, '31')],
     ['kind 255', raw(255, Encoding.NONE, 0)],
     ['unknown flag bit 13', raw(Kind.RESPONSE, Encoding.NONE, 1 << 13)],
     ['unknown flag bit 15', raw(Kind.RESPONSE, Encoding.NONE, 0x8000 | Flag.LAST)],

@@ -1,0 +1,117 @@
+/**
+ * Rebalancing (issue 10 §3): a server drains a connection — `maxConnectionAge`, or its own `close()` — by sending
+ * DRAIN on the control stream; the client opens a fresh connection for new calls while the calls in flight finish
+ * on the old one, which it then closes. Not one call fails. A client that cannot read DRAIN (it did not name the
+ * `control` feature in its HELLO) is never sent one: the server closes its connection once no call runs.
+ */
+import { setTimeout as delay } from 'node:timers/promises';
+import { afterEach, describe, expect, test } from '@jest/globals';
+import { Controller } from '@nestjs/common';
+import { MessagePattern, Payload } from '@nestjs/microservices';
+import { firstValueFrom } from 'rxjs';
+import type { ClientSmux, Session } from '../../lib/index.js';
+import { type CallMessage, encodeMessage, Kind } from '../../lib/nest/call-codec.js';
+import { closeAll, rawCall, rawSession, rejection, startApp, until, within } from './helpers.js';
+
+@Controller()
+class WorkController {
+  @MessagePattern('double')
+  async double(@Payload() n: number): Promise<number> {
+    if (n % 64 === 0) await delay(5); // some calls are in flight across a drain
+    return n * 2;
+  }
+
+  @MessagePattern('slow')
+  async slow(@Payload() ms: number): Promise<string> {
+    await delay(ms);
+    return 'done';
+  }
+}
+
+afterEach(() => closeAll());
+
+/** The client's connections as its events tell them: sessions it connected, and closes. */
+function watch(client: ClientSmux) {
+  const seen = { connects: [] as Session[], closes: 0, statuses: [] as string[] };
+  client.on('connect', (session) => void seen.connects.push(session));
+  client.on('close', () => void seen.closes++);
+  client.status.subscribe((status) => void seen.statuses.push(status));
+  return seen;
+}
+
+describe('maxConnectionAge: the server drains, the client moves, no call fails', () => {
+  test('10 000 calls across at least 20 drains: every one answered correctly; long calls finish on their old connection', async () => {
+    const handle = await startApp({ controllers: [WorkController], server: { maxConnectionAge: 40 } });
+    const client = handle.client();
+    const seen = watch(client);
+    // Calls that outlive several drains: they must finish where they started.
+    const long = Array.from({ length: 4 }, () => firstValueFrom(client.send('slow', 400)));
+    let done = 0;
+    let wrong = 0;
+    const failures: unknown[] = [];
+    const deadline = Date.now() + 60_000;
+    let n = 0;
+    while ((done < 10_000 || handle.sessions.length < 21) && Date.now() < deadline && failures.length === 0) {
+      const window = Array.from({ length: 64 }, () => {
+        const i = n++;
+        return firstValueFrom(client.send<number>('double', i)).then(
+          (value) => void (value === i * 2 ? done++ : wrong++),
+          (error: unknown) => void failures.push(error),
+        );
+      });
+      await Promise.all(window);
+    }
+    expect(failures).toEqual([]);
+    expect(wrong).toBe(0);
+    expect(done).toBeGreaterThanOrEqual(10_000);
+    expect(handle.sessions.length).toBeGreaterThanOrEqual(21); // 20 drains at least
+    expect(await within(Promise.all(long), 'the long calls')).toEqual(['done', 'done', 'done', 'done']);
+    expect(seen.connects.length).toBe(handle.sessions.length);
+    // A drain is not a reconnect: the client stayed connected throughout.
+    expect(seen.statuses).toEqual(['connected']);
+    await until(() => seen.closes >= seen.connects.length - 1, 5_000, 'the drained connections to close');
+    if (process.env['DRAIN_REPORT'] !== undefined)
+      process.stdout.write(`drain run: ${done} calls, ${handle.sessions.length - 1} drains, ${failures.length} failed\n`);
+  }, 90_000);
+
+  test('maxConnectionAgeGrace: a call still running past it ends with the retryable ERR_SMUX_SHUTTING_DOWN', async () => {
+    const handle = await startApp({ controllers: [WorkController], server: { maxConnectionAge: 50, maxConnectionAgeGrace: 100 } });
+    const client = handle.client();
+    const error = await within(rejection(firstValueFrom(client.send('slow', 5_000))), 'the cut call');
+    expect(error).toMatchObject({ code: 'ERR_SMUX_SHUTTING_DOWN', retryable: true });
+    expect(await firstValueFrom(client.send('slow', 1))).toBe('done'); // the next call goes to the fresh connection
+  });
+
+  test('a client that did not name the control feature gets no DRAIN: its connection is closed once no call runs', async () => {
+    const handle = await startApp({ controllers: [WorkController], server: { maxConnectionAge: 50 } });
+    const session = await rawSession(handle.port);
+    const closed = new Promise<void>((resolve) => session.once('close', () => resolve()));
+    const hello = rawCall(session, encodeMessage(Kind.HELLO, 0, { protocol: 1 })); // protocol 1, no features
+    await until(() => hello.messages.length === 1, 5_000, 'the hello');
+    const call = rawCall(session, encodeMessage(Kind.REQUEST, 0, 300, { id: '1', pattern: 'slow' }));
+    const answer: CallMessage = await within(call.last, 'the running call'); // it ran past the age: not cut
+    expect(answer.body).toBe('done');
+    await within(closed, 'the server closing the idle connection');
+    expect(hello.messages.map((m) => m.kind)).toEqual([Kind.HELLO]); // never a DRAIN it could not read
+  });
+});
+
+describe("the server's close() drains first", () => {
+  test('a call in flight finishes; the client moved its new calls away before the server stopped', async () => {
+    const handle = await startApp({ controllers: [WorkController], server: { closeTimeout: 5_000 } });
+    const client = handle.client({ reconnect: { initialDelay: 10_000, maxDelay: 10_000 } });
+    const seen = watch(client);
+    expect(await firstValueFrom(client.send('slow', 1))).toBe('done');
+    let finished = false;
+    const inFlight = firstValueFrom(client.send('slow', 300)).finally(() => (finished = true));
+    await delay(20);
+    const closing = handle.app.close();
+    await until(() => seen.statuses.at(-1) === 'disconnected', 5_000, 'the client to leave'); // its fresh attempt is refused
+    expect(finished).toBe(false); // it left at once, not when the server finally closed the connection
+    const refused = await rejection(firstValueFrom(client.send('slow', 1)));
+    expect(refused).toMatchObject({ code: 'ERR_SMUX_UNAVAILABLE', retryable: true }); // not a call on a closing server
+    expect(await within(inFlight, 'the call in flight')).toBe('done');
+    await within(closing, 'the close');
+    await until(() => seen.closes === 1, 5_000, 'the drained connection to close');
+  });
+});
