@@ -3,6 +3,8 @@ import { type CallMessage, encodeMessage, Kind } from './call-codec.js';
 
 /** The features a peer names in its HELLO (`features`): `control` — it reads PING, PONG and DRAIN on the control stream. */
 export const FEATURE_CONTROL = 'control';
+/** `calls` — the peer that dialled serves calls on streams the other side opens (a ServerSmux with `connectTo`). */
+export const FEATURE_CALLS = 'calls';
 
 /** Queued control bytes past which a PING is not answered: a peer that pings and never reads cannot grow our queue. */
 const MAX_QUEUED_PONGS = 16 * 1024;
@@ -36,6 +38,7 @@ interface PendingPing {
 export class ControlLink {
   readonly #host: ControlLinkHost;
   readonly #peerReads: boolean;
+  readonly #peerServes: boolean;
   readonly #pending = new Map<string, PendingPing>();
   #nextId = 0;
   #rtt: number | null = null;
@@ -48,6 +51,12 @@ export class ControlLink {
   constructor(host: ControlLinkHost, peerFeatures: unknown) {
     this.#host = host;
     this.#peerReads = Array.isArray(peerFeatures) && peerFeatures.includes(FEATURE_CONTROL);
+    this.#peerServes = Array.isArray(peerFeatures) && peerFeatures.includes(FEATURE_CALLS);
+  }
+
+  /** True when the peer serves calls on streams we open (it named the `calls` feature). */
+  get peerServes(): boolean {
+    return this.#peerServes;
   }
 
   /** True when the peer reads PING and DRAIN (it named the `control` feature). */

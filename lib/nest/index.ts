@@ -2,6 +2,7 @@ export { ServerSmux } from './server-smux.js';
 export { ClientSmux } from './client-smux.js';
 export { smuxClient, smuxClientAsync, type SmuxClientRegistration, type SmuxClientAsyncRegistration } from './client-registration.js';
 export { SmuxContext, type CallControl } from './smux.context.js';
+export { SmuxConnection, type SmuxConnectionEvents } from './smux-connection.js';
 export { SmuxStreamedPayload } from './streamed-input.js';
 export { SmuxDuplex } from './raw-duplex.js';
 export { smuxFeed, type SmuxFeedItem, type SmuxFeedOptions } from './feed.js';

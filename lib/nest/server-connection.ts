@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import { type Clock, Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import { type CallMessage, encodeMessage, Kind } from './call-codec.js';
 import { ConnectionBudget } from './connection-budget.js';
@@ -8,6 +9,7 @@ import { serverHelloBody } from './hello.js';
 import type { ResolvedServerOptions } from './options.js';
 import { describeClientBytes } from './peer-diagnosis.js';
 import { type CallHost, ServerCall } from './server-call.js';
+import { connectionFailure, SmuxConnection } from './smux-connection.js';
 
 /** What a connection needs from its server. */
 export interface ConnectionHost {
@@ -20,7 +22,9 @@ export interface ConnectionHost {
   warn(kind: string, message: string): void;
   debug(message: string): void;
   /** The connection is over. */
-  closed(connection: ServerConnection): void;
+  closed(connection: ServerConnection, error: SmuxError | undefined): void;
+  /** A fresh id for a connection. */
+  nextConnectionId(): string;
 }
 
 /**
@@ -41,6 +45,8 @@ export class ServerConnection {
   readonly budget: ConnectionBudget;
   /** When the last call started, or the connection opened (for evicting idle connections). */
   lastCallAt: number;
+  /** The app's face of the connection (`ctx.getConnection()`, `server.connections`); null when it is refused. */
+  readonly face: SmuxConnection | null;
   readonly #host: ConnectionHost;
   #refusal: SmuxError | null;
   #hangingUp = false; // a refused connection's first stream arrived: it hangs up shortly
@@ -76,7 +82,24 @@ export class ServerConnection {
       const age = Math.round(maxConnectionAge * (0.9 + 0.2 * Math.random()));
       this.#timer = host.clock.setTimeout(() => this.drain('the connection reached its maxConnectionAge'), age);
     }
+    this.face = refusal === null ? this.#createFace(host, socket) : null;
     host.debug(`Connection from ${this.remote}`);
+  }
+
+  #createFace(host: ConnectionHost, socket: Socket): SmuxConnection {
+    const certificate = socket instanceof TLSSocket ? socket.getPeerCertificate() : null;
+    return new SmuxConnection({
+      id: host.nextConnectionId(),
+      remoteAddress: this.remote,
+      peerCertificate: certificate === null || Object.keys(certificate).length === 0 ? null : certificate,
+      session: this.session,
+      clock: host.clock,
+      maxMessageBytes: host.options.maxMessageBytes,
+      servesCalls: () => this.#link?.peerServes === true,
+      ping: (timeoutMs) => this.ping(timeoutMs),
+      rtt: () => this.rtt,
+      close: () => closeWithin(this.session, host.clock, host.options.closeTimeout),
+    });
   }
 
   /** Answers a HELLO: this stream is the connection's control stream. */
@@ -247,12 +270,13 @@ export class ServerConnection {
   }
 
   /** The log line for how the connection ended: a client leaving is routine, anything else is worth a warning. */
-  #ended(error: SmuxError | undefined): void {
-    this.#host.closed(this);
+  #ended(closedWith: SmuxError | undefined): void {
+    this.#host.closed(this, closedWith);
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
     this.#timer = null;
-    this.#link?.close(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
-    if (error === undefined || (error.code === 'ERR_SMUX_SESSION_CLOSED' && error.cause === undefined)) {
+    this.#link?.close(closedWith ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
+    const error = connectionFailure(closedWith);
+    if (error === undefined) {
       this.#host.debug(`Connection from ${this.remote} closed`);
       return;
     }

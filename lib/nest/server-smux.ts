@@ -15,6 +15,7 @@ import { createPacketCodec, type DecodedRequest } from './packet-codec.js';
 import { resolveServerOptions, type ResolvedServerOptions } from './options.js';
 import type { CallHost, ServerCall } from './server-call.js';
 import { type ConnectionHost, ServerConnection } from './server-connection.js';
+import { connectionFailure, type SmuxConnection } from './smux-connection.js';
 import { createSmuxContext, type SmuxContext } from './smux.context.js';
 import type { SmuxServerEvents, SmuxStatus } from './smux.events.js';
 import { watchTlsFailures } from './tls-failures.js';
@@ -50,6 +51,8 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   readonly #finSweep: FinSweep;
   readonly #warnings: RateLimitedLog;
   readonly #defaultStartHook: unknown;
+  readonly #faces = new Map<string, SmuxConnection>(); // the open connections, by id
+  #lastConnectionId = 0;
   #server: net.Server | null = null;
   #closing: Promise<void> | null = null;
 
@@ -78,7 +81,13 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       },
       warn: (kind, message) => this.#warnings.warn(kind, message),
       debug: (message) => this.logger.debug(message),
-      closed: (connection) => this.#connections.delete(connection),
+      closed: (connection, error) => {
+        this.#connections.delete(connection);
+        const face = connection.face;
+        if (face === null || !this.#faces.delete(face.id)) return;
+        this.#events.emit('disconnect', face, connectionFailure(error));
+      },
+      nextConnectionId: () => (++this.#lastConnectionId).toString(36),
     };
   }
 
@@ -122,11 +131,20 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     return this.#closing;
   }
 
-  /** Listens to the `net.Server`'s events (`listening`, `connection`, `close`, `error`) or `session`. */
+  /**
+   * Listens to a connection arriving (`connection`, with its {@link SmuxConnection}) or ending (`disconnect`), a
+   * session starting (`session`), or the listening `net.Server`'s `listening`, `close` and `error`.
+   */
   on<K extends keyof SmuxServerEvents>(event: K, callback: SmuxServerEvents[K]): void {
-    if (event === 'session') this.#events.on(event, callback as (...args: unknown[]) => void);
+    if (event === 'session' || event === 'connection' || event === 'disconnect')
+      this.#events.on(event, callback as (...args: unknown[]) => void);
     else if (this.#server === null) this.#pendingListeners.push([event, callback]);
     else this.#server.on(event, callback as (...args: unknown[]) => void);
+  }
+
+  /** The open connections by id: call a peer that serves calls with `connections.get(id).send(…)`. */
+  get connections(): ReadonlyMap<string, SmuxConnection> {
+    return this.#faces;
   }
 
   /** The listening `net.Server` (a `tls.Server` with TLS). @throws SmuxError `ERR_SMUX_UNAVAILABLE` before `listen()` */
@@ -152,6 +170,10 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     const connection = new ServerConnection(this.#connectionHost, socket, refusal);
     this.#connections.add(connection);
     this.#events.emit('session', connection.session);
+    const face = connection.face;
+    if (face === null) return;
+    this.#faces.set(face.id, face);
+    this.#events.emit('connection', face);
   }
 
   /**

@@ -1,6 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { BaseRpcContext } from '@nestjs/microservices';
 import { type Session, type SmuxChannel, SmuxError } from '../smux/index.js';
+import { connectionOf, type SmuxConnection } from './smux-connection.js';
 
 /** What a {@link SmuxContext} reads from the call it describes (the last of its `getArgs()`). */
 export interface CallControl {
@@ -66,6 +67,18 @@ export class SmuxContext extends BaseRpcContext<SmuxContextArgs> {
       );
     }
     return duplex;
+  }
+
+  /**
+   * The connection the call came on: who the caller is (`remoteAddress`, the TLS `peerCertificate`, the app's own
+   * `data` about it) and, when it serves calls (a ServerSmux that dials out), a `ClientProxy` to call it back on the
+   * same connection.
+   * @throws SmuxError `ERR_SMUX_UNAVAILABLE` for a context that did not come from a connection (one made by hand)
+   */
+  getConnection(): SmuxConnection {
+    const connection = connectionOf(this.args[0].session);
+    if (connection === null) throw new SmuxError('ERR_SMUX_UNAVAILABLE', 'this context did not come from a smux connection');
+    return connection;
   }
 
   /** The smux stream of this call (its lean channel face). */

@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { SmuxConnection } from './smux-connection.js';
 import type { SmuxError } from '../smux/index.js';
 import type { Session } from '../smux/index.js';
 
@@ -25,10 +25,13 @@ export type SmuxClientEvents = {
   error: (error: Error) => void;
 };
 
-/** Events of {@link ServerSmux} (`server.on(event, listener)`): the listening `net.Server`'s, plus sessions. */
+/** Events of {@link ServerSmux} (`server.on(event, listener)`): connections, sessions, and the listening `net.Server`'s. */
 export type SmuxServerEvents = {
   listening: () => void;
-  connection: (socket: Socket) => void;
+  /** A peer connected (before its first call): a hook for per-connection state in `connection.data`. */
+  connection: (connection: SmuxConnection) => void;
+  /** A connection ended; `error` is set when it failed. */
+  disconnect: (connection: SmuxConnection, error?: SmuxError) => void;
   close: () => void;
   error: (error: Error) => void;
   /** A client's smux session started. */

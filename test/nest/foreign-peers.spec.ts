@@ -91,7 +91,7 @@ describe('a client pointed at something that is not a nestjs-smux server', () =>
     // transport", not retryable) for our own stall — seen in a soak run.
     const handle = await startApp({ controllers: [PingController] });
     let stalled = false;
-    handle.server.on('connection', (socket: net.Socket) => {
+    handle.server.unwrap<net.Server>().on('connection', (socket: net.Socket) => {
       socket.on('data', () =>
         setImmediate(() => {
           if (stalled || socket.bytesWritten === 0) return; // stall once the hello's answer went out

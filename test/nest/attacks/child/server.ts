@@ -56,13 +56,13 @@ server.on('session', (session) => {
   sessions.add(session);
   session.once('close', () => sessions.delete(session));
 });
+const app = await NestFactory.createMicroservice(TargetModule, { strategy: server, logger: log.logger });
+await app.listen();
 const sockets = new Set<Socket>();
-server.on('connection', (socket: Socket) => {
+server.unwrap<Server>().on('connection', (socket: Socket) => {
   sockets.add(socket);
   socket.once('close', () => sockets.delete(socket));
 });
-const app = await NestFactory.createMicroservice(TargetModule, { strategy: server, logger: log.logger });
-await app.listen();
 
 // RSS high-water mark, sampled every 50 ms: not after GC (so no target), but it shows transient peaks between samples.
 let rssPeak = process.memoryUsage.rss();

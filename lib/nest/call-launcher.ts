@@ -1,0 +1,168 @@
+import type { ReadPacket, WritePacket } from '@nestjs/microservices';
+import { Observable, type Observer, throwError } from 'rxjs';
+import { type Session, SmuxError } from '../smux/index.js';
+import { Flag, Kind } from './call-codec.js';
+import { toSmuxError } from './call-scheduler.js';
+import { ClientCall, type ClientCallHost, type PendingCall } from './client-call.js';
+import { ClientRawCall } from './client-raw-call.js';
+import type { SmuxDuplexOptions } from './interfaces.js';
+import { SmuxDuplex } from './raw-duplex.js';
+import { isSource } from './sources.js';
+import { SmuxRecord } from './smux.record-builder.js';
+
+/** Where a {@link CallLauncher} sends its calls: one connection, or a client's scheduler. */
+export interface LaunchTarget {
+  /** A new call: give it a slot and a stream (or fail it). */
+  schedule(call: PendingCall): void;
+  /** A session to send an event on (failing fast while there is none, unless it waits for ready). */
+  sessionFor(waitForReady: boolean): Promise<Session>;
+  /** Throws when the peer would refuse `request` as too large. */
+  checkSize(request: Buffer[]): void;
+}
+
+/** What a launcher borrows from the `ClientProxy` it serves (protected there, so passed in). */
+export interface LauncherProxy {
+  /** Nest's observer adapter: packets in, Observable notifications out. */
+  createObserver<T>(observer: Observer<T>): (packet: WritePacket) => void;
+  /** Nest 12's packet with its dispatch-hook metadata (Nest 11 has none). */
+  createPacket?: ((pattern: unknown, data: unknown) => ReadPacket & { metadata?: Record<string, string> }) | undefined;
+}
+
+/** A launcher's defaults for calls that do not say. */
+export interface LaunchDefaults {
+  readonly timeout: number;
+  readonly waitForReady: boolean;
+  readonly streamHighWaterMark: number;
+}
+
+/**
+ * The calling side of a `ClientProxy` over smux — `send()`, events, `openDuplex()` — for whatever holds the
+ * connection: a {@link ClientSmux}, or a server calling one of its callers back (`SmuxConnection`). It encodes the
+ * request, unwraps a {@link SmuxRecord}, picks the call kind (plain, streamed, byte stream) and hands the call to
+ * its target; the calls themselves are {@link ClientCall} and {@link ClientRawCall}.
+ */
+export class CallLauncher {
+  readonly #host: ClientCallHost;
+  readonly #target: LaunchTarget;
+  readonly #proxy: LauncherProxy;
+  readonly #defaults: LaunchDefaults;
+  #nextId = 0;
+
+  constructor(host: ClientCallHost, target: LaunchTarget, proxy: LauncherProxy, defaults: LaunchDefaults) {
+    this.#host = host;
+    this.#target = target;
+    this.#proxy = proxy;
+    this.#defaults = defaults;
+  }
+
+  /** `send()`: a call whose replies the Observable delivers; unsubscribing cancels it. */
+  send<T>(pattern: unknown, data: unknown): Observable<T> {
+    if (pattern === null || pattern === undefined || data === null || data === undefined) {
+      return throwError(
+        () =>
+          new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'send() needs a pattern and data that are not null or undefined (as Nest requires)'),
+      );
+    }
+    return new Observable<T>((observer) => this.start(this.#proxy.createObserver(observer), pattern, data) ?? undefined);
+  }
+
+  /** The packet Nest's `emit()` sends (Nest 12 adds its dispatch-hook metadata). */
+  packet(pattern: unknown, data: unknown): ReadPacket & { metadata?: Record<string, string> } {
+    return typeof this.#proxy.createPacket === 'function' ? this.#proxy.createPacket(pattern, data) : { pattern, data };
+  }
+
+  /** Starts a call whose packets go to `callback`; null when it failed at once (reported through `callback`). */
+  start(callback: (packet: WritePacket) => void, pattern: unknown, rawData: unknown, nestPacket?: ReadPacket): ClientCall | null {
+    const packet: ReadPacket & { metadata?: Record<string, string> } = nestPacket ?? this.packet(pattern, rawData);
+    const { data, headers, timeout: recordTimeout, waitForReady } = unwrapRecord(packet.data, packet.metadata);
+    const timeout = recordTimeout ?? this.#defaults.timeout;
+    const id = (++this.#nextId).toString(36);
+    // A source (Observable, AsyncIterable, Readable) is a streamed request: its items follow as DATA … END.
+    const source = isSource(data) ? data : null;
+    let request: Buffer[];
+    try {
+      request = this.#host.codec.encodeCall(Kind.REQUEST, {
+        pattern: packet.pattern,
+        data: source === null ? data : undefined,
+        id,
+        headers,
+        timeout: timeout > 0 ? timeout : undefined,
+        flags: source === null ? 0 : Flag.STREAM,
+      });
+      this.#target.checkSize(request);
+    } catch (error) {
+      callback({ err: toSmuxError(error, 'the request could not be encoded'), isDisposed: true } as WritePacket);
+      return null;
+    }
+    const call = new ClientCall(this.#host, callback, request, timeout, waitForReady ?? this.#defaults.waitForReady, source);
+    this.#target.schedule(call);
+    return call;
+  }
+
+  /**
+   * An event: EVENT then FIN on a new stream. At most once: resolves when the event and its FIN have been handed
+   * to the socket; rejects when there is no connection, or when it is lost before that.
+   */
+  async event<T>(packet: ReadPacket & { metadata?: Record<string, string> }): Promise<T> {
+    const { data, headers, waitForReady } = unwrapRecord(packet.data, packet.metadata);
+    if (isSource(data))
+      throw new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'an event cannot stream: emit() takes a value (use send() to stream)');
+    const buffers = this.#host.codec.encodeCall(Kind.EVENT, { pattern: packet.pattern, data, headers });
+    const session = await this.#target.sessionFor(waitForReady ?? this.#defaults.waitForReady);
+    const channel = session.openChannel();
+    return new Promise<T>((resolve, reject) => {
+      channel.setHandler({
+        onData: () => undefined,
+        onEnd: () => undefined,
+        onDrain: () => {
+          if (channel.finSent) channel.destroy(); // sent; the peer's FIN would find nothing to close
+        },
+        // Settled on the next turn: a loop of awaited emits must let timers and reads run (the socket takes the
+        // bytes at once while the kernel has room, so settling at once would never yield).
+        onClose: (error) =>
+          channel.finSent
+            ? setImmediate(resolve, undefined as T)
+            : reject(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the event was sent')),
+      });
+      for (const buffer of buffers) channel.write(buffer);
+      channel.end();
+    });
+  }
+
+  /** `openDuplex()`: a byte stream to a handler's `ctx.getDuplex()`, returned at once. */
+  openDuplex(pattern: unknown, data: unknown, options: SmuxDuplexOptions): SmuxDuplex {
+    const duplex = new SmuxDuplex(this.#defaults.streamHighWaterMark);
+    const packet = this.packet(pattern, data);
+    const headers = packet.metadata === undefined ? options.headers : { ...packet.metadata, ...options.headers };
+    const timeout = options.timeout ?? 0;
+    let request: Buffer[];
+    try {
+      if (pattern === null || pattern === undefined) throw new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'openDuplex() needs a pattern');
+      const id = (++this.#nextId).toString(36);
+      request = this.#host.codec.encodeCall(Kind.REQUEST, {
+        pattern,
+        data,
+        id,
+        headers,
+        timeout: timeout > 0 ? timeout : undefined,
+        flags: Flag.RAW,
+      });
+    } catch (error) {
+      process.nextTick(() => duplex.fail(toSmuxError(error, 'the request could not be encoded')));
+      return duplex;
+    }
+    const waitForReady = options.waitForReady ?? this.#defaults.waitForReady;
+    this.#target.schedule(new ClientRawCall(this.#host, duplex, request, timeout, waitForReady));
+    return duplex;
+  }
+}
+
+/** Unwraps a {@link SmuxRecord} and merges its headers with Nest 12's dispatch-hook metadata. */
+export function unwrapRecord(
+  value: unknown,
+  metadata: Record<string, string> | undefined,
+): { data: unknown; headers: Record<string, string> | undefined; timeout: number | undefined; waitForReady: boolean | undefined } {
+  if (!(value instanceof SmuxRecord)) return { data: value, headers: metadata, timeout: undefined, waitForReady: undefined };
+  const { headers, timeout, waitForReady } = value.options;
+  return { data: value.data, headers: metadata === undefined ? headers : { ...metadata, ...headers }, timeout, waitForReady };
+}

@@ -1,0 +1,232 @@
+import { EventEmitter } from 'node:events';
+import type { PeerCertificate } from 'node:tls';
+import { ClientProxy, type MsPattern, type ReadPacket, type WritePacket } from '@nestjs/microservices';
+import { connectable, defer, type Observable, type Observer, Subject, throwError } from 'rxjs';
+import { type Clock, type Session, SmuxError } from '../smux/index.js';
+import { CallLauncher } from './call-launcher.js';
+import { toSmuxError } from './call-scheduler.js';
+import type { PendingCall } from './client-call.js';
+import type { SmuxDuplexOptions } from './interfaces.js';
+import { createPacketCodec } from './packet-codec.js';
+import type { SmuxDuplex } from './raw-duplex.js';
+
+/** What a {@link SmuxConnection} is given by the side that holds the connection (internal). */
+export interface ConnectionPort {
+  readonly id: string;
+  readonly remoteAddress: string;
+  readonly peerCertificate: PeerCertificate | null;
+  readonly session: Session;
+  readonly clock: Clock;
+  /** The largest reply this side accepts, in bytes. */
+  readonly maxMessageBytes: number;
+  /** True once the peer said in its HELLO that it serves calls. */
+  servesCalls(): boolean;
+  /** Measures the round trip on the control stream. */
+  ping(timeoutMs: number): Promise<number>;
+  /** The last round trip measured, or null. */
+  rtt(): number | null;
+  /** Closes the connection gracefully: calls in flight finish first (bounded). */
+  close(): Promise<void>;
+}
+
+const bySession = new WeakMap<Session, SmuxConnection>();
+
+/** Why a connection ended, or undefined when it closed on purpose (a peer leaving is not a failure). */
+export function connectionFailure(error: SmuxError | undefined): SmuxError | undefined {
+  return error === undefined || (error.code === 'ERR_SMUX_SESSION_CLOSED' && error.cause === undefined) ? undefined : error;
+}
+
+/** The connection a call's session belongs to (`ctx.getConnection()`), or null. */
+export function connectionOf(session: Session): SmuxConnection | null {
+  return bySession.get(session) ?? null;
+}
+
+/** Events of a {@link SmuxConnection} (`connection.on(event, listener)`). */
+export type SmuxConnectionEvents = {
+  /** The connection ended; `error` is set when it failed. */
+  close: (error?: SmuxError) => void;
+};
+
+/**
+ * One connection between a ServerSmux and a peer, seen from the server: who it is (`id`, `remoteAddress`, the TLS
+ * `peerCertificate`), a place for what the app knows about it (`data`), and a `ClientProxy` over the same connection
+ * — `send()`, `emit()`, `openDuplex()` call the handlers of a peer that serves calls (a ServerSmux that dials out
+ * with `connectTo`). Reached from a handler with `ctx.getConnection()`, and from the server with `server.connections`
+ * and its `'connection'` / `'disconnect'` events. Calls are not queued or retried: while the connection is gone they
+ * fail at once with the retryable `ERR_SMUX_UNAVAILABLE`.
+ */
+export class SmuxConnection extends ClientProxy<SmuxConnectionEvents, string> {
+  /** Unique among the server's connections (it is not reused). */
+  readonly id: string;
+  /** `address:port` of the peer (or `unix` on a unix socket). */
+  readonly remoteAddress: string;
+  /** The peer's TLS certificate (mutual TLS), or null. */
+  readonly peerCertificate: PeerCertificate | null;
+  /** The app's own state for this connection (who the peer is, once a handler has found out). */
+  readonly data: Record<string, unknown> = {};
+  readonly #port: ConnectionPort;
+  readonly #launcher: CallLauncher;
+  readonly #events = new EventEmitter();
+  #closed: SmuxError | null | undefined = undefined; // undefined: open; null: closed cleanly
+
+  /** @param port - the connection, as the side that holds it exposes it (made by the library, not by apps) */
+  constructor(port: ConnectionPort) {
+    super();
+    this.id = port.id;
+    this.remoteAddress = port.remoteAddress;
+    this.peerCertificate = port.peerCertificate;
+    this.#port = port;
+    this.initializeSerializer({});
+    this.initializeDeserializer({});
+    const target = {
+      schedule: (call: PendingCall) => this.#open(call),
+      sessionFor: () => this.connect(),
+      checkSize: () => undefined, // the peer refuses what is too large with ERR_SMUX_LIMIT
+    };
+    const host = {
+      clock: port.clock,
+      maxMessageBytes: port.maxMessageBytes,
+      maxSourceBufferBytes: 16 * 1024 * 1024,
+      codec: createPacketCodec(false, {
+        serializer: this.serializer,
+        deserializer: this.deserializer,
+        normalizePattern: (pattern: unknown) => this.normalizePattern(pattern as MsPattern),
+        patternAsString: (pattern: unknown) => String(pattern),
+      }),
+      launch: (call: PendingCall) => this.#open(call),
+      settled: () => undefined,
+      cutOff: () => undefined,
+      connectError: null,
+    };
+    const proxy = {
+      createObserver: <T>(observer: Observer<T>) => this.createObserver(observer),
+      // Nest 12's packet carries its dispatch-hook metadata; Nest 11 has no createPacket.
+      createPacket:
+        typeof this.createPacket === 'function'
+          ? (pattern: unknown, data: unknown) => this.createPacket(pattern, data) as ReadPacket & { metadata?: Record<string, string> }
+          : undefined,
+    };
+    this.#launcher = new CallLauncher(host, target, proxy, {
+      timeout: 0,
+      waitForReady: false,
+      streamHighWaterMark: port.session.config.streamHighWaterMark ?? 64 * 1024,
+    });
+    bySession.set(port.session, this);
+    port.session.once('close', (error) => {
+      const failure = connectionFailure(error);
+      this.#closed = failure ?? null;
+      this.#events.emit('close', failure);
+    });
+  }
+
+  /** True once the connection ended. */
+  get closed(): boolean {
+    return this.#closed !== undefined;
+  }
+
+  /** True when the peer serves calls (it named the `calls` feature in its HELLO: a ServerSmux with `connectTo`). */
+  get servesCalls(): boolean {
+    return this.#port.servesCalls();
+  }
+
+  /** The last round-trip time measured with {@link ping} (ms), or null. */
+  get rtt(): number | null {
+    return this.#port.rtt();
+  }
+
+  /**
+   * Measures the round trip to the peer on the connection's control stream (PING, PONG). @returns ms
+   * @throws SmuxError `ERR_SMUX_TIMEOUT` without an answer within `timeoutMs`; `ERR_SMUX_UNAVAILABLE` when the peer
+   *   does not answer pings (an older client, a Go caller of protocol 1) or the connection is gone
+   */
+  ping(timeoutMs = 5_000): Promise<number> {
+    return this.#port.ping(timeoutMs);
+  }
+
+  /** Resolves with the connection's session (it is already connected: Nest's `ClientProxy` contract). */
+  connect(): Promise<Session> {
+    const unavailable = this.#unavailable();
+    return unavailable === null ? Promise.resolve(this.#port.session) : Promise.reject(unavailable);
+  }
+
+  /** Closes the connection gracefully: what is queued goes out, calls in flight end (bounded). */
+  close(): Promise<void> {
+    return this.#port.close();
+  }
+
+  /** The connection's smux session. */
+  unwrap<T = Session>(): T {
+    return this.#port.session as T;
+  }
+
+  /** Listens to `close` (the connection ended). */
+  override on<K extends keyof SmuxConnectionEvents>(event: K, callback: SmuxConnectionEvents[K]): void {
+    this.#events.on(event, callback as (...args: unknown[]) => void);
+  }
+
+  /** Calls a `@MessagePattern` handler of the peer over this connection. */
+  override send<TResult = unknown, TInput = unknown>(pattern: unknown, data: TInput): Observable<TResult> {
+    return this.#launcher.send<TResult>(pattern, data);
+  }
+
+  /** Sends an event to the peer's `@EventPattern` handlers (at most once), hot as Nest's `emit()`. */
+  override emit<TResult = unknown, TInput = unknown>(pattern: unknown, data: TInput): Observable<TResult> {
+    if (pattern === null || pattern === undefined || data === null || data === undefined) {
+      return throwError(
+        () =>
+          new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'emit() needs a pattern and data that are not null or undefined (as Nest requires)'),
+      );
+    }
+    const packet = this.#launcher.packet(pattern, data);
+    const source = connectable(
+      defer(() => this.dispatchEvent<TResult>(packet)),
+      { connector: () => new Subject<TResult>(), resetOnDisconnect: false },
+    );
+    source.connect();
+    return source;
+  }
+
+  /** Opens a byte stream to a handler of the peer (its `ctx.getDuplex()`), as `ClientSmux.openDuplex()` does. */
+  openDuplex(pattern: unknown, data: unknown = null, options: SmuxDuplexOptions = {}): SmuxDuplex {
+    return this.#launcher.openDuplex(pattern, data, options);
+  }
+
+  /** Nest's publish contract, for code that goes through `ClientProxy`'s own paths; `send()` does not. */
+  protected publish(packet: ReadPacket, callback: (packet: WritePacket) => void): () => void {
+    const call = this.#launcher.start(callback, packet.pattern, packet.data, packet);
+    return () => call?.unsubscribe();
+  }
+
+  /** An event on its own stream (EVENT, then FIN). */
+  protected dispatchEvent<T = unknown>(packet: ReadPacket): Promise<T> {
+    return this.#launcher.event<T>(packet);
+  }
+
+  /** Why a call cannot go out now, or null. */
+  #unavailable(): SmuxError | null {
+    if (this.#closed !== undefined || this.#port.session.isClosed) {
+      return new SmuxError('ERR_SMUX_UNAVAILABLE', `the connection ${this.id} (${this.remoteAddress}) is closed`, {
+        retryable: true,
+        cause: this.#closed ?? undefined,
+      });
+    }
+    if (!this.#port.servesCalls()) {
+      return new SmuxError(
+        'ERR_SMUX_UNAVAILABLE',
+        `${this.remoteAddress} does not serve calls: only a ServerSmux that dials out (connectTo) takes calls over its connection`,
+      );
+    }
+    return null;
+  }
+
+  #open(call: PendingCall): void {
+    if (call.done) return;
+    const unavailable = this.#unavailable();
+    if (unavailable !== null) return call.fail(unavailable);
+    try {
+      call.open(this.#port.session.openChannel());
+    } catch (error) {
+      call.fail(toSmuxError(error, 'the call could not be opened'));
+    }
+  }
+}

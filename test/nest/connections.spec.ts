@@ -1,0 +1,116 @@
+/**
+ * A ServerSmux's connections (issue 10 §1): each accepted connection is a `SmuxConnection` — id, remote address,
+ * the app's `data`, a ClientProxy over the same connection, `ping()` — reached from a handler with
+ * `ctx.getConnection()` and from the server with `connections` and the `'connection'` / `'disconnect'` events.
+ * Calls in the other direction (a ServerSmux that dials out) are in bidirectional.spec.ts.
+ */
+import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
+import { Controller } from '@nestjs/common';
+import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
+import { firstValueFrom } from 'rxjs';
+import { SmuxConnection, type SmuxContext } from '../../lib/index.js';
+import { encodeMessage, Kind } from '../../lib/nest/call-codec.js';
+import { closeAll, rawCall, rawSession, rejection, startApp, until, within } from './helpers.js';
+
+const seenInHandlers: SmuxConnection[] = [];
+
+@Controller()
+class WhoController {
+  @MessagePattern('login')
+  login(@Payload() name: string, @Ctx() ctx: SmuxContext): string {
+    const connection = ctx.getConnection();
+    seenInHandlers.push(connection);
+    connection.data['user'] = name; // per-connection state, set on the first call
+    return connection.id;
+  }
+
+  @MessagePattern('whoami')
+  whoami(@Ctx() ctx: SmuxContext): unknown {
+    const { id, remoteAddress, data } = ctx.getConnection();
+    return { id, remoteAddress, user: data['user'] ?? null };
+  }
+}
+
+beforeEach(() => void (seenInHandlers.length = 0));
+afterEach(() => closeAll());
+
+describe('SmuxConnection: who called, and state per connection', () => {
+  test("'connection' comes before the first call, ctx.getConnection() is that object, data lives per connection, 'disconnect' at the end", async () => {
+    const handle = await startApp({ controllers: [WhoController] });
+    const events: string[] = [];
+    const accepted: SmuxConnection[] = [];
+    handle.server.on('connection', (connection) => {
+      accepted.push(connection);
+      events.push(`connection ${connection.id}`);
+    });
+    handle.server.on('disconnect', (connection, error) => void events.push(`disconnect ${connection.id} ${error?.code ?? 'clean'}`));
+    const alice = handle.client();
+    const bob = handle.client();
+    const aliceId = await firstValueFrom(alice.send<string>('login', 'alice'));
+    const bobId = await firstValueFrom(bob.send<string>('login', 'bob'));
+    expect(aliceId).not.toBe(bobId);
+    expect(accepted.map((c) => c.id)).toEqual([aliceId, bobId]);
+    expect(seenInHandlers).toEqual(accepted); // the same objects, not copies
+    expect(accepted[0]).toBeInstanceOf(SmuxConnection);
+    expect(await firstValueFrom(alice.send('whoami', {}))).toEqual({
+      id: aliceId,
+      remoteAddress: expect.stringMatching(/^127\.0\.0\.1:\d+$/),
+      user: 'alice',
+    });
+    expect(await firstValueFrom(bob.send('whoami', {}))).toMatchObject({ id: bobId, user: 'bob' });
+    expect([...handle.server.connections.keys()]).toEqual([aliceId, bobId]);
+    expect(handle.server.connections.get(aliceId)).toBe(accepted[0]);
+
+    await alice.close();
+    await until(() => events.length === 3, 5_000, 'the disconnect');
+    expect(events).toEqual([`connection ${aliceId}`, `connection ${bobId}`, `disconnect ${aliceId} clean`]);
+    expect(accepted[0].closed).toBe(true);
+    expect([...handle.server.connections.keys()]).toEqual([bobId]);
+  });
+
+  test('connection.ping() measures the round trip to a ClientSmux on the control stream', async () => {
+    const handle = await startApp({ controllers: [WhoController] });
+    const client = handle.client();
+    const id = await firstValueFrom(client.send<string>('login', 'x'));
+    const connection = handle.server.connections.get(id)!;
+    expect(connection.rtt).toBeNull();
+    const rtt = await within(connection.ping(), 'the ping');
+    expect(rtt).toBeGreaterThanOrEqual(0);
+    expect(rtt).toBeLessThan(1_000);
+    expect(connection.rtt).toBe(rtt);
+  });
+
+  test('a peer that did not name the control feature (a Go caller of protocol 1) is not pinged: ERR_SMUX_UNAVAILABLE at once', async () => {
+    const handle = await startApp({ controllers: [WhoController] });
+    const accepted: SmuxConnection[] = [];
+    handle.server.on('connection', (connection) => void accepted.push(connection));
+    const session = await rawSession(handle.port);
+    const hello = rawCall(session, encodeMessage(Kind.HELLO, 0, { protocol: 1 }));
+    await until(() => hello.messages.length === 1, 5_000, 'the hello');
+    expect(await rejection(accepted[0].ping())).toMatchObject({ code: 'ERR_SMUX_UNAVAILABLE' });
+    expect(hello.messages.map((m) => m.kind)).toEqual([Kind.HELLO]); // no PING it could not read
+  });
+
+  test('a ClientSmux does not serve calls: send() and emit() to it fail at once with ERR_SMUX_UNAVAILABLE, saying who does', async () => {
+    const handle = await startApp({ controllers: [WhoController] });
+    const client = handle.client();
+    const id = await firstValueFrom(client.send<string>('login', 'x'));
+    const connection = handle.server.connections.get(id)!;
+    expect(connection.servesCalls).toBe(false);
+    const error = await rejection(firstValueFrom(connection.send('anything', 1)));
+    expect(error).toMatchObject({ code: 'ERR_SMUX_UNAVAILABLE', message: expect.stringContaining('connectTo') });
+    expect(await rejection(firstValueFrom(connection.emit('anything', 1)))).toMatchObject({ code: 'ERR_SMUX_UNAVAILABLE' });
+  });
+
+  test('ctx.getConnection() on a context made by hand: ERR_SMUX_UNAVAILABLE', async () => {
+    const { createSmuxContext } = await import('../../lib/nest/smux.context.js');
+    const session = await rawSession((await startApp({ controllers: [WhoController] })).port);
+    const ctx = createSmuxContext(
+      session.openChannel(),
+      'p',
+      {},
+      { signal: new AbortController().signal, remainingMs: undefined, duplex: null },
+    );
+    expect(() => ctx.getConnection()).toThrow(expect.objectContaining({ code: 'ERR_SMUX_UNAVAILABLE' }));
+  });
+});
