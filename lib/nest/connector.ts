@@ -1,8 +1,8 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { type Clock, Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
-import type { ControlLink } from './control-link.js';
-import { greet, HELLO_TIMEOUT, type ServerHello } from './hello.js';
+import { type ControlLink, FEATURE_CALLS, type ServeHook } from './control-link.js';
+import { FEATURES, greet, HELLO_TIMEOUT, type ServerHello } from './hello.js';
 import { formatAddress, type ResolvedClientOptions } from './options.js';
 import type { SmuxStatus } from './smux.events.js';
 
@@ -45,6 +45,7 @@ export class Connector {
   readonly #draining = new Set<Session>();
   #state: ConnectorState = 'idle';
   #published: SmuxStatus | null = null; // the last status published
+  readonly #serve: ServeHook | null; // calls the server makes on our connections, when we serve them
   #session: Session | null = null;
   #hello: ServerHello | null = null;
   #lastError: Error | null = null;
@@ -62,6 +63,7 @@ export class Connector {
     this.#listener = listener;
     this.#clock = options.clock;
     this.#where = formatAddress(options.address);
+    this.#serve = options.serveCalls;
   }
 
   /** The current state. */
@@ -188,15 +190,18 @@ export class Connector {
       session.destroy();
       throw new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed while connecting');
     }
-    // The server side of this transport opens no streams; any that arrive are refused at once rather than left
-    // to fill the accept backlog (which would stop the session reading).
-    session.on('channel', (channel) => channel.destroy());
+    // A client that does not serve calls refuses streams the server opens at once, rather than leave them to fill
+    // the accept backlog (which would stop the session reading).
+    const serve = this.#serve;
+    if (serve === null) session.on('channel', (channel) => channel.destroy());
+    else serve(session, () => this.#controls.get(session)?.link ?? null);
     const helloMs = Math.min(HELLO_TIMEOUT, this.#options.connectTimeout);
     try {
       const { hello, control, link } = await greet(session, this.#clock, helloMs, {
         where: this.#where,
         firstBytes,
         tls: this.#options.tls !== undefined,
+        features: serve === null ? FEATURES : [...FEATURES, FEATURE_CALLS],
         // New calls go to a fresh connection; the calls on this one finish here, then it closes (retireIdle).
         drain: () => {
           if (this.#session === session) this.rotate();

@@ -1,10 +1,19 @@
-import { type Clock, SmuxError, type TimerHandle } from '../smux/index.js';
+import { type Clock, type Session, SmuxError, type TimerHandle } from '../smux/index.js';
 import { type CallMessage, encodeMessage, Kind } from './call-codec.js';
 
 /** The features a peer names in its HELLO (`features`): `control` — it reads PING, PONG and DRAIN on the control stream. */
 export const FEATURE_CONTROL = 'control';
 /** `calls` — the peer that dialled serves calls on streams the other side opens (a ServerSmux with `connectTo`). */
 export const FEATURE_CALLS = 'calls';
+
+/**
+ * Serves the calls a server makes on a connection we dialled (a ServerSmux with `connectTo`): called once per
+ * session before its hello, with a way to reach the session's control link once the hello is done.
+ */
+export type ServeHook = (session: Session, link: () => ControlLink | null) => void;
+
+/** The internal option (a symbol key, so no user can set it) through which a dialling ServerSmux hands its ClientSmux a {@link ServeHook}. */
+export const SERVE_CALLS = Symbol('nestjs-smux: serve calls');
 
 /** Queued control bytes past which a PING is not answered: a peer that pings and never reads cannot grow our queue. */
 const MAX_QUEUED_PONGS = 16 * 1024;

@@ -48,6 +48,8 @@ export interface HelloContext {
   readonly tls?: boolean;
   /** The server sent DRAIN after the hello: new calls belong on a fresh connection. */
   drain(reason: string): void;
+  /** The features our HELLO names (default {@link FEATURES}). */
+  readonly features?: readonly string[];
 }
 
 /** A connection's hello, done: what the server said, its control stream, and the link that talks on it. */
@@ -130,7 +132,7 @@ export function greet(session: Session, clock: Clock, ms: number, context: Hello
           link?.close(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
         },
       });
-      channel.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, { protocol: CALL_PROTOCOL, features: FEATURES })));
+      channel.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, { protocol: CALL_PROTOCOL, features: context.features ?? FEATURES })));
     } catch (error) {
       settle(error instanceof SmuxError ? error : new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed', { cause: error }));
     }

@@ -99,6 +99,14 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
    * `ERR_SMUX_SHUTTING_DOWN` and the connection closes. 0: as long as they run. Default 0.
    */
   maxConnectionAgeGrace?: number;
+  /**
+   * Dial out instead of listening — for a microservice behind NAT or a firewall that cannot be dialled: the server
+   * connects to a listening ServerSmux (these are a ClientSmux's options: address, `tls`, `reconnect`…), keeps the
+   * connection up (reconnecting with backoff), and its `@MessagePattern` / `@EventPattern` handlers serve the calls
+   * the other side makes over it (`connection.send()` there). Its own calls to the other side go over the same
+   * connection through `server.client`. Not with `host`, `port`, `path` or `tls`.
+   */
+  connectTo?: ClientSmuxOptions;
 }
 
 /** Per-call options of `client.openDuplex()` (what a `SmuxRecordBuilder` carries for other calls). */

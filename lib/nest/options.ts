@@ -3,6 +3,7 @@ import type { Deserializer, Serializer } from '@nestjs/microservices';
 import { type Clock, type SmuxConfig, SmuxError, validateConfig } from '../smux/index.js';
 import { describeValue, nearestName } from '../util/describe.js';
 import type { ClientSmuxOptions, ServerSmuxOptions } from './interfaces.js';
+import { SERVE_CALLS, type ServeHook } from './control-link.js';
 
 /*
  * Both sides resolve and check all their options once, in the constructor: a wrong type, a value out of range
@@ -57,6 +58,7 @@ const serverRules: Record<string, Rule> = {
   maxConnectionsPerAddress: { kind: 'integer', min: 1, max: MAX_MS, unit: 'connections' },
   maxConnectionAge: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms; 0 = no limit' },
   maxConnectionAgeGrace: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms; 0 = as long as calls run' },
+  connectTo: { kind: 'object' },
 };
 
 const clientRules: Record<string, Rule> = {
@@ -109,6 +111,8 @@ export interface ResolvedServerOptions extends ResolvedCommon {
   readonly maxConnectionsPerAddress: number;
   readonly maxConnectionAge: number;
   readonly maxConnectionAgeGrace: number;
+  /** Where a server that dials out connects (checked by its ClientSmux), or undefined for a listening one. */
+  readonly connectTo: ClientSmuxOptions | undefined;
 }
 
 /** {@link ClientSmuxOptions}, resolved. */
@@ -122,6 +126,8 @@ export interface ResolvedClientOptions extends ResolvedCommon {
   readonly maxQueuedCalls: number;
   readonly connectTimeout: number;
   readonly reconnect: { readonly initialDelay: number; readonly maxDelay: number; readonly factor: number; readonly jitter: number };
+  /** Calls the server makes on our connections, served by a dialling ServerSmux (internal: `SERVE_CALLS`); null for a plain client. */
+  readonly serveCalls: ServeHook | null;
 }
 
 /** Checks and completes {@link ServerSmuxOptions}. @throws SmuxError `ERR_SMUX_INVALID_CONFIG` */
@@ -138,6 +144,17 @@ export function resolveServerOptions(input: ServerSmuxOptions | undefined): Reso
       'maxPendingRequestBytes',
       `must be at least maxMessageBytes (${common.maxMessageBytes} bytes)`,
       maxPendingRequestBytes,
+    );
+  }
+  if (
+    options.connectTo !== undefined &&
+    (options.host !== undefined || options.port !== undefined || options.path !== undefined || options.tls !== undefined)
+  ) {
+    fail(
+      'ServerSmux',
+      'connectTo',
+      'cannot be combined with host, port, path or tls: those say where to listen (give the address to dial, and its tls, inside connectTo)',
+      options.connectTo,
     );
   }
   const maxConnections = options.maxConnections ?? 1024;
@@ -166,6 +183,7 @@ export function resolveServerOptions(input: ServerSmuxOptions | undefined): Reso
     maxConnectionsPerAddress: options.maxConnectionsPerAddress ?? maxConnections,
     maxConnectionAge: options.maxConnectionAge ?? 0,
     maxConnectionAgeGrace: options.maxConnectionAgeGrace ?? 0,
+    connectTo: options.connectTo,
   };
 }
 
@@ -193,6 +211,7 @@ export function resolveClientOptions(input: ClientSmuxOptions | undefined): Reso
     maxQueuedCalls: options.maxQueuedCalls ?? 10_000,
     connectTimeout: options.connectTimeout ?? 10_000,
     reconnect: { initialDelay, maxDelay, factor: reconnect.factor ?? 2, jitter: reconnect.jitter ?? 0.2 },
+    serveCalls: (input as { [SERVE_CALLS]?: ServeHook } | undefined)?.[SERVE_CALLS] ?? null,
   };
 }
 

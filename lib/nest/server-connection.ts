@@ -11,6 +11,10 @@ import { describeClientBytes } from './peer-diagnosis.js';
 import { type CallHost, ServerCall } from './server-call.js';
 import { connectionFailure, SmuxConnection } from './smux-connection.js';
 
+/** How a connection came about: a socket the server accepted, or a session it dialled (`connectTo`). */
+export type ConnectionOrigin =
+  { readonly accepted: Socket } | { readonly dialled: Session; readonly remote: string; readonly link: () => ControlLink | null };
+
 /** What a connection needs from its server. */
 export interface ConnectionHost {
   readonly options: ResolvedServerOptions;
@@ -57,22 +61,33 @@ export class ServerConnection {
   #drained = false; // DRAIN went out (maxConnectionAge): the client moves its new calls elsewhere
   #closeWhenIdle = false; // drained, but the client cannot read DRAIN: closed once no call runs
   #timer: TimerHandle | null = null; // maxConnectionAge, then its grace
+  #dialledLink: (() => ControlLink | null) | null = null; // a dialled connection's control link (its connector's)
 
   /**
    * @param host - the server
-   * @param socket - the accepted socket
+   * @param origin - the socket the server accepted, or the session it dialled (`connectTo`)
    * @param refusal - set when the connection is over `maxConnections`: every stream is answered with it, then
    *   the connection closes
    */
-  constructor(host: ConnectionHost, socket: Socket, refusal: SmuxError | null) {
+  constructor(host: ConnectionHost, origin: ConnectionOrigin, refusal: SmuxError | null) {
     this.#host = host;
-    this.address = socket.remoteAddress ?? 'unix';
-    this.remote = socket.remoteAddress === undefined ? 'a unix socket peer' : `${socket.remoteAddress}:${socket.remotePort}`;
     this.#refusal = refusal;
     this.budget = new ConnectionBudget(host.options, host.clock);
     this.lastCallAt = host.clock.now();
-    socket.once('data', (chunk: Buffer) => (this.#firstBytes = chunk)); // what a client that is not smux sent
-    this.session = Session.server(socket, host.options.smux);
+    if ('accepted' in origin) {
+      const socket = origin.accepted;
+      this.address = socket.remoteAddress ?? 'unix';
+      this.remote = socket.remoteAddress === undefined ? 'a unix socket peer' : `${socket.remoteAddress}:${socket.remotePort}`;
+      socket.once('data', (chunk: Buffer) => (this.#firstBytes = chunk)); // what a client that is not smux sent
+      this.session = Session.server(socket, host.options.smux);
+    } else {
+      // We dialled: the peer is a listening ServerSmux, which said hello to us (our connector holds that link).
+      this.address = origin.remote;
+      this.remote = origin.remote;
+      this.session = origin.dialled;
+      this.#dialledLink = origin.link;
+      this.#versionChecked = true;
+    }
     this.session.on('channel', (channel) => this.#open(channel));
     this.session.on('close', (error) => this.#ended(error));
     if (refusal !== null) this.#closeAfter(10_000); // a client that never opens a stream
@@ -82,11 +97,11 @@ export class ServerConnection {
       const age = Math.round(maxConnectionAge * (0.9 + 0.2 * Math.random()));
       this.#timer = host.clock.setTimeout(() => this.drain('the connection reached its maxConnectionAge'), age);
     }
-    this.face = refusal === null ? this.#createFace(host, socket) : null;
+    this.face = refusal === null ? this.#createFace(host, 'accepted' in origin ? origin.accepted : null) : null;
     host.debug(`Connection from ${this.remote}`);
   }
 
-  #createFace(host: ConnectionHost, socket: Socket): SmuxConnection {
+  #createFace(host: ConnectionHost, socket: Socket | null): SmuxConnection {
     const certificate = socket instanceof TLSSocket ? socket.getPeerCertificate() : null;
     return new SmuxConnection({
       id: host.nextConnectionId(),
@@ -95,7 +110,7 @@ export class ServerConnection {
       session: this.session,
       clock: host.clock,
       maxMessageBytes: host.options.maxMessageBytes,
-      servesCalls: () => this.#link?.peerServes === true,
+      servesCalls: () => this.#dialledLink !== null || this.#link?.peerServes === true, // a server we dialled serves
       ping: (timeoutMs) => this.ping(timeoutMs),
       rtt: () => this.rtt,
       close: () => closeWithin(this.session, host.clock, host.options.closeTimeout),
@@ -106,6 +121,7 @@ export class ServerConnection {
   answerHello(call: ServerCall, message: CallMessage): void {
     this.calls.delete(call); // not a call
     const body = message.body as { protocol?: unknown } | null;
+    if (this.#dialledLink !== null) return call.refuse(new SmuxError('ERR_SMUX_PROTOCOL', 'a HELLO from the server we dialled'));
     if (this.#control !== null || typeof body !== 'object' || body === null || typeof body.protocol !== 'number') {
       call.refuse(new SmuxError('ERR_SMUX_PROTOCOL', this.#control !== null ? 'a second HELLO on one connection' : 'a malformed HELLO'));
       return;
@@ -135,9 +151,14 @@ export class ServerConnection {
     this.#link?.receive(message);
   }
 
-  /** The last round-trip time measured to the client (ms), or null. */
+  /** The last round-trip time measured to the peer (ms), or null. */
   get rtt(): number | null {
-    return this.#link?.rtt ?? null;
+    return this.#controlLink()?.rtt ?? null;
+  }
+
+  /** The control stream's link: ours (we answered the hello), or our connector's (we dialled). */
+  #controlLink(): ControlLink | null {
+    return this.#dialledLink === null ? this.#link : this.#dialledLink();
   }
 
   /**
@@ -146,8 +167,9 @@ export class ServerConnection {
    *   `ERR_SMUX_TIMEOUT` without an answer within `timeoutMs`
    */
   ping(timeoutMs: number): Promise<number> {
-    if (this.#link === null) return Promise.reject(new SmuxError('ERR_SMUX_UNAVAILABLE', `${this.remote} has not said hello`));
-    return this.#link.ping(timeoutMs);
+    const link = this.#controlLink();
+    if (link === null) return Promise.reject(new SmuxError('ERR_SMUX_UNAVAILABLE', `${this.remote} has not said hello`));
+    return link.ping(timeoutMs);
   }
 
   /**

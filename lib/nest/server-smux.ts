@@ -2,30 +2,24 @@ import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { Logger } from '@nestjs/common';
-import { type CustomTransportStrategy, type MessageHandler, type MsPattern, RpcException, Server } from '@nestjs/microservices';
-import { connectable, finalize, isObservable, Subject } from 'rxjs';
-import { type Clock, SmuxError } from '../smux/index.js';
-import type { CallMessage } from './call-codec.js';
-import { ServerConnections } from './server-connections.js';
-import { FEED_EXTRAS_KEY } from './feed.js';
+import { type CustomTransportStrategy, type MessageHandler, type MsPattern, Server } from '@nestjs/microservices';
+import { type Clock, type Session, SmuxError } from '../smux/index.js';
+import type { ClientSmux } from './client-smux.js';
+import type { ControlLink } from './control-link.js';
 import { FinSweep } from './fin-sweep.js';
 import type { ServerSmuxOptions } from './interfaces.js';
 import { RateLimitedLog } from './log.js';
-import { createPacketCodec, type DecodedRequest } from './packet-codec.js';
 import { resolveServerOptions, type ResolvedServerOptions } from './options.js';
-import type { CallHost, ServerCall } from './server-call.js';
+import { createPacketCodec, type PacketCodec } from './packet-codec.js';
+import type { CallHost } from './server-call.js';
 import { type ConnectionHost, ServerConnection } from './server-connection.js';
+import { ServerConnections } from './server-connections.js';
+import { ServerDialler } from './server-dialler.js';
+import { CallDispatcher } from './server-dispatch.js';
 import { connectionFailure, type SmuxConnection } from './smux-connection.js';
-import { createSmuxContext, type SmuxContext } from './smux.context.js';
 import type { SmuxServerEvents, SmuxStatus } from './smux.events.js';
 import { watchTlsFailures } from './tls-failures.js';
 import { SMUX_TRANSPORT } from './transport-id.js';
-
-// Nest's own texts (not exported from @nestjs/microservices' entry point).
-const NO_MESSAGE_HANDLER = 'There is no matching message handler defined in the remote service.';
-const NO_EVENT_HANDLER = (pattern: string) => `There is no matching event handler defined in the remote service. Event pattern: ${pattern}`;
-/** Cached routes at most (one per distinct pattern the app handles; the cap only guards against misuse). */
-const MAX_CACHED_ROUTES = 4096;
 
 /**
  * A NestJS microservice transport over smux: every call from a {@link ClientSmux} (or any smux client
@@ -45,12 +39,14 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   readonly #events = new EventEmitter();
   readonly #pendingListeners: Array<[string, (...args: never[]) => void]> = [];
   readonly #connections: ServerConnections;
-  readonly #routes = new Map<string, MessageHandler>();
+  readonly #dispatcher: CallDispatcher;
   readonly #callHost: CallHost;
+  readonly #dialler: ServerDialler | null;
   readonly #connectionHost: ConnectionHost;
   readonly #finSweep: FinSweep;
   readonly #warnings: RateLimitedLog;
   readonly #defaultStartHook: unknown;
+  #dispatcherCodec!: PacketCodec;
   readonly #faces = new Map<string, SmuxConnection>(); // the open connections, by id
   #lastConnectionId = 0;
   #server: net.Server | null = null;
@@ -70,6 +66,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     this.#finSweep = new FinSweep(this.#clock, this.#options.finTimeout);
     this.#connections = new ServerConnections(this.#clock);
     this.#warnings = new RateLimitedLog(this.logger, this.#clock);
+    this.#dispatcher = this.#createDispatcher();
     this.#callHost = this.#createCallHost();
     const server = this; // eslint-disable-line @typescript-eslint/no-this-alias -- the host's getter needs the server
     this.#connectionHost = {
@@ -89,10 +86,25 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       },
       nextConnectionId: () => (++this.#lastConnectionId).toString(36),
     };
+    const connectTo = this.#options.connectTo;
+    this.#dialler =
+      connectTo === undefined
+        ? null
+        : new ServerDialler(connectTo, { adopt: (session, link, remote) => this.#adopt(session, link, remote) });
   }
 
-  /** Starts listening; `callback()` on success, `callback(error)` on failure (Nest's contract). */
+  /**
+   * Starts listening — or, with `connectTo`, dialling (retried in the background until it succeeds) — then
+   * `callback()`; `callback(error)` when it cannot listen (Nest's contract).
+   */
   listen(callback: (error?: unknown) => void): void {
+    const dialler = this.#dialler;
+    if (dialler !== null) {
+      dialler.client.status.subscribe((status) => this._status$.next(status as SmuxStatus));
+      dialler.start();
+      this.logger.log(`Dialling ${dialler.where} (nestjs-smux: its side calls this server's handlers over the connection)`);
+      return callback();
+    }
     const { tls: tlsOptions } = this.#options;
     const accept = (socket: net.Socket): void => this.#accept(socket);
     const server = tlsOptions !== undefined ? tls.createServer(tlsOptions, accept) : net.createServer(accept);
@@ -153,10 +165,21 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     return this.#server as T;
   }
 
+  /**
+   * With `connectTo`: the ClientProxy of the connection this server dials — this side's own calls to the other
+   * side, over the same connection (it waits for, or fails fast without, a connection as any ClientSmux).
+   * @throws SmuxError `ERR_SMUX_UNAVAILABLE` on a server that listens
+   */
+  get client(): ClientSmux {
+    if (this.#dialler === null)
+      throw new SmuxError('ERR_SMUX_UNAVAILABLE', 'this ServerSmux listens: only one with connectTo has a client');
+    return this.#dialler.client;
+  }
+
   /** Registers a handler (Nest calls this); the per-pattern route cache starts over. */
   override addHandler(pattern: unknown, callback: MessageHandler, isEventHandler?: boolean, extras?: Record<string, unknown>): void {
     super.addHandler(pattern, callback, isEventHandler, extras);
-    this.#routes.clear();
+    this.#dispatcher.clearRoutes();
   }
 
   // ── connections ────────────────────────────────────────────────────────────────────────────────────────
@@ -167,7 +190,15 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       return;
     }
     const refusal = this.#admit(socket.remoteAddress ?? 'unix', `${socket.remoteAddress}:${socket.remotePort}`);
-    const connection = new ServerConnection(this.#connectionHost, socket, refusal);
+    this.#register(new ServerConnection(this.#connectionHost, { accepted: socket }, refusal));
+  }
+
+  /** A session this server dialled (`connectTo`) is up: the other side's calls on it are served like any. */
+  #adopt(session: Session, link: () => ControlLink | null, remote: string): void {
+    this.#register(new ServerConnection(this.#connectionHost, { dialled: session, remote, link }, null));
+  }
+
+  #register(connection: ServerConnection): void {
     this.#connections.add(connection);
     this.#events.emit('session', connection.session);
     const face = connection.face;
@@ -195,6 +226,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   }
 
   async #shutdown(): Promise<void> {
+    this.#dialler?.halt(); // no redialling while the calls finish
     const server = this.#server;
     const stopped = server?.listening === true ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
     this.#connections.stop();
@@ -204,28 +236,46 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     this.logger.log(`Closed ${connections} connection${connections === 1 ? '' : 's'}: ${cut}`);
     this.#finSweep.stop();
     this.#warnings.close();
+    await this.#dialler?.stop();
     await stopped; // the net.Server reports closed once every connection is gone
     this._status$.next('disconnected');
   }
 
   // ── calls ──────────────────────────────────────────────────────────────────────────────────────────────
 
+  #createDispatcher(): CallDispatcher {
+    const server = this; // eslint-disable-line @typescript-eslint/no-this-alias -- the face's members read the server's protected state
+    this.#dispatcherCodec = createPacketCodec(this.#options.serializer !== undefined || this.#options.deserializer !== undefined, {
+      serializer: this.serializer,
+      deserializer: this.deserializer,
+      normalizePattern: (pattern) => this.normalizePattern(pattern as MsPattern),
+      patternAsString: (pattern) => this.getPatternAsString(pattern),
+    });
+    return new CallDispatcher({
+      transportId: this.transportId,
+      logger: this.logger,
+      codec: this.#dispatcherCodec,
+      closing: () => server.#closing !== null,
+      handlerFor: (pattern) => server.getHandlerByPattern(pattern),
+      routeOf: (pattern) => server.getRouteFromPattern(pattern),
+      // Nest's default start hook only runs the handler: the common case then takes no per-call closure.
+      startHook: () => (server.onProcessingStartHook === server.#defaultStartHook ? null : server.onProcessingStartHook.bind(server)),
+      endHook: () => server.onProcessingEndHook,
+    });
+  }
+
   #createCallHost(): CallHost {
     return {
       clock: this.#clock,
       maxMessageBytes: this.#options.maxMessageBytes,
       maxReplyBufferBytes: this.#options.maxReplyBufferBytes,
-      dispatchRequest: (call, message) => this.#dispatchRequest(call, message),
-      dispatchEvent: (call, message) => void this.#dispatchEvent(call, message).catch((error: unknown) => this.logger.error(error)),
+      dispatchRequest: (call, message) => this.#dispatcher.dispatchRequest(call, message),
+      dispatchEvent: (call, message) =>
+        void this.#dispatcher.dispatchEvent(call, message).catch((error: unknown) => this.logger.error(error)),
       openControl: (call, message) => (call.connection as ServerConnection).answerHello(call, message),
       controlMessage: (call, message) => (call.connection as ServerConnection).controlMessage(message),
-      codec: createPacketCodec(this.#options.serializer !== undefined || this.#options.deserializer !== undefined, {
-        serializer: this.serializer,
-        deserializer: this.deserializer,
-        normalizePattern: (pattern) => this.normalizePattern(pattern as MsPattern),
-        patternAsString: (pattern) => this.getPatternAsString(pattern),
-      }),
-      toRpcError: (error) => this.#toRpcError(error),
+      codec: this.#dispatcherCodec,
+      toRpcError: (error) => this.#dispatcher.toRpcError(error),
       callSettled: (call) => {
         (call.connection as ServerConnection).callDone(call);
         this.#connections.callSettled();
@@ -235,95 +285,6 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
         (call.connection as ServerConnection).calls.delete(call);
         this.#finSweep.delete(call);
       },
-    };
-  }
-
-  #dispatchRequest(call: ServerCall, message: CallMessage): void {
-    if (this.#closing !== null) return call.end(new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down'));
-    let request: DecodedRequest | Promise<DecodedRequest>;
-    try {
-      request = this.#callHost.codec.decodeCall(message);
-    } catch (error) {
-      return call.fail(this.#toRpcError(error));
-    }
-    if (!(request instanceof Promise)) return this.#runRequest(call, request);
-    request.then(
-      (decoded) => {
-        call.id ??= decoded.id; // an opaque request's id is only known once deserialized
-        this.#runRequest(call, decoded);
-      },
-      (error: unknown) => call.fail(this.#toRpcError(error)),
-    );
-  }
-
-  #runRequest(call: ServerCall, { pattern, data: requestData, headers }: DecodedRequest): void {
-    const data = call.input ?? requestData; // a streamed request's payload is the stream of its items
-    const handler = this.#route(pattern);
-    if (handler === null) return call.fail(NO_MESSAGE_HANDLER, 'error');
-    const ctx = createSmuxContext(call.channel, pattern, headers, call);
-    const feed = (handler.extras?.[FEED_EXTRAS_KEY] as { bufferSize: number } | undefined) ?? null;
-    if (this.onProcessingStartHook === this.#defaultStartHook && this.onProcessingEndHook === undefined) {
-      void call.run(handler, data, ctx, null, feed); // the common case: no hooks, no per-call closures
-    } else {
-      this.onProcessingStartHook(this.transportId, ctx, () => call.run(handler, data, ctx, this.#endHook(ctx), feed));
-    }
-  }
-
-  async #dispatchEvent(call: ServerCall, message: CallMessage): Promise<void> {
-    if (this.#closing !== null) return; // at most once: a server shutting down takes no new work
-    const { pattern, data, headers } = await this.#callHost.codec.decodeCall(message);
-    const handler = this.#route(pattern);
-    if (handler === null) return void this.logger.error(NO_EVENT_HANDLER(pattern));
-    const ctx = createSmuxContext(call.channel, pattern, headers, call);
-    if (this.onProcessingStartHook === this.#defaultStartHook && this.onProcessingEndHook === undefined)
-      return this.#runEvent(handler, data, ctx, null);
-    this.onProcessingStartHook(this.transportId, ctx, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx)));
-  }
-
-  /** Runs the event handlers (chained by Nest) as Nest's handleEvent does: an Observable result runs hot. */
-  async #runEvent(handler: MessageHandler, data: unknown, ctx: SmuxContext, end: (() => void) | null): Promise<void> {
-    try {
-      const result: unknown = await handler(data, ctx);
-      if (isObservable(result)) {
-        const source = end === null ? result : result.pipe(finalize(end));
-        connectable(source, { connector: () => new Subject(), resetOnDisconnect: false }).connect();
-        return;
-      }
-    } catch (error) {
-      this.logger.error(error);
-    }
-    end?.();
-  }
-
-  /** The handler of a raw pattern text, cached: Nest's lookup parses and normalises the pattern on every call. */
-  #route(pattern: string): MessageHandler | null {
-    const cached = this.#routes.get(pattern);
-    if (cached !== undefined) return cached;
-    const handler = this.getHandlerByPattern(pattern);
-    // Only canonical texts are cached — the route itself (a plain string pattern, or an object pattern as Nest
-    // normalises it, which is how ClientSmux sends it) — so a client cannot grow the cache with variants
-    // (whitespace, key order, escapes) of a valid pattern; misses are never cached.
-    if (handler !== null && this.#routes.size < MAX_CACHED_ROUTES && this.getRouteFromPattern(pattern) === pattern)
-      this.#routes.set(pattern, handler);
-    return handler;
-  }
-
-  /** What the caller receives for a thrown value: Nest's default exception-filter shapes. */
-  #toRpcError(error: unknown): unknown {
-    if (error instanceof RpcException) {
-      const value = error.getError();
-      return typeof value === 'object' && value !== null ? value : { status: 'error', message: value };
-    }
-    this.logger.error(error);
-    return { status: 'error', message: 'Internal server error' };
-  }
-
-  #endHook(ctx: SmuxContext): () => void {
-    let called = false;
-    return () => {
-      if (called) return;
-      called = true;
-      this.onProcessingEndHook?.(this.transportId, ctx);
     };
   }
 }

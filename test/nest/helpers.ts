@@ -37,7 +37,9 @@ const clients = new Set<ClientSmux>();
 export async function startApp(options: StartOptions = {}): Promise<AppHandle> {
   const { server: serverOptions, ...metadata } = options;
   const moduleRef = await Test.createTestingModule(metadata).compile();
-  const server = new ServerSmux(serverOptions?.path !== undefined ? serverOptions : { host: '127.0.0.1', port: 0, ...serverOptions });
+  // A server that dials out (connectTo) has no address of its own to listen on.
+  const listens = serverOptions?.path === undefined && serverOptions?.connectTo === undefined;
+  const server = new ServerSmux(listens ? { host: '127.0.0.1', port: 0, ...serverOptions } : serverOptions);
   const sessions: Session[] = [];
   server.on('session', (session) => void sessions.push(session));
   const app = moduleRef.createNestMicroservice({ strategy: server, logger: collectingLogger });
@@ -47,7 +49,7 @@ export async function startApp(options: StartOptions = {}): Promise<AppHandle> {
     await app.close();
     throw error;
   }
-  const address = server.unwrap<net.Server>().address();
+  const address = listens ? server.unwrap<net.Server>().address() : null;
   const port = typeof address === 'object' && address !== null ? address.port : 0; // 0 on a unix socket
   const own = new Set<ClientSmux>();
   let closing: Promise<void> | null = null;

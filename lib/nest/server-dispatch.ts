@@ -1,0 +1,146 @@
+import type { LoggerService } from '@nestjs/common';
+import { type MessageHandler, RpcException } from '@nestjs/microservices';
+import { connectable, finalize, isObservable, Subject } from 'rxjs';
+import { SmuxError } from '../smux/index.js';
+import type { CallMessage } from './call-codec.js';
+import { FEED_EXTRAS_KEY } from './feed.js';
+import type { DecodedRequest, PacketCodec } from './packet-codec.js';
+import type { ServerCall } from './server-call.js';
+import { createSmuxContext, type SmuxContext } from './smux.context.js';
+
+// Nest's own texts (not exported from @nestjs/microservices' entry point).
+const NO_MESSAGE_HANDLER = 'There is no matching message handler defined in the remote service.';
+const NO_EVENT_HANDLER = (pattern: string) => `There is no matching event handler defined in the remote service. Event pattern: ${pattern}`;
+/** Cached routes at most (one per distinct pattern the app handles; the cap only guards against misuse). */
+const MAX_CACHED_ROUTES = 4096;
+
+/** Nest's processing start hook (`setOnProcessingStartHook`). */
+type StartHook = (transportId: symbol, ctx: SmuxContext, done: () => Promise<unknown>) => void;
+/** Nest's processing end hook (`setOnProcessingEndHook`). */
+type EndHook = (transportId: symbol, ctx: SmuxContext) => void;
+
+/** What a {@link CallDispatcher} needs of the Nest server it works for (protected there, so passed in). */
+export interface NestServerFace {
+  readonly transportId: symbol;
+  readonly logger: LoggerService;
+  readonly codec: PacketCodec;
+  /** True once the server is shutting down. */
+  closing(): boolean;
+  /** Nest's handler lookup (`getHandlerByPattern`). */
+  handlerFor(pattern: string): MessageHandler | null;
+  /** Nest's route of a pattern text (`getRouteFromPattern`). */
+  routeOf(pattern: string): string;
+  /** The processing start hook an app set, or null for Nest's default (which only runs the handler). */
+  startHook(): StartHook | null;
+  /** The processing end hook an app set. */
+  endHook(): EndHook | undefined;
+}
+
+/**
+ * Nest's side of a call on the server: it decodes a REQUEST or EVENT, finds the handler (cached per pattern text),
+ * builds the `SmuxContext`, and runs the handler through Nest's processing hooks — a call's handler through
+ * `ServerCall.run`, which writes its result; an event's handlers fire and forget, as Nest's `handleEvent` does.
+ */
+export class CallDispatcher {
+  readonly #nest: NestServerFace;
+  readonly #routes = new Map<string, MessageHandler>();
+
+  constructor(nest: NestServerFace) {
+    this.#nest = nest;
+  }
+
+  /** Handlers changed: the per-pattern cache starts over. */
+  clearRoutes(): void {
+    this.#routes.clear();
+  }
+
+  /** A REQUEST arrived: decode it, route it, run its handler through Nest's processing hooks (or fail it). */
+  dispatchRequest(call: ServerCall, message: CallMessage): void {
+    if (this.#nest.closing()) return call.end(new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down'));
+    let request: DecodedRequest | Promise<DecodedRequest>;
+    try {
+      request = this.#nest.codec.decodeCall(message);
+    } catch (error) {
+      return call.fail(this.toRpcError(error));
+    }
+    if (!(request instanceof Promise)) return this.#runRequest(call, request);
+    request.then(
+      (decoded) => {
+        call.id ??= decoded.id; // an opaque request's id is only known once deserialized
+        this.#runRequest(call, decoded);
+      },
+      (error: unknown) => call.fail(this.toRpcError(error)),
+    );
+  }
+
+  #runRequest(call: ServerCall, { pattern, data: requestData, headers }: DecodedRequest): void {
+    const data = call.input ?? requestData; // a streamed request's payload is the stream of its items
+    const handler = this.#route(pattern);
+    if (handler === null) return call.fail(NO_MESSAGE_HANDLER, 'error');
+    const ctx = createSmuxContext(call.channel, pattern, headers, call);
+    const feed = (handler.extras?.[FEED_EXTRAS_KEY] as { bufferSize: number } | undefined) ?? null;
+    const start = this.#nest.startHook();
+    if (start === null)
+      void call.run(handler, data, ctx, null, feed); // the common case: no hooks, no per-call closures
+    else start(this.#nest.transportId, ctx, () => call.run(handler, data, ctx, this.#endHook(ctx), feed));
+  }
+
+  /** An EVENT arrived: its handlers run (at most once); failures are logged, nothing goes back. */
+  async dispatchEvent(call: ServerCall, message: CallMessage): Promise<void> {
+    if (this.#nest.closing()) return; // at most once: a server shutting down takes no new work
+    const { pattern, data, headers } = await this.#nest.codec.decodeCall(message);
+    const handler = this.#route(pattern);
+    if (handler === null) return void this.#nest.logger.error(NO_EVENT_HANDLER(pattern));
+    const ctx = createSmuxContext(call.channel, pattern, headers, call);
+    const start = this.#nest.startHook();
+    if (start === null) return this.#runEvent(handler, data, ctx, null);
+    start(this.#nest.transportId, ctx, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx)));
+  }
+
+  /** Runs the event handlers (chained by Nest) as Nest's handleEvent does: an Observable result runs hot. */
+  async #runEvent(handler: MessageHandler, data: unknown, ctx: SmuxContext, end: (() => void) | null): Promise<void> {
+    try {
+      const result: unknown = await handler(data, ctx);
+      if (isObservable(result)) {
+        const source = end === null ? result : result.pipe(finalize(end));
+        connectable(source, { connector: () => new Subject(), resetOnDisconnect: false }).connect();
+        return;
+      }
+    } catch (error) {
+      this.#nest.logger.error(error);
+    }
+    end?.();
+  }
+
+  /** The handler of a raw pattern text, cached: Nest's lookup parses and normalises the pattern on every call. */
+  #route(pattern: string): MessageHandler | null {
+    const cached = this.#routes.get(pattern);
+    if (cached !== undefined) return cached;
+    const handler = this.#nest.handlerFor(pattern);
+    // Only canonical texts are cached — the route itself (a plain string pattern, or an object pattern as Nest
+    // normalises it, which is how ClientSmux sends it) — so a client cannot grow the cache with variants
+    // (whitespace, key order, escapes) of a valid pattern; misses are never cached.
+    if (handler !== null && this.#routes.size < MAX_CACHED_ROUTES && this.#nest.routeOf(pattern) === pattern)
+      this.#routes.set(pattern, handler);
+    return handler;
+  }
+
+  /** What the caller receives for a thrown value: Nest's default exception-filter shapes. */
+  toRpcError(error: unknown): unknown {
+    if (error instanceof RpcException) {
+      const value = error.getError();
+      return typeof value === 'object' && value !== null ? value : { status: 'error', message: value };
+    }
+    this.#nest.logger.error(error);
+    return { status: 'error', message: 'Internal server error' };
+  }
+
+  #endHook(ctx: SmuxContext): () => void {
+    let called = false;
+    return () => {
+      if (called) return;
+      called = true;
+      this.#nest.endHook()?.(this.#nest.transportId, ctx);
+    };
+  }
+}

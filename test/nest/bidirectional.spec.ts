@@ -1,0 +1,230 @@
+/**
+ * Calls in both directions on one connection (issue 10 §1): workers — Nest microservices on a ServerSmux with
+ * `connectTo` — dial a gateway (a listening ServerSmux); the gateway calls each worker's handlers by the id the
+ * worker registered (its `SmuxConnection`), and each worker calls the gateway through `server.client` over the
+ * same connection. Cancellation, deadlines, streams (Observable replies, client streams, byte streams) and errors
+ * work both ways; a worker that reconnects registers again through its `connect` hook and keeps its id.
+ */
+import { pipeline } from 'node:stream/promises';
+import { setTimeout as delay } from 'node:timers/promises';
+import { afterEach, describe, expect, test } from '@jest/globals';
+import { Controller, Inject } from '@nestjs/common';
+import { Ctx, MessagePattern, Payload, RpcException } from '@nestjs/microservices';
+import { firstValueFrom, from, interval, type Observable, take, toArray } from 'rxjs';
+import { ServerSmux, type SmuxConnection, type SmuxContext, SmuxRecordBuilder, type SmuxStreamedPayload } from '../../lib/index.js';
+import { type AppHandle, closeAll, rejection, startApp, until, within } from './helpers.js';
+
+const WORKER_ID = 'WORKER_ID';
+const workers = new Map<string, SmuxConnection>(); // the gateway's registry: worker id → its connection
+const aborted: string[] = []; // handlers that saw ctx.signal abort, on either side
+
+/** What a handler left hanging does: waits for its call's signal, then records it. */
+function hang(ctx: SmuxContext, who: string): Promise<never> {
+  return new Promise((_resolve, reject) =>
+    ctx.signal.addEventListener('abort', () => {
+      aborted.push(who);
+      reject(new Error('aborted'));
+    }),
+  );
+}
+
+@Controller()
+class GatewayController {
+  @MessagePattern('register')
+  register(@Payload() workerId: string, @Ctx() ctx: SmuxContext): string {
+    const connection = ctx.getConnection();
+    connection.data['workerId'] = workerId;
+    workers.set(workerId, connection);
+    return connection.id;
+  }
+
+  @MessagePattern('gateway.whoami') // which connection a worker's call came on
+  whoami(@Ctx() ctx: SmuxContext): unknown {
+    const connection = ctx.getConnection();
+    return { connection: connection.id, workerId: connection.data['workerId'] };
+  }
+
+  @MessagePattern('gateway.sum')
+  async sum(@Payload() items: SmuxStreamedPayload<number>): Promise<number> {
+    let total = 0;
+    for await (const item of items) total += item;
+    return total;
+  }
+
+  @MessagePattern('gateway.fail')
+  fail(): never {
+    throw new RpcException({ code: 'GATEWAY_SAYS_NO' });
+  }
+
+  @MessagePattern('gateway.hang')
+  hang(@Ctx() ctx: SmuxContext): Promise<never> {
+    return hang(ctx, `gateway:${String(ctx.getConnection().data['workerId'])}`);
+  }
+}
+
+@Controller()
+class WorkerController {
+  constructor(@Inject(WORKER_ID) private readonly id: string) {}
+
+  @MessagePattern('work.double')
+  double(@Payload() n: number): unknown {
+    return { worker: this.id, value: n * 2 };
+  }
+
+  @MessagePattern('work.count') // an Observable reply
+  count(@Payload() n: number): Observable<number> {
+    return interval(1).pipe(take(n));
+  }
+
+  @MessagePattern('work.sum') // a client stream from the gateway
+  async sum(@Payload() items: SmuxStreamedPayload<number>): Promise<number> {
+    let total = 0;
+    for await (const item of items) total += item;
+    return total;
+  }
+
+  @MessagePattern('work.echo-raw') // a byte stream
+  async echoRaw(@Ctx() ctx: SmuxContext): Promise<void> {
+    const duplex = ctx.getDuplex();
+    await pipeline(duplex, duplex);
+  }
+
+  @MessagePattern('work.fail')
+  fail(): never {
+    throw new RpcException({ code: 'WORKER_SAYS_NO', worker: this.id });
+  }
+
+  @MessagePattern('work.hang')
+  hang(@Ctx() ctx: SmuxContext): Promise<never> {
+    return hang(ctx, `worker:${this.id}`);
+  }
+}
+
+afterEach(async () => {
+  await closeAll();
+  workers.clear();
+  aborted.length = 0;
+});
+
+/** A worker app dialling the gateway; it registers its id whenever it (re)connects. */
+async function startWorker(gateway: AppHandle, id: string): Promise<AppHandle> {
+  const worker = await startApp({
+    controllers: [WorkerController],
+    providers: [{ provide: WORKER_ID, useValue: id }],
+    server: { connectTo: { host: '127.0.0.1', port: gateway.port, reconnect: { initialDelay: 20, maxDelay: 100 } } },
+  });
+  const client = worker.server.client;
+  // The hook: on every connection (the first and each reconnect), tell the gateway who this is.
+  client.on('connect', () => void firstValueFrom(client.send('register', id)).catch(() => undefined));
+  return worker;
+}
+
+describe('a gateway and 50 workers that dialled it: calls in both directions on one connection each', () => {
+  test('the gateway calls each worker by id; each worker calls the gateway on the same connection', async () => {
+    const gateway = await startApp({ controllers: [GatewayController] });
+    const started = await Promise.all(Array.from({ length: 50 }, (_, i) => startWorker(gateway, `w${i}`)));
+    await until(() => workers.size === 50, 10_000, '50 workers to register');
+    expect(gateway.server.connections.size).toBe(50); // one connection per worker, not two
+    expect([...workers.values()].every((c) => c.servesCalls)).toBe(true);
+
+    // The gateway calls every worker, by id, a few times each.
+    const answers = await within(
+      Promise.all(
+        [...workers.entries()].flatMap(([id, connection]) =>
+          [1, 2, 3].map(async (n) => [id, await firstValueFrom(connection.send('work.double', n))] as const),
+        ),
+      ),
+      'the gateway calls',
+      10_000,
+    );
+    expect(answers).toHaveLength(150);
+    for (const [id, answer] of answers) expect(answer).toMatchObject({ worker: id });
+
+    // Each worker calls the gateway through server.client: it arrives on the connection the worker registered on.
+    const seen = await within(
+      Promise.all(
+        started.map((worker) => firstValueFrom(worker.server.client.send<{ connection: string; workerId: string }>('gateway.whoami', {}))),
+      ),
+      'the workers calls',
+      10_000,
+    );
+    for (const { connection, workerId } of seen) expect(workers.get(workerId)!.id).toBe(connection);
+    expect(gateway.server.connections.size).toBe(50);
+  }, 60_000);
+
+  test('streams both ways: an Observable reply, a client stream and a byte stream from the gateway; a client stream from a worker', async () => {
+    const gateway = await startApp({ controllers: [GatewayController] });
+    const worker = await startWorker(gateway, 'w1');
+    await until(() => workers.has('w1'), 5_000, 'the worker to register');
+    const connection = workers.get('w1')!;
+    expect(await firstValueFrom(connection.send<number>('work.count', 5).pipe(toArray()))).toEqual([0, 1, 2, 3, 4]);
+    expect(await firstValueFrom(connection.send('work.sum', from([1, 2, 3, 4])))).toBe(10);
+    const duplex = connection.openDuplex('work.echo-raw');
+    const received: Buffer[] = [];
+    duplex.on('data', (chunk: Buffer) => received.push(chunk));
+    const payload = Buffer.alloc(300_000, 7);
+    duplex.end(payload);
+    await within(new Promise((resolve) => duplex.once('end', resolve)), 'the byte stream');
+    expect(Buffer.concat(received).equals(payload)).toBe(true);
+    expect(await firstValueFrom(worker.server.client.send('gateway.sum', from([5, 6])))).toBe(11);
+  });
+
+  test('errors both ways arrive as the handler threw them', async () => {
+    const gateway = await startApp({ controllers: [GatewayController] });
+    const worker = await startWorker(gateway, 'w1');
+    await until(() => workers.has('w1'), 5_000, 'the worker to register');
+    expect(await rejection(firstValueFrom(workers.get('w1')!.send('work.fail', 1)))).toEqual({ code: 'WORKER_SAYS_NO', worker: 'w1' });
+    expect(await rejection(firstValueFrom(worker.server.client.send('gateway.fail', 1)))).toEqual({ code: 'GATEWAY_SAYS_NO' });
+    // A pattern the other side has no handler for: Nest's own error (the text, as Nest's TCP transport sends it), both ways.
+    const nestError = 'There is no matching message handler defined in the remote service.';
+    expect(await rejection(firstValueFrom(workers.get('w1')!.send('nobody', 1)))).toEqual(nestError);
+    expect(await rejection(firstValueFrom(worker.server.client.send('nobody', 1)))).toEqual(nestError);
+  });
+
+  test("cancellation and deadlines both ways: the other side's handler sees ctx.signal abort", async () => {
+    const gateway = await startApp({ controllers: [GatewayController] });
+    const worker = await startWorker(gateway, 'w1');
+    await until(() => workers.has('w1'), 5_000, 'the worker to register');
+    const connection = workers.get('w1')!;
+
+    const fromGateway = connection.send('work.hang', 1).subscribe({ error: () => undefined });
+    const fromWorker = worker.server.client.send('gateway.hang', 1).subscribe({ error: () => undefined });
+    await delay(20);
+    fromGateway.unsubscribe();
+    fromWorker.unsubscribe();
+    await until(() => aborted.length === 2, 5_000, 'both handlers to see the cancel');
+    expect(aborted.sort()).toEqual(['gateway:w1', 'worker:w1']);
+
+    const deadline = new SmuxRecordBuilder(1).setTimeout(50).build();
+    expect(await rejection(firstValueFrom(connection.send('work.hang', deadline)))).toMatchObject({ code: 'ERR_SMUX_TIMEOUT' });
+    expect(await rejection(firstValueFrom(worker.server.client.send('gateway.hang', deadline)))).toMatchObject({
+      code: 'ERR_SMUX_TIMEOUT',
+    });
+    await until(() => aborted.length === 4, 5_000, 'both handlers to see their deadline');
+  });
+
+  test('a worker whose connection is lost reconnects and keeps its id through its connect hook; the old connection is gone', async () => {
+    const gateway = await startApp({ controllers: [GatewayController] });
+    const disconnects: string[] = [];
+    gateway.server.on('disconnect', (connection) => void disconnects.push(String(connection.data['workerId'])));
+    await startWorker(gateway, 'w1');
+    await until(() => workers.has('w1'), 5_000, 'the worker to register');
+    const first = workers.get('w1')!;
+    first.unwrap<{ destroy(): void }>().destroy(); // cut: as a network failure would
+    await until(() => workers.get('w1') !== first, 5_000, 'the worker to register again');
+    expect(disconnects).toEqual(['w1']);
+    expect(first.closed).toBe(true);
+    const second = workers.get('w1')!;
+    expect(second.id).not.toBe(first.id);
+    expect(await firstValueFrom(second.send('work.double', 21))).toEqual({ worker: 'w1', value: 42 });
+    expect(await rejection(firstValueFrom(first.send('work.double', 1)))).toMatchObject({ code: 'ERR_SMUX_UNAVAILABLE', retryable: true });
+    expect(gateway.server.connections.size).toBe(1);
+  });
+
+  test('a ServerSmux with connectTo cannot also listen; a listening one has no client', async () => {
+    expect(() => new ServerSmux({ connectTo: { port: 1 }, port: 2 })).toThrow(/connectTo/);
+    expect(() => new ServerSmux({ port: 0 }).client).toThrow(
+      expect.objectContaining({ code: 'ERR_SMUX_UNAVAILABLE' }),
+    );
+  });
+});
