@@ -88,8 +88,11 @@ describeTls('TLS with a test CA: server auth and mutual TLS', () => {
   test('server auth: a client that trusts the CA calls the server; the server certificate is verified for its name', async () => {
     const handle = await startApp({ controllers: [WhoController], server: { tls: serverTls } });
     expect(handle.server.unwrap()).toBeInstanceOf(tls.Server);
+    const certificates: unknown[] = [];
+    handle.server.on('connection', (connection) => void certificates.push(connection.peerCertificate));
     const client = handle.client({ tls: { ca: authority.cert, servername: 'localhost' } });
     expect(await firstValueFrom(client.send('echo', 'over TLS'))).toBe('over TLS');
+    expect(certificates).toEqual([null]); // a client without a certificate
     expect(serverLog().filter((l) => l.level === 'warn' || l.level === 'error')).toEqual([]);
   });
 
@@ -99,9 +102,12 @@ describeTls('TLS with a test CA: server auth and mutual TLS', () => {
     handle.server.unwrap<tls.Server>().on('secureConnection', (socket: tls.TLSSocket) => {
       peers.push(`${String(socket.authorized)} ${String(socket.getPeerCertificate().subject?.CN)}`);
     });
+    const connections: Array<string | undefined> = [];
+    handle.server.on('connection', (connection) => void connections.push(connection.peerCertificate?.subject.CN));
     const client = handle.client({ tls: { ca: authority.cert, servername: 'localhost', key: alice.key, cert: alice.cert } });
     expect(await firstValueFrom(client.send('echo', 'mutual'))).toBe('mutual');
     expect(peers).toEqual(['true alice']);
+    expect(connections).toEqual(['alice']); // the SmuxConnection (and ctx.getConnection()) carries the certificate
     expect(serverLog().filter((l) => l.level === 'warn' || l.level === 'error')).toEqual([]);
   });
 
