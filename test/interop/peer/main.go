@@ -26,6 +26,7 @@ var subCommands = map[string]func(args []string) int{
 	"bench-rr":   cmdBenchRR,
 	"nestcall":   cmdNestCall,
 	"neststream": cmdNestStream,
+	"nestworker": cmdNestWorker,
 }
 
 const usage = `usage: peer <sub-command> [flags]
@@ -44,6 +45,7 @@ sub-commands:
   neststream -addr H:P -pattern P -mode stream|raw  stream to a NestJS ServerSmux: DATA items (§5) or RAW bytes (§6)
              stream: [-items JSON | -count N] [-split n] [-lockstep K] [-mul M] [-end-error JSON]
              raw:    [-data JSON] [-bytes N] [-chunk n] [-download N] [-end-error JSON]
+  nestworker -addr H:P [-id ID] [-serve N]         dial a ServerSmux and serve its calls (§11): go.double
 
 common flags: -v 1|2 -kai ms -kat ms -nokeepalive -maxframe n -recvbuf n -streambuf n -timeout ms
 run "peer <sub-command> -h" for the flags of one sub-command.
