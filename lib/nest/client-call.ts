@@ -3,10 +3,12 @@ import { isObservable, type Subscription, type Unsubscribable } from 'rxjs';
 import { type Clock, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import type { Admittable, AdmissionState } from './admission.js';
 import { type CallMessage, decodeTransportError, encodeMessage, Flag, Kind } from './call-codec.js';
-import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
+import type { CallEndpoint, EndpointOwner } from './call-endpoint.js';
 import type { ClientRawCall } from './client-raw-call.js';
+import { callEndpoint, failureOf, type MetricsRecorder, type SmuxCallFailure } from './metrics.js';
 import type { PacketCodec } from './packet-codec.js';
 import { pullSource, releaseSource, type SmuxSource } from './sources.js';
+import type { ClientSpan } from './tracing.js';
 
 /** A call on its way: a request/response call or a byte stream. */
 export type PendingCall = ClientCall | ClientRawCall;
@@ -26,6 +28,8 @@ export interface ClientCallHost {
   cutOff(): void;
   /** Why the client has no connection right now, if it has none (a deadline's `cause`). */
   readonly connectError: Error | null;
+  /** Where calls are counted, when the client keeps metrics. */
+  readonly metrics?: MetricsRecorder;
 }
 
 /*
@@ -64,6 +68,8 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
   #stopSource: (() => void) | null = null;
   #outbox: Buffer[] = []; // an Observable source's items, before the stream opens
   #outboxBytes = 0;
+  #startedAt = 0; // on the metrics' clock
+  readonly #span: ClientSpan | null;
 
   /**
    * @param host - the client
@@ -72,6 +78,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
    * @param timeout - the deadline in ms (0: none), counted from now (queueing and connecting included)
    * @param waitForReady - wait for a connection instead of failing fast
    * @param source - a streamed request's items (the REQUEST then carries the STREAM flag)
+   * @param span - the call's trace span, ended when the call is over (its context is in `request`'s headers)
    */
   constructor(
     host: ClientCallHost,
@@ -80,7 +87,10 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
     timeout: number,
     waitForReady: boolean,
     source: SmuxSource | null = null,
+    span: ClientSpan | null = null,
   ) {
+    if (host.metrics !== undefined) this.#startedAt = host.metrics.callStarted();
+    this.#span = span;
     this.#source = source;
     this.#host = host;
     this.#callback = callback;
@@ -113,7 +123,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
       return;
     }
     this.#state = OPEN;
-    this.#endpoint = new CallEndpoint(channel, this.#host.maxMessageBytes, this, 'client');
+    this.#endpoint = callEndpoint(this.#host.metrics, channel, this.#host.maxMessageBytes, this, 'client');
     this.#endpoint.write(this.#request);
     this.#endpoint.write(this.#outbox);
     this.#outbox = [];
@@ -123,13 +133,13 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
   /** Fails the call with `error` (and cancels it on the server if it was sent). */
   fail(error: unknown): void {
     if (this.#state === DONE) return;
-    this.#settle();
+    this.#settle(failureOf(error));
     this.#callback({ err: error, isDisposed: true } as WritePacket);
   }
 
   /** Teardown of the caller's subscription: cancels the call unless it is over. */
   unsubscribe(): void {
-    if (this.#state !== DONE) this.#settle();
+    if (this.#state !== DONE) this.#settle('ERR_SMUX_CANCELLED');
   }
 
   // ── EndpointOwner ──────────────────────────────────────────────────────────────────────────────────────
@@ -273,13 +283,16 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
   #deliver(packet: WritePacket, last: boolean): void {
     if (this.#state === DONE) return;
     // Settle before the terminal callback: the subscriber's teardown then sees a finished call, not a cancel.
-    if (last) this.#settle();
+    if (last) this.#settle(packet.err ? 'handler' : null); // an error as Nest's observer tells one
     this.#callback(last && packet.isDisposed !== true ? { ...packet, isDisposed: true } : packet);
   }
 
-  #settle(): void {
+  /** The call is over: `failure` null when it delivered its last value, else why not (for metrics and its span). */
+  #settle(failure: SmuxCallFailure | null): void {
     const wasOpen = this.#state === OPEN;
     this.#state = DONE;
+    this.#host.metrics?.callEnded(this.#startedAt, failure);
+    this.#span?.end(failure);
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
     this.#timer = null;
     // Our FIN: after the last response it completes the call; before it, it cancels the call (Go's Close).

@@ -1,9 +1,11 @@
 import { type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import type { AdmissionState } from './admission.js';
 import { type CallMessage, decodeTransportError, Flag, Kind } from './call-codec.js';
-import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
+import type { CallEndpoint, EndpointOwner } from './call-endpoint.js';
 import type { ClientCallHost } from './client-call.js';
+import { callEndpoint, failureOf, type SmuxCallFailure } from './metrics.js';
 import { byteStreamViolation, type SmuxDuplex } from './raw-duplex.js';
+import type { ClientSpan } from './tracing.js';
 
 const WAITING = 0;
 const OPEN = 1;
@@ -31,6 +33,8 @@ export class ClientRawCall implements EndpointOwner {
   #state = WAITING;
   #ends = 0; // 1: our END is queued; 2: the server's END + LAST arrived
   #timer: TimerHandle | null = null;
+  #startedAt = 0; // on the metrics' clock
+  readonly #span: ClientSpan | null;
 
   /**
    * @param host - the client
@@ -38,8 +42,18 @@ export class ClientRawCall implements EndpointOwner {
    * @param request - the encoded REQUEST (flag RAW)
    * @param timeout - the call's deadline in ms (0: none)
    * @param waitForReady - wait for a connection instead of failing fast
+   * @param span - the call's trace span, ended when the call is over (its context is in `request`'s headers)
    */
-  constructor(host: ClientCallHost, duplex: SmuxDuplex, request: Buffer[], timeout: number, waitForReady: boolean) {
+  constructor(
+    host: ClientCallHost,
+    duplex: SmuxDuplex,
+    request: Buffer[],
+    timeout: number,
+    waitForReady: boolean,
+    span: ClientSpan | null = null,
+  ) {
+    if (host.metrics !== undefined) this.#startedAt = host.metrics.callStarted();
+    this.#span = span;
     this.#host = host;
     this.#duplex = duplex;
     this.#request = request;
@@ -51,7 +65,7 @@ export class ClientRawCall implements EndpointOwner {
       }, timeout);
     }
     // Destroyed (or ended both ways) before a stream opened: nothing to wait for.
-    duplex.once('close', () => this.#state === WAITING && this.#settle(false));
+    duplex.once('close', () => this.#state === WAITING && this.#settle(false, 'ERR_SMUX_CANCELLED'));
   }
 
   /** True once the call is over. */
@@ -68,26 +82,26 @@ export class ClientRawCall implements EndpointOwner {
   open(channel: SmuxChannel): void {
     if (this.#state !== WAITING) return channel.destroy();
     this.#state = OPEN;
-    this.#endpoint = new CallEndpoint(channel, this.#host.maxMessageBytes, this, 'client');
+    this.#endpoint = callEndpoint(this.#host.metrics, channel, this.#host.maxMessageBytes, this, 'client');
     this.#endpoint.write(this.#request);
     this.#duplex.attach(this.#endpoint, this.#owner);
   }
 
   /** Fails the call: the Duplex errors with `error`, the server sees a cancel. */
-  fail(error: unknown): void {
+  fail(error: unknown, failure: SmuxCallFailure = failureOf(error)): void {
     if (this.#state === DONE) return;
-    this.#settle(true);
+    this.#settle(true, failure);
     this.#duplex.fail(error);
   }
 
   onMessage(message: CallMessage): void {
     if (this.#state !== OPEN) return;
     if (message.kind === Kind.RESPONSE && (message.flags & Flag.ERROR) !== 0) {
-      return this.fail((message.flags & Flag.TRANSPORT) !== 0 ? decodeTransportError(message.body) : message.body);
+      return (message.flags & Flag.TRANSPORT) !== 0 ? this.fail(decodeTransportError(message.body)) : this.fail(message.body, 'handler');
     }
     const violation = byteStreamViolation(message);
     if (violation !== null) return this.fail(violation);
-    if (message.kind === Kind.END && (message.flags & Flag.ERROR) !== 0) return this.fail(message.body);
+    if (message.kind === Kind.END && (message.flags & Flag.ERROR) !== 0) return this.fail(message.body, 'handler');
     if (message.kind === Kind.END) this.#endpoint?.stopReading(); // the server's last message: nothing after it is read
     this.#duplex.deliver(message);
   }
@@ -112,19 +126,21 @@ export class ClientRawCall implements EndpointOwner {
     lastEnd: false,
     writableEnded: () => this.#ended(1),
     readableEnded: () => this.#ended(2),
-    destroyed: () => this.#settle(true), // before both ends: a cancel
+    destroyed: () => this.#settle(true, 'ERR_SMUX_CANCELLED'), // before both ends: a cancel
   };
 
   #ended(end: 1 | 2): void {
     this.#ends |= end;
-    if (this.#ends === 3 && this.#state === OPEN) this.#settle(false);
+    if (this.#ends === 3 && this.#state === OPEN) this.#settle(false, null);
   }
 
-  /** Over: `cancel` FINs at once (dropping what is queued), else FIN after our END. */
-  #settle(cancel: boolean): void {
+  /** Over: `cancel` FINs at once (dropping what is queued), else FIN after our END; `failure` null when complete. */
+  #settle(cancel: boolean, failure: SmuxCallFailure | null): void {
     if (this.#state === DONE) return;
     const endpoint = this.#endpoint;
     this.#state = DONE;
+    this.#host.metrics?.callEnded(this.#startedAt, failure);
+    this.#span?.end(failure);
     this.#endpoint = null;
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
     this.#timer = null;

@@ -1,5 +1,6 @@
 import type { Deserializer, OutgoingResponse, ReadPacket, Serializer, WritePacket } from '@nestjs/microservices';
 import { type CallMessage, encodeMessage, Flag, Kind, type MessageFields } from './call-codec.js';
+import type { ClientSpan } from './tracing.js';
 
 /** A request or event as the server's handlers see it. */
 export interface DecodedRequest {
@@ -27,6 +28,8 @@ export interface OutgoingCall {
   readonly timeout?: number | undefined;
   /** Extra flag bits of the message (streamed requests). */
   readonly flags?: number;
+  /** The call's trace span (tracing.ts): its context is added to the headers. */
+  readonly span?: ClientSpan | null;
 }
 
 /**
@@ -65,7 +68,12 @@ class NativeCodec implements PacketCodec {
   }
 
   encodeCall(kind: typeof Kind.REQUEST | typeof Kind.EVENT, call: OutgoingCall): Buffer[] {
-    const fields: MessageFields = { ...patternField(call.pattern, this.#host), id: call.id, timeout: call.timeout, headers: call.headers };
+    const fields: MessageFields = {
+      ...patternField(call.pattern, this.#host),
+      id: call.id,
+      timeout: call.timeout,
+      headers: headersOf(call),
+    };
     return encodeMessage(kind, call.flags ?? 0, call.data, fields);
   }
 
@@ -96,7 +104,8 @@ class SerializerCodec implements PacketCodec {
   encodeCall(kind: typeof Kind.REQUEST | typeof Kind.EVENT, call: OutgoingCall): Buffer[] {
     const packet: ReadPacket & { id?: string; metadata?: Record<string, string> } = { pattern: call.pattern, data: call.data };
     if (call.id !== undefined) packet.id = call.id;
-    if (call.headers !== undefined) packet.metadata = call.headers;
+    const headers = headersOf(call);
+    if (headers !== undefined) packet.metadata = headers;
     return encodeMessage(kind, (call.flags ?? 0) | Flag.OPAQUE, this.#host.serializer.serialize(packet), { timeout: call.timeout });
   }
 
@@ -146,6 +155,11 @@ async function deserializeCall(message: CallMessage, host: CodecHost): Promise<D
   };
   const id = typeof packet.id === 'string' ? packet.id : message.id;
   return { pattern: host.patternAsString(packet.pattern), data: packet.data, id, headers: packet.metadata ?? message.headers };
+}
+
+/** A call's headers, with its trace context when it is traced. */
+function headersOf(call: OutgoingCall): Record<string, string> | undefined {
+  return call.span === undefined || call.span === null ? call.headers : call.span.inject(call.headers);
 }
 
 /** The PATTERN field: a string as it is, an object pattern as Nest normalises it, with PATTERN_JSON. */

@@ -1,7 +1,8 @@
 import { type Clock, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import { type CallMessage, encodeTransportError, Flag, Kind } from './call-codec.js';
-import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
+import type { CallEndpoint, EndpointOwner } from './call-endpoint.js';
 import type { ConnectionBudget } from './connection-budget.js';
+import { callEndpoint, type MetricsRecorder, type SmuxCallFailure } from './metrics.js';
 import type { PacketCodec } from './packet-codec.js';
 import type { SmuxDuplex } from './raw-duplex.js';
 import { type ReplyOwner, ServerReply } from './server-reply.js';
@@ -9,6 +10,7 @@ import type { CallControl } from './smux.context.js';
 import { type InputOwner, ServerInput } from './server-input.js';
 import { releaseResult } from './sources.js';
 import type { SmuxStreamedPayload } from './streamed-input.js';
+import { type ServerSpan, serverSpanOf } from './tracing.js';
 
 /** What a {@link ServerCall} needs from the server. */
 export interface CallHost {
@@ -32,6 +34,8 @@ export interface CallHost {
   awaitCallerFin(call: ServerCall): void;
   /** The call's stream is gone. */
   callClosed(call: ServerCall): void;
+  /** Where calls are counted, when the server keeps metrics (on the same clock as `clock`). */
+  readonly metrics?: MetricsRecorder;
 }
 
 /*
@@ -54,6 +58,9 @@ const REFUSED = 3;
 const CANCELLED = 4;
 const CONTROL = 5;
 const EVENT = 6;
+
+type Handler = (data: unknown, ctx: unknown) => unknown;
+type Feed = { bufferSize: number };
 
 /**
  * The Nest semantics of one call on the server: it reads the request, lets the server run the handler, and
@@ -83,6 +90,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   #endHook: (() => void) | null = null;
   #input: ServerInput | null = null; // what a streamed request or a byte stream reads after its REQUEST
   #handlerRunning = false;
+  #span: ServerSpan | null = null;
 
   /**
    * @param host - the server
@@ -102,7 +110,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     this.connection = connection;
     this.#refusal = refusal;
     this.openedAt = host.clock.now();
-    this.#endpoint = new CallEndpoint(channel, host.maxMessageBytes, this, 'server', refusal === null, budget);
+    this.#endpoint = callEndpoint(host.metrics, channel, host.maxMessageBytes, this, 'server', refusal === null, budget);
     this.#reply = new ServerReply(this.#endpoint, host.codec, this, host.maxReplyBufferBytes);
   }
 
@@ -152,11 +160,13 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
       this.refuse(new SmuxError('ERR_SMUX_PROTOCOL', 'a REQUEST or EVENT without a PATTERN field'));
     } else if (kind === Kind.REQUEST) {
       this.#state = RUNNING;
+      this.#host.metrics?.callOpened();
       this.id = message.id;
       if (message.timeout !== undefined && message.timeout > 0) this.#startDeadline(message.timeout);
       this.#host.dispatchRequest(this, message);
     } else if (kind === Kind.EVENT) {
       this.#state = EVENT;
+      this.#host.metrics?.eventReceived();
       endpoint.cancel(); // at most once: nothing goes back; forget the stream now
       this.#host.dispatchEvent(this, message);
     } else if (kind === Kind.HELLO) {
@@ -196,16 +206,16 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   /**
    * Runs the handler and adopts its result. `endHook` (processing end hook) runs exactly once when the call is
    * over; `feed` marks the reply as a real-time feed. A call cancelled before this point never runs its handler.
+   * With OpenTelemetry, handler and reply run inside the call's server span (tracing.ts), ended when the call is over.
    */
-  async run(
-    handler: (data: unknown, ctx: unknown) => unknown,
-    data: unknown,
-    ctx: unknown,
-    endHook: (() => void) | null,
-    feed: { bufferSize: number } | null = null,
-  ): Promise<void> {
+  run(handler: Handler, data: unknown, ctx: unknown, endHook: (() => void) | null, feed: Feed | null = null): Promise<void> {
     this.#endHook = endHook;
-    if (this.#state !== RUNNING) return this.#runEndHook();
+    if (this.#state !== RUNNING) return Promise.resolve(this.#runEndHook());
+    const span = (this.#span = serverSpanOf(ctx));
+    return span === null ? this.#handle(handler, data, ctx, feed) : span.run(() => this.#handle(handler, data, ctx, feed));
+  }
+
+  async #handle(handler: Handler, data: unknown, ctx: unknown, feed: Feed | null): Promise<void> {
     let result: unknown;
     this.#handlerRunning = true;
     try {
@@ -234,7 +244,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     if (this.#state !== RUNNING) return;
     this.#stopWork(error);
     this.#endpoint.write(encodeTransportError(error));
-    this.#wrapUp(ANSWERED);
+    this.#wrapUp(ANSWERED, error.code);
   }
 
   /**
@@ -243,9 +253,10 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
    */
   refuse(error: SmuxError): void {
     if (this.#state !== AWAITING && this.#state !== CONTROL) return;
+    this.#host.metrics?.callOpened(); // a stream refused before its request: a call that failed
     this.#endpoint.stopReading();
     this.#endpoint.write(encodeTransportError(error));
-    this.#wrapUp(REFUSED);
+    this.#wrapUp(REFUSED, error.code);
   }
 
   /**
@@ -277,14 +288,15 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
 
   // ── ReplyOwner ─────────────────────────────────────────────────────────────────────────────────────────
 
-  answered(): void {
-    if (this.#state === RUNNING) this.#wrapUp(ANSWERED);
+  /** The last message is written (`errored`: it is an error value). */
+  answered(errored = false): void {
+    if (this.#state === RUNNING) this.#wrapUp(ANSWERED, errored ? 'handler' : null);
   }
 
   failed(reason: SmuxError): void {
     if (this.#state !== RUNNING) return;
     this.#stopWork(reason);
-    this.#wrapUp(ANSWERED);
+    this.#wrapUp(ANSWERED, reason.code);
   }
 
   toRpcError(error: unknown): unknown {
@@ -294,12 +306,12 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   // ── internals ──────────────────────────────────────────────────────────────────────────────────────────
 
   /** The one way out after the last message: FIN after it, then wait (bounded) for the caller's FIN. */
-  #wrapUp(state: typeof ANSWERED | typeof REFUSED): void {
+  #wrapUp(state: typeof ANSWERED | typeof REFUSED, failure: SmuxCallFailure | null): void {
     this.#state = state;
     this.#endpoint.stopReading(); // the caller's stream, if any, is no longer wanted
     this.#reply.stop();
     this.#input?.close();
-    this.#settled();
+    this.#settled(failure);
     if (this.channel.isClosed) return;
     this.#endpoint.end();
     this.#host.awaitCallerFin(this);
@@ -309,12 +321,17 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   cancel(reason: SmuxError): void {
     this.#stopWork(reason);
     this.#state = CANCELLED;
-    this.#settled();
+    this.#settled(reason.code);
     this.#endpoint.cancel();
   }
 
-  /** The call stopped running: the server's count, the deadline, the processing end hook, the input. */
-  #settled(): void {
+  /**
+   * The call stopped running (`failure` null: answered with a value): the server's count, the deadline, the
+   * processing end hook, the input, its metrics and span.
+   */
+  #settled(failure: SmuxCallFailure | null): void {
+    this.#host.metrics?.callEnded(this.openedAt, failure);
+    this.#span?.end(failure);
     if (!this.#handlerRunning) this.#input?.release();
     this.#host.callSettled(this);
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);

@@ -12,8 +12,8 @@ export interface ReplyOwner {
   readonly running: boolean;
   /** The packet id of the request (a custom serializer puts it in every packet). */
   readonly id: string | undefined;
-  /** The last message is written: wrap the call up. */
-  answered(): void;
+  /** The last message is written (`errored`: it is an error value): wrap the call up. */
+  answered(errored: boolean): void;
   /** A transport error ends the call (written as such: a limit). */
   end(error: SmuxError): void;
   /** The reply failed after its error message was written (`reason`: what aborts the handler's signal). */
@@ -78,7 +78,7 @@ export class ServerReply implements Observer<unknown> {
 
   /** Writes the call's last message (a value, or with ERROR an error) and lets the call wrap up. */
   answer(value: unknown, flags: number, status?: string): void {
-    if (this.#owner.running && this.send(value, flags, status)) this.#owner.answered();
+    if (this.#owner.running && this.send(value, flags, status)) this.#owner.answered((flags & Flag.ERROR) !== 0);
   }
 
   /** Stops taking values: the Observable is unsubscribed (its teardown runs), a pulled source released. */
