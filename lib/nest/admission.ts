@@ -8,8 +8,23 @@ export interface Admittable {
   launch(): void;
 }
 
-/** `none`: not admitted yet or gone; `queued`: waiting for a slot; `running`: holds a slot. */
-export type AdmissionState = 'none' | 'queued' | 'running';
+/**
+ * One connection's share of the calls, as admission counts it: the client's pool keeps one per address and
+ * connection index, and bounds each by what its server allows (its hello's `maxCallsPerConnection`).
+ */
+export interface CallLane {
+  /** Calls whose stream is open on this connection (from {@link Admission.place} until they settle). */
+  callsInFlight: number;
+  /** The most calls the server runs at once on this connection (Infinity when its hello did not say). */
+  readonly maxCalls: number;
+}
+
+/**
+ * `none`: not admitted yet or gone; `queued`: waiting for a slot; `running`: holds a slot, no stream yet (waiting
+ * for a connection); a {@link CallLane}: holds a slot, and its stream is open on that connection. The lane is kept
+ * in the call itself so that a settling call frees its connection's share without a lookup or an allocation.
+ */
+export type AdmissionState = 'none' | 'queued' | 'running' | CallLane;
 
 /**
  * Bounded concurrency with a bounded wait queue: at most `maxConcurrent` calls hold a slot (from launch until
@@ -66,10 +81,22 @@ export class Admission {
     return true;
   }
 
+  /** A running call's stream opened on `lane`: it counts there until it settles. */
+  place(call: Admittable, lane: CallLane): void {
+    if (call.admission !== 'running') return;
+    call.admission = lane;
+    lane.callsInFlight++;
+  }
+
   /** `call` is over (answered, failed, cancelled — running or still queued): its slot or place is free. */
   release(call: Admittable): void {
-    if (call.admission === 'running') this.#running--;
-    else if (call.admission === 'queued') this.#queued--; // its FIFO entry is skipped when reached
+    const state = call.admission;
+    if (state === 'queued')
+      this.#queued--; // its FIFO entry is skipped when reached
+    else if (state !== 'none') {
+      this.#running--;
+      if (state !== 'running') state.callsInFlight--;
+    }
     call.admission = 'none';
     // A launched call may settle at once (no connection: fail fast) and release again: one loop takes them all,
     // instead of a recursion as deep as the queue.

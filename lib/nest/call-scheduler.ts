@@ -3,14 +3,16 @@ import { Fifo } from '../util/fifo.js';
 import { Admission } from './admission.js';
 import { PREFIX_SIZE } from './call-codec.js';
 import type { PendingCall } from './client-call.js';
-import type { Connector } from './connector.js';
+import type { Lane } from './client-lane.js';
+import type { ConnectorPool } from './connector-pool.js';
 
 /** Something waiting for a connection: a call, an event, a `connect()`. */
 interface ConnectionWaiter {
   readonly waitForReady: boolean;
   /** True once it no longer waits (settled elsewhere). */
   gone(): boolean;
-  connected(session: Session): void;
+  /** A connection is ready: go on it. @returns false when none could take it after all (it waits on) */
+  connected(): boolean;
   unavailable(error: SmuxError): void;
 }
 
@@ -21,20 +23,21 @@ export interface SchedulerLimits {
 }
 
 /**
- * Takes a client's calls to its connection: a slot each (bounded concurrency and queue, {@link Admission}),
- * a connection to open their streams on — waited for, or failed fast while the last attempt failed (gRPC's
- * sticky transient failure) — and the process held alive while anything waits. It knows nothing of Nest.
+ * Takes a client's calls to its connections: a slot each (bounded concurrency and queue, {@link Admission}),
+ * a connection to open their streams on, chosen by the {@link ConnectorPool} — waited for, or failed fast while
+ * the last attempts failed (gRPC's sticky transient failure) — and the process held alive while anything waits.
+ * It knows nothing of Nest.
  */
 export class CallScheduler {
-  readonly #connector: Connector;
+  readonly #pool: ConnectorPool;
   readonly #limits: SchedulerLimits;
   readonly #admission: Admission;
   readonly #awaiting = new Fifo<ConnectionWaiter>();
   #waitingCalls = 0; // calls waiting for a connection (they hold no slot yet)
   #keepAlive: NodeJS.Timeout | null = null; // holds the process while anything waits for a connection
 
-  constructor(connector: Connector, limits: SchedulerLimits) {
-    this.#connector = connector;
+  constructor(pool: ConnectorPool, limits: SchedulerLimits) {
+    this.#pool = pool;
     this.#limits = limits;
     this.#admission = new Admission(limits.maxConcurrentCalls, limits.maxQueuedCalls);
   }
@@ -44,30 +47,38 @@ export class CallScheduler {
    * is unknown), or waits for a connection.
    */
   schedule(call: PendingCall): void {
-    if (this.#connector.session !== null) this.#admit(call);
+    if (this.#pool.hasReady) this.#admit(call);
     else this.#awaitConnection(call);
   }
 
-  /** A call took a slot: open its stream (should the connection be gone meanwhile, wait for the next one). */
+  /** A call took a slot: open its stream (should no connection take it meanwhile, wait for the next one). */
   launch(call: PendingCall): void {
     if (call.done) return;
-    const session = this.#usableSession();
-    if (session !== null) return this.#openOn(session, call);
+    const lane = this.#pool.pick(true);
+    if (lane !== null) return this.#openOn(lane, call);
     if (this.#failsFast(call.waitForReady)) return call.fail(this.unavailable());
     this.#wait({
       waitForReady: call.waitForReady,
       gone: () => call.done,
-      connected: (s) => this.#openOn(s, call),
+      connected: () => {
+        const next = this.#pool.pick(true);
+        if (next !== null) this.#openOn(next, call);
+        return next !== null;
+      },
       unavailable: (error) => call.fail(error),
     });
   }
 
-  /** A call is over: its slot is free. */
+  /** A call is over: its slot, and its share of its connection, are free. */
   release(call: PendingCall): void {
+    const lane = call.admission;
     this.#admission.release(call);
+    if (typeof lane === 'object') this.#pool.settled(lane as Lane);
+    // A call that found every ready connection at its server's limit waits for a share to free up.
+    if (this.#awaiting.length > 0 && this.#pool.hasReady) this.connected();
   }
 
-  /** A session for an event: the ready one, or the next one (failing fast while there is none, unless waiting). */
+  /** A session for an event: a ready one, or the next one (failing fast while there is none, unless waiting). */
   sessionFor(waitForReady: boolean): Promise<Session> {
     const session = this.#usableSession();
     if (session !== null) return Promise.resolve(session);
@@ -82,9 +93,12 @@ export class CallScheduler {
       this.#wait({
         waitForReady,
         gone: () => settled,
-        connected: (s) => {
+        connected: () => {
+          const session = this.#usableSession();
+          if (session === null) return false;
           settled = true;
-          resolve(s);
+          resolve(session);
+          return true;
         },
         unavailable: (error) => {
           settled = true;
@@ -96,7 +110,7 @@ export class CallScheduler {
 
   /** A request the server will refuse as too large fails here, before its bytes are sent. */
   checkSize(request: Buffer[]): void {
-    const limit = this.#connector.hello?.maxMessageBytes;
+    const limit = this.#pool.maxMessageBytes;
     if (limit === undefined) return;
     let length = -PREFIX_SIZE;
     for (const buffer of request) length += buffer.length;
@@ -110,31 +124,36 @@ export class CallScheduler {
 
   /** The error of a call that finds no connection, with why the last attempt failed as its `cause`. */
   unavailable(): SmuxError {
-    const cause = this.#connector.lastError ?? undefined;
+    const cause = this.#pool.lastError ?? undefined;
     // A server that does not speak this transport will not start speaking it: retrying that is pointless.
     const retryable = !(cause instanceof SmuxError && cause.code === 'ERR_SMUX_PROTOCOL');
-    return new SmuxError('ERR_SMUX_UNAVAILABLE', `no connection: ${cause?.message ?? `not connected to ${this.#connector.where}`}`, {
+    return new SmuxError('ERR_SMUX_UNAVAILABLE', `no connection: ${cause?.message ?? `not connected to ${this.#pool.where}`}`, {
       cause,
       retryable,
     });
   }
 
-  /** A session is ready: the server's call limit applies, and whatever waited goes on it. */
+  /**
+   * A connection is ready: the servers' call limits apply (the sum over the ready connections), and whatever
+   * waited goes on one.
+   */
   connected(): void {
-    const limit = this.#connector.hello?.maxCallsPerConnection;
-    if (limit !== undefined) this.#admission.limit(Math.min(limit, this.#limits.maxConcurrentCalls));
+    this.#limitToServers();
     for (const waiter of this.#awaiting.drain()) {
       if (waiter.gone()) continue;
-      const usable = this.#usableSession();
-      if (usable === null)
-        this.#awaiting.push(waiter); // ids ran out at once: the next session takes it
-      else waiter.connected(usable);
+      if (!waiter.connected()) this.#awaiting.push(waiter); // ids ran out at once, or no room: the next one takes it
     }
     this.#holdProcess();
   }
 
-  /** An attempt failed: what waits fails fast, unless it waits for ready. */
+  /** A connection was lost: the calls the others' servers allow are what the client may run. */
+  lost(): void {
+    if (this.#pool.hasReady) this.#limitToServers();
+  }
+
+  /** An attempt failed: once every connection's last attempt has failed, what waits fails fast (unless it waits for ready). */
   attemptFailed(): void {
+    if (this.#pool.lastError === null) return; // others are still on their first try, or ready
     const unavailable = this.unavailable();
     for (const waiter of this.#awaiting.drain()) {
       if (waiter.gone()) continue;
@@ -181,18 +200,30 @@ export class CallScheduler {
     this.#wait({
       waitForReady: call.waitForReady,
       gone: () => call.done && leave(),
-      connected: () => leave() && this.#admit(call),
+      connected: () => {
+        leave();
+        this.#admit(call); // it takes a slot now, and a connection once it has one
+        return true;
+      },
       unavailable: (error) => leave() && call.fail(error),
     });
   }
 
-  #openOn(session: Session, call: PendingCall): void {
+  #openOn(lane: Lane, call: PendingCall): void {
     if (call.done) return;
     try {
-      call.open(session.openChannel());
+      const channel = lane.session!.openChannel(); // pick() returns lanes with a session
+      this.#admission.place(call, lane);
+      call.open(channel);
     } catch (error) {
       call.fail(toSmuxError(error, 'the call could not be opened'));
     }
+  }
+
+  /** At most what the ready connections' servers allow at once (their hellos' `maxCallsPerConnection`, summed). */
+  #limitToServers(): void {
+    const capacity = this.#pool.capacity;
+    if (capacity > 0) this.#admission.limit(Math.min(capacity, this.#limits.maxConcurrentCalls));
   }
 
   /**
@@ -202,14 +233,14 @@ export class CallScheduler {
    * connection, are waited for.
    */
   #failsFast(waitForReady: boolean): boolean {
-    return !waitForReady && this.#connector.lastError !== null;
+    return !waitForReady && this.#pool.lastError !== null;
   }
 
   /** Waits for a connection (starting an attempt if none runs); the process stays alive while anyone waits. */
   #wait(waiter: ConnectionWaiter): void {
     this.#awaiting.push(waiter);
     this.#holdProcess();
-    this.#connector.connect();
+    this.#pool.connect();
   }
 
   /**
@@ -225,13 +256,9 @@ export class CallScheduler {
     }
   }
 
-  /** The ready session, if it still has stream ids (otherwise new calls move to a fresh one). */
+  /** A ready session for an event, if one still has stream ids (a spent one rotates: new calls move to a fresh one). */
   #usableSession(): Session | null {
-    const session = this.#connector.session;
-    if (session === null) return null;
-    if (session.streamIdsLeft > 0) return session;
-    this.#connector.rotate();
-    return null;
+    return this.#pool.pick(false)?.session ?? null;
   }
 }
 

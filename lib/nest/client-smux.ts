@@ -7,7 +7,8 @@ import { Flag, Kind } from './call-codec.js';
 import { CallScheduler, toSmuxError } from './call-scheduler.js';
 import { ClientCall, type ClientCallHost } from './client-call.js';
 import { ClientRawCall } from './client-raw-call.js';
-import { Connector } from './connector.js';
+import type { SmuxConnectionInfo } from './client-lane.js';
+import { ConnectorPool } from './connector-pool.js';
 import type { ClientSmuxOptions, SmuxDuplexOptions } from './interfaces.js';
 import { RateLimitedLog } from './log.js';
 import { createPacketCodec } from './packet-codec.js';
@@ -19,8 +20,9 @@ import type { SmuxClientEvents } from './smux.events.js';
 
 /**
  * The NestJS client of {@link ServerSmux}: every `send()` and `emit()` runs on its own smux stream over one
- * connection, opened lazily on first use. While there is no connection, calls fail at once with the retryable
- * `ERR_SMUX_UNAVAILABLE` (or wait, with `waitForReady`); reconnection goes on in the background.
+ * connection, opened lazily on first use — or over several (`hosts`, `dns`, `connectionsPerAddress`), each call
+ * on the one with fewer calls in flight of two picked at random. While there is no connection, calls fail at once
+ * with the retryable `ERR_SMUX_UNAVAILABLE` (or wait, with `waitForReady`); reconnection goes on in the background.
  *
  * ```ts
  * ClientsModule.register([smuxClient({ name: 'MATH', options: { port: 4000 } })]);
@@ -32,7 +34,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   readonly #options: ResolvedClientOptions;
   readonly #host: ClientCallHost;
   readonly #events = new EventEmitter();
-  readonly #connector: Connector;
+  readonly #pool: ConnectorPool;
   readonly #scheduler: CallScheduler;
   readonly #warnings: RateLimitedLog;
   #nextId = 0;
@@ -49,14 +51,17 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     this.initializeSerializer(options);
     this.initializeDeserializer(options);
     this.#warnings = new RateLimitedLog(this.logger, resolved.clock);
-    const connector = new Connector(resolved, {
-      ready: (session) => this.#ready(session),
-      failed: (error) => this.#failed(error),
-      lost: (session, error) => this.#lost(session, error),
+    const pool = new ConnectorPool(resolved, {
+      ready: (session, where) => this.#ready(session, where),
+      failed: (error, where) => this.#failed(error, where),
+      lost: (session, error, where) => this.#lost(session, error, where),
       status: (status) => this._status$.next(status),
+      resolveFailed: (error, names, kept) =>
+        this.#warnings.warn('dns', `Could not resolve ${names}: ${error.message} (keeping the ${kept} addresses found before)`),
+      changed: (added, removed) => this.logger.debug?.(`DNS: ${[...added.map((a) => `+${a}`), ...removed.map((r) => `-${r}`)].join(' ')}`),
     });
-    this.#connector = connector;
-    const scheduler = new CallScheduler(connector, resolved);
+    this.#pool = pool;
+    const scheduler = new CallScheduler(pool, resolved);
     this.#scheduler = scheduler;
     this.#host = {
       clock: resolved.clock,
@@ -70,12 +75,9 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
       }),
       launch: (call) => scheduler.launch(call),
       cutOff: () => void this.#cutOff++,
-      settled: (call) => {
-        scheduler.release(call);
-        this.#connector.retireIdle();
-      },
+      settled: (call) => scheduler.release(call),
       get connectError() {
-        return connector.lastError;
+        return pool.lastError;
       },
     };
   }
@@ -85,24 +87,36 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
    * the session, or rejects with `ERR_SMUX_UNAVAILABLE` whose `cause` is why the attempt failed.
    */
   connect(): Promise<Session> {
-    const session = this.#connector.session;
+    const session = this.#pool.anySession;
     return session !== null ? Promise.resolve(session) : this.#scheduler.nextSession(false);
   }
 
   /**
-   * Closes the connection gracefully (queued events are flushed); calls still in flight, queued or waiting for
+   * Closes the connections gracefully (queued events are flushed); calls still in flight, queued or waiting for
    * a connection fail with `ERR_SMUX_SESSION_CLOSED`, and reconnecting stops. A later call connects again.
    */
   async close(): Promise<void> {
     const closed = new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed');
     this.#scheduler.close(closed);
-    await this.#connector.close();
+    await this.#pool.close();
     this.#warnings.close();
   }
 
-  /** The current smux session. @throws SmuxError `ERR_SMUX_UNAVAILABLE` when not connected */
+  /**
+   * Every connection of this client, as a snapshot: its address, connection index, state, calls in flight and
+   * last error. One entry without `hosts`, `dns` or `connectionsPerAddress`; `client.status` tells whether at
+   * least one is ready.
+   */
+  get connections(): SmuxConnectionInfo[] {
+    return this.#pool.connections;
+  }
+
+  /**
+   * The current smux session (with several connections: one of the ready ones).
+   * @throws SmuxError `ERR_SMUX_UNAVAILABLE` when not connected
+   */
   unwrap<T = Session>(): T {
-    const session = this.#connector.session;
+    const session = this.#pool.anySession;
     if (session === null) throw new SmuxError('ERR_SMUX_UNAVAILABLE', 'ClientSmux is not connected: call connect() first');
     return session as T;
   }
@@ -258,28 +272,29 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
 
   // ── connection events ──────────────────────────────────────────────────────────────────────────────────
 
-  #ready(session: Session): void {
-    this.logger.debug?.(`Connected to ${this.#connector.where} (smux protocol version ${session.version})`);
+  #ready(session: Session, where: string): void {
+    this.logger.debug?.(`Connected to ${where} (smux protocol version ${session.version})`);
     this.#events.emit('connect', session);
     this.#scheduler.connected();
   }
 
-  #failed(error: Error): void {
-    this.#warnings.warn('connect', `Could not connect to ${this.#connector.where}: ${error.message} (retrying in the background)`);
+  #failed(error: Error, where: string): void {
+    this.#warnings.warn('connect', `Could not connect to ${where}: ${error.message} (retrying in the background)`);
     if (this.#events.listenerCount('error') > 0) this.#events.emit('error', error);
     this.#scheduler.attemptFailed();
   }
 
-  #lost(_session: Session, error: SmuxError | undefined): void {
+  #lost(_session: Session, error: SmuxError | undefined, where: string): void {
+    this.#scheduler.lost();
     // A server closing its end on purpose (shutdown, a drained connection) ends the session without a cause and
     // with its calls answered; a dead process or a cut network leaves calls in flight, or a socket error.
     const inFlight = this.#cutOff;
     this.#cutOff = 0;
     if (error !== undefined && (error.cause !== undefined || error.code !== 'ERR_SMUX_SESSION_CLOSED' || inFlight > 0)) {
       const calls = inFlight > 0 ? ` (${inFlight} calls in flight failed with it)` : '';
-      this.#warnings.warn('connection', `Connection to ${this.#connector.where} lost: ${error.message}${calls}`);
+      this.#warnings.warn('connection', `Connection to ${where} lost: ${error.message}${calls}`);
     } else {
-      this.logger.debug?.(`Connection to ${this.#connector.where} closed`);
+      this.logger.debug?.(`Connection to ${where} closed`);
     }
     this.#events.emit('close', error);
   }

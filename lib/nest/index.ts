@@ -10,7 +10,16 @@ export type { SmuxSource } from './sources.js';
 export { SmuxRecord, SmuxRecordBuilder, type SmuxRecordOptions } from './smux.record-builder.js';
 export { SmuxStatus, type SmuxClientEvents, type SmuxServerEvents } from './smux.events.js';
 export { SMUX_TRANSPORT } from './transport-id.js';
-export type { ClientSmuxOptions, ReconnectOptions, ServerSmuxOptions, SmuxDuplexOptions, SmuxTransportOptions } from './interfaces.js';
+export type {
+  ClientSmuxOptions,
+  ReconnectOptions,
+  ServerSmuxOptions,
+  SmuxDnsOptions,
+  SmuxDuplexOptions,
+  SmuxHostAddress,
+  SmuxTransportOptions,
+} from './interfaces.js';
+export type { SmuxConnectionInfo, SmuxConnectionState } from './client-lane.js';
 export {
   smuxStub,
   type SmuxStub,
