@@ -168,6 +168,7 @@ export class Connector {
         this.#everConnected = true;
         this.#status('connected');
         this.#listener.ready(session);
+        this.#schedulePing(session);
       },
       (error: Error) => {
         if (generation !== this.#generation) return;
@@ -221,6 +222,31 @@ export class Connector {
   /** The ready session's control link, or null. */
   #link(): ControlLink | null {
     return this.#session === null ? null : (this.#controls.get(this.#session)?.link ?? null);
+  }
+
+  /**
+   * Health (`pingInterval`): the ready session is pinged on its control stream every interval; a ping without an
+   * answer within the interval gives the connection up (its calls fail with a retryable error, the next call
+   * reconnects). A server too old to answer pings is not pinged.
+   */
+  #schedulePing(session: Session): void {
+    const interval = this.#options.pingInterval;
+    if (interval === 0) return;
+    const timer = this.#clock.setTimeout(() => {
+      if (this.#session !== session) return;
+      this.ping(interval).then(
+        () => this.#schedulePing(session),
+        (error: unknown) => {
+          if (this.#session !== session || !(error instanceof SmuxError) || error.code !== 'ERR_SMUX_TIMEOUT') return;
+          session.destroy(
+            new SmuxError('ERR_SMUX_TIMEOUT', `${this.#where} did not answer a ping within ${interval} ms (pingInterval)`, {
+              retryable: true,
+            }),
+          );
+        },
+      );
+    }, interval);
+    session.once('close', () => this.#clock.clearTimeout(timer));
   }
 
   /** Publishes a status, once per change. */

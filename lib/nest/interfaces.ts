@@ -134,6 +134,29 @@ export interface ReconnectOptions {
   jitter?: number;
 }
 
+/** One server of {@link ClientSmuxOptions.hosts}. */
+export interface SmuxHostAddress {
+  /** Host name or IP address, without a port (with `dns`, a name resolved to all its addresses). */
+  host: string;
+  /** TCP port, 1–65535. */
+  port: number;
+}
+
+/** DNS resolution of {@link ClientSmuxOptions.dns}. */
+export interface SmuxDnsOptions {
+  /**
+   * ms between two resolutions, at least 1 000. A lost connection also starts one at once (at most one a second),
+   * and while a name resolves to nothing at all the retries follow the `reconnect` backoff. Default 30 000.
+   */
+  refreshInterval?: number;
+  /**
+   * Resolves a host name to its IP addresses: every one gets `connectionsPerAddress` connections. Default: the
+   * system's resolver as `net.connect` uses it (`dns.promises.lookup(name, { all: true })`: /etc/hosts, then DNS);
+   * `(name) => dns.promises.resolve4(name)` asks DNS only. A test can give a function of its own.
+   */
+  resolve?: (hostname: string) => Promise<readonly string[]>;
+}
+
 /** Options of {@link ClientSmux} (the `options` of `ClientsModule.register([{ customClass: ClientSmux, options }])`). */
 export interface ClientSmuxOptions extends SmuxTransportOptions {
   /** TLS: `tls.connect` options. */
@@ -165,4 +188,31 @@ export interface ClientSmuxOptions extends SmuxTransportOptions {
   connectTimeout?: number;
   /** Backoff between reconnection attempts after failures (they go on in the background until `close()`). */
   reconnect?: ReconnectOptions;
+  /**
+   * Several servers, instead of `host`/`port`/`path`: the client keeps a connection to each (or
+   * `connectionsPerAddress`) and sends each call on the connection with fewer calls in flight of two picked at
+   * random. A connection that fails is left out and redialled with the `reconnect` backoff; the others go on. At
+   * least one entry, no address twice.
+   */
+  hosts?: readonly SmuxHostAddress[];
+  /**
+   * Resolve `host` (or each name in `hosts`) to all its addresses and connect to every one: a Kubernetes headless
+   * Service, a name with several A/AAAA records. Re-resolved every `refreshInterval` and when a connection is lost:
+   * a new address gets connections, a vanished one takes no new calls and closes once its calls are done. With
+   * `tls`, certificates are checked against the name. `true`: the defaults. Not with `path`. Default false.
+   */
+  dns?: boolean | SmuxDnsOptions;
+  /**
+   * Connections to each address, 1–256: to reach several server processes behind one address, such as Node
+   * `cluster` workers sharing a port or the pods behind a Kubernetes ClusterIP Service (both balance connections,
+   * not calls). Default 1.
+   */
+  connectionsPerAddress?: number;
+  /**
+   * ms between health pings on each connection's control stream (0: none): a connection whose ping is not answered
+   * within the interval is given up — its calls fail with a retryable error and the next call reconnects — which
+   * catches a server whose event loop is stuck while its socket stays open. Each answer updates the connection's
+   * round-trip time. Default 0.
+   */
+  pingInterval?: number;
 }

@@ -30,7 +30,10 @@ type Rule =
   | { kind: 'string' }
   | { kind: 'boolean' }
   | { kind: 'object' }
-  | { kind: 'codec'; method: 'serialize' | 'deserialize' };
+  | { kind: 'codec'; method: 'serialize' | 'deserialize' }
+  | { kind: 'list' }
+  | { kind: 'function' }
+  | { kind: 'flag-or-object' };
 
 const common: Record<string, Rule> = {
   host: { kind: 'string' },
@@ -70,6 +73,20 @@ const clientRules: Record<string, Rule> = {
   maxQueuedCalls: { kind: 'integer', min: 0, max: MAX_MS, unit: 'calls; 0 = none wait' },
   connectTimeout: { kind: 'integer', min: 1, max: MAX_MS, unit: 'ms' },
   reconnect: { kind: 'object' },
+  hosts: { kind: 'list' },
+  dns: { kind: 'flag-or-object' },
+  connectionsPerAddress: { kind: 'integer', min: 1, max: 256, unit: 'connections to each address' },
+  pingInterval: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms; 0 = no pings' },
+};
+
+const hostRules: Record<string, Rule> = {
+  host: { kind: 'string' },
+  port: { kind: 'integer', min: 1, max: 65_535, unit: 'a TCP port' },
+};
+
+const dnsRules: Record<string, Rule> = {
+  refreshInterval: { kind: 'integer', min: 1_000, max: MAX_MS, unit: 'ms' },
+  resolve: { kind: 'function' },
 };
 
 const reconnectRules: Record<string, Rule> = {
@@ -126,8 +143,21 @@ export interface ResolvedClientOptions extends ResolvedCommon {
   readonly maxQueuedCalls: number;
   readonly connectTimeout: number;
   readonly reconnect: { readonly initialDelay: number; readonly maxDelay: number; readonly factor: number; readonly jitter: number };
+  /** Every address to connect to (`hosts`, or `host`/`port`/`path` as one); `address` is the first. With `dns`, the names. */
+  readonly addresses: readonly Address[];
+  /** DNS resolution of the addresses' host names, or null. */
+  readonly dns: ResolvedDnsOptions | null;
+  /** Connections to each address. */
+  readonly connectionsPerAddress: number;
   /** Calls the server makes on our connections, served by a dialling ServerSmux (internal: `SERVE_CALLS`); null for a plain client. */
   readonly serveCalls: ServeHook | null;
+  readonly pingInterval: number;
+}
+
+/** {@link SmuxDnsOptions}, resolved (`resolve` undefined: the system's resolver). */
+export interface ResolvedDnsOptions {
+  readonly refreshInterval: number;
+  readonly resolve: ((hostname: string) => Promise<readonly string[]>) | undefined;
 }
 
 /** Checks and completes {@link ServerSmuxOptions}. @throws SmuxError `ERR_SMUX_INVALID_CONFIG` */
@@ -200,8 +230,15 @@ export function resolveClientOptions(input: ClientSmuxOptions | undefined): Reso
   const maxDelay = reconnect.maxDelay ?? Math.max(5_000, initialDelay);
   if (maxDelay < initialDelay)
     fail('ClientSmux', 'reconnect.maxDelay', `must be at least reconnect.initialDelay (${initialDelay} ms)`, maxDelay);
+  const common = resolveCommon('ClientSmux', options);
+  const addresses = options.hosts === undefined ? [common.address] : resolveHosts(options);
+  const dnsInput = options.dns === true ? {} : options.dns === false ? undefined : options.dns;
+  const dns = dnsInput === undefined ? undefined : check('ClientSmux', dnsInput, dnsRules, 'dns.');
+  if (dns !== undefined && options.path !== undefined)
+    fail('ClientSmux', 'dns', 'needs host names: it cannot be combined with path', options.dns);
   return {
-    ...resolveCommon('ClientSmux', options),
+    ...common,
+    address: addresses[0],
     tls: options.tls,
     smux,
     timeout: options.timeout ?? 0,
@@ -211,8 +248,36 @@ export function resolveClientOptions(input: ClientSmuxOptions | undefined): Reso
     maxQueuedCalls: options.maxQueuedCalls ?? 10_000,
     connectTimeout: options.connectTimeout ?? 10_000,
     reconnect: { initialDelay, maxDelay, factor: reconnect.factor ?? 2, jitter: reconnect.jitter ?? 0.2 },
+    addresses,
+    dns: dns === undefined ? null : { refreshInterval: dns.refreshInterval ?? 30_000, resolve: dns.resolve },
+    connectionsPerAddress: options.connectionsPerAddress ?? 1,
     serveCalls: (input as { [SERVE_CALLS]?: ServeHook } | undefined)?.[SERVE_CALLS] ?? null,
+    pingInterval: options.pingInterval ?? 0,
   };
+}
+
+/** The servers of the `hosts` option, each checked; an address given twice is refused (`connectionsPerAddress` is the way). */
+function resolveHosts(options: ClientSmuxOptions): Address[] {
+  const hosts = options.hosts ?? [];
+  const alone = options.host !== undefined ? 'host' : options.port !== undefined ? 'port' : options.path !== undefined ? 'path' : null;
+  if (alone !== null) fail('ClientSmux', 'hosts', `cannot be combined with ${alone} (list every server in hosts)`, hosts);
+  if (hosts.length === 0) fail('ClientSmux', 'hosts', 'must list at least one server ({ host, port })', hosts);
+  const seen = new Map<string, number>();
+  return hosts.map((entry, i) => {
+    const name = `hosts[${i}]`;
+    const { host, port } = check('ClientSmux', entry, hostRules, `${name}.`);
+    if (host === undefined) fail('ClientSmux', `${name}.host`, 'is required (a host name or address)', host);
+    if (port === undefined) fail('ClientSmux', `${name}.port`, 'is required (a TCP port, 1–65535)', port);
+    if (/^[^:]*:\d+$/.test(host))
+      fail('ClientSmux', `${name}.host`, 'must be a host name or address without a port (give it as port)', host);
+    const key = `${host}:${port}`;
+    const first = seen.get(key);
+    if (first !== undefined) {
+      fail('ClientSmux', name, `repeats hosts[${first}] (${key}): for several connections to one address use connectionsPerAddress`, entry);
+    }
+    seen.set(key, i);
+    return { host, port };
+  });
 }
 
 function resolveCommon(side: string, options: ServerSmuxOptions | ClientSmuxOptions): ResolvedCommon {
@@ -295,6 +360,17 @@ function checkValue(side: string, name: string, rule: Rule, value: unknown): voi
     case 'codec':
       if (typeof value !== 'object' || value === null || typeof (value as Record<string, unknown>)[rule.method] !== 'function') {
         fail(side, name, `must be an object with a ${rule.method}() method`, value);
+      }
+      return;
+    case 'list':
+      if (!Array.isArray(value)) fail(side, name, 'must be an array', value);
+      return;
+    case 'function':
+      if (typeof value !== 'function') fail(side, name, 'must be a function', value);
+      return;
+    case 'flag-or-object':
+      if (typeof value !== 'boolean' && (typeof value !== 'object' || value === null || Array.isArray(value))) {
+        fail(side, name, 'must be true, false or an object', value);
       }
   }
 }

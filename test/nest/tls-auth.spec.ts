@@ -102,7 +102,7 @@ describeTls('TLS with a test CA: server auth and mutual TLS', () => {
     handle.server.unwrap<tls.Server>().on('secureConnection', (socket: tls.TLSSocket) => {
       peers.push(`${String(socket.authorized)} ${String(socket.getPeerCertificate().subject?.CN)}`);
     });
-    const connections: Array<string | undefined> = [];
+    const connections: unknown[] = [];
     handle.server.on('connection', (connection) => void connections.push(connection.peerCertificate?.subject.CN));
     const client = handle.client({ tls: { ca: authority.cert, servername: 'localhost', key: alice.key, cert: alice.cert } });
     expect(await firstValueFrom(client.send('echo', 'mutual'))).toBe('mutual');

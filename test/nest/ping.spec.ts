@@ -1,0 +1,99 @@
+/**
+ * Health pings (issue 10 §4): with `pingInterval`, a ClientSmux pings each connection on its control stream; a
+ * ping without an answer within the interval gives the connection up (a server whose process is stuck while its
+ * socket stays open), its calls fail with a retryable error, and the next call reconnects. A live server answers
+ * every ping, so its connection is never given up.
+ */
+import net from 'node:net';
+import { afterEach, describe, expect, test } from '@jest/globals';
+import { Controller } from '@nestjs/common';
+import { MessagePattern } from '@nestjs/microservices';
+import { firstValueFrom } from 'rxjs';
+import { ClientSmux, Session, type SmuxChannel, type SmuxError } from '../../lib/index.js';
+import { type CallMessage, encodeMessage, Kind } from '../../lib/nest/call-codec.js';
+import { MessageReader } from '../../lib/nest/message-reader.js';
+import { closeAll, rejection, startApp, trackClient, until, within } from './helpers.js';
+
+@Controller()
+class PingController {
+  @MessagePattern('ping')
+  ping(): string {
+    return 'pong';
+  }
+}
+
+const closers: Array<() => void> = [];
+afterEach(async () => {
+  for (const close of closers.splice(0)) close();
+  await closeAll();
+});
+
+/**
+ * A server that says hello as a ServerSmux does (naming the control feature) and then never answers anything on
+ * any stream — a process that stopped working while its sockets stay open. Counts the PINGs it got.
+ */
+async function stuckServer(): Promise<{ port: number; pings: () => number }> {
+  let pings = 0;
+  const listener = net.createServer((socket) => {
+    const session = Session.server(socket, { version: 2 });
+    session.on('channel', (channel: SmuxChannel) => {
+      const reader = new MessageReader(1 << 20);
+      channel.setHandler({
+        onData: (data) =>
+          reader.push(data, {
+            onMessage: (message: CallMessage) => {
+              if (message.kind === Kind.HELLO) {
+                const hello = { protocol: 1, maxMessageBytes: 1 << 20, maxCallsPerConnection: 100, features: ['control'] };
+                channel.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, hello)));
+              } else if (message.kind === Kind.PING) pings++;
+            },
+          }),
+        onEnd: () => undefined,
+        onClose: () => undefined,
+      });
+    });
+    closers.push(() => session.destroy());
+  });
+  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  closers.push(() => listener.close());
+  return { port: (listener.address() as net.AddressInfo).port, pings: () => pings };
+}
+
+describe('pingInterval: a connection whose pings go unanswered is given up', () => {
+  test('a stuck server: the call in flight fails retryably within about two intervals, the client reports the close', async () => {
+    const server = await stuckServer();
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: server.port, pingInterval: 100 }));
+    const closes: Array<SmuxError | undefined> = [];
+    client.on('close', (error) => void closes.push(error));
+    const started = Date.now();
+    const error = await within(rejection(firstValueFrom(client.send('anything', 1))), 'the stuck call');
+    const ms = Date.now() - started;
+    expect(error).toMatchObject({ retryable: true });
+    expect(ms).toBeGreaterThanOrEqual(180); // one interval to the ping, one for its answer
+    expect(ms).toBeLessThan(2_000);
+    expect(server.pings()).toBe(1);
+    await until(() => closes.length === 1, 5_000, 'the close event');
+    expect(closes[0]).toMatchObject({ code: 'ERR_SMUX_TIMEOUT', message: expect.stringContaining('did not answer a ping') });
+  });
+
+  test('a live ServerSmux answers every ping: its connection is kept, calls go on', async () => {
+    const handle = await startApp({ controllers: [PingController] });
+    const client = handle.client({ pingInterval: 20 });
+    const closes: unknown[] = [];
+    client.on('close', (error) => void closes.push(error));
+    expect(await firstValueFrom(client.send('ping', 1))).toBe('pong');
+    const session = client.unwrap<Session>();
+    await new Promise((resolve) => setTimeout(resolve, 300)); // ≈ 15 pings
+    expect(closes).toEqual([]);
+    expect(client.unwrap<Session>()).toBe(session);
+    expect(await firstValueFrom(client.send('ping', 1))).toBe('pong');
+  });
+
+  test('without pingInterval (the default) nothing is pinged', async () => {
+    const server = await stuckServer();
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: server.port, timeout: 300 }));
+    const error = await within(rejection(firstValueFrom(client.send('anything', 1))), 'the stuck call');
+    expect(error).toMatchObject({ code: 'ERR_SMUX_TIMEOUT', message: expect.stringContaining('deadline') });
+    expect(server.pings()).toBe(0);
+  });
+});
