@@ -21,6 +21,8 @@ export interface SmuxConnectionInfo {
   readonly callsInFlight: number;
   /** Why the last attempt failed, until one succeeds; null otherwise. */
   readonly lastError: Error | null;
+  /** The last round-trip time measured on it (`client.ping()`, `pingInterval`), in ms; null before one. */
+  readonly rtt: number | null;
 }
 
 /**
@@ -76,8 +78,8 @@ export class Lane implements CallLane {
 
   /** A plain snapshot for `client.connections`. */
   info(): SmuxConnectionInfo {
-    const { state, lastError } = this.connector;
-    return { address: this.where, index: this.index, state, callsInFlight: this.callsInFlight, lastError };
+    const { state, lastError, rtt } = this.connector;
+    return { address: this.where, index: this.index, state, callsInFlight: this.callsInFlight, lastError, rtt };
   }
 }
 

@@ -1,21 +1,18 @@
 import { EventEmitter } from 'node:events';
 import { Logger } from '@nestjs/common';
 import { ClientProxy, type MsPattern, type ReadPacket, type WritePacket } from '@nestjs/microservices';
-import { connectable, defer, Observable, Subject, throwError } from 'rxjs';
+import { connectable, defer, type Observable, type Observer, Subject, throwError } from 'rxjs';
 import { type Session, SmuxError } from '../smux/index.js';
-import { Flag, Kind } from './call-codec.js';
-import { CallScheduler, toSmuxError } from './call-scheduler.js';
-import { ClientCall, type ClientCallHost } from './client-call.js';
-import { ClientRawCall } from './client-raw-call.js';
+import { CallLauncher } from './call-launcher.js';
+import { CallScheduler } from './call-scheduler.js';
+import type { ClientCallHost } from './client-call.js';
 import type { SmuxConnectionInfo } from './client-lane.js';
 import { ConnectorPool } from './connector-pool.js';
 import type { ClientSmuxOptions, SmuxDuplexOptions } from './interfaces.js';
 import { RateLimitedLog } from './log.js';
+import { resolveClientOptions } from './options.js';
 import { createPacketCodec } from './packet-codec.js';
-import { SmuxDuplex } from './raw-duplex.js';
-import { isSource } from './sources.js';
-import { resolveClientOptions, type ResolvedClientOptions } from './options.js';
-import { SmuxRecord } from './smux.record-builder.js';
+import type { SmuxDuplex } from './raw-duplex.js';
 import type { SmuxClientEvents } from './smux.events.js';
 
 /**
@@ -31,13 +28,12 @@ import type { SmuxClientEvents } from './smux.events.js';
 export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   /** Nest's logger, with this transport's context. */
   protected readonly logger = new Logger('ClientSmux');
-  readonly #options: ResolvedClientOptions;
   readonly #host: ClientCallHost;
   readonly #events = new EventEmitter();
   readonly #pool: ConnectorPool;
   readonly #scheduler: CallScheduler;
   readonly #warnings: RateLimitedLog;
-  #nextId = 0;
+  readonly #launcher: CallLauncher;
   #cutOff = 0; // calls in flight when the connection died (for the log line)
 
   /**
@@ -47,7 +43,6 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   constructor(options: ClientSmuxOptions = {}) {
     super();
     const resolved = resolveClientOptions(options);
-    this.#options = resolved;
     this.initializeSerializer(options);
     this.initializeDeserializer(options);
     this.#warnings = new RateLimitedLog(this.logger, resolved.clock);
@@ -80,6 +75,19 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
         return pool.lastError;
       },
     };
+    const proxy = {
+      createObserver: <T>(observer: Observer<T>) => this.createObserver(observer),
+      // Nest 12's packet carries its dispatch-hook metadata; Nest 11 has no createPacket.
+      createPacket:
+        typeof this.createPacket === 'function'
+          ? (pattern: unknown, data: unknown) => this.createPacket(pattern, data) as ReadPacket & { metadata?: Record<string, string> }
+          : undefined,
+    };
+    this.#launcher = new CallLauncher(this.#host, scheduler, proxy, {
+      timeout: resolved.timeout,
+      waitForReady: resolved.waitForReady,
+      streamHighWaterMark: resolved.smux.streamHighWaterMark ?? 64 * 1024,
+    });
   }
 
   /**
@@ -112,6 +120,17 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   }
 
   /**
+   * Measures the round trip to the server on a ready connection's control stream (PING, PONG) — the connection
+   * `unwrap()` gives. Each connection's last round trip (these pings, and `pingInterval`'s) is in
+   * `client.connections[i].rtt`. @returns the time in ms
+   * @throws SmuxError `ERR_SMUX_UNAVAILABLE` without a ready connection, or from a server too old to answer pings;
+   *   `ERR_SMUX_TIMEOUT` without an answer within `timeoutMs`
+   */
+  ping(timeoutMs = 5_000): Promise<number> {
+    return this.#pool.ping(timeoutMs);
+  }
+
+  /**
    * The current smux session (with several connections: one of the ready ones).
    * @throws SmuxError `ERR_SMUX_UNAVAILABLE` when not connected
    */
@@ -131,13 +150,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
    * subscriber sees is the same (values, then completion or the error).
    */
   override send<TResult = unknown, TInput = unknown>(pattern: unknown, data: TInput): Observable<TResult> {
-    if (pattern === null || pattern === undefined || data === null || data === undefined) {
-      return throwError(
-        () =>
-          new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'send() needs a pattern and data that are not null or undefined (as Nest requires)'),
-      );
-    }
-    return new Observable<TResult>((observer) => this.#start(this.createObserver(observer), pattern, data) ?? undefined);
+    return this.#launcher.send<TResult>(pattern, data);
   }
 
   /**
@@ -152,7 +165,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
           new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'emit() needs a pattern and data that are not null or undefined (as Nest requires)'),
       );
     }
-    const packet = typeof this.createPacket === 'function' ? this.createPacket(pattern, data) : { pattern, data };
+    const packet = this.#launcher.packet(pattern, data);
     const source = connectable(
       defer(() => this.dispatchEvent<TResult>(packet)),
       { connector: () => new Subject<TResult>(), resetOnDisconnect: false },
@@ -174,34 +187,12 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
    * @param options - headers, a deadline for the whole transfer, waiting for a connection
    */
   openDuplex(pattern: unknown, data: unknown = null, options: SmuxDuplexOptions = {}): SmuxDuplex {
-    const duplex = new SmuxDuplex(this.#options.smux.streamHighWaterMark ?? 64 * 1024);
-    const packet: ReadPacket & { metadata?: Record<string, string> } =
-      typeof this.createPacket === 'function' ? this.createPacket(pattern, data) : { pattern, data };
-    const headers = packet.metadata === undefined ? options.headers : { ...packet.metadata, ...options.headers };
-    const timeout = options.timeout ?? 0;
-    let request: Buffer[];
-    try {
-      if (pattern === null || pattern === undefined) throw new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'openDuplex() needs a pattern');
-      const id = (++this.#nextId).toString(36);
-      request = this.#host.codec.encodeCall(Kind.REQUEST, {
-        pattern,
-        data,
-        id,
-        headers,
-        timeout: timeout > 0 ? timeout : undefined,
-        flags: Flag.RAW,
-      });
-    } catch (error) {
-      process.nextTick(() => duplex.fail(toSmuxError(error, 'the request could not be encoded')));
-      return duplex;
-    }
-    this.#scheduler.schedule(new ClientRawCall(this.#host, duplex, request, timeout, options.waitForReady ?? this.#options.waitForReady));
-    return duplex;
+    return this.#launcher.openDuplex(pattern, data, options);
   }
 
   /** Nest's publish contract, for code that goes through `ClientProxy`'s own paths; `send()` does not. */
   protected publish(packet: ReadPacket, callback: (packet: WritePacket) => void): () => void {
-    const call = this.#start(callback, packet.pattern, packet.data, packet);
+    const call = this.#launcher.start(callback, packet.pattern, packet.data, packet);
     return () => call?.unsubscribe();
   }
 
@@ -210,64 +201,8 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
    * handed to the socket; rejects with `ERR_SMUX_UNAVAILABLE` when there is no connection (unless it waits for
    * ready), or when the connection is lost before that.
    */
-  protected async dispatchEvent<T = unknown>(packet: ReadPacket): Promise<T> {
-    const { data, headers, waitForReady } = unwrapRecord(
-      packet.data,
-      (packet as ReadPacket & { metadata?: Record<string, string> }).metadata,
-    );
-    if (isSource(data))
-      throw new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'an event cannot stream: emit() takes a value (use send() to stream)');
-    const buffers = this.#host.codec.encodeCall(Kind.EVENT, { pattern: packet.pattern, data, headers });
-    const session = await this.#scheduler.sessionFor(waitForReady ?? this.#options.waitForReady);
-    const channel = session.openChannel();
-    return new Promise<T>((resolve, reject) => {
-      channel.setHandler({
-        onData: () => undefined,
-        onEnd: () => undefined,
-        onDrain: () => {
-          if (channel.finSent) channel.destroy(); // sent; the server's FIN would find nothing to close
-        },
-        // Settled on the next turn: a loop of awaited emits must let timers and reads run (the socket takes the
-        // bytes at once while the kernel has room, so settling at once would never yield).
-        onClose: (error) =>
-          channel.finSent
-            ? setImmediate(resolve, undefined as T)
-            : reject(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the event was sent')),
-      });
-      for (const buffer of buffers) channel.write(buffer);
-      channel.end();
-    });
-  }
-
-  // ── calls ──────────────────────────────────────────────────────────────────────────────────────────────
-
-  #start(callback: (packet: WritePacket) => void, pattern: unknown, rawData: unknown, nestPacket?: ReadPacket): ClientCall | null {
-    const packet: ReadPacket & { metadata?: Record<string, string> } =
-      nestPacket ?? (typeof this.createPacket === 'function' ? this.createPacket(pattern, rawData) : { pattern, data: rawData });
-    const { data, headers, timeout: recordTimeout, waitForReady } = unwrapRecord(packet.data, packet.metadata);
-    const timeout = recordTimeout ?? this.#options.timeout;
-    const id = (++this.#nextId).toString(36);
-    const timeoutField = timeout > 0 ? timeout : undefined;
-    // A source (Observable, AsyncIterable, Readable) is a streamed request: its items follow as DATA … END.
-    const source = isSource(data) ? data : null;
-    let request: Buffer[];
-    try {
-      request = this.#host.codec.encodeCall(Kind.REQUEST, {
-        pattern: packet.pattern,
-        data: source === null ? data : undefined,
-        id,
-        headers,
-        timeout: timeoutField,
-        flags: source === null ? 0 : Flag.STREAM,
-      });
-      this.#scheduler.checkSize(request);
-    } catch (error) {
-      callback({ err: toSmuxError(error, 'the request could not be encoded'), isDisposed: true } as WritePacket);
-      return null;
-    }
-    const call = new ClientCall(this.#host, callback, request, timeout, waitForReady ?? this.#options.waitForReady, source);
-    this.#scheduler.schedule(call);
-    return call;
+  protected dispatchEvent<T = unknown>(packet: ReadPacket): Promise<T> {
+    return this.#launcher.event<T>(packet);
   }
 
   // ── connection events ──────────────────────────────────────────────────────────────────────────────────
@@ -298,14 +233,4 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     }
     this.#events.emit('close', error);
   }
-}
-
-/** Unwraps a {@link SmuxRecord} and merges its headers with Nest 12's dispatch-hook metadata. */
-function unwrapRecord(
-  value: unknown,
-  metadata: Record<string, string> | undefined,
-): { data: unknown; headers: Record<string, string> | undefined; timeout: number | undefined; waitForReady: boolean | undefined } {
-  if (!(value instanceof SmuxRecord)) return { data: value, headers: metadata, timeout: undefined, waitForReady: undefined };
-  const { headers, timeout, waitForReady } = value.options;
-  return { data: value.data, headers: metadata === undefined ? headers : { ...metadata, ...headers }, timeout, waitForReady };
 }

@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import type { Session, SmuxError } from '../smux/index.js';
+import { type Session, SmuxError } from '../smux/index.js';
 import { AddressResolver, type ResolvedAddress } from './address-resolver.js';
 import { Lane, roomiest, type SmuxConnectionInfo, twoChoices } from './client-lane.js';
 import { Connector } from './connector.js';
@@ -99,6 +99,14 @@ export class ConnectorPool {
   /** A session that takes calls, without choosing (for `unwrap()`), or null. */
   get anySession(): Session | null {
     return this.#ready.length > 0 ? this.#ready[0].session : null;
+  }
+
+  /** Pings the first ready connection (the one `anySession` gives). */
+  ping(timeoutMs: number): Promise<number> {
+    const lane = this.#ready[0];
+    if (lane === undefined)
+      return Promise.reject(new SmuxError('ERR_SMUX_UNAVAILABLE', `not connected to ${this.where}`, { retryable: true }));
+    return lane.connector.ping(timeoutMs);
   }
 
   /** Every connection, as plain snapshots. */

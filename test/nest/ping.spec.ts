@@ -12,7 +12,7 @@ import { firstValueFrom } from 'rxjs';
 import { ClientSmux, Session, type SmuxChannel, type SmuxError } from '../../lib/index.js';
 import { type CallMessage, encodeMessage, Kind } from '../../lib/nest/call-codec.js';
 import { MessageReader } from '../../lib/nest/message-reader.js';
-import { closeAll, rejection, startApp, trackClient, until, within } from './helpers.js';
+import { closeAll, closedPort, rawServer, rejection, startApp, trackClient, until, within } from './helpers.js';
 
 @Controller()
 class PingController {
@@ -95,5 +95,36 @@ describe('pingInterval: a connection whose pings go unanswered is given up', () 
     const error = await within(rejection(firstValueFrom(client.send('anything', 1))), 'the stuck call');
     expect(error).toMatchObject({ code: 'ERR_SMUX_TIMEOUT', message: expect.stringContaining('deadline') });
     expect(server.pings()).toBe(0);
+  });
+});
+
+describe('client.ping(): the round trip on the control stream', () => {
+  test('resolves with the time in ms; client.connections shows the last one', async () => {
+    const handle = await startApp({ controllers: [PingController] });
+    const client = handle.client();
+    expect(await firstValueFrom(client.send('ping', 1))).toBe('pong');
+    expect(client.connections[0]!.rtt).toBeNull();
+    const rtt = await within(client.ping(), 'the ping');
+    expect(rtt).toBeGreaterThanOrEqual(0);
+    expect(rtt).toBeLessThan(1_000);
+    expect(client.connections[0]!.rtt).toBe(rtt);
+  });
+
+  test('no answer within the timeout: ERR_SMUX_TIMEOUT; no connection: ERR_SMUX_UNAVAILABLE', async () => {
+    const server = await stuckServer();
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: server.port }));
+    expect(await rejection(client.ping())).toMatchObject({ code: 'ERR_SMUX_UNAVAILABLE' }); // not connected yet
+    await client.connect();
+    expect(await within(rejection(client.ping(100)), 'the unanswered ping')).toMatchObject({ code: 'ERR_SMUX_TIMEOUT', retryable: true });
+    const nowhere = trackClient(new ClientSmux({ host: '127.0.0.1', port: await closedPort() }));
+    expect(await rejection(nowhere.ping())).toMatchObject({ code: 'ERR_SMUX_UNAVAILABLE' });
+  });
+
+  test('a server that did not name the control feature (an older one) is not pinged: ERR_SMUX_UNAVAILABLE at once', async () => {
+    const server = await rawServer(() => undefined); // answers the hello as protocol 1 did, without features
+    closers.push(() => void server.close());
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: server.port }));
+    await client.connect();
+    expect(await rejection(client.ping())).toMatchObject({ code: 'ERR_SMUX_UNAVAILABLE', message: expect.stringContaining('control') });
   });
 });
