@@ -103,11 +103,11 @@ describe('client.ping(): the round trip on the control stream', () => {
     const handle = await startApp({ controllers: [PingController] });
     const client = handle.client();
     expect(await firstValueFrom(client.send('ping', 1))).toBe('pong');
-    expect(client.connections[0]!.rtt).toBeNull();
+    expect(client.connections[0].rtt).toBeNull();
     const rtt = await within(client.ping(), 'the ping');
     expect(rtt).toBeGreaterThanOrEqual(0);
     expect(rtt).toBeLessThan(1_000);
-    expect(client.connections[0]!.rtt).toBe(rtt);
+    expect(client.connections[0].rtt).toBe(rtt);
   });
 
   test('no answer within the timeout: ERR_SMUX_TIMEOUT; no connection: ERR_SMUX_UNAVAILABLE', async () => {
