@@ -1,5 +1,5 @@
 import type { ReadPacket, WritePacket } from '@nestjs/microservices';
-import { Observable, type Observer, throwError } from 'rxjs';
+import { connectable, defer, Observable, type Observer, Subject, throwError } from 'rxjs';
 import { type Session, SmuxError } from '../smux/index.js';
 import { Flag, Kind } from './call-codec.js';
 import { toSmuxError } from './call-scheduler.js';
@@ -64,6 +64,30 @@ export class CallLauncher {
       );
     }
     return new Observable<T>((observer) => this.start(this.#proxy.createObserver(observer), pattern, data) ?? undefined);
+  }
+
+  /**
+   * `emit()`: an event, hot as Nest's (sent whether or not the result is subscribed), through `dispatch` (the
+   * proxy's `dispatchEvent`, which a subclass may override) and without Nest's implicit `connect()`.
+   */
+  emit<T>(
+    pattern: unknown,
+    data: unknown,
+    dispatch: (packet: ReadPacket & { metadata?: Record<string, string> }) => Promise<T>,
+  ): Observable<T> {
+    if (pattern === null || pattern === undefined || data === null || data === undefined) {
+      return throwError(
+        () =>
+          new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'emit() needs a pattern and data that are not null or undefined (as Nest requires)'),
+      );
+    }
+    const packet = this.packet(pattern, data);
+    const source = connectable(
+      defer(() => dispatch(packet)),
+      { connector: () => new Subject<T>(), resetOnDisconnect: false },
+    );
+    source.connect();
+    return source;
   }
 
   /** The packet Nest's `emit()` sends (Nest 12 adds its dispatch-hook metadata). */

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { Logger } from '@nestjs/common';
 import { ClientProxy, type MsPattern, type ReadPacket, type WritePacket } from '@nestjs/microservices';
-import { connectable, defer, type Observable, type Observer, Subject, throwError } from 'rxjs';
+import type { Observable, Observer } from 'rxjs';
 import { type Session, SmuxError } from '../smux/index.js';
 import { CallLauncher } from './call-launcher.js';
 import { CallScheduler } from './call-scheduler.js';
@@ -159,19 +159,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
    * backoff short every time.
    */
   override emit<TResult = unknown, TInput = unknown>(pattern: unknown, data: TInput): Observable<TResult> {
-    if (pattern === null || pattern === undefined || data === null || data === undefined) {
-      return throwError(
-        () =>
-          new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'emit() needs a pattern and data that are not null or undefined (as Nest requires)'),
-      );
-    }
-    const packet = this.#launcher.packet(pattern, data);
-    const source = connectable(
-      defer(() => this.dispatchEvent<TResult>(packet)),
-      { connector: () => new Subject<TResult>(), resetOnDisconnect: false },
-    );
-    source.connect();
-    return source;
+    return this.#launcher.emit<TResult>(pattern, data, (packet) => this.dispatchEvent<TResult>(packet));
   }
 
   /**

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { PeerCertificate } from 'node:tls';
 import { ClientProxy, type MsPattern, type ReadPacket, type WritePacket } from '@nestjs/microservices';
-import { connectable, defer, type Observable, type Observer, Subject, throwError } from 'rxjs';
+import type { Observable, Observer } from 'rxjs';
 import { type Clock, type Session, SmuxError } from '../smux/index.js';
 import { CallLauncher } from './call-launcher.js';
 import { toSmuxError } from './call-scheduler.js';
@@ -171,19 +171,7 @@ export class SmuxConnection extends ClientProxy<SmuxConnectionEvents, string> {
 
   /** Sends an event to the peer's `@EventPattern` handlers (at most once), hot as Nest's `emit()`. */
   override emit<TResult = unknown, TInput = unknown>(pattern: unknown, data: TInput): Observable<TResult> {
-    if (pattern === null || pattern === undefined || data === null || data === undefined) {
-      return throwError(
-        () =>
-          new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'emit() needs a pattern and data that are not null or undefined (as Nest requires)'),
-      );
-    }
-    const packet = this.#launcher.packet(pattern, data);
-    const source = connectable(
-      defer(() => this.dispatchEvent<TResult>(packet)),
-      { connector: () => new Subject<TResult>(), resetOnDisconnect: false },
-    );
-    source.connect();
-    return source;
+    return this.#launcher.emit<TResult>(pattern, data, (packet) => this.dispatchEvent<TResult>(packet));
   }
 
   /** Opens a byte stream to a handler of the peer (its `ctx.getDuplex()`), as `ClientSmux.openDuplex()` does. */
