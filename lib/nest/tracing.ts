@@ -1,5 +1,5 @@
 import type * as OtelApiModule from '@opentelemetry/api';
-import type { Context, Span } from '@opentelemetry/api';
+import type { Context, Span, Tracer, TracerProvider } from '@opentelemetry/api';
 import { failureOf, type SmuxCallFailure } from './metrics.js';
 import { SmuxContext } from './smux.context.js';
 
@@ -12,8 +12,9 @@ import { SmuxContext } from './smux.context.js';
  * The API is looked for once, when this module loads, with a dynamic `import()`: it compiles to both builds (the
  * CommonJS one turns it into a `require()` a microtask later; `import.meta` would not compile there and a bare
  * `require` does not exist in ESM). Until it resolved, and when the package is absent, every function here
- * returns null at the cost of one variable read. With the API but no SDK registered, a call costs one no-op span
- * and no header.
+ * returns null at the cost of one variable read. With the API but no SDK registered, they return null too, without
+ * allocating: the global provider is then a proxy without a delegate (a no-op span per call measurably grew the
+ * server's young generation in the echo benchmark).
  */
 
 type OtelApi = typeof OtelApiModule;
@@ -66,9 +67,11 @@ export interface ServerSpan extends CallSpan {
 export function startClientSpan(kind: 'call' | 'event', pattern: unknown): ClientSpan | null {
   const api = otel;
   if (api === null) return null;
+  const tracer = sdkTracer(api);
+  if (tracer === null) return null;
   const name = patternText(pattern);
   const parent = api.context.active();
-  const span = api.trace.getTracer(TRACER).startSpan(name, spanOptions(api, kind === 'call' ? 'CLIENT' : 'PRODUCER', name), parent);
+  const span = tracer.startSpan(name, spanOptions(api, kind === 'call' ? 'CLIENT' : 'PRODUCER', name), parent);
   return live(api, span) ? new OtelClientSpan(api, span, api.trace.setSpan(parent, span)) : null;
 }
 
@@ -83,9 +86,11 @@ export function startServerSpan(
 ): ServerSpan | null {
   const api = otel;
   if (api === null) return null;
+  const tracer = sdkTracer(api);
+  if (tracer === null) return null;
   // From the root, not the active context: what is active when a socket's data arrives is not the caller's.
   const parent = headers === undefined ? api.ROOT_CONTEXT : api.propagation.extract(api.ROOT_CONTEXT, headers);
-  const span = api.trace.getTracer(TRACER).startSpan(pattern, spanOptions(api, kind === 'call' ? 'SERVER' : 'CONSUMER', pattern), parent);
+  const span = tracer.startSpan(pattern, spanOptions(api, kind === 'call' ? 'SERVER' : 'CONSUMER', pattern), parent);
   return live(api, span) ? new OtelServerSpan(api, span, api.trace.setSpan(parent, span)) : null;
 }
 
@@ -141,7 +146,25 @@ export function withServerSpan<T>(
 
 // ── internals ──────────────────────────────────────────────────────────────────────────────────────────────
 
-/** Worth carrying: a span the SDK records, or a sampled-out one whose trace must still reach the server. */
+let provider: TracerProvider | null = null; // the global provider `tracer` came from
+let tracer: Tracer | null = null;
+
+/**
+ * The SDK's tracer, or null while no SDK is registered. Kept while the global provider stays the same object (the
+ * API replaces it only when an app calls `trace.disable()`); until an SDK registers, the global provider is a proxy
+ * without a delegate, asked again on each call at no allocation.
+ */
+function sdkTracer(api: OtelApi): Tracer | null {
+  const current = api.trace.getTracerProvider();
+  if (current !== provider) {
+    provider = current;
+    tracer = null;
+  }
+  tracer ??= current instanceof api.ProxyTracerProvider ? (current.getDelegateTracer(TRACER) ?? null) : current.getTracer(TRACER);
+  return tracer;
+}
+
+/** Worth carrying: a span the SDK records, or a sampled-out one whose trace (and decision) must reach the server. */
 function live(api: OtelApi, span: Span): boolean {
   return span.isRecording() || api.trace.isSpanContextValid(span.spanContext());
 }

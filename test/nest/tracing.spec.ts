@@ -115,13 +115,21 @@ describe('spans', () => {
     ]);
   });
 
-  test('the API without an SDK: no span, no header, no cost beyond a no-op span', async () => {
+  test('the API without an SDK: no span, no header; an SDK registered later (or again) is used from the next call', async () => {
     expect(startClientSpan('call', 'p')).toBeNull();
     expect(startServerSpan('call', 'p', { traceparent: traceparentOf('1'.repeat(32), '2'.repeat(16)) })).toBeNull();
     expect(await withClientSpan('call', 'p', (span) => Promise.resolve(span))).toBeNull();
     expect(codec.encodeCall(Kind.REQUEST, { pattern: 'p', data: 1, headers: undefined, span: null })).toEqual(
       encodeMessage(Kind.REQUEST, 0, 1, { pattern: 'p' }),
     );
+    for (const round of ['first', 'second']) {
+      sdk = installOtel();
+      startClientSpan('call', round)!.end(null);
+      expect(sdk.spans().map((span) => span.name)).toEqual([round]);
+      sdk.uninstall();
+      sdk = null;
+      expect(startClientSpan('call', 'p')).toBeNull();
+    }
   });
 });
 
