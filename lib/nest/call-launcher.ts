@@ -9,6 +9,7 @@ import type { SmuxDuplexOptions } from './interfaces.js';
 import { SmuxDuplex } from './raw-duplex.js';
 import { isSource } from './sources.js';
 import { SmuxRecord } from './smux.record-builder.js';
+import { type ClientSpan, startClientSpan, withClientSpan } from './tracing.js';
 
 /** Where a {@link CallLauncher} sends its calls: one connection, or a client's scheduler. */
 export interface LaunchTarget {
@@ -103,6 +104,7 @@ export class CallLauncher {
     const id = (++this.#nextId).toString(36);
     // A source (Observable, AsyncIterable, Readable) is a streamed request: its items follow as DATA … END.
     const source = isSource(data) ? data : null;
+    const span = startClientSpan('call', packet.pattern); // null without @opentelemetry/api
     let request: Buffer[];
     try {
       request = this.#host.codec.encodeCall(Kind.REQUEST, {
@@ -112,13 +114,16 @@ export class CallLauncher {
         headers,
         timeout: timeout > 0 ? timeout : undefined,
         flags: source === null ? 0 : Flag.STREAM,
+        span,
       });
       this.#target.checkSize(request);
     } catch (error) {
-      callback({ err: toSmuxError(error, 'the request could not be encoded'), isDisposed: true } as WritePacket);
+      const failure = toSmuxError(error, 'the request could not be encoded');
+      span?.end(failure.code);
+      callback({ err: failure, isDisposed: true } as WritePacket);
       return null;
     }
-    const call = new ClientCall(this.#host, callback, request, timeout, waitForReady ?? this.#defaults.waitForReady, source);
+    const call = new ClientCall(this.#host, callback, request, timeout, waitForReady ?? this.#defaults.waitForReady, source, span);
     this.#target.schedule(call);
     return call;
   }
@@ -127,13 +132,18 @@ export class CallLauncher {
    * An event: EVENT then FIN on a new stream. At most once: resolves when the event and its FIN have been handed
    * to the socket; rejects when there is no connection, or when it is lost before that.
    */
-  async event<T>(packet: ReadPacket & { metadata?: Record<string, string> }): Promise<T> {
+  event<T>(packet: ReadPacket & { metadata?: Record<string, string> }): Promise<T> {
+    return withClientSpan('event', packet.pattern, (span) => this.#event<T>(packet, span));
+  }
+
+  async #event<T>(packet: ReadPacket & { metadata?: Record<string, string> }, span: ClientSpan | null): Promise<T> {
     const { data, headers, waitForReady } = unwrapRecord(packet.data, packet.metadata);
     if (isSource(data))
       throw new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'an event cannot stream: emit() takes a value (use send() to stream)');
-    const buffers = this.#host.codec.encodeCall(Kind.EVENT, { pattern: packet.pattern, data, headers });
+    const buffers = this.#host.codec.encodeCall(Kind.EVENT, { pattern: packet.pattern, data, headers, span });
     const session = await this.#target.sessionFor(waitForReady ?? this.#defaults.waitForReady);
     const channel = session.openChannel();
+    this.#host.metrics?.eventSent(buffers);
     return new Promise<T>((resolve, reject) => {
       channel.setHandler({
         onData: () => undefined,
@@ -159,6 +169,7 @@ export class CallLauncher {
     const packet = this.packet(pattern, data);
     const headers = packet.metadata === undefined ? options.headers : { ...packet.metadata, ...options.headers };
     const timeout = options.timeout ?? 0;
+    const span = startClientSpan('call', pattern); // null without @opentelemetry/api
     let request: Buffer[];
     try {
       if (pattern === null || pattern === undefined) throw new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'openDuplex() needs a pattern');
@@ -170,13 +181,16 @@ export class CallLauncher {
         headers,
         timeout: timeout > 0 ? timeout : undefined,
         flags: Flag.RAW,
+        span,
       });
     } catch (error) {
-      process.nextTick(() => duplex.fail(toSmuxError(error, 'the request could not be encoded')));
+      const failure = toSmuxError(error, 'the request could not be encoded');
+      span?.end(failure.code);
+      process.nextTick(() => duplex.fail(failure));
       return duplex;
     }
     const waitForReady = options.waitForReady ?? this.#defaults.waitForReady;
-    this.#target.schedule(new ClientRawCall(this.#host, duplex, request, timeout, waitForReady));
+    this.#target.schedule(new ClientRawCall(this.#host, duplex, request, timeout, waitForReady, span));
     return duplex;
   }
 }

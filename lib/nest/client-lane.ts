@@ -59,7 +59,7 @@ export class Lane implements CallLane {
     where: string,
     index: number,
     connect: (listener: ConnectorListener) => Connector,
-    listener: { [K in keyof ConnectorListener]: (lane: Lane, ...args: Parameters<ConnectorListener[K]>) => void },
+    listener: { [K in keyof ConnectorListener]-?: (lane: Lane, ...args: Parameters<NonNullable<ConnectorListener[K]>>) => void },
   ) {
     this.where = where;
     this.index = index;
@@ -68,6 +68,7 @@ export class Lane implements CallLane {
       failed: (error) => listener.failed(this, error),
       lost: (session, error) => listener.lost(this, session, error),
       status: (status) => listener.status(this, status),
+      rtt: (ms) => listener.rtt(this, ms),
     });
   }
 

@@ -10,6 +10,7 @@ import type { SmuxConnectionInfo } from './client-lane.js';
 import { ConnectorPool } from './connector-pool.js';
 import type { ClientSmuxOptions, SmuxDuplexOptions } from './interfaces.js';
 import { RateLimitedLog } from './log.js';
+import { createSmuxMetrics, type SmuxMetrics } from './metrics.js';
 import { resolveClientOptions } from './options.js';
 import { createPacketCodec } from './packet-codec.js';
 import type { SmuxDuplex } from './raw-duplex.js';
@@ -34,6 +35,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   readonly #scheduler: CallScheduler;
   readonly #warnings: RateLimitedLog;
   readonly #launcher: CallLauncher;
+  readonly #metrics: SmuxMetrics;
   #cutOff = 0; // calls in flight when the connection died (for the log line)
 
   /**
@@ -46,6 +48,8 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
     this.initializeSerializer(options);
     this.initializeDeserializer(options);
     this.#warnings = new RateLimitedLog(this.logger, resolved.clock);
+    const { metrics, recorder } = createSmuxMetrics('client', resolved.clock);
+    this.#metrics = metrics;
     const pool = new ConnectorPool(resolved, {
       ready: (session, where) => this.#ready(session, where),
       failed: (error, where) => this.#failed(error, where),
@@ -53,12 +57,14 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
       status: (status) => this._status$.next(status),
       resolveFailed: (error, names, kept) =>
         this.#warnings.warn('dns', `Could not resolve ${names}: ${error.message} (keeping the ${kept} addresses found before)`),
+      rtt: (ms) => recorder.recordRtt(ms),
       changed: (added, removed) => this.logger.debug?.(`DNS: ${[...added.map((a) => `+${a}`), ...removed.map((r) => `-${r}`)].join(' ')}`),
     });
     this.#pool = pool;
     const scheduler = new CallScheduler(pool, resolved);
     this.#scheduler = scheduler;
     this.#host = {
+      metrics: recorder,
       clock: resolved.clock,
       maxMessageBytes: resolved.maxMessageBytes,
       maxSourceBufferBytes: resolved.maxSourceBufferBytes,
@@ -128,6 +134,11 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
    */
   ping(timeoutMs = 5_000): Promise<number> {
     return this.#pool.ping(timeoutMs);
+  }
+
+  /** Counters and latency histograms of this client's calls (README "Metrics"): `client.metrics.snapshot()`. */
+  get metrics(): SmuxMetrics {
+    return this.#metrics;
   }
 
   /**

@@ -20,6 +20,8 @@ export interface PoolListener {
   resolveFailed(error: Error, names: string, kept: number): void;
   /** A resolution changed the addresses. */
   changed(added: string[], removed: string[]): void;
+  /** A ping on a connection came back after `ms` (RTT metrics). */
+  rtt(ms: number): void;
 }
 
 /**
@@ -209,6 +211,7 @@ export class ConnectorPool {
         lane.status = status;
         this.#publish();
       },
+      rtt: (_lane, ms) => this.#listener.rtt(ms),
     });
   }
 

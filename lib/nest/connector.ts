@@ -30,6 +30,8 @@ export interface ConnectorListener {
   lost(session: Session, error: SmuxError | undefined): void;
   /** The public status changed. */
   status(status: SmuxStatus): void;
+  /** A ping on a connection came back after `ms` (RTT metrics). */
+  rtt?(ms: number): void;
 }
 
 /**
@@ -203,6 +205,7 @@ export class Connector {
         firstBytes,
         tls: this.#options.tls !== undefined,
         features: serve === null ? FEATURES : [...FEATURES, FEATURE_CALLS],
+        measured: (ms) => this.#listener.rtt?.(ms),
         // New calls go to a fresh connection; the calls on this one finish here, then it closes (retireIdle).
         drain: () => {
           if (this.#session === session) this.rotate();

@@ -29,6 +29,8 @@ export interface ControlLinkHost {
   readonly open: boolean;
   /** The server asked for new calls to go to a fresh connection (`reason`: why, for logs). Client side only. */
   drain?(reason: string): void;
+  /** A ping came back after `ms` (for the side's RTT metrics). */
+  measured?(ms: number): void;
 }
 
 interface PendingPing {
@@ -88,8 +90,10 @@ export class ControlLink {
       if (ping === undefined) return;
       this.#pending.delete(message.id);
       this.#host.clock.clearTimeout(ping.timer);
-      this.#rtt = this.#host.clock.now() - ping.sentAt;
-      ping.resolve(this.#rtt);
+      const rtt = this.#host.clock.now() - ping.sentAt;
+      this.#rtt = rtt;
+      this.#host.measured?.(rtt);
+      ping.resolve(rtt);
     } else if (message.kind === Kind.DRAIN) {
       const reason = (message.body as { reason?: unknown } | null)?.reason;
       this.#host.drain?.(typeof reason === 'string' ? reason : 'the server asked');

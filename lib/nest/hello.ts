@@ -48,6 +48,8 @@ export interface HelloContext {
   readonly tls?: boolean;
   /** The server sent DRAIN after the hello: new calls belong on a fresh connection. */
   drain(reason: string): void;
+  /** A ping on the control stream came back after `ms`. */
+  measured?(ms: number): void;
   /** The features our HELLO names (default {@link FEATURES}). */
   readonly features?: readonly string[];
 }
@@ -103,6 +105,7 @@ export function greet(session: Session, clock: Clock, ms: number, context: Hello
             return !control.isEnded && !control.isClosed;
           },
           drain: (reason) => context.drain(reason),
+          measured: (ms) => context.measured?.(ms),
         },
         outcome.features,
       );

@@ -10,6 +10,13 @@ export type { SmuxSource } from './sources.js';
 export { SmuxRecord, SmuxRecordBuilder, type SmuxRecordOptions } from './smux.record-builder.js';
 export { SmuxStatus, type SmuxClientEvents, type SmuxServerEvents } from './smux.events.js';
 export { SMUX_TRANSPORT } from './transport-id.js';
+export {
+  SMUX_LATENCY_BUCKETS_MS,
+  type SmuxCallFailure,
+  type SmuxHistogramSnapshot,
+  type SmuxMetrics,
+  type SmuxMetricsSnapshot,
+} from './metrics.js';
 export type {
   ClientSmuxOptions,
   ReconnectOptions,

@@ -141,6 +141,7 @@ export class ServerConnection {
       get open() {
         return !control.isEnded && !control.isClosed;
       },
+      measured: (ms: number) => this.#host.callHost.metrics?.recordRtt(ms),
     };
     this.#link = new ControlLink(host, (body as { features?: unknown }).features);
     if (this.#drained) this.#link.drain('the server is shutting down'); // drained before the hello arrived

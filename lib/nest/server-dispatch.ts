@@ -7,6 +7,7 @@ import { FEED_EXTRAS_KEY } from './feed.js';
 import type { DecodedRequest, PacketCodec } from './packet-codec.js';
 import type { ServerCall } from './server-call.js';
 import { createSmuxContext, type SmuxContext } from './smux.context.js';
+import { withServerSpan } from './tracing.js';
 
 // Nest's own texts (not exported from @nestjs/microservices' entry point).
 const NO_MESSAGE_HANDLER = 'There is no matching message handler defined in the remote service.';
@@ -93,8 +94,11 @@ export class CallDispatcher {
     if (handler === null) return void this.#nest.logger.error(NO_EVENT_HANDLER(pattern));
     const ctx = createSmuxContext(call.channel, pattern, headers, call);
     const start = this.#nest.startHook();
-    if (start === null) return this.#runEvent(handler, data, ctx, null);
-    start(this.#nest.transportId, ctx, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx)));
+    // With OpenTelemetry the handlers run inside a CONSUMER span whose parent is the emitter's (tracing.ts).
+    if (start === null) return withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, null));
+    start(this.#nest.transportId, ctx, () =>
+      withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx))),
+    );
   }
 
   /** Runs the event handlers (chained by Nest) as Nest's handleEvent does: an Observable result runs hot. */

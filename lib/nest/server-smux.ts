@@ -9,6 +9,7 @@ import type { ControlLink } from './control-link.js';
 import { FinSweep } from './fin-sweep.js';
 import type { ServerSmuxOptions } from './interfaces.js';
 import { RateLimitedLog } from './log.js';
+import { createSmuxMetrics, type MetricsRecorder, type SmuxMetrics } from './metrics.js';
 import { resolveServerOptions, type ResolvedServerOptions } from './options.js';
 import { createPacketCodec, type PacketCodec } from './packet-codec.js';
 import type { CallHost } from './server-call.js';
@@ -41,6 +42,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   readonly #connections: ServerConnections;
   readonly #dispatcher: CallDispatcher;
   readonly #callHost: CallHost;
+  readonly #metrics: SmuxMetrics;
   readonly #dialler: ServerDialler | null;
   readonly #connectionHost: ConnectionHost;
   readonly #finSweep: FinSweep;
@@ -67,7 +69,9 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     this.#connections = new ServerConnections(this.#clock);
     this.#warnings = new RateLimitedLog(this.logger, this.#clock);
     this.#dispatcher = this.#createDispatcher();
-    this.#callHost = this.#createCallHost();
+    const { metrics, recorder } = createSmuxMetrics('server', this.#clock);
+    this.#metrics = metrics;
+    this.#callHost = this.#createCallHost(recorder);
     const server = this; // eslint-disable-line @typescript-eslint/no-this-alias -- the host's getter needs the server
     this.#connectionHost = {
       options: this.#options,
@@ -157,6 +161,11 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   /** The open connections by id: call a peer that serves calls with `connections.get(id).send(…)`. */
   get connections(): ReadonlyMap<string, SmuxConnection> {
     return this.#faces;
+  }
+
+  /** Counters and latency histograms of the calls this server served (README "Metrics"): `server.metrics.snapshot()`. */
+  get metrics(): SmuxMetrics {
+    return this.#metrics;
   }
 
   /** The listening `net.Server` (a `tls.Server` with TLS). @throws SmuxError `ERR_SMUX_UNAVAILABLE` before `listen()` */
@@ -264,8 +273,9 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     });
   }
 
-  #createCallHost(): CallHost {
+  #createCallHost(metrics: MetricsRecorder): CallHost {
     return {
+      metrics,
       clock: this.#clock,
       maxMessageBytes: this.#options.maxMessageBytes,
       maxReplyBufferBytes: this.#options.maxReplyBufferBytes,

@@ -78,6 +78,7 @@ describe('SmuxConnection: who called, and state per connection', () => {
     expect(rtt).toBeGreaterThanOrEqual(0);
     expect(rtt).toBeLessThan(1_000);
     expect(connection.rtt).toBe(rtt);
+    expect(handle.server.metrics.snapshot().rtt).toMatchObject({ count: 1, sum: rtt });
   });
 
   test('a peer that did not name the control feature (a Go caller of protocol 1) is not pinged: ERR_SMUX_UNAVAILABLE at once', async () => {

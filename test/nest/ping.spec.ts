@@ -108,6 +108,7 @@ describe('client.ping(): the round trip on the control stream', () => {
     expect(rtt).toBeGreaterThanOrEqual(0);
     expect(rtt).toBeLessThan(1_000);
     expect(client.connections[0].rtt).toBe(rtt);
+    expect(client.metrics.snapshot().rtt).toMatchObject({ count: 1, sum: rtt }); // the RTT histogram of the metrics
   });
 
   test('no answer within the timeout: ERR_SMUX_TIMEOUT; no connection: ERR_SMUX_UNAVAILABLE', async () => {

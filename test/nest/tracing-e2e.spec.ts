@@ -1,8 +1,4 @@
 /**
- * PENDING — waits for the wiring of tracing into ClientSmux and ServerSmux (issue 10 §4: `startClientSpan` /
- * `withClientSpan` where the client encodes calls and events, `withServerSpan` around event handlers). Jest does not
- * run this file until it is renamed tracing.spec.ts.
- *
  * OpenTelemetry end to end: real client and server apps on 127.0.0.1 with the SDK's in-memory exporter. One trace
  * runs from the caller's span through the CLIENT span of the call to the SERVER span around its handler and the
  * spans the handler starts; also through a handler that calls on, for events, byte streams and failures.

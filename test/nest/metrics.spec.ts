@@ -1,8 +1,4 @@
 /**
- * PENDING — waits for the wiring of metrics into ClientSmux and ServerSmux (issue 10 §4: `client.metrics`,
- * `server.metrics`, set from `createSmuxMetrics()` in the hosts they build). Jest does not run this file until it is
- * renamed metrics.spec.ts; `metricsOf()` below then becomes plain `.metrics`.
- *
  * Metrics end to end: real client and server apps on 127.0.0.1, what each side's snapshot says after calls that
  * complete, fail in each way, are cancelled, events and a byte stream; and the snapshot through prom-client, as the
  * README's "Metrics" section exports it.
@@ -12,12 +8,9 @@ import { Controller } from '@nestjs/common';
 import { Ctx, EventPattern, MessagePattern, RpcException } from '@nestjs/microservices';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { firstValueFrom, lastValueFrom, NEVER } from 'rxjs';
-import { type ClientSmux, type ServerSmux, SmuxContext, SmuxRecordBuilder } from '../../lib/index.js';
-import { SMUX_LATENCY_BUCKETS_MS, type SmuxHistogramSnapshot, type SmuxMetrics, type SmuxMetricsSnapshot } from '../../lib/nest/metrics.js';
+import { type ClientSmux, SmuxContext, SmuxRecordBuilder } from '../../lib/index.js';
+import { SMUX_LATENCY_BUCKETS_MS, type SmuxHistogramSnapshot, type SmuxMetrics, type SmuxMetricsSnapshot } from '../../lib/index.js';
 import { type AppHandle, closeAll, rejection, startApp, until, within } from './helpers.js';
-
-/** Until the wiring lands: `side.metrics`, typed. */
-const metricsOf = (side: ClientSmux | ServerSmux): SmuxMetrics => (side as unknown as { metrics: SmuxMetrics }).metrics;
 
 // ── the README's exporter ("Metrics"), verbatim ──────────────────────────────────────────────────────────────
 
@@ -136,7 +129,7 @@ describe('metrics end to end', () => {
     await rejection(firstValueFrom(client.send('throws', 1)));
     await rejection(firstValueFrom(client.send('never', new SmuxRecordBuilder(1).setTimeout(50).build())), 'the deadline');
     const cancelled = client.send('never', 1).subscribe();
-    await until(() => metricsOf(app.server).snapshot().calls.started === 13, 5_000, 'the call to reach the server');
+    await until(() => app.server.metrics.snapshot().calls.started === 13, 5_000, 'the call to reach the server');
     cancelled.unsubscribe();
     for (let i = 0; i < 3; i++) await within(lastValueFrom(client.emit('note', i), { defaultValue: undefined }), 'emit');
     const duplex = client.openDuplex('bytes');
@@ -144,9 +137,9 @@ describe('metrics end to end', () => {
     let echoed = 0;
     for await (const chunk of duplex) echoed += (chunk as Buffer).length;
     expect(echoed).toBe(50_000);
-    await until(() => eventsSeen === 3 && metricsOf(app.server).snapshot().calls.inFlight === 0, 5_000, 'the server to be done');
-    clientSide = metricsOf(client).snapshot();
-    serverSide = metricsOf(app.server).snapshot();
+    await until(() => eventsSeen === 3 && app.server.metrics.snapshot().calls.inFlight === 0, 5_000, 'the server to be done');
+    clientSide = client.metrics.snapshot();
+    serverSide = app.server.metrics.snapshot();
   });
 
   test('each side counts its calls: completed, failed by code or as the handler’s error, none left in flight', () => {
@@ -189,9 +182,9 @@ describe('metrics end to end', () => {
 
   test('through prom-client as the README exports them: counters, a gauge, and the histogram as its series in seconds', async () => {
     const registry = new Registry();
-    registerSmuxMetrics(registry, 'nestjs_smux_client', metricsOf(client));
+    registerSmuxMetrics(registry, 'nestjs_smux_client', client.metrics);
     const text = await registry.metrics();
-    const { latency } = metricsOf(client).snapshot();
+    const { latency } = client.metrics.snapshot();
     const name = 'nestjs_smux_client';
     expect(text).toContain(`${name}_calls_started_total 14`);
     expect(text).toContain(`${name}_calls_completed_total 11`);
