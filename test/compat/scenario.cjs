@@ -121,6 +121,28 @@ async function run(smux, core, flavour) {
   const stub = smux.smuxStub(client);
   assert.equal(await firstValueFrom(stub.sum([4, 5])), 9);
 
+  // Connections: a worker dials the server and serves its calls over the same connection; ping; metrics.
+  class WorkerController {
+    double(n) {
+      return n * 2;
+    }
+  }
+  Controller()(WorkerController);
+  method(MessagePattern('double'), WorkerController, 'double');
+  class WorkerModule {}
+  Module({ controllers: [WorkerController] })(WorkerModule);
+  const dialled = new Promise((resolve) => server.on('connection', resolve));
+  const worker = new ServerSmux({ connectTo: { host: '127.0.0.1', port } });
+  const workerApp = await NestFactory.createMicroservice(WorkerModule, { strategy: worker, logger: false });
+  await workerApp.listen();
+  const connection = await dialled;
+  for (let i = 0; i < 100 && !connection.servesCalls; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(await firstValueFrom(connection.send('double', 21)), 42, 'the server calls the worker that dialled it');
+  assert.equal(await firstValueFrom(worker.client.send('sum', [2, 3])), 5, 'the worker calls the server on the same connection');
+  assert.ok((await client.ping()) >= 0, 'client.ping() measures a round trip');
+  assert.ok(client.metrics.snapshot().calls.completed > 0 && server.metrics.snapshot().calls.completed > 0, 'metrics count calls');
+  await workerApp.close();
+
   await clientApp.close();
   await microservice.close();
   // v12's exports map hides package.json from require(); read it from disk.

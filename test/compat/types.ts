@@ -46,6 +46,17 @@ import {
   type SmuxStubPattern,
   smuxFeed,
   smuxStub,
+  SmuxConnection,
+  type SmuxConnectionEvents,
+  type SmuxConnectionInfo,
+  type SmuxConnectionState,
+  type SmuxDnsOptions,
+  type SmuxHostAddress,
+  SMUX_LATENCY_BUCKETS_MS,
+  type SmuxCallFailure,
+  type SmuxHistogramSnapshot,
+  type SmuxMetrics,
+  type SmuxMetricsSnapshot,
   // The root re-exports the smux core as well.
   Cmd,
   DEFAULT_CONFIG,
@@ -143,7 +154,8 @@ export class MathController {
     const remaining: number | undefined = ctx.getRemainingTime();
     const session: Session = ctx.getSession();
     const stream: SmuxChannel = ctx.getStream();
-    void [headers, remaining, session.stats.bytesIn, stream.id, ctx.signal.aborted, ctx.getPattern()];
+    const caller: SmuxConnection = ctx.getConnection();
+    void [headers, remaining, session.stats.bytesIn, stream.id, ctx.signal.aborted, ctx.getPattern(), caller.id];
     return numbers.reduce((a, b) => a + b, 0);
   }
 
@@ -334,4 +346,37 @@ export async function bootstrap(socket: Socket): Promise<void> {
   const netServer: NetServer = server.unwrap<NetServer>();
   void [viaClient, status, sameStream, isCore, coreConfig, versions, coreVersions, coreStats, handler, sessionEvents, errorOptions];
   void [numbers, record.data.a, built.options.timeout, control, clientOptions, transport, ctor, netServer.listening];
+}
+
+// Connections (issue 10): both directions, many hosts, ping, metrics.
+export async function connections(): Promise<void> {
+  const hosts: SmuxHostAddress[] = [
+    { host: '127.0.0.1', port: 4000 },
+    { host: '127.0.0.2', port: 4000 },
+  ];
+  const dns: SmuxDnsOptions = { refreshInterval: 30_000, resolve: (name) => Promise.resolve([name]) };
+  const client = new ClientSmux({ hosts, connectionsPerAddress: 2, pingInterval: 5_000 });
+  const named = new ClientSmux({ host: 'orders', port: 4000, dns });
+  const infos: SmuxConnectionInfo[] = client.connections;
+  const state: SmuxConnectionState | undefined = infos[0]?.state;
+  const rtt: number = await client.ping(1_000);
+  const gateway = new ServerSmux({ port: 4000, maxConnectionAge: 60_000, maxConnectionAgeGrace: 10_000 });
+  gateway.on('connection', (connection: SmuxConnection) => void (connection.data['seen'] = connection.remoteAddress));
+  gateway.on('disconnect', (connection: SmuxConnection, error?: SmuxError) => void [connection.id, error?.code]);
+  const close: SmuxConnectionEvents['close'] = (error?: SmuxError) => void error;
+  for (const connection of gateway.connections.values()) {
+    connection.on('close', close);
+    const proxy: ClientProxy = connection;
+    const doubled: number = await firstValueFrom(connection.send<number>('double', 21));
+    const ms: number = await connection.ping();
+    void [proxy, doubled, ms, connection.servesCalls, connection.peerCertificate?.subject, connection.rtt];
+  }
+  const worker = new ServerSmux({ connectTo: { host: 'gateway', port: 4000, reconnect: { maxDelay: 10_000 } } });
+  const workerClient: ClientSmux = worker.client;
+  const metrics: SmuxMetrics = client.metrics;
+  const snapshot: SmuxMetricsSnapshot = gateway.metrics.snapshot();
+  const latency: SmuxHistogramSnapshot = snapshot.latency;
+  const failures: Partial<Record<SmuxCallFailure, number>> = snapshot.calls.failed;
+  const buckets: readonly number[] = SMUX_LATENCY_BUCKETS_MS;
+  void [named, state, rtt, workerClient, metrics.side, latency.count, failures, buckets];
 }
