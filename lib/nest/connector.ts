@@ -229,7 +229,7 @@ export class Connector {
 
   /**
    * Health (`pingInterval`): the ready session is pinged on its control stream every interval; a ping without an
-   * answer within the interval gives the connection up (its calls fail with a retryable error, the next call
+   * answer within the interval gives the connection up (its calls in flight fail with ERR_SMUX_TIMEOUT, the next call
    * reconnects). A server too old to answer pings is not pinged.
    */
   #schedulePing(session: Session): void {
@@ -241,11 +241,8 @@ export class Connector {
         () => this.#schedulePing(session),
         (error: unknown) => {
           if (this.#session !== session || !(error instanceof SmuxError) || error.code !== 'ERR_SMUX_TIMEOUT') return;
-          session.destroy(
-            new SmuxError('ERR_SMUX_TIMEOUT', `${this.#where} did not answer a ping within ${interval} ms (pingInterval)`, {
-              retryable: true,
-            }),
-          );
+          // Not retryable: the calls in flight on it may have run (as when a connection is lost).
+          session.destroy(new SmuxError('ERR_SMUX_TIMEOUT', `${this.#where} did not answer a ping within ${interval} ms (pingInterval)`));
         },
       );
     }, interval);

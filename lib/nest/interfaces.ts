@@ -210,9 +210,9 @@ export interface ClientSmuxOptions extends SmuxTransportOptions {
   connectionsPerAddress?: number;
   /**
    * ms between health pings on each connection's control stream (0: none): a connection whose ping is not answered
-   * within the interval is given up — its calls fail with a retryable error and the next call reconnects — which
-   * catches a server whose event loop is stuck while its socket stays open. Each answer updates the connection's
-   * round-trip time. Default 0.
+   * within the interval is given up — its calls in flight fail with `ERR_SMUX_TIMEOUT` (the server may have run
+   * them) and the next call reconnects — which catches a server whose event loop is stuck while its socket stays
+   * open. Each answer updates the connection's round-trip time. Default 0.
    */
   pingInterval?: number;
 }
