@@ -1,19 +1,17 @@
 import { EventEmitter } from 'node:events';
 import { Logger } from '@nestjs/common';
-import { ClientProxy, type MsPattern, type ReadPacket, type WritePacket } from '@nestjs/microservices';
-import type { Observable, Observer } from 'rxjs';
+import type { MsPattern } from '@nestjs/microservices';
 import { type Session, SmuxError } from '../smux/index.js';
-import { CallLauncher } from './call-launcher.js';
 import { CallScheduler } from './call-scheduler.js';
 import type { ClientCallHost } from './client-call.js';
 import type { SmuxConnectionInfo } from './client-lane.js';
 import { ConnectorPool } from './connector-pool.js';
-import type { ClientSmuxOptions, SmuxDuplexOptions } from './interfaces.js';
+import type { ClientSmuxOptions } from './interfaces.js';
 import { RateLimitedLog } from './log.js';
 import { createSmuxMetrics, type SmuxMetrics } from './metrics.js';
 import { resolveClientOptions } from './options.js';
 import { createPacketCodec } from './packet-codec.js';
-import type { SmuxDuplex } from './raw-duplex.js';
+import { attachLauncher, SmuxProxy } from './smux-proxy.js';
 import type { SmuxClientEvents } from './smux.events.js';
 
 /**
@@ -26,7 +24,7 @@ import type { SmuxClientEvents } from './smux.events.js';
  * ClientsModule.register([smuxClient({ name: 'MATH', options: { port: 4000 } })]);
  * ```
  */
-export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
+export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
   /** Nest's logger, with this transport's context. */
   protected readonly logger = new Logger('ClientSmux');
   readonly #host: ClientCallHost;
@@ -34,7 +32,6 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   readonly #pool: ConnectorPool;
   readonly #scheduler: CallScheduler;
   readonly #warnings: RateLimitedLog;
-  readonly #launcher: CallLauncher;
   readonly #metrics: SmuxMetrics;
   #cutOff = 0; // calls in flight when the connection died (for the log line)
 
@@ -81,15 +78,7 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
         return pool.lastError;
       },
     };
-    const proxy = {
-      createObserver: <T>(observer: Observer<T>) => this.createObserver(observer),
-      // Nest 12's packet carries its dispatch-hook metadata; Nest 11 has no createPacket.
-      createPacket:
-        typeof this.createPacket === 'function'
-          ? (pattern: unknown, data: unknown) => this.createPacket(pattern, data) as ReadPacket & { metadata?: Record<string, string> }
-          : undefined,
-    };
-    this.#launcher = new CallLauncher(this.#host, scheduler, proxy, {
+    attachLauncher(this, this.#host, scheduler, {
       timeout: resolved.timeout,
       waitForReady: resolved.waitForReady,
       streamHighWaterMark: resolved.smux.streamHighWaterMark ?? 64 * 1024,
@@ -154,54 +143,6 @@ export class ClientSmux extends ClientProxy<SmuxClientEvents, string> {
   /** Listens to client events: `connect` (a session is ready), `close` (it ended), `error` (an attempt failed). */
   override on<K extends keyof SmuxClientEvents>(event: K, callback: SmuxClientEvents[K]): void {
     this.#events.on(event, callback as (...args: unknown[]) => void);
-  }
-
-  /**
-   * A request/response call. It skips `ClientProxy.send()`'s per-call `defer(connect)` + `mergeMap`; what the
-   * subscriber sees is the same (values, then completion or the error).
-   */
-  override send<TResult = unknown, TInput = unknown>(pattern: unknown, data: TInput): Observable<TResult> {
-    return this.#launcher.send<TResult>(pattern, data);
-  }
-
-  /**
-   * An event, hot as Nest's `emit()` (it is sent whether or not the result is subscribed), without its implicit
-   * `connect()`: while there is no connection the event fails fast like a call, instead of cutting the reconnect
-   * backoff short every time.
-   */
-  override emit<TResult = unknown, TInput = unknown>(pattern: unknown, data: TInput): Observable<TResult> {
-    return this.#launcher.emit<TResult>(pattern, data, (packet) => this.dispatchEvent<TResult>(packet));
-  }
-
-  /**
-   * Opens a byte stream to a `@MessagePattern` handler, which reads and writes it through `ctx.getDuplex()`:
-   * returns a Node `Duplex` at once (the connection opens lazily; failures arrive as `'error'` with a `SmuxError`,
-   * or with the handler's error as Nest delivers it). The stream's window is the backpressure and
-   * `stream.pipeline()` works end to end; each side ends its writable side with `end()`, and the call is complete
-   * once both did. `destroy()` before that cancels the call (the handler's Duplex errors with
-   * `ERR_SMUX_CANCELLED`).
-   *
-   * @param pattern - the handler's pattern
-   * @param data - the request data (`@Payload()`), null when absent
-   * @param options - headers, a deadline for the whole transfer, waiting for a connection
-   */
-  openDuplex(pattern: unknown, data: unknown = null, options: SmuxDuplexOptions = {}): SmuxDuplex {
-    return this.#launcher.openDuplex(pattern, data, options);
-  }
-
-  /** Nest's publish contract, for code that goes through `ClientProxy`'s own paths; `send()` does not. */
-  protected publish(packet: ReadPacket, callback: (packet: WritePacket) => void): () => void {
-    const call = this.#launcher.start(callback, packet.pattern, packet.data, packet);
-    return () => call?.unsubscribe();
-  }
-
-  /**
-   * An event: EVENT then FIN on a new stream. At most once: resolves when the event and its FIN have been
-   * handed to the socket; rejects with `ERR_SMUX_UNAVAILABLE` when there is no connection (unless it waits for
-   * ready), or when the connection is lost before that.
-   */
-  protected dispatchEvent<T = unknown>(packet: ReadPacket): Promise<T> {
-    return this.#launcher.event<T>(packet);
   }
 
   // ── connection events ──────────────────────────────────────────────────────────────────────────────────

@@ -1,14 +1,11 @@
 import { EventEmitter } from 'node:events';
 import type { PeerCertificate } from 'node:tls';
-import { ClientProxy, type MsPattern, type ReadPacket, type WritePacket } from '@nestjs/microservices';
-import type { Observable, Observer } from 'rxjs';
+import type { MsPattern } from '@nestjs/microservices';
 import { type Clock, type Session, SmuxError } from '../smux/index.js';
-import { CallLauncher } from './call-launcher.js';
 import { toSmuxError } from './call-scheduler.js';
 import type { PendingCall } from './client-call.js';
-import type { SmuxDuplexOptions } from './interfaces.js';
 import { createPacketCodec } from './packet-codec.js';
-import type { SmuxDuplex } from './raw-duplex.js';
+import { attachLauncher, SmuxProxy } from './smux-proxy.js';
 
 /** What a {@link SmuxConnection} is given by the side that holds the connection (internal). */
 export interface ConnectionPort {
@@ -55,7 +52,7 @@ export type SmuxConnectionEvents = {
  * and its `'connection'` / `'disconnect'` events. Calls are not queued or retried: while the connection is gone they
  * fail at once with the retryable `ERR_SMUX_UNAVAILABLE`.
  */
-export class SmuxConnection extends ClientProxy<SmuxConnectionEvents, string> {
+export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
   /** Unique among the server's connections (it is not reused). */
   readonly id: string;
   /** `address:port` of the peer (or `unix` on a unix socket). */
@@ -65,7 +62,6 @@ export class SmuxConnection extends ClientProxy<SmuxConnectionEvents, string> {
   /** The app's own state for this connection (who the peer is, once a handler has found out). */
   readonly data: Record<string, unknown> = {};
   readonly #port: ConnectionPort;
-  readonly #launcher: CallLauncher;
   readonly #events = new EventEmitter();
   #closed: SmuxError | null | undefined = undefined; // undefined: open; null: closed cleanly
 
@@ -98,15 +94,7 @@ export class SmuxConnection extends ClientProxy<SmuxConnectionEvents, string> {
       cutOff: () => undefined,
       connectError: null,
     };
-    const proxy = {
-      createObserver: <T>(observer: Observer<T>) => this.createObserver(observer),
-      // Nest 12's packet carries its dispatch-hook metadata; Nest 11 has no createPacket.
-      createPacket:
-        typeof this.createPacket === 'function'
-          ? (pattern: unknown, data: unknown) => this.createPacket(pattern, data) as ReadPacket & { metadata?: Record<string, string> }
-          : undefined,
-    };
-    this.#launcher = new CallLauncher(host, target, proxy, {
+    attachLauncher(this, host, target, {
       timeout: 0,
       waitForReady: false,
       streamHighWaterMark: port.session.config.streamHighWaterMark ?? 64 * 1024,
@@ -162,32 +150,6 @@ export class SmuxConnection extends ClientProxy<SmuxConnectionEvents, string> {
   /** Listens to `close` (the connection ended). */
   override on<K extends keyof SmuxConnectionEvents>(event: K, callback: SmuxConnectionEvents[K]): void {
     this.#events.on(event, callback as (...args: unknown[]) => void);
-  }
-
-  /** Calls a `@MessagePattern` handler of the peer over this connection. */
-  override send<TResult = unknown, TInput = unknown>(pattern: unknown, data: TInput): Observable<TResult> {
-    return this.#launcher.send<TResult>(pattern, data);
-  }
-
-  /** Sends an event to the peer's `@EventPattern` handlers (at most once), hot as Nest's `emit()`. */
-  override emit<TResult = unknown, TInput = unknown>(pattern: unknown, data: TInput): Observable<TResult> {
-    return this.#launcher.emit<TResult>(pattern, data, (packet) => this.dispatchEvent<TResult>(packet));
-  }
-
-  /** Opens a byte stream to a handler of the peer (its `ctx.getDuplex()`), as `ClientSmux.openDuplex()` does. */
-  openDuplex(pattern: unknown, data: unknown = null, options: SmuxDuplexOptions = {}): SmuxDuplex {
-    return this.#launcher.openDuplex(pattern, data, options);
-  }
-
-  /** Nest's publish contract, for code that goes through `ClientProxy`'s own paths; `send()` does not. */
-  protected publish(packet: ReadPacket, callback: (packet: WritePacket) => void): () => void {
-    const call = this.#launcher.start(callback, packet.pattern, packet.data, packet);
-    return () => call?.unsubscribe();
-  }
-
-  /** An event on its own stream (EVENT, then FIN). */
-  protected dispatchEvent<T = unknown>(packet: ReadPacket): Promise<T> {
-    return this.#launcher.event<T>(packet);
   }
 
   /** Why a call cannot go out now, or null. */
