@@ -5,7 +5,7 @@ import { type CallMessage, encodeMessage, Kind } from './call-codec.js';
 import { ConnectionBudget } from './connection-budget.js';
 import { closeWithin } from './connector.js';
 import { ControlLink } from './control-link.js';
-import { serverHelloBody } from './hello.js';
+import { HELLO_TIMEOUT, serverHelloBody } from './hello.js';
 import type { ResolvedServerOptions } from './options.js';
 import { describeClientBytes } from './peer-diagnosis.js';
 import { type CallHost, ServerCall } from './server-call.js';
@@ -60,6 +60,8 @@ export class ServerConnection {
   #versionChecked = false;
   #drained = false; // DRAIN went out (maxConnectionAge): the client moves its new calls elsewhere
   #closeWhenIdle = false; // drained, but the client cannot read DRAIN: closed once no call runs
+  #drainReason = '';
+  #helloWait: TimerHandle | null = null; // drained before the hello: how long a hello may still take
   #timer: TimerHandle | null = null; // maxConnectionAge, then its grace
   #dialledLink: (() => ControlLink | null) | null = null; // a dialled connection's control link (its connector's)
 
@@ -144,7 +146,7 @@ export class ServerConnection {
       measured: (ms: number) => this.#host.callHost.metrics?.recordRtt(ms),
     };
     this.#link = new ControlLink(host, (body as { features?: unknown }).features);
-    if (this.#drained) this.#link.drain('the server is shutting down'); // drained before the hello arrived
+    if (this.#drained) this.#drainAfterHello(); // drained before the hello arrived
   }
 
   /** A message on the control stream after the hello. */
@@ -183,19 +185,31 @@ export class ServerConnection {
     if (this.#drained || this.session.isClosed) return;
     this.announceDrain(reason);
     this.#host.debug(`Drained the connection from ${this.remote}: ${reason}`);
-    if (this.#link === null || !this.#link.peerReads) {
-      this.#closeWhenIdle = true;
-      this.#closeIfIdle();
-    }
+    const clock = this.#host.clock;
+    // A hello still on its way (a young connection, a busy client) decides when it comes; a client that never says
+    // hello (a Go caller of protocol 1) is treated as one that cannot read DRAIN.
+    if (this.#link !== null) this.#drainAfterHello();
+    else this.#helloWait = clock.setTimeout(() => this.#link === null && this.#closeOnceIdle(), HELLO_TIMEOUT);
     const grace = this.#host.options.maxConnectionAgeGrace;
-    if (grace > 0) this.#timer = this.#host.clock.setTimeout(() => this.#endGrace(), grace);
+    if (grace > 0) this.#timer = clock.setTimeout(() => this.#endGrace(), grace);
   }
 
   /** Sends DRAIN, when the client reads it (the server's close() tells every client first). */
   announceDrain(reason: string): void {
     if (this.#drained) return;
     this.#drained = true;
+    this.#drainReason = reason;
     this.#link?.drain(reason);
+  }
+
+  /** The hello of a drained connection is in: DRAIN to a client that reads it; another is closed once idle. */
+  #drainAfterHello(): void {
+    if (this.#link?.drain(this.#drainReason) !== true) this.#closeOnceIdle();
+  }
+
+  #closeOnceIdle(): void {
+    this.#closeWhenIdle = true;
+    this.#closeIfIdle();
   }
 
   /** A call stopped running: the limit counts running calls only; a drained connection may close now. */
@@ -296,7 +310,8 @@ export class ServerConnection {
   #ended(closedWith: SmuxError | undefined): void {
     this.#host.closed(this, closedWith);
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
-    this.#timer = null;
+    if (this.#helloWait !== null) this.#host.clock.clearTimeout(this.#helloWait);
+    this.#timer = this.#helloWait = null;
     this.#link?.close(closedWith ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
     const error = connectionFailure(closedWith);
     if (error === undefined) {
