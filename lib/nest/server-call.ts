@@ -1,9 +1,9 @@
-import { type Clock, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
+import { type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import { type CallMessage, encodeTransportError, Flag, Kind } from './call-codec.js';
 import type { CallEndpoint, EndpointOwner } from './call-endpoint.js';
 import type { ConnectionBudget } from './connection-budget.js';
-import { callEndpoint, type MetricsRecorder, type SmuxCallFailure } from './metrics.js';
-import type { PacketCodec } from './packet-codec.js';
+import { callEndpoint, type SmuxCallFailure } from './metrics.js';
+import type { CallHost } from './server-call-host.js';
 import type { SmuxDuplex } from './raw-duplex.js';
 import { type ReplyOwner, ServerReply } from './server-reply.js';
 import type { CallControl } from './smux.context.js';
@@ -11,32 +11,6 @@ import { type InputOwner, ServerInput } from './server-input.js';
 import { releaseResult } from './sources.js';
 import type { SmuxStreamedPayload } from './streamed-input.js';
 import { type ServerSpan, serverSpanOf } from './tracing.js';
-
-/** What a {@link ServerCall} needs from the server. */
-export interface CallHost {
-  readonly clock: Clock;
-  readonly maxMessageBytes: number;
-  readonly maxReplyBufferBytes: number;
-  readonly codec: PacketCodec;
-  /** A REQUEST arrived: route it and run the handler (then `call.run(...)`), or fail it. */
-  dispatchRequest(call: ServerCall, message: CallMessage): void;
-  /** An EVENT arrived (the stream is already closed). */
-  dispatchEvent(call: ServerCall, message: CallMessage): void;
-  /** A HELLO arrived: the stream is the connection's control stream, not a call. Answer it, or refuse it. */
-  openControl(call: ServerCall, message: CallMessage): void;
-  /** A message on the control stream after its HELLO (PING, PONG). */
-  controlMessage(call: ServerCall, message: CallMessage): void;
-  /** Converts a thrown value into what the caller receives as `err` (Nest's exception-filter defaults). */
-  toRpcError(error: unknown): unknown;
-  /** The call stopped running (answered, refused, cancelled or failed). */
-  callSettled(call: ServerCall): void;
-  /** The call wrote its last message and FIN: watch for the caller's FIN for a while. */
-  awaitCallerFin(call: ServerCall): void;
-  /** The call's stream is gone. */
-  callClosed(call: ServerCall): void;
-  /** Where calls are counted, when the server keeps metrics (on the same clock as `clock`). */
-  readonly metrics?: MetricsRecorder;
-}
 
 /*
  * A call on the server, one state machine:

@@ -8,7 +8,8 @@ import { ControlLink } from './control-link.js';
 import { HELLO_TIMEOUT, serverHelloBody } from './hello.js';
 import type { ResolvedServerOptions } from './options.js';
 import { describeClientBytes } from './peer-diagnosis.js';
-import { type CallHost, ServerCall } from './server-call.js';
+import { ServerCall } from './server-call.js';
+import type { CallHost } from './server-call-host.js';
 import { connectionFailure, SmuxConnection } from './smux-connection.js';
 
 /** How a connection came about: a socket the server accepted, or a session it dialled (`connectTo`). */

@@ -12,7 +12,7 @@ import { RateLimitedLog } from './log.js';
 import { createSmuxMetrics, type MetricsRecorder, type SmuxMetrics } from './metrics.js';
 import { resolveServerOptions, type ResolvedServerOptions } from './options.js';
 import { createPacketCodec, type PacketCodec } from './packet-codec.js';
-import type { CallHost } from './server-call.js';
+import type { CallHost } from './server-call-host.js';
 import { type ConnectionHost, ServerConnection } from './server-connection.js';
 import { ServerConnections } from './server-connections.js';
 import { ServerDialler } from './server-dialler.js';

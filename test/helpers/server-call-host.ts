@@ -1,6 +1,6 @@
 import type { CallMessage } from '../../lib/nest/call-codec.js';
 import { createPacketCodec } from '../../lib/nest/packet-codec.js';
-import type { CallHost } from '../../lib/nest/server-call.js';
+import type { CallHost } from '../../lib/nest/server-call-host.js';
 import type { Clock } from '../../lib/smux/index.js';
 
 /** A stand-in for the server under a ServerCall: it records what it is asked (no Nest app, no routing). */

@@ -7,7 +7,8 @@ import { Observable } from 'rxjs';
 import { type Session, type SmuxChannel, SmuxError } from '../../lib/smux/index.js';
 import { type CallMessage, encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
 import { MessageReader } from '../../lib/nest/message-reader.js';
-import { type CallHost, ServerCall } from '../../lib/nest/server-call.js';
+import type { CallHost } from '../../lib/nest/server-call-host.js';
+import { ServerCall } from '../../lib/nest/server-call.js';
 import { flush, memorySessions } from '../helpers/memory-pair.js';
 import { stubCallHost } from '../helpers/server-call-host.js';
 
