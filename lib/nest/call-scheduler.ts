@@ -211,12 +211,20 @@ export class CallScheduler {
 
   #openOn(lane: Lane, call: PendingCall): void {
     if (call.done) return;
+    const session = lane.session!; // pick() returns lanes with a session
     try {
-      const channel = lane.session!.openChannel(); // pick() returns lanes with a session
+      const channel = session.openChannel();
       this.#admission.place(call, lane);
       call.open(channel);
     } catch (error) {
-      call.fail(toSmuxError(error, 'the call could not be opened'));
+      const reason = toSmuxError(error, 'the call could not be opened');
+      // The session died before its close was reported (a ping gave up, a socket error): nothing was sent, so
+      // the call certainly did not run — retryable, unlike a call cut off in flight.
+      call.fail(
+        session.isClosed
+          ? new SmuxError('ERR_SMUX_UNAVAILABLE', `no connection: ${reason.message}`, { cause: reason, retryable: true })
+          : reason,
+      );
     }
   }
 

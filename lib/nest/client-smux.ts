@@ -166,7 +166,7 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
     const inFlight = this.#cutOff;
     this.#cutOff = 0;
     if (error !== undefined && (error.cause !== undefined || error.code !== 'ERR_SMUX_SESSION_CLOSED' || inFlight > 0)) {
-      const calls = inFlight > 0 ? ` (${inFlight} calls in flight failed with it)` : '';
+      const calls = inFlight > 0 ? ` (${inFlight} call${inFlight === 1 ? '' : 's'} in flight failed with it)` : '';
       this.#warnings.warn('connection', `Connection to ${where} lost: ${error.message}${calls}`);
     } else {
       this.logger.debug?.(`Connection to ${where} closed`);

@@ -204,6 +204,7 @@ export class Connector {
         where: this.#where,
         firstBytes,
         tls: this.#options.tls !== undefined,
+        answeredBefore: this.#hello !== null,
         features: serve === null ? FEATURES : [...FEATURES, FEATURE_CALLS],
         measured: (ms) => this.#listener.rtt?.(ms),
         // New calls go to a fresh connection; the calls on this one finish here, then it closes (retireIdle).

@@ -50,6 +50,8 @@ export interface HelloContext {
   drain(reason: string): void;
   /** A ping on the control stream came back after `ms`. */
   measured?(ms: number): void;
+  /** The server answered a hello of ours before: silence now means busy or stalled, not another transport. */
+  readonly answeredBefore?: boolean;
   /** The features our HELLO names (default {@link FEATURES}). */
   readonly features?: readonly string[];
 }
@@ -74,11 +76,17 @@ export function greet(session: Session, clock: Clock, ms: number, context: Hello
     let settled = false;
     const silent = (): void =>
       settle(
-        new SmuxError(
-          'ERR_SMUX_PROTOCOL',
-          `${context.where} did not answer the nestjs-smux hello within ${ms} ms: it does not speak this transport ` +
-            "(Nest's TCP transport, for one, waits silently)",
-        ),
+        context.answeredBefore === true
+          ? new SmuxError(
+              'ERR_SMUX_TIMEOUT',
+              `${context.where} did not answer the nestjs-smux hello within ${ms} ms; it answered before, so it is busy or stalled`,
+              { retryable: true },
+            )
+          : new SmuxError(
+              'ERR_SMUX_PROTOCOL',
+              `${context.where} did not answer the nestjs-smux hello within ${ms} ms: it does not speak this transport ` +
+                "(Nest's TCP transport, for one, waits silently)",
+            ),
       );
     // After a stall of our own event loop, timers run before the socket is read: an answer that arrived meanwhile
     // is read first (the poll phase comes before setImmediate's), so a live server is not blamed for our stall.

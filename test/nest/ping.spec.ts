@@ -9,7 +9,7 @@ import { afterEach, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { MessagePattern } from '@nestjs/microservices';
 import { firstValueFrom } from 'rxjs';
-import { ClientSmux, Session, type SmuxChannel, type SmuxError } from '../../lib/index.js';
+import { ClientSmux, Session, type SmuxChannel, type SmuxError, SmuxRecordBuilder } from '../../lib/index.js';
 import { type CallMessage, encodeMessage, Kind } from '../../lib/nest/call-codec.js';
 import { MessageReader } from '../../lib/nest/message-reader.js';
 import { closeAll, closedPort, rawServer, rejection, startApp, trackClient, until, within } from './helpers.js';
@@ -76,6 +76,20 @@ describe('pingInterval: a connection whose pings go unanswered is given up', () 
     expect(closes[0]).toMatchObject({ code: 'ERR_SMUX_TIMEOUT', message: expect.stringContaining('did not answer a ping') });
   });
 
+  test('a call made the moment a connection is given up is not failed with its error: it never ran (found by a new user)', async () => {
+    const server = await stuckServer();
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: server.port, pingInterval: 100 }));
+    await within(rejection(firstValueFrom(client.send('anything', 1))), 'the stuck call');
+    // Before the session's close is reported: it used to fail at once with the dead session's ERR_SMUX_TIMEOUT.
+    const next = await within(
+      rejection(firstValueFrom(client.send('anything', new SmuxRecordBuilder(2).setTimeout(300).build()))),
+      'the next call',
+    );
+    // Either it found no connection (retryable: it was not sent), or it went to a fresh one and met its deadline there.
+    const { code, retryable, message } = next as SmuxError;
+    expect(code === 'ERR_SMUX_UNAVAILABLE' ? retryable : /deadline/.test(message)).toBe(true);
+  });
+
   test('a live ServerSmux answers every ping: its connection is kept, calls go on', async () => {
     const handle = await startApp({ controllers: [PingController] });
     const client = handle.client({ pingInterval: 20 });
@@ -127,5 +141,40 @@ describe('client.ping(): the round trip on the control stream', () => {
     const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: server.port }));
     await client.connect();
     expect(await rejection(client.ping())).toMatchObject({ code: 'ERR_SMUX_UNAVAILABLE', message: expect.stringContaining('control') });
+  });
+});
+
+describe('a server that answered a hello before and now stays silent', () => {
+  test('is busy or stalled, not "another transport": the attempt fails with a retryable ERR_SMUX_TIMEOUT (found by a new user)', async () => {
+    let sessions = 0;
+    const listener = net.createServer((socket) => {
+      const session = Session.server(socket, { version: 2 });
+      const first = ++sessions === 1;
+      closers.push(() => session.destroy());
+      session.on('channel', (channel: SmuxChannel) => {
+        const reader = new MessageReader(1 << 20);
+        channel.setHandler({
+          onData: (data) =>
+            reader.push(data, {
+              onMessage: (message: CallMessage) => {
+                if (!first || message.kind !== Kind.HELLO) return; // the second connection: silence
+                channel.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, { protocol: 1, features: ['control'] })));
+                setTimeout(() => void session.close(), 10); // then it goes away, as a restarting server would
+              },
+            }),
+          onEnd: () => undefined,
+          onClose: () => undefined,
+        });
+      });
+    });
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+    closers.push(() => listener.close());
+    const port = (listener.address() as net.AddressInfo).port;
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port, connectTimeout: 200 }));
+    await client.connect();
+    await until(() => client.connections[0].state !== 'ready', 5_000, 'the server to go away');
+    const error = (await within(rejection(firstValueFrom(client.send('anything', 1))), 'the call')) as SmuxError;
+    expect(error).toMatchObject({ code: 'ERR_SMUX_UNAVAILABLE', retryable: true });
+    expect(error.cause).toMatchObject({ code: 'ERR_SMUX_TIMEOUT', message: expect.stringContaining('answered before') });
   });
 });
