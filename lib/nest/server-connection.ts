@@ -150,6 +150,11 @@ export class ServerConnection {
     if (this.#drained) this.#drainAfterHello(); // drained before the hello arrived
   }
 
+  /** True once DRAIN went to a client that reads it: it closes the connection itself when its calls are done. */
+  get leavesByItself(): boolean {
+    return this.#drained && this.#link?.peerReads === true && !this.session.isClosed;
+  }
+
   /** A message on the control stream after the hello. */
   controlMessage(message: CallMessage): void {
     this.#link?.receive(message);

@@ -63,6 +63,7 @@ export class ServerConnections {
 
   delete(connection: ServerConnection): void {
     if (!this.#open.delete(connection)) return;
+    this.#settledWaiter?.(); // a drain waiting for clients to leave looks again
     const left = this.from(connection.address) - 1;
     if (left > 0) this.#perAddress.set(connection.address, left);
     else this.#perAddress.delete(connection.address);
@@ -91,6 +92,13 @@ export class ServerConnections {
     this.#settledWaiter?.();
   }
 
+  /** Connections whose clients were told to leave (DRAIN) and have not closed yet. */
+  #leaving(): number {
+    let leaving = 0;
+    for (const connection of this.#open) if (connection.leavesByItself) leaving++;
+    return leaving;
+  }
+
   /** Calls running on every connection (answered calls waiting for the caller's FIN are not counted). */
   get runningCalls(): number {
     let running = 0;
@@ -105,7 +113,10 @@ export class ServerConnections {
   async drain(closeTimeout: number): Promise<DrainSummary> {
     const clock = this.#clock;
     const deadline = clock.now() + closeTimeout;
-    while (this.runningCalls > 0 && clock.now() < deadline) {
+    // Clients that read DRAIN close their connections themselves once their calls are done: waiting for that (within
+    // the same bound) means a call they opened before DRAIN reached them is answered (ERR_SMUX_SHUTTING_DOWN,
+    // retryable), never cut off by our close as if it had been in flight.
+    while ((this.runningCalls > 0 || this.#leaving() > 0) && clock.now() < deadline) {
       await new Promise<void>((resolve) => {
         const timer = clock.setTimeout(resolve, Math.max(0, deadline - clock.now()));
         this.#settledWaiter = () => {

@@ -9,9 +9,10 @@ import { afterEach, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { MessagePattern, Payload } from '@nestjs/microservices';
 import { firstValueFrom } from 'rxjs';
-import type { ClientSmux, Session } from '../../lib/index.js';
+import { ClientSmux, type Session, type SmuxError } from '../../lib/index.js';
 import { type CallMessage, encodeMessage, Kind } from '../../lib/nest/call-codec.js';
-import { closeAll, rawCall, rawSession, rejection, startApp, until, within } from './helpers.js';
+import { delays, resetServers, runWindow, startServers } from '../helpers/many-hosts.js';
+import { closeAll, rawCall, rawSession, rejection, startApp, trackClient, until, within } from './helpers.js';
 
 @Controller()
 class WorkController {
@@ -131,4 +132,30 @@ describe("the server's close() drains first", () => {
     await within(closing, 'the close');
     await until(() => seen.closes === 1, 5_000, 'the drained connection to close');
   });
+
+  test('behind hosts: while one server closes, calls go on; none is cut off with a non-retryable error (found by a new user)', async () => {
+    // The new user saw 8 of 16 calls in flight fail with ERR_SMUX_SESSION_CLOSED in 4 of 10 rounds: the closing
+    // server closed the connection while calls sent before its DRAIN arrived were on their way.
+    for (let round = 0; round < 10; round++) {
+      resetServers();
+      const [a, b] = await startServers(['127.0.0.1', '127.0.0.2']);
+      delays.set('a', 1).set('b', 1); // calls stay in flight a little, as in the user's trial (0–2 ms handlers)
+      const client = trackClient(new ClientSmux({ hosts: [a, b].map(({ host, port }) => ({ host, port })) }));
+      const failures: SmuxError[] = [];
+      let answered = 0;
+      const closing: Array<Promise<void>> = [];
+      await runWindow(2_000, 16, async (i) => {
+        if (i === 500) closing.push(b.handle.app.close());
+        await firstValueFrom(client.send('who', i)).then(
+          () => void answered++,
+          (error: SmuxError) => void failures.push(error),
+        );
+      });
+      await Promise.all(closing);
+      expect(failures.filter((error) => !error.retryable).map((error) => `${error.code}: ${error.message}`)).toEqual([]);
+      expect(answered + failures.length).toBe(2_000);
+      await client.close();
+      await a.handle.close();
+    }
+  }, 60_000);
 });
