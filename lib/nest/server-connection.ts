@@ -98,7 +98,7 @@ export class ServerConnection {
     if (refusal === null && maxConnectionAge > 0) {
       // ± 10 %: clients connected at the same moment (a restart, a deploy) must not all move at the same moment.
       const age = Math.round(maxConnectionAge * (0.9 + 0.2 * Math.random()));
-      this.#timer = host.clock.setTimeout(() => this.drain('the connection reached its maxConnectionAge'), age);
+      this.#timer = host.clock.setTimeout(() => this.#ageReached(), age);
     }
     this.face = refusal === null ? this.#createFace(host, 'accepted' in origin ? origin.accepted : null) : null;
     host.debug(`Connection from ${this.remote}`);
@@ -198,6 +198,17 @@ export class ServerConnection {
     else this.#helloWait = clock.setTimeout(() => this.#link === null && this.#closeOnceIdle(), HELLO_TIMEOUT);
     const grace = this.#host.options.maxConnectionAgeGrace;
     if (grace > 0) this.#timer = clock.setTimeout(() => this.#endGrace(), grace);
+  }
+
+  /**
+   * `maxConnectionAge` passed. A peer that serves calls (a ServerSmux with `connectTo`) is not drained: this side
+   * calls over its connection and would lose the calls it makes while the peer moves (found by a new-user trial: a
+   * gateway's calls to its dialled-in workers failed at every drain). Such a peer rebalances when it redials.
+   */
+  #ageReached(): void {
+    this.#timer = null;
+    if (this.#link?.peerServes === true) return this.#host.debug(`Kept ${this.remote} past its maxConnectionAge: it serves calls`);
+    this.drain('the connection reached its maxConnectionAge');
   }
 
   /** Sends DRAIN, when the client reads it (the server's close() tells every client first). */

@@ -225,4 +225,24 @@ describe('a gateway and 50 workers that dialled it: calls in both directions on 
     expect(() => new ServerSmux({ connectTo: { port: 1 }, port: 2 })).toThrow(/connectTo/);
     expect(() => new ServerSmux({ port: 0 }).client).toThrow(expect.objectContaining({ code: 'ERR_SMUX_UNAVAILABLE' }));
   });
+
+  test('maxConnectionAge does not drain a peer that serves calls: the gateway keeps calling its workers (found by a new user)', async () => {
+    const gateway = await startApp({ controllers: [GatewayController], server: { maxConnectionAge: 50 } });
+    await Promise.all([startWorker(gateway, 'w1'), startWorker(gateway, 'w2')]);
+    await until(() => workers.size === 2, 5_000, 'the workers to register');
+    const before = [...workers.values()].map((c) => c.id);
+    const failures: unknown[] = [];
+    const deadline = Date.now() + 600; // a dozen ages
+    let calls = 0;
+    while (Date.now() < deadline) {
+      await Promise.all(
+        ['w1', 'w2'].map((id) =>
+          firstValueFrom(workers.get(id)!.send('work.double', calls++)).catch((error: unknown) => void failures.push(error)),
+        ),
+      );
+    }
+    expect(failures).toEqual([]);
+    expect(calls).toBeGreaterThan(20);
+    expect([...workers.values()].map((c) => c.id)).toEqual(before); // the same connections throughout
+  });
 });
