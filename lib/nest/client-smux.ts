@@ -11,6 +11,7 @@ import { RateLimitedLog } from './log.js';
 import { createSmuxMetrics, type SmuxMetrics } from './metrics.js';
 import { resolveClientOptions } from './options.js';
 import { createPacketCodec } from './packet-codec.js';
+import { connectionFailure } from './smux-connection.js';
 import { attachLauncher, SmuxProxy } from './smux-proxy.js';
 import type { SmuxClientEvents } from './smux.events.js';
 
@@ -165,12 +166,13 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
     // with its calls answered; a dead process or a cut network leaves calls in flight, or a socket error.
     const inFlight = this.#cutOff;
     this.#cutOff = 0;
-    if (error !== undefined && (error.cause !== undefined || error.code !== 'ERR_SMUX_SESSION_CLOSED' || inFlight > 0)) {
+    const failure = inFlight > 0 ? error : connectionFailure(error); // 'close' carries an error only for a failure
+    if (failure !== undefined) {
       const calls = inFlight > 0 ? ` (${inFlight} call${inFlight === 1 ? '' : 's'} in flight failed with it)` : '';
-      this.#warnings.warn('connection', `Connection to ${where} lost: ${error.message}${calls}`);
+      this.#warnings.warn('connection', `Connection to ${where} lost: ${failure.message}${calls}`);
     } else {
       this.logger.debug?.(`Connection to ${where} closed`);
     }
-    this.#events.emit('close', error);
+    this.#events.emit('close', failure);
   }
 }

@@ -138,8 +138,10 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
   }
 
   /** Closes the connection gracefully: what is queued goes out, calls in flight end (bounded). */
-  close(): Promise<void> {
-    return this.#port.close();
+  async close(): Promise<void> {
+    await this.#port.close();
+    // The session reports its end on a later turn: resolve once `closed` and the 'close' event are there too.
+    if (this.#closed === undefined) await new Promise((resolve) => this.#events.once('close', resolve));
   }
 
   /** The connection's smux session. */

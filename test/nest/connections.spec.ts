@@ -68,6 +68,20 @@ describe('SmuxConnection: who called, and state per connection', () => {
     expect([...handle.server.connections.keys()]).toEqual([bobId]);
   });
 
+  test('connection.close() resolves once the connection is closed; the client sees a clean close (found by a new user)', async () => {
+    const handle = await startApp({ controllers: [WhoController] });
+    const client = handle.client();
+    const closes: unknown[] = [];
+    client.on('close', (error) => void closes.push(error));
+    const id = await firstValueFrom(client.send<string>('login', 'x'));
+    const connection = handle.server.connections.get(id)!;
+    await connection.close();
+    expect(connection.closed).toBe(true);
+    expect(handle.server.connections.has(id)).toBe(false);
+    await until(() => closes.length === 1, 5_000, "the client's close event");
+    expect(closes).toEqual([undefined]); // closed on purpose, no call cut off: not a failure
+  });
+
   test('connection.ping() measures the round trip to a ClientSmux on the control stream', async () => {
     const handle = await startApp({ controllers: [WhoController] });
     const client = handle.client();
