@@ -236,7 +236,9 @@ export class Connector {
   #schedulePing(session: Session): void {
     const interval = this.#options.pingInterval;
     if (interval === 0) return;
+    const stop = (): void => this.#clock.clearTimeout(timer);
     const timer = this.#clock.setTimeout(() => {
+      session.off('close', stop); // one listener per ping at a time, not one more per interval
       if (this.#session !== session) return;
       this.ping(interval).then(
         () => this.#schedulePing(session),
@@ -247,7 +249,7 @@ export class Connector {
         },
       );
     }, interval);
-    session.once('close', () => this.#clock.clearTimeout(timer));
+    session.once('close', stop);
   }
 
   /** Publishes a status, once per change. */

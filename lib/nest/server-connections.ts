@@ -113,6 +113,7 @@ export class ServerConnections {
   async drain(closeTimeout: number): Promise<DrainSummary> {
     const clock = this.#clock;
     const deadline = clock.now() + closeTimeout;
+    const connections = this.#open.size; // those open when the close began (drained clients may leave by themselves)
     // Clients that read DRAIN close their connections themselves once their calls are done: waiting for that (within
     // the same bound) means a call they opened before DRAIN reached them is answered (ERR_SMUX_SHUTTING_DOWN,
     // retryable), never cut off by our close as if it had been in flight.
@@ -133,7 +134,6 @@ export class ServerConnections {
         call.shutdown();
       }
     }
-    const connections = this.#open.size;
     await Promise.all([...this.#open].map((c) => closeWithin(c.session, clock, 2_000)));
     return { connections, ended };
   }
