@@ -168,8 +168,10 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     return this.#metrics;
   }
 
-  /** The listening `net.Server` (a `tls.Server` with TLS). @throws SmuxError `ERR_SMUX_UNAVAILABLE` before `listen()` */
+  /** The listening `net.Server` (a `tls.Server` with TLS). @throws SmuxError `ERR_SMUX_UNAVAILABLE` before `listen()`, and with `connectTo` */
   unwrap<T = net.Server>(): T {
+    if (this.#dialler !== null)
+      throw new SmuxError('ERR_SMUX_UNAVAILABLE', 'this ServerSmux dials out (connectTo): see server.client.unwrap()');
     if (this.#server === null) throw new SmuxError('ERR_SMUX_UNAVAILABLE', 'ServerSmux is not listening: call listen() first');
     return this.#server as T;
   }
