@@ -28,35 +28,42 @@ afterEach(async () => {
   await closeAll();
 });
 
+/** A hand-written smux server: `onMessage` sees each call message, with its stream and which connection (1, 2 …) it came on. */
+async function rawSmuxServer(
+  onMessage: (message: CallMessage, channel: SmuxChannel, session: Session, nth: number) => void,
+): Promise<number> {
+  let connections = 0;
+  const listener = net.createServer((socket) => {
+    const session = Session.server(socket, { version: 2 });
+    const nth = ++connections;
+    closers.push(() => session.destroy());
+    session.on('channel', (channel: SmuxChannel) => {
+      const reader = new MessageReader(1 << 20);
+      channel.setHandler({
+        onData: (data) => reader.push(data, { onMessage: (message: CallMessage) => onMessage(message, channel, session, nth) }),
+        onEnd: () => undefined,
+        onClose: () => undefined,
+      });
+    });
+  });
+  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  closers.push(() => listener.close());
+  return (listener.address() as net.AddressInfo).port;
+}
+
 /**
  * A server that says hello as a ServerSmux does (naming the control feature) and then never answers anything on
  * any stream — a process that stopped working while its sockets stay open. Counts the PINGs it got.
  */
 async function stuckServer(): Promise<{ port: number; pings: () => number }> {
   let pings = 0;
-  const listener = net.createServer((socket) => {
-    const session = Session.server(socket, { version: 2 });
-    session.on('channel', (channel: SmuxChannel) => {
-      const reader = new MessageReader(1 << 20);
-      channel.setHandler({
-        onData: (data) =>
-          reader.push(data, {
-            onMessage: (message: CallMessage) => {
-              if (message.kind === Kind.HELLO) {
-                const hello = { protocol: 1, maxMessageBytes: 1 << 20, maxCallsPerConnection: 100, features: ['control'] };
-                channel.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, hello)));
-              } else if (message.kind === Kind.PING) pings++;
-            },
-          }),
-        onEnd: () => undefined,
-        onClose: () => undefined,
-      });
-    });
-    closers.push(() => session.destroy());
+  const port = await rawSmuxServer((message, channel) => {
+    if (message.kind === Kind.HELLO) {
+      const hello = { protocol: 1, maxMessageBytes: 1 << 20, maxCallsPerConnection: 100, features: ['control'] };
+      channel.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, hello)));
+    } else if (message.kind === Kind.PING) pings++;
   });
-  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
-  closers.push(() => listener.close());
-  return { port: (listener.address() as net.AddressInfo).port, pings: () => pings };
+  return { port, pings: () => pings };
 }
 
 describe('pingInterval: a connection whose pings go unanswered is given up', () => {
@@ -148,30 +155,11 @@ describe('client.ping(): the round trip on the control stream', () => {
 
 describe('a server that answered a hello before and now stays silent', () => {
   test('is busy or stalled, not "another transport": the attempt fails with a retryable ERR_SMUX_TIMEOUT (found by a new user)', async () => {
-    let sessions = 0;
-    const listener = net.createServer((socket) => {
-      const session = Session.server(socket, { version: 2 });
-      const first = ++sessions === 1;
-      closers.push(() => session.destroy());
-      session.on('channel', (channel: SmuxChannel) => {
-        const reader = new MessageReader(1 << 20);
-        channel.setHandler({
-          onData: (data) =>
-            reader.push(data, {
-              onMessage: (message: CallMessage) => {
-                if (!first || message.kind !== Kind.HELLO) return; // the second connection: silence
-                channel.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, { protocol: 1, features: ['control'] })));
-                setTimeout(() => void session.close(), 10); // then it goes away, as a restarting server would
-              },
-            }),
-          onEnd: () => undefined,
-          onClose: () => undefined,
-        });
-      });
+    const port = await rawSmuxServer((message, channel, session, nth) => {
+      if (nth > 1 || message.kind !== Kind.HELLO) return; // the second connection: silence
+      channel.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, { protocol: 1, features: ['control'] })));
+      setTimeout(() => void session.close(), 10); // then it goes away, as a restarting server would
     });
-    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
-    closers.push(() => listener.close());
-    const port = (listener.address() as net.AddressInfo).port;
     const client = trackClient(new ClientSmux({ host: '127.0.0.1', port, connectTimeout: 200 }));
     await client.connect();
     await until(() => client.connections[0].state !== 'ready', 5_000, 'the server to go away');
