@@ -1,5 +1,7 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NATS, REDIS } from './broker.js';
+import { BrokeredSystem } from './brokered-system.js';
 import { GoSmuxSystem } from './go-smux.js';
 import { NodeSystem } from './node-system.js';
 import type { System } from './system.js';
@@ -18,10 +20,19 @@ function cpuProfile(script: string): string[] {
 export function allSystems(options: { cpuProf: boolean; names: string[] | null }): System[] {
   const node = (name: string, script: string, kinds: ConstructorParameters<typeof NodeSystem>[2]): NodeSystem =>
     new NodeSystem(name, script, kinds, options.cpuProf ? cpuProfile(script) : []);
+  // Nest's brokered transports: each starts its broker (Debian's nats-server, redis-server) on a port of its own.
+  const brokered = (
+    name: string,
+    script: string,
+    broker: typeof NATS,
+    kinds: ConstructorParameters<typeof NodeSystem>[2],
+  ): BrokeredSystem => new BrokeredSystem(name, script, broker, kinds, options.cpuProf ? cpuProfile(script) : []);
   const systems: System[] = [
     node(SUBJECT, 'smux.js', ['echo', 'events', 'hol', 'memory', 'upload', 'upload-hol']),
     node('Nest TCP', 'nest-tcp.js', ['echo', 'events', 'hol']),
     node('Nest gRPC', 'nest-grpc.js', ['echo', 'upload']),
+    brokered('Nest NATS', 'nest-nats.js', NATS, ['echo', 'events']),
+    brokered('Nest Redis', 'nest-redis.js', REDIS, ['echo', 'events']),
     node('raw TCP', 'raw-tcp.js', ['echo', 'upload']),
     new GoSmuxSystem(),
   ];
