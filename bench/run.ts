@@ -11,7 +11,8 @@ import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type PlannedCase, plan, priming } from './cases/plan.js';
+import { isSized, optionalCases, type PlannedCase, plan, priming } from './cases/plan.js';
+import { type Calibration, calibrate, measuredSeconds, raiseIfShort, sizedSpec } from './cases/sizing.js';
 import { goAvailability } from '../test/interop/go-peer.js';
 import type { CoreCase } from './core/cases.js';
 import { corePlan } from './cases/core.js';
@@ -71,11 +72,30 @@ async function prime(systems: System[], cases: PlannedCase[]): Promise<void> {
   }
 }
 
+/** Calibrations by case id and system name. */
+type Calibrations = Map<string, Calibration>;
+const key = (caseId: string, system: string): string => `${caseId}\u0000${system}`;
+
+/** A calibration of every sized case on every system that takes part (unrecorded runs, before round 1). */
+async function calibrateAll(systems: System[], cases: PlannedCase[]): Promise<Calibrations> {
+  const calibrations: Calibrations = new Map();
+  for (const c of cases.filter(isSized)) {
+    for (const system of systems.filter((s) => s.supports(c.spec))) {
+      progress(`calibrating · ${c.label} · ${system.name}`);
+      const calibration = await calibrate(system, c);
+      if (calibration.failed !== undefined) announce(`calibrating · ${c.label} · ${system.name}: FAILED ${calibration.failed}`);
+      calibrations.set(key(c.id, system.name), calibration);
+    }
+  }
+  return calibrations;
+}
+
 /** One round: every case on every system that takes part (rotated order), then the core cases. */
 async function runRound(
   round: number,
   systems: System[],
   cases: PlannedCase[],
+  calibrations: Calibrations,
   core: CoreCase[],
   samples: Sample[],
   coreSamples: CoreSample[],
@@ -87,9 +107,15 @@ async function runRound(
       round,
     )) {
       progress(`${where} · ${c.label} · ${system.name}`);
+      const calibration = isSized(c) ? calibrations.get(key(c.id, system.name)) : undefined;
+      const spec = isSized(c) && calibration !== undefined ? sizedSpec(c, calibration) : c.spec;
       const t0 = performance.now();
-      const result = await system.run(c.spec);
-      samples.push({ round, caseId: c.id, system: system.name, wallMs: Math.round(performance.now() - t0), result });
+      const run = await system.run(spec);
+      const wallMs = Math.round(performance.now() - t0);
+      const seconds = measuredSeconds(run);
+      const result = seconds === null ? run : { ...run, seconds };
+      if (isSized(c) && calibration !== undefined && !run.stalled && run.failed === undefined) raiseIfShort(c, calibration, seconds);
+      samples.push({ round, caseId: c.id, system: system.name, wallMs, result });
       if (result.stalled) announce(`${where} · ${c.label} · ${system.name}: STALL (no progress for 5 s), restarted`);
       if (result.failed !== undefined) announce(`${where} · ${c.label} · ${system.name}: FAILED ${describe(result.failed)}`);
     }
@@ -117,13 +143,18 @@ async function main(): Promise<void> {
   const skipped = systems.filter((s) => s.unavailable !== null).map((s) => `${s.name} — ${s.unavailable}`);
   for (const reason of skipped) process.stderr.write(`*** skipped: ${reason} ***\n`);
   const wanted = (id: string): boolean => options.only === null || options.only.includes(id);
-  const cases = plan(quick).filter((c) => wanted(c.id));
+  const cases = [...plan(quick), ...optionalCases(quick).filter((c) => options.only?.includes(c.id) === true)].filter((c) => wanted(c.id));
   const core = wanted('core') ? corePlan(quick, goAvailability().ok) : { cases: [], ratios: [] };
   const samples: Sample[] = [];
   const coreSamples: CoreSample[] = [];
+  let calibrations: Calibrations | undefined;
+  let calibrationSeconds: number | undefined;
   try {
     await prime(active, cases);
-    for (let round = 1; round <= rounds; round++) await runRound(round, active, cases, core.cases, samples, coreSamples);
+    const t0 = performance.now();
+    calibrations = await calibrateAll(active, cases);
+    calibrationSeconds = (performance.now() - t0) / 1000;
+    for (let round = 1; round <= rounds; round++) await runRound(round, active, cases, calibrations, core.cases, samples, coreSamples);
   } finally {
     progress('stopping…');
     await stopAll();
@@ -164,6 +195,8 @@ async function main(): Promise<void> {
     options,
     plan: cases,
     corePlan: core.cases.map(([n]) => n),
+    // How each sized case was sized per system: the calibrated rate, the calls per run (as raised after short rounds).
+    sizing: { calibrationSeconds, calibrations: [...(calibrations?.values() ?? [])] },
     summaries,
     core: coreSummary,
     targets,

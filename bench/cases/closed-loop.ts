@@ -4,11 +4,19 @@ import type { Done } from './spec.js';
 /** How long without a single completion counts as a stall (the issue's definition). */
 export const STALL_MS = 5_000;
 
+/** With `minMs`, a loop makes at most this many times its `count` calls. */
+export const MAX_OVERRUN = 4;
+
 export interface LoopOptions {
   /** One call; it must call `done` exactly once. */
   call: (done: Done) => void;
-  /** Calls to make at most. */
+  /** Calls to make (at least, with `minMs`). */
   count: number;
+  /**
+   * Keeps issuing calls past `count` until the loop has run this long (at most {@link MAX_OVERRUN} × `count`
+   * calls): a run sized by a calibration that came out slow still measures its full time. Default 0.
+   */
+  minMs?: number;
   /** Calls in flight at once. */
   inFlight: number;
   /** Checked before each new call: false stops issuing (the calls in flight still finish). */
@@ -32,13 +40,14 @@ export interface LoopResult {
 }
 
 /**
- * A closed loop: `inFlight` calls at once, each completion starting the next, until `count` calls are done (or
- * `keepGoing()` says stop). Every call's latency is taken with performance.now() around it. With no completion
+ * A closed loop: `inFlight` calls at once, each completion starting the next, until `count` calls are done and
+ * `minMs` has passed (or `keepGoing()` says stop). Every call's latency is taken with performance.now() around it. With no completion
  * (and no other progress) for `stallMs`, the loop gives up and reports a stall; late completions are ignored.
  */
 export function closedLoop(options: LoopOptions): Promise<LoopResult> {
-  const { call, count, inFlight, keepGoing = () => true, progress = () => 0, stallMs = STALL_MS } = options;
-  const latencies = new Float64Array(count);
+  const { call, count, inFlight, keepGoing = () => true, progress = () => 0, stallMs = STALL_MS, minMs = 0 } = options;
+  const most = minMs > 0 ? count * MAX_OVERRUN : count;
+  let latencies = new Float64Array(count);
   let issued = 0;
   let completed = 0;
   let errors = 0;
@@ -77,7 +86,8 @@ export function closedLoop(options: LoopOptions): Promise<LoopResult> {
 
     const next = (): void => {
       if (over) return;
-      if (issued >= count || !keepGoing()) {
+      const more = issued < count || (issued < most && performance.now() - started < minMs);
+      if (!more || !keepGoing()) {
         if (completed === issued) finish(false);
         return;
       }
@@ -87,6 +97,11 @@ export function closedLoop(options: LoopOptions): Promise<LoopResult> {
       call((error?: unknown) => {
         if (called || over) return;
         called = true;
+        if (completed === latencies.length) {
+          const grown = new Float64Array(Math.min(most, latencies.length * 2));
+          grown.set(latencies);
+          latencies = grown;
+        }
         latencies[completed++] = performance.now() - t0;
         if (error !== undefined) {
           errors++;

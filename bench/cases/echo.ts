@@ -4,7 +4,7 @@ import type { Driver, EchoSpec, RunResult } from './spec.js';
 
 /**
  * Echo request/response: the string payload goes to the server's echo handler and back. Warm-up calls first
- * (same size, same concurrency), then `count` measured calls: calls/s, p50, p99.
+ * (same size, same concurrency), then `count` measured calls (more until `minMs`): calls/s, p50, p99.
  */
 export async function runEcho(driver: Driver, spec: EchoSpec): Promise<RunResult> {
   const payload = makePayload(spec.size);
@@ -18,6 +18,6 @@ export async function runEcho(driver: Driver, spec: EchoSpec): Promise<RunResult
       errors: warm.errors,
       ...(warm.firstError ? { firstError: warm.firstError } : {}),
     };
-  const run = await closedLoop({ call, count: spec.count, inFlight: spec.inFlight });
+  const run = await closedLoop({ call, count: spec.count, inFlight: spec.inFlight, minMs: spec.minMs ?? 0 });
   return { ...run, phase: 'measure' };
 }

@@ -3,7 +3,7 @@ import { makePayload } from './payload.js';
 import type { Driver, EventsSpec, RunResult } from './spec.js';
 
 /**
- * Events: `count` emits with `inFlight` outstanding (an emit is outstanding until the client says it is sent),
+ * Events: `count` emits (more until `minMs`) with `inFlight` outstanding (an emit is outstanding until the client says it is sent),
  * then one call asks the server how many arrived. events/s counts from the first emit until the server has
  * them all (or gave up waiting 3 s), so a client that only queues its events does not look faster than it is.
  */
@@ -16,12 +16,12 @@ export async function runEvents(driver: Driver, spec: EventsSpec): Promise<RunRe
   if (warm.stalled) return { stalled: true, phase: 'warm-up', completed: warm.completed };
   const base = await driver.eventsReceived(before + warm.completed); // the warm-up's events have all arrived
   const started = performance.now();
-  const run = await closedLoop({ call, count: spec.count, inFlight: spec.inFlight });
+  const run = await closedLoop({ call, count: spec.count, inFlight: spec.inFlight, minMs: spec.minMs ?? 0 });
   if (run.stalled) return { stalled: true, phase: 'measure', completed: run.completed, errors: run.errors };
   const emitMs = performance.now() - started;
   let received: number;
   try {
-    received = (await driver.eventsReceived(base + spec.count)) - base;
+    received = (await driver.eventsReceived(base + run.completed)) - base;
   } catch (error) {
     return { stalled: false, errors: run.errors + 1, firstError: `counting events: ${describe(error)}` };
   }
@@ -29,10 +29,12 @@ export async function runEvents(driver: Driver, spec: EventsSpec): Promise<RunRe
   return {
     stalled: false,
     rate: (received / ms) * 1000,
-    emitRate: (spec.count / emitMs) * 1000,
-    sent: spec.count,
+    emitRate: (run.completed / emitMs) * 1000,
+    sent: run.completed,
     received,
-    lost: spec.count - received,
+    lost: run.completed - received,
+    ms,
+    completed: received,
     p50: run.p50,
     p99: run.p99,
     errors: run.errors,

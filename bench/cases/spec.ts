@@ -5,22 +5,28 @@ import type { ChunkOptions } from '../lib/chunks.js';
  * the client face every Node system implements for the agent.
  */
 
-/** Echo request/response: `count` calls of a `size`-byte string, `inFlight` at once, after `warmup` calls. */
+/**
+ * Echo request/response: `count` calls of a `size`-byte string, `inFlight` at once, after `warmup` calls (and
+ * more than `count` until the measured calls have taken `minMs`, where the system's client can: a Node agent).
+ * The orchestrator sets `count` and `warmup` per system from a calibration run (see cases/sizing.ts).
+ */
 export interface EchoSpec {
   kind: 'echo';
   size: number;
   inFlight: number;
   count: number;
   warmup: number;
+  minMs?: number;
 }
 
-/** Events: `count` emits of `size` bytes with `inFlight` outstanding; the server confirms how many arrived. */
+/** Events: `count` emits (or more, until `minMs`) of `size` bytes with `inFlight` outstanding; the server confirms how many arrived. */
 export interface EventsSpec {
   kind: 'events';
   size: number;
   inFlight: number;
   count: number;
   warmup: number;
+  minMs?: number;
 }
 
 /**

@@ -24,6 +24,12 @@ export function fmtRatio(s: Summary | null): string {
   return s === null ? '–' : `${s.median.toFixed(2)}× (${s.min.toFixed(2)} – ${s.max.toFixed(2)})`;
 }
 
+/** The spread of a ratio over its rounds, (max − min) ÷ median, as "±6 %" (half the width, in % of the median). */
+export function fmtSpread(s: Summary | null): string {
+  if (s === null || !(s.median > 0) || s.n < 2) return '';
+  return `±${Math.round(((s.max - s.min) / s.median / 2) * 100)} %`;
+}
+
 /** Pads to a width, left-aligned (`pad`) or right-aligned (`padStart`), for fixed-width tables. */
 export function cells(values: Array<[string, number, 'l' | 'r']>): string {
   return values

@@ -44,6 +44,8 @@ export interface SystemFigures {
 export interface Ratio {
   baseline: string;
   summary: Summary | null;
+  /** How much the per-round ratio moves: (max − min) ÷ median over the rounds, e.g. 0.12; null without rounds. */
+  spread: number | null;
   /** Rounds that gave a ratio. */
   rounds: number;
 }
@@ -76,6 +78,9 @@ const clean = (r: RunResult | undefined): r is RunResult => r !== undefined && !
 
 /** Keys of the extra figures reported per case, besides rate, p50, p99 and peak RSS. */
 const EXTRA = [
+  // The seconds of measured work of a run (sized cases: ≥ the target) and its calls.
+  'seconds',
+  'completed',
   'p50Alone',
   'p99Alone',
   'p99Ratio',
@@ -101,6 +106,11 @@ const EXTRA = [
     ),
   ),
 ];
+
+/** (max − min) ÷ median of a summary: how far apart its rounds were, relative to its figure. */
+export function spreadOf(s: Summary | null): number | null {
+  return s === null || !(s.median > 0) ? null : (s.max - s.min) / s.median;
+}
 
 export function summarizeCase(planned: PlannedCase, systems: string[], samples: Sample[], subject: string): CaseSummary {
   const mine = samples.filter((s) => s.caseId === planned.id);
@@ -142,7 +152,8 @@ export function summarizeCase(planned: PlannedCase, systems: string[], samples: 
       if (clean(a) && clean(b)) values.push(value(a, b));
     }
     const finite = values.filter(Number.isFinite);
-    return { baseline, summary: finite.length > 0 ? summarize(finite) : null, rounds: finite.length };
+    const summary = finite.length > 0 ? summarize(finite) : null;
+    return { baseline, summary, spread: spreadOf(summary), rounds: finite.length };
   };
   const baselines = figures.map((f) => f.system).filter((s) => s !== subject);
   const variants = planned.variants ?? [];

@@ -1,5 +1,5 @@
 import { fmt } from '../lib/stats.js';
-import { cells, fmtLatency, fmtMiB, fmtRatio, fmtSummary } from './format.js';
+import { cells, fmtLatency, fmtMiB, fmtRatio, fmtSpread, fmtSummary } from './format.js';
 import type { CaseSummary, CoreSummary } from './summary.js';
 import type { Target } from './targets.js';
 
@@ -22,7 +22,9 @@ export function renderTable(env: Environment, cases: CaseSummary[], core: CoreSu
   out.push(
     `${subject} benchmark — Node ${env.node} · ${env.cpu} × ${env.cores} · ${env.date} · commit ${env.commit} · ${env.rounds} rounds${env.quick ? ' (--quick)' : ''}`,
   );
-  out.push('medians over rounds (min – max); ratios are nestjs-smux ÷ the system, taken within each round where neither stalled');
+  out.push(
+    'medians over rounds (min – max); ratios are nestjs-smux ÷ the system, taken within each round where neither stalled, then their median (min – max) ±half their spread in % of the median',
+  );
   for (const skipped of env.skipped) out.push(`skipped: ${skipped}`);
   const notes: string[] = [];
 
@@ -38,7 +40,8 @@ export function renderTable(env: Environment, cases: CaseSummary[], core: CoreSu
         ['p99', 9, 'r'],
         ['peak RSS', 10, 'r'],
         ['stalls', 6, 'r'],
-        [`${subject} ÷ this`, 24, 'r'],
+        ['s/run (min)', 11, 'r'],
+        [`${subject} ÷ this (spread)`, 32, 'r'],
       ]),
     );
   for (const c of perCall) {
@@ -53,7 +56,8 @@ export function renderTable(env: Environment, cases: CaseSummary[], core: CoreSu
           [fmtLatency(f.p99), 9, 'r'],
           [fmtMiB(f.peakRss), 10, 'r'],
           [`${f.stalls}/${f.runs}`, 6, 'r'],
-          [ratio ? fmtRatio(ratio.summary) : '', 24, 'r'],
+          [fmtSeconds(f.extraSpread.seconds), 11, 'r'],
+          [ratio ? `${fmtRatio(ratio.summary)} ${fmtSpread(ratio.summary)}`.trim() : '', 32, 'r'],
         ]),
       );
       collectNotes(notes, c, f);
@@ -243,6 +247,11 @@ function renderUploads(out: string[], notes: string[], cases: CaseSummary[], sub
     }
     collectNotes(notes, c, f);
   }
+}
+
+/** Measured seconds per run as "5.9 (5.2)": the median, then the shortest run. */
+function fmtSeconds(s: { median: number; min: number } | undefined): string {
+  return s === undefined ? '–' : `${s.median.toFixed(1)} (${s.min.toFixed(1)})`;
 }
 
 function collectNotes(notes: string[], c: CaseSummary, f: CaseSummary['systems'][number]): void {

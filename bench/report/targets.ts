@@ -19,8 +19,9 @@ export interface Target {
 /** A ratio with 2 decimals, or 3 when 2 would round it onto its goal. */
 const x = (v: number, goal = Number.NaN): string => `${v.toFixed(Math.abs(v - goal) < 0.005 ? 3 : 2)}×`;
 
-/** "min – max over n rounds" of a ratio summary. */
-const spreadOf = (s: Summary): string => `${s.min.toFixed(2)} – ${s.max.toFixed(2)} over ${s.n} round${s.n === 1 ? '' : 's'}`;
+/** "min – max over n rounds, ±h %" of a ratio summary (h: half of max − min, in % of the median). */
+const spreadOf = (s: Summary): string =>
+  `${s.min.toFixed(2)} – ${s.max.toFixed(2)} over ${s.n} round${s.n === 1 ? '' : 's'}${s.n > 1 && s.median > 0 ? `, ±${Math.round(((s.max - s.min) / s.median / 2) * 100)} %` : ''}`;
 
 export function evaluateTargets(cases: CaseSummary[], core: CoreSummary, subject: string): Target[] {
   const byId = (id: string): CaseSummary | undefined => cases.find((c) => c.id === id);
@@ -53,7 +54,10 @@ export function evaluateTargets(cases: CaseSummary[], core: CoreSummary, subject
     atLeast('echo 64 B @64: nestjs-smux ÷ Nest gRPC', 10, ratio('echo-64-64', 'Nest gRPC')),
   ];
   const p50 = byId('echo-64-1')?.p50Ratios.find((r) => r.baseline === 'Nest TCP')?.summary ?? null;
-  targets.push(atMost('echo 64 B @1: p50 nestjs-smux ÷ Nest TCP', 1, p50?.median ?? null, x(p50?.median ?? 0, 1), '≤ 1×'));
+  targets.push({
+    ...atMost('echo 64 B @1: p50 nestjs-smux ÷ Nest TCP', 1, p50?.median ?? null, x(p50?.median ?? 0, 1), '≤ 1×'),
+    ...(p50 === null ? {} : { spread: spreadOf(p50) }),
+  });
   targets.push(atLeast('echo 16 KiB @64: nestjs-smux ÷ Nest TCP', 1.5, ratio('echo-16384-64', 'Nest TCP')));
 
   const big = figures('echo-16384-512', subject);
@@ -122,7 +126,48 @@ export function evaluateTargets(cases: CaseSummary[], core: CoreSummary, subject
 
   const heap = figures('memory', subject)?.extra.heapPerCall ?? null;
   targets.push(atMost('memory: server heap per open call', 4096, heap, `${Math.round(heap ?? 0).toLocaleString('en-US')} B`, '≤ 4,096 B'));
-  return [...targets, ...uploadTargets(cases, subject)];
+  return [...targets, ...uploadTargets(cases, subject), ...issue11Targets(cases)];
+}
+
+/**
+ * Issue 11 (medians of the per-round ratios; spreads over the rounds): vs Nest TCP, p50 at 1 in flight vs raw
+ * TCP, and vs the brokered transports (NATS, Redis: any baseline whose name has "NATS" or "Redis"). Targets whose
+ * case or system did not run are shown as not measured.
+ */
+function issue11Targets(cases: CaseSummary[]): Target[] {
+  const issue = 'issue 11';
+  const byId = (id: string): CaseSummary | undefined => cases.find((c) => c.id === id);
+  const find = (id: string, baseline: RegExp | string, list: 'ratios' | 'p50Ratios' = 'ratios'): Summary | null =>
+    byId(id)?.[list].find((r) => (typeof baseline === 'string' ? r.baseline === baseline : baseline.test(r.baseline)))?.summary ?? null;
+  const target = (label: string, goal: number, s: Summary | null, most = false): Target => ({
+    issue,
+    label,
+    goal: `${most ? '≤' : '≥'} ${goal}×`,
+    value: s?.median ?? null,
+    shown: s === null ? '–' : x(s.median, goal),
+    pass: s === null ? null : most ? s.median <= goal : s.median >= goal,
+    ...(s === null ? {} : { spread: spreadOf(s) }),
+  });
+  const tcpBig = byId('echo-16384-512')?.systems.find((f) => f.system === 'Nest TCP');
+  const targets = [
+    target('echo 64 B @64: nestjs-smux ÷ Nest TCP', 4, find('echo-64-64', 'Nest TCP')),
+    target('echo 64 B @512: nestjs-smux ÷ Nest TCP', 4, find('echo-64-512', 'Nest TCP')),
+    target('echo 16 KiB @64: nestjs-smux ÷ Nest TCP', 2, find('echo-16384-64', 'Nest TCP')),
+    {
+      ...target("echo 16 KiB @512: nestjs-smux ÷ Nest TCP's clean runs", 3, find('echo-16384-512', 'Nest TCP')),
+      ...(tcpBig === undefined ? {} : { note: `Nest TCP stalled ${tcpBig.stalls} of ${tcpBig.runs}` }),
+    },
+    target('events 64 B @64: nestjs-smux ÷ Nest TCP', 2, find('events-64-64', 'Nest TCP')),
+    target('echo 64 B @1: p50 nestjs-smux ÷ raw TCP', 1.2, find('echo-64-1', 'raw TCP', 'p50Ratios'), true),
+  ];
+  for (const [name, pattern] of [
+    ['NATS', /NATS/i],
+    ['Redis', /Redis/i],
+  ] as const) {
+    targets.push(target(`echo 64 B @64: nestjs-smux ÷ ${name}`, 8, find('echo-64-64', pattern)));
+    targets.push(target(`echo 16 KiB @64: nestjs-smux ÷ ${name}`, 3, find('echo-16384-64', pattern)));
+  }
+  return targets;
 }
 
 /**
