@@ -144,7 +144,8 @@ export async function startBroker(kind: BrokerKind): Promise<Broker> {
     try {
       return await launch(program, kind.args(port), port);
     } catch (error) {
-      failures.push(error instanceof Error ? error.message : String(error));
+      const failure = error instanceof Error ? error.message : String(error);
+      if (!failures.includes(failure)) failures.push(failure);
     }
   }
   throw new Error(`${kind.program} did not start (${START_ATTEMPTS} attempts): ${failures.join(' | ')}`.slice(0, 1500));

@@ -31,8 +31,8 @@ export function allSystems(options: { cpuProf: boolean; names: string[] | null }
     node(SUBJECT, 'smux.js', ['echo', 'events', 'hol', 'memory', 'upload', 'upload-hol']),
     node('Nest TCP', 'nest-tcp.js', ['echo', 'events', 'hol']),
     node('Nest gRPC', 'nest-grpc.js', ['echo', 'upload']),
-    brokered('Nest NATS', 'nest-nats.js', NATS, ['echo', 'events']),
-    brokered('Nest Redis', 'nest-redis.js', REDIS, ['echo', 'events']),
+    brokered('Nest NATS', 'nest-nats.js', NATS, ['echo', 'events', 'hol']),
+    brokered('Nest Redis', 'nest-redis.js', REDIS, ['echo', 'events', 'hol']),
     node('raw TCP', 'raw-tcp.js', ['echo', 'upload']),
     new GoSmuxSystem(),
   ];
