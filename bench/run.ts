@@ -187,8 +187,8 @@ async function main(): Promise<void> {
   };
   process.stdout.write(`\n${renderTable(env, summaries, coreSummary, targets, SUBJECT)}`);
   const seconds = (performance.now() - started) / 1000;
-  // A run restricted with --only or --systems does not replace the latest full results.
-  const name = options.only === null && options.systems === null ? 'latest' : 'partial';
+  // Only a full run replaces the latest results: a restricted one (--only, --systems) writes `partial`, --quick `quick`.
+  const name = options.only !== null || options.systems !== null ? 'partial' : quick ? 'quick' : 'latest';
   writeJson(join(results, `${name}.json`), {
     ...env,
     seconds,
