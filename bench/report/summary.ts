@@ -112,6 +112,15 @@ export function spreadOf(s: Summary | null): number | null {
   return s === null || !(s.median > 0) ? null : (s.max - s.min) / s.median;
 }
 
+/** A brokered system's CPU per process, in cores over the run (`cpu: { broker, server, client }`): `cpu.broker`, … */
+const CPU = ['cpu.broker', 'cpu.server', 'cpu.client'];
+
+function cpuShare(r: RunResult, process: string): number | undefined {
+  const cpu = r.cpu as Record<string, unknown> | undefined;
+  const value = cpu?.[process];
+  return typeof value === 'number' ? value : undefined;
+}
+
 export function summarizeCase(planned: PlannedCase, systems: string[], samples: Sample[], subject: string): CaseSummary {
   const mine = samples.filter((s) => s.caseId === planned.id);
   const figures: SystemFigures[] = [];
@@ -122,8 +131,8 @@ export function summarizeCase(planned: PlannedCase, systems: string[], samples: 
     const median = (key: string): number | null => summarizeFinite(ok.map((r) => r[key] as number | undefined))?.median ?? null;
     const extra: Record<string, number> = {};
     const extraSpread: Record<string, Summary> = {};
-    for (const key of EXTRA) {
-      const spread = summarizeFinite(ok.map((r) => r[key] as number | undefined));
+    for (const key of [...EXTRA, ...CPU]) {
+      const spread = summarizeFinite(ok.map((r) => (key.startsWith('cpu.') ? cpuShare(r, key.slice(4)) : (r[key] as number | undefined))));
       if (spread === null) continue;
       extra[key] = spread.median;
       extraSpread[key] = spread;

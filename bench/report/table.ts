@@ -63,6 +63,12 @@ export function renderTable(env: Environment, cases: CaseSummary[], core: CoreSu
       collectNotes(notes, c, f);
     });
   }
+  for (const c of perCall)
+    for (const f of c.systems)
+      if (f.extra['cpu.broker'] !== undefined)
+        notes.push(
+          `${c.label}, ${f.system}: CPU in cores (of ${env.cores}), median over rounds — broker ${f.extra['cpu.broker'].toFixed(2)}, server ${(f.extra['cpu.server'] ?? Number.NaN).toFixed(2)}, client ${(f.extra['cpu.client'] ?? Number.NaN).toFixed(2)}`,
+        );
   const events = cases.find((c) => c.id.startsWith('events'));
   for (const f of events?.systems ?? []) {
     if (f.extra.sent !== undefined)
