@@ -5,7 +5,7 @@ import type { Done } from './spec.js';
 export const STALL_MS = 5_000;
 
 /** With `minMs`, a loop makes at most this many times its `count` calls. */
-export const MAX_OVERRUN = 4;
+export const MAX_OVERRUN = 20;
 
 export interface LoopOptions {
   /** One call; it must call `done` exactly once. */
