@@ -100,14 +100,13 @@ export class ConnectorPool {
 
   /** A session that takes calls, without choosing (for `unwrap()`), or null. */
   get anySession(): Session | null {
-    return this.#ready.length > 0 ? this.#ready[0].session : null;
+    return this.pick(false)?.session ?? null; // a ready lane may have rotated away from its session meanwhile
   }
 
-  /** Pings the first ready connection (the one `anySession` gives). */
+  /** Pings a ready connection. */
   ping(timeoutMs: number): Promise<number> {
-    const lane = this.#ready[0];
-    if (lane === undefined)
-      return Promise.reject(new SmuxError('ERR_SMUX_UNAVAILABLE', `not connected to ${this.where}`, { retryable: true }));
+    const lane = this.pick(false);
+    if (lane === null) return Promise.reject(new SmuxError('ERR_SMUX_UNAVAILABLE', `not connected to ${this.where}`, { retryable: true }));
     return lane.connector.ping(timeoutMs);
   }
 

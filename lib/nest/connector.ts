@@ -20,6 +20,9 @@ import type { SmuxStatus } from './smux.events.js';
  */
 export type ConnectorState = 'idle' | 'connecting' | 'ready' | 'backoff';
 
+/** How often draining sessions with streams left are looked at again (streams that end tell no one). */
+const RETIRE_CHECK_MS = 250;
+
 /** What the client hears from its connector. */
 export interface ConnectorListener {
   /** A session is ready for calls. */
@@ -47,6 +50,8 @@ export class Connector {
   readonly #draining = new Set<Session>();
   #state: ConnectorState = 'idle';
   #published: SmuxStatus | null = null; // the last status published
+  #drainedEarly: Session | null = null; // DRAIN came with the HELLO, before the session was ready
+  #retireTimer: TimerHandle | null = null; // looks at the draining sessions again
   readonly #serve: ServeHook | null; // calls the server makes on our connections, when we serve them
   #session: Session | null = null;
   #hello: ServerHello | null = null;
@@ -135,13 +140,21 @@ export class Connector {
   /** Closes draining sessions whose calls are all done. */
   retireIdle(): void {
     for (const session of this.#draining) if (session.numStreams === 0) void session.close(); // idempotent; 'close' removes it
+    // Events and calls served on the session end without telling us: look again until every drained one is closed.
+    if (this.#retireTimer === null && [...this.#draining].some((session) => session.numStreams > 0)) {
+      this.#retireTimer = this.#clock.setTimeout(() => {
+        this.#retireTimer = null;
+        this.retireIdle();
+      }, RETIRE_CHECK_MS);
+    }
   }
 
   /** Stops reconnecting and closes every session gracefully (bounded). A later {@link connect} starts over. */
   async close(): Promise<void> {
     this.#generation++;
     if (this.#retryTimer !== null) this.#clock.clearTimeout(this.#retryTimer);
-    this.#retryTimer = null;
+    if (this.#retireTimer !== null) this.#clock.clearTimeout(this.#retireTimer);
+    this.#retryTimer = this.#retireTimer = null;
     const sessions = [...this.#draining];
     if (this.#session !== null) sessions.push(this.#session);
     this.#session = null;
@@ -171,6 +184,8 @@ export class Connector {
         this.#status('connected');
         this.#listener.ready(session);
         this.#schedulePing(session);
+        if (this.#drainedEarly === session) this.rotate(); // the server drained it before it was ready
+        this.#drainedEarly = null;
       },
       (error: Error) => {
         if (generation !== this.#generation) return;
@@ -210,6 +225,7 @@ export class Connector {
         // New calls go to a fresh connection; the calls on this one finish here, then it closes (retireIdle).
         drain: () => {
           if (this.#session === session) this.rotate();
+          else this.#drainedEarly = session; // with the HELLO, before the session is ready: rotate once it is
         },
       });
       this.#hello = hello;

@@ -114,10 +114,16 @@ export class ControlLink {
     const id = (++this.#nextId).toString(36);
     const clock = this.#host.clock;
     return new Promise((resolve, reject) => {
-      const timer = clock.setTimeout(() => {
-        this.#pending.delete(id);
-        reject(new SmuxError('ERR_SMUX_TIMEOUT', `no answer to a ping within ${timeoutMs} ms`, { retryable: true }));
-      }, timeoutMs);
+      // Judged after the socket was read (setImmediate comes after the poll phase): after a stall of our own event
+      // loop the timer fires before a PONG that is waiting in the socket, as the hello's bound does.
+      const timer = clock.setTimeout(
+        () =>
+          setImmediate(() => {
+            if (!this.#pending.delete(id)) return;
+            reject(new SmuxError('ERR_SMUX_TIMEOUT', `no answer to a ping within ${timeoutMs} ms`, { retryable: true }));
+          }),
+        timeoutMs,
+      );
       this.#pending.set(id, { sentAt: clock.now(), resolve, reject, timer });
       this.#host.write(encodeMessage(Kind.PING, 0, undefined, { id }));
     });

@@ -10,7 +10,7 @@ import type { ResolvedServerOptions } from './options.js';
 import { describeClientBytes } from './peer-diagnosis.js';
 import { ServerCall } from './server-call.js';
 import type { CallHost } from './server-call-host.js';
-import { connectionFailure, SmuxConnection } from './smux-connection.js';
+import { connectionFailure, newSmuxConnection, type SmuxConnection } from './smux-connection.js';
 
 /** How a connection came about: a socket the server accepted, or a session it dialled (`connectTo`). */
 export type ConnectionOrigin =
@@ -92,21 +92,22 @@ export class ServerConnection {
       this.#versionChecked = true;
     }
     this.session.on('channel', (channel) => this.#open(channel));
+    // The face first: its own 'close' listener marks it closed before 'disconnect' is emitted (#ended).
+    this.face = refusal === null ? this.#createFace(host, 'accepted' in origin ? origin.accepted : null) : null;
     this.session.on('close', (error) => this.#ended(error));
     if (refusal !== null) this.#closeAfter(10_000); // a client that never opens a stream
     const { maxConnectionAge } = host.options;
-    if (refusal === null && maxConnectionAge > 0) {
+    if (refusal === null && maxConnectionAge > 0 && 'accepted' in origin) {
       // ± 10 %: clients connected at the same moment (a restart, a deploy) must not all move at the same moment.
       const age = Math.round(maxConnectionAge * (0.9 + 0.2 * Math.random()));
       this.#timer = host.clock.setTimeout(() => this.#ageReached(), age);
     }
-    this.face = refusal === null ? this.#createFace(host, 'accepted' in origin ? origin.accepted : null) : null;
     host.debug(`Connection from ${this.remote}`);
   }
 
   #createFace(host: ConnectionHost, socket: Socket | null): SmuxConnection {
     const certificate = socket instanceof TLSSocket ? socket.getPeerCertificate() : null;
-    return new SmuxConnection({
+    return newSmuxConnection({
       id: host.nextConnectionId(),
       remoteAddress: this.remote,
       peerCertificate: certificate === null || Object.keys(certificate).length === 0 ? null : certificate,
@@ -229,6 +230,14 @@ export class ServerConnection {
     this.#closeIfIdle();
   }
 
+  /** A stream of this connection is gone; the control stream's going ends its pings (they fail at once). */
+  callClosed(call: ServerCall): void {
+    this.calls.delete(call);
+    if (call.channel === this.#control) {
+      this.#link?.close(new SmuxError('ERR_SMUX_UNAVAILABLE', `the control stream of ${this.remote} closed`, { retryable: true }));
+    }
+  }
+
   /** A call stopped running: the limit counts running calls only; a drained connection may close now. */
   callDone(call: ServerCall): void {
     this.calls.delete(call);
@@ -270,6 +279,8 @@ export class ServerConnection {
 
   /** True when no call is running and none started for `ms`. */
   idleFor(ms: number, now: number): boolean {
+    // A peer that serves calls is never idle for eviction: this side's own calls to it are not counted in `calls`.
+    if (this.#dialledLink !== null || this.#link?.peerServes === true) return false;
     return this.calls.size === 0 && now - this.lastCallAt >= ms;
   }
 

@@ -294,7 +294,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       },
       awaitCallerFin: (call) => this.#finSweep.add(call),
       callClosed: (call) => {
-        (call.connection as ServerConnection).calls.delete(call);
+        (call.connection as ServerConnection).callClosed(call);
         this.#finSweep.delete(call);
       },
     };

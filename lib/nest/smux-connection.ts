@@ -27,6 +27,12 @@ export interface ConnectionPort {
 }
 
 const bySession = new WeakMap<Session, SmuxConnection>();
+let createConnection: (port: ConnectionPort) => SmuxConnection;
+
+/** The app's face of a connection (internal: the constructor is private, so no app can register a session). */
+export function newSmuxConnection(port: ConnectionPort): SmuxConnection {
+  return createConnection(port);
+}
 
 /** Why a connection ended, or undefined when it closed on purpose (a peer leaving is not a failure). */
 export function connectionFailure(error: SmuxError | undefined): SmuxError | undefined {
@@ -65,8 +71,12 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
   readonly #events = new EventEmitter();
   #closed: SmuxError | null | undefined = undefined; // undefined: open; null: closed cleanly
 
-  /** @param port - the connection, as the side that holds it exposes it (made by the library, not by apps) */
-  constructor(port: ConnectionPort) {
+  static {
+    createConnection = (port) => new SmuxConnection(port);
+  }
+
+  /** Made by the server for each connection ({@link newSmuxConnection}), never by apps. */
+  private constructor(port: ConnectionPort) {
     super();
     this.id = port.id;
     this.remoteAddress = port.remoteAddress;

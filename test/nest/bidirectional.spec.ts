@@ -246,4 +246,27 @@ describe('a gateway and 50 workers that dialled it: calls in both directions on 
     expect(calls).toBeGreaterThan(20);
     expect([...workers.values()].map((c) => c.id)).toEqual(before); // the same connections throughout
   });
+
+  test("idle eviction spares a peer that serves calls: the gateway's long call to its worker is not cut (found in review)", async () => {
+    const gateway = await startApp({ controllers: [GatewayController], server: { maxConnections: 1, evictIdleAfter: 100 } });
+    await startWorker(gateway, 'w1');
+    await until(() => workers.has('w1'), 5_000, 'the worker to register');
+    const long = firstValueFrom(workers.get('w1')!.send<number>('work.count', 600).pipe(toArray())); // ≈ 600 ms
+    await delay(250); // the worker's connection has served no call of its own for longer than evictIdleAfter
+    const newcomer = gateway.client();
+    const refused = await rejection(firstValueFrom(newcomer.send('gateway.whoami', {})));
+    expect(refused).toMatchObject({ code: 'ERR_SMUX_UNAVAILABLE' }); // the slot stays the worker's
+    expect(await within(long, 'the long call')).toHaveLength(600);
+  });
+
+  test('maxConnectionAge on a dialling server does not cut its own connection: a long call of its own finishes (found in review)', async () => {
+    const gateway = await startApp({ controllers: [GatewayController] });
+    const worker = await startApp({
+      controllers: [WorkerController],
+      providers: [{ provide: WORKER_ID, useValue: 'w1' }],
+      server: { connectTo: { host: '127.0.0.1', port: gateway.port }, maxConnectionAge: 100 },
+    });
+    const slow = interval(300).pipe(take(10)); // a client stream of ≈ 3 s: past the 2 s the connection was cut at
+    expect(await within(firstValueFrom(worker.server.client.send('gateway.sum', slow)), 'the long call')).toBe(45);
+  });
 });

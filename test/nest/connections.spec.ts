@@ -43,7 +43,11 @@ describe('SmuxConnection: who called, and state per connection', () => {
       accepted.push(connection);
       events.push(`connection ${connection.id}`);
     });
-    handle.server.on('disconnect', (connection, error) => void events.push(`disconnect ${connection.id} ${error?.code ?? 'clean'}`));
+    handle.server.on(
+      'disconnect',
+      (connection, error) =>
+        void events.push(`disconnect ${connection.id} ${error?.code ?? 'clean'}${connection.closed ? ' closed' : ' open'}`),
+    );
     const alice = handle.client();
     const bob = handle.client();
     const aliceId = await firstValueFrom(alice.send<string>('login', 'alice'));
@@ -63,7 +67,7 @@ describe('SmuxConnection: who called, and state per connection', () => {
 
     await alice.close();
     await until(() => events.length === 3, 5_000, 'the disconnect');
-    expect(events).toEqual([`connection ${aliceId}`, `connection ${bobId}`, `disconnect ${aliceId} clean`]);
+    expect(events).toEqual([`connection ${aliceId}`, `connection ${bobId}`, `disconnect ${aliceId} clean closed`]);
     expect(accepted[0].closed).toBe(true);
     expect([...handle.server.connections.keys()]).toEqual([bobId]);
   });

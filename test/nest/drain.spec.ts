@@ -7,8 +7,8 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
-import { MessagePattern, Payload } from '@nestjs/microservices';
-import { firstValueFrom } from 'rxjs';
+import { EventPattern, MessagePattern, Payload } from '@nestjs/microservices';
+import { firstValueFrom, lastValueFrom } from 'rxjs';
 import { ClientSmux, type Session, type SmuxError } from '../../lib/index.js';
 import { type CallMessage, encodeMessage, Kind } from '../../lib/nest/call-codec.js';
 import { delays, resetServers, runWindow, startServers } from '../helpers/many-hosts.js';
@@ -21,6 +21,9 @@ class WorkController {
     if (n % 64 === 0) await delay(5); // some calls are in flight across a drain
     return n * 2;
   }
+
+  @EventPattern<string>('evt')
+  event(): void {}
 
   @MessagePattern('slow')
   async slow(@Payload() ms: number): Promise<string> {
@@ -98,6 +101,27 @@ describe('maxConnectionAge: the server drains, the client moves, no call fails',
     await until(() => hello.messages.length === 2, 5_000, 'the hello and the DRAIN');
     expect(hello.messages.map((m) => m.kind)).toEqual([Kind.HELLO, Kind.DRAIN]);
     expect(closed).toBe(false);
+  });
+
+  test('a DRAIN that arrives with the HELLO (drained before the hello) is not lost: the client moves (found in review)', async () => {
+    const handle = await startApp({ controllers: [WorkController], server: { maxConnectionAge: 1, closeTimeout: 5_000 } });
+    const client = handle.client();
+    for (let i = 0; i < 20; i++) expect(await firstValueFrom(client.send<number>('double', i))).toBe(i * 2);
+    await until(() => handle.sessions.length >= 2, 5_000, 'the client to move to a fresh connection');
+    const started = Date.now();
+    await within(handle.app.close(), 'the close', 4_000); // no drained connection left waiting for closeTimeout
+    expect(Date.now() - started).toBeLessThan(4_000);
+  });
+
+  test('a drained connection whose last streams are events still closes; close() does not wait out closeTimeout (found in review)', async () => {
+    const handle = await startApp({ controllers: [WorkController], server: { closeTimeout: 5_000 } });
+    const client = handle.client();
+    expect(await firstValueFrom(client.send('slow', 1))).toBe('done');
+    const sent = Array.from({ length: 4 }, () => lastValueFrom(client.emit('evt', 'x'.repeat(512 * 1024)), { defaultValue: undefined }));
+    const started = Date.now();
+    await within(handle.app.close(), 'the close', 4_000);
+    expect(Date.now() - started).toBeLessThan(4_000);
+    await Promise.allSettled(sent);
   });
 
   test('a client that did not name the control feature gets no DRAIN: its connection is closed once no call runs', async () => {
