@@ -154,6 +154,11 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   on<K extends keyof SmuxServerEvents>(event: K, callback: SmuxServerEvents[K]): void {
     if (event === 'session' || event === 'connection' || event === 'disconnect')
       this.#events.on(event, callback as (...args: unknown[]) => void);
+    else if (this.#dialler !== null)
+      throw new SmuxError(
+        'ERR_SMUX_INVALID_ARGUMENT',
+        `a ServerSmux with connectTo has no net.Server: '${event}' never comes (see server.client)`,
+      );
     else if (this.#server === null) this.#pendingListeners.push([event, callback]);
     else this.#server.on(event, callback as (...args: unknown[]) => void);
   }

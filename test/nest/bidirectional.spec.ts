@@ -224,6 +224,7 @@ describe('a gateway and 50 workers that dialled it: calls in both directions on 
   test('a ServerSmux with connectTo cannot also listen; a listening one has no client', async () => {
     expect(() => new ServerSmux({ connectTo: { port: 1 }, port: 2 })).toThrow(/connectTo/);
     expect(() => new ServerSmux({ connectTo: { port: 1 } }).unwrap()).toThrow(/server\.client\.unwrap/);
+    expect(() => new ServerSmux({ connectTo: { port: 1 } }).on('listening', () => undefined)).toThrow(/never comes/);
     expect(() => new ServerSmux({ port: 0 }).client).toThrow(expect.objectContaining({ code: 'ERR_SMUX_UNAVAILABLE' }));
   });
 
