@@ -58,7 +58,10 @@ export class BrokeredSystem implements System {
       const cpu = cpuShares(before, cpuOf(pids), wallMs);
       if (typeof result.error === 'string') throw new Error(result.error);
       const { peakRss } = await server.request('PEAK', 10_000);
-      if (result.stalled) await this.stop(); // the rule: a stalled server is restarted (the broker too)
+      // The rule: a stalled server is restarted (the broker too). A failed run restarts them as well: a
+      // broker that dropped a client (Redis closes a subscriber whose output buffer passes its limit) leaves Nest's
+      // client without a connection for good.
+      if (result.stalled || result['failed'] !== undefined) await this.stop();
       return { ...result, peakRss: peakRss as number, ...(cpu === null ? {} : { cpu }) };
     } catch (error) {
       await this.stop();
