@@ -75,7 +75,7 @@ describe('ClientSmux over several servers (hosts)', () => {
 
   test('a slow server gets fewer calls: each goes to the one with fewer calls in flight of two', async () => {
     const servers = await startServers(LOOPBACKS);
-    delays.set('b', 20); // b takes 20 ms a call, a and c a turn of the event loop
+    delays.set('b', 100); // b takes 100 ms a call, a and c a turn of the event loop (far apart, also on a loaded machine)
     const client = await readyClient(servers);
     const counts = new Map<string, number>();
     await runWindow(600, 24, async (i) => {
