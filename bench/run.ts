@@ -134,6 +134,7 @@ async function runRound(
 
 async function main(): Promise<void> {
   const started = performance.now();
+  const measured = commit(); // read before the run: commits made while it runs are not what was built
   const systems = allSystems({ cpuProf: options.cpuProf, names: options.systems });
   const stopAll = (): Promise<unknown> => Promise.all(systems.map((s) => s.stop()));
   const onSignal = (): void => void stopAll().finally(() => process.exit(130));
@@ -179,7 +180,7 @@ async function main(): Promise<void> {
     node: process.version,
     cpu: cpus()[0]?.model ?? 'unknown CPU',
     cores: cpus().length,
-    commit: commit(),
+    commit: measured,
     date: `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`,
     rounds,
     quick,
