@@ -373,15 +373,9 @@ func buildCallMessage(event bool, id, pattern, data, headers string, timeoutMs i
 // runNestCall performs the call and fills r. Every wait ends at deadline.
 func runNestCall(addr string, cfg *smux.Config, wire []byte, event, expectError, hello bool, maxMsg uint32, deadline time.Time, r *result) {
 	fail := func(format string, a ...interface{}) { r.done(fmt.Errorf(format, a...)) }
-	conn, err := net.DialTimeout("tcp", addr, time.Until(deadline))
+	sess, err := dialClient(addr, cfg, deadline)
 	if err != nil {
-		fail("dial %s: %v", addr, err)
-		return
-	}
-	sess, err := smux.Client(conn, cfg)
-	if err != nil {
-		conn.Close()
-		fail("smux.Client: %v", err)
+		fail("%v", err)
 		return
 	}
 	// Closing the session closes the connection; anything still blocked in smux wakes up.
@@ -492,6 +486,20 @@ func runNestCall(addr string, cfg *smux.Config, wire []byte, event, expectError,
 	default:
 		r.done(nil)
 	}
+}
+
+// dialClient connects to addr and starts smux's client side on it, both bounded by deadline's time left.
+func dialClient(addr string, cfg *smux.Config, deadline time.Time) (*smux.Session, error) {
+	conn, err := net.DialTimeout("tcp", addr, time.Until(deadline))
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %v", addr, err)
+	}
+	sess, err := smux.Client(conn, cfg)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("smux.Client: %v", err)
+	}
+	return sess, nil
 }
 
 // exchangeHello opens the control stream, writes HELLO {"protocol":1} and reads the server's answer: a

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log"
-	"net"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -59,15 +58,9 @@ func cmdNestWorker(args []string) int {
 
 func runNestWorker(addr string, cfg *smux.Config, id, register string, serve int, deadline time.Time, r *result) {
 	fail := func(format string, a ...interface{}) { r.done(fmt.Errorf(format, a...)) }
-	conn, err := net.DialTimeout("tcp", addr, time.Until(deadline))
+	sess, err := dialClient(addr, cfg, deadline)
 	if err != nil {
-		fail("dial %s: %v", addr, err)
-		return
-	}
-	sess, err := smux.Client(conn, cfg)
-	if err != nil {
-		conn.Close()
-		fail("smux.Client: %v", err)
+		fail("%v", err)
 		return
 	}
 	defer sess.Close()
