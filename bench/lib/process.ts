@@ -11,7 +11,7 @@ export interface Peer {
   pid: number;
   /** Writes `command` as a line on the child's stdin and resolves with its next RESULT; rejects on exit or timeout. */
   request(command: string, timeoutMs?: number): Promise<Record<string, unknown>>;
-  /** Closes its stdin (its signal to exit), then SIGTERM after 2 s and SIGKILL after 5 s. Idempotent. */
+  /** Closes its stdin (its signal to exit), then SIGTERM after 10 s and SIGKILL after 15 s. Idempotent. */
   stop(): Promise<void>;
 }
 
@@ -93,11 +93,14 @@ function startProcess(command: string, args: string[], ready: RegExp, timeoutMs:
   }
 }
 
-/** Ends its stdin (it exits by itself, writing e.g. a --cpu-prof profile); SIGTERM after 2 s, SIGKILL after 5 s. */
+/**
+ * Ends its stdin (it exits by itself, writing e.g. a --cpu-prof profile: a busy server's takes seconds); SIGTERM
+ * after 10 s, SIGKILL after 15 s.
+ */
 function stop(child: ChildProcessWithoutNullStreams, exit: Promise<void>): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  const term = setTimeout(() => child.kill('SIGTERM'), 2_000);
-  const kill = setTimeout(() => child.kill('SIGKILL'), 5_000);
+  const term = setTimeout(() => child.kill('SIGTERM'), 10_000);
+  const kill = setTimeout(() => child.kill('SIGKILL'), 15_000);
   child.stdin.end();
   return exit.then(() => {
     clearTimeout(term);

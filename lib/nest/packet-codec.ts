@@ -68,11 +68,17 @@ class NativeCodec implements PacketCodec {
   }
 
   encodeCall(kind: typeof Kind.REQUEST | typeof Kind.EVENT, call: OutgoingCall): Buffer[] {
+    // One object literal with every field, always the same shape: an object spread here (`...patternField()`)
+    // took V8's slow clone path on every call — 1.3 µs of a 64 B call's 8.5 µs on the client (docs/NOTES.md).
+    const textPattern = typeof call.pattern === 'string';
     const fields: MessageFields = {
-      ...patternField(call.pattern, this.#host),
       id: call.id,
+      pattern: textPattern ? (call.pattern) : this.#host.normalizePattern(call.pattern),
+      patternIsJson: !textPattern,
       timeout: call.timeout,
       headers: headersOf(call),
+      status: undefined,
+      feed: undefined,
     };
     return encodeMessage(kind, call.flags ?? 0, call.data, fields);
   }
@@ -160,9 +166,4 @@ async function deserializeCall(message: CallMessage, host: CodecHost): Promise<D
 /** A call's headers, with its trace context when it is traced. */
 function headersOf(call: OutgoingCall): Record<string, string> | undefined {
   return call.span === undefined || call.span === null ? call.headers : call.span.inject(call.headers);
-}
-
-/** The PATTERN field: a string as it is, an object pattern as Nest normalises it, with PATTERN_JSON. */
-function patternField(pattern: unknown, host: CodecHost): { pattern: string; patternIsJson: boolean } {
-  return typeof pattern === 'string' ? { pattern, patternIsJson: false } : { pattern: host.normalizePattern(pattern), patternIsJson: true };
 }
