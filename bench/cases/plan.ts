@@ -1,4 +1,4 @@
-import type { CaseSpec } from './spec.js';
+import type { CaseSpec, HeldCall } from './spec.js';
 
 /** One case of `npm run bench`, as the orchestrator runs it on every system that supports it. */
 export interface PlannedCase {
@@ -24,6 +24,17 @@ const UPLOAD_VARIANTS = [
 ];
 
 const KiB = 1024;
+
+/**
+ * The memory cases (issue 11): 10 000 calls of one kind held open on one connection, each kind a case of its own
+ * (its own figure; a fresh connection each). `memory` keeps its id from issue 4.
+ */
+export const MEMORY_CASES: ReadonlyArray<{ id: string; call: HeldCall; label: string; short: string }> = [
+  { id: 'memory', call: 'unary', label: 'memory: 10 000 open unary calls', short: 'unary call' },
+  { id: 'memory-stream', call: 'stream', label: 'memory: 10 000 open client streams (send(source))', short: 'client stream' },
+  { id: 'memory-bidi', call: 'bidi', label: 'memory: 10 000 open bidirectional calls', short: 'bidirectional call' },
+  { id: 'memory-duplex', call: 'duplex', label: 'memory: 10 000 open byte streams (openDuplex)', short: 'byte stream' },
+];
 
 /**
  * How a case is sized by time (issue 11): a calibration per system (a few short runs until one lasts
@@ -91,7 +102,13 @@ export function plan(quick: boolean): PlannedCase[] {
         maxSmall: 2_000_000,
       },
     },
-    { id: 'memory', label: 'memory: 10 000 open calls', unit: 'B/call', spec: { kind: 'memory', calls: 10_000 } },
+    // Issue 11: server heap per open call, for each kind of call (the streamed kinds are nestjs-smux's only).
+    ...MEMORY_CASES.map(({ id, call, label }): PlannedCase => ({
+      id,
+      label,
+      unit: 'B/call',
+      spec: { kind: 'memory', calls: 10_000, call },
+    })),
     // Issue 8 §6: uploads (a streamed request, a byte stream) vs raw TCP and Nest gRPC client streaming.
     {
       id: 'upload',

@@ -44,10 +44,19 @@ export interface HolSpec {
   maxSmall: number;
 }
 
-/** Memory: `calls` calls held open by the server's handler at once; the server measures its heap and RSS. */
+/**
+ * The kinds of call the memory case holds open: a unary call (its reply held back), a client stream (`send(pattern,
+ * source)` whose source stays open), a bidirectional call (streamed request and Observable reply, both open) and a
+ * byte stream (`openDuplex()` ↔ `ctx.getDuplex()`, both sides open).
+ */
+export type HeldCall = 'unary' | 'stream' | 'bidi' | 'duplex';
+
+/** Memory: `calls` calls of one kind held open by the server's handler at once; the server measures its heap and RSS. */
 export interface MemorySpec {
   kind: 'memory';
   calls: number;
+  /** The kind of call held open (default `unary`). */
+  call?: HeldCall;
 }
 
 /**
@@ -117,11 +126,18 @@ export interface Driver {
    * the server says it received.
    */
   upload?(variant: string, chunks: ChunkOptions): Promise<number>;
-  /** Memory case: arms the server (baseline after GC) for `calls` held calls. */
-  holdBegin?(calls: number): Promise<void>;
-  /** One held call: done when the server releases it (after measuring with all of them open). */
-  hold?(done: Done): void;
-  /** The server's measurement of the held calls. */
+  /** The kinds of call this system can hold open in the memory case (nestjs-smux: all of them; others: `unary`). */
+  readonly heldCalls?: readonly HeldCall[];
+  /**
+   * Memory case: arms the server (baseline after GC) for `calls` held calls of kind `call`; resolves once armed.
+   * The streamed kinds are released by this side, when the server says it has measured.
+   */
+  holdBegin?(calls: number, call: HeldCall): Promise<void>;
+  /** One held call: done when it is over (the server released it, or this side did, after the measurement). */
+  hold?(call: HeldCall, done: Done): void;
+  /** Calls of the current hold that the server has been seen to serve (streamed kinds: items pulled from their source). */
+  holdProgress?(): number;
+  /** The server's measurement of the held calls, and of what was left once they were released. */
   holdReport?(): Promise<Record<string, number>>;
   close(): Promise<void>;
 }

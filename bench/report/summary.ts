@@ -99,6 +99,12 @@ const EXTRA = [
   'baseHeapUsed',
   'baseRss',
   'open',
+  // The memory cases: calls the server's transport had open when measured, left open after; heap once released.
+  'serverCalls',
+  'leftCalls',
+  'heapAfter',
+  'rssAfter',
+  'leftHeapPerCall',
   // Issue 8 §6, per upload variant: the upload case's MB/s and client peak RSS; the small calls during an upload.
   ...['stream', 'duplex', 'tcp', 'grpc'].flatMap((v) =>
     ['MBps', 'ClientPeakRss', 'P99Alone', 'P99During', 'P99Ratio', 'P50Alone', 'P50During', 'CallsAlone', 'CallsDuring'].map(

@@ -59,7 +59,7 @@ function uploadPanel(c: CaseSummary, subject: string): Panel {
 
 function casePanels(cases: CaseSummary[], subject: string): Panel[] {
   return cases
-    .filter((c) => c.id !== 'memory' && !c.id.startsWith('upload-hol-'))
+    .filter((c) => !c.id.startsWith('memory') && !c.id.startsWith('upload-hol-'))
     .map((c) => {
       if (c.id === 'upload') return uploadPanel(c, subject);
       const hol = c.id === 'hol';

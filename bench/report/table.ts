@@ -116,15 +116,7 @@ export function renderTable(env: Environment, cases: CaseSummary[], core: CoreSu
 
   renderUploads(out, notes, cases, subject);
 
-  const memory = cases.find((c) => c.id === 'memory')?.systems[0];
-  if (memory !== undefined) {
-    const e = memory.extra;
-    out.push(
-      '',
-      `memory: ${fmt(e.open ?? 0)} calls held open on the ${memory.system} server — heap ${fmt(e.heapPerCall ?? Number.NaN)} B and RSS ${fmt(e.rssPerCall ?? Number.NaN)} B per open call (heap ${fmtMiB(e.heapUsed)} vs ${fmtMiB(e.baseHeapUsed)} before, RSS ${fmtMiB(e.rss)} vs ${fmtMiB(e.baseRss)}, after GC)`,
-    );
-    collectNotes(notes, { label: 'memory' } as CaseSummary, memory);
-  }
+  renderMemory(out, notes, cases);
 
   if (core.cases.length > 0) {
     out.push(
@@ -251,6 +243,48 @@ function renderUploads(out: string[], notes: string[], cases: CaseSummary[], sub
         ]),
       );
     }
+    collectNotes(notes, c, f);
+  }
+}
+
+/**
+ * The memory cases (issue 11), one line per kind of call held open: heap and RSS per open call after GC (median,
+ * min – max), what the server's transport counted open, and the heap per call left once they were all over.
+ */
+function renderMemory(out: string[], notes: string[], cases: CaseSummary[]): void {
+  const memory = cases.filter((c) => c.id === 'memory' || c.id.startsWith('memory-'));
+  const rows = memory.flatMap((c) => c.systems.map((f) => [c, f] as const));
+  if (rows.length === 0) return;
+  out.push('', 'memory: calls held open on one connection, server heap and RSS after GC per open call (vs a baseline before them)');
+  out.push(
+    cells([
+      ['calls held open', 42, 'l'],
+      ['system', 12, 'l'],
+      ['open', 7, 'r'],
+      ['heap B/call (min – max)', 24, 'r'],
+      ['RSS B/call', 10, 'r'],
+      ['heap', 10, 'r'],
+      ['heap before', 11, 'r'],
+      ['left B/call', 11, 'r'],
+      ['stalls', 6, 'r'],
+    ]),
+  );
+  for (const [c, f] of rows) {
+    const e = f.extra;
+    const heap = f.extraSpread.heapPerCall;
+    out.push(
+      cells([
+        [c.label.replace(/^memory: /, ''), 42, 'l'],
+        [f.system, 12, 'l'],
+        [fmt(e.serverCalls ?? e.open ?? Number.NaN), 7, 'r'],
+        [heap === undefined ? '–' : fmtSummary(heap), 24, 'r'],
+        [fmt(e.rssPerCall ?? Number.NaN), 10, 'r'],
+        [fmtMiB(e.heapUsed), 10, 'r'],
+        [fmtMiB(e.baseHeapUsed), 11, 'r'],
+        [fmt(e.leftHeapPerCall ?? Number.NaN), 11, 'r'],
+        [`${f.stalls}/${f.runs}`, 6, 'r'],
+      ]),
+    );
     collectNotes(notes, c, f);
   }
 }

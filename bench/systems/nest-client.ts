@@ -1,6 +1,6 @@
 import type { ClientProxy } from '@nestjs/microservices';
 import { firstValueFrom, type Observer } from 'rxjs';
-import type { Done, Driver } from '../cases/spec.js';
+import type { Done, Driver, HeldCall } from '../cases/spec.js';
 
 /** One echo call as an Observer (no closures per call beyond the harness's own). */
 class EchoObserver implements Observer<unknown> {
@@ -22,7 +22,7 @@ class EchoObserver implements Observer<unknown> {
 }
 
 /** Completion-only Observer: an emit, a held call. */
-class DoneObserver implements Observer<unknown> {
+export class DoneObserver implements Observer<unknown> {
   constructor(readonly done: Done) {}
   next(): void {}
   error(error: unknown): void {
@@ -30,6 +30,19 @@ class DoneObserver implements Observer<unknown> {
   }
   complete(): void {
     this.done();
+  }
+}
+
+/** The memory case's hold on this client: its calls pulled so far, and the release of the streamed ones. */
+export class Hold {
+  /** Held calls seen open from this side (a streamed call: its source handed out its first item). */
+  opened = 0;
+  /** Resolves when the server has measured: the streamed calls' sources then end. */
+  readonly released: Promise<void>;
+  release!: () => void;
+
+  constructor() {
+    this.released = new Promise<void>((resolve) => (this.release = resolve));
   }
 }
 
@@ -72,12 +85,34 @@ export class NestClientDriver implements Driver {
     });
   }
 
-  async holdBegin(calls: number): Promise<void> {
-    await firstValueFrom(this.client.send('hold.begin', calls));
+  /** Nest's transports hold unary calls only; nestjs-smux adds the streamed kinds (smux.ts). */
+  readonly heldCalls: readonly HeldCall[] = ['unary'];
+  protected held = new Hold();
+
+  /**
+   * Arms the server; resolves on its `armed`. The call stays open until the server has measured (`measured`), so
+   * that this side can then release what it holds open itself (the streamed kinds).
+   */
+  holdBegin(calls: number, call: HeldCall): Promise<void> {
+    const held = (this.held = new Hold());
+    return new Promise((resolve, reject) => {
+      this.client.send<string>('hold.begin', { calls, call }).subscribe({
+        next: (value) => (value === 'armed' ? resolve() : held.release()),
+        error: (error: unknown) => {
+          held.release();
+          reject(error instanceof Error ? error : new Error(describeValue(error)));
+        },
+      });
+    });
   }
 
-  hold(done: Done): void {
+  hold(call: HeldCall, done: Done): void {
+    if (call !== 'unary') throw new Error(`${call} calls cannot be held on this transport`);
     this.client.send('hold', 1).subscribe(new DoneObserver(done));
+  }
+
+  holdProgress(): number {
+    return this.held.opened;
   }
 
   holdReport(): Promise<Record<string, number>> {
