@@ -66,7 +66,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
   #feedItems = 0; // feed items received (their sequence numbers tell how many were dropped)
   #source: SmuxSource | null; // a streamed request's items, sent as DATA … END once the stream is open
   #stopSource: (() => void) | null = null;
-  #outbox: Buffer[] = []; // an Observable source's items, before the stream opens
+  #outbox: Buffer[] | null = null; // an Observable source's items, before the stream opens (allocated on the first)
   #outboxBytes = 0;
   #startedAt = 0; // on the metrics' clock
   readonly #span: ClientSpan | null;
@@ -125,8 +125,8 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
     this.#state = OPEN;
     this.#endpoint = callEndpoint(this.#host.metrics, channel, this.#host.maxMessageBytes, this, 'client');
     this.#endpoint.write(this.#request);
-    this.#endpoint.write(this.#outbox);
-    this.#outbox = [];
+    if (this.#outbox !== null) this.#endpoint.write(this.#outbox);
+    this.#outbox = null;
     if (this.#source !== null) this.#pullSource(this.#endpoint, this.#source);
   }
 
@@ -241,7 +241,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
     const endpoint = this.#endpoint;
     let queued: number;
     if (endpoint === null) {
-      this.#outbox.push(...buffers);
+      (this.#outbox ??= []).push(...buffers);
       queued = this.#outboxBytes += buffers.reduce((n, b) => n + b.length, 0);
     } else {
       endpoint.write(buffers);
@@ -300,7 +300,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
     this.#endpoint = null;
     const stopSource = this.#stopSource; // the call is over: nothing more is pulled from the source
     this.#stopSource = this.#source = null;
-    this.#outbox = [];
+    this.#outbox = null;
     stopSource?.();
     this.#host.settled(this);
   }

@@ -139,9 +139,15 @@ export class Connector {
 
   /** Closes draining sessions whose calls are all done. */
   retireIdle(): void {
-    for (const session of this.#draining) if (session.numStreams === 0) void session.close(); // idempotent; 'close' removes it
+    if (this.#draining.size === 0) return; // every settled call asks: the common case allocates nothing
+    let busy = false;
+    for (const session of this.#draining) {
+      if (session.numStreams === 0)
+        void session.close(); // idempotent; 'close' removes it
+      else busy = true;
+    }
     // Events and calls served on the session end without telling us: look again until every drained one is closed.
-    if (this.#retireTimer === null && [...this.#draining].some((session) => session.numStreams > 0)) {
+    if (this.#retireTimer === null && busy) {
       this.#retireTimer = this.#clock.setTimeout(() => {
         this.#retireTimer = null;
         this.retireIdle();
