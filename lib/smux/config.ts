@@ -31,6 +31,17 @@ export interface SmuxConfig {
   /** v2 only: the receive window advertised per stream, in bytes; a UPD goes out every half of it consumed. Default 64 KiB. */
   maxStreamBuffer: number;
   /**
+   * v2 only: receive-window auto-tuning. While a stream is bound by its window — its reader takes a window's
+   * worth of data faster than the window allows per round trip, and holds nothing back — the window it
+   * advertises in UPD doubles, up to this many bytes. Growth only comes from fast consumption (a slow reader,
+   * or a peer that floods, never grows a window), is reserved from `maxReceiveBuffer` while at least half of
+   * it stays free, and returns to it when the stream closes: the memory bound does not change. UPDs still go
+   * out every `maxStreamBuffer / 2` consumed; the UPD frame carries the window, so this is wire-compatible
+   * with Go. 0 (the default, as Go) turns it off; otherwise at least `maxStreamBuffer` and at most
+   * `maxReceiveBuffer`.
+   */
+  maxStreamWindow: number;
+  /**
    * Most streams the peer may have open at once on this session (the accept-side limit; this side's own
    * `openChannel()` is held to the same number, counted separately). A stream the peer opens beyond it is
    * refused at a constant cost — no stream object, just a FIN for its id once the opener's first frame arrived —
@@ -84,6 +95,7 @@ export const DEFAULT_CONFIG: Readonly<SmuxConfig> = Object.freeze({
   maxFrameSize: 32_768,
   maxReceiveBuffer: 4_194_304,
   maxStreamBuffer: 65_536,
+  maxStreamWindow: 0,
   maxStreams: 65_536,
   maxRefusedStreams: 1024,
   peerFinWriteTimeout: 5000,
@@ -158,6 +170,16 @@ export function validateConfig(input: Partial<SmuxConfig> = {}, label = 'smux co
   }
 
   // Ours.
+  checkInteger(config, 'maxStreamWindow', 0, INT32_MAX, 'bytes; 0 turns auto-tuning off');
+  if (
+    config.maxStreamWindow !== 0 &&
+    (config.maxStreamWindow < config.maxStreamBuffer || config.maxStreamWindow > config.maxReceiveBuffer)
+  ) {
+    fail(
+      'maxStreamWindow',
+      `(${config.maxStreamWindow}) must be 0 (no auto-tuning) or from maxStreamBuffer (${config.maxStreamBuffer}) to maxReceiveBuffer (${config.maxReceiveBuffer})`,
+    );
+  }
   checkInteger(config, 'maxStreams', 1, INT32_MAX, 'streams');
   checkInteger(config, 'maxRefusedStreams', 0, INT32_MAX, 'streams');
   checkInteger(config, 'peerFinWriteTimeout', 0, INT32_MAX, 'ms');

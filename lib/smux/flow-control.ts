@@ -20,6 +20,9 @@ import { INITIAL_PEER_WINDOW } from './constants.js';
  *     v2:  streams × max(256 KiB, maxStreamBuffer) + maxReceiveBuffer (+ one frame), where streams ≤ 2 × maxStreams
  *          (the peer's and our own, each bounded by it; refused streams hold nothing)
  *
+ * Auto-tuned windows (`maxStreamWindow`, window-tuner.ts) do not change the v2 bound: what a window grows by is
+ * reserved from the bucket first (at most half of it), and the grown stream's bytes within it are not charged.
+ *
  * (A SmuxStream also holds up to `streamHighWaterMark` consumed-but-unread bytes in its readable buffer.)
  */
 
@@ -96,9 +99,11 @@ export class ReceiveBucket {
    *
    * @param before - the stream's unconsumed bytes before the change
    * @param after - the stream's unconsumed bytes after it
+   * @param grown - what auto-tuning added to the stream's window: already reserved from the bucket, so not
+   *   charged again
    */
-  update(before: number, after: number): void {
-    const allowance = this.#allowance;
+  update(before: number, after: number, grown = 0): void {
+    const allowance = this.#allowance + grown;
     const chargedBefore = before > allowance ? before - allowance : 0;
     const chargedAfter = after > allowance ? after - allowance : 0;
     this.tokens -= chargedAfter - chargedBefore;

@@ -11,6 +11,7 @@ import { KeepAlive, type KeepAliveHost } from './keep-alive.js';
 import { SmuxStream } from './stream.js';
 import { StreamCore, type StreamHost } from './stream-core.js';
 import { StreamIdAllocator } from './stream-ids.js';
+import { WindowBudget } from './window-tuner.js';
 import { CONTROL_SYN, FrameWriter } from './writer.js';
 
 /** Counters of a session. */
@@ -35,6 +36,12 @@ export interface SessionStats {
    * below zero by at most one frame.
    */
   receiveBudgetLeft: number;
+  /**
+   * v2 with `maxStreamWindow`: bytes of receive window auto-tuning granted to open streams beyond
+   * `maxStreamBuffer`, reserved from the receive budget (so included in what `receiveBudgetLeft` lacks). At most
+   * half of `maxReceiveBuffer`; back to 0 once the grown streams closed.
+   */
+  receiveWindowGrowth: number;
   /** True while the socket reports backpressure (`write()` returned false and no `'drain'` yet): the peer is slow to read. */
   writeBlocked: boolean;
   /** Bytes of write buffers the session holds: they grow with the batches written and are released when it is idle. */
@@ -73,6 +80,7 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly role: 'client' | 'server';
   readonly #writer: FrameWriter;
   readonly #bucket: ReceiveBucket;
+  readonly #windowBudget: WindowBudget | null;
   readonly #socket: Duplex;
   readonly #decoder: FrameDecoder;
   readonly #ids: StreamIdAllocator;
@@ -126,6 +134,10 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#version = c.version === 'auto' ? null : c.version;
     this.#ids = new StreamIdAllocator(role, c.firstStreamId);
     this.#bucket = new ReceiveBucket(c.maxReceiveBuffer, this.#version === null ? 0 : streamAllowance(this.#version, c.maxStreamBuffer));
+    this.#windowBudget =
+      c.maxStreamWindow > c.maxStreamBuffer
+        ? new WindowBudget(this.#bucket, c.maxReceiveBuffer, () => this.#streamHost.tokensReturned())
+        : null;
     this.#writer = new FrameWriter(socket, this.#version ?? 0, c.maxFrameSize, { onIdle: () => this.#endWhenFlushed() });
     this.#decoder = new FrameDecoder(this.#version ?? 0, this.#frames);
     this.#keepAlive = c.keepAliveDisabled ? null : new KeepAlive(c.clock, this.#keepAliveHost, c.keepAliveInterval, c.keepAliveTimeout);
@@ -187,6 +199,7 @@ export class Session extends EventEmitter<SessionEvents> {
       streamsAccepted: this.#streamsAccepted,
       streamsRefused: this.#streamsRefused,
       receiveBudgetLeft: this.#bucket.tokens,
+      receiveWindowGrowth: this.#windowBudget?.reserved ?? 0,
       writeBlocked: this.#writer.blocked,
       writeBufferBytes: this.#writer.bufferBytes,
     };
@@ -336,6 +349,9 @@ export class Session extends EventEmitter<SessionEvents> {
     },
     get bucket() {
       return session.#bucket;
+    },
+    get windowBudget() {
+      return session.#version === 2 ? session.#windowBudget : null;
     },
     get version() {
       return session.#version ?? 0;

@@ -5,6 +5,7 @@ import { INITIAL_PEER_WINDOW } from './constants.js';
 import { SmuxError } from './errors.js';
 import { type ReceiveBucket, sendWindow, shouldSendUpdate, u32Add } from './flow-control.js';
 import { StreamTimeouts, type TimeoutOwner } from './stream-timeouts.js';
+import { StreamWindowTuner, type WindowBudget } from './window-tuner.js';
 import { CONTROL_FIN, CONTROL_UPD, type FrameSource, type FrameWriter, type PayloadSink } from './writer.js';
 
 /** What a stream needs from its session (a private object of the session, not the session itself). */
@@ -12,6 +13,8 @@ export interface StreamHost {
   readonly config: Readonly<SmuxConfig>;
   readonly writer: FrameWriter;
   readonly bucket: ReceiveBucket;
+  /** Window auto-tuning's session state: non-null only in v2 with `maxStreamWindow` above `maxStreamBuffer`. */
+  readonly windowBudget: WindowBudget | null;
   /** The protocol version in use (1 or 2). */
   readonly version: number;
   /** Forget the stream: frames for its id are dropped from now on. */
@@ -61,6 +64,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
   #heldBytes = 0;
   #numRead = 0; // u32, bytes consumed (v2 UPD `consumed`)
   #sinceUpdate = 0;
+  #tuner: StreamWindowTuner | null = null; // v2 auto-tuning, from the second UPD on
   // send side
   #queue: Buffer[] | null = null;
   #queueHead = 0;
@@ -179,7 +183,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
         const chunk = held.shift()!;
         const before = this.#heldBytes;
         this.#heldBytes -= chunk.length;
-        this.#host.bucket.update(before, this.#heldBytes);
+        this.#host.bucket.update(before, this.#heldBytes, this.#tuner?.grown);
         returned += chunk.length;
         this.#consumed(chunk.length);
         this.#handler.onData(chunk);
@@ -232,12 +236,13 @@ export class StreamCore implements FrameSource, TimeoutOwner {
   handleData(data: Buffer): void {
     if ((this.#flags & (REMOTE_FIN | DESTROYED | CLOSED)) !== 0) return; // after FIN or close: dropped, uncharged
     this.#timeouts?.noteRead();
+    this.#tuner?.received(data.length, this.#host.config.clock);
     if ((this.#flags & PAUSED) !== 0 || this.#held !== null) {
       if (this.#held === null) this.#held = [data];
       else this.#held.push(data);
       const before = this.#heldBytes;
       this.#heldBytes += data.length;
-      this.#host.bucket.update(before, this.#heldBytes);
+      this.#host.bucket.update(before, this.#heldBytes, this.#tuner?.grown);
       this.#host.tokensCharged();
       return;
     }
@@ -306,8 +311,9 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     return this.#numRead;
   }
 
+  /** Read by the writer exactly when it encodes a UPD: the moment the window is advertised (auto-tuning times it). */
   get window(): number {
-    return this.#host.config.maxStreamBuffer;
+    return this.#tuner === null ? this.#host.config.maxStreamBuffer : this.#tuner.advertise(this.#numRead, this.#host.config.clock);
   }
 
   get finReady(): boolean {
@@ -380,9 +386,20 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     // A UPD after the peer's FIN is useless (nothing more will be sent), so it is skipped.
     if ((this.#flags & REMOTE_FIN) === 0 && shouldSendUpdate(this.#numRead, n, this.#sinceUpdate, this.#host.config.maxStreamBuffer)) {
       this.#sinceUpdate = 0;
+      if (this.#numRead !== n) this.#tune();
       this.controlBits |= CONTROL_UPD;
       if ((this.#flags & HOLD) === 0) this.#host.writer.queueControl(this);
     }
+  }
+
+  /** A UPD (not the first) is due: auto-tuning, where the session has it, may grow the window it carries. */
+  #tune(): void {
+    const budget = this.#host.windowBudget;
+    if (budget === null) return;
+    const c = this.#host.config;
+    const now = c.clock.now();
+    this.#tuner ??= new StreamWindowTuner(budget, c.maxStreamBuffer, c.maxStreamWindow, this.#numRead, this.#heldBytes, now);
+    this.#tuner.updateDue(this.#numRead, this.#heldBytes, now);
   }
 
   #deliverEnd(): void {
@@ -439,7 +456,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
 
   #dropHeld(): void {
     if (this.#heldBytes > 0) {
-      this.#host.bucket.update(this.#heldBytes, 0);
+      this.#host.bucket.update(this.#heldBytes, 0, this.#tuner?.grown);
       this.#heldBytes = 0;
       this.#host.tokensReturned();
     }
@@ -450,6 +467,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     if ((this.#flags & CLOSED) !== 0) return;
     this.#flags |= CLOSED;
     this.#timeouts?.stop();
+    this.#tuner?.release();
     if (this.#finWatch !== null) this.#host.config.clock.clearTimeout(this.#finWatch.timer);
     this.#finWatch = null;
     const handler = this.#handler;

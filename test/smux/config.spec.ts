@@ -56,6 +56,13 @@ describe('validateConfig', () => {
     [{ firstStreamId: 1 }, 'firstStreamId'],
     [{ clock: {} }, 'clock'],
     [{ maxFrameSzie: 100 }, 'maxFrameSzie'],
+    [{ maxStreamWindow: -1 }, 'maxStreamWindow'],
+    [{ maxStreamWindow: 1.5 }, 'maxStreamWindow'],
+    [{ maxStreamWindow: '1MiB' }, 'maxStreamWindow'],
+    [{ maxStreamWindow: 2 ** 31 }, 'maxStreamWindow'],
+    [{ maxStreamWindow: 65_535 }, 'maxStreamWindow'], // below maxStreamBuffer (64 KiB)
+    [{ maxStreamWindow: 4_194_305 }, 'maxStreamWindow'], // above maxReceiveBuffer (4 MiB)
+    [{ maxStreamBuffer: 262_144, maxStreamWindow: 131_072 }, 'maxStreamWindow'],
   ])('rejects %j naming %s', (input, field) => {
     expect(rejection(input).message).toContain(field);
   });
@@ -66,5 +73,16 @@ describe('validateConfig', () => {
     expect(() => validateConfig({ maxReceiveBuffer: 2 ** 31 - 1, maxStreamBuffer: 2 ** 31 - 1 })).not.toThrow();
     expect(() => validateConfig({ keepAliveDisabled: true, keepAliveInterval: 0, keepAliveTimeout: 0 })).not.toThrow();
     expect(validateConfig({ version: 2 }).version).toBe(2);
+  });
+
+  test('maxStreamWindow (auto-tuning): off (0) by default; 0, or from maxStreamBuffer to maxReceiveBuffer', () => {
+    expect(validateConfig().maxStreamWindow).toBe(0);
+    expect(validateConfig({ maxStreamWindow: 0 }).maxStreamWindow).toBe(0);
+    expect(validateConfig({ maxStreamWindow: 65_536 }).maxStreamWindow).toBe(65_536);
+    expect(validateConfig({ maxStreamWindow: 4_194_304 }).maxStreamWindow).toBe(4_194_304);
+    expect(validateConfig({ maxStreamBuffer: 262_144, maxStreamWindow: 1_048_576 }).maxStreamWindow).toBe(1_048_576);
+    const message = rejection({ maxStreamWindow: 1000 }).message;
+    expect(message).toContain('maxStreamBuffer (65536)');
+    expect(message).toContain('maxReceiveBuffer (4194304)');
   });
 });

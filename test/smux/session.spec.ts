@@ -310,6 +310,7 @@ describe('Session lifecycle over TCP', () => {
       streamsAccepted: 0,
       streamsRefused: 0,
       receiveBudgetLeft: 4 * 1024 * 1024,
+      receiveWindowGrowth: 0,
       writeBlocked: false,
       writeBufferBytes: 0, // nothing written yet: no write buffer allocated
     });
