@@ -1,10 +1,11 @@
 import { type CoreCase, coreCases, type CoreRatio, coreRatios, coreSettings } from '../core/cases.js';
 
-/** The core cases `npm run bench` takes from `bench:core` (bench/core): bulk v1/v2 vs raw and Go, stream per request vs Go. */
+/** The core cases `npm run bench` takes from `bench:core` (bench/core): bulk v1/v2 (and v2 at the Nest transport's defaults) vs raw and Go, stream per request vs Go. */
 const PICKED = [
   'raw TCP bulk MB/s',
   'TS↔TS v1 bulk MB/s',
   'TS↔TS v2 bulk MB/s',
+  'TS↔TS v2 bulk (Nest defaults) MB/s',
   'Go↔Go v2 bulk MB/s',
   'TS↔TS v2 stream per request/s',
   'Go↔Go v2 stream per request/s',

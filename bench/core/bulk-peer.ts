@@ -1,22 +1,31 @@
 /**
  * Bulk-transfer peer for `npm run bench:core`, one process per role:
  *
- *   node bulk-peer.js server raw|smux <version>          prints LISTENING <port>; counts what it receives
- *   node bulk-peer.js client raw|smux|go <version> <port> <bytes>
+ *   node bulk-peer.js server raw|smux|nest <version>          prints LISTENING <port>; counts what it receives
+ *   node bulk-peer.js client raw|smux|nest|go <version> <port> <bytes>
  *
  * The client writes <bytes> in 64 KiB writes (honouring backpressure), the server replies with the byte count
  * (8 bytes) once it has them all; the client reports MB/s from its first write to that reply. `go` targets a
- * Go smux server (test/interop/peer `serve`) through the DISCARD command of the interop protocol.
+ * Go smux server (test/interop/peer `serve`) through the DISCARD command of the interop protocol. `nest` is smux
+ * with the configuration the Nest transport gives its sessions (ServerSmux's and ClientSmux's defaults: v2, a
+ * 256 KiB window, auto-tuning on); `<version>` is then ignored.
  */
 import net from 'node:net';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
-import { Session, type SmuxStream } from '../../lib/smux/index.js';
+import { resolveClientOptions, resolveServerOptions } from '../../lib/nest/options.js';
+import { Session, type SmuxConfig, type SmuxStream } from '../../lib/smux/index.js';
 import { report } from '../lib/process.js';
 
 const CHUNK = Buffer.alloc(64 * 1024, 0xa5);
 const [role, kind, versionArg, portArg, bytesArg] = process.argv.slice(2);
 const version = Number(versionArg ?? 1) as 1 | 2;
+
+/** The session configuration of this side. */
+function config(side: 'client' | 'server'): Partial<SmuxConfig> {
+  if (kind !== 'nest') return { version };
+  return side === 'server' ? resolveServerOptions({}).smux : resolveClientOptions({}).smux;
+}
 
 function countBytes(stream: NodeJS.ReadableStream & Writable): void {
   let total = 0;
@@ -31,7 +40,7 @@ function countBytes(stream: NodeJS.ReadableStream & Writable): void {
 async function server(): Promise<void> {
   const listener = net.createServer((socket) => {
     if (kind === 'raw') return countBytes(socket);
-    const session = Session.server(socket, { version });
+    const session = Session.server(socket, config('server'));
     session.on('stream', (stream) => countBytes(stream));
     session.on('close', () => undefined);
   });
@@ -67,7 +76,7 @@ async function client(): Promise<void> {
   let target: Writable & NodeJS.ReadableStream = socket;
   let session: Session | null = null;
   if (kind !== 'raw') {
-    session = Session.client(socket, { version });
+    session = Session.client(socket, config('client'));
     const stream: SmuxStream = await session.openStream();
     target = stream;
     if (kind === 'go') {

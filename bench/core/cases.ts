@@ -61,7 +61,7 @@ async function goAgainstGoServer(version: 1 | 2, args: string[], field: string):
 
 /** Every core case, in the order `bench:core` runs them. */
 export function coreCases(s: CoreSettings): CoreCase[] {
-  const bulk = (kind: 'raw' | 'smux', version: 1 | 2) => async () =>
+  const bulk = (kind: 'raw' | 'smux' | 'nest', version: 1 | 2) => async () =>
     (await tsPeer('bulk-peer.js', [kind, String(version)], (port) => ['client', kind, String(version), String(port), String(s.bulkBytes)]))
       .mbps as number;
 
@@ -106,6 +106,7 @@ export function coreCases(s: CoreSettings): CoreCase[] {
     ['raw TCP bulk MB/s', bulk('raw', 1)],
     ['TS↔TS v1 bulk MB/s', bulk('smux', 1)],
     ['TS↔TS v2 bulk MB/s', bulk('smux', 2)],
+    ['TS↔TS v2 bulk (Nest defaults) MB/s', bulk('nest', 2)],
     ['TS→Go v1 bulk MB/s', bulkTsToGo(1)],
     ['TS→Go v2 bulk MB/s', bulkTsToGo(2)],
     ['Go↔Go v1 bulk MB/s', bulkGoGo(1)],
@@ -124,6 +125,8 @@ export type CoreRatio = [label: string, numerator: string, denominator: string, 
 export const coreRatios: CoreRatio[] = [
   ['TS↔TS v1 bulk ÷ raw TCP', 'TS↔TS v1 bulk MB/s', 'raw TCP bulk MB/s', 0.8],
   ['TS↔TS v2 bulk ÷ raw TCP', 'TS↔TS v2 bulk MB/s', 'raw TCP bulk MB/s', Number.NaN],
+  // One v2 stream with the transport's windows: 256 KiB, auto-tuned up to maxStreamWindow (issue 11).
+  ['TS↔TS v2 bulk (Nest defaults) ÷ raw TCP', 'TS↔TS v2 bulk (Nest defaults) MB/s', 'raw TCP bulk MB/s', 0.8],
   ['TS↔TS v2 bulk ÷ Go↔Go v2', 'TS↔TS v2 bulk MB/s', 'Go↔Go v2 bulk MB/s', 2],
   ['TS→Go v1 bulk ÷ Go↔Go v1', 'TS→Go v1 bulk MB/s', 'Go↔Go v1 bulk MB/s', 1],
   ['TS→Go v2 bulk ÷ Go↔Go v2', 'TS→Go v2 bulk MB/s', 'Go↔Go v2 bulk MB/s', 1],

@@ -1,6 +1,6 @@
 import type { ConnectionOptions, TlsOptions } from 'node:tls';
 import type { Deserializer, Serializer } from '@nestjs/microservices';
-import { type Clock, type SmuxConfig, SmuxError, validateConfig } from '../smux/index.js';
+import { type Clock, DEFAULT_CONFIG, type SmuxConfig, SmuxError, validateConfig } from '../smux/index.js';
 import { describeValue, nearestName } from '../util/describe.js';
 import type { ClientSmuxOptions, ServerSmuxOptions } from './interfaces.js';
 import { SERVE_CALLS, type ServeHook } from './control-link.js';
@@ -20,6 +20,13 @@ const STREAM_BAND = 64;
  * speed (bench/README.md: +73 % for uploads at 256 KiB; 1 MiB was no better).
  */
 const STREAM_WINDOW = 256 * 1024;
+/**
+ * How far the core's receive-window auto-tuning (smux `maxStreamWindow`) may grow a v2 stream's window while a
+ * bulk transfer keeps it full and its reader keeps up (growth is lent from `maxReceiveBuffer`). 512 KiB doubles
+ * what one stream moves per round trip on a real link and costs nothing on loopback; 1 MiB was slower on
+ * loopback (docs/NOTES.md, issue 11).
+ */
+const MAX_STREAM_WINDOW = 512 * 1024;
 /** Node's timers hold at most 2^31 − 1 ms. */
 const MAX_MS = 0x7fff_ffff;
 
@@ -196,6 +203,7 @@ export function resolveServerOptions(input: ServerSmuxOptions | undefined): Reso
     smux: {
       maxStreams: maxCallsPerConnection + STREAM_BAND,
       maxStreamBuffer: streamWindow(options.smux),
+      maxStreamWindow: maxStreamWindow(options.smux),
       ...options.smux,
       version: 'auto',
     },
@@ -223,7 +231,12 @@ export function resolveClientOptions(input: ClientSmuxOptions | undefined): Reso
   const version: unknown = options.smux?.version;
   if (version !== undefined && version !== 1 && version !== 2)
     fail('ClientSmux', 'smux.version', "must be 1 or 2 ('auto' is for servers)", version);
-  const smux = { version: 2 as const, maxStreamBuffer: streamWindow(options.smux), ...options.smux };
+  const smux = {
+    version: 2 as const,
+    maxStreamBuffer: streamWindow(options.smux),
+    maxStreamWindow: maxStreamWindow(options.smux),
+    ...options.smux,
+  };
   validateConfig(smux, 'ClientSmux option smux.');
   const reconnect = check('ClientSmux', options.reconnect, reconnectRules, 'reconnect.');
   const initialDelay = reconnect.initialDelay ?? 100;
@@ -299,6 +312,12 @@ function resolveCommon(side: string, options: ServerSmuxOptions | ClientSmuxOpti
 /** The transport's stream window, within a smaller `maxReceiveBuffer` the user gave. */
 function streamWindow(smux: Partial<SmuxConfig> | undefined): number {
   return Math.min(STREAM_WINDOW, smux?.maxReceiveBuffer ?? STREAM_WINDOW);
+}
+
+/** The transport's auto-tuning ceiling, within the user's `maxReceiveBuffer` and never below the stream window. */
+function maxStreamWindow(smux: Partial<SmuxConfig> | undefined): number {
+  const base = smux?.maxStreamBuffer ?? streamWindow(smux);
+  return Math.max(base, Math.min(MAX_STREAM_WINDOW, smux?.maxReceiveBuffer ?? DEFAULT_CONFIG.maxReceiveBuffer));
 }
 
 /** The address as logs and errors show it. */
