@@ -73,7 +73,7 @@ class NativeCodec implements PacketCodec {
     const textPattern = typeof call.pattern === 'string';
     const fields: MessageFields = {
       id: call.id,
-      pattern: textPattern ? (call.pattern) : this.#host.normalizePattern(call.pattern),
+      pattern: textPattern ? call.pattern : this.#host.normalizePattern(call.pattern),
       patternIsJson: !textPattern,
       timeout: call.timeout,
       headers: headersOf(call),
