@@ -87,11 +87,26 @@ export class CallDispatcher {
   }
 
   /** An EVENT arrived: its handlers run (at most once); failures are logged, nothing goes back. */
-  async dispatchEvent(call: ServerCall, message: CallMessage): Promise<void> {
-    if (this.#nest.closing()) return; // at most once: a server shutting down takes no new work
-    const { pattern, data, headers } = await this.#nest.codec.decodeCall(message);
+  dispatchEvent(call: ServerCall, message: CallMessage): Promise<void> {
+    if (this.#nest.closing()) return Promise.resolve(); // at most once: a server shutting down takes no new work
+    // The native codec decodes at once: no await (a burst of events is dispatched in one read, and each await kept
+    // its frame alive into the next scavenge).
+    try {
+      const decoded = this.#nest.codec.decodeCall(message);
+      return decoded instanceof Promise
+        ? decoded.then((request) => this.#dispatchEvent(call, request))
+        : this.#dispatchEvent(call, decoded);
+    } catch (error) {
+      return Promise.reject(error); // as the async function this was: the caller logs it
+    }
+  }
+
+  #dispatchEvent(call: ServerCall, { pattern, data, headers }: DecodedRequest): Promise<void> {
     const handler = this.#route(pattern);
-    if (handler === null) return void this.#nest.logger.error(NO_EVENT_HANDLER(pattern));
+    if (handler === null) {
+      this.#nest.logger.error(NO_EVENT_HANDLER(pattern));
+      return Promise.resolve();
+    }
     const ctx = createSmuxContext(call.channel, pattern, headers, call);
     const start = this.#nest.startHook();
     // With OpenTelemetry the handlers run inside a CONSUMER span whose parent is the emitter's (tracing.ts).
@@ -99,6 +114,7 @@ export class CallDispatcher {
     start(this.#nest.transportId, ctx, () =>
       withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx))),
     );
+    return Promise.resolve();
   }
 
   /** Runs the event handlers (chained by Nest) as Nest's handleEvent does: an Observable result runs hot. */
