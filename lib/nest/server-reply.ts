@@ -1,4 +1,14 @@
-import { concatMap, from, isObservable, type Observable, type Observer, of, type Subscription } from 'rxjs';
+import {
+  concatMap,
+  from,
+  isObservable,
+  type Observable,
+  type Observer,
+  of,
+  type Subscription,
+  type TeardownLogic,
+  type Unsubscribable,
+} from 'rxjs';
 import { type Clock, SmuxError } from '../smux/index.js';
 import { Flag } from './call-codec.js';
 import type { CallEndpoint } from './call-endpoint.js';
@@ -27,9 +37,11 @@ export interface ReplyOwner {
  * Observable's values in order, the completion merged into the last value when it comes in the same tick (as
  * Nest's `send()` does); an AsyncIterable or a Readable pulled only as the stream's window allows; a feed through
  * its bounded, dropping buffer. An Observable cannot be paused: what it queues beyond `maxReplyBufferBytes` ends
- * the call with ERR_SMUX_LIMIT. The reply is its own Observer (no per-call closures).
+ * the call with ERR_SMUX_LIMIT. The reply is its own Observer (no per-call closures), and its own subscriber: it
+ * has `closed`, `add`, `remove` and `unsubscribe`, so rxjs subscribes it as it is instead of wrapping it in a
+ * SafeSubscriber, a ConsumerObserver and a finalizer array (288 B of the ≈ 2.2 KiB a held call kept: docs/NOTES.md).
  */
-export class ServerReply implements Observer<unknown> {
+export class ServerReply implements Observer<unknown>, Unsubscribable {
   readonly #endpoint: CallEndpoint;
   readonly #codec: PacketCodec;
   readonly #owner: ReplyOwner;
@@ -42,6 +54,8 @@ export class ServerReply implements Observer<unknown> {
   #flushScheduled = false;
   #values = 0;
   #feed: FeedBuffer | null = null;
+  #closed = false; // as a subscriber: completed, failed or unsubscribed
+  #teardown: Teardown | Teardown[] | null = null; // the subscription's finalizers (one, nearly always)
 
   /**
    * @param endpoint - the call's stream
@@ -96,7 +110,7 @@ export class ServerReply implements Observer<unknown> {
   // ── Observer: values of the handler's Observable ───────────────────────────────────────────────────────
 
   next(value: unknown): void {
-    if (this.#stopped || !this.#owner.running) return;
+    if (this.#closed || this.#stopped || !this.#owner.running) return;
     if (this.#hasPending) this.send(this.#pending, 0);
     this.#pending = value;
     this.#hasPending = true;
@@ -111,22 +125,58 @@ export class ServerReply implements Observer<unknown> {
   }
 
   error(error: unknown): void {
-    if (this.#stopped) return;
+    if (this.#closed || this.#stopped) return;
     this.flushPending();
     this.answer(error, Flag.LAST | Flag.ERROR);
+    this.unsubscribe(); // as rxjs's subscribers do once the source is done
   }
 
   complete(): void {
-    if (this.#stopped) return;
+    if (this.#closed || this.#stopped) return;
     const value = this.#hasPending ? this.#pending : undefined;
     this.#hasPending = false;
     this.#pending = undefined;
     if (this.#values === 1 && isAsyncIterable(value)) {
       this.#subscription = null;
+      this.unsubscribe();
       void this.#pull(value);
       return;
     }
     this.answer(value, Flag.LAST);
+    this.unsubscribe();
+  }
+
+  // ── Subscription: the reply as rxjs's subscriber ───────────────────────────────────────────────────────
+
+  /** True once the Observable completed or failed, or the reply unsubscribed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Keeps a finalizer of the subscription (what the Observable's subscribe returned, an operator's subscriber). */
+  add(teardown: TeardownLogic): void {
+    if (teardown === undefined || teardown === null || (teardown as unknown) === this) return;
+    if (this.#closed) return runTeardowns(teardown);
+    const held = this.#teardown;
+    if (held === null) this.#teardown = teardown;
+    else if (Array.isArray(held)) held.push(teardown);
+    else this.#teardown = [held, teardown];
+  }
+
+  /** Forgets a finalizer (a child subscription that ended by itself). */
+  remove(teardown: Exclude<TeardownLogic, void>): void {
+    const held = this.#teardown;
+    if (held === teardown) this.#teardown = null;
+    else if (Array.isArray(held) && held.includes(teardown)) held.splice(held.indexOf(teardown), 1);
+  }
+
+  /** Ends the subscription: its finalizers run once (all of them, then the first error if one threw). */
+  unsubscribe(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const held = this.#teardown;
+    this.#teardown = null;
+    if (held !== null) runTeardowns(held);
   }
 
   /** Writes a value that waited for a possible completion. */
@@ -187,6 +237,29 @@ export class ServerReply implements Observer<unknown> {
     if (outcome.done) this.answer(undefined, Flag.LAST);
     else this.error(this.#owner.toRpcError(outcome.error));
   }
+}
+
+/** A finalizer of a subscription: a function, or a subscription to end. */
+type Teardown = Exclude<TeardownLogic, void>;
+
+/** Runs finalizers as rxjs does: every one, even when one throws; then the error (several: an AggregateError). */
+function runTeardowns(teardowns: Teardown | Teardown[]): void {
+  if (!Array.isArray(teardowns)) return runTeardown(teardowns);
+  const errors: unknown[] = [];
+  for (const teardown of teardowns) {
+    try {
+      runTeardown(teardown);
+    } catch (error) {
+      errors.push(error);
+    }
+  }
+  if (errors.length === 1) throw errors[0];
+  if (errors.length > 1) throw new AggregateError(errors, 'finalizers of a reply subscription failed');
+}
+
+function runTeardown(teardown: Teardown): void {
+  if (typeof teardown === 'function') teardown();
+  else teardown.unsubscribe();
 }
 
 /** A feed's values: an AsyncIterable's items, or the value itself. */
