@@ -189,15 +189,31 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     return span === null ? this.#handle(handler, data, ctx, feed) : span.run(() => this.#handle(handler, data, ctx, feed));
   }
 
-  async #handle(handler: Handler, data: unknown, ctx: unknown, feed: Feed | null): Promise<void> {
-    let result: unknown;
+  /**
+   * Runs the handler; its result is adopted once its promise settles. Chained with `then`, not an async function:
+   * a handler that is still running (a client stream's `for await`) held a suspended async frame of ours
+   * (≈ 0.5 KiB per open call) where a promise reaction is all that is needed.
+   */
+  #handle(handler: Handler, data: unknown, ctx: unknown, feed: Feed | null): Promise<void> {
     this.#handlerRunning = true;
+    let result: unknown;
     try {
-      result = await handler(data, ctx);
+      result = handler(data, ctx);
     } catch (error) {
-      this.#handlerReturned();
-      return this.#reply.error(this.#host.toRpcError(error));
+      return Promise.resolve(this.#handlerFailed(error));
     }
+    return Promise.resolve(result).then(
+      (value) => this.#adopt(value, feed),
+      (error: unknown) => this.#handlerFailed(error),
+    );
+  }
+
+  #handlerFailed(error: unknown): void {
+    this.#handlerReturned();
+    this.#reply.error(this.#host.toRpcError(error));
+  }
+
+  #adopt(result: unknown, feed: Feed | null): Promise<void> | void {
     this.#handlerReturned();
     if (this.#state !== RUNNING) {
       releaseResult(result); // cancelled while guards or an async handler were pending: stop what it started
@@ -205,7 +221,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     }
     // A byte-stream call completes when both directions ended; the handler's result only reports failures.
     if (this.#input?.isByteStream === true) return this.#input.adoptByteStreamResult(result, (error) => this.#reply.error(error));
-    await this.#reply.adopt(result, feed === null ? null : { bufferSize: feed.bufferSize, clock: this.#host.clock });
+    return this.#reply.adopt(result, feed === null ? null : { bufferSize: feed.bufferSize, clock: this.#host.clock });
   }
 
   /** Answers the call with an error at once (no handler, deserialization failed); `status` is Nest's `status`. */

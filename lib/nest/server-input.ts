@@ -2,7 +2,7 @@ import { isObservable } from 'rxjs';
 import { SmuxError } from '../smux/index.js';
 import { type CallMessage, Flag, Kind } from './call-codec.js';
 import type { CallEndpoint } from './call-endpoint.js';
-import { byteStreamViolation, SmuxDuplex } from './raw-duplex.js';
+import { byteStreamViolation, type RawCallOwner, SmuxDuplex } from './raw-duplex.js';
 import { SmuxStreamedPayload } from './streamed-input.js';
 
 /** What a {@link ServerInput} reports to its call. */
@@ -26,7 +26,7 @@ export interface InputOwner {
  * the handler's {@link SmuxStreamedPayload}), or a byte stream's bytes (RAW … END each way, the handler's
  * {@link SmuxDuplex}). A plain request has none: one message is the whole call.
  */
-export class ServerInput {
+export class ServerInput implements RawCallOwner {
   /** True for a byte stream (RAW … END each way), false for a streamed request's items. */
   readonly isByteStream: boolean;
   readonly #endpoint: CallEndpoint;
@@ -50,20 +50,15 @@ export class ServerInput {
     this.#owner = owner;
     this.isByteStream = kind === 'bytes';
     if (kind === 'items') {
-      this.#payload = new SmuxStreamedPayload({
-        pause: () => endpoint.pause(),
-        resume: () => endpoint.resume(),
-        abandon: () => endpoint.stopReading(),
-        held: (bytes) => endpoint.hold(bytes),
-      });
+      this.#payload = new SmuxStreamedPayload(endpoint);
       this.#duplex = null;
     } else {
       this.#payload = null;
       this.#duplex = new SmuxDuplex(highWaterMark);
       // A handler that does not listen for 'error' must not crash the process when the caller cancels: the cancel
       // reaches it through ctx.signal, its reads and pipeline() anyway.
-      this.#duplex.on('error', () => undefined);
-      this.#duplex.attach(endpoint, this.#duplexOwner);
+      this.#duplex.on('error', ignore);
+      this.#duplex.attach(endpoint, this); // the input is the Duplex's owner: no object of closures per call
     }
   }
 
@@ -142,17 +137,26 @@ export class ServerInput {
     this.#endpoint.hold(0);
   }
 
-  /** What the Duplex of a byte-stream call reports: its ends, and a destroy by the handler. */
-  readonly #duplexOwner = {
-    lastEnd: true,
-    writableEnded: () => this.#ended(1),
-    readableEnded: () => this.#ended(2),
-    destroyed: (error: Error | null) => {
-      this.#destroyed = { error };
-      // A handler that throws out of a `for await` destroys its Duplex first: its own error, coming next, wins.
-      if (this.#handlerDone) this.#abandoned();
-    },
-  };
+  // ── RawCallOwner: what the Duplex of a byte-stream call reports (its ends, a destroy by the handler) ─────
+
+  /** The server's END is the call's last message (LAST). */
+  get lastEnd(): boolean {
+    return true;
+  }
+
+  writableEnded(): void {
+    this.#ended(1);
+  }
+
+  readableEnded(): void {
+    this.#ended(2);
+  }
+
+  destroyed(error: Error | null): void {
+    this.#destroyed = { error };
+    // A handler that throws out of a `for await` destroys its Duplex first: its own error, coming next, wins.
+    if (this.#handlerDone) this.#abandoned();
+  }
 
   /** The handler finished; if its Duplex was destroyed without both ends, the call fails with why. */
   #abandoned(): void {
@@ -168,3 +172,6 @@ export class ServerInput {
     if (this.#ends === 3) this.#owner.answered();
   }
 }
+
+/** The byte stream's 'error' listener: a handler that does not listen must not crash the process on a cancel. */
+function ignore(): void {}

@@ -6,16 +6,19 @@ const HIGH_WATER_ITEMS = 32;
 /** Bytes of items it holds before it stops reading: one v2 window's worth. */
 const HIGH_WATER_BYTES = 256 * 1024;
 
-/** How a streamed request's items reach the handler, and how taking them paces the sender. */
+/**
+ * How a streamed request's items reach the handler, and how taking them paces the sender: the call's endpoint
+ * itself (CallEndpoint has these), so a streamed request costs no flow object of its own.
+ */
 export interface InputFlow {
   /** Stop reading: the items held are enough (the window then holds the sender back). */
   pause(): void;
   /** Read again: the handler took items. */
   resume(): void;
   /** The handler stopped consuming (an iterator's `return()`): later items are not wanted. */
-  abandon(): void;
+  stopReading(): void;
   /** Bytes of items held for the handler changed (the connection's budget counts them). */
-  held(bytes: number): void;
+  hold(bytes: number): void;
 }
 
 /**
@@ -55,7 +58,7 @@ export class SmuxStreamedPayload<T = unknown> extends Observable<T> implements A
     return {
       next: () => this.#next(),
       return: (value?: unknown) => {
-        this.#flow.abandon();
+        this.#flow.stopReading();
         this.#drop();
         this.#ended = true;
         return Promise.resolve({ done: true, value: value as T });
@@ -75,7 +78,7 @@ export class SmuxStreamedPayload<T = unknown> extends Observable<T> implements A
     this.#items.push(item);
     this.#sizes.push(bytes);
     this.#bytes += bytes;
-    this.#flow.held(this.#bytes);
+    this.#flow.hold(this.#bytes);
     if (this.#items.length >= HIGH_WATER_ITEMS || this.#bytes >= HIGH_WATER_BYTES) this.#flow.pause();
   }
 
@@ -126,7 +129,7 @@ export class SmuxStreamedPayload<T = unknown> extends Observable<T> implements A
       this.#flow.resume();
     }
     return () => {
-      if (this.#subscriber === subscriber && !this.#ended) this.#flow.abandon();
+      if (this.#subscriber === subscriber && !this.#ended) this.#flow.stopReading();
       this.#subscriber = null;
     };
   }
@@ -135,7 +138,7 @@ export class SmuxStreamedPayload<T = unknown> extends Observable<T> implements A
     if (this.#items.length > 0) {
       const item = this.#items.shift()!;
       this.#bytes -= this.#sizes.shift()!;
-      this.#flow.held(this.#bytes);
+      this.#flow.hold(this.#bytes);
       if (this.#items.length < HIGH_WATER_ITEMS / 2 && this.#bytes < HIGH_WATER_BYTES / 2) this.#flow.resume();
       return Promise.resolve({ done: false, value: item });
     }
@@ -149,7 +152,7 @@ export class SmuxStreamedPayload<T = unknown> extends Observable<T> implements A
   }
 
   #drop(): void {
-    if (this.#bytes !== 0) this.#flow.held(0);
+    if (this.#bytes !== 0) this.#flow.hold(0);
     this.#items.length = 0;
     this.#sizes.length = 0;
     this.#bytes = 0;
