@@ -1,10 +1,12 @@
 import type { ReadPacket, WritePacket } from '@nestjs/microservices';
-import { connectable, defer, Observable, type Observer, Subject, throwError } from 'rxjs';
+import { Observable, type Observer, throwError } from 'rxjs';
 import { type Session, SmuxError } from '../smux/index.js';
 import { Flag, Kind } from './call-codec.js';
 import { toSmuxError } from './call-scheduler.js';
 import { ClientCall, type ClientCallHost, type PendingCall } from './client-call.js';
 import { ClientRawCall } from './client-raw-call.js';
+import { EventSend } from './event-send.js';
+import { HotResult } from './hot-result.js';
 import type { SmuxDuplexOptions } from './interfaces.js';
 import { SmuxDuplex } from './raw-duplex.js';
 import { isSource } from './sources.js';
@@ -83,12 +85,7 @@ export class CallLauncher {
       );
     }
     const packet = this.packet(pattern, data);
-    const source = connectable(
-      defer(() => dispatch(packet)),
-      { connector: () => new Subject<T>(), resetOnDisconnect: false },
-    );
-    source.connect();
-    return source;
+    return new HotResult<T>(() => dispatch(packet));
   }
 
   /** The packet Nest's `emit()` sends (Nest 12 adds its dispatch-hook metadata). */
@@ -136,31 +133,26 @@ export class CallLauncher {
     return withClientSpan('event', packet.pattern, (span) => this.#event<T>(packet, span));
   }
 
-  async #event<T>(packet: ReadPacket & { metadata?: Record<string, string> }, span: ClientSpan | null): Promise<T> {
+  #event<T>(packet: ReadPacket & { metadata?: Record<string, string> }, span: ClientSpan | null): Promise<T> {
     const { data, headers, waitForReady } = unwrapRecord(packet.data, packet.metadata);
     if (isSource(data))
-      throw new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'an event cannot stream: emit() takes a value (use send() to stream)');
-    const buffers = this.#host.codec.encodeCall(Kind.EVENT, { pattern: packet.pattern, data, headers, span });
-    const session = await this.#target.sessionFor(waitForReady ?? this.#defaults.waitForReady);
-    const channel = session.openChannel();
-    this.#host.metrics?.eventSent(buffers);
-    return new Promise<T>((resolve, reject) => {
-      channel.setHandler({
-        onData: () => undefined,
-        onEnd: () => undefined,
-        onDrain: () => {
-          if (channel.finSent) channel.destroy(); // sent; the peer's FIN would find nothing to close
-        },
-        // Settled on the next turn: a loop of awaited emits must let timers and reads run (the socket takes the
-        // bytes at once while the kernel has room, so settling at once would never yield).
-        onClose: (error) =>
-          channel.finSent
-            ? settleNextTurn(resolve as () => void)
-            : reject(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the event was sent')),
-      });
-      for (const buffer of buffers) channel.write(buffer);
-      channel.end();
-    });
+      return Promise.reject(
+        new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'an event cannot stream: emit() takes a value (use send() to stream)'),
+      );
+    let buffers: Buffer[];
+    try {
+      buffers = this.#host.codec.encodeCall(Kind.EVENT, { pattern: packet.pattern, data, headers, span });
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#target.sessionFor(waitForReady ?? this.#defaults.waitForReady).then(
+      (session) =>
+        new Promise<T>((resolve, reject) => {
+          const channel = session.openChannel();
+          this.#host.metrics?.eventSent(buffers);
+          new EventSend(channel, buffers, resolve as () => void, reject);
+        }),
+    );
   }
 
   /** `openDuplex()`: a byte stream to a handler's `ctx.getDuplex()`, returned at once. */
@@ -193,25 +185,6 @@ export class CallLauncher {
     this.#target.schedule(new ClientRawCall(this.#host, duplex, request, timeout, waitForReady, span));
     return duplex;
   }
-}
-
-/** Events sent since the last turn, to settle on the next one. */
-let settling: Array<() => void> = [];
-
-/**
- * Settles `resolve` on the next turn of the event loop, together with every other event sent in this one: one
- * `setImmediate` each made the emits their callers chain on them start one turn apart, Node runs the microtasks
- * after each immediate, and so each went out in a socket write of its own (events 64 B @64: 42 % of the
- * client's time in writes; one turn for all of them: docs/NOTES.md).
- */
-function settleNextTurn(resolve: () => void): void {
-  if (settling.push(resolve) === 1) setImmediate(settleAll);
-}
-
-function settleAll(): void {
-  const batch = settling;
-  settling = [];
-  for (const resolve of batch) resolve();
 }
 
 /** Unwraps a {@link SmuxRecord} and merges its headers with Nest 12's dispatch-hook metadata. */
