@@ -87,50 +87,74 @@ export class CallDispatcher {
   }
 
   /** An EVENT arrived: its handlers run (at most once); failures are logged, nothing goes back. */
-  dispatchEvent(call: ServerCall, message: CallMessage): Promise<void> {
-    if (this.#nest.closing()) return Promise.resolve(); // at most once: a server shutting down takes no new work
-    // The native codec decodes at once: no await (a burst of events is dispatched in one read, and each await kept
-    // its frame alive into the next scavenge).
+  dispatchEvent(call: ServerCall, message: CallMessage): void {
+    if (this.#nest.closing()) return; // at most once: a server shutting down takes no new work
+    // The native codec decodes at once: nothing is awaited (a burst of events is dispatched in one read, and each
+    // await kept its frame alive into the next scavenge); a custom deserializer's promise is chained.
     try {
       const decoded = this.#nest.codec.decodeCall(message);
-      return decoded instanceof Promise
-        ? decoded.then((request) => this.#dispatchEvent(call, request))
-        : this.#dispatchEvent(call, decoded);
+      if (decoded instanceof Promise) decoded.then((request) => this.#dispatchEvent(call, request), this.#logError);
+      else this.#dispatchEvent(call, decoded);
     } catch (error) {
-      return Promise.reject(error); // as the async function this was: the caller logs it
+      this.#logError(error);
     }
   }
 
-  #dispatchEvent(call: ServerCall, { pattern, data, headers }: DecodedRequest): Promise<void> {
-    const handler = this.#route(pattern);
-    if (handler === null) {
-      this.#nest.logger.error(NO_EVENT_HANDLER(pattern));
-      return Promise.resolve();
-    }
-    const ctx = createSmuxContext(call.channel, pattern, headers, call);
-    const start = this.#nest.startHook();
-    // With OpenTelemetry the handlers run inside a CONSUMER span whose parent is the emitter's (tracing.ts).
-    if (start === null) return withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, null));
-    start(this.#nest.transportId, ctx, () =>
-      withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx))),
-    );
-    return Promise.resolve();
-  }
-
-  /** Runs the event handlers (chained by Nest) as Nest's handleEvent does: an Observable result runs hot. */
-  async #runEvent(handler: MessageHandler, data: unknown, ctx: SmuxContext, end: (() => void) | null): Promise<void> {
+  /** Never throws nor rejects: what fails is logged. */
+  #dispatchEvent(call: ServerCall, { pattern, data, headers }: DecodedRequest): void {
     try {
-      const result: unknown = await handler(data, ctx);
-      if (isObservable(result)) {
-        const source = end === null ? result : result.pipe(finalize(end));
-        connectable(source, { connector: () => new Subject(), resetOnDisconnect: false }).connect();
-        return;
+      const handler = this.#route(pattern);
+      if (handler === null) return void this.#nest.logger.error(NO_EVENT_HANDLER(pattern));
+      const ctx = createSmuxContext(call.channel, pattern, headers, call);
+      const start = this.#nest.startHook();
+      // With OpenTelemetry the handlers run inside a CONSUMER span whose parent is the emitter's (tracing.ts).
+      if (start === null) void withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, null));
+      else {
+        start(this.#nest.transportId, ctx, () =>
+          withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx))),
+        );
       }
     } catch (error) {
-      this.#nest.logger.error(error);
+      this.#logError(error);
     }
+  }
+
+  /**
+   * Runs the event handlers (chained by Nest) as Nest's handleEvent does: an Observable result runs hot. Never
+   * rejects (a failure is logged). Chained with `then`, not an async function: no suspended frame per event.
+   */
+  #runEvent(handler: MessageHandler, data: unknown, ctx: SmuxContext, end: (() => void) | null): Promise<void> {
+    let pending: unknown;
+    try {
+      pending = handler(data, ctx);
+    } catch (error) {
+      this.#eventFailed(error, end);
+      return Promise.resolve();
+    }
+    return Promise.resolve(pending).then(
+      (result) => this.#eventResult(result, end),
+      (error: unknown) => this.#eventFailed(error, end),
+    );
+  }
+
+  #eventResult(result: unknown, end: (() => void) | null): void {
+    if (!isObservable(result)) return end?.();
+    try {
+      const source = end === null ? result : result.pipe(finalize(end));
+      connectable(source, { connector: () => new Subject(), resetOnDisconnect: false }).connect();
+    } catch (error) {
+      this.#nest.logger.error(error); // the Observable's own finalizer (with `end`) ran as it failed
+    }
+  }
+
+  #eventFailed(error: unknown, end: (() => void) | null): void {
+    this.#nest.logger.error(error);
     end?.();
   }
+
+  readonly #logError = (error: unknown): void => {
+    this.#nest.logger.error(error);
+  };
 
   /** The handler of a raw pattern text, cached: Nest's lookup parses and normalises the pattern on every call. */
   #route(pattern: string): MessageHandler | null {

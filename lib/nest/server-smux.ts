@@ -287,8 +287,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       maxMessageBytes: this.#options.maxMessageBytes,
       maxReplyBufferBytes: this.#options.maxReplyBufferBytes,
       dispatchRequest: (call, message) => this.#dispatcher.dispatchRequest(call, message),
-      dispatchEvent: (call, message) =>
-        void this.#dispatcher.dispatchEvent(call, message).catch((error: unknown) => this.logger.error(error)),
+      dispatchEvent: (call, message) => this.#dispatcher.dispatchEvent(call, message), // logs its failures
       openControl: (call, message) => (call.connection as ServerConnection).answerHello(call, message),
       controlMessage: (call, message) => (call.connection as ServerConnection).controlMessage(message),
       codec: this.#dispatcherCodec,

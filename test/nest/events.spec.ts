@@ -40,6 +40,12 @@ class FirstEventsController {
     seen.push({ by: 'slow', data, pattern: 'slow', headers: {} });
   }
 
+  @EventPattern('throws')
+  throws(@Payload() how: string): Promise<void> {
+    if (how === 'sync') throw new Error('event handler failed at once');
+    return Promise.reject(new Error('event handler failed later'));
+  }
+
   @MessagePattern('ping')
   ping(): string {
     return 'pong';
@@ -149,6 +155,23 @@ describe('events', () => {
       5_000,
       'no streams open but the control stream',
     );
+  });
+
+  test('an event handler that throws, at once or later, is logged on the server: no unhandled rejection, not fatal', async () => {
+    loggedErrors.length = 0;
+    const unhandled: unknown[] = [];
+    const listener = (reason: unknown): void => void unhandled.push(reason);
+    process.on('unhandledRejection', listener);
+    try {
+      await emitted(client, 'throws', 'sync');
+      await emitted(client, 'throws', 'later');
+      const logged = (text: string): boolean => loggedErrors.some((args) => String(args[0]).includes(text));
+      await until(() => logged('failed at once') && logged('failed later'), 5_000, 'both errors logged');
+      expect(await firstValueFrom(client.send('ping', {}))).toBe('pong');
+    } finally {
+      process.off('unhandledRejection', listener);
+    }
+    expect(unhandled).toEqual([]);
   });
 
   test('an event without a handler is logged on the server, not fatal', async () => {
