@@ -170,9 +170,20 @@ export interface ResolvedDnsOptions {
 /** Checks and completes {@link ServerSmuxOptions}. @throws SmuxError `ERR_SMUX_INVALID_CONFIG` */
 export function resolveServerOptions(input: ServerSmuxOptions | undefined): ResolvedServerOptions {
   const options = check('ServerSmux', input, serverRules);
-  const smux = validateConfig({ version: 'auto', ...options.smux }, 'ServerSmux option smux.');
-  const common = resolveCommon('ServerSmux', options);
   const maxCallsPerConnection = options.maxCallsPerConnection ?? 1_000;
+  // What every session gets: the transport's defaults under the user's smux options. Validated whole, as each
+  // session validates it: checked alone, a maxStreamWindow below the transport's 256 KiB window passed here and
+  // threw on the first connection (found by a new-user trial).
+  const sessionSmux = {
+    // Streams beyond the calls a connection may run (plus its control stream and a band answered with a clear
+    // ERR_SMUX_LIMIT) are refused by the session itself, at a constant tiny cost.
+    maxStreams: maxCallsPerConnection + STREAM_BAND,
+    maxStreamBuffer: streamWindow(options.smux),
+    maxStreamWindow: maxStreamWindow(options.smux),
+    ...options.smux,
+  };
+  const smux = validateConfig({ version: 'auto', ...sessionSmux }, 'ServerSmux option smux.');
+  const common = resolveCommon('ServerSmux', options);
   // A connection may hold one whole request at least: the default follows a raised maxMessageBytes.
   const maxPendingRequestBytes = options.maxPendingRequestBytes ?? Math.max(16 * MiB, common.maxMessageBytes);
   if (maxPendingRequestBytes < common.maxMessageBytes) {
@@ -198,15 +209,7 @@ export function resolveServerOptions(input: ServerSmuxOptions | undefined): Reso
   return {
     ...common,
     tls: options.tls,
-    // Streams beyond the calls a connection may run (plus its control stream and a band answered with a clear
-    // ERR_SMUX_LIMIT) are refused by the session itself, at a constant tiny cost.
-    smux: {
-      maxStreams: maxCallsPerConnection + STREAM_BAND,
-      maxStreamBuffer: streamWindow(options.smux),
-      maxStreamWindow: maxStreamWindow(options.smux),
-      ...options.smux,
-      version: 'auto',
-    },
+    smux: { ...sessionSmux, version: 'auto' },
     pinnedVersion: smux.version === 'auto' ? null : smux.version,
     maxConnections,
     maxCallsPerConnection,

@@ -46,6 +46,12 @@ describe('options are checked in the constructor', () => {
     [{ maxFrameSize: 70_000 }, 'ServerSmux option smux.maxFrameSize must be an integer from 1 to 65535 (bytes), got 70000 (a number)'],
     [{ version: 3 }, "ServerSmux option smux.version must be 1, 2 or 'auto'"],
     [{ keepaliveInterval: 5_000 }, 'ServerSmux option smux.keepaliveInterval is not a known field (did you mean keepAliveInterval?)'],
+    // Valid against the core's 64 KiB default, not against the transport's 256 KiB window (a new-user trial: the
+    // server took it and crashed on its first connection).
+    [
+      { maxStreamWindow: 65_536 },
+      'ServerSmux option smux.maxStreamWindow (65536) must be 0 (no auto-tuning) or from maxStreamBuffer (262144)',
+    ],
   ])('a bad smux option %j fails new ServerSmux(), not the first connection', (smux, message) => {
     expect(refusal(server({ port: 0, smux })).message).toContain(message);
   });
