@@ -352,6 +352,18 @@ export class ServerConnection {
       this.#host.warn('protocol', `Closed the connection from ${this.remote}: ${why}`);
       return;
     }
+    // A client that left while nothing of its ran — its socket gone under our last FIN or UPD (EPIPE, ECONNRESET):
+    // routine, like a clean close (found by a new-user trial: a client closing in the tick of its last emit()).
+    if (this.calls.size === 0 && peerLeft(error)) {
+      this.#host.debug(`Connection from ${this.remote} closed by the client: ${error.message}`);
+      return;
+    }
     this.#host.warn('connection', `Lost the connection from ${this.remote}: ${error.message}`);
   }
+}
+
+/** The socket error of a peer that closed or reset its end (what writing to it then fails with). */
+function peerLeft(error: SmuxError): boolean {
+  const code = (error.cause as { code?: unknown } | undefined)?.code;
+  return code === 'EPIPE' || code === 'ECONNRESET';
 }

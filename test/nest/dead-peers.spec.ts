@@ -166,9 +166,14 @@ describe('dead peers: silent (half-open) connections are detected by keep-alive'
       controllers: [DeadPeerController],
       server: { smux: { keepAliveInterval: INTERVAL, keepAliveTimeout: T } },
     });
+    // Timed from the server's accept (its keep-alive starts at or after it): the client's 'connect' callback can run
+    // a few ms after the server accepted, which made a loaded run see 993 ms for a timeout of 1 000.
+    const accepted = new Promise<number>((resolve) =>
+      handle.server.unwrap<net.Server>().once('connection', () => resolve(performance.now())),
+    );
     const socket = net.connect(handle.port, '127.0.0.1');
     socket.on('error', () => undefined);
-    const connectedAt = await new Promise<number>((resolve) => socket.once('connect', () => resolve(performance.now())));
+    const connectedAt = await accepted;
     const ended = new Promise<number>((resolve) => socket.once('close', () => resolve(performance.now())));
     socket.resume(); // whatever the server sends (NOPs) is read and ignored; we never answer
     const at = await within(ended, 'the server to close the silent connection', T + INTERVAL + MARGIN + 1_000);
