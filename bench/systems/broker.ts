@@ -4,11 +4,11 @@
  * missing binary or client package makes the system unavailable, with the reason and how to install it.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { delimiter, join } from 'node:path';
+import { freePort } from '../lib/free-port.js';
 
 /** A broker program and the Node client package Nest loads to talk to it. */
 export interface BrokerKind {
@@ -108,15 +108,6 @@ export function processCpuMs(pid: number): number | null {
   } catch {
     return null;
   }
-}
-
-/** A port that was free a moment ago on 127.0.0.1. */
-async function freePort(): Promise<number> {
-  const probe = net.createServer().listen(0, '127.0.0.1');
-  await once(probe, 'listening');
-  const { port } = probe.address() as net.AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
 }
 
 /** True once something accepts a TCP connection on 127.0.0.1:`port`. */

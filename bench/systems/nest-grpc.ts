@@ -6,8 +6,6 @@
  *   node nest-grpc.js client <port>    benchmark agent (RUN <spec> on stdin → RESULT)
  */
 import 'reflect-metadata';
-import net from 'node:net';
-import { once } from 'node:events';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Controller, Module } from '@nestjs/common';
@@ -25,6 +23,7 @@ import type { Done, Driver } from '../cases/spec.js';
 import { runAgent } from '../lib/agent.js';
 import { chunkGenerator, type ChunkOptions } from '../lib/chunks.js';
 import { hostServer } from '../lib/server-host.js';
+import { freePort } from '../lib/free-port.js';
 
 interface EchoMessage {
   data: string;
@@ -63,15 +62,6 @@ class EchoController {
 
 @Module({ controllers: [EchoController] })
 class GrpcBenchModule {}
-
-/** Nest's gRPC server does not tell which port it bound, so take a free one first. */
-async function freePort(): Promise<number> {
-  const probe = net.createServer().listen(0, '127.0.0.1');
-  await once(probe, 'listening');
-  const { port } = probe.address() as net.AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 class EchoObserver implements Observer<EchoMessage> {
   #reply: string | undefined;
