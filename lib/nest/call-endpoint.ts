@@ -36,6 +36,8 @@ export class CallEndpoint implements SmuxChannelHandler {
   #replyCharge = 0; // our queued bytes, as last charged
   /** When the partial message being read started arriving (0: none is). */
   partialSince = 0;
+  /** Index in the budget's endpoints that wrote this turn (owned by the ConnectionBudget). */
+  writtenSlot = -1;
 
   /**
    * @param channel - the call's stream (the endpoint becomes its handler)

@@ -1,4 +1,13 @@
 import { type Clock, SmuxError } from '../smux/index.js';
+import { SlotSet } from '../util/slot-set.js';
+
+/** An endpoint whose queued reply bytes the budget re-reads after the writer's turn. */
+export interface ReplyQueue {
+  /** Re-reads its queued bytes into the budget. */
+  refreshReplyCharge(): void;
+  /** Index in the budget's set of endpoints that wrote this turn (owned by {@link ConnectionBudget}). */
+  writtenSlot: number;
+}
 
 /** The per-connection memory limits of a {@link ConnectionBudget}. */
 export interface BudgetLimits {
@@ -22,7 +31,7 @@ export interface BudgetLimits {
 export class ConnectionBudget {
   readonly #limits: BudgetLimits;
   readonly #clock: Clock;
-  readonly #written = new Set<{ refreshReplyCharge(): void }>(); // endpoints that queued replies this turn
+  readonly #written = new SlotSet<'writtenSlot', ReplyQueue>('writtenSlot'); // endpoints that queued replies this turn
   #pending = 0;
   #queued = 0;
   #settled = 0; // what stayed queued after the writer's last turn
@@ -82,7 +91,7 @@ export class ConnectionBudget {
   }
 
   /** `endpoint` queued reply bytes: its charge is re-read once the writer had its turn. */
-  written(endpoint: { refreshReplyCharge(): void }): void {
+  written(endpoint: ReplyQueue): void {
     this.#written.add(endpoint);
     if (this.#refreshScheduled) return;
     this.#refreshScheduled = true;
@@ -92,7 +101,7 @@ export class ConnectionBudget {
   /** Re-reads the charges of the endpoints that wrote (their queues hold only what the caller did not take). */
   refresh(): void {
     this.#refreshScheduled = false;
-    for (const endpoint of this.#written) endpoint.refreshReplyCharge();
+    this.#written.forEach((endpoint) => endpoint.refreshReplyCharge());
     this.#written.clear();
     this.settle();
   }

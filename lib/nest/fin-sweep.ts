@@ -1,4 +1,5 @@
 import type { Clock, SmuxChannel, TimerHandle } from '../smux/index.js';
+import { SlotSet } from '../util/slot-set.js';
 
 /** A call that wrote its last message and FIN, waiting for the caller's FIN. */
 export interface AwaitingFin {
@@ -7,18 +8,21 @@ export interface AwaitingFin {
   finDue: number;
   /** Our bytes still queued at the last look (owned by {@link FinSweep}); -1 before the first. */
   finQueued: number;
+  /** Index in the sweep's set (owned by {@link FinSweep}); -1 when not waiting. */
+  finSlot: number;
 }
 
 /**
  * After its last message and FIN, a call waits for the caller's FIN at most `finTimeout`; one sweep on the
  * server's clock checks them all (no timer per call), so a Go caller that never calls `Close` cannot leak
  * streams. A call whose own bytes are still draining is not cut off — a slow reader is not a caller that went
- * away.
+ * away. The set has no order (see slot-set.ts for why it is not a `Set`): a sweep looks at every waiting call,
+ * which are the few whose caller has not closed yet.
  */
 export class FinSweep {
   readonly #clock: Clock;
   readonly #finTimeout: number;
-  readonly #calls = new Set<AwaitingFin>(); // insertion order is due order
+  readonly #calls = new SlotSet<'finSlot', AwaitingFin>('finSlot');
   #timer: TimerHandle | null = null;
 
   /**
@@ -53,19 +57,23 @@ export class FinSweep {
   #sweep(): void {
     this.#timer = null;
     const now = this.#clock.now();
-    for (const call of this.#calls) {
-      if (call.finDue > now) break;
-      this.#calls.delete(call);
+    let nextDue = Infinity;
+    for (const call of this.#calls.toArray()) {
+      if (!this.#calls.has(call)) continue; // gone while others were destroyed
+      if (call.finDue > now) {
+        nextDue = Math.min(nextDue, call.finDue);
+        continue;
+      }
       const queued = call.channel.writableLength;
       if (!call.channel.finSent && queued !== call.finQueued) {
         call.finDue = now + this.#finTimeout; // still draining: look again later
         call.finQueued = queued;
-        this.#calls.add(call);
+        nextDue = Math.min(nextDue, call.finDue);
       } else {
+        this.#calls.delete(call);
         call.channel.destroy();
       }
     }
-    const next = this.#calls.values().next();
-    if (!next.done) this.#timer = this.#clock.setTimeout(() => this.#sweep(), Math.max(1, next.value.finDue - now));
+    if (nextDue !== Infinity) this.#timer = this.#clock.setTimeout(() => this.#sweep(), Math.max(1, nextDue - now));
   }
 }

@@ -52,6 +52,10 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   finDue = 0;
   /** Our bytes still queued at the last FIN sweep (progress means a slow reader, not a gone one). */
   finQueued = -1;
+  /** Index in the FIN sweep's set (owned by it). */
+  finSlot = -1;
+  /** Index in its connection's set of calls (owned by it). */
+  connectionSlot = -1;
   readonly #host: CallHost;
   readonly #endpoint: CallEndpoint;
   readonly #reply: ServerReply;

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { type Clock, Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
+import { SlotSet } from '../util/slot-set.js';
 import { type CallMessage, encodeMessage, Kind } from './call-codec.js';
 import { ConnectionBudget } from './connection-budget.js';
 import { closeWithin } from './connector.js';
@@ -41,7 +42,7 @@ export class ServerConnection {
   /** The smux session. */
   readonly session: Session;
   /** Calls counted against `maxCallsPerConnection`: from their SYN until they are answered (or end otherwise). */
-  readonly calls = new Set<ServerCall>();
+  readonly calls = new SlotSet<'connectionSlot', ServerCall>('connectionSlot');
   /** `address:port` of the client. */
   readonly remote: string;
   /** The client's address (its IP), for the per-address limit. */
@@ -250,7 +251,7 @@ export class ServerConnection {
 
   #endGrace(): void {
     this.#timer = null;
-    for (const call of [...this.calls]) call.shutdown();
+    for (const call of this.calls.toArray()) call.shutdown();
     void closeWithin(this.session, this.#host.clock, 2_000);
   }
 
@@ -299,7 +300,7 @@ export class ServerConnection {
    */
   sweep(now: number): void {
     const { requestTimeout, replyStallTimeout } = this.#host.options;
-    for (const call of this.calls) call.sweep(now, requestTimeout);
+    for (const call of this.calls.toArray()) call.sweep(now, requestTimeout);
     this.budget.settle();
     const stalled = this.budget.stalledFor();
     if (stalled >= replyStallTimeout) {

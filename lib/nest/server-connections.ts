@@ -102,7 +102,11 @@ export class ServerConnections {
   /** Calls running on every connection (answered calls waiting for the caller's FIN are not counted). */
   get runningCalls(): number {
     let running = 0;
-    for (const connection of this.#open) for (const call of connection.calls) if (call.running) running++;
+    for (const connection of this.#open) {
+      connection.calls.forEach((call) => {
+        if (call.running) running++;
+      });
+    }
     return running;
   }
 
@@ -129,7 +133,7 @@ export class ServerConnections {
     }
     let ended = 0;
     for (const connection of this.#open) {
-      for (const call of [...connection.calls]) {
+      for (const call of connection.calls.toArray()) {
         if (call.running) ended++;
         call.shutdown();
       }

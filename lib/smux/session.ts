@@ -6,6 +6,7 @@ import type { ProtocolVersion } from './constants.js';
 import { type FrameSink, FrameDecoder } from './decoder.js';
 import { SmuxError } from './errors.js';
 import { Fifo } from '../util/fifo.js';
+import { IdTable } from '../util/id-table.js';
 import { ReceiveBucket, streamAllowance } from './flow-control.js';
 import { KeepAlive, type KeepAliveHost } from './keep-alive.js';
 import { SmuxStream } from './stream.js';
@@ -85,7 +86,7 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly #decoder: FrameDecoder;
   readonly #ids: StreamIdAllocator;
   readonly #keepAlive: KeepAlive | null;
-  readonly #streams = new Map<number, StreamCore>();
+  readonly #streams = new IdTable<StreamCore>(); // not a Map: see id-table.ts
   #peerStreams = 0; // registered streams the peer opened: what maxStreams bounds on accept
   #refusedWaiting: Set<number> | null = null; // refused ids whose FIN waits for the opener's first frame
   #refusedInARow = 0; // refusals past maxStreams since a stream was last accepted
@@ -272,7 +273,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#state = CLOSING;
     this.#rejectWaiters(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'session closed'));
     for (const core of this.#backlog.drain()) core.destroy();
-    for (const core of this.#streams.values()) core.end();
+    for (const core of this.#streams.values()) core.end(); // a copy: ending may release a stream
     const c = this.config;
     this.#closeTimer = c.clock.setTimeout(
       () =>
@@ -302,7 +303,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#writer.close();
     this.#socket.on('error', ignore); // errors after our teardown have no one to go to
     this.#socket.destroy();
-    const streams = [...this.#streams.values()];
+    const streams = this.#streams.values();
     this.#streams.clear();
     this.#peerStreams = 0;
     this.#refusedWaiting = null;
@@ -468,7 +469,7 @@ export class Session extends EventEmitter<SessionEvents> {
   #endWhenFlushed(): void {
     if (this.#state !== CLOSING || this.#ended || this.#writer.blocked || this.#writer.pending) return;
     // Data waiting on a v2 window goes out as the peer reads (its UPDs re-flush); the close timer bounds it.
-    for (const core of this.#streams.values()) if (core.writableLength > 0) return;
+    if (this.#streams.some((core) => core.writableLength > 0)) return;
     this.#ended = true;
     // Nothing may be written after end(): no more UPDs for what we still read, no NOPs.
     this.#writer.close();
