@@ -4,7 +4,8 @@
  *
  * @packageDocumentation
  */
-export { Session, type SessionEvents, type SessionStats } from './session.js';
+export { Session } from './session.js';
+export type { SessionEvents, SessionStats } from './session-types.js';
 export { SmuxStream } from './stream.js';
 export { SmuxChannel, type SmuxChannelHandler, type StreamTimeoutOptions } from './channel.js';
 export { type SmuxConfig, DEFAULT_CONFIG, validateConfig } from './config.js';

@@ -10,65 +10,18 @@ import { IdTable } from '../util/id-table.js';
 import { ReceiveBucket, streamAllowance } from './flow-control.js';
 import { KeepAlive, type KeepAliveHost } from './keep-alive.js';
 import { SmuxStream } from './stream.js';
+import type { SessionEvents, SessionStats } from './session-types.js';
 import { StreamCore, type StreamHost } from './stream-core.js';
 import { StreamIdAllocator } from './stream-ids.js';
+import { StreamRefusals } from './stream-refusals.js';
 import { WindowBudget } from './window-tuner.js';
 import { CONTROL_SYN, FrameWriter } from './writer.js';
-
-/** Counters of a session. */
-export interface SessionStats {
-  /** Bytes received from the socket. */
-  bytesIn: number;
-  /** Bytes handed to the socket. */
-  bytesOut: number;
-  /** Frames received. */
-  framesIn: number;
-  /** Frames handed to the socket. */
-  framesOut: number;
-  /** Streams this side opened. */
-  streamsOpened: number;
-  /** Streams the peer opened and this side accepted. */
-  streamsAccepted: number;
-  /** Streams the peer opened and this side refused (past `maxStreams`, or while closing). */
-  streamsRefused: number;
-  /**
-   * Bytes left of the receive budget (`maxReceiveBuffer`): received data not yet consumed is charged to it (in
-   * v2 only beyond each stream's window allowance). Reading from the socket pauses while it is ≤ 0; it can go
-   * below zero by at most one frame.
-   */
-  receiveBudgetLeft: number;
-  /**
-   * v2 with `maxStreamWindow`: bytes of receive window auto-tuning granted to open streams beyond
-   * `maxStreamBuffer`, reserved from the receive budget (so included in what `receiveBudgetLeft` lacks). At most
-   * half of `maxReceiveBuffer`; back to 0 once the grown streams closed.
-   */
-  receiveWindowGrowth: number;
-  /** True while the socket reports backpressure (`write()` returned false and no `'drain'` yet): the peer is slow to read. */
-  writeBlocked: boolean;
-  /** Bytes of write buffers the session holds: they grow with the batches written and are released when it is idle. */
-  writeBufferBytes: number;
-}
-
-/** Events of a {@link Session}. */
-export interface SessionEvents {
-  /** The peer opened a stream. Emitted when there is no `'channel'` listener. */
-  stream: [stream: SmuxStream];
-  /** The peer opened a stream; with a listener here, peer streams arrive as lean channels instead of `'stream'`. */
-  channel: [channel: SmuxChannel];
-  /** The session is over. `error` is absent after a local `close()` / `destroy()` without error. */
-  close: [error: SmuxError | undefined];
-}
 
 const OPEN = 0;
 const CLOSING = 1;
 const CLOSED = 2;
 const PAUSED_BY_BUDGET = 1;
 const PAUSED_BY_BACKLOG = 2;
-/**
- * Refused stream ids whose FIN waits for the opener's first frame (a Go opener registers its stream only after
- * its SYN is written, so an earlier FIN could be dropped). Past this many the oldest gets its FIN at once.
- */
-const REFUSED_WAITING_MAX = 1024;
 
 /**
  * One smux session over a Duplex (a `net.Socket`, a `tls.TLSSocket`, a test pair), wire-compatible with Go's
@@ -88,8 +41,7 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly #keepAlive: KeepAlive | null;
   readonly #streams = new IdTable<StreamCore>(); // not a Map: see id-table.ts
   #peerStreams = 0; // registered streams the peer opened: what maxStreams bounds on accept
-  #refusedWaiting: Set<number> | null = null; // refused ids whose FIN waits for the opener's first frame
-  #refusedInARow = 0; // refusals past maxStreams since a stream was last accepted
+  readonly #refusals: StreamRefusals;
   readonly #backlog = new Fifo<StreamCore>();
   #version: ProtocolVersion | null;
   #acceptWaiters: Array<{ resolve: (s: SmuxStream) => void; reject: (e: SmuxError) => void }> = [];
@@ -104,7 +56,6 @@ export class Session extends EventEmitter<SessionEvents> {
   #bytesIn = 0;
   #streamsOpened = 0;
   #streamsAccepted = 0;
-  #streamsRefused = 0;
 
   /** Starts the client end of a session on `socket`. @throws SmuxError `ERR_SMUX_INVALID_CONFIG` */
   static client(socket: Duplex, config?: Partial<SmuxConfig>): Session {
@@ -141,6 +92,7 @@ export class Session extends EventEmitter<SessionEvents> {
         : null;
     this.#writer = new FrameWriter(socket, this.#version ?? 0, c.maxFrameSize, { onIdle: () => this.#endWhenFlushed() });
     this.#decoder = new FrameDecoder(this.#version ?? 0, this.#frames);
+    this.#refusals = new StreamRefusals(c, this.#writer);
     this.#keepAlive = c.keepAliveDisabled ? null : new KeepAlive(c.clock, this.#keepAliveHost, c.keepAliveInterval, c.keepAliveTimeout);
     (socket as Partial<{ setNoDelay(v: boolean): void }>).setNoDelay?.(true); // frames are batched already; Nagle only adds latency
     socket.on('data', (chunk: Buffer) => this.#receive(chunk));
@@ -198,7 +150,7 @@ export class Session extends EventEmitter<SessionEvents> {
       framesOut: this.#writer.framesOut,
       streamsOpened: this.#streamsOpened,
       streamsAccepted: this.#streamsAccepted,
-      streamsRefused: this.#streamsRefused,
+      streamsRefused: this.#refusals.count,
       receiveBudgetLeft: this.#bucket.tokens,
       receiveWindowGrowth: this.#windowBudget?.reserved ?? 0,
       writeBlocked: this.#writer.blocked,
@@ -306,7 +258,7 @@ export class Session extends EventEmitter<SessionEvents> {
     const streams = this.#streams.values();
     this.#streams.clear();
     this.#peerStreams = 0;
-    this.#refusedWaiting = null;
+    this.#refusals.clear();
     this.#backlog.drain();
     for (const core of streams) core.terminate(error);
     this.#rejectWaiters(this.#closedError());
@@ -321,20 +273,20 @@ export class Session extends EventEmitter<SessionEvents> {
     onSyn: (streamId) => this.#onSyn(streamId),
     onFin: (streamId) => {
       const core = this.#streams.get(streamId);
-      if (core === undefined) return this.#unknownStream(streamId);
+      if (core === undefined) return this.#refusals.unknownStream(streamId);
       core.releaseHold();
       core.handleFin();
     },
     onPsh: (streamId, data) => {
       const core = this.#streams.get(streamId);
-      if (core === undefined) return this.#unknownStream(streamId); // dropped without tokens, as Go does
+      if (core === undefined) return this.#refusals.unknownStream(streamId); // dropped without tokens, as Go does
       core.releaseHold();
       core.handleData(data);
     },
     onNop: () => undefined,
     onUpd: (streamId, consumed, window) => {
       const core = this.#streams.get(streamId);
-      if (core === undefined) return this.#unknownStream(streamId);
+      if (core === undefined) return this.#refusals.unknownStream(streamId);
       core.releaseHold();
       core.handleWindowUpdate(consumed, window);
     },
@@ -393,21 +345,14 @@ export class Session extends EventEmitter<SessionEvents> {
 
   #onSyn(streamId: number): void {
     if (this.#streams.has(streamId)) return; // duplicate SYN: ignored, as Go does
-    if (this.#state !== OPEN) return this.#refuse(streamId);
+    if (this.#state !== OPEN) return this.#refusals.refuse(streamId);
     if (this.#peerStreams >= this.config.maxStreams) {
-      if (++this.#refusedInARow > this.config.maxRefusedStreams) {
-        const c = this.config;
-        this.destroy(
-          new SmuxError(
-            'ERR_SMUX_LIMIT',
-            `the peer opened ${c.maxRefusedStreams + 1} streams in a row past maxStreams (${c.maxStreams} open; maxRefusedStreams ${c.maxRefusedStreams})`,
-          ),
-        );
-        return;
-      }
-      return this.#refuse(streamId);
+      if (this.#refusals.refuseOverLimit(streamId)) return;
+      const c = this.config;
+      const why = `the peer opened ${c.maxRefusedStreams + 1} streams in a row past maxStreams (${c.maxStreams} open; maxRefusedStreams ${c.maxRefusedStreams})`;
+      return this.destroy(new SmuxError('ERR_SMUX_LIMIT', why));
     }
-    this.#refusedInARow = 0;
+    this.#refusals.accepted();
     const core = new StreamCore(this.#streamHost, streamId, true);
     this.#streams.set(streamId, core);
     this.#peerStreams++;
@@ -421,27 +366,6 @@ export class Session extends EventEmitter<SessionEvents> {
       this.#backlog.push(core);
       if (this.#backlog.length >= this.config.acceptBacklog) this.#pauseReading(PAUSED_BY_BACKLOG);
     }
-  }
-
-  /**
-   * Refuses a stream the peer opened, at a constant cost and without any object for it: a FIN for its id —
-   * once the opener's first frame arrived (see {@link REFUSED_WAITING_MAX}) unless `waitForOpenerData` is off.
-   */
-  #refuse(streamId: number): void {
-    this.#streamsRefused++;
-    if (!this.config.waitForOpenerData) return this.#writer.queueFin(streamId);
-    const waiting = (this.#refusedWaiting ??= new Set());
-    if (waiting.size >= REFUSED_WAITING_MAX) {
-      const oldest = waiting.values().next().value as number;
-      waiting.delete(oldest);
-      this.#writer.queueFin(oldest);
-    }
-    waiting.add(streamId);
-  }
-
-  /** A frame for a stream that is not registered: dropped, but a refused stream's first frame gets its FIN. */
-  #unknownStream(streamId: number): void {
-    if (this.#refusedWaiting?.delete(streamId) === true) this.#writer.queueFin(streamId);
   }
 
   /** A `version: 'auto'` server learnt the client's version from its first frame. */

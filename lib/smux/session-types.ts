@@ -1,0 +1,47 @@
+import type { SmuxChannel } from './channel.js';
+import type { SmuxError } from './errors.js';
+import type { SmuxStream } from './stream.js';
+
+/** Counters of a session. */
+export interface SessionStats {
+  /** Bytes received from the socket. */
+  bytesIn: number;
+  /** Bytes handed to the socket. */
+  bytesOut: number;
+  /** Frames received. */
+  framesIn: number;
+  /** Frames handed to the socket. */
+  framesOut: number;
+  /** Streams this side opened. */
+  streamsOpened: number;
+  /** Streams the peer opened and this side accepted. */
+  streamsAccepted: number;
+  /** Streams the peer opened and this side refused (past `maxStreams`, or while closing). */
+  streamsRefused: number;
+  /**
+   * Bytes left of the receive budget (`maxReceiveBuffer`): received data not yet consumed is charged to it (in
+   * v2 only beyond each stream's window allowance). Reading from the socket pauses while it is ≤ 0; it can go
+   * below zero by at most one frame.
+   */
+  receiveBudgetLeft: number;
+  /**
+   * v2 with `maxStreamWindow`: bytes of receive window auto-tuning granted to open streams beyond
+   * `maxStreamBuffer`, reserved from the receive budget (so included in what `receiveBudgetLeft` lacks). At most
+   * half of `maxReceiveBuffer`; back to 0 once the grown streams closed.
+   */
+  receiveWindowGrowth: number;
+  /** True while the socket reports backpressure (`write()` returned false and no `'drain'` yet): the peer is slow to read. */
+  writeBlocked: boolean;
+  /** Bytes of write buffers the session holds: they grow with the batches written and are released when it is idle. */
+  writeBufferBytes: number;
+}
+
+/** Events of a {@link Session}. */
+export interface SessionEvents {
+  /** The peer opened a stream. Emitted when there is no `'channel'` listener. */
+  stream: [stream: SmuxStream];
+  /** The peer opened a stream; with a listener here, peer streams arrive as lean channels instead of `'stream'`. */
+  channel: [channel: SmuxChannel];
+  /** The session is over. `error` is absent after a local `close()` / `destroy()` without error. */
+  close: [error: SmuxError | undefined];
+}
