@@ -5,13 +5,13 @@ import { type SmuxConfig, validateConfig } from './config.js';
 import type { ProtocolVersion } from './constants.js';
 import { type FrameSink, FrameDecoder } from './decoder.js';
 import { SmuxError } from './errors.js';
-import { Fifo } from '../util/fifo.js';
 import { IdTable } from '../util/id-table.js';
 import { ReceiveBucket, streamAllowance } from './flow-control.js';
 import { KeepAlive, type KeepAliveHost } from './keep-alive.js';
 import { SmuxStream } from './stream.js';
 import type { SessionEvents, SessionStats } from './session-types.js';
 import { StreamCore, type StreamHost } from './stream-core.js';
+import { StreamAcceptor } from './stream-acceptor.js';
 import { StreamIdAllocator } from './stream-ids.js';
 import { StreamRefusals } from './stream-refusals.js';
 import { WindowBudget } from './window-tuner.js';
@@ -42,9 +42,8 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly #streams = new IdTable<StreamCore>(); // not a Map: see id-table.ts
   #peerStreams = 0; // registered streams the peer opened: what maxStreams bounds on accept
   readonly #refusals: StreamRefusals;
-  readonly #backlog = new Fifo<StreamCore>();
+  readonly #acceptor: StreamAcceptor;
   #version: ProtocolVersion | null;
-  #acceptWaiters: Array<{ resolve: (s: SmuxStream) => void; reject: (e: SmuxError) => void }> = [];
   #state = OPEN;
   #error: SmuxError | null = null;
   #readPause = 0;
@@ -93,6 +92,11 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#writer = new FrameWriter(socket, this.#version ?? 0, c.maxFrameSize, { onIdle: () => this.#endWhenFlushed() });
     this.#decoder = new FrameDecoder(this.#version ?? 0, this.#frames);
     this.#refusals = new StreamRefusals(c, this.#writer);
+    this.#acceptor = new StreamAcceptor(c.acceptBacklog, {
+      open: (core) => new SmuxStream(createChannel(core, this), c.streamHighWaterMark),
+      pauseReading: () => this.#pauseReading(PAUSED_BY_BACKLOG),
+      resumeReading: () => this.#resumeReading(PAUSED_BY_BACKLOG),
+    });
     this.#keepAlive = c.keepAliveDisabled ? null : new KeepAlive(c.clock, this.#keepAliveHost, c.keepAliveInterval, c.keepAliveTimeout);
     (socket as Partial<{ setNoDelay(v: boolean): void }>).setNoDelay?.(true); // frames are batched already; Nagle only adds latency
     socket.on('data', (chunk: Buffer) => this.#receive(chunk));
@@ -195,13 +199,10 @@ export class Session extends EventEmitter<SessionEvents> {
    * Rejects with the session's error once it is closed.
    */
   acceptStream(): Promise<SmuxStream> {
-    const core = this.#backlog.shift();
-    if (core !== undefined) {
-      if (this.#backlog.length < this.config.acceptBacklog) this.#resumeReading(PAUSED_BY_BACKLOG);
-      return Promise.resolve(new SmuxStream(createChannel(core, this), this.config.streamHighWaterMark));
-    }
+    const stream = this.#acceptor.take();
+    if (stream !== null) return Promise.resolve(stream);
     if (this.#state !== OPEN) return Promise.reject(this.#closedError());
-    return new Promise((resolve, reject) => this.#acceptWaiters.push({ resolve, reject }));
+    return this.#acceptor.wait();
   }
 
   /**
@@ -223,8 +224,7 @@ export class Session extends EventEmitter<SessionEvents> {
       return this.#closed;
     }
     this.#state = CLOSING;
-    this.#rejectWaiters(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'session closed'));
-    for (const core of this.#backlog.drain()) core.destroy();
+    for (const core of this.#acceptor.close(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'session closed'))) core.destroy();
     for (const core of this.#streams.values()) core.end(); // a copy: ending may release a stream
     const c = this.config;
     this.#closeTimer = c.clock.setTimeout(
@@ -259,9 +259,8 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#streams.clear();
     this.#peerStreams = 0;
     this.#refusals.clear();
-    this.#backlog.drain();
+    this.#acceptor.close(this.#closedError()); // its streams are among those terminated
     for (const core of streams) core.terminate(error);
-    this.#rejectWaiters(this.#closedError());
     this.#resolveClosed?.();
     process.nextTick(() => this.emit('close', error));
   }
@@ -360,12 +359,7 @@ export class Session extends EventEmitter<SessionEvents> {
     if (this.listenerCount('channel') > 0) this.emit('channel', createChannel(core, this));
     else if (this.listenerCount('stream') > 0)
       this.emit('stream', new SmuxStream(createChannel(core, this), this.config.streamHighWaterMark));
-    else if (this.#acceptWaiters.length > 0)
-      this.#acceptWaiters.shift()!.resolve(new SmuxStream(createChannel(core, this), this.config.streamHighWaterMark));
-    else {
-      this.#backlog.push(core);
-      if (this.#backlog.length >= this.config.acceptBacklog) this.#pauseReading(PAUSED_BY_BACKLOG);
-    }
+    else this.#acceptor.offer(core);
   }
 
   /** A `version: 'auto'` server learnt the client's version from its first frame. */
@@ -437,12 +431,6 @@ export class Session extends EventEmitter<SessionEvents> {
 
   #closedError(): SmuxError {
     return this.#error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'session closed');
-  }
-
-  #rejectWaiters(error: SmuxError): void {
-    const waiters = this.#acceptWaiters;
-    this.#acceptWaiters = [];
-    for (const waiter of waiters) waiter.reject(error);
   }
 }
 
