@@ -17,7 +17,7 @@ export interface AwaitingFin {
  * server's clock checks them all (no timer per call), so a Go caller that never calls `Close` cannot leak
  * streams. A call whose own bytes are still draining is not cut off — a slow reader is not a caller that went
  * away. The set has no order (see slot-set.ts for why it is not a `Set`): a sweep looks at every waiting call,
- * which are the few whose caller has not closed yet.
+ * so sweeps are at least `finTimeout / 8` apart, and a call is let go at most that much after its due time.
  */
 export class FinSweep {
   readonly #clock: Clock;
@@ -74,6 +74,8 @@ export class FinSweep {
         call.channel.destroy();
       }
     }
-    if (nextDue !== Infinity) this.#timer = this.#clock.setTimeout(() => this.#sweep(), Math.max(1, nextDue - now));
+    // At most 8 sweeps per finTimeout: each looks at every waiting call, and with calls arriving all the time the
+    // earliest due is always about now — a caller that never FINs would cost a full scan every millisecond.
+    if (nextDue !== Infinity) this.#timer = this.#clock.setTimeout(() => this.#sweep(), Math.max(1, nextDue - now, this.#finTimeout / 8));
   }
 }

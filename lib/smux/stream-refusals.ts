@@ -27,8 +27,12 @@ export class StreamRefusals {
   readonly #config: Readonly<SmuxConfig>;
   readonly #fins: FinQueue;
   #inARow = 0; // refusals past maxStreams since a stream was last accepted
-  #waiting: IdTable<true> | null = null; // refused ids whose FIN waits for the opener's first frame
-  #order: Fifo<number> | null = null; // the same ids oldest first (and ids no longer waiting, skipped)
+  // Refused ids whose FIN waits for the opener's first frame, each with the number of its entry in the queue: an id
+  // refused again after its frame came (a peer reusing ids) has a stale entry too, which must not count.
+  #waiting: IdTable<number> | null = null;
+  #order: Fifo<number> | null = null; // ids, oldest first (stale entries skipped)
+  #orderSeq: Fifo<number> | null = null; // each entry's number
+  #seq = 0;
 
   /**
    * @param config - the session's configuration
@@ -58,19 +62,33 @@ export class StreamRefusals {
   refuse(streamId: number): void {
     this.count++;
     if (!this.#config.waitForOpenerData) return this.#fins.queueFin(streamId);
-    const waiting = (this.#waiting ??= new IdTable<true>());
+    const waiting = (this.#waiting ??= new IdTable<number>());
     const order = (this.#order ??= new Fifo<number>());
+    const orderSeq = (this.#orderSeq ??= new Fifo<number>());
     if (waiting.has(streamId)) return; // a duplicate SYN: it keeps its place
     while (waiting.size >= REFUSED_WAITING_MAX) {
       const oldest = order.shift();
-      if (oldest === undefined) break; // never: every waiting id is in the queue
-      if (waiting.delete(oldest)) this.#fins.queueFin(oldest);
+      const seq = orderSeq.shift();
+      if (oldest === undefined) break; // never: every waiting id has its entry in the queue
+      if (waiting.get(oldest) === seq) {
+        waiting.delete(oldest);
+        this.#fins.queueFin(oldest);
+      }
     }
-    waiting.set(streamId, true);
+    const seq = ++this.#seq;
+    waiting.set(streamId, seq);
     order.push(streamId);
-    // Ids whose first frame came are left in the queue: compact it before they outnumber the waiting ones.
+    orderSeq.push(seq);
+    // Entries of ids whose first frame came stay in the queue: compact it before they outnumber the waiting ones
+    // (after it, the queue holds exactly one entry per waiting id).
     if (order.length > 2 * REFUSED_WAITING_MAX) {
-      for (const id of order.drain()) if (waiting.has(id)) order.push(id);
+      const ids = order.drain();
+      const seqs = orderSeq.drain();
+      ids.forEach((id, i) => {
+        if (waiting.get(id) !== seqs[i]) return;
+        order.push(id);
+        orderSeq.push(seqs[i]);
+      });
     }
   }
 
@@ -83,5 +101,6 @@ export class StreamRefusals {
   clear(): void {
     this.#waiting = null;
     this.#order = null;
+    this.#orderSeq = null;
   }
 }

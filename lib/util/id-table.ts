@@ -17,10 +17,14 @@ export class IdTable<V> {
   #shift: number; // 32 − log2(capacity): the hash's top bits pick the slot
   #size = 0;
   // Random and odd, per table: ids a peer chooses cannot be made to land in one cluster on purpose.
-  readonly #multiplier = (Math.floor(Math.random() * 0x7fffffff) * 2 + 1) | 0;
+  readonly #multiplier: number;
 
-  /** @param capacity - initial slots, a power of two ≥ 8 */
-  constructor(capacity = MIN_CAPACITY) {
+  /**
+   * @param capacity - initial slots, a power of two ≥ 8
+   * @param multiplier - the hash multiplier (odd); random unless a test needs ids to collide
+   */
+  constructor(capacity = MIN_CAPACITY, multiplier = Math.floor(Math.random() * 0x7fffffff) * 2 + 1) {
+    this.#multiplier = multiplier | 0;
     this.#ids = new Uint32Array(capacity);
     this.#values = new Array<V | undefined>(capacity).fill(undefined);
     this.#mask = capacity - 1;

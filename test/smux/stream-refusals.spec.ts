@@ -50,3 +50,29 @@ describe('StreamRefusals', () => {
     expect(r.refuseOverLimit(7)).toBe(true);
   });
 });
+
+describe('StreamRefusals with ids reused by the peer', () => {
+  test('an id refused again after its first frame came keeps one live entry: eviction skips the stale one', () => {
+    const { refusals: r, fins } = refusals();
+    const X = 1;
+    r.refuse(X);
+    r.unknownStream(X); // its FIN goes; the queue keeps a stale entry for X
+    const a = Array.from({ length: 500 }, (_, i) => 1_001 + 2 * i);
+    const b = Array.from({ length: REFUSED_WAITING_MAX - 501 }, (_, i) => 5_001 + 2 * i);
+    for (const id of a) r.refuse(id);
+    r.refuse(X); // X waits again, now younger than every id of `a`
+    for (const id of b) r.refuse(id);
+    fins.length = 0;
+    r.refuse(99_999); // one over the bound: the oldest waiting id is a[0], not X
+    expect(fins).toEqual([a[0]]);
+  });
+
+  test('a peer cycling SYN, first frame, SYN on one id costs constant work per refusal (the queue stays compact)', () => {
+    const { refusals: r, fins } = refusals();
+    for (let n = 0; n < 50_000; n++) {
+      r.refuse(7); // without compaction by entry, 50 000 cycles take minutes (the queue is copied on every refusal)
+      r.unknownStream(7);
+    }
+    expect(fins.length).toBe(50_000);
+  });
+});

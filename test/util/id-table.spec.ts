@@ -92,6 +92,25 @@ describe('IdTable', () => {
     );
   });
 
+  test('clusters that wrap around the end of the table: long churn against a Map, every live id found', () => {
+    // Multiplier 1: an id's top bits are its slot, so ids near 2^32 all start in the last slot and their run
+    // wraps to the first, where small ids start too — the backward shift's wrap-around case on every delete.
+    const table = new IdTable<number>(16, 1);
+    const model = new Map<number, number>();
+    const ids = [...Array.from({ length: 12 }, (_, i) => 0xfffffff0 + i), ...Array.from({ length: 12 }, (_, i) => i)];
+    const random = fc.sample(fc.tuple(fc.integer({ min: 0, max: ids.length - 1 }), fc.boolean()), { numRuns: 100_000, seed: 11 });
+    random.forEach(([k, add], n) => {
+      const id = ids[k]!;
+      if (add) {
+        table.set(id, n);
+        model.set(id, n);
+      } else expect(table.delete(id)).toBe(model.delete(id));
+      if (n % 1_000 === 0) for (const probe of ids) expect(table.get(probe)).toBe(model.get(probe));
+    });
+    for (const probe of ids) expect(table.get(probe)).toBe(model.get(probe));
+    expect(table.size).toBe(model.size);
+  });
+
   test('after a burst, values it no longer holds do not survive scavenges (a Map keeps them to the next full GC)', () => {
     const growth = (table: { set(id: number, v: Churned): void; delete(id: number): unknown }): number =>
       oldSpaceGrowthDuringChurn(
