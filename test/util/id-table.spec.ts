@@ -100,7 +100,7 @@ describe('IdTable', () => {
     const ids = [...Array.from({ length: 12 }, (_, i) => 0xfffffff0 + i), ...Array.from({ length: 12 }, (_, i) => i)];
     const random = fc.sample(fc.tuple(fc.integer({ min: 0, max: ids.length - 1 }), fc.boolean()), { numRuns: 100_000, seed: 11 });
     random.forEach(([k, add], n) => {
-      const id = ids[k]!;
+      const id = ids[k];
       if (add) {
         table.set(id, n);
         model.set(id, n);
