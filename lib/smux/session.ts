@@ -93,7 +93,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#decoder = new FrameDecoder(this.#version ?? 0, this.#frames);
     this.#refusals = new StreamRefusals(c, this.#writer);
     this.#acceptor = new StreamAcceptor(c.acceptBacklog, {
-      open: (core) => new SmuxStream(createChannel(core, this), c.streamHighWaterMark),
+      open: (core) => this.#peerStream(core),
       pauseReading: () => this.#pauseReading(PAUSED_BY_BACKLOG),
       resumeReading: () => this.#resumeReading(PAUSED_BY_BACKLOG),
     });
@@ -357,9 +357,13 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#peerStreams++;
     this.#streamsAccepted++;
     if (this.listenerCount('channel') > 0) this.emit('channel', createChannel(core, this));
-    else if (this.listenerCount('stream') > 0)
-      this.emit('stream', new SmuxStream(createChannel(core, this), this.config.streamHighWaterMark));
+    else if (this.listenerCount('stream') > 0) this.emit('stream', this.#peerStream(core));
     else this.#acceptor.offer(core);
+  }
+
+  /** A stream the peer opened, as a Node `Duplex`. */
+  #peerStream(core: StreamCore): SmuxStream {
+    return new SmuxStream(createChannel(core, this), this.config.streamHighWaterMark);
   }
 
   /** A `version: 'auto'` server learnt the client's version from its first frame. */

@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { SlotSet } from '../../lib/util/slot-set.js';
-import { type Churned, oldSpaceGrowthDuringChurn } from './churn.js';
+import { type Churned, oldSpaceGrowthDuringChurn } from '../helpers/churn.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as (options?: { type: 'minor' | 'major' }) => void;
