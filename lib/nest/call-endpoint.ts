@@ -1,5 +1,5 @@
 import type { SmuxChannel, SmuxChannelHandler, SmuxError } from '../smux/index.js';
-import type { CallMessage } from './call-codec.js';
+import type { CallMessage, MessagePiece } from './call-codec.js';
 import type { ConnectionBudget } from './connection-budget.js';
 import { MessageReader } from './message-reader.js';
 
@@ -117,7 +117,7 @@ export class CallEndpoint implements SmuxChannelHandler {
   }
 
   /** Queues one encoded message; false once queued bytes reach the high-water mark. Nothing is written once ended. */
-  write(buffers: Buffer[]): boolean {
+  write(buffers: MessagePiece[]): boolean {
     if (this.ended) return false;
     for (const buffer of buffers) this.channel.write(buffer);
     if (this.#budget !== null) {

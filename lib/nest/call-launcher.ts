@@ -1,7 +1,7 @@
 import type { ReadPacket, WritePacket } from '@nestjs/microservices';
 import { Observable, type Observer, throwError } from 'rxjs';
 import { type Session, SmuxError } from '../smux/index.js';
-import { Flag, Kind } from './call-codec.js';
+import { Flag, Kind, type MessagePiece } from './call-codec.js';
 import { toSmuxError } from './call-scheduler.js';
 import { ClientCall, type ClientCallHost, type PendingCall } from './client-call.js';
 import { ClientRawCall } from './client-raw-call.js';
@@ -20,7 +20,7 @@ export interface LaunchTarget {
   /** A session to send an event on (failing fast while there is none, unless it waits for ready). */
   sessionFor(waitForReady: boolean): Promise<Session>;
   /** Throws when the peer would refuse `request` as too large. */
-  checkSize(request: Buffer[]): void;
+  checkSize(request: MessagePiece[]): void;
 }
 
 /** What a launcher borrows from the `ClientProxy` it serves (protected there, so passed in). */
@@ -102,7 +102,7 @@ export class CallLauncher {
     // A source (Observable, AsyncIterable, Readable) is a streamed request: its items follow as DATA … END.
     const source = isSource(data) ? data : null;
     const span = startClientSpan('call', packet.pattern); // null without @opentelemetry/api
-    let request: Buffer[];
+    let request: MessagePiece[];
     try {
       request = this.#host.codec.encodeCall(Kind.REQUEST, {
         pattern: packet.pattern,
@@ -139,7 +139,7 @@ export class CallLauncher {
       return Promise.reject(
         new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'an event cannot stream: emit() takes a value (use send() to stream)'),
       );
-    let buffers: Buffer[];
+    let buffers: MessagePiece[];
     try {
       buffers = this.#host.codec.encodeCall(Kind.EVENT, { pattern: packet.pattern, data, headers, span });
     } catch (error) {
@@ -162,7 +162,7 @@ export class CallLauncher {
     const headers = packet.metadata === undefined ? options.headers : { ...packet.metadata, ...options.headers };
     const timeout = options.timeout ?? 0;
     const span = startClientSpan('call', pattern); // null without @opentelemetry/api
-    let request: Buffer[];
+    let request: MessagePiece[];
     try {
       if (pattern === null || pattern === undefined) throw new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'openDuplex() needs a pattern');
       const id = (++this.#nextId).toString(36);

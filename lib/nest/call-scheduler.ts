@@ -1,7 +1,7 @@
 import { type Session, SmuxError } from '../smux/index.js';
 import { Fifo } from '../util/fifo.js';
 import { Admission } from './admission.js';
-import { PREFIX_SIZE } from './call-codec.js';
+import { type MessagePiece, PREFIX_SIZE } from './call-codec.js';
 import type { PendingCall } from './client-call.js';
 import type { Lane } from './client-lane.js';
 import type { ConnectorPool } from './connector-pool.js';
@@ -109,7 +109,7 @@ export class CallScheduler {
   }
 
   /** A request the server will refuse as too large fails here, before its bytes are sent. */
-  checkSize(request: Buffer[]): void {
+  checkSize(request: MessagePiece[]): void {
     const limit = this.#pool.maxMessageBytes;
     if (limit === undefined) return;
     let length = -PREFIX_SIZE;

@@ -2,7 +2,7 @@ import type { WritePacket } from '@nestjs/microservices';
 import { isObservable, type Subscription, type Unsubscribable } from 'rxjs';
 import { type Clock, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import type { Admittable, AdmissionState } from './admission.js';
-import { type CallMessage, decodeTransportError, encodeMessage, Flag, Kind } from './call-codec.js';
+import { type CallMessage, decodeTransportError, encodeMessagePieces, Flag, Kind, type MessagePiece } from './call-codec.js';
 import type { CallEndpoint, EndpointOwner } from './call-endpoint.js';
 import type { ClientRawCall } from './client-raw-call.js';
 import { callEndpoint, failureOf, type MetricsRecorder, type SmuxCallFailure } from './metrics.js';
@@ -55,7 +55,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
   admission: AdmissionState = 'none';
   readonly #host: ClientCallHost;
   readonly #callback: (packet: WritePacket) => void;
-  readonly #request: Buffer[];
+  readonly #request: MessagePiece[];
   readonly #timeout: number;
   /** Wait for a connection instead of failing fast while there is none. */
   readonly waitForReady: boolean;
@@ -66,7 +66,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
   #feedItems = 0; // feed items received (their sequence numbers tell how many were dropped)
   #source: SmuxSource | null; // a streamed request's items, sent as DATA … END once the stream is open
   #stopSource: (() => void) | null = null;
-  #outbox: Buffer[] | null = null; // an Observable source's items, before the stream opens (allocated on the first)
+  #outbox: MessagePiece[] | null = null; // an Observable source's items, before the stream opens (allocated on the first)
   #outboxBytes = 0;
   #startedAt = 0; // on the metrics' clock
   readonly #span: ClientSpan | null;
@@ -83,7 +83,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
   constructor(
     host: ClientCallHost,
     callback: (packet: WritePacket) => void,
-    request: Buffer[],
+    request: MessagePiece[],
     timeout: number,
     waitForReady: boolean,
     source: SmuxSource | null = null,
@@ -232,9 +232,9 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
   /** One DATA or the END, on the stream or, until it opens, in the outbox. */
   #sendItem(kind: typeof Kind.DATA | typeof Kind.END, value: unknown): void {
     if (this.#state === DONE) return;
-    let buffers: Buffer[];
+    let buffers: MessagePiece[];
     try {
-      buffers = encodeMessage(kind, 0, value);
+      buffers = encodeMessagePieces(kind, 0, value);
     } catch (error) {
       return this.fail(error);
     }

@@ -1,6 +1,6 @@
 import { type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import type { AdmissionState } from './admission.js';
-import { type CallMessage, decodeTransportError, Flag, Kind } from './call-codec.js';
+import { type CallMessage, decodeTransportError, Flag, Kind, type MessagePiece } from './call-codec.js';
 import type { CallEndpoint, EndpointOwner } from './call-endpoint.js';
 import type { ClientCallHost } from './client-call.js';
 import { callEndpoint, failureOf, type SmuxCallFailure } from './metrics.js';
@@ -28,7 +28,7 @@ export class ClientRawCall implements EndpointOwner {
   readonly waitForReady: boolean;
   readonly #host: ClientCallHost;
   readonly #duplex: SmuxDuplex;
-  readonly #request: Buffer[];
+  readonly #request: MessagePiece[];
   #endpoint: CallEndpoint | null = null;
   #state = WAITING;
   #ends = 0; // 1: our END is queued; 2: the server's END + LAST arrived
@@ -47,7 +47,7 @@ export class ClientRawCall implements EndpointOwner {
   constructor(
     host: ClientCallHost,
     duplex: SmuxDuplex,
-    request: Buffer[],
+    request: MessagePiece[],
     timeout: number,
     waitForReady: boolean,
     span: ClientSpan | null = null,

@@ -1,5 +1,6 @@
 import { type SmuxChannel, type SmuxChannelHandler, SmuxError } from '../smux/index.js';
 
+import type { MessagePiece } from './call-codec.js';
 /** Events sent since the last turn, to settle on the next one. */
 let settling: Array<() => void> = [];
 
@@ -14,7 +15,7 @@ export class EventSend implements SmuxChannelHandler {
   readonly #reject: (error: unknown) => void;
 
   /** Writes `buffers` and FIN on `channel`; `resolve` / `reject` settle the event's promise. */
-  constructor(channel: SmuxChannel, buffers: Buffer[], resolve: () => void, reject: (error: unknown) => void) {
+  constructor(channel: SmuxChannel, buffers: MessagePiece[], resolve: () => void, reject: (error: unknown) => void) {
     this.#channel = channel;
     this.#resolve = resolve;
     this.#reject = reject;

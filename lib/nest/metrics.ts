@@ -1,4 +1,5 @@
 import { type Clock, isSmuxError, type SmuxChannel, type SmuxErrorCode, systemClock } from '../smux/index.js';
+import type { MessagePiece } from './call-codec.js';
 import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
 import type { ConnectionBudget } from './connection-budget.js';
 
@@ -156,9 +157,9 @@ export class MetricsRecorder {
   }
 
   /** An event went out: `buffers` are its encoded message. */
-  eventSent(buffers: readonly Uint8Array[]): void {
+  eventSent(buffers: readonly MessagePiece[]): void {
     this.#eventsSent++;
-    for (const buffer of buffers) this.bytesSent += buffer.byteLength;
+    for (const buffer of buffers) this.bytesSent += buffer.length; // a text piece is ASCII: its length is its bytes
   }
 
   /** An event arrived (its bytes are counted by its stream's endpoint). */
@@ -213,7 +214,7 @@ export function failureOf(error: unknown): SmuxCallFailure {
 class MeteredEndpoint extends CallEndpoint {
   recorder: MetricsRecorder | undefined;
 
-  override write(buffers: Buffer[]): boolean {
+  override write(buffers: MessagePiece[]): boolean {
     const recorder = this.recorder;
     if (recorder !== undefined && !this.ended) for (const buffer of buffers) recorder.bytesSent += buffer.length;
     return super.write(buffers);

@@ -10,7 +10,7 @@ import {
   type Unsubscribable,
 } from 'rxjs';
 import { type Clock, SmuxError } from '../smux/index.js';
-import { Flag } from './call-codec.js';
+import { Flag, type MessagePiece } from './call-codec.js';
 import type { CallEndpoint } from './call-endpoint.js';
 import { FeedBuffer } from './feed.js';
 import type { PacketCodec } from './packet-codec.js';
@@ -195,7 +195,7 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
    * ERR_SMUX_LIMIT. `fields` carry a feed item's sequence number and timestamp.
    */
   send(value: unknown, flags: number, status?: string, feed?: { seq: number; timestamp: number }): boolean {
-    let buffers: Buffer[];
+    let buffers: MessagePiece[];
     try {
       buffers = this.#codec.encodeResponse(this.#owner.id, value, flags, status, feed);
     } catch (error) {

@@ -112,12 +112,14 @@ export class SmuxChannel {
 
   /**
    * Queues bytes to send. They leave in frames of at most `maxFrameSize`, in order, within the peer's
-   * window (v2). The buffer is not copied: do not modify it until `onDrain`.
+   * window (v2). The buffer is not copied: do not modify it until `onDrain`. A string is sent as UTF-8; ASCII
+   * text is kept as it is and copied straight into the session's write buffer when its frames are built (no
+   * buffer is allocated for it), which makes large text cheaper to send than encoding it first.
    *
    * @returns false once queued bytes reach `streamHighWaterMark` (wait for `onDrain`), as Node's `write()`
    * @throws SmuxError `ERR_SMUX_STREAM_CLOSED` after `end()` or when closed
    */
-  write(data: Uint8Array): boolean {
+  write(data: Uint8Array | string): boolean {
     return this.#core.write(data);
   }
 

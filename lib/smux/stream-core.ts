@@ -66,7 +66,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
   #sinceUpdate = 0;
   #tuner: StreamWindowTuner | null = null; // v2 auto-tuning, from the second UPD on
   // send side
-  #queue: Buffer[] | null = null;
+  #queue: Array<Buffer | string> | null = null; // a string is ASCII text: its length is its byte count
   #queueHead = 0;
   #queueOffset = 0;
   #queuedBytes = 0;
@@ -124,18 +124,27 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     if ((this.#flags & CLOSED) === 0) this.resume();
   }
 
-  write(data: Uint8Array): boolean {
+  write(data: Uint8Array | string): boolean {
     if ((this.#flags & (LOCAL_END | DESTROYED | CLOSED)) !== 0) {
       throw new SmuxError(
         'ERR_SMUX_STREAM_CLOSED',
         `stream ${this.id} is ${(this.#flags & LOCAL_END) !== 0 ? 'ended' : 'closed'}: cannot write`,
       );
     }
-    const length = data.byteLength;
+    let piece: Buffer | string;
+    let length: number;
+    if (typeof data === 'string') {
+      // ASCII text (as many UTF-8 bytes as characters) is queued as it is and copied into the writer's slab when
+      // its frame is built: no buffer of its own, no second copy. Other text is encoded now.
+      length = Buffer.byteLength(data);
+      piece = length === data.length ? data : Buffer.from(data, 'utf8');
+    } else {
+      length = data.byteLength;
+      piece = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, length);
+    }
     if (length > 0) {
-      const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, length);
-      if (this.#queue === null) this.#queue = [buf];
-      else this.#queue.push(buf);
+      if (this.#queue === null) this.#queue = [piece];
+      else this.#queue.push(piece);
       if (this.#queuedBytes === 0) this.#timeouts?.noteWrite();
       this.#queuedBytes += length;
       if ((this.#flags & REMOTE_FIN) !== 0 && this.#finWatch === null) this.#watchAfterFin();
@@ -335,16 +344,18 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     const queue = this.#queue!;
     let left = n;
     while (left > 0) {
-      const buf = queue[this.#queueHead];
+      const piece = queue[this.#queueHead];
       const start = this.#queueOffset;
-      const available = buf.length - start;
-      if (available <= left) {
-        sink.appendPayload(start === 0 ? buf : buf.subarray(start));
+      const available = piece.length - start;
+      const whole = available <= left;
+      const end = whole ? piece.length : start + left;
+      if (typeof piece === 'string') sink.appendText(start === 0 && whole ? piece : piece.slice(start, end));
+      else sink.appendPayload(start === 0 && whole ? piece : piece.subarray(start, end));
+      if (whole) {
         left -= available;
         queue[this.#queueHead++] = undefined as unknown as Buffer;
         this.#queueOffset = 0;
       } else {
-        sink.appendPayload(buf.subarray(start, start + left));
         this.#queueOffset += left;
         left = 0;
       }

@@ -7,6 +7,8 @@ import { writeHeader } from './frame.js';
 /** Receives the payload pieces of the frame being built. */
 export interface PayloadSink {
   appendPayload(piece: Buffer): void;
+  /** A piece of ASCII text (one byte per character): copied into the frame as it is, without an encoding pass. */
+  appendText(piece: string): void;
 }
 
 /** Control frames a {@link FrameSource} asks for (bits of `controlBits`). */
@@ -36,7 +38,7 @@ export interface FrameSource {
   readonly finReady: boolean;
   /** Bytes the next PSH may carry: queued, within the peer's window (v2) and `limit`; 0 when none can go. */
   sendableBytes(limit: number): number;
-  /** Hands `n` queued bytes to `sink` as payload pieces (views, no copies), in order. */
+  /** Hands `n` queued bytes to `sink` as payload pieces (views of buffers, or ASCII text; no copies), in order. */
   takeData(n: number, sink: PayloadSink): void;
   /** A FIN for the stream is in the batch being written. */
   markFinSent(): void;
@@ -297,6 +299,11 @@ export class FrameWriter implements PayloadSink {
   appendPayload(piece: Buffer): void {
     this.#slab.buf.set(piece, this.#pos);
     this.#pos += piece.length;
+  }
+
+  /** Appends ASCII text to the frame being built (room was reserved with its header). */
+  appendText(piece: string): void {
+    this.#pos += this.#slab.buf.write(piece, this.#pos, piece.length, 'latin1');
   }
 
   #kick(): void {

@@ -1,9 +1,19 @@
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
-import { type CallMessage, Encoding, encodeMessage, Flag, Kind, type MessageFields, PREFIX_SIZE } from '../../lib/nest/call-codec.js';
+import {
+  type CallMessage,
+  Encoding,
+  encodeMessage,
+  encodeMessagePieces,
+  Flag,
+  Kind,
+  type MessageFields,
+  PREFIX_SIZE,
+} from '../../lib/nest/call-codec.js';
 import { MessageReader, type MessageSink } from '../../lib/nest/message-reader.js';
 import { SmuxError } from '../../lib/smux/index.js';
 import { chunkIndexOf, everyTwoWaySplit, ownedCopy, splitAt, splitAtFractions, splitEvery } from '../helpers/chunks.js';
+import { piecesBytes } from '../helpers/pieces.js';
 
 /*
  * The call message codec of docs/PROTOCOL.md §2: encodeMessage and MessageReader. Reference messages are
@@ -332,6 +342,47 @@ describe('call codec: body encodings', () => {
   test('large strings and JSON bodies stay in one buffer', () => {
     expect(encodeMessage(Kind.RESPONSE, 0, 'x'.repeat(10_000))).toHaveLength(1);
     expect(encodeMessage(Kind.RESPONSE, 0, { big: 'x'.repeat(10_000) })).toHaveLength(1);
+  });
+
+  test('for a channel, a large ASCII text body (> 4096 bytes) is the string itself after the head; other text is encoded', () => {
+    const text = 'x'.repeat(10_000);
+    const [head, body, ...rest] = encodeMessagePieces(Kind.RESPONSE, Flag.LAST, text, { status: 'ok' });
+    expect(rest).toEqual([]);
+    expect(body).toBe(text); // not encoded: the channel copies it into its write buffer
+    expect(Buffer.isBuffer(head) && head.readUInt32LE(4)).toBe(1 + 2 + 10_000); // the length counts the text
+    const json = encodeMessagePieces(Kind.REQUEST, 0, { big: text }, { id: '1', pattern: 'p' });
+    expect(json[1]).toBe(JSON.stringify({ big: text }));
+    // Not ASCII (bytes ≠ characters), or not large: one buffer, as encodeMessage gives.
+    for (const value of ['é'.repeat(5_000), 'x'.repeat(4_096), { big: 'é'.repeat(3_000) }]) {
+      const pieces = encodeMessagePieces(Kind.RESPONSE, 0, value);
+      expect(pieces).toHaveLength(1);
+      expect(piecesBytes(pieces).equals(wire(Kind.RESPONSE, 0, value))).toBe(true);
+    }
+    // The same bytes as encodeMessage's, and they decode to the text.
+    expect(piecesBytes(encodeMessagePieces(Kind.RESPONSE, Flag.LAST, text)).equals(wire(Kind.RESPONSE, Flag.LAST, text))).toBe(true);
+    expect(decode([piecesBytes(json)]).messages[0].body).toEqual({ big: text });
+  });
+
+  test('property: the pieces for a channel are always the bytes encodeMessage gives; text pieces are large and ASCII', () => {
+    const value = fc.oneof(
+      fc.string({ unit: 'binary-ascii', minLength: 4_000, maxLength: 5_000 }),
+      fc.string({ unit: 'binary', minLength: 1_000, maxLength: 5_000 }),
+      fc.jsonValue({ maxDepth: 2 }),
+      fc.integer({ min: 4_090, max: 4_100 }).map((n) => ({ s: 'a'.repeat(n) })),
+      fc.uint8Array({ maxLength: 6_000 }),
+    );
+    fc.assert(
+      fc.property(value, fc.boolean(), (v, withFields) => {
+        const fields: MessageFields = withFields ? { id: '7', pattern: 'p', headers: { h: 'v' } } : {};
+        const pieces = encodeMessagePieces(Kind.REQUEST, 0, v, fields);
+        expect(piecesBytes(pieces).equals(wire(Kind.REQUEST, 0, v, fields))).toBe(true);
+        for (const piece of pieces.filter((p) => typeof p === 'string')) {
+          expect(piece.length).toBeGreaterThan(4_096);
+          expect(Buffer.byteLength(piece)).toBe(piece.length);
+        }
+      }),
+      { numRuns: 300, endOnFailure: true }, // shrinking strings of 5 000 characters takes minutes
+    );
   });
 });
 

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { isDeepStrictEqual } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { MessagePattern, Payload, Transport } from '@nestjs/microservices';
@@ -145,6 +146,18 @@ describe('request/response calls', () => {
       const back = await firstValueFrom(client.send('echo', text));
       expect(back).toBe(text);
     }
+  });
+
+  test('large text there and back: ASCII strings and JSON (sent without encoding them first), other text, many at once', async () => {
+    const ascii = 'nestjs-smux '.repeat(7_000); // 84 000 characters: cut across three 32 KiB frames
+    const json = { items: Array.from({ length: 500 }, (_, i) => ({ i, name: `item ${i}` })) };
+    const other = 'héllo wörld ✓ '.repeat(2_000);
+    const values: unknown[] = [ascii, json, other, 'x'.repeat(4_097), ascii.slice(1)];
+    const sent = values.flatMap((v) => [v, v, v]);
+    const backs = await Promise.all(sent.map((v) => firstValueFrom(client.send('echo', v))));
+    // Which replies differ (a diff of 84 000-character strings would bury the answer).
+    expect(backs.flatMap((back, i) => (isDeepStrictEqual(back, sent[i]) ? [] : [i]))).toEqual([]);
+    expect(await firstValueFrom(client.send('describe', ascii))).toEqual({ type: 'string', isBuffer: false });
   });
 
   test('JSON values keep their types', async () => {

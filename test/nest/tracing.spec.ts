@@ -9,7 +9,7 @@ import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { WritePacket } from '@nestjs/microservices';
 import { Observable, type Subscriber } from 'rxjs';
 import { type SmuxChannel, SmuxError } from '../../lib/smux/index.js';
-import { encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
+import { encodeMessage, Flag, Kind, type MessagePiece } from '../../lib/nest/call-codec.js';
 import { ClientCall, type ClientCallHost } from '../../lib/nest/client-call.js';
 import { MessageReader } from '../../lib/nest/message-reader.js';
 import { createPacketCodec } from '../../lib/nest/packet-codec.js';
@@ -19,6 +19,7 @@ import { serverSpanOf, startClientSpan, startServerSpan, tracingReady, withClien
 import { flush, memorySessions } from '../helpers/memory-pair.js';
 import { installOtel, type OtelSdk } from '../helpers/otel.js';
 import { stubCallHost } from '../helpers/server-call-host.js';
+import { piecesBytes } from '../helpers/pieces.js';
 
 let sdk: OtelSdk | null = null;
 let pair: ReturnType<typeof memorySessions> | null = null;
@@ -143,9 +144,9 @@ describe('the call engine', () => {
       patternAsString: (p) => String(p),
     });
     const span = startClientSpan('call', 'p')!;
-    const read = (buffers: Buffer[]) => {
+    const read = (pieces: MessagePiece[]) => {
       const messages: unknown[] = [];
-      new MessageReader(1 << 20).push(Buffer.concat(buffers), { onMessage: (m) => void messages.push(m) });
+      new MessageReader(1 << 20).push(piecesBytes(pieces), { onMessage: (m) => void messages.push(m) });
       return messages[0] as { headers?: Record<string, string>; body: unknown };
     };
     const native = read(codec.encodeCall(Kind.REQUEST, { pattern: 'p', data: 1, headers: { a: 'b' }, span }));

@@ -1,5 +1,7 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
+import fc from 'fast-check';
 import { type Session, type SmuxChannel, type SmuxChannelHandler, SmuxError } from '../../lib/smux/index.js';
+import { flush, memorySessions } from '../helpers/memory-pair.js';
 import { until } from '../helpers/net.js';
 import { cleanup, pair, pattern, quiesced } from '../helpers/sessions.js';
 
@@ -205,5 +207,62 @@ describe('SmuxChannel over TCP', () => {
     expect(finished.error).toBe(err);
     expect(open.events).toEqual(['data', 'close:ERR_SMUX_PROTOCOL']);
     expect(server.numStreams).toBe(0);
+  });
+});
+
+/** The bytes a sequence of writes must arrive as: text as UTF-8, buffers as they are. */
+function wireBytes(pieces: ReadonlyArray<string | Uint8Array>): Buffer {
+  return Buffer.concat(pieces.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : p)));
+}
+
+describe('SmuxChannel text writes', () => {
+  // ASCII text is queued as the string and copied into the write buffer when its frames are built (cut at any
+  // byte, as frames and windows demand); other text is encoded at write(). Both must arrive as UTF-8, in order.
+  const pieces = ['a'.repeat(5_000), Uint8Array.from([1, 2, 3]), 'é€😀 mixed'.repeat(700), 'x'.repeat(3_001), pattern(2_500, 3), '', 'end'];
+
+  test.each([1, 2] as const)(
+    'over TCP (v%i): ASCII and other text arrive as UTF-8, cut across 1 000-byte frames and a 4 KiB window',
+    async (version) => {
+      const config = { version, maxFrameSize: 1_000, maxStreamBuffer: 4_096 };
+      const { client, server } = await pair(config);
+      const atServer = recorder();
+      const peer = nextChannel(server, atServer);
+      const ch = client.openChannel(recorder());
+      for (const piece of pieces) ch.write(piece);
+      // Counted in bytes, not characters, before anything is sent.
+      expect(ch.writableLength).toBe(wireBytes(pieces).length);
+      ch.end();
+      await peer;
+      await until(() => atServer.ended, 5_000, 'all data, then end');
+      expect(atServer.data().equals(wireBytes(pieces))).toBe(true);
+      expect(atServer.chunks.every((c) => c.length <= 1_000)).toBe(true); // frames were cut inside the text
+    },
+  );
+
+  test('property: any mix of ASCII text, other text and buffers arrives as its UTF-8 bytes, whatever the frame size', async () => {
+    const piece = fc.oneof(
+      fc.string({ unit: 'binary-ascii', maxLength: 3_000 }),
+      fc.string({ unit: 'grapheme', maxLength: 300 }),
+      fc.uint8Array({ maxLength: 2_000 }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(piece, { maxLength: 12 }), fc.integer({ min: 1, max: 4_096 }), async (written, maxFrameSize) => {
+        const sessions = memorySessions({ maxFrameSize, maxStreamBuffer: 8_192 });
+        const { client, server } = sessions;
+        try {
+          const atServer = recorder();
+          server.once('channel', (c) => c.setHandler(atServer));
+          const ch = client.openChannel(recorder());
+          for (const p of written) ch.write(p);
+          ch.end();
+          for (let turn = 0; turn < 200 && !atServer.ended; turn++) await flush(1);
+          expect(atServer.ended).toBe(true);
+          expect(atServer.data().equals(wireBytes(written))).toBe(true);
+        } finally {
+          sessions.close();
+        }
+      }),
+      { numRuns: 150 },
+    );
   });
 });
