@@ -1,9 +1,9 @@
 import type { SmuxChannelHandler, StreamTimeoutOptions } from './channel.js';
-import type { TimerHandle } from './clock.js';
 import type { SmuxConfig } from './config.js';
 import { INITIAL_PEER_WINDOW } from './constants.js';
 import { SmuxError } from './errors.js';
 import { type ReceiveBucket, sendWindow, shouldSendUpdate, u32Add } from './flow-control.js';
+import { PeerFinWatch } from './peer-fin-watch.js';
 import { StreamTimeouts, type TimeoutOwner } from './stream-timeouts.js';
 import { StreamWindowTuner, type WindowBudget } from './window-tuner.js';
 import { CONTROL_FIN, CONTROL_UPD, type FrameSource, type FrameWriter, type PayloadSink } from './writer.js';
@@ -23,13 +23,6 @@ export interface StreamHost {
   tokensReturned(): void;
   /** Received bytes were charged: reading may have to pause. */
   tokensCharged(): void;
-}
-
-/** The watch of {@link StreamCore}'s `peerFinWriteTimeout`: made only when the peer's FIN finds data queued. */
-interface FinWatch {
-  timer: TimerHandle | null;
-  /** When the peer last showed it reads (its FIN, a UPD). */
-  progressAt: number;
 }
 
 // State bits. A stream is open until CLOSED; the two directions end independently:
@@ -74,7 +67,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
   #peerConsumed = 0; // u32
   #peerWindow = INITIAL_PEER_WINDOW; // u32
   #timeouts: StreamTimeouts | null = null;
-  #finWatch: FinWatch | null = null; // v2, after the peer's FIN: data waiting on a window nobody will open
+  #finWatch: PeerFinWatch | null = null; // v2, after the peer's FIN: data waiting on a window nobody will open
 
   /**
    * @param host - the session's private host object
@@ -284,7 +277,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
   /** UPD for this stream (v2): Go overwrites both values. */
   handleWindowUpdate(consumed: number, window: number): void {
     if ((this.#flags & (DESTROYED | CLOSED)) !== 0) return;
-    if (this.#finWatch !== null) this.#finWatch.progressAt = this.#host.config.clock.now();
+    this.#finWatch?.progress();
     this.#peerConsumed = consumed;
     this.#peerWindow = window;
     const available = sendWindow(this.#numWritten, this.#peerConsumed, this.#peerWindow);
@@ -422,40 +415,16 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     }
   }
 
-  /**
-   * Starts watching a v2 stream whose peer sent FIN while data waits to go (`peerFinWriteTimeout`): the peer
-   * may have closed its end, in which case it never opens its window again.
-   */
+  /** Starts the `peerFinWriteTimeout` watch (v2): the peer sent FIN while data waits to go (peer-fin-watch.ts). */
   #watchAfterFin(): void {
     const ms = this.#host.config.peerFinWriteTimeout;
     if (this.#host.version !== 2 || ms === 0 || this.#finWatch !== null || (this.#flags & (DESTROYED | CLOSED)) !== 0) return;
-    const clock = this.#host.config.clock;
-    const watch: FinWatch = { timer: null, progressAt: clock.now() };
-    watch.timer = clock.setTimeout(() => this.#checkAfterFin(watch), ms);
-    this.#finWatch = watch;
+    this.#finWatch = new PeerFinWatch(this, this.#host.config.clock, ms, () => (this.#finWatch = null));
   }
 
-  #checkAfterFin(watch: FinWatch): void {
-    if ((this.#flags & (DESTROYED | CLOSED)) !== 0 || this.#queuedBytes === 0) {
-      this.#finWatch = null; // a later write starts watching again
-      return;
-    }
-    const ms = this.#host.config.peerFinWriteTimeout;
-    const clock = this.#host.config.clock;
-    const now = clock.now();
-    if (sendWindow(this.#numWritten, this.#peerConsumed, this.#peerWindow) > 0) watch.progressAt = now; // not the window: the socket
-    const waited = now - watch.progressAt;
-    if (waited < ms) {
-      watch.timer = clock.setTimeout(() => this.#checkAfterFin(watch), ms - waited);
-      return;
-    }
-    this.#finWatch = null;
-    this.destroy(
-      new SmuxError(
-        'ERR_SMUX_TIMEOUT',
-        `stream ${this.id}: the peer sent FIN and opened no window for ${ms} ms (peerFinWriteTimeout); ${this.#queuedBytes} queued bytes dropped`,
-      ),
-    );
+  /** For the FIN watch: the peer's window lets queued bytes go. */
+  get peerWindowOpen(): boolean {
+    return sendWindow(this.#numWritten, this.#peerConsumed, this.#peerWindow) > 0;
   }
 
   #dropSendQueue(): void {
@@ -479,7 +448,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     this.#flags |= CLOSED;
     this.#timeouts?.stop();
     this.#tuner?.release();
-    if (this.#finWatch !== null) this.#host.config.clock.clearTimeout(this.#finWatch.timer);
+    this.#finWatch?.stop();
     this.#finWatch = null;
     const handler = this.#handler;
     if (handler !== null) {
