@@ -53,7 +53,9 @@ const INLINE_BYTES = 4096;
 
 /**
  * A piece of an encoded message, as a channel takes it: bytes, or a large ASCII text body as the string itself
- * (one byte per character, so its `length` is its byte count).
+ * (one byte per character, so its `length` is its byte count). Only {@link encodeMessagePieces} makes string
+ * pieces: the endpoints, the metrics and the size checks count pieces by `length`, which is a byte count for
+ * bytes and for ASCII text only.
  */
 export type MessagePiece = Buffer | string;
 

@@ -1,6 +1,6 @@
 import { type SmuxChannel, type SmuxChannelHandler, SmuxError } from '../smux/index.js';
-
 import type { MessagePiece } from './call-codec.js';
+
 /** Events sent since the last turn, to settle on the next one. */
 let settling: Array<() => void> = [];
 

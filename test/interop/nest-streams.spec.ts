@@ -382,8 +382,10 @@ describeWithGo('Go caller streams to Nest ServerSmux (§5 client streams, §6 by
     expect(trailer.sent).toEqual({ bytes: size, sha256: result.receivedSha256 }); // what the handler sent, as Go hashed it
     expect(result.receivedSha256).not.toBe(result.sentSha256);
     // Both ways at once: the two directions are independent (the upload may well finish first, its window being
-    // as large as the download's), but a good part of the download arrived before the upload ended.
-    expect(result.receivedBeforeEnd as number).toBeGreaterThan(size / 8);
+    // as large as the download's), but a good part of the download arrived before the upload ended. Directions
+    // taking turns would deliver at most a window (≤ 1 MiB) first; a loaded machine measured 7.5 MiB (11 %) of
+    // 64 MiB once in the full suite, so the bound is 1/16.
+    expect(result.receivedBeforeEnd as number).toBeGreaterThan(size / 16);
     expect(code).toBe(0);
   }, 60_000);
 

@@ -104,3 +104,34 @@ describe('custom serializers and deserializers', () => {
     expect(results).toEqual(Array.from({ length: 100 }, (_, i) => 2 * i));
   });
 });
+
+/** Serializers that make text (JSON strings), as many applications write them: large ASCII text travels as is. */
+describe('serializers that return text', () => {
+  let client: ClientSmux;
+  const textSerializer: Serializer = { serialize: (packet: unknown) => JSON.stringify(packet) };
+  const textDeserializer: Deserializer = {
+    deserialize: (value: unknown) => JSON.parse(Buffer.isBuffer(value) ? value.toString() : String(value)) as unknown,
+  };
+
+  beforeAll(async () => {
+    events.length = 0;
+    const handle = await startApp({
+      controllers: [SerializedController],
+      server: { serializer: textSerializer, deserializer: textDeserializer },
+    });
+    client = handle.client({ serializer: textSerializer, deserializer: textDeserializer });
+  });
+  afterAll(closeAll);
+
+  test('large ASCII and other text, calls and events, there and back', async () => {
+    const big = Array.from({ length: 3_000 }, (_, i) => i); // ≈ 14 KB of ASCII JSON
+    expect(await firstValueFrom(client.send('sum', big))).toBe((2_999 * 3_000) / 2);
+    expect(await firstValueFrom(client.send('headers', new SmuxRecordBuilder({}).setHeaders({ h: 'é'.repeat(3_000) }).build()))).toEqual({
+      h: 'é'.repeat(3_000),
+    });
+    await lastValueFrom(client.emit('event', { text: 'e'.repeat(10_000) }), { defaultValue: undefined });
+    await lastValueFrom(client.emit('event', { text: 'ü'.repeat(10_000) }), { defaultValue: undefined });
+    await until(() => events.length === 2, 5_000, 'the events');
+    expect(events).toEqual([{ text: 'e'.repeat(10_000) }, { text: 'ü'.repeat(10_000) }]);
+  });
+});

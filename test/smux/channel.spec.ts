@@ -218,10 +218,20 @@ function wireBytes(pieces: ReadonlyArray<string | Uint8Array>): Buffer {
 describe('SmuxChannel text writes', () => {
   // ASCII text is queued as the string and copied into the write buffer when its frames are built (cut at any
   // byte, as frames and windows demand); other text is encoded at write(). Both must arrive as UTF-8, in order.
-  const pieces = ['a'.repeat(5_000), Uint8Array.from([1, 2, 3]), 'é€😀 mixed'.repeat(700), 'x'.repeat(3_001), pattern(2_500, 3), '', 'end'];
+  const pieces = [
+    'w'.repeat(300_000), // past the first 256 KiB, the peer's 4 KiB window (v2) cuts it, not only the frame size
+    'a'.repeat(5_000),
+    Uint8Array.from([1, 2, 3]),
+    'é€😀 mixed'.repeat(700),
+    'x'.repeat(3_001),
+    pattern(2_500, 3),
+    '',
+    'lone \ud800 surrogates \udc00', // each becomes U+FFFD (3 bytes) in UTF-8
+    'end',
+  ];
 
   test.each([1, 2] as const)(
-    'over TCP (v%i): ASCII and other text arrive as UTF-8, cut across 1 000-byte frames and a 4 KiB window',
+    'over TCP (v%i): ASCII and other text arrive as UTF-8, cut across 1 000-byte frames and (v2) a 4 KiB window',
     async (version) => {
       const config = { version, maxFrameSize: 1_000, maxStreamBuffer: 4_096 };
       const { client, server } = await pair(config);
@@ -243,6 +253,7 @@ describe('SmuxChannel text writes', () => {
     const piece = fc.oneof(
       fc.string({ unit: 'binary-ascii', maxLength: 3_000 }),
       fc.string({ unit: 'grapheme', maxLength: 300 }),
+      fc.string({ unit: fc.constantFrom('a', 'é', '\ud800', '\udfff', '😀'), maxLength: 300 }), // lone surrogates too
       fc.uint8Array({ maxLength: 2_000 }),
     );
     await fc.assert(
