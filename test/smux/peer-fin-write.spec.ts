@@ -4,6 +4,7 @@
  * Go's `Close`, or the newest Go's finalizer of an accepted stream — drops our data and never opens the window
  * again). In-memory session pairs on a fake clock; a raw peer for the second FIN.
  */
+import { Duplex } from 'node:stream';
 import { afterEach, describe, expect, test } from '@jest/globals';
 import {
   Cmd,
@@ -156,6 +157,46 @@ describe('peerFinWriteTimeout (v2)', () => {
     await flush();
     expect(mine.closed).toBe(false);
     expect(channel.writableLength).toBe(MiB - INITIAL_PEER_WINDOW);
+  });
+
+  test('with the window open and the socket holding our bytes back, the peer is not blamed: no timeout until it drains', async () => {
+    // A socket that takes writes but does not complete them while `blocked` (1 KiB high-water mark: the writer sees
+    // backpressure after its first batch); the peer behind it only sends a FIN (pushed as the socket's input).
+    const clock = new FakeClock();
+    const held: Array<() => void> = [];
+    let blocked = true;
+    let received = 0;
+    const socket = new Duplex({
+      writableHighWaterMark: 1024,
+      read() {},
+      write(chunk: Buffer, _encoding, callback) {
+        received += chunk.length;
+        if (blocked) held.push(callback);
+        else callback();
+      },
+    });
+    const client = Session.client(socket, { version: 2, keepAliveDisabled: true, clock, maxFrameSize: 1024, peerFinWriteTimeout: 1000 });
+    sessions.push({ close: () => client.destroy() });
+    const mine = recorder();
+    const channel = client.openChannel(mine);
+    channel.write(Buffer.alloc(200 * 1024, 1)); // within the 256 KiB initial window: only the socket holds it back
+    await flush();
+    expect(held.length).toBeGreaterThan(0);
+    expect(channel.writableLength).toBeGreaterThan(0);
+    socket.push(encodeFrame(2, Cmd.FIN, channel.id)); // the peer is done sending; the watch starts
+    await flush();
+    expect(mine.ended).toBe(true);
+    for (let i = 0; i < 10; i++) {
+      clock.advance(500); // 5 × peerFinWriteTimeout in all
+      await flush();
+    }
+    expect([mine.closed, mine.error]).toEqual([false, undefined]);
+    blocked = false;
+    for (const callback of held.splice(0)) callback();
+    for (let i = 0; i < 50 && channel.writableLength > 0; i++) await flush(1);
+    expect(channel.writableLength).toBe(0);
+    expect(received).toBeGreaterThan(200 * 1024);
+    expect(mine.closed).toBe(false);
   });
 });
 
