@@ -15,7 +15,8 @@ import { StreamAcceptor } from './stream-acceptor.js';
 import { StreamIdAllocator } from './stream-ids.js';
 import { StreamRefusals } from './stream-refusals.js';
 import { WindowBudget } from './window-tuner.js';
-import { CONTROL_SYN, FrameWriter } from './writer.js';
+import { CONTROL_SYN } from './frame-source.js';
+import { FrameWriter } from './writer.js';
 
 const OPEN = 0;
 const CLOSING = 1;

@@ -6,7 +6,8 @@ import { type ReceiveBucket, sendWindow, shouldSendUpdate, u32Add } from './flow
 import { PeerFinWatch } from './peer-fin-watch.js';
 import { StreamTimeouts, type TimeoutOwner } from './stream-timeouts.js';
 import { StreamWindowTuner, type WindowBudget } from './window-tuner.js';
-import { CONTROL_FIN, CONTROL_UPD, type FrameSource, type FrameWriter, type PayloadSink } from './writer.js';
+import { CONTROL_FIN, CONTROL_UPD, type FrameSource, type PayloadSink } from './frame-source.js';
+import type { FrameWriter } from './writer.js';
 
 /** What a stream needs from its session (a private object of the session, not the session itself). */
 export interface StreamHost {

@@ -1,50 +1,10 @@
 import { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
 import { Cmd, HEADER_SIZE, UPD_PAYLOAD_SIZE } from './constants.js';
-import { Fifo } from '../util/fifo.js';
+import { CONTROL_FIN, CONTROL_SYN, CONTROL_UPD, type FrameSource, type PayloadSink } from './frame-source.js';
 import { writeHeader } from './frame.js';
-
-/** Receives the payload pieces of the frame being built. */
-export interface PayloadSink {
-  appendPayload(piece: Buffer): void;
-  /** A piece of ASCII text (one byte per character): copied into the frame as it is, without an encoding pass. */
-  appendText(piece: string): void;
-}
-
-/** Control frames a {@link FrameSource} asks for (bits of `controlBits`). */
-export const CONTROL_SYN = 1;
-/** A window update (v2). */
-export const CONTROL_UPD = 2;
-/** A FIN sent ahead of (dropped) data, by a destroyed stream. */
-export const CONTROL_FIN = 4;
-
-/**
- * What the writer needs from a stream: the whole contract between the two. The writer owns `writerFlags`;
- * the stream sets `controlBits` and asks to be queued with {@link FrameWriter.queueControl} /
- * {@link FrameWriter.queueData}.
- */
-export interface FrameSource {
-  /** The stream id. */
-  readonly id: number;
-  /** Bits owned by the writer (which of its queues hold the source). */
-  writerFlags: number;
-  /** Control frames requested (`CONTROL_*` bits); the writer clears them as it writes them. */
-  controlBits: number;
-  /** The UPD payload's `consumed` value (u32). */
-  readonly numRead: number;
-  /** The UPD payload's `window` value: the receive window this side advertises for the stream, in bytes. */
-  readonly window: number;
-  /** True when the ordered FIN (after all data) can go now. */
-  readonly finReady: boolean;
-  /** Bytes the next PSH may carry: queued, within the peer's window (v2) and `limit`; 0 when none can go. */
-  sendableBytes(limit: number): number;
-  /** Hands `n` queued bytes to `sink` as payload pieces (views of buffers, or ASCII text; no copies), in order. */
-  takeData(n: number, sink: PayloadSink): void;
-  /** A FIN for the stream is in the batch being written. */
-  markFinSent(): void;
-  /** A batch with the stream's frames was handed to the socket. */
-  afterFlush(): void;
-}
+import { BATCH_BYTES, WriteSlabs } from './write-slabs.js';
+import { Fifo } from '../util/fifo.js';
 
 /**
  * Frames per socket write. Unbounded once-per-tick batches made both ends of a connection take turns
@@ -53,23 +13,6 @@ export interface FrameSource {
  * so 64 frames keep roughly that many calls per write.
  */
 const BATCH_FRAMES = 64;
-/** Payload bytes per socket write, so a bulk stream does not build one huge batch. */
-const BATCH_BYTES = 256 * 1024;
-/**
- * Batches are packed — headers and payloads — into one contiguous slab segment and written with a single
- * `write()`. Measured on Node 20: a corked group of writes (header, payload, header, payload → writev) costs
- * about 26 µs of JavaScript per 64 KiB, a single 64 KiB write about 6.5 µs, and copying the payloads into one
- * buffer first costs no more than that. So payloads are copied here, once, instead of being passed as views.
- *
- * Slabs grow on demand: a writer starts with none, takes a {@link MIN_SLAB} one for its first batch, and doubles
- * (up to {@link MAX_SLAB}, which holds the largest batch: `BATCH_BYTES` plus one frame plus headers) when a batch
- * does not fit — so a session that only exchanges small calls holds 16 KiB, and a bulk stream 512 KiB, as before.
- * {@link FrameWriter.trim} releases them once the writer has been idle (the session calls it on every keep-alive
- * tick): an idle session holds no write buffer at all. Without keep-alive (no timer at all, as Go's
- * `KeepAliveDisabled` intends) {@link FrameWriter.shrink} keeps at most one smallest slab once no stream is left.
- */
-const MIN_SLAB = 16 * 1024;
-const MAX_SLAB = 2 * BATCH_BYTES;
 /** Room for the frames of one control entry (SYN + UPD with its payload + FIN) or a NOP. */
 const CONTROL_ROOM = 3 * HEADER_SIZE + UPD_PAYLOAD_SIZE;
 /** A NOP-only batch (an idle session's keep-alive) is this constant, per version: no slab for it. */
@@ -78,14 +21,6 @@ const NOP_FRAMES = [1, 2].map((version) => {
   writeHeader(nop, 0, version, Cmd.NOP, 0, 0);
   return nop;
 });
-
-/** A write buffer and how many socket writes still reference it. */
-interface Slab {
-  readonly buf: Buffer;
-  writes: number;
-}
-
-const NO_BUFFER = Buffer.alloc(0);
 
 /** What a {@link FrameWriter} tells its owner, and how it may treat its slabs. */
 export interface WriterHooks {
@@ -125,17 +60,10 @@ export class FrameWriter implements PayloadSink {
   #fins: number[] = []; // ids of refused streams that get a bare FIN (no stream object behind them)
   #finsHead = 0;
   #nop = false;
-  #slab: Slab = { buf: NO_BUFFER, writes: 0 }; // none until the first batch (see MIN_SLAB)
-  #spare: Slab | null = null; // the previous slab of the same size, reused once the socket is done with it
-  #lastBatch = 0; // bytes of the previous batch: room a new batch starts with
-  #wrote = false; // a batch went out since the last trim()
+  readonly #slabs: WriteSlabs; // where batches are packed
   #shrinkWhenIdle = false; // shrink() was asked while frames were being written
   readonly #reusable: boolean;
   readonly #onIdle: () => void; // told when a flush leaves nothing queued (a graceful close waits for it)
-  readonly #inFlight = new Fifo<Slab>(); // the slab of each write not yet completed, in write order
-  readonly #onWritten = (): void => void this.#inFlight.shift()!.writes--;
-  #pos = 0; // next free byte of the slab
-  #segment = 0; // start of the batch being built
   readonly #notify: FrameSource[] = [];
   #batchBytes = 0;
   #scheduled = false;
@@ -157,6 +85,7 @@ export class FrameWriter implements PayloadSink {
     // callback runs, so the slab may be reused. Any other Duplex may still hold the chunk (a test pair that
     // push()es it to the other side): it gets fresh slabs.
     this.#reusable = hooks.reusable ?? socket instanceof Socket;
+    this.#slabs = new WriteSlabs(this.#reusable);
     this.#version = version;
     this.#maxFrameSize = maxFrameSize;
   }
@@ -174,7 +103,7 @@ export class FrameWriter implements PayloadSink {
 
   /** Bytes of write buffers (slabs) this writer holds: 0 before the first batch and after {@link trim}. */
   get bufferBytes(): number {
-    return this.#slab.buf.length + (this.#spare?.buf.length ?? 0);
+    return this.#slabs.bytes;
   }
 
   /**
@@ -183,13 +112,7 @@ export class FrameWriter implements PayloadSink {
    * writer still holds buffers.
    */
   trim(): boolean {
-    if (!this.#wrote && !this.#flushing && !this.#blocked && !this.pending) {
-      this.#slab = { buf: NO_BUFFER, writes: 0 };
-      this.#spare = null;
-      this.#pos = this.#segment = this.#lastBatch = 0;
-    }
-    this.#wrote = false;
-    return this.bufferBytes > 0;
+    return this.#slabs.trim(!this.#flushing && !this.#blocked && !this.pending);
   }
 
   /**
@@ -202,11 +125,7 @@ export class FrameWriter implements PayloadSink {
       return;
     }
     this.#shrinkWhenIdle = false;
-    this.#spare = null;
-    if (this.#slab.buf.length > MIN_SLAB) {
-      this.#slab = { buf: NO_BUFFER, writes: 0 };
-      this.#pos = this.#segment = this.#lastBatch = 0;
-    }
+    this.#slabs.shrink();
   }
 
   /** True while frames wait to be written (window-blocked streams excepted). */
@@ -282,7 +201,7 @@ export class FrameWriter implements PayloadSink {
           break;
         }
         if (this.#buildBatch() === 0) break;
-        const ok = this.#writeBatch();
+        const ok = this.#slabs.write(this.#socket);
         this.#afterBatch();
         if (!ok) this.#blocked = true;
       }
@@ -297,13 +216,15 @@ export class FrameWriter implements PayloadSink {
 
   /** Appends a payload piece to the frame being built (room was reserved with its header). */
   appendPayload(piece: Buffer): void {
-    this.#slab.buf.set(piece, this.#pos);
-    this.#pos += piece.length;
+    const slabs = this.#slabs;
+    slabs.buf.set(piece, slabs.pos);
+    slabs.pos += piece.length;
   }
 
   /** Appends ASCII text to the frame being built (room was reserved with its header). */
   appendText(piece: string): void {
-    this.#pos += this.#slab.buf.write(piece, this.#pos, piece.length, 'latin1');
+    const slabs = this.#slabs;
+    slabs.pos += slabs.buf.write(piece, slabs.pos, piece.length, 'latin1');
   }
 
   #kick(): void {
@@ -342,10 +263,7 @@ export class FrameWriter implements PayloadSink {
   #buildBatch(): number {
     let frames = 0;
     this.#batchBytes = 0;
-    this.#wrote = true;
-    // A new batch starts where the previous one would fit again, so mid-batch moves (a copy) stay rare.
-    this.#segment = this.#pos;
-    this.#room(this.#lastBatch > CONTROL_ROOM ? this.#lastBatch : CONTROL_ROOM);
+    this.#slabs.begin(CONTROL_ROOM);
     if (this.#nop) {
       this.#nop = false;
       this.#header(Cmd.NOP, 0, 0);
@@ -356,7 +274,7 @@ export class FrameWriter implements PayloadSink {
       const control = this.#control.shift();
       if (control !== undefined) {
         control.writerFlags &= ~IN_CONTROL;
-        if (this.#slab.buf.length - this.#pos < CONTROL_ROOM) this.#room(CONTROL_ROOM);
+        this.#slabs.room(CONTROL_ROOM);
         frames += this.#controlFrames(control);
         continue;
       }
@@ -373,7 +291,7 @@ export class FrameWriter implements PayloadSink {
     const fins = this.#fins;
     const end = Math.min(fins.length, this.#finsHead + max);
     const count = end - this.#finsHead;
-    this.#room(count * HEADER_SIZE);
+    this.#slabs.room(count * HEADER_SIZE);
     for (let i = this.#finsHead; i < end; i++) this.#header(Cmd.FIN, 0, fins[i]);
     this.#finsHead = end;
     if (end === fins.length) {
@@ -397,10 +315,10 @@ export class FrameWriter implements PayloadSink {
     }
     if ((bits & CONTROL_UPD) !== 0) {
       this.#header(Cmd.UPD, UPD_PAYLOAD_SIZE, source.id);
-      const slab = this.#slab.buf;
-      slab.writeUInt32LE(source.numRead, this.#pos);
-      slab.writeUInt32LE(source.window >>> 0, this.#pos + 4);
-      this.#pos += UPD_PAYLOAD_SIZE;
+      const slabs = this.#slabs;
+      slabs.buf.writeUInt32LE(source.numRead, slabs.pos);
+      slabs.buf.writeUInt32LE(source.window >>> 0, slabs.pos + 4);
+      slabs.pos += UPD_PAYLOAD_SIZE;
       frames++;
     }
     if ((bits & CONTROL_FIN) !== 0) {
@@ -415,7 +333,7 @@ export class FrameWriter implements PayloadSink {
   #dataFrame(source: FrameSource): number {
     let frames = 0;
     const n = source.sendableBytes(this.#maxFrameSize);
-    if (this.#slab.buf.length - this.#pos < HEADER_SIZE + n) this.#room(HEADER_SIZE + n);
+    this.#slabs.room(HEADER_SIZE + n);
     if (n > 0) {
       this.#header(Cmd.PSH, n, source.id);
       source.takeData(n, this);
@@ -438,47 +356,10 @@ export class FrameWriter implements PayloadSink {
     return frames;
   }
 
-  /**
-   * Makes room for `need` more bytes of the batch being built. When the slab lacks them, the batch moves to
-   * the start of another slab (what it holds so far is copied): the spare one when every write from it has
-   * completed (so its bytes are no longer referenced) and it is large enough, otherwise a new one — two slabs in
-   * turn, no allocation per batch. A slab is made at least twice as large as the batch needs, from
-   * {@link MIN_SLAB} up to {@link MAX_SLAB}.
-   */
-  #room(need: number): void {
-    const slab = this.#slab;
-    if (slab.buf.length - this.#pos >= need) return;
-    const start = this.#segment;
-    const built = this.#pos - start;
-    let size = slab.buf.length < MIN_SLAB ? MIN_SLAB : slab.buf.length;
-    while (size < 2 * (built + need) && size < MAX_SLAB) size *= 2;
-    const spare = this.#spare;
-    const next =
-      this.#reusable && spare !== null && spare.writes === 0 && spare.buf.length === size
-        ? spare
-        : { buf: Buffer.allocUnsafe(size), writes: 0 };
-    if (built > 0) slab.buf.copy(next.buf, 0, start, this.#pos);
-    // The slab left behind is the next spare if it has the new size; a smaller one is dropped (its pending
-    // writes keep their own views of it).
-    this.#spare = slab.buf.length === size ? slab : null;
-    this.#slab = next;
-    this.#segment = 0;
-    this.#pos = built;
-  }
-
   #header(cmd: number, length: number, streamId: number): void {
-    writeHeader(this.#slab.buf, this.#pos, this.#version, cmd, length, streamId);
-    this.#pos += HEADER_SIZE;
+    this.#slabs.header(this.#version, cmd, length, streamId);
     this.framesOut++;
     this.bytesOut += HEADER_SIZE + length;
-  }
-
-  #writeBatch(): boolean {
-    const slab = this.#slab;
-    this.#lastBatch = this.#pos - this.#segment;
-    slab.writes++;
-    this.#inFlight.push(slab);
-    return this.#socket.write(slab.buf.subarray(this.#segment, this.#pos), this.#onWritten);
   }
 
   #afterBatch(): void {

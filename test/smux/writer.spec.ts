@@ -6,7 +6,8 @@ import { Cmd, HEADER_SIZE } from '../../lib/smux/constants.js';
 import { ReceiveBucket, streamAllowance } from '../../lib/smux/flow-control.js';
 import { readHeader } from '../helpers/frames.js';
 import { StreamCore, type StreamHost } from '../../lib/smux/stream-core.js';
-import { CONTROL_SYN, FrameWriter, type WriterHooks } from '../../lib/smux/writer.js';
+import { CONTROL_SYN } from '../../lib/smux/frame-source.js';
+import { FrameWriter, type WriterHooks } from '../../lib/smux/writer.js';
 
 type Callback = (error?: Error | null) => void;
 interface Frame {
