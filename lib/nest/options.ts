@@ -1,9 +1,9 @@
 import type { ConnectionOptions, TlsOptions } from 'node:tls';
 import type { Deserializer, Serializer } from '@nestjs/microservices';
-import { type Clock, DEFAULT_CONFIG, type SmuxConfig, SmuxError, validateConfig } from '../smux/index.js';
-import { describeValue, nearestName } from '../util/describe.js';
+import { type Clock, DEFAULT_CONFIG, type SmuxConfig, validateConfig } from '../smux/index.js';
 import type { ClientSmuxOptions, ServerSmuxOptions } from './interfaces.js';
 import { SERVE_CALLS, type ServeHook } from './control-link.js';
+import { check, clientRules, dnsRules, fail, hostRules, reconnectRules, serverRules } from './option-rules.js';
 
 /*
  * Both sides resolve and check all their options once, in the constructor: a wrong type, a value out of range
@@ -27,81 +27,6 @@ const STREAM_WINDOW = 256 * 1024;
  * loopback (docs/NOTES.md, issue 11).
  */
 const MAX_STREAM_WINDOW = 512 * 1024;
-/** Node's timers hold at most 2^31 − 1 ms. */
-const MAX_MS = 0x7fff_ffff;
-
-/** What every option of a side is, for the checks and the "did you mean" hint. */
-type Rule =
-  | { kind: 'integer'; min: number; max: number; unit: string }
-  | { kind: 'number'; min: number; max: number; unit: string }
-  | { kind: 'string' }
-  | { kind: 'boolean' }
-  | { kind: 'object' }
-  | { kind: 'codec'; method: 'serialize' | 'deserialize' }
-  | { kind: 'list' }
-  | { kind: 'function' }
-  | { kind: 'flag-or-object' };
-
-const common: Record<string, Rule> = {
-  host: { kind: 'string' },
-  port: { kind: 'integer', min: 0, max: 65_535, unit: 'a TCP port' },
-  path: { kind: 'string' },
-  smux: { kind: 'object' },
-  maxMessageBytes: { kind: 'integer', min: 1, max: 2 ** 32 - 1, unit: 'bytes' },
-  serializer: { kind: 'codec', method: 'serialize' },
-  deserializer: { kind: 'codec', method: 'deserialize' },
-  tls: { kind: 'object' },
-};
-
-const serverRules: Record<string, Rule> = {
-  ...common,
-  maxConnections: { kind: 'integer', min: 1, max: MAX_MS, unit: 'connections' },
-  maxCallsPerConnection: { kind: 'integer', min: 1, max: MAX_MS, unit: 'calls' },
-  maxReplyBufferBytes: { kind: 'integer', min: 1, max: Number.MAX_SAFE_INTEGER, unit: 'bytes' },
-  closeTimeout: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms; 0 ends running calls at once' },
-  finTimeout: { kind: 'integer', min: 1, max: MAX_MS, unit: 'ms' },
-  maxPendingRequestBytes: { kind: 'integer', min: 1, max: Number.MAX_SAFE_INTEGER, unit: 'bytes per connection' },
-  maxQueuedReplyBytes: { kind: 'integer', min: 1, max: Number.MAX_SAFE_INTEGER, unit: 'bytes per connection' },
-  replyStallTimeout: { kind: 'integer', min: 1, max: MAX_MS, unit: 'ms' },
-  requestTimeout: { kind: 'integer', min: 1, max: MAX_MS, unit: 'ms' },
-  evictIdleAfter: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms; 0 = never evict' },
-  maxConnectionsPerAddress: { kind: 'integer', min: 1, max: MAX_MS, unit: 'connections' },
-  maxConnectionAge: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms; 0 = no limit' },
-  maxConnectionAgeGrace: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms; 0 = as long as calls run' },
-  connectTo: { kind: 'object' },
-};
-
-const clientRules: Record<string, Rule> = {
-  ...common,
-  timeout: { kind: 'integer', min: 0, max: 0xffff_ffff, unit: 'ms; 0 = no deadline' }, // the wire's u32 TIMEOUT field
-  waitForReady: { kind: 'boolean' },
-  maxSourceBufferBytes: { kind: 'integer', min: 1, max: Number.MAX_SAFE_INTEGER, unit: 'bytes' },
-  maxConcurrentCalls: { kind: 'integer', min: 1, max: MAX_MS, unit: 'calls' },
-  maxQueuedCalls: { kind: 'integer', min: 0, max: MAX_MS, unit: 'calls; 0 = none wait' },
-  connectTimeout: { kind: 'integer', min: 1, max: MAX_MS, unit: 'ms' },
-  reconnect: { kind: 'object' },
-  hosts: { kind: 'list' },
-  dns: { kind: 'flag-or-object' },
-  connectionsPerAddress: { kind: 'integer', min: 1, max: 256, unit: 'connections to each address' },
-  pingInterval: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms; 0 = no pings' },
-};
-
-const hostRules: Record<string, Rule> = {
-  host: { kind: 'string' },
-  port: { kind: 'integer', min: 1, max: 65_535, unit: 'a TCP port' },
-};
-
-const dnsRules: Record<string, Rule> = {
-  refreshInterval: { kind: 'integer', min: 1_000, max: MAX_MS, unit: 'ms' },
-  resolve: { kind: 'function' },
-};
-
-const reconnectRules: Record<string, Rule> = {
-  initialDelay: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms' },
-  maxDelay: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms' },
-  factor: { kind: 'number', min: 1, max: 1000, unit: 'growth per failed attempt' },
-  jitter: { kind: 'number', min: 0, max: 1, unit: 'a fraction of each delay' },
-};
 
 /** Where to listen or connect. */
 export type Address = { readonly path: string } | { readonly host: string; readonly port: number };
@@ -326,77 +251,4 @@ function maxStreamWindow(smux: Partial<SmuxConfig> | undefined): number {
 /** The address as logs and errors show it. */
 export function formatAddress(address: Address): string {
   return 'path' in address ? address.path : `${address.host}:${address.port}`;
-}
-
-/** Checks each present option against its rule; unknown names are refused with the nearest known one. */
-function check<T extends object>(side: string, input: T | undefined, rules: Record<string, Rule>, prefix = ''): T {
-  if (input === undefined) return {} as T;
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
-    throw new SmuxError(
-      'ERR_SMUX_INVALID_CONFIG',
-      `${side} ${prefix === '' ? 'options' : `option ${prefix.slice(0, -1)}`} must be an object, got ${describeValue(input)}`,
-    );
-  }
-  for (const [name, value] of Object.entries(input)) {
-    const rule = rules[name];
-    if (rule === undefined) {
-      const hint = nearestName(name, Object.keys(rules));
-      throw new SmuxError(
-        'ERR_SMUX_INVALID_CONFIG',
-        `${side} has no option ${prefix}${name}${hint === undefined ? '' : ` (did you mean ${prefix}${hint}?)`}; its options are ${Object.keys(
-          rules,
-        )
-          .map((k) => prefix + k)
-          .join(', ')}`,
-      );
-    }
-    if (value !== undefined) checkValue(side, prefix + name, rule, value);
-  }
-  return input;
-}
-
-function checkValue(side: string, name: string, rule: Rule, value: unknown): void {
-  switch (rule.kind) {
-    case 'integer':
-    case 'number': {
-      const ok = typeof value === 'number' && (rule.kind === 'number' ? Number.isFinite(value) : Number.isInteger(value));
-      if (!ok || value < rule.min || value > rule.max) {
-        fail(
-          side,
-          name,
-          `must be ${rule.kind === 'integer' ? 'an integer' : 'a number'} from ${rule.min} to ${rule.max} (${rule.unit})`,
-          value,
-        );
-      }
-      return;
-    }
-    case 'string':
-      if (typeof value !== 'string' || value === '') fail(side, name, 'must be a non-empty string', value);
-      return;
-    case 'boolean':
-      if (typeof value !== 'boolean') fail(side, name, 'must be true or false', value);
-      return;
-    case 'object':
-      if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(side, name, 'must be an object', value);
-      return;
-    case 'codec':
-      if (typeof value !== 'object' || value === null || typeof (value as Record<string, unknown>)[rule.method] !== 'function') {
-        fail(side, name, `must be an object with a ${rule.method}() method`, value);
-      }
-      return;
-    case 'list':
-      if (!Array.isArray(value)) fail(side, name, 'must be an array', value);
-      return;
-    case 'function':
-      if (typeof value !== 'function') fail(side, name, 'must be a function', value);
-      return;
-    case 'flag-or-object':
-      if (typeof value !== 'boolean' && (typeof value !== 'object' || value === null || Array.isArray(value))) {
-        fail(side, name, 'must be true, false or an object', value);
-      }
-  }
-}
-
-function fail(side: string, name: string, why: string, value: unknown): never {
-  throw new SmuxError('ERR_SMUX_INVALID_CONFIG', `${side} option ${name} ${why}, got ${describeValue(value)}`);
 }
