@@ -2,16 +2,17 @@ import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { type Clock, Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import { SlotSet } from '../util/slot-set.js';
-import { type CallMessage, encodeMessage, Kind } from './call-codec.js';
+import type { CallMessage } from './call-codec.js';
 import { ConnectionBudget } from './connection-budget.js';
 import { closeWithin } from './connector.js';
-import { ControlLink } from './control-link.js';
-import { HELLO_TIMEOUT, serverHelloBody } from './hello.js';
+import type { ControlLink } from './control-link.js';
+import { HELLO_TIMEOUT } from './hello.js';
 import type { ResolvedServerOptions } from './options.js';
-import { describeClientBytes } from './peer-diagnosis.js';
 import { ServerCall } from './server-call.js';
 import type { CallHost } from './server-call-host.js';
-import { connectionFailure, newSmuxConnection, type SmuxConnection } from './smux-connection.js';
+import { hangUpAfter, logConnectionEnd, versionRefusal } from './server-connection-end.js';
+import { helloRefusal, ServerControl } from './server-control.js';
+import { newSmuxConnection, type SmuxConnection } from './smux-connection.js';
 
 /** How a connection came about: a socket the server accepted, or a session it dialled (`connectTo`). */
 export type ConnectionOrigin =
@@ -56,8 +57,7 @@ export class ServerConnection {
   readonly #host: ConnectionHost;
   #refusal: SmuxError | null;
   #hangingUp = false; // a refused connection's first stream arrived: it hangs up shortly
-  #control: SmuxChannel | null = null;
-  #link: ControlLink | null = null; // PING, PONG and DRAIN on the control stream, once the hello is done
+  #control: ServerControl | null = null; // the control stream and its PING, PONG and DRAIN, once the hello is done
   #firstBytes: Buffer | null = null;
   #versionChecked = false;
   #drained = false; // DRAIN went out (maxConnectionAge): the client moves its new calls elsewhere
@@ -96,7 +96,7 @@ export class ServerConnection {
     // The face first: its own 'close' listener marks it closed before 'disconnect' is emitted (#ended).
     this.face = refusal === null ? this.#createFace(host, 'accepted' in origin ? origin.accepted : null) : null;
     this.session.on('close', (error) => this.#ended(error));
-    if (refusal !== null) this.#closeAfter(10_000); // a client that never opens a stream
+    if (refusal !== null) hangUpAfter(this.session, host.clock, 10_000); // a client that never opens a stream
     const { maxConnectionAge } = host.options;
     if (refusal === null && maxConnectionAge > 0 && 'accepted' in origin) {
       // ± 10 %: clients connected at the same moment (a restart, a deploy) must not all move at the same moment.
@@ -115,7 +115,7 @@ export class ServerConnection {
       session: this.session,
       clock: host.clock,
       maxMessageBytes: host.options.maxMessageBytes,
-      servesCalls: () => this.#dialledLink !== null || this.#link?.peerServes === true, // a server we dialled serves
+      servesCalls: () => this.#dialledLink !== null || this.#control?.link.peerServes === true, // a server we dialled serves
       ping: (timeoutMs) => this.ping(timeoutMs),
       rtt: () => this.rtt,
       close: () => closeWithin(this.session, host.clock, host.options.closeTimeout),
@@ -125,41 +125,20 @@ export class ServerConnection {
   /** Answers a HELLO: this stream is the connection's control stream. */
   answerHello(call: ServerCall, message: CallMessage): void {
     this.calls.delete(call); // not a call
-    const body = message.body as { protocol?: unknown } | null;
-    if (this.#dialledLink !== null) return call.refuse(new SmuxError('ERR_SMUX_PROTOCOL', 'a HELLO from the server we dialled'));
-    if (this.#control !== null || typeof body !== 'object' || body === null || typeof body.protocol !== 'number') {
-      call.refuse(new SmuxError('ERR_SMUX_PROTOCOL', this.#control !== null ? 'a second HELLO on one connection' : 'a malformed HELLO'));
-      return;
-    }
-    const control = call.channel;
-    this.#control = control;
-    const { maxMessageBytes, maxCallsPerConnection } = this.#host.options;
-    control.write(Buffer.concat(encodeMessage(Kind.HELLO, 0, serverHelloBody(maxMessageBytes, maxCallsPerConnection))));
-    const host = {
-      clock: this.#host.clock,
-      write: (buffers: Buffer[]) => {
-        for (const buffer of buffers) control.write(buffer);
-      },
-      get queuedBytes() {
-        return control.writableLength;
-      },
-      get open() {
-        return !control.isEnded && !control.isClosed;
-      },
-      measured: (ms: number) => this.#host.callHost.metrics?.recordRtt(ms),
-    };
-    this.#link = new ControlLink(host, (body as { features?: unknown }).features);
+    const refusal = helloRefusal(message.body, this.#dialledLink !== null, this.#control !== null);
+    if (refusal !== null) return call.refuse(refusal);
+    this.#control = new ServerControl(call.channel, this.#host, message.body);
     if (this.#drained) this.#drainAfterHello(); // drained before the hello arrived
   }
 
   /** True once DRAIN went to a client that reads it: it closes the connection itself when its calls are done. */
   get leavesByItself(): boolean {
-    return this.#drained && this.#link?.peerReads === true && !this.session.isClosed;
+    return this.#drained && this.#control?.link.peerReads === true && !this.session.isClosed;
   }
 
   /** A message on the control stream after the hello. */
   controlMessage(message: CallMessage): void {
-    this.#link?.receive(message);
+    this.#control?.link.receive(message);
   }
 
   /** The last round-trip time measured to the peer (ms), or null. */
@@ -169,7 +148,7 @@ export class ServerConnection {
 
   /** The control stream's link: ours (we answered the hello), or our connector's (we dialled). */
   #controlLink(): ControlLink | null {
-    return this.#dialledLink === null ? this.#link : this.#dialledLink();
+    return this.#dialledLink === null ? (this.#control?.link ?? null) : this.#dialledLink();
   }
 
   /**
@@ -196,8 +175,8 @@ export class ServerConnection {
     const clock = this.#host.clock;
     // A hello still on its way (a young connection, a busy client) decides when it comes; a client that never says
     // hello (a Go caller of protocol 1) is treated as one that cannot read DRAIN.
-    if (this.#link !== null) this.#drainAfterHello();
-    else this.#helloWait = clock.setTimeout(() => this.#link === null && this.#closeOnceIdle(), HELLO_TIMEOUT);
+    if (this.#control !== null) this.#drainAfterHello();
+    else this.#helloWait = clock.setTimeout(() => this.#control === null && this.#closeOnceIdle(), HELLO_TIMEOUT);
     const grace = this.#host.options.maxConnectionAgeGrace;
     if (grace > 0) this.#timer = clock.setTimeout(() => this.#endGrace(), grace);
   }
@@ -209,7 +188,7 @@ export class ServerConnection {
    */
   #ageReached(): void {
     this.#timer = null;
-    if (this.#link?.peerServes === true) return this.#host.debug(`Kept ${this.remote} past its maxConnectionAge: it serves calls`);
+    if (this.#control?.link.peerServes === true) return this.#host.debug(`Kept ${this.remote} past its maxConnectionAge: it serves calls`);
     this.drain('the connection reached its maxConnectionAge');
   }
 
@@ -218,12 +197,12 @@ export class ServerConnection {
     if (this.#drained) return;
     this.#drained = true;
     this.#drainReason = reason;
-    this.#link?.drain(reason);
+    this.#control?.link.drain(reason);
   }
 
   /** The hello of a drained connection is in: DRAIN to a client that reads it; another is closed once idle. */
   #drainAfterHello(): void {
-    if (this.#link?.drain(this.#drainReason) !== true) this.#closeOnceIdle();
+    if (this.#control?.link.drain(this.#drainReason) !== true) this.#closeOnceIdle();
   }
 
   #closeOnceIdle(): void {
@@ -234,8 +213,8 @@ export class ServerConnection {
   /** A stream of this connection is gone; the control stream's going ends its pings (they fail at once). */
   callClosed(call: ServerCall): void {
     this.calls.delete(call);
-    if (call.channel === this.#control) {
-      this.#link?.close(new SmuxError('ERR_SMUX_UNAVAILABLE', `the control stream of ${this.remote} closed`, { retryable: true }));
+    if (call.channel === this.#control?.channel) {
+      this.#control.link.close(new SmuxError('ERR_SMUX_UNAVAILABLE', `the control stream of ${this.remote} closed`, { retryable: true }));
     }
   }
 
@@ -274,14 +253,14 @@ export class ServerConnection {
       this.lastCallAt = call.openedAt;
     } else if (this.#refusal !== null && !this.#hangingUp) {
       this.#hangingUp = true;
-      this.#closeAfter(1_000); // time for its first bytes to arrive and the refusal to go out
+      hangUpAfter(this.session, this.#host.clock, 1_000); // time for its first bytes to arrive and the refusal to go out
     }
   }
 
   /** True when no call is running and none started for `ms`. */
   idleFor(ms: number, now: number): boolean {
     // A peer that serves calls is never idle for eviction: this side's own calls to it are not counted in `calls`.
-    if (this.#dialledLink !== null || this.#link?.peerServes === true) return false;
+    if (this.#dialledLink !== null || this.#control?.link.peerServes === true) return false;
     return this.calls.size === 0 && now - this.lastCallAt >= ms;
   }
 
@@ -313,58 +292,16 @@ export class ServerConnection {
   /** The first stream shows the client's protocol version: a server that pins one refuses the other. */
   #checkVersion(): void {
     this.#versionChecked = true;
-    const pinned = this.#host.options.pinnedVersion;
-    const version = this.session.version;
-    if (pinned === null || version === pinned || this.#refusal !== null) return;
-    const message = `smux protocol version mismatch: this server speaks version ${pinned} (its smux.version option), the client version ${version}`;
-    this.#refusal = new SmuxError('ERR_SMUX_PROTOCOL', message);
-    this.#host.warn('protocol', `Refused the connection from ${this.remote}: ${message}`);
+    this.#refusal ??= versionRefusal(this.#host, this.session.version, this.remote);
   }
 
-  /**
-   * A refused connection answers what arrives with its error (a clear error, never a bare close): it hangs up `ms`
-   * after its first stream arrived (or after the connection opened, if none does).
-   */
-  #closeAfter(ms: number): void {
-    const clock = this.#host.clock;
-    const timer = clock.setTimeout(() => {
-      void Promise.race([this.session.close(), new Promise((resolve) => clock.setTimeout(resolve as () => void, 2_000))]).then(() =>
-        this.session.destroy(),
-      );
-    }, ms);
-    this.session.on('close', () => clock.clearTimeout(timer));
-  }
-
-  /** The log line for how the connection ended: a client leaving is routine, anything else is worth a warning. */
+  /** The connection is over: its timers stop, pings in flight fail, and the log line says how it ended. */
   #ended(closedWith: SmuxError | undefined): void {
     this.#host.closed(this, closedWith);
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
     if (this.#helloWait !== null) this.#host.clock.clearTimeout(this.#helloWait);
     this.#timer = this.#helloWait = null;
-    this.#link?.close(closedWith ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
-    const error = connectionFailure(closedWith);
-    if (error === undefined) {
-      this.#host.debug(`Connection from ${this.remote} closed`);
-      return;
-    }
-    if (error.code === 'ERR_SMUX_PROTOCOL') {
-      const what = this.#firstBytes === null ? null : describeClientBytes(this.#firstBytes);
-      const why = what !== null && this.session.version === null ? `it sent ${what}, not nestjs-smux` : error.message;
-      this.#host.warn('protocol', `Closed the connection from ${this.remote}: ${why}`);
-      return;
-    }
-    // A client that left while nothing of its ran — its socket gone under our last FIN or UPD (EPIPE, ECONNRESET):
-    // routine, like a clean close (found by a new-user trial: a client closing in the tick of its last emit()).
-    if (this.calls.size === 0 && peerLeft(error)) {
-      this.#host.debug(`Connection from ${this.remote} closed by the client: ${error.message}`);
-      return;
-    }
-    this.#host.warn('connection', `Lost the connection from ${this.remote}: ${error.message}`);
+    this.#control?.link.close(closedWith ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
+    logConnectionEnd(this.#host, this.remote, this.session, this.#firstBytes, this.calls.size, closedWith);
   }
-}
-
-/** The socket error of a peer that closed or reset its end (what writing to it then fails with). */
-function peerLeft(error: SmuxError): boolean {
-  const code = (error.cause as { code?: unknown } | undefined)?.code;
-  return code === 'EPIPE' || code === 'ECONNRESET';
 }

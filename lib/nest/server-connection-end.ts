@@ -1,0 +1,75 @@
+import { type Clock, type Session, SmuxError } from '../smux/index.js';
+import { describeClientBytes } from './peer-diagnosis.js';
+import type { ConnectionHost } from './server-connection.js';
+import { connectionFailure } from './smux-connection.js';
+
+/*
+ * How a server connection is turned away, and how its end is told: the version policy that refuses a client, the
+ * hang-up of a refused connection once its clear error went out, and the log line for how a connection ended.
+ * Functions over the connection's parts, so a connection holds nothing more for them.
+ */
+
+/**
+ * The first stream shows the client's protocol version: a server that pins one refuses the other (warned here).
+ * @returns the error every stream of the connection is answered with, or null when the version is welcome
+ */
+export function versionRefusal(host: ConnectionHost, version: number | null, remote: string): SmuxError | null {
+  const pinned = host.options.pinnedVersion;
+  if (pinned === null || version === pinned) return null;
+  const message = `smux protocol version mismatch: this server speaks version ${pinned} (its smux.version option), the client version ${version}`;
+  const refusal = new SmuxError('ERR_SMUX_PROTOCOL', message);
+  host.warn('protocol', `Refused the connection from ${remote}: ${message}`);
+  return refusal;
+}
+
+/**
+ * A refused connection answers what arrives with its error (a clear error, never a bare close): it hangs up `ms`
+ * after its first stream arrived (or after the connection opened, if none does).
+ */
+export function hangUpAfter(session: Session, clock: Clock, ms: number): void {
+  const timer = clock.setTimeout(() => {
+    void Promise.race([session.close(), new Promise((resolve) => clock.setTimeout(resolve as () => void, 2_000))]).then(() =>
+      session.destroy(),
+    );
+  }, ms);
+  session.on('close', () => clock.clearTimeout(timer));
+}
+
+/**
+ * The log line for how a connection ended: a client leaving is routine, anything else is worth a warning.
+ * @param firstBytes - what the client sent first (a client that is not smux is named by it), or null
+ * @param running - the calls of the connection still counted when it ended
+ */
+export function logConnectionEnd(
+  host: ConnectionHost,
+  remote: string,
+  session: Session,
+  firstBytes: Buffer | null,
+  running: number,
+  closedWith: SmuxError | undefined,
+): void {
+  const error = connectionFailure(closedWith);
+  if (error === undefined) {
+    host.debug(`Connection from ${remote} closed`);
+    return;
+  }
+  if (error.code === 'ERR_SMUX_PROTOCOL') {
+    const what = firstBytes === null ? null : describeClientBytes(firstBytes);
+    const why = what !== null && session.version === null ? `it sent ${what}, not nestjs-smux` : error.message;
+    host.warn('protocol', `Closed the connection from ${remote}: ${why}`);
+    return;
+  }
+  // A client that left while nothing of its ran — its socket gone under our last FIN or UPD (EPIPE, ECONNRESET):
+  // routine, like a clean close (found by a new-user trial: a client closing in the tick of its last emit()).
+  if (running === 0 && peerLeft(error)) {
+    host.debug(`Connection from ${remote} closed by the client: ${error.message}`);
+    return;
+  }
+  host.warn('connection', `Lost the connection from ${remote}: ${error.message}`);
+}
+
+/** The socket error of a peer that closed or reset its end (what writing to it then fails with). */
+function peerLeft(error: SmuxError): boolean {
+  const code = (error.cause as { code?: unknown } | undefined)?.code;
+  return code === 'EPIPE' || code === 'ECONNRESET';
+}
