@@ -92,12 +92,37 @@ export class SmuxContext extends BaseRpcContext<SmuxContextArgs> {
   }
 }
 
-/** Builds the context of a call (the server's use). */
+/**
+ * What a context holds of its call: the three readings {@link CallControl} names, and nothing else. The server's
+ * call object has methods and a connection that are the transport's own; `ctx.getArgs()` must not hand them to
+ * application code (docs/NOTES.md: a context's last argument was the call itself until 2026-12-03).
+ */
+class CallReadings implements CallControl {
+  readonly #call: CallControl;
+
+  constructor(call: CallControl) {
+    this.#call = call;
+  }
+
+  get signal(): AbortSignal {
+    return this.#call.signal;
+  }
+
+  get remainingMs(): number | undefined {
+    return this.#call.remainingMs;
+  }
+
+  get duplex(): Duplex | null {
+    return this.#call.duplex;
+  }
+}
+
+/** Builds the context of a call (the server's use): `call` is read through {@link CallReadings}, never exposed. */
 export function createSmuxContext(
   channel: SmuxChannel,
   pattern: string,
   headers: Readonly<Record<string, string>> | undefined,
-  control: CallControl,
+  call: CallControl,
 ): SmuxContext {
-  return new SmuxContext([channel, pattern, headers ?? NO_HEADERS, control]);
+  return new SmuxContext([channel, pattern, headers ?? NO_HEADERS, new CallReadings(call)]);
 }

@@ -164,6 +164,21 @@ describe('context, metadata, guards, pipes and interceptors', () => {
     expect(handle.sessions).toContain(contexts[0].getSession());
   });
 
+  test("getArgs() holds the call's readings, not the transport's call object (its methods and connection are internal)", async () => {
+    contexts.length = 0;
+    await firstValueFrom(client.send('whoami', {}));
+    const args = contexts[0].getArgs();
+    expect(args).toHaveLength(4);
+    const control = args[3] as object;
+    // Only the three readings CallControl names, all getters on the prototype: no own state, no methods.
+    expect(Object.keys(control)).toEqual([]);
+    expect(Object.getOwnPropertyNames(Object.getPrototypeOf(control)).sort()).toEqual(['constructor', 'duplex', 'remainingMs', 'signal']);
+    for (const internal of ['cancel', 'end', 'refuse', 'fail', 'connection', 'channel', 'run', 'answered'])
+      expect((control as Record<string, unknown>)[internal]).toBeUndefined();
+    expect(contexts[0].signal).toBeInstanceOf(AbortSignal);
+    expect(contexts[0].getRemainingTime()).toBeUndefined(); // no deadline on this call
+  });
+
   test('getPattern() gives an object pattern as JSON text', async () => {
     expect(JSON.parse(await firstValueFrom(client.send<string>({ service: 'ctx', op: 'pattern' }, {})))).toEqual({
       service: 'ctx',
