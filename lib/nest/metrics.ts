@@ -195,7 +195,7 @@ export function createSmuxMetrics(
   clock: Clock = systemClock,
 ): { readonly metrics: SmuxMetrics; readonly recorder: MetricsRecorder } {
   const recorder = new MetricsRecorder(side, clock);
-  return { metrics: { side, snapshot: () => recorder.snapshot() }, recorder };
+  return { metrics: Object.freeze({ side, snapshot: () => recorder.snapshot() }), recorder };
 }
 
 /** The failure key of a call that failed with `error` (a SmuxError's code, else `'other'`). */

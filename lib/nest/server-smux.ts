@@ -4,6 +4,7 @@ import * as tls from 'node:tls';
 import { Logger } from '@nestjs/common';
 import { type CustomTransportStrategy, type MessageHandler, type MsPattern, Server } from '@nestjs/microservices';
 import { type Clock, type Session, SmuxError } from '../smux/index.js';
+import { ReadonlyMapView } from '../util/readonly-map.js';
 import type { ClientSmux } from './client-smux.js';
 import type { ControlLink } from './control-link.js';
 import { FinSweep } from './fin-sweep.js';
@@ -50,6 +51,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   readonly #defaultStartHook: unknown;
   #dispatcherCodec!: PacketCodec;
   readonly #faces = new Map<string, SmuxConnection>(); // the open connections, by id
+  readonly #facesView = new ReadonlyMapView(this.#faces); // what `connections` shows of them
   #lastConnectionId = 0;
   #server: net.Server | null = null;
   #closing: Promise<void> | null = null;
@@ -165,7 +167,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
 
   /** The open connections by id: call a peer that serves calls with `connections.get(id).send(…)`. */
   get connections(): ReadonlyMap<string, SmuxConnection> {
-    return this.#faces;
+    return this.#facesView;
   }
 
   /** Counters and latency histograms of the calls this server served (README "Metrics"): `server.metrics.snapshot()`. */

@@ -28,8 +28,10 @@ export interface ConnectionPort {
 
 const bySession = new WeakMap<Session, SmuxConnection>();
 let createConnection: (port: ConnectionPort) => SmuxConnection;
+/** Proves a construction came from {@link newSmuxConnection}: TypeScript's `private` does not hold at run time. */
+const FROM_SERVER = Symbol('SmuxConnection');
 
-/** The app's face of a connection (internal: the constructor is private, so no app can register a session). */
+/** The app's face of a connection (internal: only the server constructs one, so no app can register a session). */
 export function newSmuxConnection(port: ConnectionPort): SmuxConnection {
   return createConnection(port);
 }
@@ -59,12 +61,6 @@ export type SmuxConnectionEvents = {
  * fail at once with the retryable `ERR_SMUX_UNAVAILABLE`.
  */
 export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
-  /** Unique among the server's connections (it is not reused). */
-  readonly id: string;
-  /** `address:port` of the peer (or `unix` on a unix socket). */
-  readonly remoteAddress: string;
-  /** The peer's TLS certificate (mutual TLS), or null. */
-  readonly peerCertificate: PeerCertificate | null;
   /** The app's own state for this connection (who the peer is, once a handler has found out). */
   readonly data: Record<string, unknown> = {};
   readonly #port: ConnectionPort;
@@ -72,15 +68,16 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
   #closed: SmuxError | null | undefined = undefined; // undefined: open; null: closed cleanly
 
   static {
-    createConnection = (port) => new SmuxConnection(port);
+    createConnection = (port) => new SmuxConnection(port, FROM_SERVER);
   }
 
-  /** Made by the server for each connection ({@link newSmuxConnection}), never by apps. */
-  private constructor(port: ConnectionPort) {
+  /**
+   * Made by the server for each connection ({@link newSmuxConnection}), never by apps: one made by hand would
+   * register its session as a connection's (`ctx.getConnection()`), so a run-time call throws.
+   */
+  private constructor(port: ConnectionPort, from: typeof FROM_SERVER) {
+    if (from !== FROM_SERVER) throw new TypeError('a SmuxConnection is made by the server for each connection');
     super();
-    this.id = port.id;
-    this.remoteAddress = port.remoteAddress;
-    this.peerCertificate = port.peerCertificate;
     this.#port = port;
     this.initializeSerializer({});
     this.initializeDeserializer({});
@@ -115,6 +112,21 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
       this.#closed = failure ?? null;
       this.#events.emit('close', failure);
     });
+  }
+
+  /** Unique among the server's connections (it is not reused; the server finds the connection by it). */
+  get id(): string {
+    return this.#port.id;
+  }
+
+  /** `address:port` of the peer (or `unix` on a unix socket). */
+  get remoteAddress(): string {
+    return this.#port.remoteAddress;
+  }
+
+  /** The peer's TLS certificate (mutual TLS), or null. */
+  get peerCertificate(): PeerCertificate | null {
+    return this.#port.peerCertificate;
   }
 
   /** True once the connection ended. */

@@ -9,11 +9,11 @@ import type { Session } from '../smux/index.js';
 export type SmuxStatus = 'connected' | 'disconnected' | 'reconnecting';
 
 /** Status values, for comparisons without string literals. */
-export const SmuxStatus = {
+export const SmuxStatus = Object.freeze({
   CONNECTED: 'connected',
   DISCONNECTED: 'disconnected',
   RECONNECTING: 'reconnecting',
-} as const satisfies Record<string, SmuxStatus>;
+} as const satisfies Record<string, SmuxStatus>);
 
 /** Events of {@link ClientSmux} (`client.on(event, listener)`). */
 export type SmuxClientEvents = {

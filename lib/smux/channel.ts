@@ -100,11 +100,6 @@ export class SmuxChannel {
   get writable(): boolean {
     return this.#core.writable;
   }
-  /** The current handler, if any. */
-  get handler(): SmuxChannelHandler | null {
-    return this.#core.handler;
-  }
-
   /** Sets the handler and starts delivery (data held until now is delivered at once). */
   setHandler(handler: SmuxChannelHandler): void {
     this.#core.setHandler(handler);

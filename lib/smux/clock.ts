@@ -28,8 +28,11 @@ function armLong(timer: LongTimer, fn: () => void, ms: number): void {
   timer.timeout.unref();
 }
 
-/** The real clock: `performance.now()` and unref'd Node timers (any delay, also beyond 2^31 − 1 ms). */
-export const systemClock: Clock = {
+/**
+ * The real clock: `performance.now()` and unref'd Node timers (any delay, also beyond 2^31 − 1 ms). Frozen: it is
+ * every session's default clock, so a change to it would reach every session of the process.
+ */
+export const systemClock: Clock = Object.freeze<Clock>({
   now: () => performance.now(),
   setTimeout(fn, ms) {
     if (ms <= MAX_TIMER_MS) {
@@ -44,4 +47,4 @@ export const systemClock: Clock = {
   clearTimeout(handle) {
     clearTimeout((handle as Partial<LongTimer>).timeout ?? (handle as NodeJS.Timeout));
   },
-};
+});

@@ -11,8 +11,8 @@
  * ```
  */
 
-/** Frame commands. Values are the CMD byte on the wire. */
-export const Cmd = {
+/** Frame commands. Values are the CMD byte on the wire (frozen: the decoder and writer read them). */
+export const Cmd = Object.freeze({
   /** Open a stream (no payload). */
   SYN: 0,
   /** The sender will send no more data on this stream (EOF mark, no payload). */
@@ -23,7 +23,7 @@ export const Cmd = {
   NOP: 3,
   /** Window update, protocol version 2 only: `consumed` u32 LE, then `window` u32 LE. */
   UPD: 4,
-} as const;
+} as const);
 
 /** A frame command byte. */
 export type Cmd = (typeof Cmd)[keyof typeof Cmd];
@@ -47,7 +47,7 @@ export const INITIAL_PEER_WINDOW = 262_144;
 export const MAX_STREAM_ID = 0xffff_ffff;
 
 /** Protocol versions spoken by Go smux. Both ends must use the same one: there is no negotiation. */
-export const PROTOCOL_VERSIONS = [1, 2] as const;
+export const PROTOCOL_VERSIONS = Object.freeze([1, 2] as const);
 
 /** A protocol version. */
 export type ProtocolVersion = (typeof PROTOCOL_VERSIONS)[number];

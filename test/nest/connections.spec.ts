@@ -72,6 +72,27 @@ describe('SmuxConnection: who called, and state per connection', () => {
     expect([...handle.server.connections.keys()]).toEqual([bobId]);
   });
 
+  test("what an app holds of the server's connections cannot change the server's books", async () => {
+    const handle = await startApp({ controllers: [WhoController] });
+    const client = handle.client();
+    const id = await firstValueFrom(client.send<string>('login', 'carol'));
+    const connections = handle.server.connections;
+    const connection = connections.get(id)!;
+    // The map is a live view without mutators (a ReadonlyMap type alone was a compile-time promise only).
+    for (const mutator of ['set', 'delete', 'clear']) expect((connections as unknown as Record<string, unknown>)[mutator]).toBeUndefined();
+    expect([...connections]).toEqual([[id, connection]]);
+    // The id the server finds the connection by, and what it says of the peer, cannot be reassigned.
+    expect(() => void ((connection as unknown as { id: string }).id = 'renamed')).toThrow(TypeError);
+    expect(() => void ((connection as unknown as { remoteAddress: string }).remoteAddress = 'elsewhere')).toThrow(TypeError);
+    // Nor can an app make a connection of its own (it would register a session as a connection's).
+    const Made = connection.constructor as new (...args: unknown[]) => unknown;
+    expect(() => new Made({ id: 'fake', session: {} })).toThrow(TypeError);
+    const gone = new Promise<string>((resolve) => handle.server.on('disconnect', (c) => resolve(c.id)));
+    await client.close();
+    expect(await within(gone, 'the disconnect')).toBe(id);
+    expect(connections.size).toBe(0); // the same view, live
+  });
+
   test('connection.close() resolves once the connection is closed; the client sees a clean close (found by a new user)', async () => {
     const handle = await startApp({ controllers: [WhoController] });
     const client = handle.client();

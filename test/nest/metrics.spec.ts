@@ -8,7 +8,7 @@ import { Controller } from '@nestjs/common';
 import { Ctx, EventPattern, MessagePattern, RpcException } from '@nestjs/microservices';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { firstValueFrom, lastValueFrom, NEVER } from 'rxjs';
-import { type ClientSmux, SmuxContext, SmuxRecordBuilder } from '../../lib/index.js';
+import { type ClientSmux, SmuxContext, SmuxRecordBuilder, SmuxStatus } from '../../lib/index.js';
 import { SMUX_LATENCY_BUCKETS_MS, type SmuxHistogramSnapshot, type SmuxMetrics, type SmuxMetricsSnapshot } from '../../lib/index.js';
 import { type AppHandle, closeAll, rejection, startApp, until, within } from './helpers.js';
 
@@ -146,6 +146,14 @@ describe('metrics end to end', () => {
     await until(() => eventsSeen === 3 && app.server.metrics.snapshot().calls.inFlight === 0, 5_000, 'the server to be done');
     clientSide = client.metrics.snapshot();
     serverSide = app.server.metrics.snapshot();
+  });
+
+  test('the metrics objects and the status constants are frozen: one reader cannot change what the next one sees', () => {
+    for (const metrics of [client.metrics, app.server.metrics]) {
+      expect(Object.isFrozen(metrics)).toBe(true);
+      expect(() => void ((metrics as { snapshot: unknown }).snapshot = () => ({}))).toThrow(TypeError);
+    }
+    expect(Object.isFrozen(SmuxStatus)).toBe(true);
   });
 
   test('each side counts its calls: completed, failed by code or as the handler’s error, none left in flight', () => {

@@ -87,6 +87,18 @@ describe('SmuxChannel over TCP', () => {
     await until(() => client.numStreams === 0 && server.numStreams === 0, 5_000, 'unregistered');
   });
 
+  test("a channel does not hand out its handler: a SmuxStream's private handler (or a Nest call's endpoint) stays unreachable", async () => {
+    const { client, server } = await pair();
+    const peer = nextChannel(server, recorder());
+    const ch = client.openChannel(recorder());
+    ch.write(Buffer.from('x'));
+    const sc = await peer;
+    for (const channel of [ch, sc]) expect((channel as unknown as Record<string, unknown>)['handler']).toBeUndefined();
+    const stream = await client.openStream();
+    expect((stream as unknown as { channel?: Record<string, unknown> }).channel?.['handler']).toBeUndefined();
+    stream.destroy();
+  });
+
   test('v2: end() with data still blocked by the peer window keeps the FIN behind the data', async () => {
     const { client, server } = await pair({ version: 2 });
     const peer = nextChannel(server); // not read yet: the window closes

@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { DEFAULT_CONFIG, SmuxError, validateConfig } from '../../lib/smux/index.js';
+import { Cmd, DEFAULT_CONFIG, PROTOCOL_VERSIONS, SmuxError, systemClock, validateConfig } from '../../lib/smux/index.js';
 
 function rejection(input: Record<string, unknown>): SmuxError {
   try {
@@ -84,5 +84,14 @@ describe('validateConfig', () => {
     const message = rejection({ maxStreamWindow: 1000 }).message;
     expect(message).toContain('maxStreamBuffer (65536)');
     expect(message).toContain('maxReceiveBuffer (4194304)');
+  });
+});
+
+describe('shared constants', () => {
+  test('what every session reads is frozen: a change would reach every session of the process', () => {
+    for (const shared of [Cmd, PROTOCOL_VERSIONS, systemClock, DEFAULT_CONFIG]) expect(Object.isFrozen(shared)).toBe(true);
+    expect(() => void ((Cmd as { PSH: number }).PSH = 9)).toThrow(TypeError);
+    expect(() => void ((systemClock as { now: () => number }).now = () => 0)).toThrow(TypeError);
+    expect(Cmd.PSH).toBe(2);
   });
 });
