@@ -48,20 +48,33 @@ export interface SmuxFeedItem<T = unknown> {
   readonly dropped: number;
 }
 
-/** What a feed writes through (the call's reply). */
-export interface FeedSink {
-  send(value: unknown, flags: number, status?: string, feed?: { seq: number; timestamp: number }): boolean;
-  answer(value: unknown, flags: number): void;
-  error(error: unknown): void;
+/**
+ * How a feed writes through its call's reply `R`: functions the reply's module makes once. They are not methods of
+ * the reply, which application code holds (it is a subscriber): only its `error` is, as any subscriber's.
+ */
+export interface FeedWrites<R> {
+  /** Writes one item as a RESPONSE with `flags`; false when the call ended instead. */
+  send(reply: R, value: unknown, flags: number, feed: { seq: number; timestamp: number }): boolean;
+  /** Writes the call's last message and lets the call wrap up. */
+  answer(reply: R, value: unknown, flags: number): void;
 }
+
+/** What a feed needs of its call's reply itself: what any subscriber has. */
+type FeedReply = Pick<Observer<unknown>, 'error'>;
+
+// Set by FeedBuffer's static block: the feed is an Observer in application code's reach (an operator's subscriber
+// forwards to it), so stopping it is kept off the object.
+let stop: (feed: FeedBuffer) => void;
 
 /**
  * The server side of a feed: items go out while the stream's window allows; beyond it they wait in a ring of
  * `bufferSize`, and a new item pushes out the oldest waiting one. Completion goes out after what still waits.
+ * Its public face is the Observer's (`next`, `error`, `complete`); the reply stops it with {@link stopFeed}.
  */
-export class FeedBuffer implements Observer<unknown> {
+export class FeedBuffer<R extends FeedReply = FeedReply> implements Observer<unknown> {
   readonly #endpoint: CallEndpoint;
-  readonly #sink: FeedSink;
+  readonly #reply: R;
+  readonly #writes: FeedWrites<R>;
   readonly #size: number;
   readonly #clock: Clock;
   readonly #ring: Array<{ value: unknown; seq: number; timestamp: number }> = [];
@@ -74,20 +87,26 @@ export class FeedBuffer implements Observer<unknown> {
    * @param endpoint - the call's stream
    * @param size - `bufferSize`
    * @param clock - the server's clock (timestamps: epoch ms)
-   * @param sink - the call's reply
+   * @param reply - the call's reply
+   * @param writes - how the feed writes through it
    */
-  constructor(endpoint: CallEndpoint, size: number, clock: Clock, sink: FeedSink) {
+  constructor(endpoint: CallEndpoint, size: number, clock: Clock, reply: R, writes: FeedWrites<R>) {
     this.#endpoint = endpoint;
     this.#size = size;
     this.#clock = clock;
-    this.#sink = sink;
+    this.#reply = reply;
+    this.#writes = writes;
+  }
+
+  static {
+    stop = (feed) => feed.#stop();
   }
 
   next(value: unknown): void {
     if (this.#stopped) return;
     const item = { value, seq: ++this.#seq, timestamp: performance.timeOrigin + this.#clock.now() };
     if (this.#ring.length === 0 && this.#endpoint.writable) {
-      this.#sink.send(item.value, 0, undefined, item);
+      this.#writes.send(this.#reply, item.value, 0, item);
       return;
     }
     if (this.#ring.length >= this.#size) this.#ring.shift(); // the oldest unsent item goes
@@ -98,17 +117,17 @@ export class FeedBuffer implements Observer<unknown> {
   error(error: unknown): void {
     if (this.#stopped) return;
     this.#ring.length = 0;
-    this.#sink.error(error);
+    this.#reply.error(error);
   }
 
   complete(): void {
     if (this.#stopped) return;
     this.#completed = true;
-    if (this.#ring.length === 0) this.#sink.answer(undefined, Flag.LAST);
+    if (this.#ring.length === 0) this.#writes.answer(this.#reply, undefined, Flag.LAST);
   }
 
   /** The call is over: nothing more is written. */
-  stop(): void {
+  #stop(): void {
     this.#stopped = true;
     this.#ring.length = 0;
   }
@@ -120,9 +139,14 @@ export class FeedBuffer implements Observer<unknown> {
       if (!this.#endpoint.writable) await this.#endpoint.drained();
       if (this.#stopped || this.#endpoint.ended) break;
       const item = this.#ring.shift()!;
-      if (!this.#sink.send(item.value, 0, undefined, item)) break;
+      if (!this.#writes.send(this.#reply, item.value, 0, item)) break;
     }
     this.#draining = false;
-    if (!this.#stopped && this.#completed && this.#ring.length === 0) this.#sink.answer(undefined, Flag.LAST);
+    if (!this.#stopped && this.#completed && this.#ring.length === 0) this.#writes.answer(this.#reply, undefined, Flag.LAST);
   }
+}
+
+/** Stops `feed`: the call is over, nothing more is written (what waits in its ring is dropped). */
+export function stopFeed(feed: FeedBuffer): void {
+  stop(feed);
 }

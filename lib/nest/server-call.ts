@@ -5,7 +5,7 @@ import type { ConnectionBudget } from './connection-budget.js';
 import { callEndpoint, type SmuxCallFailure } from './metrics.js';
 import type { CallHost } from './server-call-host.js';
 import type { SmuxDuplex } from './raw-duplex.js';
-import { type ReplyOwner, ServerReply } from './server-reply.js';
+import { adoptResult, answerReply, type ReplyOwner, ServerReply, stopReply } from './server-reply.js';
 import type { CallControl } from './smux.context.js';
 import { type InputOwner, ServerInput } from './server-input.js';
 import { releaseResult } from './sources.js';
@@ -32,6 +32,11 @@ const REFUSED = 3;
 const CANCELLED = 4;
 const CONTROL = 5;
 const EVENT = 6;
+
+// Where the handler is: run() takes a call once (Nest's start hook may call its `done` again: that is a no-op).
+const HANDLER_IDLE = 0;
+const HANDLER_RUNNING = 1;
+const HANDLER_RETURNED = 2;
 
 type Handler = (data: unknown, ctx: unknown) => unknown;
 type Feed = { bufferSize: number };
@@ -67,7 +72,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   #timer: TimerHandle | null = null;
   #endHook: (() => void) | null = null;
   #input: ServerInput | null = null; // what a streamed request or a byte stream reads after its REQUEST
-  #handlerRunning = false;
+  #handler = HANDLER_IDLE;
   #span: ServerSpan | null = null;
 
   /**
@@ -185,10 +190,15 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
    * Runs the handler and adopts its result. `endHook` (processing end hook) runs exactly once when the call is
    * over; `feed` marks the reply as a real-time feed. A call cancelled before this point never runs its handler.
    * With OpenTelemetry, handler and reply run inside the call's server span (tracing.ts), ended when the call is over.
+   * Only the first run counts: a start hook that calls its `done` again gets a resolved promise, and nothing runs.
    */
   run(handler: Handler, data: unknown, ctx: unknown, endHook: (() => void) | null, feed: Feed | null = null): Promise<void> {
+    if (this.#handler !== HANDLER_IDLE) return Promise.resolve();
     this.#endHook = endHook;
-    if (this.#state !== RUNNING) return Promise.resolve(this.#runEndHook());
+    if (this.#state !== RUNNING) {
+      this.#handler = HANDLER_RETURNED; // cancelled before it ran: it never will
+      return Promise.resolve(this.#runEndHook());
+    }
     const span = (this.#span = serverSpanOf(ctx));
     return span === null ? this.#handle(handler, data, ctx, feed) : span.run(() => this.#handle(handler, data, ctx, feed));
   }
@@ -199,7 +209,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
    * (≈ 0.5 KiB per open call) where a promise reaction is all that is needed.
    */
   #handle(handler: Handler, data: unknown, ctx: unknown, feed: Feed | null): Promise<void> {
-    this.#handlerRunning = true;
+    this.#handler = HANDLER_RUNNING;
     let result: unknown;
     try {
       result = handler(data, ctx);
@@ -225,12 +235,12 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     }
     // A byte-stream call completes when both directions ended; the handler's result only reports failures.
     if (this.#input?.isByteStream === true) return this.#input.adoptByteStreamResult(result, (error) => this.#reply.error(error));
-    return this.#reply.adopt(result, feed === null ? null : { bufferSize: feed.bufferSize, clock: this.#host.clock });
+    return adoptResult(this.#reply, result, feed === null ? null : { bufferSize: feed.bufferSize, clock: this.#host.clock });
   }
 
   /** Answers the call with an error at once (no handler, deserialization failed); `status` is Nest's `status`. */
   fail(error: unknown, status?: string): void {
-    this.#reply.answer(error, Flag.LAST | Flag.ERROR, status);
+    answerReply(this.#reply, error, Flag.LAST | Flag.ERROR, status);
   }
 
   /** Ends a running call with a transport error written by the server itself (deadline, shutdown, limit). */
@@ -303,7 +313,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   #wrapUp(state: typeof ANSWERED | typeof REFUSED, failure: SmuxCallFailure | null): void {
     this.#state = state;
     this.#endpoint.stopReading(); // the caller's stream, if any, is no longer wanted
-    this.#reply.stop();
+    stopReply(this.#reply);
     this.#input?.close();
     this.#settled(failure);
     if (this.channel.isClosed) return;
@@ -326,7 +336,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   #settled(failure: SmuxCallFailure | null): void {
     this.#host.metrics?.callEnded(this.openedAt, failure);
     this.#span?.end(failure);
-    if (!this.#handlerRunning) this.#input?.release();
+    if (this.#handler !== HANDLER_RUNNING) this.#input?.release();
     this.#host.callSettled(this);
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
     this.#timer = null;
@@ -335,7 +345,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
 
   /** The handler's promise settled: a call that is over lets its input go now. */
   #handlerReturned(): void {
-    this.#handlerRunning = false;
+    this.#handler = HANDLER_RETURNED;
     this.#input?.handlerSettled();
     if (this.#state !== RUNNING) this.#input?.release();
   }
@@ -344,7 +354,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   #stopWork(reason: SmuxError): void {
     this.#abortReason = reason;
     this.#controller?.abort(reason);
-    this.#reply.stop(); // first: the input's error must not run down the handler's reply as if it failed
+    stopReply(this.#reply); // first: the input's error must not run down the handler's reply as if it failed
     this.#input?.stop(reason);
   }
 

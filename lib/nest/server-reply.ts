@@ -12,7 +12,7 @@ import {
 import { type Clock, SmuxError } from '../smux/index.js';
 import { Flag, type MessagePiece } from './call-codec.js';
 import type { CallEndpoint } from './call-endpoint.js';
-import { FeedBuffer } from './feed.js';
+import { FeedBuffer, type FeedWrites, stopFeed } from './feed.js';
 import type { PacketCodec } from './packet-codec.js';
 import { isAsyncIterable, pullSource, releaseSource } from './sources.js';
 
@@ -32,6 +32,14 @@ export interface ReplyOwner {
   toRpcError(error: unknown): unknown;
 }
 
+// Set by ServerReply's static block. The reply is its Observable's subscriber, so application code holds it (a raw
+// Observable's `subscriber`, an operator's `destination`): what only the call may do to it is kept off the object.
+let adopt: (reply: ServerReply, result: unknown, feed: { bufferSize: number; clock: Clock } | null) => Promise<void> | void;
+let answer: (reply: ServerReply, value: unknown, flags: number, status?: string) => void;
+let stop: (reply: ServerReply) => void;
+let flushPending: (reply: ServerReply) => void;
+let feedWrites: FeedWrites<ServerReply>;
+
 /**
  * Writes a handler's result as the call's RESPONSE messages: a plain value as one message with LAST; an
  * Observable's values in order, the completion merged into the last value when it comes in the same tick (as
@@ -40,6 +48,8 @@ export interface ReplyOwner {
  * the call with ERR_SMUX_LIMIT. The reply is its own Observer (no per-call closures), and its own subscriber: it
  * has `closed`, `add`, `remove` and `unsubscribe`, so rxjs subscribes it as it is instead of wrapping it in a
  * SafeSubscriber, a ConsumerObserver and a finalizer array (288 B of the ≈ 2.2 KiB a held call kept: docs/NOTES.md).
+ * Being the subscriber, it is in application code's hands: its public face is the subscriber's and nothing more;
+ * the call drives it through {@link adoptResult}, {@link answerReply} and {@link stopReply}.
  */
 export class ServerReply implements Observer<unknown>, Unsubscribable {
   readonly #endpoint: CallEndpoint;
@@ -70,12 +80,23 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
     this.#maxBufferedBytes = maxBufferedBytes;
   }
 
+  static {
+    adopt = (reply, result, feed) => reply.#adopt(result, feed);
+    answer = (reply, value, flags, status) => reply.#answer(value, flags, status);
+    stop = (reply) => reply.#stop();
+    flushPending = (reply) => reply.#flushPending();
+    feedWrites = {
+      send: (reply, value, flags, feed) => reply.#send(value, flags, undefined, feed),
+      answer: (reply, value, flags) => reply.#answer(value, flags),
+    };
+  }
+
   /** Writes `result`: a value, an Observable, an AsyncIterable/Readable, or (with `feed`) a feed's Observable. */
-  adopt(result: unknown, feed: { bufferSize: number; clock: Clock } | null): Promise<void> | void {
+  #adopt(result: unknown, feed: { bufferSize: number; clock: Clock } | null): Promise<void> | void {
     if (feed !== null) {
       // A feed is never paced by the caller: whatever the handler returned is consumed as it comes, each value a
       // feed item (an async generator or Readable too, also when an interceptor wrapped it as its only value).
-      this.#feed = new FeedBuffer(this.#endpoint, feed.bufferSize, feed.clock, this);
+      this.#feed = new FeedBuffer(this.#endpoint, feed.bufferSize, feed.clock, this, feedWrites);
       if (isAsyncIterable(result)) this.#release = () => releaseSource(result);
       const values = isObservable(result) ? result.pipe(concatMap(asValues)) : asValues(result);
       this.#subscription = values.subscribe(this.#feed);
@@ -86,22 +107,22 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
     } else if (isAsyncIterable(result)) {
       return this.#pull(result);
     } else {
-      this.answer(result, Flag.LAST);
+      this.#answer(result, Flag.LAST);
     }
   }
 
   /** Writes the call's last message (a value, or with ERROR an error) and lets the call wrap up. */
-  answer(value: unknown, flags: number, status?: string): void {
-    if (this.#owner.running && this.send(value, flags, status)) this.#owner.answered((flags & Flag.ERROR) !== 0);
+  #answer(value: unknown, flags: number, status?: string): void {
+    if (this.#owner.running && this.#send(value, flags, status)) this.#owner.answered((flags & Flag.ERROR) !== 0);
   }
 
   /** Stops taking values: the Observable is unsubscribed (its teardown runs), a pulled source released. */
-  stop(): void {
+  #stop(): void {
     this.#stopped = true;
     const release = this.#release;
     this.#release = null;
     release?.();
-    this.#feed?.stop();
+    if (this.#feed !== null) stopFeed(this.#feed);
     const subscription = this.#subscription;
     this.#subscription = null;
     subscription?.unsubscribe();
@@ -111,7 +132,7 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
 
   next(value: unknown): void {
     if (this.#closed || this.#stopped || !this.#owner.running) return;
-    if (this.#hasPending) this.send(this.#pending, 0);
+    if (this.#hasPending) this.#send(this.#pending, 0);
     this.#pending = value;
     this.#hasPending = true;
     // An AsyncIterable as the only value is what an interceptor makes of a handler's async generator or
@@ -126,8 +147,8 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
 
   error(error: unknown): void {
     if (this.#closed || this.#stopped) return;
-    this.flushPending();
-    this.answer(error, Flag.LAST | Flag.ERROR);
+    this.#flushPending();
+    this.#answer(error, Flag.LAST | Flag.ERROR);
     this.unsubscribe(); // as rxjs's subscribers do once the source is done
   }
 
@@ -142,7 +163,7 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
       void this.#pull(value);
       return;
     }
-    this.answer(value, Flag.LAST);
+    this.#answer(value, Flag.LAST);
     this.unsubscribe();
   }
 
@@ -180,13 +201,13 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
   }
 
   /** Writes a value that waited for a possible completion. */
-  flushPending(): void {
+  #flushPending(): void {
     this.#flushScheduled = false;
     if (!this.#hasPending || !this.#owner.running) return;
     const value = this.#pending;
     this.#hasPending = false;
     this.#pending = undefined;
-    this.send(value, 0);
+    this.#send(value, 0);
   }
 
   /**
@@ -194,12 +215,12 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
    * call with an error rather than leaving the caller waiting; a reply outgrowing the buffer bound ends it with
    * ERR_SMUX_LIMIT. `fields` carry a feed item's sequence number and timestamp.
    */
-  send(value: unknown, flags: number, status?: string, feed?: { seq: number; timestamp: number }): boolean {
+  #send(value: unknown, flags: number, status?: string, feed?: { seq: number; timestamp: number }): boolean {
     let buffers: MessagePiece[];
     try {
       buffers = this.#codec.encodeResponse(this.#owner.id, value, flags, status, feed);
     } catch (error) {
-      this.stop();
+      this.#stop();
       this.#hasPending = false;
       this.#endpoint.write(this.#codec.encodeResponse(this.#owner.id, this.#owner.toRpcError(error), Flag.LAST | Flag.ERROR));
       this.#owner.failed(new SmuxError('ERR_SMUX_ENCODING', 'the reply could not be encoded', { cause: error }));
@@ -229,12 +250,12 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
     const outcome = await pullSource(
       this.#endpoint,
       source,
-      (value) => this.send(value, 0),
+      (value) => this.#send(value, 0),
       live,
       (release) => (this.#release = release),
     );
     if (!live()) return;
-    if (outcome.done) this.answer(undefined, Flag.LAST);
+    if (outcome.done) this.#answer(undefined, Flag.LAST);
     else this.error(this.#owner.toRpcError(outcome.error));
   }
 }
@@ -267,6 +288,17 @@ function asValues(value: unknown): Observable<unknown> {
   return isAsyncIterable(value) ? from(value) : of(value);
 }
 
-function flushPending(reply: ServerReply): void {
-  reply.flushPending();
+/** Writes `result` as `reply`'s call's answer: a value, an Observable, an AsyncIterable/Readable, or (with `feed`) a feed. */
+export function adoptResult(reply: ServerReply, result: unknown, feed: { bufferSize: number; clock: Clock } | null): Promise<void> | void {
+  return adopt(reply, result, feed);
+}
+
+/** Writes the call's last message (a value, or with ERROR an error) and lets the call wrap up. */
+export function answerReply(reply: ServerReply, value: unknown, flags: number, status?: string): void {
+  answer(reply, value, flags, status);
+}
+
+/** Stops `reply` taking values: its Observable is unsubscribed (its teardown runs), a pulled source released. */
+export function stopReply(reply: ServerReply): void {
+  stop(reply);
 }

@@ -284,4 +284,28 @@ describe('cancellation and processing hooks', () => {
     await turn();
     expect(ends).toEqual(['hang', 'echo']);
   });
+  test('a start hook that calls done() twice runs the handler once: the second call is a no-op', async () => {
+    probe = newProbe();
+    const handle = await startApp({ controllers: [CancelController], providers: [GateGuard] });
+    const ends: string[] = [];
+    const seconds: Array<Promise<unknown>> = [];
+    handle.server.setOnProcessingStartHook((_t, _ctx, done) => {
+      void done();
+      seconds.push(done());
+    });
+    handle.server.setOnProcessingEndHook((_t, ctx) => void ends.push((ctx as SmuxContext).getPattern()));
+    const client = handle.client();
+    expect(await firstValueFrom(client.send('echo', 3))).toBe(3);
+    const subscription = client.send('hang', {}).subscribe({ error: () => undefined });
+    await within(probe.entered.promise, 'the handler');
+    await turn();
+    expect(probe.subscribed).toBe(1); // the handler ran once, its Observable was subscribed once
+    subscription.unsubscribe();
+    await within(probe.teardown.promise, 'the teardown');
+    await until(() => ends.length === 2, 5_000, 'the end hooks');
+    await expect(Promise.all(seconds)).resolves.toEqual([undefined, undefined]);
+    await turn();
+    expect(probe.teardowns).toBe(1);
+    expect(ends).toEqual(['echo', 'hang']);
+  });
 });

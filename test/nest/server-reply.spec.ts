@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { Controller } from '@nestjs/common';
+import { type CallHandler, Controller, type ExecutionContext, Injectable, type NestInterceptor, UseInterceptors } from '@nestjs/common';
 import { MessagePattern, Payload } from '@nestjs/microservices';
-import { firstValueFrom, lastValueFrom, Observable, Subject, toArray } from 'rxjs';
-import type { ClientSmux } from '../../lib/index.js';
+import { firstValueFrom, lastValueFrom, map, Observable, Subject, toArray } from 'rxjs';
+import { type ClientSmux, smuxFeed } from '../../lib/index.js';
 import { closeAll, startApp, until, within } from './helpers.js';
 
 /**
@@ -15,6 +15,42 @@ const finalized: string[] = [];
 const subscribed = new Set<string>();
 /** The subscriber the last `watched` call's Observable was given forwarded to (read while subscribed). */
 let destinationName = '';
+
+/** The transport's own methods of a reply and a feed: application code must reach none of them. */
+const INTERNALS = ['send', 'answer', 'adopt', 'stop', 'flushPending'] as const;
+/** Per call key: each object a handler's subscriber forwards to, by class, with the internals it exposes. */
+const chains = new Map<string, Array<{ name: string; exposed: string[] }>>();
+
+/** The subscriber and every observer down its chain (an operator's `destination`, a SafeSubscriber's observer). */
+function chainOf(subscriber: unknown): Array<{ name: string; exposed: string[] }> {
+  const seen: object[] = [];
+  let at: unknown = subscriber;
+  while (typeof at === 'object' && at !== null && !seen.includes(at)) {
+    seen.push(at);
+    const links = at as { destination?: unknown; partialObserver?: unknown };
+    at = links.destination ?? links.partialObserver;
+  }
+  return seen.map((o) => ({
+    name: o.constructor.name,
+    exposed: INTERNALS.filter((key) => typeof (o as Record<string, unknown>)[key] !== 'undefined'),
+  }));
+}
+
+/** An Observable that records its subscriber's chain, then answers `value`. */
+function recording(key: string): Observable<string> {
+  return new Observable<string>((subscriber) => {
+    chains.set(key, chainOf(subscriber));
+    subscriber.next('v');
+    subscriber.complete();
+  });
+}
+
+@Injectable()
+class PassInterceptor implements NestInterceptor {
+  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    return next.handle().pipe(map((value: unknown) => value));
+  }
+}
 
 @Controller()
 class ReplyController {
@@ -36,6 +72,22 @@ class ReplyController {
       } else if (key.startsWith('fail')) subscriber.error(new Error('boom'));
       return () => finalized.push(key);
     });
+  }
+
+  @MessagePattern('exposed')
+  exposed(): Observable<string> {
+    return recording('exposed');
+  }
+
+  @MessagePattern('exposed-intercepted')
+  @UseInterceptors(PassInterceptor)
+  exposedIntercepted(): Observable<string> {
+    return recording('exposed-intercepted');
+  }
+
+  @MessagePattern('exposed-feed', smuxFeed())
+  exposedFeed(): Observable<string> {
+    return recording('exposed-feed');
   }
 
   /** Completes synchronously inside subscribe: the teardown returned afterwards runs at once. */
@@ -105,5 +157,30 @@ describe('the reply as its own subscriber', () => {
     subject.complete(); // the second call is answered with 'v' and leaves
     await expect(within(answered, 'the second call')).resolves.toEqual(['v']);
     expect(subject.observers).toHaveLength(0);
+  });
+});
+
+describe('what application code reaches of the reply (its subscriber and whatever that forwards to)', () => {
+  test('a raw Observable’s subscriber chain ends at the reply, which has only a subscriber’s methods', async () => {
+    await expect(lastValueFrom(client.send('exposed', 1))).resolves.toBe('v');
+    const chain = chains.get('exposed')!;
+    expect(chain.map((o) => o.name)).toContain('ServerReply');
+    expect(chain.filter((o) => o.exposed.length > 0)).toEqual([]);
+  });
+
+  test('through an interceptor’s operator too', async () => {
+    await expect(lastValueFrom(client.send('exposed-intercepted', 1))).resolves.toBe('v');
+    const chain = chains.get('exposed-intercepted')!;
+    expect(chain.map((o) => o.name)).toContain('ServerReply');
+    expect(chain.filter((o) => o.exposed.length > 0)).toEqual([]);
+  });
+
+  test('a feed’s subscriber chain ends at its buffer, which cannot be stopped (nor write) from there', async () => {
+    await expect(lastValueFrom(client.send('exposed-feed', 1).pipe(toArray()))).resolves.toEqual([
+      expect.objectContaining({ value: 'v', seq: 1 }),
+    ]);
+    const chain = chains.get('exposed-feed')!;
+    expect(chain.map((o) => o.name)).toContain('FeedBuffer');
+    expect(chain.filter((o) => o.exposed.length > 0)).toEqual([]);
   });
 });
