@@ -1,12 +1,5 @@
 import { Fifo } from '../util/fifo.js';
-
-/** A call as admission sees it. */
-export interface Admittable {
-  /** Where the call stands in admission (owned by {@link Admission}). */
-  admission: AdmissionState;
-  /** The call took its slot: start it (connect, open its stream). */
-  launch(): void;
-}
+import { callAdmission as stateOf, launchCall, type PendingCall, setCallAdmission as setState } from './client-call.js';
 
 /**
  * One connection's share of the calls, as admission counts it: the client's pool keeps one per address and
@@ -22,7 +15,8 @@ export interface CallLane {
 /**
  * `none`: not admitted yet or gone; `queued`: waiting for a slot; `running`: holds a slot, no stream yet (waiting
  * for a connection); a {@link CallLane}: holds a slot, and its stream is open on that connection. The lane is kept
- * in the call itself so that a settling call frees its connection's share without a lookup or an allocation.
+ * in the call itself (a private field, which admission reaches through the call's accessors) so that a settling call
+ * frees its connection's share without a lookup or an allocation.
  */
 export type AdmissionState = 'none' | 'queued' | 'running' | CallLane;
 
@@ -34,7 +28,7 @@ export type AdmissionState = 'none' | 'queued' | 'running' | CallLane;
 export class Admission {
   #maxConcurrent: number;
   readonly #maxQueued: number;
-  readonly #queue = new Fifo<Admittable>();
+  readonly #queue = new Fifo<PendingCall>();
   #running = 0;
   #queued = 0; // calls still waiting (the FIFO may also hold ones that left while waiting)
   #pumping = false;
@@ -67,37 +61,37 @@ export class Admission {
    * Launches `call` at once if a slot is free, queues it otherwise.
    * @returns false when the queue is full too (the caller fails the call with ERR_SMUX_LIMIT)
    */
-  admit(call: Admittable): boolean {
+  admit(call: PendingCall): boolean {
     if (this.#running < this.#maxConcurrent) {
       this.#running++;
-      call.admission = 'running';
-      call.launch();
+      setState(call, 'running');
+      launchCall(call); // the call took its slot: connect it, open its stream
       return true;
     }
     if (this.#queued >= this.#maxQueued) return false;
     this.#queued++;
-    call.admission = 'queued';
+    setState(call, 'queued');
     this.#queue.push(call);
     return true;
   }
 
   /** A running call's stream opened on `lane`: it counts there until it settles. */
-  place(call: Admittable, lane: CallLane): void {
-    if (call.admission !== 'running') return;
-    call.admission = lane;
+  place(call: PendingCall, lane: CallLane): void {
+    if (stateOf(call) !== 'running') return;
+    setState(call, lane);
     lane.callsInFlight++;
   }
 
   /** `call` is over (answered, failed, cancelled — running or still queued): its slot or place is free. */
-  release(call: Admittable): void {
-    const state = call.admission;
+  release(call: PendingCall): void {
+    const state = stateOf(call);
     if (state === 'queued')
       this.#queued--; // its FIFO entry is skipped when reached
     else if (state !== 'none') {
       this.#running--;
       if (state !== 'running') state.callsInFlight--;
     }
-    call.admission = 'none';
+    setState(call, 'none');
     // A launched call may settle at once (no connection: fail fast) and release again: one loop takes them all,
     // instead of a recursion as deep as the queue.
     if (this.#pumping) return;
@@ -105,11 +99,11 @@ export class Admission {
     try {
       while (this.#running < this.#maxConcurrent && this.#queued > 0) {
         const next = this.#queue.shift()!;
-        if (next.admission !== 'queued') continue;
+        if (stateOf(next) !== 'queued') continue;
         this.#queued--;
         this.#running++;
-        next.admission = 'running';
-        next.launch();
+        setState(next, 'running');
+        launchCall(next);
       }
     } finally {
       this.#pumping = false;
@@ -117,9 +111,9 @@ export class Admission {
   }
 
   /** Takes every queued call out (the client is closing); they must be failed by the caller. */
-  drain(): Admittable[] {
-    const calls = this.#queue.drain().filter((call) => call.admission === 'queued');
-    for (const call of calls) call.admission = 'none';
+  drain(): PendingCall[] {
+    const calls = this.#queue.drain().filter((call) => stateOf(call) === 'queued');
+    for (const call of calls) setState(call, 'none');
     this.#queued = 0;
     return calls;
   }

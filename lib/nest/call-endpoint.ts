@@ -1,9 +1,9 @@
 import type { SmuxChannel, SmuxChannelHandler, SmuxError } from '../smux/index.js';
 import type { CallMessage, MessagePiece } from './call-codec.js';
 import type { ConnectionBudget } from './connection-budget.js';
-import { MessageReader } from './message-reader.js';
+import { MessageReader, type MessageSink } from './message-reader.js';
 
-/** What an endpoint tells the call it serves (the server's or the client's Nest semantics). */
+/** What an endpoint tells the call it serves (the server's or the client's Nest semantics), when its handlers are public. */
 export interface EndpointOwner {
   /** A complete message arrived (`size`: its bytes on the wire). */
   onMessage(message: CallMessage, size: number): void;
@@ -15,6 +15,44 @@ export interface EndpointOwner {
   onPeerEnd(): void;
   /** The stream is finished (cleanly, destroyed, or its connection died: `error`). */
   onClosed(error: SmuxError | undefined): void;
+  /** True while the owner reads a byte stream, whose RAW messages it takes in pieces ({@link MessageSink.rawPieces}). */
+  readonly rawPieces?: boolean;
+}
+
+/**
+ * The same handlers for a call whose class keeps them private: an app holds the client's calls (a subscription's
+ * teardown), so nothing of theirs but `unsubscribe()` may be reachable. Functions given the call, made once in the
+ * class's static block and registered with {@link registerEndpointOwner}: an endpoint finds its owner's table once,
+ * when it is made, so a call costs no adapter object.
+ */
+export interface OwnerHandlers<O> {
+  onMessage(owner: O, message: CallMessage, size: number): void;
+  onUnreadData?(owner: O): void;
+  onReadError(owner: O, error: SmuxError): void;
+  onPeerEnd(owner: O): void;
+  onClosed(owner: O, error: SmuxError | undefined): void;
+  rawPieces?(owner: O): boolean;
+}
+
+/** The call an endpoint serves: an {@link EndpointOwner}, or an instance of a class that registered its handlers. */
+export type CallOwner = EndpointOwner | object;
+
+/** An {@link EndpointOwner}'s own methods, as a table. */
+const PUBLIC_HANDLERS: OwnerHandlers<EndpointOwner> = {
+  onMessage: (owner, message, size) => owner.onMessage(message, size),
+  onUnreadData: (owner) => owner.onUnreadData?.(),
+  onReadError: (owner, error) => owner.onReadError(error),
+  onPeerEnd: (owner) => owner.onPeerEnd(),
+  onClosed: (owner, error) => owner.onClosed(error),
+  rawPieces: (owner) => owner.rawPieces === true,
+};
+
+// eslint-disable-next-line @typescript-eslint/no-unsafe-function-type -- keyed by the owner's class
+const registered = new Map<Function, OwnerHandlers<object>>();
+
+/** Registers the private handlers of `type`'s instances (its static block calls this once). */
+export function registerEndpointOwner<O extends object>(type: abstract new (...args: never[]) => O, handlers: OwnerHandlers<O>): void {
+  registered.set(type, handlers);
 }
 
 /**
@@ -23,10 +61,11 @@ export interface EndpointOwner {
  * FIN before the peer's last message (cancel), pause/resume of what we read (so a reader that does not take
  * items holds the peer back through the window), and waiting for the window when a source writes faster.
  */
-export class CallEndpoint implements SmuxChannelHandler {
+export class CallEndpoint implements SmuxChannelHandler, MessageSink {
   /** The call's stream. */
   readonly channel: SmuxChannel;
-  readonly #owner: EndpointOwner;
+  readonly #owner: object;
+  readonly #handlers: OwnerHandlers<object>; // the owner's handlers, public or registered by its class
   readonly #budget: ConnectionBudget | null;
   #reader: MessageReader | null;
   #drainWaiters: Array<() => void> | null = null;
@@ -42,7 +81,7 @@ export class CallEndpoint implements SmuxChannelHandler {
   /**
    * @param channel - the call's stream (the endpoint becomes its handler)
    * @param maxMessageBytes - largest message accepted (`ERR_SMUX_LIMIT` beyond, before it is buffered)
-   * @param owner - the call
+   * @param owner - the call (its handlers public, or registered by its class with {@link registerEndpointOwner})
    * @param side - whose limit `maxMessageBytes` is, for errors (`server`, `client`)
    * @param read - false: bytes are not read at all (a refused call: dropped, holding no memory)
    * @param budget - the connection's memory budget (the server's), charged with what this call holds
@@ -50,16 +89,22 @@ export class CallEndpoint implements SmuxChannelHandler {
   constructor(
     channel: SmuxChannel,
     maxMessageBytes: number,
-    owner: EndpointOwner,
+    owner: CallOwner,
     side: 'server' | 'client',
     read = true,
     budget: ConnectionBudget | null = null,
   ) {
     this.channel = channel;
     this.#owner = owner;
+    this.#handlers = registered.get(owner.constructor) ?? PUBLIC_HANDLERS;
     this.#budget = budget;
     this.#reader = read ? new MessageReader(maxMessageBytes, `the ${side}'s maxMessageBytes`) : null;
     channel.setHandler(this);
+  }
+
+  /** True while the owner reads a byte stream (MessageSink: its RAW messages are taken in pieces). */
+  get rawPieces(): boolean {
+    return this.#handlers.rawPieces?.(this.#owner) === true;
   }
 
   /** True while part of a message is buffered (an end now would cut it). */
@@ -161,13 +206,19 @@ export class CallEndpoint implements SmuxChannelHandler {
     this.channel.destroy();
   }
 
+  // ── MessageSink: the reader's messages, for the owner ──────────────────────────────────────────────────
+
+  onMessage(message: CallMessage, size: number): void {
+    this.#handlers.onMessage(this.#owner, message, size);
+  }
+
   // ── SmuxChannelHandler ─────────────────────────────────────────────────────────────────────────────────
 
   onData(data: Buffer): void {
     const reader = this.#reader;
-    if (reader === null) return this.#owner.onUnreadData?.();
+    if (reader === null) return this.#handlers.onUnreadData?.(this.#owner);
     try {
-      reader.push(data, this.#owner);
+      reader.push(data, this);
     } catch (error) {
       return this.#failRead(error as SmuxError);
     }
@@ -178,7 +229,7 @@ export class CallEndpoint implements SmuxChannelHandler {
   }
 
   onEnd(): void {
-    this.#owner.onPeerEnd();
+    this.#handlers.onPeerEnd(this.#owner);
   }
 
   onDrain(): void {
@@ -197,7 +248,7 @@ export class CallEndpoint implements SmuxChannelHandler {
     this.#budget?.chargeReply(-this.#replyCharge);
     this.#replyCharge = 0;
     this.#wake();
-    this.#owner.onClosed(error);
+    this.#handlers.onClosed(this.#owner, error);
   }
 
   /** Charges what the call holds of the peer's input: items, a paused window, a partial message. */
@@ -218,7 +269,7 @@ export class CallEndpoint implements SmuxChannelHandler {
     this.#windowHeld = 0;
     this.channel.resume(); // a paused stream's data is dropped by a reader that is gone
     this.#chargeHeld();
-    this.#owner.onReadError(error);
+    this.#handlers.onReadError(this.#owner, error);
   }
 
   #wake(): void {

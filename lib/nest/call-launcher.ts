@@ -8,7 +8,7 @@ import { ClientRawCall } from './client-raw-call.js';
 import { EventSend } from './event-send.js';
 import { HotResult } from './hot-result.js';
 import type { SmuxDuplexOptions } from './interfaces.js';
-import { SmuxDuplex } from './raw-duplex.js';
+import { failDuplex, SmuxDuplex } from './raw-duplex.js';
 import { isSource } from './sources.js';
 import { SmuxRecord } from './smux.record-builder.js';
 import { type ClientSpan, startClientSpan, withClientSpan } from './tracing.js';
@@ -178,7 +178,7 @@ export class CallLauncher {
     } catch (error) {
       const failure = toSmuxError(error, 'the request could not be encoded');
       span?.end(failure.code);
-      process.nextTick(() => duplex.fail(failure));
+      process.nextTick(() => failDuplex(duplex, failure));
       return duplex;
     }
     const waitForReady = options.waitForReady ?? this.#defaults.waitForReady;

@@ -2,7 +2,7 @@ import { type Session, SmuxError } from '../smux/index.js';
 import { Fifo } from '../util/fifo.js';
 import { Admission } from './admission.js';
 import { type MessagePiece, PREFIX_SIZE } from './call-codec.js';
-import type { PendingCall } from './client-call.js';
+import { callAdmission, callDone, callWaitsForReady, failCall, openCall, type PendingCall } from './client-call.js';
 import type { Lane } from './client-lane.js';
 import type { ConnectorPool } from './connector-pool.js';
 
@@ -53,25 +53,26 @@ export class CallScheduler {
 
   /** A call took a slot: open its stream (should no connection take it meanwhile, wait for the next one). */
   launch(call: PendingCall): void {
-    if (call.done) return;
+    if (callDone(call)) return;
     const lane = this.#pool.pick(true);
     if (lane !== null) return this.#openOn(lane, call);
-    if (this.#failsFast(call.waitForReady)) return call.fail(this.unavailable());
+    const waitForReady = callWaitsForReady(call);
+    if (this.#failsFast(waitForReady)) return failCall(call, this.unavailable());
     this.#wait({
-      waitForReady: call.waitForReady,
-      gone: () => call.done,
+      waitForReady,
+      gone: () => callDone(call),
       connected: () => {
         const next = this.#pool.pick(true);
         if (next !== null) this.#openOn(next, call);
         return next !== null;
       },
-      unavailable: (error) => call.fail(error),
+      unavailable: (error) => failCall(call, error),
     });
   }
 
   /** A call is over: its slot, and its share of its connection, are free. */
   release(call: PendingCall): void {
-    const lane = call.admission;
+    const lane = callAdmission(call);
     this.#admission.release(call);
     if (typeof lane === 'object') this.#pool.settled(lane as Lane);
     // A call that found every ready connection at its server's limit waits for a share to free up.
@@ -165,15 +166,16 @@ export class CallScheduler {
 
   /** The client closes: every call in flight, queued or waiting fails with `error`. */
   close(error: SmuxError): void {
-    for (const call of this.#admission.drain()) (call as PendingCall).fail(error);
+    for (const call of this.#admission.drain()) failCall(call, error);
     for (const waiter of this.#awaiting.drain()) if (!waiter.gone()) waiter.unavailable(error);
     this.#holdProcess();
   }
 
   #admit(call: PendingCall): void {
-    if (call.done || this.#admission.admit(call)) return;
+    if (callDone(call) || this.#admission.admit(call)) return;
     const { maxConcurrentCalls, maxQueuedCalls } = this.#limits;
-    call.fail(
+    failCall(
+      call,
       new SmuxError(
         'ERR_SMUX_LIMIT',
         `${this.#admission.running} calls in flight and ${this.#admission.queued} queued ` +
@@ -184,11 +186,12 @@ export class CallScheduler {
 
   /** No connection: wait for one (bounded like the queue), or fail fast while the last attempt failed. */
   #awaitConnection(call: PendingCall): void {
-    if (this.#failsFast(call.waitForReady)) return call.fail(this.unavailable());
+    const waitForReady = callWaitsForReady(call);
+    if (this.#failsFast(waitForReady)) return failCall(call, this.unavailable());
     const { maxConcurrentCalls, maxQueuedCalls } = this.#limits;
     if (this.#waitingCalls >= maxConcurrentCalls + maxQueuedCalls) {
       const limits = `maxConcurrentCalls ${maxConcurrentCalls} + maxQueuedCalls ${maxQueuedCalls}`;
-      return call.fail(new SmuxError('ERR_SMUX_LIMIT', `${this.#waitingCalls} calls wait for a connection (${limits})`));
+      return failCall(call, new SmuxError('ERR_SMUX_LIMIT', `${this.#waitingCalls} calls wait for a connection (${limits})`));
     }
     this.#waitingCalls++;
     let waiting = true;
@@ -198,29 +201,30 @@ export class CallScheduler {
       return true;
     };
     this.#wait({
-      waitForReady: call.waitForReady,
-      gone: () => call.done && leave(),
+      waitForReady,
+      gone: () => callDone(call) && leave(),
       connected: () => {
         leave();
         this.#admit(call); // it takes a slot now, and a connection once it has one
         return true;
       },
-      unavailable: (error) => leave() && call.fail(error),
+      unavailable: (error) => leave() && failCall(call, error),
     });
   }
 
   #openOn(lane: Lane, call: PendingCall): void {
-    if (call.done) return;
+    if (callDone(call)) return;
     const session = lane.session!; // pick() returns lanes with a session
     try {
       const channel = session.openChannel();
       this.#admission.place(call, lane);
-      call.open(channel);
+      openCall(call, channel);
     } catch (error) {
       const reason = toSmuxError(error, 'the call could not be opened');
       // The session died before its close was reported (a ping gave up, a socket error): nothing was sent, so
       // the call certainly did not run — retryable, unlike a call cut off in flight.
-      call.fail(
+      failCall(
+        call,
         session.isClosed
           ? new SmuxError('ERR_SMUX_UNAVAILABLE', `no connection: ${reason.message}`, { cause: reason, retryable: true })
           : reason,

@@ -1,10 +1,10 @@
 import type { WritePacket } from '@nestjs/microservices';
 import { isObservable, type Subscription, type Unsubscribable } from 'rxjs';
 import { type Clock, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
-import type { Admittable, AdmissionState } from './admission.js';
+import type { AdmissionState } from './admission.js';
 import { type CallMessage, decodeTransportError, encodeMessagePieces, Flag, Kind, type MessagePiece } from './call-codec.js';
-import type { CallEndpoint, EndpointOwner } from './call-endpoint.js';
-import type { ClientRawCall } from './client-raw-call.js';
+import { type CallEndpoint, registerEndpointOwner } from './call-endpoint.js';
+import { type ClientRawCall, rawCallAccess } from './client-raw-call.js';
 import { callEndpoint, failureOf, type MetricsRecorder, type SmuxCallFailure } from './metrics.js';
 import type { PacketCodec } from './packet-codec.js';
 import { pullSource, releaseSource, type SmuxSource } from './sources.js';
@@ -12,6 +12,30 @@ import type { ClientSpan } from './tracing.js';
 
 /** A call on its way: a request/response call or a byte stream. */
 export type PendingCall = ClientCall | ClientRawCall;
+
+/**
+ * What the transport reaches of a call whose members are private — admission, the scheduler, a connection — as
+ * functions given the call: the class's static block makes one table, so a call costs no object of its own.
+ */
+export interface CallAccess<C> {
+  /** True once the call is over. */
+  done(call: C): boolean;
+  /** Whether it waits for a connection instead of failing fast while there is none. */
+  waitForReady(call: C): boolean;
+  /** Where it stands in admission (owned by {@link Admission}). */
+  admission(call: C): AdmissionState;
+  setAdmission(call: C, state: AdmissionState): void;
+  /** Admission gave it a slot: connect it. */
+  launch(call: C): void;
+  /** Sends its request on a freshly opened stream. */
+  open(call: C, channel: SmuxChannel): void;
+  /** Fails it with `error` (and cancels it on the server if it was sent). */
+  fail(call: C, error: unknown): void;
+}
+
+// Set by ClientCall's static block: the call is its subscription's teardown, which an app holds, so nothing of it but
+// `unsubscribe()` is public.
+let callAccess: CallAccess<ClientCall>;
 
 /** What a {@link ClientCall} needs from the client. */
 export interface ClientCallHost {
@@ -40,7 +64,7 @@ export interface ClientCallHost {
  *     ▼                        └──────────── fail / unsubscribe ──────┴──────────────────────▶ DONE
  *   QUEUED ──slot──▶ WAITING
  *
- * Admission's own bookkeeping (queued / holding a slot) is in `admission`.
+ * Admission's own bookkeeping (queued / holding a slot) is in `#admission`.
  */
 const WAITING = 0;
 const OPEN = 1;
@@ -51,14 +75,14 @@ const DONE = 2;
  * for `callback` (Nest's `createObserver`), and is the Observable's teardown — unsubscribing before the last
  * response cancels the call (the stream is closed: smux has no RST, FIN before the end means cancel).
  */
-export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
-  admission: AdmissionState = 'none';
+export class ClientCall implements Unsubscribable {
+  #admission: AdmissionState = 'none';
   readonly #host: ClientCallHost;
   readonly #callback: (packet: WritePacket) => void;
   readonly #request: MessagePiece[];
   readonly #timeout: number;
   /** Wait for a connection instead of failing fast while there is none. */
-  readonly waitForReady: boolean;
+  readonly #waitForReady: boolean;
   #endpoint: CallEndpoint | null = null;
   #state = WAITING;
   #timer: TimerHandle | null = null;
@@ -96,28 +120,38 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
     this.#callback = callback;
     this.#request = request;
     this.#timeout = timeout;
-    this.waitForReady = waitForReady;
+    this.#waitForReady = waitForReady;
     if (timeout > 0) this.#timer = host.clock.setTimeout(() => this.#deadlinePassed(), timeout);
     if (source !== null) this.#startSource(source);
   }
 
-  /** True once the call is over. */
-  get done(): boolean {
-    return this.#state === DONE;
+  static {
+    callAccess = {
+      done: (call) => call.#state === DONE,
+      waitForReady: (call) => call.#waitForReady,
+      admission: (call) => call.#admission,
+      setAdmission: (call, state) => (call.#admission = state),
+      launch: (call) => call.#host.launch(call),
+      open: (call, channel) => call.#open(channel),
+      fail: (call, error) => call.#fail(error),
+    };
+    registerEndpointOwner(ClientCall, {
+      onMessage: (call, message) => call.#onMessage(message),
+      onReadError: (call, error) => call.#fail(error),
+      onPeerEnd: (call) => call.#onPeerEnd(),
+      onClosed: (call, error) => call.#onClosed(error),
+    });
   }
 
-  /** True while the call waits for a slot or a connection (nothing sent yet). */
-  get waiting(): boolean {
-    return this.#state === WAITING;
+  /** Teardown of the caller's subscription: cancels the call unless it is over. */
+  unsubscribe(): void {
+    if (this.#state !== DONE) this.#settle('ERR_SMUX_CANCELLED');
   }
 
-  /** Admission gave the call a slot. */
-  launch(): void {
-    this.#host.launch(this);
-  }
+  // ── what the transport does with it (callAccess) ───────────────────────────────────────────────────────
 
   /** Sends the request on a freshly opened stream. */
-  open(channel: SmuxChannel): void {
+  #open(channel: SmuxChannel): void {
     if (this.#state !== WAITING) {
       channel.destroy();
       return;
@@ -131,41 +165,32 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
   }
 
   /** Fails the call with `error` (and cancels it on the server if it was sent). */
-  fail(error: unknown): void {
+  #fail(error: unknown): void {
     if (this.#state === DONE) return;
     this.#settle(failureOf(error));
     this.#callback({ err: error, isDisposed: true } as WritePacket);
   }
 
-  /** Teardown of the caller's subscription: cancels the call unless it is over. */
-  unsubscribe(): void {
-    if (this.#state !== DONE) this.#settle('ERR_SMUX_CANCELLED');
-  }
+  // ── what its endpoint reports (registered handlers) ────────────────────────────────────────────────────
 
-  // ── EndpointOwner ──────────────────────────────────────────────────────────────────────────────────────
-
-  onReadError(error: SmuxError): void {
-    this.fail(error);
-  }
-
-  onPeerEnd(): void {
+  #onPeerEnd(): void {
     if (this.#state === OPEN) {
       this.#failAfterDeliveries(new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the server ended the stream before the call completed'));
     }
   }
 
-  onClosed(error: SmuxError | undefined): void {
+  #onClosed(error: SmuxError | undefined): void {
     if (this.#state === OPEN) {
       if (error !== undefined) this.#host.cutOff();
       this.#failAfterDeliveries(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the call completed'));
     }
   }
 
-  /** A complete message (MessageReader sink). */
-  onMessage(message: CallMessage): void {
+  /** A complete message. */
+  #onMessage(message: CallMessage): void {
     if (this.#state !== OPEN) return;
     if (message.kind !== Kind.RESPONSE) {
-      this.fail(new SmuxError('ERR_SMUX_PROTOCOL', `unexpected message kind ${message.kind} on a call`));
+      this.#fail(new SmuxError('ERR_SMUX_PROTOCOL', `unexpected message kind ${message.kind} on a call`));
       return;
     }
     if ((message.flags & Flag.TRANSPORT) !== 0) {
@@ -179,7 +204,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
       packet = this.#host.codec.decodeResponse(message);
       if ((message.flags & Flag.FEED) !== 0) packet = this.#feedItem(packet, message.seq ?? 0, message.timestamp ?? 0);
     } catch (error) {
-      this.fail(new SmuxError('ERR_SMUX_ENCODING', 'the deserializer rejected a response', { cause: error }));
+      this.#fail(new SmuxError('ERR_SMUX_ENCODING', 'the deserializer rejected a response', { cause: error }));
       return;
     }
     if (this.#delivering === null && !(packet instanceof Promise)) {
@@ -191,7 +216,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
       .then(() => packet)
       .then(
         (p) => this.#deliver(p, last),
-        (error: unknown) => this.fail(new SmuxError('ERR_SMUX_ENCODING', 'the deserializer rejected a response', { cause: error })),
+        (error: unknown) => this.#fail(new SmuxError('ERR_SMUX_ENCODING', 'the deserializer rejected a response', { cause: error })),
       );
   }
 
@@ -212,7 +237,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
     }
     const subscription: Subscription = source.subscribe({
       next: (value) => this.#sendItem(Kind.DATA, value),
-      error: (error: unknown) => this.fail(error),
+      error: (error: unknown) => this.#fail(error),
       complete: () => this.#sendItem(Kind.END, undefined),
     });
     if (this.#state === DONE) subscription.unsubscribe();
@@ -225,7 +250,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
     const item = (value: unknown): void => this.#sendItem(Kind.DATA, value);
     void pullSource(endpoint, source, item, live, (release) => (this.#stopSource = release)).then((outcome) => {
       if (outcome.done) this.#sendItem(Kind.END, undefined);
-      else if ('error' in outcome && outcome.error !== undefined) this.fail(outcome.error);
+      else if ('error' in outcome && outcome.error !== undefined) this.#fail(outcome.error);
     });
   }
 
@@ -236,7 +261,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
     try {
       buffers = encodeMessagePieces(kind, 0, value);
     } catch (error) {
-      return this.fail(error);
+      return this.#fail(error);
     }
     const endpoint = this.#endpoint;
     let queued: number;
@@ -249,7 +274,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
     }
     const limit = this.#host.maxSourceBufferBytes;
     if (queued > limit) {
-      this.fail(
+      this.#fail(
         new SmuxError('ERR_SMUX_LIMIT', `the Observable source got ${queued} bytes ahead of the server (maxSourceBufferBytes ${limit})`),
       );
     }
@@ -265,7 +290,7 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
   #deadlinePassed(): void {
     this.#timer = null;
     const cause = this.#state === WAITING ? this.#host.connectError : null;
-    this.fail(
+    this.#fail(
       new SmuxError(
         'ERR_SMUX_TIMEOUT',
         `the call did not complete within its deadline of ${this.#timeout} ms${cause === null ? '' : ` (no connection: ${cause.message})`}`,
@@ -276,8 +301,8 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
 
   /** Fails the call — after responses still being deserialized (async deserializer), which may complete it. */
   #failAfterDeliveries(error: SmuxError): void {
-    if (this.#delivering === null) this.fail(error);
-    else void this.#delivering.then(() => this.fail(error));
+    if (this.#delivering === null) this.#fail(error);
+    else void this.#delivering.then(() => this.#fail(error));
   }
 
   #deliver(packet: WritePacket, last: boolean): void {
@@ -304,4 +329,43 @@ export class ClientCall implements EndpointOwner, Unsubscribable, Admittable {
     stopSource?.();
     this.#host.settled(this);
   }
+}
+
+/** True once `call` is over. */
+export function callDone(call: PendingCall): boolean {
+  return call instanceof ClientCall ? callAccess.done(call) : rawCallAccess.done(call);
+}
+
+/** Whether `call` waits for a connection instead of failing fast while there is none. */
+export function callWaitsForReady(call: PendingCall): boolean {
+  return call instanceof ClientCall ? callAccess.waitForReady(call) : rawCallAccess.waitForReady(call);
+}
+
+/** Where `call` stands in admission. */
+export function callAdmission(call: PendingCall): AdmissionState {
+  return call instanceof ClientCall ? callAccess.admission(call) : rawCallAccess.admission(call);
+}
+
+/** Sets where `call` stands in admission (admission's own bookkeeping). */
+export function setCallAdmission(call: PendingCall, state: AdmissionState): void {
+  if (call instanceof ClientCall) callAccess.setAdmission(call, state);
+  else rawCallAccess.setAdmission(call, state);
+}
+
+/** Admission gave `call` a slot: connect it. */
+export function launchCall(call: PendingCall): void {
+  if (call instanceof ClientCall) callAccess.launch(call);
+  else rawCallAccess.launch(call);
+}
+
+/** Sends `call`'s request on a freshly opened stream (a call that is over destroys it). */
+export function openCall(call: PendingCall, channel: SmuxChannel): void {
+  if (call instanceof ClientCall) callAccess.open(call, channel);
+  else rawCallAccess.open(call, channel);
+}
+
+/** Fails `call` with `error` (and cancels it on the server if it was sent). */
+export function failCall(call: PendingCall, error: unknown): void {
+  if (call instanceof ClientCall) callAccess.fail(call, error);
+  else rawCallAccess.fail(call, error);
 }

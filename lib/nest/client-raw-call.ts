@@ -1,15 +1,18 @@
 import { type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import type { AdmissionState } from './admission.js';
 import { type CallMessage, decodeTransportError, Flag, Kind, type MessagePiece } from './call-codec.js';
-import type { CallEndpoint, EndpointOwner } from './call-endpoint.js';
-import type { ClientCallHost } from './client-call.js';
+import { type CallEndpoint, registerEndpointOwner } from './call-endpoint.js';
+import type { CallAccess, ClientCallHost } from './client-call.js';
 import { callEndpoint, failureOf, type SmuxCallFailure } from './metrics.js';
-import { byteStreamViolation, type SmuxDuplex } from './raw-duplex.js';
+import { attachDuplex, byteStreamViolation, deliverToDuplex, failDuplex, type SmuxDuplex } from './raw-duplex.js';
 import type { ClientSpan } from './tracing.js';
 
 const WAITING = 0;
 const OPEN = 1;
 const DONE = 2;
+
+// Set by ClientRawCall's static block: what the transport reaches of a byte-stream call (its members are private).
+let access!: CallAccess<ClientRawCall>;
 
 /**
  * A byte-stream call on the caller's side (`client.openDuplex()`): the user's {@link SmuxDuplex} exists at once;
@@ -20,12 +23,10 @@ const DONE = 2;
  *
  *   WAITING (for a slot and a connection) ──stream opened──▶ OPEN ──both ends / error / destroy──▶ DONE
  */
-export class ClientRawCall implements EndpointOwner {
-  admission: AdmissionState = 'none';
-  /** The server's RAW messages are bytes of one stream: a message that arrives in pieces is taken in pieces. */
-  readonly rawPieces = true;
+export class ClientRawCall {
+  #admission: AdmissionState = 'none';
   /** Wait for a connection instead of failing fast while there is none. */
-  readonly waitForReady: boolean;
+  readonly #waitForReady: boolean;
   readonly #host: ClientCallHost;
   readonly #duplex: SmuxDuplex;
   readonly #request: MessagePiece[];
@@ -57,69 +58,80 @@ export class ClientRawCall implements EndpointOwner {
     this.#host = host;
     this.#duplex = duplex;
     this.#request = request;
-    this.waitForReady = waitForReady;
+    this.#waitForReady = waitForReady;
     if (timeout > 0) {
       this.#timer = host.clock.setTimeout(() => {
         this.#timer = null;
-        this.fail(new SmuxError('ERR_SMUX_TIMEOUT', `the byte stream did not complete within its deadline of ${timeout} ms`));
+        this.#fail(new SmuxError('ERR_SMUX_TIMEOUT', `the byte stream did not complete within its deadline of ${timeout} ms`));
       }, timeout);
     }
     // Destroyed (or ended both ways) before a stream opened: nothing to wait for.
     duplex.once('close', () => this.#state === WAITING && this.#settle(false, 'ERR_SMUX_CANCELLED'));
   }
 
-  /** True once the call is over. */
-  get done(): boolean {
-    return this.#state === DONE;
+  static {
+    access = {
+      done: (call) => call.#state === DONE,
+      waitForReady: (call) => call.#waitForReady,
+      admission: (call) => call.#admission,
+      setAdmission: (call, state) => (call.#admission = state),
+      launch: (call) => call.#host.launch(call),
+      open: (call, channel) => call.#open(channel),
+      fail: (call, error) => call.#fail(error),
+    };
+    registerEndpointOwner(ClientRawCall, {
+      onMessage: (call, message) => call.#onMessage(message),
+      onReadError: (call, error) => call.#fail(error),
+      onPeerEnd: (call) => call.#onPeerEnd(),
+      onClosed: (call, error) => call.#onClosed(error),
+      rawPieces: () => true, // the server's RAW messages are bytes of one stream: one that arrives in pieces is taken in pieces
+    });
   }
 
-  /** Admission gave the call a slot. */
-  launch(): void {
-    this.#host.launch(this);
-  }
+  // ── what the transport does with it (rawCallAccess) ────────────────────────────────────────────────────
 
   /** Sends the request on a freshly opened stream and attaches the Duplex to it. */
-  open(channel: SmuxChannel): void {
+  #open(channel: SmuxChannel): void {
     if (this.#state !== WAITING) return channel.destroy();
     this.#state = OPEN;
     this.#endpoint = callEndpoint(this.#host.metrics, channel, this.#host.maxMessageBytes, this, 'client');
     this.#endpoint.write(this.#request);
-    this.#duplex.attach(this.#endpoint, this.#owner);
+    attachDuplex(this.#duplex, this.#endpoint, this.#owner);
   }
 
   /** Fails the call: the Duplex errors with `error`, the server sees a cancel. */
-  fail(error: unknown, failure: SmuxCallFailure = failureOf(error)): void {
+  #fail(error: unknown, failure: SmuxCallFailure = failureOf(error)): void {
     if (this.#state === DONE) return;
     this.#settle(true, failure);
-    this.#duplex.fail(error);
+    failDuplex(this.#duplex, error);
   }
 
-  onMessage(message: CallMessage): void {
+  // ── what its endpoint reports (registered handlers) ────────────────────────────────────────────────────
+
+  #onMessage(message: CallMessage): void {
     if (this.#state !== OPEN) return;
     if (message.kind === Kind.RESPONSE && (message.flags & Flag.ERROR) !== 0) {
-      return (message.flags & Flag.TRANSPORT) !== 0 ? this.fail(decodeTransportError(message.body)) : this.fail(message.body, 'handler');
+      return (message.flags & Flag.TRANSPORT) !== 0 ? this.#fail(decodeTransportError(message.body)) : this.#fail(message.body, 'handler');
     }
     const violation = byteStreamViolation(message);
-    if (violation !== null) return this.fail(violation);
-    if (message.kind === Kind.END && (message.flags & Flag.ERROR) !== 0) return this.fail(message.body, 'handler');
+    if (violation !== null) return this.#fail(violation);
+    if (message.kind === Kind.END && (message.flags & Flag.ERROR) !== 0) return this.#fail(message.body, 'handler');
     if (message.kind === Kind.END) this.#endpoint?.stopReading(); // the server's last message: nothing after it is read
-    this.#duplex.deliver(message);
+    deliverToDuplex(this.#duplex, message);
   }
 
-  onReadError(error: SmuxError): void {
-    this.fail(error);
-  }
-
-  onPeerEnd(): void {
+  #onPeerEnd(): void {
     if (this.#state === OPEN && (this.#ends & 2) === 0) {
-      this.fail(new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the server ended the stream before the byte stream completed'));
+      this.#fail(new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the server ended the stream before the byte stream completed'));
     }
   }
 
-  onClosed(error: SmuxError | undefined): void {
+  #onClosed(error: SmuxError | undefined): void {
     if (this.#state === OPEN)
-      this.fail(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the byte stream completed'));
+      this.#fail(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the byte stream completed'));
   }
+
+  // ── internals ──────────────────────────────────────────────────────────────────────────────────────────
 
   /** What the Duplex reports: our END queued, the server's END + LAST read, or a destroy by the user. */
   readonly #owner = {
@@ -149,3 +161,6 @@ export class ClientRawCall implements EndpointOwner {
     this.#host.settled(this);
   }
 }
+
+/** What the transport reaches of a byte-stream call: the table its static block (run above) made. */
+export const rawCallAccess: CallAccess<ClientRawCall> = access;

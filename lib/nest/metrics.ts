@@ -1,6 +1,6 @@
 import { type Clock, isSmuxError, type SmuxChannel, type SmuxErrorCode, systemClock } from '../smux/index.js';
 import type { MessagePiece } from './call-codec.js';
-import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
+import { CallEndpoint, type CallOwner } from './call-endpoint.js';
 import type { ConnectionBudget } from './connection-budget.js';
 
 /*
@@ -232,7 +232,7 @@ export function callEndpoint(
   recorder: MetricsRecorder | undefined,
   channel: SmuxChannel,
   maxMessageBytes: number,
-  owner: EndpointOwner,
+  owner: CallOwner,
   side: 'server' | 'client',
   read = true,
   budget: ConnectionBudget | null = null,

@@ -18,6 +18,11 @@ export interface RawCallOwner {
   destroyed(error: Error | null): void;
 }
 
+// Set by SmuxDuplex's static block: how the transport drives a Duplex, kept off the object the app holds.
+let attach: (duplex: SmuxDuplex, endpoint: CallEndpoint, owner: RawCallOwner) => void;
+let deliver: (duplex: SmuxDuplex, message: CallMessage) => void;
+let fail: (duplex: SmuxDuplex, error: unknown) => void;
+
 /**
  * A byte-stream call's Node `Duplex` (`client.openDuplex()`, `ctx.getDuplex()`): what is written travels as RAW
  * messages, what arrives is read; each direction ends with END, so a cut-off transfer errors instead of looking
@@ -47,8 +52,14 @@ export class SmuxDuplex extends Duplex {
     this.once('end', sideDone).once('finish', sideDone);
   }
 
+  static {
+    attach = (duplex, endpoint, owner) => duplex.#attach(endpoint, owner);
+    deliver = (duplex, message) => duplex.#deliver(message);
+    fail = (duplex, error) => duplex.#fail(error);
+  }
+
   /** Attaches the call's stream (the client's Duplex exists before its stream opens). */
-  attach(endpoint: CallEndpoint, owner: RawCallOwner): void {
+  #attach(endpoint: CallEndpoint, owner: RawCallOwner): void {
     this.#endpoint = endpoint;
     this.#owner = owner;
     if (!this.#reading) endpoint.pause();
@@ -58,10 +69,10 @@ export class SmuxDuplex extends Duplex {
   }
 
   /** A message of the peer's direction: RAW bytes, or END (with ERROR: the peer's direction failed). */
-  deliver(message: CallMessage): void {
+  #deliver(message: CallMessage): void {
     const violation = byteStreamViolation(message);
     if (violation !== null) {
-      this.fail(violation);
+      this.#fail(violation);
     } else if (message.kind === Kind.RAW) {
       const more = this.push(message.body);
       this.#endpoint?.hold(this.readableLength); // unread bytes count against the connection's budget
@@ -70,12 +81,12 @@ export class SmuxDuplex extends Duplex {
       this.push(null);
       this.#owner?.readableEnded();
     } else {
-      this.fail(message.body); // END + ERROR: the other direction failed
+      this.#fail(message.body); // END + ERROR: the other direction failed
     }
   }
 
   /** Ends the Duplex with an error that did not start here (the peer's, the call's). */
-  fail(error: unknown): void {
+  #fail(error: unknown): void {
     if (this.destroyed) return;
     this.#external = true;
     this.destroy(error as Error); // a handler's error may be a plain object, as Nest delivers it
@@ -140,6 +151,21 @@ export class SmuxDuplex extends Duplex {
     if (this.#endpoint !== null) then();
     else this.#waiting = then;
   }
+}
+
+/** Attaches `duplex` to its call's stream; `owner` hears of its ends and of a local destroy. */
+export function attachDuplex(duplex: SmuxDuplex, endpoint: CallEndpoint, owner: RawCallOwner): void {
+  attach(duplex, endpoint, owner);
+}
+
+/** A message of the peer's direction for `duplex`: RAW bytes, or END (with ERROR: the peer's direction failed). */
+export function deliverToDuplex(duplex: SmuxDuplex, message: CallMessage): void {
+  deliver(duplex, message);
+}
+
+/** Ends `duplex` with an error that did not start there (the peer's, the call's); its owner is not told. */
+export function failDuplex(duplex: SmuxDuplex, error: unknown): void {
+  fail(duplex, error);
 }
 
 /**

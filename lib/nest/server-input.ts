@@ -2,8 +2,8 @@ import { isObservable } from 'rxjs';
 import { SmuxError } from '../smux/index.js';
 import { type CallMessage, Flag, Kind } from './call-codec.js';
 import type { CallEndpoint } from './call-endpoint.js';
-import { byteStreamViolation, type RawCallOwner, SmuxDuplex } from './raw-duplex.js';
-import { SmuxStreamedPayload } from './streamed-input.js';
+import { attachDuplex, byteStreamViolation, deliverToDuplex, failDuplex, type RawCallOwner, SmuxDuplex } from './raw-duplex.js';
+import { endPayload, failPayload, pushToPayload, SmuxStreamedPayload } from './streamed-input.js';
 
 /** What a {@link ServerInput} reports to its call. */
 export interface InputOwner {
@@ -58,7 +58,7 @@ export class ServerInput implements RawCallOwner {
       // A handler that does not listen for 'error' must not crash the process when the caller cancels: the cancel
       // reaches it through ctx.signal, its reads and pipeline() anyway.
       this.#duplex.on('error', ignore);
-      this.#duplex.attach(endpoint, this); // the input is the Duplex's owner: no object of closures per call
+      attachDuplex(this.#duplex, endpoint, this); // the input is the Duplex's owner: no object of closures per call
     }
   }
 
@@ -86,13 +86,13 @@ export class ServerInput implements RawCallOwner {
       if (violation !== null) return this.#owner.end(violation);
       // The caller's END is its direction's last message: what follows it is not read (whatever the framing).
       if (message.kind === Kind.END) this.#endpoint.stopReading();
-      return this.#duplex.deliver(message);
+      return deliverToDuplex(this.#duplex, message);
     }
     const payload = this.#payload!;
-    if (message.kind === Kind.DATA) return payload.push(message.body, size);
+    if (message.kind === Kind.DATA) return pushToPayload(payload, message.body, size);
     this.#endpoint.stopReading();
-    if (message.kind === Kind.END && (message.flags & Flag.ERROR) === 0) payload.end();
-    else if (message.kind === Kind.END) payload.fail(message.body);
+    if (message.kind === Kind.END && (message.flags & Flag.ERROR) === 0) endPayload(payload);
+    else if (message.kind === Kind.END) failPayload(payload, message.body);
     else this.#owner.end(new SmuxError('ERR_SMUX_PROTOCOL', `a streamed request carries DATA and END messages, got kind ${message.kind}`));
   }
 
@@ -114,14 +114,14 @@ export class ServerInput implements RawCallOwner {
   close(): void {
     if (this.#ends === 3) return;
     const over = new SmuxError('ERR_SMUX_CANCELLED', 'the call is over');
-    this.#payload?.fail(over);
-    this.#duplex?.fail(over);
+    if (this.#payload !== null) failPayload(this.#payload, over);
+    if (this.#duplex !== null) failDuplex(this.#duplex, over);
   }
 
   /** The call is stopped (cancelled, timed out, shutting down): the handler's input errors with the reason. */
   stop(reason: SmuxError): void {
-    this.#payload?.fail(reason);
-    this.#duplex?.fail(reason);
+    if (this.#payload !== null) failPayload(this.#payload, reason);
+    if (this.#duplex !== null) failDuplex(this.#duplex, reason);
   }
 
   /**

@@ -2,8 +2,9 @@ import { EventEmitter } from 'node:events';
 import type { PeerCertificate } from 'node:tls';
 import type { MsPattern } from '@nestjs/microservices';
 import { type Clock, type Session, SmuxError } from '../smux/index.js';
+import { observeSession } from '../smux/session.js';
 import { toSmuxError } from './call-scheduler.js';
-import type { PendingCall } from './client-call.js';
+import { callDone, failCall, openCall, type PendingCall } from './client-call.js';
 import { createPacketCodec } from './packet-codec.js';
 import { attachLauncher, SmuxProxy } from './smux-proxy.js';
 
@@ -107,10 +108,12 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
       streamHighWaterMark: port.session.config.streamHighWaterMark ?? 64 * 1024,
     });
     bySession.set(port.session, this);
-    port.session.once('close', (error) => {
-      const failure = connectionFailure(error);
-      this.#closed = failure ?? null;
-      this.#events.emit('close', failure);
+    observeSession(port.session, {
+      close: (error) => {
+        const failure = connectionFailure(error);
+        this.#closed = failure ?? null;
+        this.#events.emit('close', failure);
+      },
     });
   }
 
@@ -194,13 +197,13 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
   }
 
   #open(call: PendingCall): void {
-    if (call.done) return;
+    if (callDone(call)) return;
     const unavailable = this.#unavailable();
-    if (unavailable !== null) return call.fail(unavailable);
+    if (unavailable !== null) return failCall(call, unavailable);
     try {
-      call.open(this.#port.session.openChannel());
+      openCall(call, this.#port.session.openChannel());
     } catch (error) {
-      call.fail(toSmuxError(error, 'the call could not be opened'));
+      failCall(call, toSmuxError(error, 'the call could not be opened'));
     }
   }
 }

@@ -21,6 +21,11 @@ export interface InputFlow {
   hold(bytes: number): void;
 }
 
+// Set by SmuxStreamedPayload's static block: how the server feeds a payload, kept off the object the handler holds.
+let push: (payload: SmuxStreamedPayload, item: unknown, bytes: number) => void;
+let end: (payload: SmuxStreamedPayload) => void;
+let fail: (payload: SmuxStreamedPayload, error: unknown) => void;
+
 /**
  * The `@Payload()` of a streamed request: the items the caller streams (`client.send(pattern, source)`), in order.
  * It is an rxjs `Observable` — `payload.pipe(…)`, `subscribe()`, as with `@GrpcStreamMethod` — and also an
@@ -48,6 +53,12 @@ export class SmuxStreamedPayload<T = unknown> extends Observable<T> implements A
     this.#flow = flow;
   }
 
+  static {
+    push = (payload, item, bytes) => payload.#push(item, bytes);
+    end = (payload) => payload.#end();
+    fail = (payload, error) => payload.#fail(error);
+  }
+
   /** True once the caller's stream ended (all items delivered or held). */
   get ended(): boolean {
     return this.#ended;
@@ -67,7 +78,7 @@ export class SmuxStreamedPayload<T = unknown> extends Observable<T> implements A
   }
 
   /** An item arrived (`bytes`: its size on the wire). */
-  push(item: T, bytes: number): void {
+  #push(item: T, bytes: number): void {
     if (this.#ended) return;
     if (this.#subscriber !== null) return this.#subscriber.next(item);
     const waiter = this.#waiter;
@@ -83,7 +94,7 @@ export class SmuxStreamedPayload<T = unknown> extends Observable<T> implements A
   }
 
   /** The caller's stream ended (END). */
-  end(): void {
+  #end(): void {
     if (this.#ended) return;
     this.#ended = true;
     if (this.#items.length > 0) return; // delivered after the held items
@@ -92,7 +103,7 @@ export class SmuxStreamedPayload<T = unknown> extends Observable<T> implements A
   }
 
   /** The caller's stream failed, or the call was cancelled. */
-  fail(error: unknown): void {
+  #fail(error: unknown): void {
     if (this.#ended && this.#items.length === 0) return;
     this.#ended = true;
     this.#failed = true;
@@ -163,4 +174,19 @@ export class SmuxStreamedPayload<T = unknown> extends Observable<T> implements A
     this.#waiter = this.#rejecter = null;
     waiter?.(result);
   }
+}
+
+/** An item of the caller's stream arrived for `payload` (`bytes`: its size on the wire). */
+export function pushToPayload(payload: SmuxStreamedPayload, item: unknown, bytes: number): void {
+  push(payload, item, bytes);
+}
+
+/** The caller's stream ended (END). */
+export function endPayload(payload: SmuxStreamedPayload): void {
+  end(payload);
+}
+
+/** The caller's stream failed, or the call was cancelled: `payload` errors with `error`. */
+export function failPayload(payload: SmuxStreamedPayload, error: unknown): void {
+  fail(payload, error);
 }

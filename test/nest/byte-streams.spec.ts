@@ -30,7 +30,19 @@ import {
 
 const MiB = 1024 * 1024;
 
-const probe = { gate: deferred(), read: 0, duplexError: null as unknown, aborted: null as unknown, entered: deferred() };
+const probe = {
+  gate: deferred(),
+  read: 0,
+  duplexError: null as unknown,
+  aborted: null as unknown,
+  entered: deferred(),
+  hooks: null as string[] | null,
+};
+
+/** Which of the transport's own hooks on a Duplex (attach a stream, deliver bytes, fail it) an app could reach. */
+function transportHooks(duplex: object): string[] {
+  return ['attach', 'deliver', 'fail'].filter((name) => name in duplex);
+}
 
 @Injectable()
 class TokenGuard implements CanActivate {
@@ -150,6 +162,14 @@ class BytesController {
     duplex.end('welcome');
   }
 
+  @MessagePattern('hooks') // what a handler reaches of its Duplex
+  hooks(@Ctx() ctx: SmuxContext): void {
+    const duplex = ctx.getDuplex();
+    probe.hooks = transportHooks(duplex);
+    duplex.resume();
+    duplex.end('seen');
+  }
+
   @MessagePattern('not-a-stream')
   notAStream(@Ctx() ctx: SmuxContext): string {
     ctx.getDuplex();
@@ -171,6 +191,7 @@ beforeEach(() => {
   probe.duplexError = null;
   probe.aborted = null;
   probe.entered = deferred();
+  probe.hooks = null;
 });
 
 describe('byte streams', () => {
@@ -297,6 +318,14 @@ describe('byte streams', () => {
     logLines.length = 0;
     expect(await rejection(firstValueFrom(client.send('not-a-stream', {})))).toEqual({ status: 'error', message: 'Internal server error' });
     expect(logLines).toContainEqual(expect.objectContaining({ level: 'error', message: expect.stringContaining('is not a byte stream') }));
+  });
+
+  test("neither side's Duplex exposes the transport's hooks: no attach, deliver (fake bytes) or fail (a silent destroy)", async () => {
+    const duplex = client.openDuplex('hooks');
+    duplex.end();
+    expect((await within(readAll(duplex), 'the reply')).toString()).toBe('seen');
+    expect(transportHooks(duplex)).toEqual([]);
+    expect(probe.hooks).toEqual([]);
   });
 
   test('other calls on the connection flow while a byte stream moves data', async () => {

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, test } from '@jest/globals';
 import type { WritePacket } from '@nestjs/microservices';
 import { type Session, type SmuxChannel, SmuxError } from '../../lib/smux/index.js';
 import { encodeMessage, encodeTransportError, Flag, Kind } from '../../lib/nest/call-codec.js';
-import { ClientCall, type ClientCallHost } from '../../lib/nest/client-call.js';
+import { ClientCall, type ClientCallHost, failCall, openCall } from '../../lib/nest/client-call.js';
 import { ClientRawCall } from '../../lib/nest/client-raw-call.js';
 import { createSmuxMetrics, type MetricsRecorder, SMUX_LATENCY_BUCKETS_MS } from '../../lib/nest/metrics.js';
 import { createPacketCodec } from '../../lib/nest/packet-codec.js';
@@ -121,7 +121,7 @@ describe('ClientCall records', () => {
     const { call, metrics, server, answer, requestBytes, clock } = await clientCall();
     expect(metrics.snapshot().calls).toEqual({ started: 1, completed: 0, failed: {}, inFlight: 1 }); // before a stream
     clock.advance(2);
-    call.open(pair.client.openChannel());
+    openCall(call, pair.client.openChannel());
     await flush();
     const answered = answer('one', 0) + answer('two', Flag.LAST);
     await flush();
@@ -136,7 +136,7 @@ describe('ClientCall records', () => {
     const failures: Record<string, number>[] = [];
     const run = async (how: (c: Awaited<ReturnType<typeof clientCall>>) => void, timeout = 0): Promise<void> => {
       const c = await clientCall(timeout);
-      c.call.open(pair.client.openChannel());
+      openCall(c.call, pair.client.openChannel());
       await flush();
       how(c);
       await flush();
@@ -149,8 +149,8 @@ describe('ClientCall records', () => {
     await run((c) => c.server.channel!.write(Buffer.concat(encodeTransportError(new SmuxError('ERR_SMUX_LIMIT', 'full')))));
     await run((c) => c.call.unsubscribe());
     await run((c) => c.clock.advance(50), 50);
-    await run((c) => c.call.fail(new SmuxError('ERR_SMUX_UNAVAILABLE', 'no connection')));
-    await run((c) => c.call.fail(new Error('the source failed')));
+    await run((c) => failCall(c.call, new SmuxError('ERR_SMUX_UNAVAILABLE', 'no connection')));
+    await run((c) => failCall(c.call, new Error('the source failed')));
     expect(failures).toEqual([
       { handler: 1 },
       { ERR_SMUX_LIMIT: 1 },
@@ -171,7 +171,7 @@ describe('ClientCall records', () => {
       duplex.on('error', () => undefined);
       duplex.resume();
       const call = new ClientRawCall(clientHost(pair.clock, recorder), duplex, request, 0, false);
-      call.open(pair.client.openChannel());
+      openCall(call, pair.client.openChannel());
       duplex.write(Buffer.alloc(1000));
       await flush();
       const theirs = Buffer.concat([...encodeMessage(Kind.RAW, 0, Buffer.alloc(300)), ...encodeMessage(Kind.END, Flag.LAST, undefined)]);

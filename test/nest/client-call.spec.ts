@@ -6,7 +6,8 @@ import { afterEach, describe, expect, test } from '@jest/globals';
 import type { WritePacket } from '@nestjs/microservices';
 import { type SmuxChannel, SmuxError } from '../../lib/smux/index.js';
 import { encodeMessage, encodeTransportError, Flag, Kind } from '../../lib/nest/call-codec.js';
-import { ClientCall, type ClientCallHost } from '../../lib/nest/client-call.js';
+import { CallLauncher, type LaunchTarget } from '../../lib/nest/call-launcher.js';
+import { ClientCall, type ClientCallHost, openCall, type PendingCall } from '../../lib/nest/client-call.js';
 import { createPacketCodec } from '../../lib/nest/packet-codec.js';
 import { flush, memorySessions } from '../helpers/memory-pair.js';
 
@@ -44,10 +45,19 @@ async function open(timeout = 0) {
   };
   const request = encodeMessage(Kind.REQUEST, 0, 'data', { id: '1', pattern: 'p' });
   const call = new ClientCall(host, (packet) => void packets.push(packet), request, timeout, false);
-  call.open(pair.client.openChannel());
+  openCall(call, pair.client.openChannel());
   await flush();
   const reply = (value: unknown, flags: number) => server.channel!.write(Buffer.concat(encodeMessage(Kind.RESPONSE, flags, value)));
-  return { call, packets, settled, server, reply };
+  return { call, packets, settled, server, reply, host };
+}
+
+/** Every property an app can reach on `value` — its own and its prototypes' (short of Object's), but `constructor`. */
+function reachable(value: object): string[] {
+  const names: string[] = [];
+  for (let at: object | null = value; at !== null && at !== Object.prototype; at = Object.getPrototypeOf(at) as object | null) {
+    for (const key of Reflect.ownKeys(at)) if (key !== 'constructor') names.push(String(key));
+  }
+  return names;
 }
 
 describe('ClientCall', () => {
@@ -104,6 +114,30 @@ describe('ClientCall', () => {
     pair.clock.advance(1);
     await flush();
     expect(packets[0].err).toMatchObject({ code: 'ERR_SMUX_TIMEOUT' });
+    expect(server.fin).toBe(true);
+  });
+
+  test("send()'s subscription holds the call as its teardown: nothing of it is reachable but unsubscribe()", async () => {
+    const { host, server } = await open();
+    let scheduled: PendingCall | null = null;
+    const target: LaunchTarget = {
+      schedule: (call) => void (scheduled = call),
+      sessionFor: () => Promise.reject(new Error('no events here')),
+      checkSize: () => undefined,
+    };
+    const defaults = { timeout: 0, waitForReady: false, streamHighWaterMark: 64 * 1024 };
+    const launcher = new CallLauncher(host, target, { createObserver: () => () => undefined }, defaults);
+    const subscription = launcher.send('p', 'data').subscribe();
+    const teardown = (subscription as unknown as { _finalizers: object[] })._finalizers[0];
+    expect(teardown).toBeInstanceOf(ClientCall);
+    expect(teardown).toBe(scheduled);
+    // No admission state to reset (a slot never freed), no launch/open/fail, no handlers to feed fake responses to.
+    expect(reachable(teardown)).toEqual(['unsubscribe']);
+    expect(Object.getOwnPropertyNames(ClientCall).sort()).toEqual(['length', 'name', 'prototype']);
+    openCall(scheduled!, pair.client.openChannel()); // the transport still drives it
+    await flush();
+    subscription.unsubscribe(); // and the teardown still cancels it
+    await flush();
     expect(server.fin).toBe(true);
   });
 });

@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { type SmuxChannel, SmuxError } from '../../lib/smux/index.js';
 import { type CallMessage, encodeMessage, encodeTransportError, Flag, Kind } from '../../lib/nest/call-codec.js';
-import type { ClientCallHost, PendingCall } from '../../lib/nest/client-call.js';
+import { callDone, type ClientCallHost, openCall, type PendingCall } from '../../lib/nest/client-call.js';
 import { ClientRawCall } from '../../lib/nest/client-raw-call.js';
 import { MessageReader } from '../../lib/nest/message-reader.js';
 import { createPacketCodec } from '../../lib/nest/packet-codec.js';
@@ -68,7 +68,7 @@ async function rawCall({ timeout = 0, open = true } = {}) {
   duplex.on('error', (error) => (read.error = error));
   duplex.on('close', () => (read.closed = true));
   const opened = async (): Promise<void> => {
-    call.open(pair.client.openChannel());
+    openCall(call, pair.client.openChannel());
     await flush();
   };
   if (open) await opened();
@@ -138,12 +138,12 @@ describe('ClientRawCall', () => {
       (oursFirst ? ours : theirs)();
       await flush();
       expect(settled).toEqual([]);
-      expect(call.done).toBe(false);
+      expect(callDone(call)).toBe(false);
       expect(server.fin).toBe(false);
       (oursFirst ? theirs : ours)();
       await flush();
       expect(settled).toEqual([call]);
-      expect(call.done).toBe(true);
+      expect(callDone(call)).toBe(true);
       expect(server.messages.map((m) => m.kind)).toEqual([Kind.REQUEST, Kind.RAW, Kind.END]); // nothing dropped: not a cancel
       expect(server.fin).toBe(true);
       expect(read).toMatchObject({ ended: true, error: null });
@@ -261,5 +261,15 @@ describe('ClientRawCall', () => {
     await flush();
     expect(read.error).toBeNull();
     expect(settled).toEqual([call]);
+  });
+
+  test('nothing of the call is reachable on it (its admission state, open, fail, its handlers): the transport drives it through accessors', async () => {
+    const { call } = await rawCall({ open: false });
+    const names: string[] = [];
+    for (let at: object | null = call; at !== null && at !== Object.prototype; at = Object.getPrototypeOf(at) as object | null) {
+      for (const key of Reflect.ownKeys(at)) if (key !== 'constructor') names.push(String(key));
+    }
+    expect(names).toEqual([]);
+    expect(Object.getOwnPropertyNames(ClientRawCall).sort()).toEqual(['length', 'name', 'prototype']);
   });
 });

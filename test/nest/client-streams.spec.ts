@@ -110,6 +110,13 @@ class StreamsController {
     return -1;
   }
 
+  @MessagePattern('payload-hooks') // which of the server's own hooks a handler could reach on its payload
+  async payloadHooks(@Payload() items: SmuxStreamedPayload<number>): Promise<string[]> {
+    const reachable = ['push', 'end', 'fail'].filter((name) => name in items);
+    for await (const item of items) void item;
+    return reachable;
+  }
+
   @MessagePattern('ping')
   ping(): string {
     return 'pong';
@@ -302,6 +309,10 @@ describe('client streams and bidirectional streams', () => {
     source.complete();
     expect(await done).toEqual([1, 2, 3]);
     subscription.unsubscribe();
+  });
+
+  test("the handler's payload exposes none of the server's hooks: no push (fake items, a negative charge), end or fail", async () => {
+    expect(await firstValueFrom(client.send('payload-hooks', from([1, 2, 3])))).toEqual([]);
   });
 
   test('emit() refuses a source: events do not stream', async () => {

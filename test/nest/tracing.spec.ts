@@ -10,7 +10,7 @@ import type { WritePacket } from '@nestjs/microservices';
 import { Observable, type Subscriber } from 'rxjs';
 import { type SmuxChannel, SmuxError } from '../../lib/smux/index.js';
 import { encodeMessage, Flag, Kind, type MessagePiece } from '../../lib/nest/call-codec.js';
-import { ClientCall, type ClientCallHost } from '../../lib/nest/client-call.js';
+import { ClientCall, type ClientCallHost, openCall } from '../../lib/nest/client-call.js';
 import { MessageReader } from '../../lib/nest/message-reader.js';
 import { createPacketCodec } from '../../lib/nest/packet-codec.js';
 import { ServerCall } from '../../lib/nest/server-call.js';
@@ -180,7 +180,7 @@ describe('the call engine', () => {
       const request = codec.encodeCall(Kind.REQUEST, { pattern: how, data: 1, id: '1', headers: undefined, span });
       const packets: WritePacket[] = [];
       const call = new ClientCall(host, (p) => void packets.push(p), request, 0, false, null, span);
-      call.open(pair.client.openChannel());
+      openCall(call, pair.client.openChannel());
       await flush();
       expect(sdk.spans()).toHaveLength(statuses.length); // not before the call is over
       if (how === 'answered') server!.write(Buffer.concat(encodeMessage(Kind.RESPONSE, Flag.LAST, 'v')));
