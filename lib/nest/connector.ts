@@ -1,6 +1,7 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { type Clock, Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
+import { observeSession } from '../smux/session.js';
 import { type ControlLink, FEATURE_CALLS, type ServeHook } from './control-link.js';
 import { FEATURES, greet, HELLO_TIMEOUT, type ServerHello } from './hello.js';
 import { formatAddress, type ResolvedClientOptions } from './options.js';
@@ -217,7 +218,7 @@ export class Connector {
     // A client that does not serve calls refuses streams the server opens at once, rather than leave them to fill
     // the accept backlog (which would stop the session reading).
     const serve = this.#serve;
-    if (serve === null) session.on('channel', (channel) => channel.destroy());
+    if (serve === null) observeSession(session, { channel: (channel) => channel.destroy() });
     else serve(session, () => this.#controls.get(session)?.link ?? null);
     const helloMs = Math.min(HELLO_TIMEOUT, this.#options.connectTimeout);
     try {
@@ -241,7 +242,7 @@ export class Connector {
       throw error;
     }
     if (session.isClosed) throw session.error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed');
-    session.on('close', (error) => this.#closed(session, error));
+    observeSession(session, { close: (error) => this.#closed(session, error) });
     return session;
   }
 
@@ -258,9 +259,8 @@ export class Connector {
   #schedulePing(session: Session): void {
     const interval = this.#options.pingInterval;
     if (interval === 0) return;
-    const stop = (): void => this.#clock.clearTimeout(timer);
     const timer = this.#clock.setTimeout(() => {
-      session.off('close', stop); // one listener per ping at a time, not one more per interval
+      unobserve(); // one observer per ping at a time, not one more per interval
       if (this.#session !== session) return;
       this.ping(interval).then(
         () => this.#schedulePing(session),
@@ -271,7 +271,7 @@ export class Connector {
         },
       );
     }, interval);
-    session.once('close', stop);
+    const unobserve = observeSession(session, { close: () => this.#clock.clearTimeout(timer) });
   }
 
   /** Publishes a status, once per change. */

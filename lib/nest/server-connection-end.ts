@@ -1,4 +1,5 @@
 import { type Clock, type Session, SmuxError } from '../smux/index.js';
+import { observeSession } from '../smux/session.js';
 import { describeClientBytes } from './peer-diagnosis.js';
 import type { ConnectionHost } from './server-connection.js';
 import { connectionFailure } from './smux-connection.js';
@@ -32,7 +33,7 @@ export function hangUpAfter(session: Session, clock: Clock, ms: number): void {
       session.destroy(),
     );
   }, ms);
-  session.on('close', () => clock.clearTimeout(timer));
+  observeSession(session, { close: () => clock.clearTimeout(timer) });
 }
 
 /**

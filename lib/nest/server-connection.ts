@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { type Clock, Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
+import { observeSession } from '../smux/session.js';
 import { SlotSet } from '../util/slot-set.js';
 import type { CallMessage } from './call-codec.js';
 import { ConnectionBudget } from './connection-budget.js';
@@ -92,10 +93,10 @@ export class ServerConnection {
       this.#dialledLink = origin.link;
       this.#versionChecked = true;
     }
-    this.session.on('channel', (channel) => this.#open(channel));
+    observeSession(this.session, { channel: (channel) => this.#open(channel) });
     // The face first: its own 'close' listener marks it closed before 'disconnect' is emitted (#ended).
     this.face = refusal === null ? this.#createFace(host, 'accepted' in origin ? origin.accepted : null) : null;
-    this.session.on('close', (error) => this.#ended(error));
+    observeSession(this.session, { close: (error) => this.#ended(error) });
     if (refusal !== null) hangUpAfter(this.session, host.clock, 10_000); // a client that never opens a stream
     const { maxConnectionAge } = host.options;
     if (refusal === null && maxConnectionAge > 0 && 'accepted' in origin) {

@@ -110,9 +110,12 @@ export class CallDispatcher {
       // With OpenTelemetry the handlers run inside a CONSUMER span whose parent is the emitter's (tracing.ts).
       if (start === null) void withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, null));
       else {
-        start(this.#nest.transportId, ctx, () =>
-          withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx))),
-        );
+        let started = false; // at most once: a hook that calls done() twice does not run the handlers twice
+        start(this.#nest.transportId, ctx, () => {
+          if (started) return Promise.resolve();
+          started = true;
+          return withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx)));
+        });
       }
     } catch (error) {
       this.#logError(error);

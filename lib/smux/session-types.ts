@@ -45,3 +45,15 @@ export interface SessionEvents {
   /** The session is over. `error` is absent after a local `close()` / `destroy()` without error. */
   close: [error: SmuxError | undefined];
 }
+
+/**
+ * What a layer built on a session (the Nest transport) hears of it: the streams the peer opens, as channels, and
+ * its end. Added with `observeSession` (session.ts), a package-internal path: the session's public events are the
+ * application's too, and anyone holding the session could `emit()` them or remove their listeners.
+ */
+export interface SessionObserver {
+  /** A stream the peer opened (the session's `'channel'` listeners get the same channel afterwards). */
+  channel?: (channel: SmuxChannel) => void;
+  /** The session closed; called before its public `'close'`. */
+  close?: (error: SmuxError | undefined) => void;
+}

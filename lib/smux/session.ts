@@ -9,7 +9,7 @@ import { IdTable } from '../util/id-table.js';
 import { ReceiveBucket, streamAllowance } from './flow-control.js';
 import { KeepAlive, type KeepAliveHost } from './keep-alive.js';
 import { SmuxStream } from './stream.js';
-import type { SessionEvents, SessionStats } from './session-types.js';
+import type { SessionEvents, SessionObserver, SessionStats } from './session-types.js';
 import { StreamCore, type StreamHost } from './stream-core.js';
 import { StreamAcceptor } from './stream-acceptor.js';
 import { StreamIdAllocator } from './stream-ids.js';
@@ -23,6 +23,16 @@ const CLOSING = 1;
 const CLOSED = 2;
 const PAUSED_BY_BUDGET = 1;
 const PAUSED_BY_BACKLOG = 2;
+
+let addObserver: (session: Session, observer: SessionObserver) => () => void;
+
+/**
+ * Lets a layer built on `session` hear of its peer's streams and its end without a public listener (see
+ * {@link SessionObserver}); returns what removes the observer. Package-internal: not exported by the barrel.
+ */
+export function observeSession(session: Session, observer: SessionObserver): () => void {
+  return addObserver(session, observer);
+}
 
 /**
  * One smux session over a Duplex (a `net.Socket`, a `tls.TLSSocket`, a test pair), wire-compatible with Go's
@@ -56,6 +66,17 @@ export class Session extends EventEmitter<SessionEvents> {
   #bytesIn = 0;
   #streamsOpened = 0;
   #streamsAccepted = 0;
+  readonly #observers: SessionObserver[] = [];
+
+  static {
+    addObserver = (session, observer) => {
+      session.#observers.push(observer);
+      return () => {
+        const at = session.#observers.indexOf(observer);
+        if (at !== -1) session.#observers.splice(at, 1);
+      };
+    };
+  }
 
   /** Starts the client end of a session on `socket`. @throws SmuxError `ERR_SMUX_INVALID_CONFIG` */
   static client(socket: Duplex, config?: Partial<SmuxConfig>): Session {
@@ -263,7 +284,10 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#acceptor.close(this.#closedError()); // its streams are among those terminated
     for (const core of streams) core.terminate(error);
     this.#resolveClosed?.();
-    process.nextTick(() => this.emit('close', error));
+    process.nextTick(() => {
+      for (const observer of this.#observers.slice()) observer.close?.(error);
+      this.emit('close', error);
+    });
   }
 
   // ── private hosts: what the decoder, the streams and keep-alive may ask of the session ────────────────
@@ -357,7 +381,10 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#streams.set(streamId, core);
     this.#peerStreams++;
     this.#streamsAccepted++;
-    if (this.listenerCount('channel') > 0) this.emit('channel', createChannel(core, this));
+    let channel: SmuxChannel | null = null;
+    for (const observer of this.#observers) if (observer.channel !== undefined) observer.channel((channel ??= createChannel(core, this)));
+    if (this.listenerCount('channel') > 0) this.emit('channel', channel ?? createChannel(core, this));
+    else if (channel !== null) return;
     else if (this.listenerCount('stream') > 0) this.emit('stream', this.#peerStream(core));
     else this.#acceptor.offer(core);
   }

@@ -87,6 +87,14 @@ describe('SmuxConnection: who called, and state per connection', () => {
     // Nor can an app make a connection of its own (it would register a session as a connection's).
     const Made = connection.constructor as new (...args: unknown[]) => unknown;
     expect(() => new Made({ id: 'fake', session: {} })).toThrow(TypeError);
+    // The session's public events are anyone's: emitting 'close' on a live session, or removing its listeners, does
+    // not make the server forget the connection (the transport does not listen on them).
+    const session = handle.sessions[0];
+    session.emit('close', undefined);
+    session.removeAllListeners();
+    expect(connections.get(id)).toBe(connection);
+    expect(connection.closed).toBe(false);
+    expect(await firstValueFrom(client.send('whoami', {}))).toMatchObject({ id, user: 'carol' });
     const gone = new Promise<string>((resolve) => handle.server.on('disconnect', (c) => resolve(c.id)));
     await client.close();
     expect(await within(gone, 'the disconnect')).toBe(id);

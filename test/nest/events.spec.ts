@@ -181,3 +181,23 @@ describe('events', () => {
     expect(await firstValueFrom(client.send('ping', {}))).toBe('pong');
   });
 });
+
+describe('events and processing hooks', () => {
+  afterAll(closeAll);
+
+  test('a start hook that calls done() twice runs the event handlers once (at most once)', async () => {
+    const handle = await startApp({ controllers: [FirstEventsController] });
+    const seconds: Array<Promise<unknown>> = [];
+    handle.server.setOnProcessingStartHook((_t, _ctx, done) => {
+      void done();
+      seconds.push(done());
+    });
+    const client = handle.client();
+    seen.length = 0;
+    await lastValueFrom(client.emit('note', 'once'), { defaultValue: undefined });
+    await until(() => seen.length > 0, 5_000, 'the event');
+    expect(await firstValueFrom(client.send('ping', {}))).toBe('pong'); // the event's handler has had its turn
+    await Promise.all(seconds);
+    expect(seen.filter((s) => s.data === 'once')).toHaveLength(1);
+  });
+});

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { SmuxChannel, SmuxError, SmuxStream } from '../../lib/smux/index.js';
+import { observeSession } from '../../lib/smux/session.js';
 import { closed, until } from '../helpers/net.js';
 import {
   cleanup,
@@ -98,6 +99,37 @@ describe('Session lifecycle over TCP', () => {
     expect((viaChannel[0] as SmuxChannel).id).toBe(c.id);
     expect(viaEvent).toHaveLength(1); // 'stream' not emitted while a 'channel' listener exists
     expect(server.stats.streamsAccepted).toBe(3);
+  });
+
+  test("an observer (the Nest layer's path) hears channels and the close; the public events cannot reach or remove it", async () => {
+    const { client, server } = await pair();
+    const heard: string[] = [];
+    const remove = observeSession(server, {
+      channel: (channel) => void heard.push(`channel ${channel.id}`),
+      close: (error) => void heard.push(`close ${error?.code ?? 'clean'}`),
+    });
+    const viaEvent: SmuxChannel[] = [];
+    server.on('channel', (channel) => viaEvent.push(channel));
+    const a = quiet(await client.openStream());
+    a.write('a');
+    await until(() => heard.length === 1 && viaEvent.length === 1, 5_000, 'the channel');
+    expect(heard).toEqual([`channel ${a.id}`]);
+    expect(viaEvent[0].id).toBe(a.id); // the same stream, as one channel for both
+    // What anyone holding the session can do to its public events does not reach the observer.
+    server.emit('close', undefined);
+    server.removeAllListeners();
+    expect(heard).toEqual([`channel ${a.id}`]);
+    const b = quiet(await client.openStream());
+    b.write('b');
+    await until(() => heard.length === 2, 5_000, 'the second channel');
+    expect(server.stats.streamsAccepted).toBe(2); // taken by the observer: not left in the accept backlog
+    const gone = observeSession(server, { close: () => void heard.push('removed observer') });
+    gone();
+    client.destroy();
+    await until(() => heard.length === 3, 5_000, 'the close');
+    expect(heard.at(-1)).toMatch(/^close /);
+    expect(heard).not.toContain('removed observer');
+    remove();
   });
 
   test('a full accept backlog stops the session reading until acceptStream() takes one; memory stays bounded', async () => {
