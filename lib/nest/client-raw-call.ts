@@ -66,7 +66,7 @@ export class ClientRawCall {
       }, timeout);
     }
     // Destroyed (or ended both ways) before a stream opened: nothing to wait for.
-    duplex.once('close', () => this.#state === WAITING && this.#settle(false, 'ERR_SMUX_CANCELLED'));
+    duplex.on('close', () => duplex.destroyed && this.#state === WAITING && this.#settle(false, 'ERR_SMUX_CANCELLED')); // a real close only: anyone may emit one
   }
 
   static {

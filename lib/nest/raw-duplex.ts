@@ -42,14 +42,15 @@ export class SmuxDuplex extends Duplex {
     // Not autoDestroy: a `for await` over the Duplex would destroy it (AbortError) when the peer's direction ends
     // while ours is still open, and that cancels the call. It is destroyed once both sides are done instead.
     super({ allowHalfOpen: true, autoDestroy: false, readableHighWaterMark: highWaterMark, writableHighWaterMark: highWaterMark });
-    let sidesDone = 0;
+    // Judged by the stream's own state, not by counting events: anyone holding the Duplex can emit 'end' or
+    // 'finish', and a destroy that looked complete would never be reported to the call.
     const sideDone = (): void => {
-      if (++sidesDone === 2 && !this.destroyed) {
+      if (this.readableEnded && this.writableFinished && !this.destroyed) {
         this.#external = true; // complete: nothing to report
         this.destroy();
       }
     };
-    this.once('end', sideDone).once('finish', sideDone);
+    this.on('end', sideDone).on('finish', sideDone);
   }
 
   static {

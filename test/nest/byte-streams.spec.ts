@@ -328,6 +328,18 @@ describe('byte streams', () => {
     expect(probe.hooks).toEqual([]);
   });
 
+  test("fake 'end' and 'finish' events do not end a live Duplex: the transfer goes on and completes", async () => {
+    const duplex = client.openDuplex('count');
+    duplex.write(Buffer.alloc(1000));
+    // What anyone holding the Duplex could do; a destroy judged from these would never be reported to the call.
+    duplex.emit('end');
+    duplex.emit('finish');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(duplex.destroyed).toBe(false);
+    duplex.end(Buffer.alloc(234));
+    expect((await within(readAll(duplex), 'the count')).toString()).toBe('1234');
+  });
+
   test('other calls on the connection flow while a byte stream moves data', async () => {
     const duplex = client.openDuplex('echo');
     const moving = Promise.all([pipeline(pattern(32 * MiB), duplex), pipeline(duplex, hashing().sink)]);

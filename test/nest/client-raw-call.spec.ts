@@ -196,6 +196,18 @@ describe('ClientRawCall', () => {
     expect(settled).toEqual([call]);
   });
 
+  test("a fake 'close' on a Duplex still waiting for its stream cancels nothing; a real destroy then does", async () => {
+    const { call, duplex, settled, opened, server } = await rawCall({ open: false });
+    duplex.emit('close'); // anyone holding the Duplex may
+    await flush();
+    expect(settled).toEqual([]);
+    await opened(); // the stream opens: the call goes on
+    expect(server.messages.map((m) => m.kind)).toEqual([Kind.REQUEST]);
+    duplex.destroy();
+    await flush();
+    expect(settled).toEqual([call]);
+  });
+
   test('the deadline (on the fake clock) fails the Duplex with ERR_SMUX_TIMEOUT and cancels the call on the server', async () => {
     const { call, server, read, settled } = await rawCall({ timeout: 500 });
     expect(server.messages[0].timeout).toBe(500);
