@@ -95,7 +95,7 @@ describe('IdTable', () => {
   test('clusters that wrap around the end of the table: long churn against a Map, every live id found', () => {
     // Multiplier 1: an id's top bits are its slot, so ids near 2^32 all start in the last slot and their run
     // wraps to the first, where small ids start too — the backward shift's wrap-around case on every delete.
-    const table = new IdTable<number>(16, 1);
+    const table = new IdTable<number>(16, 0, 1);
     const model = new Map<number, number>();
     const ids = [...Array.from({ length: 12 }, (_, i) => 0xfffffff0 + i), ...Array.from({ length: 12 }, (_, i) => i)];
     const random = fc.sample(fc.tuple(fc.integer({ min: 0, max: ids.length - 1 }), fc.boolean()), { numRuns: 100_000, seed: 11 });
@@ -109,6 +109,41 @@ describe('IdTable', () => {
     });
     for (const probe of ids) expect(table.get(probe)).toBe(model.get(probe));
     expect(table.size).toBe(model.size);
+  });
+
+  test("a session's ids (every other id, in order) stay spread out whatever the table's random seed", () => {
+    // A session opens streams 1, 3, 5, … (or 2, 4, …) and closes them in about that order: the live ids are a
+    // sliding window of an arithmetic progression. With a random multiplier alone, 1 table in 100 put such a
+    // window into one run of occupied slots (every lookup and delete walking all of it); XORing a random seed
+    // into the golden-ratio hash keeps the longest run at ≤ 8 slots (64 or 512 live ids, any seed).
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 0xffffffff }),
+        fc.integer({ min: 0, max: 0x7fffffff }),
+        fc.constantFrom(64, 512),
+        (seed, first, live) => {
+          const table = new IdTable<number>(undefined, seed);
+          let newest = first * 2 + 1;
+          let oldest = newest;
+          for (let i = 0; i < live; i++, newest += 2) table.set(newest >>> 0, i);
+          let longest = table.longestRun();
+          for (let i = 0; i < live; i++, newest += 2, oldest += 2) {
+            table.delete(oldest >>> 0);
+            table.set(newest >>> 0, i);
+            longest = Math.max(longest, table.longestRun());
+          }
+          expect(table.size).toBe(live);
+          expect(longest).toBeLessThanOrEqual(12);
+        },
+      ),
+      { numRuns: 200, seed: 7 },
+    );
+  });
+
+  test('longestRun counts a run that wraps from the last slot to the first whole', () => {
+    const table = new IdTable<number>(16, 0, 1); // multiplier 1: an id's top 4 bits are its slot
+    for (const id of [0xf0000000, 0xf0000001, 0xf0000002, 0x00000000, 0x10000000]) table.set(id, 1);
+    expect(table.longestRun()).toBe(5); // slots 15, 0, 1, 2, 3 (the last three probed on from slots 15, 0, 1)
   });
 
   test('after a burst, values it no longer holds do not survive scavenges (a Map keeps them to the next full GC)', () => {
