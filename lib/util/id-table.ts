@@ -19,7 +19,7 @@ export class IdTable<V> {
   // Random per table and XORed into each id before hashing: ids a peer chooses cannot be made to land in one
   // cluster on purpose, while the ids of one session (an arithmetic progression) keep the golden ratio's even
   // spread. A random multiplier alone (what this table used before) spreads them unevenly for some multipliers:
-  // 1 table in 10 probed ≥ 3 × longer, 1 in 100 ≥ 10 × (docs/NOTES.md, "A stream table's hash").
+  // 1 table in 10 probed ≈ 3 × longer, 1 in 100 ≈ 11 × (docs/NOTES.md, "A stream table's hash").
   readonly #seed: number;
   readonly #multiplier: number;
 
