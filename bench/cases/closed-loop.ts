@@ -17,6 +17,8 @@ export interface LoopOptions {
    * calls): a run sized by a calibration that came out slow still measures its full time. Default 0.
    */
   minMs?: number;
+  /** With `minMs`, the most calls the loop makes. Default {@link MAX_OVERRUN} × `count`. */
+  maxCount?: number;
   /** Calls in flight at once. */
   inFlight: number;
   /** Checked before each new call: false stops issuing (the calls in flight still finish). */
@@ -46,7 +48,7 @@ export interface LoopResult {
  */
 export function closedLoop(options: LoopOptions): Promise<LoopResult> {
   const { call, count, inFlight, keepGoing = () => true, progress = () => 0, stallMs = STALL_MS, minMs = 0 } = options;
-  const most = minMs > 0 ? count * MAX_OVERRUN : count;
+  const most = minMs > 0 ? Math.max(count, options.maxCount ?? count * MAX_OVERRUN) : count;
   let latencies = new Float64Array(count);
   let issued = 0;
   let completed = 0;

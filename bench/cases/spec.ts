@@ -30,14 +30,17 @@ export interface EventsSpec {
 }
 
 /**
- * Head-of-line: p99 of `count` small echo calls (`inFlight` at once) without, then while one call on the same
- * connection streams `items` × `itemBytes` back (small calls keep going until it ends, at most `maxSmall`).
+ * Head-of-line: p99 of small echo calls (`inFlight` at once) for `seconds` (at least `count` calls) without, then
+ * while calls on the same connection stream `items` × `itemBytes` back, one big reply after another until
+ * `seconds` have passed (small calls keep going until the last one ends, at most `maxSmall`).
  */
 export interface HolSpec {
   kind: 'hol';
   size: number;
   inFlight: number;
   count: number;
+  /** Seconds each phase measures, at least (issue 11: runs sized by time). */
+  seconds: number;
   warmup: number;
   items: number;
   itemBytes: number;

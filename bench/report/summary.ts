@@ -88,6 +88,7 @@ const EXTRA = [
   'smallCalls',
   'bigMBps',
   'bigMs',
+  'bigReplies',
   'emitRate',
   'sent',
   'received',
