@@ -42,6 +42,16 @@ export interface SmuxConfig {
    */
   maxStreamWindow: number;
   /**
+   * v2 only: while other streams of the session receive data, the window a stream advertises is at most this
+   * many bytes, and its UPDs go out every half of it consumed. A window is what the peer may put in the socket
+   * ahead of every other stream's frames: a bulk stream at a large window holds the small replies sharing the
+   * connection behind it. The window comes back (and auto-tuning resumes) once the stream has consumed a full
+   * window with no other stream receiving anything. Wire-compatible: Go's sender adopts the window of each UPD. 0 (the default, as Go)
+   * sets no limit; otherwise at most the largest window a stream can have (`maxStreamWindow`, or
+   * `maxStreamBuffer` without auto-tuning).
+   */
+  contendedStreamWindow: number;
+  /**
    * Most streams the peer may have open at once on this session (the accept-side limit; this side's own
    * `openChannel()` is held to the same number, counted separately). A stream the peer opens beyond it is
    * refused at a constant cost — no stream object, just a FIN for its id once the opener's first frame arrived —
@@ -96,6 +106,7 @@ export const DEFAULT_CONFIG: Readonly<SmuxConfig> = Object.freeze({
   maxReceiveBuffer: 4_194_304,
   maxStreamBuffer: 65_536,
   maxStreamWindow: 0,
+  contendedStreamWindow: 0,
   maxStreams: 65_536,
   maxRefusedStreams: 1024,
   peerFinWriteTimeout: 5000,
@@ -178,6 +189,14 @@ export function validateConfig(input: Partial<SmuxConfig> = {}, label = 'smux co
     fail(
       'maxStreamWindow',
       `(${config.maxStreamWindow}) must be 0 (no auto-tuning) or from maxStreamBuffer (${config.maxStreamBuffer}) to maxReceiveBuffer (${config.maxReceiveBuffer})`,
+    );
+  }
+  const largestWindow = Math.max(config.maxStreamBuffer, config.maxStreamWindow);
+  checkInteger(config, 'contendedStreamWindow', 0, INT32_MAX, 'bytes; 0 sets no limit');
+  if (config.contendedStreamWindow > largestWindow) {
+    fail(
+      'contendedStreamWindow',
+      `(${config.contendedStreamWindow}) must be 0 (no limit) or at most the largest window a stream can have, ${largestWindow} (maxStreamWindow, or maxStreamBuffer without auto-tuning)`,
     );
   }
   checkInteger(config, 'maxStreams', 1, INT32_MAX, 'streams');

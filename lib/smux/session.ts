@@ -108,7 +108,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#ids = new StreamIdAllocator(role, c.firstStreamId);
     this.#bucket = new ReceiveBucket(c.maxReceiveBuffer, this.#version === null ? 0 : streamAllowance(this.#version, c.maxStreamBuffer));
     this.#windowBudget =
-      c.maxStreamWindow > c.maxStreamBuffer
+      c.maxStreamWindow > c.maxStreamBuffer || (c.contendedStreamWindow > 0 && c.contendedStreamWindow < c.maxStreamBuffer)
         ? new WindowBudget(this.#bucket, c.maxReceiveBuffer, () => this.#streamHost.tokensReturned())
         : null;
     this.#writer = new FrameWriter(socket, this.#version ?? 0, c.maxFrameSize, { onIdle: () => this.#endWhenFlushed() });
@@ -304,6 +304,7 @@ export class Session extends EventEmitter<SessionEvents> {
     onPsh: (streamId, data) => {
       const core = this.#streams.get(streamId);
       if (core === undefined) return this.#refusals.unknownStream(streamId); // dropped without tokens, as Go does
+      if (this.#windowBudget !== null) this.#windowBudget.dataFrames++;
       core.releaseHold();
       core.handleData(data);
     },

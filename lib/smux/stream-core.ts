@@ -389,7 +389,8 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     this.#numRead = u32Add(this.#numRead, n);
     this.#sinceUpdate += n;
     // A UPD after the peer's FIN is useless (nothing more will be sent), so it is skipped.
-    if ((this.#flags & REMOTE_FIN) === 0 && shouldSendUpdate(this.#numRead, n, this.#sinceUpdate, this.#host.config.maxStreamBuffer)) {
+    const every = this.#tuner === null ? this.#host.config.maxStreamBuffer : this.#tuner.updateEvery;
+    if ((this.#flags & REMOTE_FIN) === 0 && shouldSendUpdate(this.#numRead, n, this.#sinceUpdate, every)) {
       this.#sinceUpdate = 0;
       if (this.#numRead !== n) this.#tune();
       this.controlBits |= CONTROL_UPD;
@@ -403,7 +404,15 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     if (budget === null) return;
     const c = this.#host.config;
     const now = c.clock.now();
-    this.#tuner ??= new StreamWindowTuner(budget, c.maxStreamBuffer, c.maxStreamWindow, this.#numRead, this.#heldBytes, now);
+    this.#tuner ??= new StreamWindowTuner(
+      budget,
+      c.maxStreamBuffer,
+      c.maxStreamWindow,
+      c.contendedStreamWindow,
+      this.#numRead,
+      this.#heldBytes,
+      now,
+    );
     this.#tuner.updateDue(this.#numRead, this.#heldBytes, now);
   }
 

@@ -27,11 +27,21 @@ import { u32Add } from './flow-control.js';
  * would let slow streams grow, an underestimate only stops growth early (at about 4 × the bandwidth-delay
  * product, where a larger window no longer helps).
  *
+ * Contention (`contendedStreamWindow`). A window is bytes the peer may put in the socket ahead of every other
+ * stream's data: at 512 KiB a bulk reply held small replies on the same connection behind up to 512 KiB, and their
+ * p99 doubled. While other streams of the session receive data (a PSH for another stream arrived during the
+ * epoch), the window a stream advertises is at most `contendedStreamWindow`, and its UPDs go out every half of it
+ * consumed so the smaller window still streams. The full window comes back once the stream has consumed a full
+ * window with no other stream receiving anything (less is not enough: what the peer sent under the full window
+ * before it saw the smaller one may still be arriving, and frames of two streams may come in turns). Shrinking is only what we advertise: bytes the peer sent under a larger window are
+ * within the stream's allowance (and any growth stays reserved), so the memory accounting does not change.
+ *
  * Memory. Growth is reserved from the session's receive budget (`maxReceiveBuffer`) and only while the budget
  * keeps at least half its capacity, so the receive memory bound is unchanged (README, "Flow control and memory
  * bounds") and at most half the budget is ever lent to grown windows. A grown stream's extra allowance is not
- * charged again for the bytes it covers; it returns to the budget when the stream closes. Windows never shrink
- * while a stream lives (a peer may already have the larger window in flight).
+ * charged again for the bytes it covers; it returns to the budget when the stream closes. Growth is never given
+ * back while a stream lives (a peer may already have the larger window in flight), also while contention keeps
+ * the advertised window smaller.
  */
 
 /** `a` is after `b` in uint32 sequence space (the difference, as an int32, is positive). */
@@ -47,6 +57,8 @@ export class WindowBudget {
   readonly #released: () => void;
   #reserved = 0;
   #rtt = 0;
+  /** PSH frames the session received, on any stream (counted by the session): the streams' contention signal. */
+  dataFrames = 0;
 
   /**
    * @param bucket - the session's receive bucket (growth is taken from its tokens)
@@ -98,10 +110,18 @@ export class WindowBudget {
 export class StreamWindowTuner {
   /** The window this stream advertises in its UPDs. */
   window: number;
-  /** Of {@link window}, the bytes beyond `maxStreamBuffer` (reserved from the budget). */
+  /** The window without contention: `maxStreamBuffer` plus {@link grown}. */
+  #full: number;
+  /** Of {@link #full}, the bytes beyond `maxStreamBuffer` (reserved from the budget). */
   grown = 0;
   readonly #budget: WindowBudget;
+  readonly #base: number;
   readonly #max: number;
+  readonly #contended: number; // 0: no limit
+  #ownFrames = 0; // PSH frames this stream received
+  #epochFrames: number; // the session's dataFrames when the epoch started
+  #epochOwnFrames = 0;
+  #quietRead = 0; // bytes consumed since another stream last received data
   #received: number; // u32: bytes received on the stream (consumed + held)
   #limit: number; // u32: the furthest the peer may have been allowed to send before our latest UPD
   #probeLimit = 0; // u32: the limit before the UPD being timed
@@ -114,15 +134,18 @@ export class StreamWindowTuner {
   /**
    * @param budget - the session's {@link WindowBudget}
    * @param base - `maxStreamBuffer`
-   * @param max - `maxStreamWindow`
+   * @param max - `maxStreamWindow` (at most `base`: no growth)
+   * @param contended - `contendedStreamWindow` (0: no limit)
    * @param numRead - bytes the stream consumed so far (u32)
    * @param held - bytes received and not consumed
    * @param now - the clock's time
    */
-  constructor(budget: WindowBudget, base: number, max: number, numRead: number, held: number, now: number) {
+  constructor(budget: WindowBudget, base: number, max: number, contended: number, numRead: number, held: number, now: number) {
     this.#budget = budget;
-    this.window = base;
-    this.#max = max;
+    this.window = this.#full = this.#base = base;
+    this.#max = Math.max(base, max);
+    this.#contended = contended;
+    this.#epochFrames = budget.dataFrames;
     this.#received = u32Add(numRead, held);
     // Unknown before now (the tuner is new): the peer's initial assumption or our last UPD, whichever is
     // larger — the next advertisement sets it, and no probe runs until then.
@@ -138,6 +161,7 @@ export class StreamWindowTuner {
    * passes the limit the timed UPD raised.
    */
   received(n: number, clock: Clock): void {
+    this.#ownFrames++;
     this.#received = u32Add(this.#received, n);
     if (this.#probeAt < 0) return;
     const now = clock.now();
@@ -152,18 +176,33 @@ export class StreamWindowTuner {
     this.#lastArrival = now;
   }
 
+  /** Bytes consumed between UPDs: half of `maxStreamBuffer` (Go's cadence), or of a smaller contended window. */
+  get updateEvery(): number {
+    return Math.min(this.window, this.#base);
+  }
+
   /**
    * A UPD is about to be queued after consuming up to `numRead`: the end of an epoch if it consumed half the
-   * window, and then maybe growth.
+   * window; then the window for the next one — limited while other streams receive data, restored after a full
+   * window consumed with none receiving, or grown.
    */
   updateDue(numRead: number, held: number, now: number): void {
     const read = (numRead - this.#epochRead) >>> 0;
     if (read < this.window / 2) return;
-    const rtt = this.#budget.rtt;
-    if (this.#epochClean && held === 0 && rtt > 0 && now - this.#epochAt < (4 * read * rtt) / this.window) this.#grow();
+    const othersReceived = this.#budget.dataFrames - this.#epochFrames > this.#ownFrames - this.#epochOwnFrames;
+    this.#quietRead = othersReceived ? 0 : this.#quietRead + read;
+    if (this.#contended > 0 && othersReceived) this.window = Math.min(this.#full, this.#contended);
+    else if (this.window < this.#full) {
+      if (this.#quietRead >= this.#full) this.window = this.#full;
+    } else {
+      const rtt = this.#budget.rtt;
+      if (this.#epochClean && held === 0 && rtt > 0 && now - this.#epochAt < (4 * read * rtt) / this.window) this.#grow();
+    }
     this.#epochAt = now;
     this.#epochRead = numRead;
     this.#epochClean = held === 0;
+    this.#epochFrames = this.#budget.dataFrames;
+    this.#epochOwnFrames = this.#ownFrames;
   }
 
   /**
@@ -190,10 +229,10 @@ export class StreamWindowTuner {
   }
 
   #grow(): void {
-    const next = Math.min(this.window * 2, this.#max);
-    const more = next - this.window;
+    const next = Math.min(this.#full * 2, this.#max);
+    const more = next - this.#full;
     if (more <= 0 || !this.#budget.reserve(more)) return;
-    this.window = next;
+    this.window = this.#full = next;
     this.grown += more;
   }
 }

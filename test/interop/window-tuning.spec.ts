@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, expect, test } from '@jest/globals';
 import net from 'node:net';
 import { once } from 'node:events';
 import { Cmd, HEADER_SIZE, INITIAL_PEER_WINDOW, Session, type SmuxConfig } from '../../lib/smux/index.js';
-import { driveExchange, driveSink, serveCommand } from './command-protocol.js';
+import { driveEcho, driveExchange, driveSink, serveCommand } from './command-protocol.js';
 import { describeWithGo } from './describe-with-go.js';
 import { type GoServer, runGo, startGoServer } from './go-peer.js';
 
@@ -157,5 +157,27 @@ describeWithGo('window auto-tuning ↔ Go 1.5.16 (v2)', () => {
     const session = await client({ version: 2, maxStreamBuffer: 256 * KiB, maxStreamWindow: 1 * MiB });
     await driveSink(session, 64 * MiB);
     await driveExchange(session, 8 * MiB);
+  });
+
+  test('a TS client with contendedStreamWindow: Go sends 32 MiB on one stream while small echoes run on others; Go takes the smaller window, every byte arrives, nothing stalls', async () => {
+    const session = await client({ ...TUNING, contendedStreamWindow: 32 * KiB });
+    let bulkDone = false;
+    const bulk = driveExchange(session, 32 * MiB).finally(() => (bulkDone = true));
+    const echoes = Array.from({ length: 4 }, async () => {
+      let rounds = 0;
+      while (!bulkDone && rounds < 100_000) {
+        await driveEcho(session, 5);
+        rounds++;
+      }
+      return rounds;
+    });
+    await bulk;
+    const rounds = await Promise.all(echoes);
+    for (const r of rounds) expect(r).toBeGreaterThan(0);
+    const [seen] = taps;
+    expect(seen.windows).toContain(32 * KiB); // advertised while the echoes ran
+    // Shrinking is safe for the accounting: nothing was lent that did not come back.
+    expect(session.stats.receiveWindowGrowth).toBe(0);
+    expect(session.isClosed).toBe(false);
   });
 });

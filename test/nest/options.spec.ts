@@ -19,6 +19,7 @@ import {
   SmuxError,
 } from '../../lib/index.js';
 import { closeAll, startApp, trackClient } from './helpers.js';
+import { resolveClientOptions, resolveServerOptions } from '../../lib/nest/options.js';
 
 afterEach(closeAll);
 
@@ -51,6 +52,10 @@ describe('options are checked in the constructor', () => {
     [
       { maxStreamWindow: 65_536 },
       'ServerSmux option smux.maxStreamWindow (65536) must be 0 (no auto-tuning) or from maxStreamBuffer (262144)',
+    ],
+    [
+      { contendedStreamWindow: 600_000 },
+      'ServerSmux option smux.contendedStreamWindow (600000) must be 0 (no limit) or at most the largest window a stream can have, 524288',
     ],
   ])('a bad smux option %j fails new ServerSmux(), not the first connection', (smux, message) => {
     expect(refusal(server({ port: 0, smux })).message).toContain(message);
@@ -87,6 +92,18 @@ describe('options are checked in the constructor', () => {
     ['maxConnectionsPerAddress', 0, 'must be an integer from 1 to 2147483647 (connections), got 0 (a number)'],
   ])('ServerSmux option %s = %j is refused', (name, value, message) => {
     expect(refusal(server({ [name]: value })).message).toContain(`ServerSmux option ${name} ${message}`);
+  });
+
+  test("the transport's windows: 256 KiB, growing to 512 KiB, 128 KiB while other streams receive; within the user's own window options", () => {
+    for (const resolve of [() => resolveClientOptions({ port: 1 }), () => resolveServerOptions({ port: 0 })]) {
+      expect(resolve().smux).toMatchObject({ maxStreamBuffer: 262_144, maxStreamWindow: 524_288, contendedStreamWindow: 131_072 });
+    }
+    // Go's window without growth: the contended limit follows it down, so the options stay valid.
+    expect(resolveClientOptions({ port: 1, smux: { maxStreamBuffer: 65_536, maxStreamWindow: 0 } }).smux.contendedStreamWindow).toBe(
+      65_536,
+    );
+    expect(resolveServerOptions({ port: 0, smux: { maxReceiveBuffer: 100_000 } }).smux.contendedStreamWindow).toBe(100_000);
+    expect(resolveClientOptions({ port: 1, smux: { contendedStreamWindow: 0 } }).smux.contendedStreamWindow).toBe(0);
   });
 
   test('reconnect options are checked too, and maxDelay may not be below initialDelay', () => {

@@ -63,6 +63,10 @@ describe('validateConfig', () => {
     [{ maxStreamWindow: 65_535 }, 'maxStreamWindow'], // below maxStreamBuffer (64 KiB)
     [{ maxStreamWindow: 4_194_305 }, 'maxStreamWindow'], // above maxReceiveBuffer (4 MiB)
     [{ maxStreamBuffer: 262_144, maxStreamWindow: 131_072 }, 'maxStreamWindow'],
+    [{ contendedStreamWindow: -1 }, 'contendedStreamWindow'],
+    [{ contendedStreamWindow: 0.5 }, 'contendedStreamWindow'],
+    [{ contendedStreamWindow: 65_537 }, 'contendedStreamWindow'], // above maxStreamBuffer, no auto-tuning
+    [{ maxStreamWindow: 1_048_576, contendedStreamWindow: 1_048_577 }, 'contendedStreamWindow'],
   ])('rejects %j naming %s', (input, field) => {
     expect(rejection(input).message).toContain(field);
   });
@@ -85,6 +89,15 @@ describe('validateConfig', () => {
     expect(message).toContain('maxStreamBuffer (65536)');
     expect(message).toContain('maxReceiveBuffer (4194304)');
   });
+});
+
+test('contendedStreamWindow: no limit (0) by default; 0, or up to the largest window a stream can have', () => {
+  expect(validateConfig().contendedStreamWindow).toBe(0);
+  expect(validateConfig({ contendedStreamWindow: 1 }).contendedStreamWindow).toBe(1);
+  expect(validateConfig({ contendedStreamWindow: 65_536 }).contendedStreamWindow).toBe(65_536);
+  expect(validateConfig({ maxStreamWindow: 1_048_576, contendedStreamWindow: 1_048_576 }).contendedStreamWindow).toBe(1_048_576);
+  const message = rejection({ contendedStreamWindow: 100_000 }).message;
+  expect(message).toContain('at most the largest window a stream can have, 65536');
 });
 
 describe('shared constants', () => {

@@ -44,6 +44,8 @@ class BulkSender {
   sent = 0;
   consumed = 0;
   window = INITIAL_PEER_WINDOW;
+  /** PSH payload size. */
+  frame = FRAME;
   #seen = 0;
 
   constructor(
@@ -68,12 +70,12 @@ class BulkSender {
     this.#seen = upds.length;
   }
 
-  /** Sends what the window allows (at most `limit`), in frames of 32 KiB. */
+  /** Sends what the window allows (at most `limit`), in frames of `frame` bytes. */
   fill(limit = Number.POSITIVE_INFINITY): number {
     let room = Math.min(this.consumed + this.window - this.sent, limit);
     let n = 0;
     while (room > 0) {
-      const size = Math.min(FRAME, room);
+      const size = Math.min(this.frame, room);
       this.raw.send(Cmd.PSH, this.id, Buffer.alloc(size, 7));
       this.sent += size;
       room -= size;
@@ -295,5 +297,109 @@ describe('receive-window auto-tuning (v2, maxStreamWindow)', () => {
     expect(got.bytes).toBe(sent);
     expect(new Set(raw.framesFor(3, Cmd.UPD).map((f) => f.payload.readUInt32LE(4)))).toEqual(new Set([64 * KiB]));
     expect(server.stats.receiveWindowGrowth).toBe(0);
+  });
+
+  describe('contendedStreamWindow: a smaller window while other streams receive data', () => {
+    /** Small messages on other streams, as small calls beside a bulk transfer: one PSH each per round trip. */
+    function smallCalls(raw: RawPeer, ids: number[]): () => void {
+      for (const id of ids) raw.send(Cmd.SYN, id);
+      return () => {
+        for (const id of ids) raw.send(Cmd.PSH, id, Buffer.alloc(64, 1));
+      };
+    }
+
+    test('a bulk stream beside small calls advertises the contended window, with UPDs every half of it; alone again, it gets its grown window back', async () => {
+      const { server, raw, clock, channels } = setup({ contendedStreamWindow: 32 * KiB });
+      const bulk = new BulkSender(raw, 3);
+      await flush();
+      const got = reader(channels[0]);
+      // Alone first: it grows as before.
+      for (let i = 0; i < 20; i++) await roundTrip(clock, [bulk]);
+      expect(bulk.advertised.at(-1)).toBe(1 * MiB);
+      const grown = server.stats.receiveWindowGrowth;
+      expect(grown).toBe(1 * MiB - 64 * KiB);
+
+      // Small calls start on other streams: within an epoch the bulk stream's window drops to 32 KiB.
+      bulk.frame = 8 * KiB; // frames smaller than half the window, so the UPD cadence shows
+      const tick = smallCalls(raw, [5, 7, 9]);
+      await flush();
+      channels.slice(1).forEach(reader);
+      const updsBefore = bulk.advertised.length;
+      for (let i = 0; i < 40; i++) {
+        tick();
+        await roundTrip(clock, [bulk]);
+      }
+      const contended = bulk.advertised.slice(updsBefore);
+      expect(contended.at(-1)).toBe(32 * KiB);
+      expect(contended.filter((w) => w === 32 * KiB).length).toBeGreaterThan(20);
+      // The peer keeps to it: what one round trip moves is the contended window now, and UPDs come every 16 KiB.
+      const before = got.bytes;
+      tick();
+      await roundTrip(clock, [bulk]);
+      expect(got.bytes - before).toBeLessThanOrEqual(32 * KiB);
+      expect(got.bytes - before).toBeGreaterThan(0);
+      // Frame by frame, a UPD goes out every 16 KiB consumed (half the contended window; it was every 32 KiB, half of
+      // maxStreamBuffer), so the peer has more to send before the window runs out.
+      const updsBefore2 = raw.framesFor(3, Cmd.UPD).length;
+      for (let i = 0; i < 8; i++) {
+        clock.advance(1);
+        bulk.seeUpdates();
+        tick();
+        expect(bulk.fill(8 * KiB)).toBe(8 * KiB);
+        await flush();
+      }
+      expect(raw.framesFor(3, Cmd.UPD).length - updsBefore2).toBe(4);
+      // The growth stays reserved (bytes sent under the larger window may still arrive): the bound is unchanged.
+      expect(server.stats.receiveWindowGrowth).toBe(grown);
+
+      // The small calls stop: the full window comes back once a full window (1 MiB, 32 round trips at 32 KiB) was
+      // consumed with nothing else arriving — not before — and without growing again.
+      for (let i = 0; i < 30; i++) await roundTrip(clock, [bulk]);
+      expect(bulk.advertised.at(-1)).toBe(32 * KiB);
+      for (let i = 0; i < 10; i++) await roundTrip(clock, [bulk]);
+      expect(bulk.advertised.at(-1)).toBe(1 * MiB);
+      expect(server.stats.receiveWindowGrowth).toBe(grown);
+    });
+
+    test('without auto-tuning (maxStreamWindow 0) the limit still applies below maxStreamBuffer', async () => {
+      const { server, raw, clock, channels } = setup({ maxStreamWindow: 0, contendedStreamWindow: 16 * KiB });
+      const bulk = new BulkSender(raw, 3);
+      const tick = smallCalls(raw, [5]);
+      await flush();
+      channels.forEach(reader);
+      for (let i = 0; i < 30; i++) {
+        tick();
+        await roundTrip(clock, [bulk]);
+      }
+      expect(new Set(bulk.advertised)).toEqual(new Set([64 * KiB, 16 * KiB]));
+      expect(bulk.advertised.at(-1)).toBe(16 * KiB);
+      expect(server.stats.receiveWindowGrowth).toBe(0);
+      for (let i = 0; i < 10; i++) await roundTrip(clock, [bulk]);
+      expect(bulk.advertised.at(-1)).toBe(64 * KiB);
+    });
+
+    test('two bulk streams contend with each other: both at the contended window', async () => {
+      const { raw, clock, channels } = setup({ contendedStreamWindow: 32 * KiB });
+      const a = new BulkSender(raw, 3);
+      const b = new BulkSender(raw, 5);
+      await flush();
+      channels.forEach(reader);
+      for (let i = 0; i < 30; i++) await roundTrip(clock, [a, b]);
+      expect(a.advertised.at(-1)).toBe(32 * KiB);
+      expect(b.advertised.at(-1)).toBe(32 * KiB);
+    });
+
+    test('off by default: small calls beside a bulk stream do not limit its window', async () => {
+      const { raw, clock, channels } = setup();
+      const bulk = new BulkSender(raw, 3);
+      const tick = smallCalls(raw, [5, 7]);
+      await flush();
+      channels.forEach(reader);
+      for (let i = 0; i < 20; i++) {
+        tick();
+        await roundTrip(clock, [bulk]);
+      }
+      expect(bulk.advertised.at(-1)).toBe(1 * MiB);
+    });
   });
 });
