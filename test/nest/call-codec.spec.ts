@@ -195,6 +195,32 @@ describe('call codec: kinds, flags and fields round trip', () => {
     expect(roundTrip(Kind.REQUEST, 0, 42, fields)).toEqual({ kind: Kind.REQUEST, flags, body: 42, ...decoded });
   });
 
+  test('property: an id and a pattern of any text (ASCII or not, either side of the 32-character fast path) are their UTF-8 bytes on the wire', () => {
+    const text = fc.oneof(
+      fc.string({ unit: 'binary-ascii', maxLength: 40 }),
+      fc.string({ unit: 'binary', maxLength: 40 }),
+      fc.string({ unit: 'grapheme', maxLength: 20 }),
+    );
+    fc.assert(
+      fc.property(text, text, (id, pattern) => {
+        const idBytes = Buffer.from(id, 'utf8');
+        fc.pre(idBytes.length < 256);
+        const bytes = wire(Kind.REQUEST, 0, undefined, { id, pattern });
+        const patternBytes = Buffer.from(pattern, 'utf8');
+        const expected = Buffer.concat([
+          Buffer.from([idBytes.length]),
+          idBytes,
+          Buffer.from([patternBytes.length & 0xff, patternBytes.length >> 8]),
+          patternBytes,
+        ]);
+        expect(bytes.subarray(PREFIX_SIZE).equals(expected)).toBe(true);
+        expect(bytes.readUInt32LE(4)).toBe(expected.length);
+        expect(roundTrip(Kind.REQUEST, 0, undefined, { id, pattern })).toMatchObject({ id, pattern });
+      }),
+      { numRuns: 500 },
+    );
+  });
+
   test('every field and flag at once, in the documented order', () => {
     const fields: MessageFields = { id: '9', pattern: '{"a":1}', patternIsJson: true, timeout: 77, headers: { h: 'v' }, status: 'ok' };
     const flags = Flag.LAST | Flag.ERROR | Flag.OPAQUE;
