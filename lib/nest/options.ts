@@ -30,8 +30,9 @@ const MAX_STREAM_WINDOW = 512 * 1024;
 /**
  * A stream's window while other streams of its connection receive data (smux `contendedStreamWindow`): what a bulk
  * reply or upload may have in the socket ahead of the small calls beside it. Measured on loopback with 64 MiB
- * replies back to back beside 64 small calls (docs/NOTES.md): at 512 KiB the small calls' p99 was ≈ 2 – 4 × their
- * p99 alone, at 256 KiB ≈ 1.9 – 2.3 ×, at 128 KiB ≈ 1.2 – 1.3 × with the replies at ≈ 375 – 400 MB/s.
+ * replies back to back beside 64 small calls (docs/NOTES.md): with the window at 512 KiB the small calls' p99 was
+ * 2.15 × their p99 alone (replies at 964 MB/s), limited to 128 KiB 1.19 × (352 MB/s); a harness of the same shape
+ * put 256 KiB at ≈ 1.9 – 2.3 × and 64 KiB below 230 MB/s.
  */
 const CONTENDED_STREAM_WINDOW = 128 * 1024;
 
@@ -257,10 +258,14 @@ function maxStreamWindow(smux: Partial<SmuxConfig> | undefined): number {
   return Math.max(base, Math.min(MAX_STREAM_WINDOW, smux?.maxReceiveBuffer ?? DEFAULT_CONFIG.maxReceiveBuffer));
 }
 
-/** The transport's contended window, within the largest window the user's options leave a stream. */
+/**
+ * The transport's contended window, within the largest window the user's options leave a stream; none (0) when
+ * that is below the core's 16 KiB minimum (such a window is small already).
+ */
 function contendedStreamWindow(smux: Partial<SmuxConfig> | undefined): number {
   const base = smux?.maxStreamBuffer ?? streamWindow(smux);
-  return Math.min(CONTENDED_STREAM_WINDOW, Math.max(base, smux?.maxStreamWindow ?? maxStreamWindow(smux)));
+  const window = Math.min(CONTENDED_STREAM_WINDOW, Math.max(base, smux?.maxStreamWindow ?? maxStreamWindow(smux)));
+  return window < 16 * 1024 ? 0 : window;
 }
 
 /** The address as logs and errors show it. */

@@ -53,7 +53,7 @@ export function sendWindow(numWritten: number, peerConsumed: number, peerWindow:
  * @param numRead - total consumed so far, after adding `n`, modulo 2^32
  * @param n - bytes just consumed
  * @param pending - bytes consumed since the last UPD, including `n`
- * @param window - our advertised window (`maxStreamBuffer`)
+ * @param window - the window UPDs are paced by: `maxStreamBuffer`, or a smaller contended window (window-tuner.ts)
  */
 export function shouldSendUpdate(numRead: number, n: number, pending: number, window: number): boolean {
   return numRead === n || pending >= Math.floor(window / 2); // Go: uint32(MaxStreamBuffer/2), integer division

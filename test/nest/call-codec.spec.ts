@@ -195,6 +195,20 @@ describe('call codec: kinds, flags and fields round trip', () => {
     expect(roundTrip(Kind.REQUEST, 0, 42, fields)).toEqual({ kind: Kind.REQUEST, flags, body: 42, ...decoded });
   });
 
+  test.each([
+    ['a lone high surrogate', '\uD800'],
+    ['31 ASCII characters and a lone low surrogate', 'a'.repeat(31) + '\uDC00'],
+    ['32 ASCII characters', 'b'.repeat(32)],
+    ['33 ASCII characters', 'c'.repeat(33)],
+    ['32 characters, the last one Latin-1', 'd'.repeat(31) + 'é'],
+    ['empty', ''],
+  ])('an id and a pattern of %s are the bytes Buffer.from(text) gives', (_name, text) => {
+    const bytes = Buffer.from(text, 'utf8');
+    const message = wire(Kind.REQUEST, 0, undefined, { id: text, pattern: text });
+    const expected = Buffer.concat([Buffer.from([bytes.length]), bytes, Buffer.from([bytes.length, 0]), bytes]);
+    expect(message.subarray(PREFIX_SIZE).equals(expected)).toBe(true);
+  });
+
   test('property: an id and a pattern of any text (ASCII or not, either side of the 32-character fast path) are their UTF-8 bytes on the wire', () => {
     const text = fc.oneof(
       fc.string({ unit: 'binary-ascii', maxLength: 40 }),

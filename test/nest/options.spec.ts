@@ -55,7 +55,7 @@ describe('options are checked in the constructor', () => {
     ],
     [
       { contendedStreamWindow: 600_000 },
-      'ServerSmux option smux.contendedStreamWindow (600000) must be 0 (no limit) or at most the largest window a stream can have, 524288',
+      'ServerSmux option smux.contendedStreamWindow (600000) must be 0 (no limit) or from 16384 to the largest window a stream can have, 524288',
     ],
   ])('a bad smux option %j fails new ServerSmux(), not the first connection', (smux, message) => {
     expect(refusal(server({ port: 0, smux })).message).toContain(message);
@@ -104,6 +104,8 @@ describe('options are checked in the constructor', () => {
     );
     expect(resolveServerOptions({ port: 0, smux: { maxReceiveBuffer: 100_000 } }).smux.contendedStreamWindow).toBe(100_000);
     expect(resolveClientOptions({ port: 1, smux: { contendedStreamWindow: 0 } }).smux.contendedStreamWindow).toBe(0);
+    // Windows below the core's 16 KiB minimum are small already: no limit, and the options stay valid.
+    expect(resolveClientOptions({ port: 1, smux: { maxReceiveBuffer: 10_000 } }).smux.contendedStreamWindow).toBe(0);
   });
 
   test('reconnect options are checked too, and maxDelay may not be below initialDelay', () => {

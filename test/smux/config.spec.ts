@@ -65,6 +65,8 @@ describe('validateConfig', () => {
     [{ maxStreamBuffer: 262_144, maxStreamWindow: 131_072 }, 'maxStreamWindow'],
     [{ contendedStreamWindow: -1 }, 'contendedStreamWindow'],
     [{ contendedStreamWindow: 0.5 }, 'contendedStreamWindow'],
+    [{ contendedStreamWindow: 1 }, 'contendedStreamWindow'], // below 16 KiB: tiny frames, a UPD per read
+    [{ contendedStreamWindow: 16_383 }, 'contendedStreamWindow'],
     [{ contendedStreamWindow: 65_537 }, 'contendedStreamWindow'], // above maxStreamBuffer, no auto-tuning
     [{ maxStreamWindow: 1_048_576, contendedStreamWindow: 1_048_577 }, 'contendedStreamWindow'],
   ])('rejects %j naming %s', (input, field) => {
@@ -93,11 +95,11 @@ describe('validateConfig', () => {
 
 test('contendedStreamWindow: no limit (0) by default; 0, or up to the largest window a stream can have', () => {
   expect(validateConfig().contendedStreamWindow).toBe(0);
-  expect(validateConfig({ contendedStreamWindow: 1 }).contendedStreamWindow).toBe(1);
+  expect(validateConfig({ contendedStreamWindow: 16_384 }).contendedStreamWindow).toBe(16_384);
   expect(validateConfig({ contendedStreamWindow: 65_536 }).contendedStreamWindow).toBe(65_536);
   expect(validateConfig({ maxStreamWindow: 1_048_576, contendedStreamWindow: 1_048_576 }).contendedStreamWindow).toBe(1_048_576);
   const message = rejection({ contendedStreamWindow: 100_000 }).message;
-  expect(message).toContain('at most the largest window a stream can have, 65536');
+  expect(message).toContain('must be 0 (no limit) or from 16384 to the largest window a stream can have, 65536');
 });
 
 describe('shared constants', () => {
