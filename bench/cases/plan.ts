@@ -66,8 +66,8 @@ function sizingOf(quick: boolean, firstCount: number): Sizing {
 
 /**
  * The cases. The per-call cases (echo, events) are sized by time (see {@link Sizing}), the head-of-line case too
- * (each phase measures `seconds`: 64 MiB replies one after another); the others do a fixed amount of work
- * (10 000 held calls, a 256 MiB upload). `--quick` measures 1 s per system per
+ * (each phase measures `seconds`: 64 MiB replies one after another) and the small calls beside an upload; the
+ * others do a fixed amount of work (10 000 held calls, a 256 MiB upload). `--quick` measures 1 s per system per
  * case instead of 5 s (and runs fewer rounds, see run.ts). Echo 16 KiB @1 is left out of the default list
  * (`--only=echo-16384-1` runs it): it has no target, and every case costs ≈ 6.5 s × systems × rounds.
  */
@@ -120,8 +120,8 @@ export function plan(quick: boolean): PlannedCase[] {
       variants: UPLOAD_VARIANTS,
     },
     // Small calls during an upload on the same ClientSmux: one at a time (latency), and 64 in flight (load).
-    uploadHol(1, q(10_000, 2_000), q(1_000, 500)),
-    uploadHol(64, q(20_000, 5_000), q(5_000, 2_000)),
+    uploadHol(1, q(10_000, 2_000), q(1_000, 500), q(MEASURE_SECONDS.full, MEASURE_SECONDS.quick)),
+    uploadHol(64, q(20_000, 5_000), q(5_000, 2_000), q(MEASURE_SECONDS.full, MEASURE_SECONDS.quick)),
   ];
 }
 
@@ -146,13 +146,23 @@ export function isSized(c: PlannedCase): c is SizedCase {
   return (c as Partial<SizedCase>).sizing !== undefined;
 }
 
-/** Small calls (64 B echo, `inFlight` at once) alone and during an upload of 64 KiB chunks, `count` of each. */
-function uploadHol(inFlight: number, count: number, warmup: number): PlannedCase {
+/** Small calls (64 B echo, `inFlight` at once) alone and during an upload of 64 KiB chunks, `seconds` (at least `count` calls) each. */
+function uploadHol(inFlight: number, count: number, warmup: number, seconds: number): PlannedCase {
   return {
     id: `upload-hol-${inFlight}`,
     label: `small calls during an upload: echo 64 B @${inFlight}`,
     unit: 'calls/s',
-    spec: { kind: 'upload-hol', size: 64, inFlight, count, warmup, chunkBytes: 64 * KiB, leadBytes: MiB, maxBytes: 16 * 1024 * MiB },
+    spec: {
+      kind: 'upload-hol',
+      size: 64,
+      inFlight,
+      count,
+      seconds,
+      warmup,
+      chunkBytes: 64 * KiB,
+      leadBytes: MiB,
+      maxBytes: 16 * 1024 * MiB,
+    },
     variants: UPLOAD_VARIANTS,
   };
 }

@@ -84,7 +84,9 @@ export interface UploadHolSpec {
   kind: 'upload-hol';
   size: number;
   inFlight: number;
+  /** Small calls per phase, at least; each phase lasts `seconds` at least (issue 11: runs sized by time). */
   count: number;
+  seconds: number;
   warmup: number;
   chunkBytes: number;
   leadBytes: number;

@@ -112,10 +112,13 @@ export async function runUpload(driver: Driver, spec: UploadSpec): Promise<RunRe
   return { stalled: false, rate: figures[`${variants[0]}MBps`], ...figures };
 }
 
+/** The most small calls one phase of an upload-hol run makes (its `seconds` end it long before, on this machine). */
+const MAX_SMALL_CALLS = 4_000_000;
+
 /**
  * Small calls during an upload on the same client (the same connection), for each upload variant (their order
- * alternating from run to run): `warmup` unmeasured small calls, `count` small echo calls alone, then `count`
- * small calls while an upload runs —
+ * alternating from run to run): `warmup` unmeasured small calls, small echo calls alone for `seconds` (at least
+ * `count`), then as long while an upload runs —
  * it starts first, the small calls once it has handed out `leadBytes`, and it ends after the last of them. Per
  * variant: `<variant>P99Alone`, `<variant>P99During`, `<variant>P99Ratio` (during ÷ alone), the p50s, calls/s of
  * both and the upload's MB/s while the small calls ran.
@@ -124,8 +127,10 @@ export async function runUploadHol(driver: Driver, spec: UploadHolSpec): Promise
   const variants = variantsOf(driver);
   const payload = makePayload(spec.size);
   const call = (done: (error?: unknown) => void): void => driver.echo(payload, done);
-  // The small calls must progress by themselves (5 s without one completing is a stall, upload or not).
-  const loop = (): Promise<LoopResult> => closedLoop({ call, count: spec.count, inFlight: spec.inFlight });
+  // The small calls must progress by themselves (5 s without one completing is a stall, upload or not). Each phase
+  // lasts `seconds` (a count of 10 000 calls at 1 in flight was ≈ 0.7 s, and at 64 ≈ 0.1 s: one pause set the p99).
+  const loop = (): Promise<LoopResult> =>
+    closedLoop({ call, count: spec.count, minMs: spec.seconds * 1000, maxCount: MAX_SMALL_CALLS, inFlight: spec.inFlight });
   const figures: Record<string, number> = {};
   let errors = 0;
   let firstError: string | undefined;
