@@ -1,4 +1,5 @@
 import { SmuxError, type SmuxErrorCode } from '../smux/index.js';
+import { retryableByDefault } from '../smux/errors.js';
 import { describeValue } from '../util/describe.js';
 
 /*
@@ -222,16 +223,28 @@ function writeShortString(buf: Buffer, at: number, value: string, lengthBytes: 1
 /** Flags of a transport error message: the call's last message, an error, written by the transport. */
 export const TRANSPORT_ERROR = Flag.LAST | Flag.ERROR | Flag.TRANSPORT;
 
-/** Encodes a RESPONSE carrying a transport error (`ERR_SMUX_TIMEOUT`, `ERR_SMUX_LIMIT`, …): `{ code, message }` as JSON. */
+/**
+ * Encodes a RESPONSE carrying a transport error (`ERR_SMUX_TIMEOUT`, `ERR_SMUX_LIMIT`, …): `{ code, message }` as
+ * JSON, and `retryable` where it differs from the code's default (a reply refused while the connection's budget
+ * was full may be retried), so the caller's SmuxError says what the server's did. Peers that do not know the field
+ * ignore it.
+ */
 export function encodeTransportError(error: SmuxError): Buffer[] {
-  return encodeMessage(Kind.RESPONSE, TRANSPORT_ERROR, { code: error.code, message: error.message });
+  const body: { code: string; message: string; retryable?: boolean } = { code: error.code, message: error.message };
+  if (error.retryable !== retryableByDefault(error.code)) body.retryable = error.retryable;
+  return encodeMessage(Kind.RESPONSE, TRANSPORT_ERROR, body);
 }
 
 /** The {@link SmuxError} a transport error body stands for (a body of another shape is reported as it is). */
 export function decodeTransportError(body: unknown): SmuxError {
-  const { code, message } = (typeof body === 'object' && body !== null ? body : {}) as { code?: unknown; message?: unknown };
+  const { code, message, retryable } = (typeof body === 'object' && body !== null ? body : {}) as {
+    code?: unknown;
+    message?: unknown;
+    retryable?: unknown;
+  };
   if (typeof code === 'string' && code.startsWith('ERR_SMUX_')) {
-    return new SmuxError(code as SmuxErrorCode, typeof message === 'string' ? message : code);
+    const text = typeof message === 'string' ? message : code;
+    return new SmuxError(code as SmuxErrorCode, text, typeof retryable === 'boolean' ? { retryable } : undefined);
   }
   return new SmuxError('ERR_SMUX_PROTOCOL', `malformed transport error from the peer: ${JSON.stringify(body)}`);
 }

@@ -42,6 +42,11 @@ export type SmuxErrorCode =
 /** Codes whose operation certainly did not run, so retrying it (elsewhere, or later) is safe. */
 const RETRYABLE: ReadonlySet<string> = new Set<SmuxErrorCode>(['ERR_SMUX_SHUTTING_DOWN', 'ERR_SMUX_UNAVAILABLE', 'ERR_SMUX_GOAWAY']);
 
+/** `retryable` of a {@link SmuxError} of this code unless told otherwise (internal: not in the barrel). */
+export function retryableByDefault(code: string): boolean {
+  return RETRYABLE.has(code);
+}
+
 const kSmuxError = Symbol.for('nestjs-smux.SmuxError');
 
 /** Options of a {@link SmuxError}. */

@@ -9,7 +9,7 @@ import { afterEach, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { MessagePattern, Payload } from '@nestjs/microservices';
 import { firstValueFrom } from 'rxjs';
-import { ClientSmux, Session } from '../../lib/index.js';
+import { ClientSmux, Session, type SmuxError } from '../../lib/index.js';
 import { encodeMessage, Kind } from '../../lib/nest/call-codec.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { logLines } from '../helpers/logs.js';
@@ -60,7 +60,11 @@ describe('maxPendingRequestBytes: what a connection sends and no handler has rea
     // is refused, the others are held.
     const calls = ['1', '2', '3'].map((id) => rawCall(session, [partialRequest(id, 1 * MiB - 64, 400 * KiB)]));
     const refused = await within(Promise.race(calls.map((call) => call.last)), 'a request to be refused');
-    expect(refused.body).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.stringContaining("the server's maxPendingRequestBytes") });
+    expect(refused.body).toEqual({
+      code: 'ERR_SMUX_LIMIT',
+      message: expect.stringContaining("the server's maxPendingRequestBytes"),
+      retryable: true,
+    });
     expect(calls.map((call) => call.messages.length).sort()).toEqual([0, 0, 1]);
     // The caller gives up on them: their bytes are released, and the connection can send as much again.
     for (const call of calls) call.channel.destroy();
@@ -108,7 +112,12 @@ describe('maxQueuedReplyBytes and replyStallTimeout: a caller that does not read
     const third = rawCall(session, request('blob', 1 * MiB, '3'));
     const refused = await within(third.last, 'the third reply to be refused');
     expect(unread.every((call) => call.messages.length === 0)).toBe(true);
-    expect(refused.body).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.stringContaining("the server's maxQueuedReplyBytes") });
+    // retryable travels (it differs from ERR_SMUX_LIMIT's default): the caller's SmuxError says what the server's did.
+    expect(refused.body).toEqual({
+      code: 'ERR_SMUX_LIMIT',
+      message: expect.stringContaining("the server's maxQueuedReplyBytes"),
+      retryable: true,
+    });
 
     // Still not reading after replyStallTimeout: the server disconnects the caller, and says why.
     const closed = new Promise<unknown>((resolve) => session.once('close', resolve));
@@ -191,7 +200,11 @@ describe('connection slots', () => {
     // Neither is idle for 5 s yet: a third connection is refused with a clear error (never a bare close).
     const c = await connected(handle.port);
     const refused = await within(rawCall(c.session, request('echo', 'c')).last, 'the refusal');
-    expect(refused.body).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.stringContaining('2 connections open (maxConnections 2)') });
+    expect(refused.body).toEqual({
+      code: 'ERR_SMUX_LIMIT',
+      message: expect.stringContaining('2 connections open (maxConnections 2)'),
+      retryable: true,
+    });
     const cClosed = new Promise((resolve) => c.session.once('close', resolve));
     await advance(clock, 1_500); // a refused connection hangs up 1 s after answering
     await within(cClosed, 'the refused connection to close');
@@ -212,7 +225,11 @@ describe('connection slots', () => {
     expect((await within(rawCall(first.session, request('echo', 1)).last, 'the first')).body).toBe(1);
     const second = await connected(handle.port, '127.0.0.2');
     const refused = await within(rawCall(second.session, request('echo', 2)).last, 'the refusal');
-    expect(refused.body).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.stringContaining('1 connections from 127.0.0.2') });
+    expect(refused.body).toEqual({
+      code: 'ERR_SMUX_LIMIT',
+      message: expect.stringContaining('1 connections from 127.0.0.2'),
+      retryable: true,
+    });
     const other = await connected(handle.port, '127.0.0.3');
     expect((await within(rawCall(other.session, request('echo', 3)).last, 'another address')).body).toBe(3);
     for (const { session } of [first, second, other]) session.destroy();
@@ -226,10 +243,12 @@ describe('connection slots', () => {
     const late = await connected(handle.port);
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     const refused = await within(rawCall(late.session, request('echo', 'late')).last, 'the late refusal');
-    expect(refused.body).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.any(String) });
+    expect(refused.body).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.any(String), retryable: true });
     const extra = trackClient(new ClientSmux({ host: '127.0.0.1', port: handle.port }));
     const error = await rejection(firstValueFrom(extra.send('echo', 'x')));
     expect(error).toEqual(smuxError('ERR_SMUX_UNAVAILABLE', 'connection limit'));
+    // The server's refusal reaches the caller as it was made: retryable (a slot may free up).
+    expect((error as SmuxError).cause).toMatchObject({ code: 'ERR_SMUX_LIMIT', retryable: true });
     late.session.destroy();
   });
 });

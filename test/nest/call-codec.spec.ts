@@ -2,9 +2,11 @@ import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
 import {
   type CallMessage,
+  decodeTransportError,
   Encoding,
   encodeMessage,
   encodeMessagePieces,
+  encodeTransportError,
   Flag,
   Kind,
   type MessageFields,
@@ -233,6 +235,22 @@ describe('call codec: kinds, flags and fields round trip', () => {
       }),
       { numRuns: 500 },
     );
+  });
+
+  test("a transport error carries retryable only where it differs from its code's default, and comes back with it", () => {
+    const bodyOf = (error: SmuxError): unknown => {
+      const { messages } = decode([Buffer.concat(encodeTransportError(error))]);
+      return messages[0].body;
+    };
+    const limit = new SmuxError('ERR_SMUX_LIMIT', 'full for now', { retryable: true });
+    expect(bodyOf(limit)).toEqual({ code: 'ERR_SMUX_LIMIT', message: 'full for now', retryable: true });
+    expect(decodeTransportError(bodyOf(limit))).toMatchObject({ code: 'ERR_SMUX_LIMIT', retryable: true });
+    expect(bodyOf(new SmuxError('ERR_SMUX_LIMIT', 'too big'))).toEqual({ code: 'ERR_SMUX_LIMIT', message: 'too big' });
+    expect(decodeTransportError(bodyOf(new SmuxError('ERR_SMUX_LIMIT', 'too big'))).retryable).toBe(false);
+    expect(bodyOf(new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'bye'))).toEqual({ code: 'ERR_SMUX_SHUTTING_DOWN', message: 'bye' });
+    expect(decodeTransportError(bodyOf(new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'bye'))).retryable).toBe(true);
+    // A peer's body without the field, or with a wrong type, keeps the code's default.
+    expect(decodeTransportError({ code: 'ERR_SMUX_LIMIT', message: 'x', retryable: 'yes' }).retryable).toBe(false);
   });
 
   test('every field and flag at once, in the documented order', () => {

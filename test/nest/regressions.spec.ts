@@ -145,7 +145,7 @@ describe('regressions: ServerSmux', () => {
     expect(beforeTheRest).toEqual([
       expect.objectContaining({
         flags: Flag.LAST | Flag.ERROR | Flag.TRANSPORT,
-        body: { code: 'ERR_SMUX_LIMIT', message: expect.any(String) },
+        body: { code: 'ERR_SMUX_LIMIT', message: expect.any(String), retryable: true },
       }),
     ]);
     expect(raw.finFor(3)).toBe(true);
