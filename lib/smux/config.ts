@@ -199,7 +199,7 @@ export function validateConfig(input: Partial<SmuxConfig> = {}, label = 'smux co
   if (contended !== 0 && (contended < MIN_CONTENDED_WINDOW || contended > largestWindow)) {
     fail(
       'contendedStreamWindow',
-      `(${contended}) must be 0 (no limit) or from ${MIN_CONTENDED_WINDOW} to the largest window a stream can have, ${largestWindow} (maxStreamWindow, or maxStreamBuffer without auto-tuning)`,
+      `(${contended}) must be 0 (no limit) or from ${MIN_CONTENDED_WINDOW} to the largest window a stream can have, ${largestWindow} (maxStreamWindow, or maxStreamBuffer without auto-tuning; both at most maxReceiveBuffer, ${config.maxReceiveBuffer})`,
     );
   }
   checkInteger(config, 'maxStreams', 1, INT32_MAX, 'streams');

@@ -104,6 +104,10 @@ describe('options are checked in the constructor', () => {
     );
     expect(resolveServerOptions({ port: 0, smux: { maxReceiveBuffer: 100_000 } }).smux.contendedStreamWindow).toBe(100_000);
     expect(resolveClientOptions({ port: 1, smux: { contendedStreamWindow: 0 } }).smux.contendedStreamWindow).toBe(0);
+    // A value the user's maxReceiveBuffer leaves no room for: the message names it, since it bounds the windows.
+    expect(() => resolveClientOptions({ port: 1, smux: { maxReceiveBuffer: 65_536, contendedStreamWindow: 131_072 } })).toThrow(
+      'both at most maxReceiveBuffer, 65536',
+    );
     // Windows below the core's 16 KiB minimum are small already: no limit, and the options stay valid.
     expect(resolveClientOptions({ port: 1, smux: { maxReceiveBuffer: 10_000 } }).smux.contendedStreamWindow).toBe(0);
   });
