@@ -3,6 +3,7 @@ import type { Deserializer, Serializer } from '@nestjs/microservices';
 import { type Clock, DEFAULT_CONFIG, type SmuxConfig, validateConfig } from '../smux/index.js';
 import type { ClientSmuxOptions, ServerSmuxOptions } from './interfaces.js';
 import { SERVE_CALLS, type ServeHook } from './control-link.js';
+import { MIN_CONTENDED_WINDOW } from '../smux/config.js';
 import { check, clientRules, dnsRules, fail, hostRules, reconnectRules, serverRules } from './option-rules.js';
 
 /*
@@ -265,7 +266,7 @@ function maxStreamWindow(smux: Partial<SmuxConfig> | undefined): number {
 function contendedStreamWindow(smux: Partial<SmuxConfig> | undefined): number {
   const base = smux?.maxStreamBuffer ?? streamWindow(smux);
   const window = Math.min(CONTENDED_STREAM_WINDOW, Math.max(base, smux?.maxStreamWindow ?? maxStreamWindow(smux)));
-  return window < 16 * 1024 ? 0 : window;
+  return window < MIN_CONTENDED_WINDOW ? 0 : window;
 }
 
 /** The address as logs and errors show it. */

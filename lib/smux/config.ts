@@ -43,12 +43,12 @@ export interface SmuxConfig {
   maxStreamWindow: number;
   /**
    * v2 only: while other streams of the session receive data, the window a stream advertises is at most this
-   * many bytes, and its UPDs go out every half of it (or of `maxStreamBuffer`, if smaller) consumed. A window is what the peer may put in the socket
-   * ahead of every other stream's frames: a bulk stream at a large window holds the small replies sharing the
-   * connection behind it. The window comes back (and auto-tuning resumes) once the stream has consumed a full
-   * window with no other stream receiving anything. Wire-compatible: Go's sender adopts the window of each UPD. 0 (the default, as Go)
-   * sets no limit; otherwise from 16 KiB to the largest window a stream can have (`maxStreamWindow`, or
-   * `maxStreamBuffer` without auto-tuning).
+   * many bytes, and its UPDs go out every half of it (or of `maxStreamBuffer`, if smaller) consumed. A window is
+   * what the peer may put in the socket ahead of every other stream's frames: a bulk stream at a large window
+   * holds the small replies sharing the connection behind it. The window comes back (and auto-tuning resumes)
+   * once the stream has consumed a full window with no other stream receiving anything. Wire-compatible: Go's
+   * sender adopts the window of each UPD. 0 (the default, as Go) sets no limit; otherwise from 16 KiB to the
+   * largest window a stream can have (`maxStreamWindow`, or `maxStreamBuffer` without auto-tuning).
    */
   contendedStreamWindow: number;
   /**
@@ -118,7 +118,7 @@ export const DEFAULT_CONFIG: Readonly<SmuxConfig> = Object.freeze({
 
 const INT32_MAX = 0x7fff_ffff;
 /** The smallest `contendedStreamWindow`: below it the peer sends tiny frames and every read sends a UPD. */
-const MIN_CONTENDED_WINDOW = 16_384;
+export const MIN_CONTENDED_WINDOW = 16_384;
 const KNOWN_FIELDS = [...Object.keys(DEFAULT_CONFIG), 'firstStreamId'];
 
 /**

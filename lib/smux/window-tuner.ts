@@ -31,9 +31,10 @@ import { u32Add } from './flow-control.js';
  * stream's data: at 512 KiB a bulk reply held small replies on the same connection behind up to 512 KiB, and their
  * p99 doubled. While other streams of the session receive data (a PSH for another stream arrived during the
  * epoch), the window a stream advertises is at most `contendedStreamWindow`, and its UPDs go out every half of it
- * (or of `maxStreamBuffer`, if smaller) consumed so the smaller window still streams. The full window comes back once the stream has consumed a full
- * window with no other stream receiving anything (less is not enough: what the peer sent under the full window
- * before it saw the smaller one may still be arriving, and frames of two streams may come in turns). Shrinking is only what we advertise: bytes the peer sent under a larger window are
+ * (or of `maxStreamBuffer`, if smaller) consumed so the smaller window still streams. The full window comes back
+ * once the stream has consumed a full window with no other stream receiving anything (less is not enough: what
+ * the peer sent under the full window before it saw the smaller one may still be arriving, and frames of two
+ * streams may come in turns). Shrinking is only what we advertise: bytes the peer sent under a larger window are
  * within the stream's allowance (and any growth stays reserved), so the memory accounting does not change.
  *
  * Memory. Growth is reserved from the session's receive budget (`maxReceiveBuffer`) and only while the budget
