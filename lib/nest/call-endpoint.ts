@@ -174,7 +174,7 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
 
   /** May a reply of `bytes` be queued within the connection's budget? */
   admitsReply(bytes: number): boolean {
-    return this.#budget === null || this.#budget.admitsReply(bytes);
+    return this.#budget === null || this.#budget.admitsReply(this, bytes);
   }
 
   /** The budget's reply error for `bytes`. */
@@ -185,8 +185,14 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
   /** Re-reads our queued bytes into the budget (the writer drains them without telling us until empty). */
   refreshReplyCharge(): void {
     const queued = this.channel.isClosed ? 0 : this.channel.writableLength;
-    this.#budget?.chargeReply(queued - this.#replyCharge);
+    const delta = queued - this.#replyCharge;
     this.#replyCharge = queued;
+    this.#budget?.chargeReply(this, delta);
+  }
+
+  /** Our queued reply bytes, as last charged to the budget. */
+  get replyCharge(): number {
+    return this.#replyCharge;
   }
 
   /** Resolves once the queue has drained below the high-water mark, or the stream is ended or gone. */
@@ -245,8 +251,9 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
     this.partialSince = 0;
     this.#itemsHeld = this.#windowHeld = 0;
     this.#chargeHeld();
-    this.#budget?.chargeReply(-this.#replyCharge);
+    const charged = this.#replyCharge;
     this.#replyCharge = 0;
+    this.#budget?.chargeReply(this, -charged);
     this.#wake();
     this.#handlers.onClosed(this.#owner, error);
   }

@@ -3,6 +3,8 @@ import { SlotSet } from '../util/slot-set.js';
 
 /** An endpoint whose queued reply bytes the budget re-reads after the writer's turn. */
 export interface ReplyQueue {
+  /** Its queued reply bytes, as last charged. */
+  readonly replyCharge: number;
   /** Re-reads its queued bytes into the budget. */
   refreshReplyCharge(): void;
   /** Index in the budget's set of endpoints that wrote this turn (owned by {@link ConnectionBudget}). */
@@ -25,8 +27,12 @@ export interface BudgetLimits {
  *
  * Reply charges are taken when a reply is queued and re-read once the session's writer had its turn (the bytes a
  * caller reads leave the queue at once): a caller is "behind" when what stays queued after that is half the budget
- * or more. Only then are replies refused — a burst of replies to a caller that reads is never refused, however
- * large — and a caller that stays behind with replies refused for `replyStallTimeout` is disconnected.
+ * or more. Only then are replies past the budget refused — a burst of up to twice the budget to a caller that reads
+ * is not — and a caller that stays behind with replies refused for `replyStallTimeout` is disconnected.
+ *
+ * The call holding the most (a large reply the caller takes at its stream's pace) is the one refused, not the calls
+ * beside it: their replies are admitted while they fit the budget without its bytes, within the burst ceiling of
+ * twice the budget — so the ceiling still bounds the connection, and small calls go on while a big reply drains.
  */
 export class ConnectionBudget {
   readonly #limits: BudgetLimits;
@@ -37,6 +43,7 @@ export class ConnectionBudget {
   #settled = 0; // what stayed queued after the writer's last turn
   #exhaustedSince = 0; // when a reply was last refused while the caller stayed behind (0: it is not)
   #refreshScheduled = false;
+  #largest: ReplyQueue | null = null; // the endpoint holding the most reply bytes, as its charges showed
 
   constructor(limits: BudgetLimits, clock: Clock) {
     this.#limits = limits;
@@ -72,22 +79,32 @@ export class ConnectionBudget {
   }
 
   /**
-   * May a reply of `bytes` be queued? What fits the budget, always; a burst up to twice the budget while the
-   * caller keeps up (less than half the budget stayed queued at the writer's last turn) — within one turn every
-   * reply is queued before any is written, even to a caller that reads at once; and a single reply when nothing
-   * is queued.
+   * May `endpoint` queue a reply of `bytes`? What fits the budget, always; a burst up to twice the budget while
+   * the caller keeps up (less than half the budget stayed queued at the writer's last turn) — within one turn every
+   * reply is queued before any is written, even to a caller that reads at once; a single reply when nothing is
+   * queued; and, for any call but the one holding the most, what fits the budget beside that call's bytes, within
+   * twice the budget.
    */
-  admitsReply(bytes: number): boolean {
+  admitsReply(endpoint: ReplyQueue, bytes: number): boolean {
     const max = this.#limits.maxQueuedReplyBytes;
     const after = this.#queued + bytes;
     if (after <= max || this.#queued === 0 || (this.#settled < max / 2 && after <= 2 * max)) return true;
+    const largest = this.#largest;
+    if (largest !== null && largest !== endpoint && after - largest.replyCharge <= max && after <= 2 * max) return true;
     if (this.#exhaustedSince === 0) this.#exhaustedSince = this.#clock.now();
     return false;
   }
 
-  /** Adjusts the reply charge by `delta` (a call's queue grew or shrank). */
-  chargeReply(delta: number): void {
+  /**
+   * `endpoint`'s queue grew or shrank by `delta` (its `replyCharge` is the new size). The largest holder is
+   * followed without a scan: an endpoint becomes it by passing its current charge, and stops being it when empty.
+   */
+  chargeReply(endpoint: ReplyQueue, delta: number): void {
     this.#queued += delta;
+    const largest = this.#largest;
+    if (endpoint === largest) {
+      if (endpoint.replyCharge === 0) this.#largest = null;
+    } else if (endpoint.replyCharge > (largest?.replyCharge ?? 0)) this.#largest = endpoint;
   }
 
   /** `endpoint` queued reply bytes: its charge is re-read once the writer had its turn. */

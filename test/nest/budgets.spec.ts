@@ -8,7 +8,7 @@ import * as net from 'node:net';
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { MessagePattern, Payload } from '@nestjs/microservices';
-import { firstValueFrom } from 'rxjs';
+import { concat, delay, firstValueFrom, from, type Observable, of } from 'rxjs';
 import { ClientSmux, Session, type SmuxError } from '../../lib/index.js';
 import { encodeMessage, Kind } from '../../lib/nest/call-codec.js';
 import { FakeClock } from '../helpers/fake-clock.js';
@@ -28,6 +28,12 @@ class BudgetController {
   @MessagePattern('echo')
   echo(@Payload() value: unknown): unknown {
     return value;
+  }
+
+  @MessagePattern('burst') // `size` bytes back in 64 KiB values, emitted in one turn; with `more`, one more value later
+  burst(@Payload() { size, more }: { size: number; more?: boolean }): Observable<Buffer> {
+    const values = from(Array.from({ length: size / (64 * KiB) }, () => Buffer.alloc(64 * KiB, 3)));
+    return more === true ? concat(values, of(Buffer.alloc(64 * KiB, 4)).pipe(delay(50))) : values;
   }
 }
 
@@ -102,15 +108,16 @@ describe('maxQueuedReplyBytes and replyStallTimeout: a caller that does not read
     });
     const session = await rawSession(handle.port);
     // A caller that never reads: each reply's stream window (256 KiB) fills, the rest stays queued on the server.
-    const unread = ['1', '2'].map((id) => {
+    const unread = ['1', '2', '3'].map((id) => {
       const call = rawCall(session, request('blob', 1 * MiB, id));
       call.channel.pause();
       return call;
     });
-    // Once the writer had its turn, 2 × (1 MiB − the 256 KiB window) stays queued: the caller is behind.
-    await until(() => (handle.sessions[0]?.stats.bytesOut ?? 0) >= 512 * KiB, 5_000, 'the two windows to go out');
-    const third = rawCall(session, request('blob', 1 * MiB, '3'));
-    const refused = await within(third.last, 'the third reply to be refused');
+    // Once the writer had its turn, 3 × (1 MiB − the 256 KiB window) stays queued: the caller is behind, and even
+    // without the call holding the most, another 1 MiB does not fit the budget.
+    await until(() => (handle.sessions[0]?.stats.bytesOut ?? 0) >= 768 * KiB, 5_000, 'the three windows to go out');
+    const fourth = rawCall(session, request('blob', 1 * MiB, '4'));
+    const refused = await within(fourth.last, 'the fourth reply to be refused');
     expect(unread.every((call) => call.messages.length === 0)).toBe(true);
     // retryable travels (it differs from ERR_SMUX_LIMIT's default): the caller's SmuxError says what the server's did.
     expect(refused.body).toEqual({
@@ -126,6 +133,49 @@ describe('maxQueuedReplyBytes and replyStallTimeout: a caller that does not read
     expect(
       logLines.some((l) => l.level === 'warn' && /^Disconnected 127\.0\.0\.1:\d+: it left \d+ bytes of replies unread/.test(l.message)),
     ).toBe(true);
+  });
+
+  test('a large reply the caller has not taken yet does not refuse the calls beside it; the call holding it is refused', async () => {
+    const handle = await startApp({ controllers: [BudgetController], server: { maxQueuedReplyBytes: 2 * MiB } });
+    const session = await rawSession(handle.port);
+    // 3 MiB emitted in one turn: a burst within twice the budget. The caller takes its stream's window (256 KiB) and
+    // no more for now, so ≈ 2.75 MiB stays queued — past the budget, and the caller is behind.
+    const big = rawCall(session, request('burst', { size: 3 * MiB, more: true }, 'big'));
+    big.channel.pause();
+    await until(() => (handle.sessions[0]?.stats.bytesOut ?? 0) >= 256 * KiB, 5_000, 'the big reply’s window to go out');
+    // Small calls on the same connection are answered: their replies fit the budget beside the big one (before,
+    // each was refused with ERR_SMUX_LIMIT until the big reply had drained below the budget).
+    const small = ['1', '2', '3'].map((id) => rawCall(session, request('echo', `small ${id}`, id)));
+    const answers = await within(Promise.all(small.map((call) => call.last)), 'the small calls to be answered');
+    expect(answers.map((message) => message.body)).toEqual(['small 1', 'small 2', 'small 3']);
+    // The big call's next value, 50 ms later, is refused: it holds the queue. The caller reads on and gets every
+    // value queued before it, then the error.
+    await until(() => handle.server.metrics.snapshot().calls.failed.ERR_SMUX_LIMIT === 1, 5_000, 'the big call to be refused');
+    big.channel.resume();
+    const last = await within(big.last, 'the big call to end');
+    expect(last.body).toEqual({
+      code: 'ERR_SMUX_LIMIT',
+      message: expect.stringContaining("the server's maxQueuedReplyBytes"),
+      retryable: true,
+    });
+    expect(big.messages.slice(0, -1).map((message) => (message.body as Buffer).length)).toEqual(Array(48).fill(64 * KiB));
+  });
+
+  test('beside the call holding the most, the burst ceiling (twice the budget) still bounds the connection', async () => {
+    const handle = await startApp({ controllers: [BudgetController], server: { maxQueuedReplyBytes: 2 * MiB } });
+    const session = await rawSession(handle.port);
+    // 3.75 MiB held unread, ≈ 3.5 MiB of it queued: beside it, at most ≈ 0.5 MiB more fits the 4 MiB ceiling.
+    const big = rawCall(session, request('burst', { size: 3.75 * MiB }, 'big'));
+    big.channel.pause();
+    await until(() => (handle.sessions[0]?.stats.bytesOut ?? 0) >= 256 * KiB, 5_000, 'the big reply’s window to go out');
+    const fits = rawCall(session, request('echo', 'fits', '1'));
+    expect((await within(fits.last, 'the small reply')).body).toBe('fits');
+    const tooBig = rawCall(session, request('blob', 1 * MiB, '2')); // fits beside the big reply, not within the ceiling
+    expect((await within(tooBig.last, 'the reply past the ceiling to be refused')).body).toEqual({
+      code: 'ERR_SMUX_LIMIT',
+      message: expect.stringContaining("the server's maxQueuedReplyBytes"),
+      retryable: true,
+    });
   });
 
   test('a caller that reads slowly but reads is never cut off: every reply arrives', async () => {
