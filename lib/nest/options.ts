@@ -104,6 +104,7 @@ export interface ResolvedDnsOptions {
 /** Checks and completes {@link ServerSmuxOptions}. @throws SmuxError `ERR_SMUX_INVALID_CONFIG` */
 export function resolveServerOptions(input: ServerSmuxOptions | undefined): ResolvedServerOptions {
   const options = check('ServerSmux', input, serverRules);
+  refuseWindowsOfV2('ServerSmux', options.smux);
   const maxCallsPerConnection = options.maxCallsPerConnection ?? 1_000;
   // What every session gets: the transport's defaults under the user's smux options. Validated whole, as each
   // session validates it: checked alone, a maxStreamWindow below the transport's 256 KiB window passed here and
@@ -163,12 +164,30 @@ export function resolveServerOptions(input: ServerSmuxOptions | undefined): Reso
   };
 }
 
+/**
+ * Window growth and the contended window are version 2's flow control: on a side pinned to version 1 they would do
+ * nothing, so a value there is a mistake (0, off, is what v1 has). `maxStreamBuffer` is not refused: Go's default
+ * config carries it for both versions.
+ */
+function refuseWindowsOfV2(
+  side: string,
+  smux: { version?: unknown; maxStreamWindow?: number; contendedStreamWindow?: number } | undefined,
+): void {
+  if (smux?.version !== 1) return;
+  for (const name of ['maxStreamWindow', 'contendedStreamWindow'] as const) {
+    const value = smux[name];
+    if (value !== undefined && value !== 0)
+      fail(side, `smux.${name}`, 'does nothing in smux protocol version 1 (smux.version is 1): leave it out', value);
+  }
+}
+
 /** Checks and completes {@link ClientSmuxOptions}. @throws SmuxError `ERR_SMUX_INVALID_CONFIG` */
 export function resolveClientOptions(input: ClientSmuxOptions | undefined): ResolvedClientOptions {
   const options = check('ClientSmux', input, clientRules);
   const version: unknown = options.smux?.version;
   if (version !== undefined && version !== 1 && version !== 2)
     fail('ClientSmux', 'smux.version', "must be 1 or 2 ('auto' is for servers)", version);
+  refuseWindowsOfV2('ClientSmux', options.smux);
   const smux = {
     version: 2 as const,
     maxStreamBuffer: streamWindow(options.smux),

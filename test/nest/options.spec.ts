@@ -112,6 +112,19 @@ describe('options are checked in the constructor', () => {
     expect(resolveClientOptions({ port: 1, smux: { maxReceiveBuffer: 10_000 } }).smux.contendedStreamWindow).toBe(0);
   });
 
+  test('window growth and the contended window are refused on a side pinned to version 1, where they do nothing', () => {
+    expect(() => resolveClientOptions({ port: 1, smux: { version: 1, contendedStreamWindow: 65_536 } })).toThrow(
+      'ClientSmux option smux.contendedStreamWindow does nothing in smux protocol version 1 (smux.version is 1): leave it out, got 65536',
+    );
+    expect(() => resolveServerOptions({ port: 0, smux: { version: 1, maxStreamWindow: 1_048_576 } })).toThrow(
+      'ServerSmux option smux.maxStreamWindow does nothing in smux protocol version 1',
+    );
+    // 0 (off) is what v1 has; the transport's own v2 defaults and a server taking either version ('auto') are fine.
+    expect(resolveClientOptions({ port: 1, smux: { version: 1, maxStreamWindow: 0, contendedStreamWindow: 0 } }).smux.version).toBe(1);
+    expect(resolveServerOptions({ port: 0, smux: { version: 1 } }).pinnedVersion).toBe(1);
+    expect(resolveServerOptions({ port: 0, smux: { version: 'auto', contendedStreamWindow: 65_536 } }).pinnedVersion).toBeNull();
+  });
+
   test('reconnect options are checked too, and maxDelay may not be below initialDelay', () => {
     expect(refusal(client({ reconnect: { factor: 0.5 } })).message).toBe(
       'ClientSmux option reconnect.factor must be a number from 1 to 1000 (growth per failed attempt), got 0.5 (a number)',
