@@ -23,6 +23,16 @@ const CLOSING = 1;
 const CLOSED = 2;
 const PAUSED_BY_BUDGET = 1;
 const PAUSED_BY_BACKLOG = 2;
+/**
+ * Streams the peer may open in one turn of the event loop; past it, decoding waits for the next turn
+ * (`setImmediate`). A 64 KiB read can hold ≈ 650 small one-frame calls or events: opened together, each one's
+ * objects (and its handler's pending promises) stayed alive until all were dispatched, survived scavenges and were
+ * promoted — a Nest server spent ≈ 30 % of its time in GC at 64 B events, ≈ 9 µs per event; with this limit ≈ 3 µs
+ * (docs/NOTES.md, "A burst of streams per read").
+ */
+const STREAMS_PER_TURN = 128;
+/** While decoding waits for the next turn, the socket is paused once this much waits undecoded (a flood stops here). */
+const YIELD_BUFFER = 64 * 1024;
 
 let addObserver: (session: Session, observer: SessionObserver) => () => void;
 
@@ -58,6 +68,9 @@ export class Session extends EventEmitter<SessionEvents> {
   #state = OPEN;
   #error: SmuxError | null = null;
   #readPause = 0;
+  #openedThisTurn = 0; // streams the peer opened since this turn's decoding began (STREAMS_PER_TURN)
+  #yielding = false; // decoding waits for the next turn (STREAMS_PER_TURN)
+  #socketHeld = false; // the socket is paused while that much waits (YIELD_BUFFER)
   #closeTimer: unknown = null;
   #ended = false; // socket.end() called during a graceful close
   #lingering = false; // closed on our side, reading until the peer closes
@@ -382,6 +395,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#streams.set(streamId, core);
     this.#peerStreams++;
     this.#streamsAccepted++;
+    if (++this.#openedThisTurn === STREAMS_PER_TURN) this.#yieldReading();
     let channel: SmuxChannel | null = null;
     for (const observer of this.#observers) if (observer.channel !== undefined) observer.channel((channel ??= createChannel(core, this)));
     if (this.listenerCount('channel') > 0) this.emit('channel', channel ?? createChannel(core, this));
@@ -406,6 +420,8 @@ export class Session extends EventEmitter<SessionEvents> {
 
   #receive(chunk: Buffer): void {
     this.#bytesIn += chunk.length;
+    if (!this.#yielding) this.#openedThisTurn = 0;
+    else if (this.#decoder.bufferedBytes + chunk.length > YIELD_BUFFER) this.#holdSocket(true);
     const framesBefore = this.#decoder.framesDecoded;
     this.#decoder.push(chunk);
     // Liveness is per chunk, not per frame: all frames of a chunk arrived at the same moment.
@@ -435,8 +451,32 @@ export class Session extends EventEmitter<SessionEvents> {
     (this.#socket as Partial<{ unref(): void }>).unref?.();
     // Keep reading until the peer closes ('end' or 'close' then destroys), so the kernel never resets.
     this.#readPause = 0;
-    this.#decoder.resume();
+    if (!this.#yielding) this.#decoder.resume();
     this.#socket.resume();
+  }
+
+  /**
+   * Enough streams were opened this turn: the rest of what was read is decoded in the next one. The socket keeps
+   * flowing until {@link YIELD_BUFFER} waits undecoded (pausing it at every yield cost two syscalls each, ≈ 10 % of
+   * a server's CPU per event in a burst); past that it is paused until decoding catches up.
+   */
+  #yieldReading(): void {
+    this.#yielding = true;
+    this.#decoder.pause();
+    setImmediate(() => {
+      this.#yielding = false;
+      this.#openedThisTurn = 0;
+      if (this.#readPause !== 0 || this.#state === CLOSED) return; // resumed with the reading, later
+      this.#decoder.resume(); // may yield again
+      this.#holdSocket(this.#yielding && this.#decoder.bufferedBytes > YIELD_BUFFER);
+    });
+  }
+
+  #holdSocket(hold: boolean): void {
+    if (hold === this.#socketHeld) return;
+    this.#socketHeld = hold;
+    if (hold) this.#socket.pause();
+    else if (this.#readPause === 0) this.#socket.resume();
   }
 
   #pauseReading(reason: number): void {
@@ -452,8 +492,9 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#readPause &= ~reason;
     if (this.#readPause !== 0 || this.#state === CLOSED) return;
     this.#keepAlive?.activity(); // the silence while paused was ours
-    this.#decoder.resume();
-    if (this.#readPause === 0) this.#socket.resume();
+    if (!this.#yielding) this.#decoder.resume();
+    this.#socketHeld = this.#yielding && this.#decoder.bufferedBytes > YIELD_BUFFER;
+    if (!this.#socketHeld) this.#socket.resume();
   }
 
   #assertOpen(): void {

@@ -143,7 +143,8 @@ describe('SYN floods (finding 1, the core’s part)', () => {
     raw.on('data', (chunk: Buffer) => (fins += chunk.length / 8)); // only 8-byte FINs come back
     raw.on('error', () => undefined);
     const frame = encodeFrame(1, Cmd.SYN, 0);
-    for (let sent = 0; sent < count && !server.isClosed;) {
+    let sent = 0;
+    while (sent < count && !server.isClosed) {
       const n = Math.min(8192, count - sent);
       const chunk = Buffer.allocUnsafe(n * 8);
       for (let i = 0; i < n; i++) {
@@ -154,6 +155,8 @@ describe('SYN floods (finding 1, the core’s part)', () => {
       sent += n;
       await flush(2);
     }
+    // The server opens at most 128 streams per turn (session.ts, STREAMS_PER_TURN): wait until it decoded them all.
+    for (let turns = 0; turns < 100_000 && !server.isClosed && server.stats.framesIn < sent; turns++) await flush(1);
     await flush();
     return { server, kept, fins: () => fins };
   }

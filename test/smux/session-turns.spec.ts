@@ -1,0 +1,102 @@
+/**
+ * How much a session decodes in one turn of the event loop: at most 128 streams the peer opens (STREAMS_PER_TURN in
+ * session.ts); the rest of the read waits for the next turn, so the work those streams started finishes first. A
+ * raw Duplex plays the peer and hands the whole burst over as one chunk, as one 64 KiB socket read would.
+ */
+import { Duplex } from 'node:stream';
+import { afterEach, describe, expect, test } from '@jest/globals';
+import { Cmd } from '../../lib/smux/constants.js';
+import { Session, type SmuxStream } from '../../lib/smux/index.js';
+import { until } from '../helpers/net.js';
+import { encodeFrame } from '../helpers/frames.js';
+import { collect, type Collected } from '../helpers/sessions.js';
+
+const sessions: Session[] = [];
+afterEach(() => {
+  for (const session of sessions.splice(0)) session.destroy();
+});
+
+/** A server session on a Duplex whose input the test pushes; what the session writes is dropped. */
+function serverOnDuplex(): { session: Session; input: Duplex } {
+  const input = new Duplex({
+    read() {},
+    write(_chunk, _encoding, callback) {
+      callback();
+    },
+  });
+  const session = Session.server(input, { version: 2, keepAliveDisabled: true });
+  sessions.push(session);
+  return { session, input };
+}
+
+/** `count` one-frame calls (SYN, PSH of `ping <id>`, FIN) on odd ids from 1, in one buffer. */
+function burst(count: number): Buffer {
+  const frames: Buffer[] = [];
+  for (let i = 0, id = 1; i < count; i++, id += 2) {
+    frames.push(encodeFrame(2, Cmd.SYN, id), encodeFrame(2, Cmd.PSH, id, Buffer.from(`ping ${id}`)), encodeFrame(2, Cmd.FIN, id));
+  }
+  return Buffer.concat(frames);
+}
+
+describe('streams opened per turn', () => {
+  test('a read of 300 new streams opens 128 in its turn, the rest in the next turns, in order, with their data', async () => {
+    const { session, input } = serverOnDuplex();
+    const opened: number[] = [];
+    const got: Collected[] = [];
+    let openedInFirstTurn = -1;
+    session.on('stream', (stream: SmuxStream) => {
+      if (opened.length === 0) setImmediate(() => (openedInFirstTurn = opened.length)); // what the first turn opened
+      opened.push(stream.id);
+      got.push(collect(stream));
+    });
+    input.push(burst(300));
+    await until(() => opened.length === 300 && got.every((c) => c.ended), 5_000, 'every stream, its data and its FIN');
+    expect(openedInFirstTurn).toBe(128);
+    expect(opened).toEqual(Array.from({ length: 300 }, (_, i) => 1 + 2 * i));
+    expect(got.map((c) => c.data().toString())).toEqual(opened.map((id) => `ping ${id}`));
+  });
+
+  test('frames of streams already open are not held back: a read of only data is decoded in its turn', async () => {
+    const { session, input } = serverOnDuplex();
+    let accepted = 0;
+    session.on('stream', () => void accepted++);
+    input.push(Buffer.concat(Array.from({ length: 100 }, (_, i) => encodeFrame(2, Cmd.SYN, 1 + 2 * i))));
+    await until(() => accepted === 100, 5_000, 'the 100 streams');
+    // 100 streams × 4 PSH frames: 400 frames, no SYN among them — decoded as the read arrives.
+    const data: Buffer[] = [];
+    for (let round = 0; round < 4; round++)
+      for (let i = 0; i < 100; i++) data.push(encodeFrame(2, Cmd.PSH, 1 + 2 * i, Buffer.from('data')));
+    const before = session.stats.framesIn;
+    input.push(Buffer.concat(data));
+    await Promise.resolve(); // the same turn
+    expect(session.stats.framesIn - before).toBe(400);
+  });
+
+  test('the turn limit counts new streams only: 128 SYNs in a read are decoded in its turn, the 129th waits', async () => {
+    const { session, input } = serverOnDuplex();
+    input.push(encodeFrame(2, Cmd.NOP, 0)); // the session reads as data arrives from here on
+    await until(() => session.stats.framesIn === 1, 5_000, 'the NOP');
+    input.push(burst(129));
+    await Promise.resolve(); // the same turn
+    expect(session.stats.framesIn).toBe(1 + 128 * 3 - 2); // up to the 128th SYN; its PSH and FIN wait with the rest
+    await until(() => session.stats.framesIn === 1 + 129 * 3, 5_000, 'the rest of the read');
+  });
+
+  test('while it waits for the next turn, what it holds undecoded stays near 64 KiB: the socket is paused past it', async () => {
+    const { session, input } = serverOnDuplex();
+    session.on('channel', (channel) => channel.setHandler({ onData: () => undefined, onEnd: () => undefined, onClose: () => undefined }));
+    input.push(encodeFrame(2, Cmd.NOP, 0));
+    await until(() => session.stats.framesIn === 1, 5_000, 'the NOP');
+    // 40 reads of 1 024 SYNs (8 KiB each) in one go: 40 960 new streams, 320 times the turn's limit.
+    for (let read = 0; read < 40; read++) {
+      input.push(Buffer.concat(Array.from({ length: 1024 }, (_, i) => encodeFrame(2, Cmd.SYN, 1 + 2 * (read * 1024 + i)))));
+    }
+    let mostUndecoded = 0;
+    for (let turn = 0; turn < 10_000 && session.stats.framesIn < 1 + 40 * 1024; turn++) {
+      mostUndecoded = Math.max(mostUndecoded, session.stats.bytesIn - 8 * session.stats.framesIn);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(session.stats.framesIn).toBe(1 + 40 * 1024); // everything, in the end
+    expect(mostUndecoded).toBeLessThanOrEqual(64 * 1024 + 8 * 1024); // the bound, plus the read that passed it
+  });
+});
