@@ -134,13 +134,16 @@ export class ConnectionBudget {
     return this.#exhaustedSince === 0 ? 0 : this.#clock.now() - this.#exhaustedSince;
   }
 
-  /** The error of a reply refused for the budget. */
+  /**
+   * The error of a reply refused for the budget. Not retryable: the handler ran (a retry would run it again), and
+   * the caller is still behind.
+   */
   replyRefusal(bytes: number): SmuxError {
+    const max = this.#limits.maxQueuedReplyBytes;
     return new SmuxError(
       'ERR_SMUX_LIMIT',
-      `the caller has ${this.#queued} bytes of replies queued and not read; this reply of ${bytes} bytes would exceed the ` +
-        `server's maxQueuedReplyBytes (${this.#limits.maxQueuedReplyBytes} bytes)`,
-      { retryable: true },
+      `the connection has ${this.#queued} bytes of replies queued for the caller; this reply of ${bytes} bytes would pass the ` +
+        `server's maxQueuedReplyBytes (${max} bytes; ${2 * max} for a burst to a caller that keeps up)`,
     );
   }
 }

@@ -1,4 +1,4 @@
-import type { Clock } from '../smux/index.js';
+import type { Clock, SmuxError } from '../smux/index.js';
 import type { CallMessage } from './call-codec.js';
 import type { MetricsRecorder } from './metrics.js';
 import type { PacketCodec } from './packet-codec.js';
@@ -26,6 +26,8 @@ export interface CallHost {
   awaitCallerFin(call: ServerCall): void;
   /** The call's stream is gone. */
   callClosed(call: ServerCall): void;
+  /** The call failed on one of the server's limits (`ERR_SMUX_LIMIT`, `requestTimeout`): a rate-limited `warn`. */
+  limitReached(call: ServerCall, error: SmuxError): void;
   /** Where calls are counted, when the server keeps metrics (on the same clock as `clock`). */
   readonly metrics?: MetricsRecorder;
 }

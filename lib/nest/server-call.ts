@@ -246,6 +246,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   /** Ends a running call with a transport error written by the server itself (deadline, shutdown, limit). */
   end(error: SmuxError): void {
     if (this.#state !== RUNNING) return;
+    if (error.code === 'ERR_SMUX_LIMIT') this.#host.limitReached(this, error);
     this.#stopWork(error);
     this.#endpoint.write(encodeTransportError(error));
     this.#wrapUp(ANSWERED, error.code);
@@ -257,6 +258,8 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
    */
   refuse(error: SmuxError): void {
     if (this.#state !== AWAITING && this.#state !== CONTROL) return;
+    // A refusal decided as the stream opened (a refused connection, shutdown, maxCallsPerConnection) is logged there.
+    if (error.code === 'ERR_SMUX_LIMIT' && error !== this.#refusal) this.#host.limitReached(this, error);
     this.#host.metrics?.callOpened(); // a stream refused before its request: a call that failed
     this.#endpoint.stopReading();
     this.#endpoint.write(encodeTransportError(error));
@@ -273,9 +276,16 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     endpoint.refreshReplyCharge();
     if (this.#state === AWAITING && now - this.openedAt >= ms) {
       if (!endpoint.partial) return endpoint.cancel();
-      this.refuse(new SmuxError('ERR_SMUX_TIMEOUT', `the request did not arrive whole within ${ms} ms (the server's requestTimeout)`));
+      const error = new SmuxError('ERR_SMUX_TIMEOUT', `the request did not arrive whole within ${ms} ms (the server's requestTimeout)`);
+      this.#host.limitReached(this, error);
+      this.refuse(error);
     } else if (this.#state === RUNNING && endpoint.partialSince !== 0 && now - endpoint.partialSince >= ms) {
-      this.end(new SmuxError('ERR_SMUX_TIMEOUT', `a streamed message did not arrive whole within ${ms} ms (the server's requestTimeout)`));
+      const error = new SmuxError(
+        'ERR_SMUX_TIMEOUT',
+        `a streamed message did not arrive whole within ${ms} ms (the server's requestTimeout)`,
+      );
+      this.#host.limitReached(this, error);
+      this.end(error);
     }
   }
 

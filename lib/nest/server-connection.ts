@@ -247,6 +247,7 @@ export class ServerConnection {
     if (refusal === null && this.#host.closing) refusal = new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
     else if (refusal === null && this.calls.size >= maxCallsPerConnection) {
       refusal = new SmuxError('ERR_SMUX_LIMIT', `the connection has reached its limit of ${maxCallsPerConnection} calls in flight`);
+      this.#host.warn('limit', `A call from ${this.remote} was refused: ${refusal.message}`);
     }
     const call = new ServerCall(this.#host.callHost, channel, this, refusal, refusal === null ? this.budget : null);
     if (refusal === null) {

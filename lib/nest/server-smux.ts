@@ -303,6 +303,8 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
         (call.connection as ServerConnection).callClosed(call);
         this.#finSweep.delete(call);
       },
+      limitReached: (call, error) =>
+        this.#warnings.warn('limit', `A call from ${(call.connection as ServerConnection).remote} failed: ${error.message}`),
     };
   }
 }

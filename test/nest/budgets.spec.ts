@@ -119,12 +119,8 @@ describe('maxQueuedReplyBytes and replyStallTimeout: a caller that does not read
     const fourth = rawCall(session, request('blob', 1 * MiB, '4'));
     const refused = await within(fourth.last, 'the fourth reply to be refused');
     expect(unread.every((call) => call.messages.length === 0)).toBe(true);
-    // retryable travels (it differs from ERR_SMUX_LIMIT's default): the caller's SmuxError says what the server's did.
-    expect(refused.body).toEqual({
-      code: 'ERR_SMUX_LIMIT',
-      message: expect.stringContaining("the server's maxQueuedReplyBytes"),
-      retryable: true,
-    });
+    // Not retryable (ERR_SMUX_LIMIT's default, so the body leaves it out): the handler ran, a retry would run it again.
+    expect(refused.body).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.stringContaining("the server's maxQueuedReplyBytes") });
 
     // Still not reading after replyStallTimeout: the server disconnects the caller, and says why.
     const closed = new Promise<unknown>((resolve) => session.once('close', resolve));
@@ -137,6 +133,7 @@ describe('maxQueuedReplyBytes and replyStallTimeout: a caller that does not read
 
   test('a large reply the caller has not taken yet does not refuse the calls beside it; the call holding it is refused', async () => {
     const handle = await startApp({ controllers: [BudgetController], server: { maxQueuedReplyBytes: 2 * MiB } });
+    const linesBefore = logLines.length;
     const session = await rawSession(handle.port);
     // 3 MiB emitted in one turn: a burst within twice the budget. The caller takes its stream's window (256 KiB) and
     // no more for now, so ≈ 2.75 MiB stays queued — past the budget, and the caller is behind.
@@ -153,12 +150,15 @@ describe('maxQueuedReplyBytes and replyStallTimeout: a caller that does not read
     await until(() => handle.server.metrics.snapshot().calls.failed.ERR_SMUX_LIMIT === 1, 5_000, 'the big call to be refused');
     big.channel.resume();
     const last = await within(big.last, 'the big call to end');
-    expect(last.body).toEqual({
-      code: 'ERR_SMUX_LIMIT',
-      message: expect.stringContaining("the server's maxQueuedReplyBytes"),
-      retryable: true,
-    });
+    expect(last.body).toEqual({ code: 'ERR_SMUX_LIMIT', message: expect.stringContaining("the server's maxQueuedReplyBytes") });
     expect(big.messages.slice(0, -1).map((message) => (message.body as Buffer).length)).toEqual(Array(48).fill(64 * KiB));
+    // The server says so in its log (a rate-limited warn).
+    const warned = logLines
+      .slice(linesBefore)
+      .filter(
+        (l) => l.level === 'warn' && /^A call from 127\.0\.0\.1:\d+ failed: the connection has \d+ bytes of replies queued/.test(l.message),
+      );
+    expect(warned).toHaveLength(1);
   });
 
   test('beside the call holding the most, the burst ceiling (twice the budget) still bounds the connection', async () => {
@@ -173,8 +173,7 @@ describe('maxQueuedReplyBytes and replyStallTimeout: a caller that does not read
     const tooBig = rawCall(session, request('blob', 1 * MiB, '2')); // fits beside the big reply, not within the ceiling
     expect((await within(tooBig.last, 'the reply past the ceiling to be refused')).body).toEqual({
       code: 'ERR_SMUX_LIMIT',
-      message: expect.stringContaining("the server's maxQueuedReplyBytes"),
-      retryable: true,
+      message: expect.stringContaining("the server's maxQueuedReplyBytes (2097152 bytes; 4194304 for a burst"),
     });
   });
 
@@ -218,6 +217,9 @@ describe('requestTimeout: requests that trickle in', () => {
       code: 'ERR_SMUX_TIMEOUT',
       message: expect.stringContaining("within 3000 ms (the server's requestTimeout)"),
     });
+    expect(
+      logLines.some((l) => l.level === 'warn' && /^A call from .* failed: the request did not arrive whole within 3000 ms/.test(l.message)),
+    ).toBe(true);
     // The server forgot the silent stream; its FIN waits for the stream's first byte (writing on a stream before
     // the opener's first frame could race Go's OpenStream), and nothing else is sent on it.
     silent.channel.write(Buffer.from([0]));
