@@ -8,6 +8,7 @@ import { SmuxError } from './errors.js';
 import { IdTable } from '../util/id-table.js';
 import { ReceiveBucket, streamAllowance } from './flow-control.js';
 import { KeepAlive, type KeepAliveHost } from './keep-alive.js';
+import { ReadTurns } from './read-turns.js';
 import { SmuxStream } from './stream.js';
 import type { SessionEvents, SessionObserver, SessionStats } from './session-types.js';
 import { StreamCore, type StreamHost } from './stream-core.js';
@@ -23,16 +24,6 @@ const CLOSING = 1;
 const CLOSED = 2;
 const PAUSED_BY_BUDGET = 1;
 const PAUSED_BY_BACKLOG = 2;
-/**
- * Streams the peer may open in one turn of the event loop; past it, decoding waits for the next turn
- * (`setImmediate`). A 64 KiB read can hold ≈ 650 small one-frame calls or events: opened together, each one's
- * objects (and its handler's pending promises) stayed alive until all were dispatched, survived scavenges and were
- * promoted — a Nest server spent ≈ 30 % of its time in GC at 64 B events, ≈ 9 µs per event; with this limit ≈ 3 µs
- * (docs/NOTES.md, "A burst of streams per read").
- */
-const STREAMS_PER_TURN = 128;
-/** While decoding waits for the next turn, the socket is paused once this much waits undecoded (a flood stops here). */
-const YIELD_BUFFER = 64 * 1024;
 
 let addObserver: (session: Session, observer: SessionObserver) => () => void;
 
@@ -68,9 +59,7 @@ export class Session extends EventEmitter<SessionEvents> {
   #state = OPEN;
   #error: SmuxError | null = null;
   #readPause = 0;
-  #openedThisTurn = 0; // streams the peer opened since this turn's decoding began (STREAMS_PER_TURN)
-  #yielding = false; // decoding waits for the next turn (STREAMS_PER_TURN)
-  #socketHeld = false; // the socket is paused while that much waits (YIELD_BUFFER)
+  readonly #turns: ReadTurns;
   #closeTimer: unknown = null;
   #ended = false; // socket.end() called during a graceful close
   #lingering = false; // closed on our side, reading until the peer closes
@@ -126,6 +115,7 @@ export class Session extends EventEmitter<SessionEvents> {
         : null;
     this.#writer = new FrameWriter(socket, this.#version ?? 0, c.maxFrameSize, { onIdle: () => this.#endWhenFlushed() });
     this.#decoder = new FrameDecoder(this.#version ?? 0, this.#frames);
+    this.#turns = new ReadTurns({ decoder: this.#decoder, socket, mayRead: () => this.#readPause === 0 && this.#state !== CLOSED });
     this.#refusals = new StreamRefusals(c, this.#writer);
     this.#acceptor = new StreamAcceptor(c.acceptBacklog, {
       open: (core) => this.#peerStream(core),
@@ -395,7 +385,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#streams.set(streamId, core);
     this.#peerStreams++;
     this.#streamsAccepted++;
-    if (++this.#openedThisTurn === STREAMS_PER_TURN) this.#yieldReading();
+    this.#turns.streamOpened();
     let channel: SmuxChannel | null = null;
     for (const observer of this.#observers) if (observer.channel !== undefined) observer.channel((channel ??= createChannel(core, this)));
     if (this.listenerCount('channel') > 0) this.emit('channel', channel ?? createChannel(core, this));
@@ -420,8 +410,7 @@ export class Session extends EventEmitter<SessionEvents> {
 
   #receive(chunk: Buffer): void {
     this.#bytesIn += chunk.length;
-    if (!this.#yielding) this.#openedThisTurn = 0;
-    else if (this.#decoder.bufferedBytes + chunk.length > YIELD_BUFFER) this.#holdSocket(true);
+    this.#turns.received(chunk.length);
     const framesBefore = this.#decoder.framesDecoded;
     this.#decoder.push(chunk);
     // Liveness is per chunk, not per frame: all frames of a chunk arrived at the same moment.
@@ -451,32 +440,8 @@ export class Session extends EventEmitter<SessionEvents> {
     (this.#socket as Partial<{ unref(): void }>).unref?.();
     // Keep reading until the peer closes ('end' or 'close' then destroys), so the kernel never resets.
     this.#readPause = 0;
-    if (!this.#yielding) this.#decoder.resume();
+    if (!this.#turns.yielding) this.#decoder.resume();
     this.#socket.resume();
-  }
-
-  /**
-   * Enough streams were opened this turn: the rest of what was read is decoded in the next one. The socket keeps
-   * flowing until {@link YIELD_BUFFER} waits undecoded (pausing it at every yield cost two syscalls each, ≈ 10 % of
-   * a server's CPU per event in a burst); past that it is paused until decoding catches up.
-   */
-  #yieldReading(): void {
-    this.#yielding = true;
-    this.#decoder.pause();
-    setImmediate(() => {
-      this.#yielding = false;
-      this.#openedThisTurn = 0;
-      if (this.#readPause !== 0 || this.#state === CLOSED) return; // resumed with the reading, later
-      this.#decoder.resume(); // may yield again
-      this.#holdSocket(this.#yielding && this.#decoder.bufferedBytes > YIELD_BUFFER);
-    });
-  }
-
-  #holdSocket(hold: boolean): void {
-    if (hold === this.#socketHeld) return;
-    this.#socketHeld = hold;
-    if (hold) this.#socket.pause();
-    else if (this.#readPause === 0) this.#socket.resume();
   }
 
   #pauseReading(reason: number): void {
@@ -492,9 +457,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#readPause &= ~reason;
     if (this.#readPause !== 0 || this.#state === CLOSED) return;
     this.#keepAlive?.activity(); // the silence while paused was ours
-    if (!this.#yielding) this.#decoder.resume();
-    this.#socketHeld = this.#yielding && this.#decoder.bufferedBytes > YIELD_BUFFER;
-    if (!this.#socketHeld) this.#socket.resume();
+    this.#turns.resumed();
   }
 
   #assertOpen(): void {

@@ -155,7 +155,7 @@ describe('SYN floods (finding 1, the core’s part)', () => {
       sent += n;
       await flush(2);
     }
-    // The server opens at most 128 streams per turn (session.ts, STREAMS_PER_TURN): wait until it decoded them all.
+    // The server opens at most 128 streams per turn (read-turns.ts, STREAMS_PER_TURN): wait until it decoded them all.
     for (let turns = 0; turns < 100_000 && !server.isClosed && server.stats.framesIn < sent; turns++) await flush(1);
     await flush();
     return { server, kept, fins: () => fins };

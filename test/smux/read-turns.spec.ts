@@ -1,6 +1,6 @@
 /**
- * How much a session decodes in one turn of the event loop: at most 128 streams the peer opens (STREAMS_PER_TURN in
- * session.ts); the rest of the read waits for the next turn, so the work those streams started finishes first. A
+ * How much a session decodes in one turn of the event loop: at most 128 streams the peer opens (STREAMS_PER_TURN,
+ * read-turns.ts); the rest of the read waits for the next turn, so the work those streams started finishes first. A
  * raw Duplex plays the peer and hands the whole burst over as one chunk, as one 64 KiB socket read would.
  */
 import { Duplex } from 'node:stream';
