@@ -246,7 +246,12 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   /** Ends a running call with a transport error written by the server itself (deadline, shutdown, limit). */
   end(error: SmuxError): void {
     if (this.#state !== RUNNING) return;
-    if (error.code === 'ERR_SMUX_LIMIT') this.#host.limitReached(this, error);
+    if (error.code === 'ERR_SMUX_LIMIT') {
+      // The handler has run: a retry would run it again (a streamed call's later item over maxPendingRequestBytes
+      // comes here with the budget's retryable error, right only for a request that had not arrived whole).
+      if (error.retryable) error = new SmuxError(error.code, error.message, { cause: error.cause });
+      this.#host.limitReached(this, error);
+    }
     this.#stopWork(error);
     this.#endpoint.write(encodeTransportError(error));
     this.#wrapUp(ANSWERED, error.code);

@@ -163,6 +163,22 @@ describe('ServerCall', () => {
     expect(produced).toBe(ahead); // and it stays there while nobody reads
   });
 
+  test('a limit that ends a running call is not retryable, whatever the budget said: the handler has run', async () => {
+    const { calls, log } = harness();
+    const c = caller(pair.client, request('x'));
+    await flush();
+    void calls[0].run(() => new Observable(() => undefined), 'x', null, null); // runs until ended
+    calls[0].end(new SmuxError('ERR_SMUX_LIMIT', 'over the budget', { retryable: true }));
+    await flush();
+    expect(c.messages).toEqual([
+      expect.objectContaining({
+        flags: Flag.LAST | Flag.ERROR | Flag.TRANSPORT,
+        body: { code: 'ERR_SMUX_LIMIT', message: 'over the budget' },
+      }),
+    ]);
+    expect(log).toContain('limit: ERR_SMUX_LIMIT');
+  });
+
   test('an Observable reply that outruns a caller who does not read fails with ERR_SMUX_LIMIT past maxReplyBufferBytes', async () => {
     const { calls } = harness(null, 256 * 1024);
     const c = caller(pair.client, request('x'));
