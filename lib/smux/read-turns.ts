@@ -41,11 +41,6 @@ export class ReadTurns {
     return this.#yielding;
   }
 
-  /** True while the socket is paused for what waits undecoded: the session must not resume it itself. */
-  get socketHeld(): boolean {
-    return this.#socketHeld;
-  }
-
   /** A read of `bytes` arrived (before it is decoded). */
   received(bytes: number): void {
     if (!this.#yielding) this.#opened = 0;
