@@ -37,7 +37,12 @@ export interface BudgetLimits {
 export class ConnectionBudget {
   readonly #limits: BudgetLimits;
   readonly #clock: Clock;
-  readonly #written = new SlotSet<'writtenSlot', ReplyQueue>('writtenSlot'); // endpoints that queued replies this turn
+  readonly #written = new SlotSet<ReplyQueue>({
+    get: (q) => q.writtenSlot,
+    set: (q, slot) => {
+      q.writtenSlot = slot;
+    },
+  }); // endpoints that queued replies this turn
   #pending = 0;
   #queued = 0;
   #settled = 0; // what stayed queued after the writer's last turn

@@ -22,7 +22,12 @@ export interface AwaitingFin {
 export class FinSweep {
   readonly #clock: Clock;
   readonly #finTimeout: number;
-  readonly #calls = new SlotSet<'finSlot', AwaitingFin>('finSlot');
+  readonly #calls = new SlotSet<AwaitingFin>({
+    get: (call) => call.finSlot,
+    set: (call, slot) => {
+      call.finSlot = slot;
+    },
+  });
   #timer: TimerHandle | null = null;
 
   /**
@@ -34,9 +39,9 @@ export class FinSweep {
     this.#finTimeout = finTimeout;
   }
 
-  /** Starts waiting for `call`'s caller to FIN. */
-  add(call: AwaitingFin): void {
-    call.finDue = this.#clock.now() + this.#finTimeout;
+  /** Starts waiting for `call`'s caller to FIN; `now` is the clock's time (the call's end, read once for all). */
+  add(call: AwaitingFin, now: number): void {
+    call.finDue = now + this.#finTimeout;
     call.finQueued = -1;
     this.#calls.add(call);
     this.#timer ??= this.#clock.setTimeout(() => this.#sweep(), this.#finTimeout);

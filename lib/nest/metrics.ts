@@ -148,12 +148,12 @@ export class MetricsRecorder {
     this.#started++;
   }
 
-  /** A call is over: `failure` null for a value, else why it failed. */
-  callEnded(startedAt: number, failure: SmuxCallFailure | null): void {
+  /** A call is over (at `endedAt`, when the caller read the clock already): `failure` null for a value, else why it failed. */
+  callEnded(startedAt: number, failure: SmuxCallFailure | null, endedAt = this.#clock.now()): void {
     this.#ended++;
     if (failure === null) this.#completed++;
     else this.#failed.set(failure, (this.#failed.get(failure) ?? 0) + 1);
-    this.#latency.record(this.#clock.now() - startedAt);
+    this.#latency.record(endedAt - startedAt);
   }
 
   /** An event went out: `buffers` are its encoded message. */

@@ -22,8 +22,8 @@ export interface CallHost {
   toRpcError(error: unknown): unknown;
   /** The call stopped running (answered, refused, cancelled or failed). */
   callSettled(call: ServerCall): void;
-  /** The call wrote its last message and FIN: watch for the caller's FIN for a while. */
-  awaitCallerFin(call: ServerCall): void;
+  /** The call wrote its last message and FIN at `now` (the clock's time): watch for the caller's FIN for a while. */
+  awaitCallerFin(call: ServerCall, now: number): void;
   /** The call's stream is gone. */
   callClosed(call: ServerCall): void;
   /** The call failed on one of the server's limits (`ERR_SMUX_LIMIT`, `requestTimeout`): a rate-limited `warn`. */

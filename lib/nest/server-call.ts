@@ -330,10 +330,10 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     this.#endpoint.stopReading(); // the caller's stream, if any, is no longer wanted
     stopReply(this.#reply);
     this.#input?.close();
-    this.#settled(failure);
+    const endedAt = this.#settled(failure);
     if (this.channel.isClosed) return;
     this.#endpoint.end();
-    this.#host.awaitCallerFin(this);
+    this.#host.awaitCallerFin(this, endedAt);
   }
 
   /** Cancels the call: the handler's work stops, nothing more is written (the caller FINed, the connection closed). */
@@ -346,16 +346,18 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
 
   /**
    * The call stopped running (`failure` null: answered with a value): the server's count, the deadline, the
-   * processing end hook, the input, its metrics and span.
+   * processing end hook, the input, its metrics and span. Returns the time it ended (one clock read per call).
    */
-  #settled(failure: SmuxCallFailure | null): void {
-    this.#host.metrics?.callEnded(this.openedAt, failure);
+  #settled(failure: SmuxCallFailure | null): number {
+    const endedAt = this.#host.clock.now();
+    this.#host.metrics?.callEnded(this.openedAt, failure, endedAt);
     this.#span?.end(failure);
     if (this.#handler !== HANDLER_RUNNING) this.#input?.release();
     this.#host.callSettled(this);
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
     this.#timer = null;
     this.#runEndHook();
+    return endedAt;
   }
 
   /** The handler's promise settled: a call that is over lets its input go now. */

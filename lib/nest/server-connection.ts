@@ -44,7 +44,12 @@ export class ServerConnection {
   /** The smux session. */
   readonly session: Session;
   /** Calls counted against `maxCallsPerConnection`: from their SYN until they are answered (or end otherwise). */
-  readonly calls = new SlotSet<'connectionSlot', ServerCall>('connectionSlot');
+  readonly calls = new SlotSet<ServerCall>({
+    get: (call) => call.connectionSlot,
+    set: (call, slot) => {
+      call.connectionSlot = slot;
+    },
+  });
   /** `address:port` of the client. */
   readonly remote: string;
   /** The client's address (its IP), for the per-address limit. */

@@ -298,7 +298,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
         (call.connection as ServerConnection).callDone(call);
         this.#connections.callSettled();
       },
-      awaitCallerFin: (call) => this.#finSweep.add(call),
+      awaitCallerFin: (call, now) => this.#finSweep.add(call, now),
       callClosed: (call) => {
         (call.connection as ServerConnection).callClosed(call);
         this.#finSweep.delete(call);

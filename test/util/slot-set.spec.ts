@@ -6,7 +6,7 @@ import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { SlotSet } from '../../lib/util/slot-set.js';
+import { type SlotField, SlotSet } from '../../lib/util/slot-set.js';
 import { type Churned, oldSpaceGrowthDuringChurn } from '../helpers/churn.js';
 
 setFlagsFromString('--expose-gc');
@@ -18,10 +18,12 @@ interface Item {
   other: number;
 }
 const item = (name: number): Item => ({ name, slot: -1, other: -1 });
+const slotField: SlotField<Item> = { get: (x) => x.slot, set: (x, s) => (x.slot = s) };
+const otherField: SlotField<Item> = { get: (x) => x.other, set: (x, s) => (x.other = s) };
 
 describe('SlotSet', () => {
   test('adds once, finds, removes (the last object takes the slot) and clears', () => {
-    const set = new SlotSet<'slot', Item>('slot');
+    const set = new SlotSet<Item>(slotField);
     const [a, b, c] = [item(1), item(2), item(3)];
     set.add(a);
     set.add(b);
@@ -35,9 +37,9 @@ describe('SlotSet', () => {
   });
 
   test('an object can be in two sets that use different fields; a set never mistakes another one’s index', () => {
-    const first = new SlotSet<'slot', Item>('slot');
-    const second = new SlotSet<'other', Item>('other');
-    const other = new SlotSet<'slot', Item>('slot');
+    const first = new SlotSet<Item>(slotField);
+    const second = new SlotSet<Item>(otherField);
+    const other = new SlotSet<Item>(slotField);
     const [a, b] = [item(1), item(2)];
     first.add(a);
     second.add(a);
@@ -53,7 +55,7 @@ describe('SlotSet', () => {
   });
 
   test('toArray() is a copy: removing while walking it sees each object once', () => {
-    const set = new SlotSet<'slot', Item>('slot');
+    const set = new SlotSet<Item>(slotField);
     for (let n = 0; n < 50; n++) set.add(item(n));
     const seen: number[] = [];
     for (const x of set.toArray()) {
@@ -73,7 +75,7 @@ describe('SlotSet', () => {
     fc.assert(
       fc.property(fc.array(op, { maxLength: 300 }), (ops) => {
         const items = Array.from({ length: 31 }, (_, n) => item(n));
-        const set = new SlotSet<'slot', Item>('slot');
+        const set = new SlotSet<Item>(slotField);
         const model = new Set<Item>();
         for (const o of ops) {
           if (o.op === 'add') {
@@ -98,7 +100,7 @@ describe('SlotSet', () => {
   });
 
   test('after a burst, objects it no longer holds do not survive scavenges (a Set keeps them to the next full GC)', () => {
-    const slotSet = new SlotSet<'slot', Churned>('slot'); // first: the control's promotions would count in its figure
+    const slotSet = new SlotSet<Churned>({ get: (c) => c.slot, set: (c, s) => (c.slot = s) }); // first: the control's promotions would count in its figure
     const slotted = oldSpaceGrowthDuringChurn(
       gc,
       (_, v) => slotSet.add(v),
