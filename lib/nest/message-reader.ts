@@ -1,5 +1,6 @@
 import { SmuxError } from '../smux/index.js';
 import { type CallMessage, Encoding, FIELD_FLAGS, Flag, Kind, KNOWN_FLAGS, LAST_KIND, PREFIX_SIZE } from './call-codec.js';
+import { cachedText } from './text-cache.js';
 
 /*
  * Decoding call messages (docs/PROTOCOL.md §2) from a stream's bytes: the prefix is checked before a message is
@@ -186,13 +187,13 @@ const EMPTY = Buffer.alloc(0);
 /** Where decoding stands in the message being decoded (module state instead of a closure per message). */
 let cursor = 0;
 
-/** Reads a length-prefixed UTF-8 field at `cursor` and advances it. */
-function readField(buf: Buffer, lengthBytes: 1 | 2, end: number): string {
+/** Reads a length-prefixed UTF-8 field at `cursor` and advances it; `cached`: a text that repeats (the pattern). */
+function readField(buf: Buffer, lengthBytes: 1 | 2, end: number, cached = false): string {
   if (cursor + lengthBytes > end) throw malformed('truncated field');
   const length = lengthBytes === 1 ? buf[cursor] : buf.readUInt16LE(cursor);
   cursor += lengthBytes;
   if (cursor + length > end) throw malformed('truncated field');
-  const value = buf.toString('utf8', cursor, cursor + length);
+  const value = cached ? cachedText(buf, cursor, length) : buf.toString('utf8', cursor, cursor + length);
   cursor += length;
   return value;
 }
@@ -208,7 +209,7 @@ function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
   cursor = start + PREFIX_SIZE;
   if ((flags & FIELD_FLAGS) !== 0) {
     if ((flags & Flag.ID) !== 0) message.id = readField(buf, 1, end);
-    if ((flags & Flag.PATTERN) !== 0) message.pattern = readField(buf, 2, end);
+    if ((flags & Flag.PATTERN) !== 0) message.pattern = readField(buf, 2, end, true);
     if ((flags & Flag.TIMEOUT) !== 0) {
       if (cursor + 4 > end) throw malformed('truncated field');
       message.timeout = buf.readUInt32LE(cursor);
