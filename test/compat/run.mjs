@@ -82,12 +82,31 @@ const SETTINGS = [
  * (module commonjs with node10 resolution does compile: it does not look at module formats, and Node ^20.19
  * loads ESM-only Nest 12 through require(esm), which the runtime check proves.)
  */
-function nestConstraint(major, ts, setting) {
+function nestConstraint(major, ts, setting, dir) {
+  if (ts.n < 500 && nestUsesTypeStar(dir))
+    return `Nest ${installedVersion(dir, '@nestjs/common')}'s own declarations use \`export type *\` (TypeScript 5.0 syntax): TypeScript ${ts.version} cannot read them (TS1383)`;
   if (major !== '12' || setting.pkg !== 'commonjs') return null;
   if (setting.module === 'node16') return 'Nest 12 is ESM-only: module node16 cannot require() it (TS1479)';
   if (setting.module === 'nodenext' && ts.n < 508)
     return `Nest 12 is ESM-only: TypeScript ${ts.version} cannot require() ESM under nodenext (TS1479)`;
   return null;
+}
+
+/**
+ * Whether the installed Nest's declarations use `export type * from` (TypeScript 5.0 syntax; @nestjs/common 12.6
+ * does, in e.g. serializer/index.d.ts): TypeScript 4.x then fails on Nest's own files (TS1383), whatever ours say.
+ */
+const typeStar = new Map();
+function nestUsesTypeStar(dir) {
+  if (!typeStar.has(dir)) {
+    const common = join(dir, 'node_modules', '@nestjs', 'common');
+    const files = ['serializer/index.d.ts', 'module-utils/index.d.ts', 'interfaces/index.d.ts', 'index.d.ts'];
+    typeStar.set(
+      dir,
+      files.some((f) => existsSync(join(common, f)) && /^export type \*/m.test(readFileSync(join(common, f), 'utf8'))),
+    );
+  }
+  return typeStar.get(dir);
 }
 
 const TIMEOUT = { install: 600_000, app: 60_000, tsc: 240_000, jest: 240_000, nestBuild: 240_000, nestStart: 120_000 };
@@ -328,7 +347,7 @@ if (checks.includes('types')) {
       for (const setting of SETTINGS) {
         const label = `types: Nest ${major}, TypeScript ${ts.version}, ${setting.name}`;
         if (setting.since && ts.n < setting.since) continue;
-        const constraint = nestConstraint(major, ts, setting);
+        const constraint = nestConstraint(major, ts, setting, dir);
         if (constraint) {
           console.log(`skip: ${label}: ${constraint}`);
           continue;
