@@ -79,6 +79,8 @@ function registerSmuxMetrics(registry: Registry, prefix: string, metrics: SmuxMe
 // ── the app ──────────────────────────────────────────────────────────────────────────────────────────────────
 
 let eventsSeen = 0;
+/** When each `never` handler started (performance.now(), the server's clock: same process). */
+const neverStarted: number[] = [];
 
 @Controller()
 class MetricsController {
@@ -94,6 +96,7 @@ class MetricsController {
 
   @MessagePattern('never')
   never(): typeof NEVER {
+    neverStarted.push(performance.now());
     return NEVER;
   }
 
@@ -123,6 +126,8 @@ afterAll(() => closeAll());
 describe('metrics end to end', () => {
   let clientSide: SmuxMetricsSnapshot;
   let serverSide: SmuxMetricsSnapshot;
+  /** The least the server can have counted for the deadline call (see the latency test). */
+  let serverDeadlineCallAtLeast = 0;
 
   beforeAll(async () => {
     // One echo and one event carry large ASCII text: the codec hands it to the channel as the string, and the bytes
@@ -132,7 +137,12 @@ describe('metrics end to end', () => {
       expect(await within(firstValueFrom(client.send('echo', text)), 'echo')).toBe(text);
     }
     await rejection(firstValueFrom(client.send('throws', 1)));
+    const sentAt = performance.now();
     await rejection(firstValueFrom(client.send('never', new SmuxRecordBuilder(1).setTimeout(50).build())), 'the deadline');
+    // On the server the call ends by its own deadline (50 ms after it opened) or by the caller's FIN (its timer fires
+    // 50 ms after sentAt, the earlier of the two): at least sentAt + 50 either way, and it opened before its handler
+    // started. Under load the request reaches the server late, so its share of the 50 ms is smaller.
+    serverDeadlineCallAtLeast = sentAt + 50 - neverStarted[0];
     const cancelled = client.send('never', 1).subscribe();
     await until(() => app.server.metrics.snapshot().calls.started === 13, 5_000, 'the call to reach the server');
     cancelled.unsubscribe();
@@ -181,8 +191,11 @@ describe('metrics end to end', () => {
       expect(latency.count).toBe(calls.started - calls.inFlight);
       expect(latency.counts.at(-1)).toBeLessThanOrEqual(latency.count);
       expect(latency.counts).toEqual([...latency.counts].sort((a, b) => a - b));
-      expect(latency.sum).toBeGreaterThanOrEqual(50); // the call with a 50 ms deadline
     }
+    // The call with a 50 ms deadline: the caller counts all of it; the server counts from the request's arrival.
+    expect(clientSide.latency.sum).toBeGreaterThanOrEqual(50);
+    expect(serverDeadlineCallAtLeast).toBeGreaterThan(0);
+    expect(serverSide.latency.sum).toBeGreaterThanOrEqual(serverDeadlineCallAtLeast - 0.01);
   });
 
   test('bytes: what the client sent the server received (plus the hello on its control stream), and back', () => {
