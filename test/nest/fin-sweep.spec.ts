@@ -53,16 +53,26 @@ describe('FinSweep', () => {
     expect(clock.pending).toBe(0); // nothing left to sweep: no timer
   });
 
-  test('a call whose caller FINed in time is not touched; stop() forgets the rest', () => {
+  test('a call whose caller FINed in time (deleted) is not touched while the others time out', () => {
     const clock = new FakeClock();
     const sweep = new FinSweep(clock, 1_000);
     const [finned, waiting] = [call(), call()];
     sweep.add(finned, clock.now());
     sweep.add(waiting, clock.now());
     sweep.delete(finned);
+    clock.advance(1_000);
+    expect([finned.destroyed, waiting.destroyed, clock.pending]).toEqual([false, true, 0]);
+  });
+
+  test('stop() forgets the waiting calls and its timer', () => {
+    const clock = new FakeClock();
+    const sweep = new FinSweep(clock, 1_000);
+    const waiting = call();
+    sweep.add(waiting, clock.now());
+    expect(clock.pending).toBe(1);
     sweep.stop();
     clock.advance(5_000);
-    expect([finned.destroyed, waiting.destroyed, clock.pending]).toEqual([false, false, 0]);
+    expect([waiting.destroyed, clock.pending]).toEqual([false, 0]);
   });
 
   test('a call still draining its own bytes gets another finTimeout; one that stopped draining is let go', () => {
