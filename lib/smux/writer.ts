@@ -9,8 +9,8 @@ import { Fifo } from '../util/fifo.js';
 /**
  * Frames per socket write. Unbounded once-per-tick batches made both ends of a connection take turns
  * (each ≈ 50 % busy); bounded batches let them overlap (PERF-NOTES.md measured 16 calls per write, with one
- * frame per call). A smux call costs about three frames per direction (SYN + PSH + FIN, or PSH + FIN + UPD),
- * so 64 frames keep roughly that many calls per write.
+ * frame per call). A smux call costs two or three frames per direction (SYN + PSH, or PSH + UPD) plus the FIN
+ * that follows its last PSH uncounted, so 64 frames keep roughly that many calls per write.
  */
 const BATCH_FRAMES = 64;
 /** Room for the frames of one control entry (SYN + UPD with its payload + FIN) or a NOP. */
@@ -40,7 +40,7 @@ const NOTIFY = 4;
 /**
  * The session's only path to the socket. Control frames (NOP, SYN, UPD, and the FIN of a destroyed
  * stream) go first in FIFO order; then streams with data take turns, one frame each (round-robin), a
- * stream's ordered FIN behind its data. Frames are gathered into bounded batches, packed contiguously into a
+ * stream's ordered FIN right behind its last data. Frames are gathered into bounded batches, packed contiguously into a
  * slab (never reused while a write may reference it), and each batch is a single `write()`.
  *
  * A batch goes out at the end of the current tick, or at once when {@link BATCH_FRAMES} frames are waiting.
@@ -333,12 +333,19 @@ export class FrameWriter implements PayloadSink {
   #dataFrame(source: FrameSource): number {
     let frames = 0;
     const n = source.sendableBytes(this.#maxFrameSize);
-    this.#slabs.room(HEADER_SIZE + n);
+    this.#slabs.room(2 * HEADER_SIZE + n);
     if (n > 0) {
       this.#header(Cmd.PSH, n, source.id);
       source.takeData(n, this);
       this.#batchBytes += n;
       frames++;
+      // The stream's last data takes its FIN along at once (8 bytes, not counted in the batch's frames): left for
+      // the next round of the ring, the FINs of a burst of replies spilled into a write of their own (23 % of a
+      // server's writes at 64 B @64, docs/NOTES.md).
+      if (source.finReady) {
+        this.#header(Cmd.FIN, 0, source.id);
+        source.markFinSent();
+      }
     } else if (source.finReady) {
       this.#header(Cmd.FIN, 0, source.id);
       source.markFinSent();

@@ -311,6 +311,25 @@ describe('FrameWriter: ordering', () => {
     expect([a.finSent, b.finSent]).toEqual([true, true]);
   });
 
+  test('a stream’s last PSH takes its FIN along, outside the 64-frame count: a burst of 40 replies is one write', async () => {
+    const { socket, writer, open } = setup();
+    for (let i = 0; i < 40; i++) {
+      const reply = open(3 + 2 * i);
+      reply.write(data(20));
+      reply.end();
+    }
+    await ticks();
+    // Left for the ring's next round, 24 FINs filled the first batch and 16 went in a write of their own.
+    expect(socket.batches).toEqual([80]);
+    expect(summary(socket.frames)).toEqual(
+      Array.from({ length: 40 }, (_, i) => [
+        [Cmd.PSH, 3 + 2 * i, 20],
+        [Cmd.FIN, 3 + 2 * i, 0],
+      ]).flat(),
+    );
+    expect(writer.framesOut).toBe(80);
+  });
+
   test('two streams with 100 KiB each take turns frame by frame (round-robin)', async () => {
     const { socket, open } = setup({ maxFrameSize: 4096 });
     const a = data(100 * 1024);
