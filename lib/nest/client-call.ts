@@ -51,7 +51,7 @@ export interface ClientCallHost {
   /** The call was in flight when its connection died. */
   cutOff(): void;
   /** Why the client has no connection right now, if it has none (a deadline's `cause`). */
-  readonly connectError: Error | null;
+  connectError(): Error | null;
   /** Where calls are counted, when the client keeps metrics. */
   readonly metrics?: MetricsRecorder;
 }
@@ -289,7 +289,7 @@ export class ClientCall implements Unsubscribable {
 
   #deadlinePassed(): void {
     this.#timer = null;
-    const cause = this.#state === WAITING ? this.#host.connectError : null;
+    const cause = this.#state === WAITING ? this.#host.connectError() : null;
     this.#fail(
       new SmuxError(
         'ERR_SMUX_TIMEOUT',

@@ -75,9 +75,7 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
       launch: (call) => scheduler.launch(call),
       cutOff: () => void this.#cutOff++,
       settled: (call) => scheduler.release(call),
-      get connectError() {
-        return pool.lastError;
-      },
+      connectError: () => pool.lastError,
     };
     attachLauncher(this, this.#host, scheduler, {
       timeout: resolved.timeout,

@@ -25,7 +25,7 @@ export interface ConnectionHost {
   readonly clock: Clock;
   readonly callHost: CallHost;
   /** True once the server is shutting down. */
-  readonly closing: boolean;
+  closing(): boolean;
   /** A warning about a peer, rate-limited by `kind`. */
   warn(kind: string, message: string): void;
   debug(message: string): void;
@@ -249,7 +249,7 @@ export class ServerConnection {
     if (!this.#versionChecked) this.#checkVersion();
     const { maxCallsPerConnection } = this.#host.options;
     let refusal = this.#refusal;
-    if (refusal === null && this.#host.closing) refusal = new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
+    if (refusal === null && this.#host.closing()) refusal = new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
     else if (refusal === null && this.calls.size >= maxCallsPerConnection) {
       refusal = new SmuxError('ERR_SMUX_LIMIT', `the connection has reached its limit of ${maxCallsPerConnection} calls in flight`);
       this.#host.warn('limit', `A call from ${this.remote} was refused: ${refusal.message}`);

@@ -74,14 +74,11 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     const { metrics, recorder } = createSmuxMetrics('server', this.#clock);
     this.#metrics = metrics;
     this.#callHost = this.#createCallHost(recorder);
-    const server = this; // eslint-disable-line @typescript-eslint/no-this-alias -- the host's getter needs the server
     this.#connectionHost = {
       options: this.#options,
       clock: this.#clock,
       callHost: this.#callHost,
-      get closing() {
-        return server.#closing !== null;
-      },
+      closing: () => this.#closing !== null,
       warn: (kind, message) => this.#warnings.warn(kind, message),
       debug: (message) => this.logger.debug(message),
       closed: (connection, error) => {

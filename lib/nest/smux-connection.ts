@@ -100,7 +100,7 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
       launch: (call: PendingCall) => this.#open(call),
       settled: () => undefined,
       cutOff: () => undefined,
-      connectError: null,
+      connectError: () => null,
     };
     attachLauncher(this, host, target, {
       timeout: 0,

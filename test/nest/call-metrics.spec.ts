@@ -86,7 +86,7 @@ function clientHost(clock: FakeClock, recorder: MetricsRecorder): ClientCallHost
     launch: () => undefined,
     settled: () => undefined,
     cutOff: () => undefined,
-    connectError: null,
+    connectError: () => null,
     metrics: recorder,
   };
 }

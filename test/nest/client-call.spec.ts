@@ -41,7 +41,7 @@ async function open(timeout = 0) {
     launch: () => undefined,
     settled: () => void settled.push('settled'),
     cutOff: () => undefined,
-    connectError: null,
+    connectError: () => null,
   };
   const request = encodeMessage(Kind.REQUEST, 0, 'data', { id: '1', pattern: 'p' });
   const call = new ClientCall(host, (packet) => void packets.push(packet), request, timeout, false);

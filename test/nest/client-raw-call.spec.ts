@@ -50,7 +50,7 @@ async function rawCall({ timeout = 0, open = true } = {}) {
     launch: () => undefined,
     settled: (c) => void settled.push(c),
     cutOff: () => undefined,
-    connectError: null,
+    connectError: () => null,
   };
   const request = host.codec.encodeCall(Kind.REQUEST, {
     pattern: 'upload',

@@ -174,7 +174,7 @@ describe('the call engine', () => {
         launch: () => undefined,
         settled: () => undefined,
         cutOff: () => undefined,
-        connectError: null,
+        connectError: () => null,
       };
       const span = startClientSpan('call', how);
       const request = codec.encodeCall(Kind.REQUEST, { pattern: how, data: 1, id: '1', headers: undefined, span });
