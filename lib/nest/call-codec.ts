@@ -209,8 +209,10 @@ function fieldLength(value: string): number {
 
 function writeShortString(buf: Buffer, at: number, value: string, lengthBytes: 1 | 2, field: string): number {
   const length = fieldLength(value);
-  if (length >= 2 ** (8 * lengthBytes))
-    throw new SmuxError('ERR_SMUX_LIMIT', `call ${field} is ${length} bytes, more than ${2 ** (8 * lengthBytes) - 1}`);
+  // Not `2 ** (8 * lengthBytes)`: a power with a variable exponent is a call into the C library's pow(), which
+  // was 3.7 % of a client's CPU at 64 B @64 (two fields per request).
+  const max = lengthBytes === 1 ? 0xff : 0xffff;
+  if (length > max) throw new SmuxError('ERR_SMUX_LIMIT', `call ${field} is ${length} bytes, more than ${max}`);
   if (lengthBytes === 1) buf[at] = length;
   else buf.writeUInt16LE(length, at);
   at += lengthBytes;

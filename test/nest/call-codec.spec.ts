@@ -288,10 +288,17 @@ describe('call codec: kinds, flags and fields round trip', () => {
 
   test('fields too long for their length prefix are refused with ERR_SMUX_LIMIT', () => {
     expect(codeOf(() => encodeMessage(Kind.REQUEST, 0, 1, { id: 'i'.repeat(256) }))).toBe('ERR_SMUX_LIMIT');
+    expect(() => encodeMessage(Kind.REQUEST, 0, 1, { id: 'i'.repeat(256) })).toThrow('call id is 256 bytes, more than 255');
+    expect(() => encodeMessage(Kind.REQUEST, 0, 1, { pattern: 'p'.repeat(65536) })).toThrow('call pattern is 65536 bytes, more than 65535');
     expect(codeOf(() => encodeMessage(Kind.REQUEST, 0, 1, { id: 'é'.repeat(128) }))).toBe('ERR_SMUX_LIMIT'); // 256 bytes
     expect(codeOf(() => encodeMessage(Kind.REQUEST, 0, 1, { pattern: 'p'.repeat(65536) }))).toBe('ERR_SMUX_LIMIT');
     expect(codeOf(() => encodeMessage(Kind.RESPONSE, 0, 1, { status: 's'.repeat(256) }))).toBe('ERR_SMUX_LIMIT');
     expect(codeOf(() => encodeMessage(Kind.REQUEST, 0, 1, { headers: { h: 'v'.repeat(65530) } }))).toBe('ERR_SMUX_LIMIT');
+  });
+
+  test('fields as long as their length prefix allows are encoded', () => {
+    const decoded = roundTrip(Kind.REQUEST, 0, 1, { id: 'i'.repeat(255), pattern: 'p'.repeat(65535) });
+    expect([decoded.id?.length, decoded.pattern?.length]).toEqual([255, 65535]);
   });
 });
 
