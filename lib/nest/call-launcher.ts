@@ -49,7 +49,6 @@ export class CallLauncher {
   readonly #target: LaunchTarget;
   readonly #proxy: LauncherProxy;
   readonly #defaults: LaunchDefaults;
-  #nextId = 0;
 
   constructor(host: ClientCallHost, target: LaunchTarget, proxy: LauncherProxy, defaults: LaunchDefaults) {
     this.#host = host;
@@ -98,7 +97,6 @@ export class CallLauncher {
     const packet: ReadPacket & { metadata?: Record<string, string> } = nestPacket ?? this.packet(pattern, rawData);
     const { data, headers, timeout: recordTimeout, waitForReady } = unwrapRecord(packet.data, packet.metadata);
     const timeout = recordTimeout ?? this.#defaults.timeout;
-    const id = (++this.#nextId).toString(36);
     // A source (Observable, AsyncIterable, Readable) is a streamed request: its items follow as DATA … END.
     const source = isSource(data) ? data : null;
     const span = startClientSpan('call', packet.pattern); // null without @opentelemetry/api
@@ -107,7 +105,6 @@ export class CallLauncher {
       request = this.#host.codec.encodeCall(Kind.REQUEST, {
         pattern: packet.pattern,
         data: source === null ? data : undefined,
-        id,
         headers,
         timeout: timeout > 0 ? timeout : undefined,
         flags: source === null ? 0 : Flag.STREAM,
@@ -165,11 +162,9 @@ export class CallLauncher {
     let request: MessagePiece[];
     try {
       if (pattern === null || pattern === undefined) throw new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'openDuplex() needs a pattern');
-      const id = (++this.#nextId).toString(36);
       request = this.#host.codec.encodeCall(Kind.REQUEST, {
         pattern,
         data,
-        id,
         headers,
         timeout: timeout > 0 ? timeout : undefined,
         flags: Flag.RAW,

@@ -55,7 +55,6 @@ async function rawCall({ timeout = 0, open = true } = {}) {
   const request = host.codec.encodeCall(Kind.REQUEST, {
     pattern: 'upload',
     data: { name: 'f' },
-    id: '1',
     headers: undefined,
     timeout: timeout > 0 ? timeout : undefined,
     flags: Flag.RAW,
@@ -93,7 +92,8 @@ describe('ClientRawCall', () => {
     duplex.end(' tail');
     await flush(8);
     const [first, ...rest] = server.messages;
-    expect(first).toMatchObject({ kind: Kind.REQUEST, id: '1', pattern: 'upload', body: { name: 'f' } });
+    expect(first).toMatchObject({ kind: Kind.REQUEST, pattern: 'upload', body: { name: 'f' } });
+    expect(first.id).toBeUndefined(); // the stream is the call: no packet id
     expect(first.flags & Flag.RAW).toBe(Flag.RAW);
     expect(rest.map((m) => m.kind)).toEqual([Kind.RAW, Kind.RAW, Kind.RAW, Kind.RAW, Kind.RAW, Kind.END]);
     expect(rest.filter((m) => m.kind === Kind.RAW).map((m) => (m.body as Buffer).length)).toEqual([6, 64 * KiB, 64 * KiB, 22 * KiB, 5]);

@@ -177,7 +177,7 @@ describe('the call engine', () => {
         connectError: () => null,
       };
       const span = startClientSpan('call', how);
-      const request = codec.encodeCall(Kind.REQUEST, { pattern: how, data: 1, id: '1', headers: undefined, span });
+      const request = codec.encodeCall(Kind.REQUEST, { pattern: how, data: 1, headers: undefined, span });
       const packets: WritePacket[] = [];
       const call = new ClientCall(host, (p) => void packets.push(p), request, 0, false, null, span);
       openCall(call, pair.client.openChannel());
