@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { SmuxError, type SmuxErrorCode } from '../smux/index.js';
 import { retryableByDefault } from '../smux/errors.js';
 import { describeValue } from '../util/describe.js';

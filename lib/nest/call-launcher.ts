@@ -1,3 +1,4 @@
+import { nextTick } from 'node:process';
 import type { ReadPacket, WritePacket } from '@nestjs/microservices';
 import { Observable, type Observer, throwError } from 'rxjs';
 import { type Session, SmuxError } from '../smux/index.js';
@@ -173,7 +174,7 @@ export class CallLauncher {
     } catch (error) {
       const failure = toSmuxError(error, 'the request could not be encoded');
       span?.end(failure.code);
-      process.nextTick(() => failDuplex(duplex, failure));
+      nextTick(() => failDuplex(duplex, failure));
       return duplex;
     }
     const waitForReady = options.waitForReady ?? this.#defaults.waitForReady;

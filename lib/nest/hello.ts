@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import type { Clock, Session, SmuxChannel } from '../smux/index.js';
 import { SmuxError } from '../smux/index.js';
 import { type CallMessage, decodeTransportError, encodeMessage, Flag, Kind } from './call-codec.js';

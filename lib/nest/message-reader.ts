@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { SmuxError } from '../smux/index.js';
 import { type CallMessage, Encoding, FIELD_FLAGS, Flag, Kind, KNOWN_FLAGS, LAST_KIND, PREFIX_SIZE } from './call-codec.js';
 import { cachedText } from './text-cache.js';

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { type Clock, type SmuxChannel, SmuxError } from '../smux/index.js';
 import { encodeMessage, Kind } from './call-codec.js';
 import { ControlLink, type ControlLinkHost } from './control-link.js';

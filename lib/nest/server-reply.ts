@@ -1,3 +1,4 @@
+import { nextTick } from 'node:process';
 import {
   concatMap,
   from,
@@ -141,7 +142,7 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
     // Like Nest's send(): a completion within the same tick merges LAST into this value.
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
-      process.nextTick(flushPending, this);
+      nextTick(flushPending, this);
     }
   }
 

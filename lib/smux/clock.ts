@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks';
+
 /** An opaque timer handle returned by a {@link Clock}. */
 export type TimerHandle = unknown;
 

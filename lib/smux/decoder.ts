@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { Cmd, HEADER_SIZE, type ProtocolVersion, UPD_PAYLOAD_SIZE } from './constants.js';
 import { SmuxError } from './errors.js';
 import { headerError } from './frame.js';

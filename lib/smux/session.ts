@@ -1,3 +1,4 @@
+import { nextTick } from 'node:process';
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { createChannel, type SmuxChannel, type SmuxChannelHandler } from './channel.js';
@@ -299,7 +300,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#acceptor.close(this.#closedError()); // its streams are among those terminated
     for (const core of streams) core.terminate(error);
     this.#resolveClosed?.();
-    process.nextTick(() => {
+    nextTick(() => {
       for (const observer of this.#observers.slice()) observer.close?.(error);
       this.emit('close', error);
     });

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import type { SmuxChannelHandler, StreamTimeoutOptions } from './channel.js';
 import type { SmuxConfig } from './config.js';
 import { INITIAL_PEER_WINDOW } from './constants.js';

@@ -1,3 +1,5 @@
+import { Buffer } from 'node:buffer';
+import { nextTick } from 'node:process';
 import { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
 import { Cmd, HEADER_SIZE, UPD_PAYLOAD_SIZE } from './constants.js';
@@ -232,7 +234,7 @@ export class FrameWriter implements PayloadSink {
     if (this.#controlCount + this.#ready.length >= BATCH_FRAMES) this.flush();
     else if (!this.#scheduled) {
       this.#scheduled = true;
-      process.nextTick(flushOnTick, this);
+      nextTick(flushOnTick, this);
     }
   }
 
