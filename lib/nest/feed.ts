@@ -1,4 +1,3 @@
-import { performance } from 'node:perf_hooks';
 import type { Observer } from 'rxjs';
 import { type Clock, SmuxError } from '../smux/index.js';
 import { Flag } from './call-codec.js';

@@ -331,7 +331,10 @@ export class FrameWriter implements PayloadSink {
     return frames;
   }
 
-  /** Emits one PSH (or the ordered FIN) for a ready source and re-queues it if it has more; returns frames. */
+  /**
+   * Emits one PSH — with the ordered FIN right behind it when that was the stream's last data — or the FIN alone,
+   * and re-queues the source if it has more; returns the frames that count towards {@link BATCH_FRAMES} (not that FIN).
+   */
   #dataFrame(source: FrameSource): number {
     let frames = 0;
     const n = source.sendableBytes(this.#maxFrameSize);

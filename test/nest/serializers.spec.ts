@@ -97,11 +97,18 @@ describe('custom serializers and deserializers', () => {
     await lastValueFrom(client.emit('event', { e: 1 }), { defaultValue: undefined });
     await until(() => events.length === 1, 5_000, 'the event');
     expect(events).toEqual([{ e: 1 }]);
+    expect(log.clientOut.at(-1)).toEqual({ pattern: 'event', data: { e: 1 } }); // an event's packet has no id
   });
 
-  test('concurrent calls each get their own reply', async () => {
+  test('concurrent calls each get their own reply; each request packet its own id, which its replies carry', async () => {
+    const before = { out: log.clientOut.length, replies: log.serverOut.length };
     const results = await Promise.all(Array.from({ length: 100 }, (_, i) => firstValueFrom(client.send('sum', [i, i]))));
     expect(results).toEqual(Array.from({ length: 100 }, (_, i) => 2 * i));
+    const ids = log.clientOut.slice(before.out).map((packet) => (packet as { id?: unknown }).id);
+    expect(ids.every((id) => typeof id === 'string' && id !== '')).toBe(true);
+    expect(new Set(ids).size).toBe(100);
+    const replyIds = log.serverOut.slice(before.replies).map((packet) => (packet as { id?: unknown }).id);
+    expect(new Set(replyIds)).toEqual(new Set(ids));
   });
 });
 

@@ -319,7 +319,8 @@ describe('FrameWriter: ordering', () => {
       reply.end();
     }
     await ticks();
-    // Left for the ring's next round, 24 FINs filled the first batch and 16 went in a write of their own.
+    // Each FIN follows its PSH (before, left for the ring's next round, 24 FINs filled the first batch and the other
+    // 16 went in a write of their own).
     expect(socket.batches).toEqual([80]);
     expect(summary(socket.frames)).toEqual(
       Array.from({ length: 40 }, (_, i) => [
