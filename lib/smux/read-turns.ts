@@ -11,23 +11,33 @@ export const STREAMS_PER_TURN = 128;
 /** While decoding waits for the next turn, the socket is paused once this much waits undecoded (a flood stops here). */
 export const YIELD_BUFFER = 64 * 1024;
 
+/** Why a session holds its reading (bits of {@link ReadTurns.hold}): its receive budget is spent. */
+export const HELD_BY_BUDGET = 1;
+/** Why a session holds its reading: its accept backlog is full (as Go's session stops reading then). */
+export const HELD_BY_BACKLOG = 2;
+
 /** What {@link ReadTurns} needs of its session. */
 export interface ReadTurnsHost {
   readonly decoder: FrameDecoder;
   /** The session's socket (only paused and resumed here). */
   readonly socket: { pause(): unknown; resume(): unknown };
-  /** False while the session itself holds reading paused (or is closed): it resumes reading when it may. */
-  mayRead(): boolean;
+  /** True once the session is closed: reading never resumes. */
+  closed(): boolean;
+  /** Reading resumed after the session held it: the silence meanwhile was ours (keep-alive must not count it). */
+  resumedAfterHold(): void;
 }
 
 /**
- * How much a session decodes per turn of the event loop: frames of open streams, always; streams the peer opens, up
- * to {@link STREAMS_PER_TURN} — then decoding waits for the next turn, after the work those streams started. The
- * socket keeps flowing meanwhile until {@link YIELD_BUFFER} waits undecoded (pausing it at every yield cost two
- * syscalls each, ≈ 10 % of a server's CPU per event in a burst); past that it is paused until decoding catches up.
+ * When a session reads. It holds reading while any of its reasons stands (the receive budget, the accept backlog):
+ * decoder and socket both pause. And it bounds how much it decodes per turn of the event loop: frames of open
+ * streams, always; streams the peer opens, up to {@link STREAMS_PER_TURN} — then decoding waits for the next turn,
+ * after the work those streams started. The socket keeps flowing meanwhile until {@link YIELD_BUFFER} waits
+ * undecoded (pausing it at every yield cost two syscalls each, ≈ 10 % of a server's CPU per event in a burst); past
+ * that it is paused until decoding catches up.
  */
 export class ReadTurns {
   readonly #host: ReadTurnsHost;
+  #holds = 0; // HELD_BY_* bits
   #opened = 0; // streams the peer opened since this turn's decoding began
   #yielding = false; // decoding waits for the next turn
   #socketHeld = false; // the socket is paused while YIELD_BUFFER waits undecoded
@@ -36,9 +46,39 @@ export class ReadTurns {
     this.#host = host;
   }
 
-  /** True while decoding waits for the next turn: the session must not resume its decoder itself. */
-  get yielding(): boolean {
-    return this.#yielding;
+  /** True while the session holds reading, for any reason. */
+  get held(): boolean {
+    return this.#holds !== 0;
+  }
+
+  /** True while the session holds reading for `reason`. */
+  isHeld(reason: number): boolean {
+    return (this.#holds & reason) !== 0;
+  }
+
+  /** Holds reading for `reason` (a `HELD_BY_*` bit): nothing is decoded or read until every reason is released. */
+  hold(reason: number): void {
+    if (this.#holds === 0) {
+      this.#host.decoder.pause();
+      this.#host.socket.pause();
+    }
+    this.#holds |= reason;
+  }
+
+  /** Releases `reason`; reading resumes once no reason is left (unless the session is closed). */
+  release(reason: number): void {
+    if ((this.#holds & reason) === 0) return;
+    this.#holds &= ~reason;
+    if (this.#holds !== 0 || this.#host.closed()) return;
+    this.#host.resumedAfterHold();
+    this.#resumed();
+  }
+
+  /** Reads on whatever held reading (a session closed on its side reads until the peer closes). */
+  releaseAll(): void {
+    this.#holds = 0;
+    if (!this.#yielding) this.#host.decoder.resume();
+    this.#host.socket.resume();
   }
 
   /** A read of `bytes` arrived (before it is decoded). */
@@ -52,8 +92,8 @@ export class ReadTurns {
     if (++this.#opened === STREAMS_PER_TURN) this.#yield();
   }
 
-  /** The session resumes reading (its own pause is over): the socket flows again unless this holds it. */
-  resumed(): void {
+  /** The session's holds are over: decoding resumes unless it waits for the next turn, the socket unless that holds it. */
+  #resumed(): void {
     const { decoder, socket } = this.#host;
     if (!this.#yielding) decoder.resume();
     this.#socketHeld = this.#yielding && decoder.bufferedBytes > YIELD_BUFFER;
@@ -66,7 +106,7 @@ export class ReadTurns {
     setImmediate(() => {
       this.#yielding = false;
       this.#opened = 0;
-      if (!this.#host.mayRead()) return; // resumed with the session's reading, later
+      if (!this.#mayRead()) return; // resumed with the session's reading, later
       const decoder = this.#host.decoder;
       decoder.resume(); // may yield again
       this.#holdSocket(this.#yielding && decoder.bufferedBytes > YIELD_BUFFER);
@@ -77,6 +117,10 @@ export class ReadTurns {
     if (hold === this.#socketHeld) return;
     this.#socketHeld = hold;
     if (hold) this.#host.socket.pause();
-    else if (this.#host.mayRead()) this.#host.socket.resume();
+    else if (this.#mayRead()) this.#host.socket.resume();
+  }
+
+  #mayRead(): boolean {
+    return this.#holds === 0 && !this.#host.closed();
   }
 }

@@ -9,7 +9,7 @@ import { SmuxError } from './errors.js';
 import { IdTable } from '../util/id-table.js';
 import { ReceiveBucket, streamAllowance } from './flow-control.js';
 import { KeepAlive, type KeepAliveHost } from './keep-alive.js';
-import { ReadTurns } from './read-turns.js';
+import { HELD_BY_BACKLOG, HELD_BY_BUDGET, ReadTurns } from './read-turns.js';
 import { SmuxStream } from './stream.js';
 import type { SessionEvents, SessionObserver, SessionStats } from './session-types.js';
 import { StreamCore, type StreamHost } from './stream-core.js';
@@ -19,12 +19,11 @@ import { StreamRefusals } from './stream-refusals.js';
 import { WindowBudget } from './window-tuner.js';
 import { CONTROL_SYN } from './frame-source.js';
 import { FrameWriter } from './writer.js';
+import { GracefulClose } from './graceful-close.js';
 
 const OPEN = 0;
 const CLOSING = 1;
 const CLOSED = 2;
-const PAUSED_BY_BUDGET = 1;
-const PAUSED_BY_BACKLOG = 2;
 
 let addObserver: (session: Session, observer: SessionObserver) => () => void;
 
@@ -59,13 +58,9 @@ export class Session extends EventEmitter<SessionEvents> {
   #version: ProtocolVersion | null;
   #state = OPEN;
   #error: SmuxError | null = null;
-  #readPause = 0;
-  readonly #turns: ReadTurns;
-  #closeTimer: unknown = null;
-  #ended = false; // socket.end() called during a graceful close
-  #lingering = false; // closed on our side, reading until the peer closes
-  #closed: Promise<void> | null = null;
-  #resolveClosed: (() => void) | null = null;
+  readonly #turns: ReadTurns; // when it reads: held by the budget or the backlog, a bounded number of streams per turn
+  #closing: GracefulClose | null = null; // from close() on
+  #closedBeforeClose: Promise<void> | null = null; // what close() returns when the session had ended without it
   #bytesIn = 0;
   #streamsOpened = 0;
   #streamsAccepted = 0;
@@ -114,7 +109,7 @@ export class Session extends EventEmitter<SessionEvents> {
       c.maxStreamWindow > c.maxStreamBuffer || (c.contendedStreamWindow > 0 && c.contendedStreamWindow < c.maxStreamBuffer)
         ? new WindowBudget(this.#bucket, c.maxReceiveBuffer, () => this.#tokensReturned())
         : null;
-    this.#writer = new FrameWriter(socket, this.#version ?? 0, c.maxFrameSize, { onIdle: () => this.#endWhenFlushed() });
+    this.#writer = new FrameWriter(socket, this.#version ?? 0, c.maxFrameSize, { onIdle: () => this.#maybeEnd() });
     this.#streamHost = {
       config: c,
       writer: this.#writer,
@@ -124,22 +119,27 @@ export class Session extends EventEmitter<SessionEvents> {
       release: (core) => this.#release(core),
       tokensReturned: () => this.#tokensReturned(),
       tokensCharged: () => {
-        if (this.#bucket.exhausted) this.#pauseReading(PAUSED_BY_BUDGET);
+        if (this.#bucket.exhausted) this.#turns.hold(HELD_BY_BUDGET);
       },
     };
     this.#decoder = new FrameDecoder(this.#version ?? 0, this.#frames);
-    this.#turns = new ReadTurns({ decoder: this.#decoder, socket, mayRead: () => this.#readPause === 0 && this.#state !== CLOSED });
+    this.#turns = new ReadTurns({
+      decoder: this.#decoder,
+      socket,
+      closed: () => this.#state === CLOSED,
+      resumedAfterHold: () => this.#keepAlive?.activity(), // the silence while reading was held was ours
+    });
     this.#refusals = new StreamRefusals(c, this.#writer);
     this.#acceptor = new StreamAcceptor(c.acceptBacklog, {
       open: (core) => this.#peerStream(core),
-      pauseReading: () => this.#pauseReading(PAUSED_BY_BACKLOG),
-      resumeReading: () => this.#resumeReading(PAUSED_BY_BACKLOG),
+      pauseReading: () => this.#turns.hold(HELD_BY_BACKLOG),
+      resumeReading: () => this.#turns.release(HELD_BY_BACKLOG),
     });
     this.#keepAlive = c.keepAliveDisabled ? null : new KeepAlive(c.clock, this.#keepAliveHost, c.keepAliveInterval, c.keepAliveTimeout);
     (socket as Partial<{ setNoDelay(v: boolean): void }>).setNoDelay?.(true); // frames are batched already; Nagle only adds latency
     socket.on('data', (chunk: Buffer) => this.#receive(chunk));
     socket.on('drain', () => this.#drained());
-    socket.on('finish', () => this.#state === CLOSING && this.#halfClosed());
+    socket.on('finish', () => this.#state === CLOSING && this.#closing?.halfClosed());
     socket.on('end', () =>
       this.#state === CLOSING ? this.destroy() : this.destroy(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the peer closed the connection')),
     );
@@ -255,26 +255,26 @@ export class Session extends EventEmitter<SessionEvents> {
    * Idempotent.
    */
   close(): Promise<void> {
-    if (this.#closed !== null) return this.#closed;
-    this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
-    if (this.#state !== OPEN) {
-      this.#resolveClosed!();
-      return this.#closed;
-    }
+    if (this.#closing !== null) return this.#closing.done;
+    if (this.#state !== OPEN) return (this.#closedBeforeClose ??= Promise.resolve());
     this.#state = CLOSING;
     for (const core of this.#acceptor.close(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'session closed'))) core.destroy();
     for (const core of this.#streams.values()) core.end(); // a copy: ending may release a stream
     const c = this.config;
-    this.#closeTimer = c.clock.setTimeout(
-      () =>
-        this.#lingering
-          ? this.destroy()
-          : this.destroy(new SmuxError('ERR_SMUX_TIMEOUT', 'graceful close could not flush within the timeout')),
+    const socket = this.#socket as Duplex & { unref?(): unknown };
+    this.#closing = new GracefulClose(
+      {
+        writer: this.#writer,
+        socket,
+        clock: c.clock,
+        windowBoundData: () => this.#streams.some((core) => core.writableLength > 0),
+        stopWriting: () => this.#keepAlive?.stop(),
+        readToEnd: () => this.#turns.releaseAll(),
+        destroy: (error) => this.destroy(error),
+      },
       c.keepAliveDisabled ? 30_000 : c.keepAliveTimeout,
     );
-    this.#writer.flush();
-    this.#endWhenFlushed();
-    return this.#closed;
+    return this.#closing.done;
   }
 
   /**
@@ -287,7 +287,6 @@ export class Session extends EventEmitter<SessionEvents> {
     if (this.#state === CLOSED) return;
     this.#state = CLOSED;
     if (error !== undefined) this.#error = error;
-    if (this.#closeTimer !== null) this.config.clock.clearTimeout(this.#closeTimer);
     this.#keepAlive?.stop();
     this.#decoder.stop();
     this.#writer.close();
@@ -299,7 +298,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#refusals.clear();
     this.#acceptor.close(this.#closedError()); // its streams are among those terminated
     for (const core of streams) core.terminate(error);
-    this.#resolveClosed?.();
+    this.#closing?.ended();
     nextTick(() => {
       for (const observer of this.#observers.slice()) observer.close?.(error);
       this.emit('close', error);
@@ -350,12 +349,12 @@ export class Session extends EventEmitter<SessionEvents> {
       // Without keep-alive ticks to release idle write buffers, a session with no stream keeps one small slab.
       if (this.#streams.size === 0 && this.#keepAlive === null) this.#writer.shrink();
     }
-    if (this.#state === CLOSING) this.#endWhenFlushed();
+    this.#maybeEnd();
   }
 
   /** Consumed bytes returned tokens: reading may resume. */
   #tokensReturned(): void {
-    if ((this.#readPause & PAUSED_BY_BUDGET) !== 0 && !this.#bucket.exhausted) this.#resumeReading(PAUSED_BY_BUDGET);
+    if (this.#turns.isHeld(HELD_BY_BUDGET) && !this.#bucket.exhausted) this.#turns.release(HELD_BY_BUDGET);
   }
 
   readonly #keepAliveHost: KeepAliveHost = ((session: Session) => ({
@@ -364,7 +363,7 @@ export class Session extends EventEmitter<SessionEvents> {
       session.#writer.queueNop();
     },
     get readingPaused() {
-      return session.#readPause !== 0;
+      return session.#turns.held;
     },
     onKeepAliveTimeout: (silentMs) =>
       session.destroy(
@@ -425,50 +424,17 @@ export class Session extends EventEmitter<SessionEvents> {
 
   #drained(): void {
     this.#writer.onDrain();
-    if (this.#state === CLOSING) this.#endWhenFlushed();
+    this.#maybeEnd();
   }
 
-  #endWhenFlushed(): void {
-    if (this.#state !== CLOSING || this.#ended || this.#writer.blocked || this.#writer.pending) return;
-    // Data waiting on a v2 window goes out as the peer reads (its UPDs re-flush); the close timer bounds it.
-    if (this.#streams.some((core) => core.writableLength > 0)) return;
-    this.#ended = true;
-    // Nothing may be written after end(): no more UPDs for what we still read, no NOPs.
-    this.#writer.close();
-    this.#keepAlive?.stop();
-    this.#socket.end(); // its 'finish' completes our side
-  }
-
-  /** Everything we had to send, and our FIN, reached the kernel: close() is done on our side. */
-  #halfClosed(): void {
-    this.#lingering = true;
-    this.#resolveClosed?.();
-    (this.#socket as Partial<{ unref(): void }>).unref?.();
-    // Keep reading until the peer closes ('end' or 'close' then destroys), so the kernel never resets.
-    this.#readPause = 0;
-    if (!this.#turns.yielding) this.#decoder.resume();
-    this.#socket.resume();
-  }
-
-  #pauseReading(reason: number): void {
-    if (this.#readPause === 0) {
-      this.#decoder.pause();
-      this.#socket.pause();
-    }
-    this.#readPause |= reason;
-  }
-
-  #resumeReading(reason: number): void {
-    if ((this.#readPause & reason) === 0) return;
-    this.#readPause &= ~reason;
-    if (this.#readPause !== 0 || this.#state === CLOSED) return;
-    this.#keepAlive?.activity(); // the silence while paused was ours
-    this.#turns.resumed();
+  /** A graceful close ends the connection once nothing is left to write. */
+  #maybeEnd(): void {
+    if (this.#state === CLOSING) this.#closing?.maybeEnd(); // null while close() is still ending the streams
   }
 
   #assertOpen(): void {
     if (this.#state === OPEN) return;
-    if (this.#state === CLOSING && !this.#lingering) throw new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'session is closing');
+    if (this.#state === CLOSING && this.#closing?.lingering !== true) throw new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'session is closing');
     throw this.#closedError();
   }
 

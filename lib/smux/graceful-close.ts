@@ -1,0 +1,95 @@
+import type { Clock, TimerHandle } from './clock.js';
+import { SmuxError } from './errors.js';
+import type { FrameWriter } from './writer.js';
+
+/** What a {@link GracefulClose} needs of its session. */
+export interface GracefulCloseHost {
+  readonly writer: FrameWriter;
+  /** The session's socket: ended (FIN) once everything is flushed, then unref'd while the peer finishes. */
+  readonly socket: { end(): unknown; unref?(): unknown };
+  readonly clock: Clock;
+  /** Some stream still has data queued behind a v2 window (it goes out as the peer reads; the timer bounds it). */
+  windowBoundData(): boolean;
+  /** Nothing may be written any more: keep-alive stops. */
+  stopWriting(): void;
+  /** Our side is done: read on until the peer closes, whatever held reading. */
+  readToEnd(): void;
+  /** Ends the session (with an error when the close could not flush in time). */
+  destroy(error?: SmuxError): void;
+}
+
+/**
+ * A session's graceful close once it started: flush everything — data a v2 peer's window holds back goes out as the
+ * peer reads — then end the connection (TCP half-close), and read on until the peer closes too (destroying a socket
+ * with unread input would make the kernel reset the connection and discard our own unsent tail). Bounded by one
+ * timer: a flush that does not finish in time destroys the session with `ERR_SMUX_TIMEOUT`; a peer that never
+ * closes after our FIN (Go does not react to EOF) is cut off quietly.
+ *
+ *   begin() ──everything flushed──▶ ENDED (socket.end()) ──'finish'──▶ LINGERING (done resolves) ──peer closes──▶ destroyed
+ *      └───────────────────── the timer: destroyed (with ERR_SMUX_TIMEOUT unless LINGERING) ─────────────────────┘
+ */
+export class GracefulClose {
+  readonly #host: GracefulCloseHost;
+  readonly #done: Promise<void>;
+  #resolve: () => void = noop;
+  #timer: TimerHandle | null = null;
+  #ended = false; // socket.end() called
+  #lingering = false; // our side is closed, reading until the peer closes
+
+  /**
+   * @param host - the session
+   * @param timeoutMs - how long the flush and the peer's close may take in all
+   */
+  constructor(host: GracefulCloseHost, timeoutMs: number) {
+    this.#host = host;
+    this.#done = new Promise((resolve) => (this.#resolve = resolve));
+    this.#timer = host.clock.setTimeout(
+      () =>
+        this.#lingering
+          ? host.destroy()
+          : host.destroy(new SmuxError('ERR_SMUX_TIMEOUT', 'graceful close could not flush within the timeout')),
+      timeoutMs,
+    );
+    host.writer.flush();
+    this.maybeEnd();
+  }
+
+  /** Resolves once everything, our FIN included, was handed to the socket (or the session ended otherwise). */
+  get done(): Promise<void> {
+    return this.#done;
+  }
+
+  /** True once our side is closed: the session only reads until the peer closes. */
+  get lingering(): boolean {
+    return this.#lingering;
+  }
+
+  /** Ends the connection if nothing is left to write (called whenever the writer or a stream may be done). */
+  maybeEnd(): void {
+    const writer = this.#host.writer;
+    if (this.#ended || writer.blocked || writer.pending || this.#host.windowBoundData()) return;
+    this.#ended = true;
+    // Nothing may be written after end(): no more UPDs for what we still read, no NOPs.
+    writer.close();
+    this.#host.stopWriting();
+    this.#host.socket.end(); // its 'finish' completes our side
+  }
+
+  /** The socket's `'finish'`: everything we had to send, and our FIN, reached the kernel. */
+  halfClosed(): void {
+    this.#lingering = true;
+    this.#resolve();
+    this.#host.socket.unref?.();
+    // Keep reading until the peer closes ('end' or 'close' then destroys), so the kernel never resets.
+    this.#host.readToEnd();
+  }
+
+  /** The session was destroyed (by the timer, the peer or its owner): the timer stops, `done` resolves. */
+  ended(): void {
+    if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#resolve();
+  }
+}
+
+function noop(): void {}
