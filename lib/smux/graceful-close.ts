@@ -25,7 +25,7 @@ export interface GracefulCloseHost {
  * timer: a flush that does not finish in time destroys the session with `ERR_SMUX_TIMEOUT`; a peer that never
  * closes after our FIN (Go does not react to EOF) is cut off quietly.
  *
- *   begin() ──everything flushed──▶ ENDED (socket.end()) ──'finish'──▶ LINGERING (done resolves) ──peer closes──▶ destroyed
+ *   constructed ──everything flushed──▶ ENDED (socket.end()) ──'finish'──▶ LINGERING (done resolves) ──peer closes──▶ destroyed
  *      └───────────────────── the timer: destroyed (with ERR_SMUX_TIMEOUT unless LINGERING) ─────────────────────┘
  */
 export class GracefulClose {

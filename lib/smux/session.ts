@@ -261,11 +261,10 @@ export class Session extends EventEmitter<SessionEvents> {
     for (const core of this.#acceptor.close(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'session closed'))) core.destroy();
     for (const core of this.#streams.values()) core.end(); // a copy: ending may release a stream
     const c = this.config;
-    const socket = this.#socket as Duplex & { unref?(): unknown };
     this.#closing = new GracefulClose(
       {
         writer: this.#writer,
-        socket,
+        socket: this.#socket,
         clock: c.clock,
         windowBoundData: () => this.#streams.some((core) => core.writableLength > 0),
         stopWriting: () => this.#keepAlive?.stop(),
