@@ -34,6 +34,12 @@ export interface OwnerHandlers<O> {
   rawPieces?(owner: O): boolean;
 }
 
+/** Where an endpoint counts the bytes of its call (the side's metrics recorder). */
+export interface ByteCounter {
+  bytesSent: number;
+  bytesReceived: number;
+}
+
 /** The call an endpoint serves: an {@link EndpointOwner}, or an instance of a class that registered its handlers. */
 export type CallOwner = EndpointOwner | object;
 
@@ -67,6 +73,9 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
   readonly #owner: object;
   readonly #handlers: OwnerHandlers<object>; // the owner's handlers, public or registered by its class
   readonly #budget: ConnectionBudget | null;
+  // Counted here, not in a metered subclass: every side records metrics, so one class serves every call (the
+  // subclass showed in `perf` as a generic construct per call; removing it measured neutral, and is simpler).
+  readonly #bytes: ByteCounter | null;
   #reader: MessageReader | null;
   #drainWaiters: Array<() => void> | null = null;
   #inputCharge = 0; // bytes charged to the budget for what we hold of the peer's input
@@ -85,6 +94,7 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
    * @param side - whose limit `maxMessageBytes` is, for errors (`server`, `client`)
    * @param read - false: bytes are not read at all (a refused call: dropped, holding no memory)
    * @param budget - the connection's memory budget (the server's), charged with what this call holds
+   * @param bytes - where the bytes written and received are counted (the side's metrics), or null
    */
   constructor(
     channel: SmuxChannel,
@@ -93,8 +103,10 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
     side: 'server' | 'client',
     read = true,
     budget: ConnectionBudget | null = null,
+    bytes: ByteCounter | null = null,
   ) {
     this.channel = channel;
+    this.#bytes = bytes;
     this.#owner = owner;
     this.#handlers = registered.get(owner.constructor) ?? PUBLIC_HANDLERS;
     this.#budget = budget;
@@ -164,7 +176,11 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
   /** Queues one encoded message; false once queued bytes reach the high-water mark. Nothing is written once ended. */
   write(buffers: MessagePiece[]): boolean {
     if (this.ended) return false;
-    for (const buffer of buffers) this.channel.write(buffer);
+    const bytes = this.#bytes;
+    for (const buffer of buffers) {
+      this.channel.write(buffer);
+      if (bytes !== null) bytes.bytesSent += buffer.length; // a text piece is ASCII: its length is its bytes
+    }
     if (this.#budget !== null) {
       this.refreshReplyCharge();
       this.#budget.written(this);
@@ -221,6 +237,7 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
   // ── SmuxChannelHandler ─────────────────────────────────────────────────────────────────────────────────
 
   onData(data: Buffer): void {
+    if (this.#bytes !== null) this.#bytes.bytesReceived += data.length;
     const reader = this.#reader;
     if (reader === null) return this.#handlers.onUnreadData?.(this.#owner);
     try {

@@ -3,9 +3,9 @@ import { isObservable, type Subscription, type Unsubscribable } from 'rxjs';
 import { type Clock, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import type { AdmissionState } from './admission.js';
 import { type CallMessage, decodeTransportError, encodeMessagePieces, Flag, Kind, type MessagePiece } from './call-codec.js';
-import { type CallEndpoint, registerEndpointOwner } from './call-endpoint.js';
+import { CallEndpoint, registerEndpointOwner } from './call-endpoint.js';
 import { type ClientRawCall, rawCallAccess } from './client-raw-call.js';
-import { callEndpoint, failureOf, type MetricsRecorder, type SmuxCallFailure } from './metrics.js';
+import { failureOf, type MetricsRecorder, type SmuxCallFailure } from './metrics.js';
 import type { PacketCodec } from './packet-codec.js';
 import { pullSource, releaseSource, type SmuxSource } from './sources.js';
 import type { ClientSpan } from './tracing.js';
@@ -157,7 +157,7 @@ export class ClientCall implements Unsubscribable {
       return;
     }
     this.#state = OPEN;
-    this.#endpoint = callEndpoint(this.#host.metrics, channel, this.#host.maxMessageBytes, this, 'client');
+    this.#endpoint = new CallEndpoint(channel, this.#host.maxMessageBytes, this, 'client', true, null, this.#host.metrics ?? null);
     this.#endpoint.write(this.#request);
     if (this.#outbox !== null) this.#endpoint.write(this.#outbox);
     this.#outbox = null;

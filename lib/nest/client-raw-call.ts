@@ -1,9 +1,9 @@
 import { type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import type { AdmissionState } from './admission.js';
 import { type CallMessage, decodeTransportError, Flag, Kind, type MessagePiece } from './call-codec.js';
-import { type CallEndpoint, registerEndpointOwner } from './call-endpoint.js';
+import { CallEndpoint, registerEndpointOwner } from './call-endpoint.js';
 import type { CallAccess, ClientCallHost } from './client-call.js';
-import { callEndpoint, failureOf, type SmuxCallFailure } from './metrics.js';
+import { failureOf, type SmuxCallFailure } from './metrics.js';
 import { attachDuplex, byteStreamViolation, deliverToDuplex, failDuplex, type SmuxDuplex } from './raw-duplex.js';
 import type { ClientSpan } from './tracing.js';
 
@@ -94,7 +94,7 @@ export class ClientRawCall {
   #open(channel: SmuxChannel): void {
     if (this.#state !== WAITING) return channel.destroy();
     this.#state = OPEN;
-    this.#endpoint = callEndpoint(this.#host.metrics, channel, this.#host.maxMessageBytes, this, 'client');
+    this.#endpoint = new CallEndpoint(channel, this.#host.maxMessageBytes, this, 'client', true, null, this.#host.metrics ?? null);
     this.#endpoint.write(this.#request);
     attachDuplex(this.#duplex, this.#endpoint, this.#owner);
   }

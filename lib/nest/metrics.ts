@@ -1,7 +1,5 @@
-import { type Clock, isSmuxError, type SmuxChannel, type SmuxErrorCode, systemClock } from '../smux/index.js';
+import { type Clock, isSmuxError, type SmuxErrorCode, systemClock } from '../smux/index.js';
 import type { MessagePiece } from './call-codec.js';
-import { CallEndpoint, type CallOwner } from './call-endpoint.js';
-import type { ConnectionBudget } from './connection-budget.js';
 
 /*
  * Counters and histograms of one ClientSmux or ServerSmux, without a dependency. Recording is on the call path, so
@@ -126,7 +124,7 @@ export class MetricsRecorder {
   #started = 0;
   #completed = 0;
   #ended = 0;
-  /** Bytes written and received on calls' streams (public fields: the metered endpoint adds to them). */
+  /** Bytes written and received on calls' streams (public fields: each call's endpoint adds to them). */
   bytesSent = 0;
   bytesReceived = 0;
   #eventsSent = 0;
@@ -201,44 +199,4 @@ export function createSmuxMetrics(
 /** The failure key of a call that failed with `error` (a SmuxError's code, else `'other'`). */
 export function failureOf(error: unknown): SmuxCallFailure {
   return isSmuxError(error) ? error.code : 'other';
-}
-
-/**
- * A {@link CallEndpoint} that counts the bytes passing through it: every message a call writes (its own, a byte
- * stream's, a feed's) goes through `write`, every byte its stream delivers through `onData`. One class for every
- * side, its recorder a field: a class per recorder (tried first) gives the engine's call sites a new shape with each
- * ClientSmux, megamorphic once a few came and went (the bench opens one per run; echo 64 B p50 was 10–19 % above
- * the same code without the subclass in adjacent runs). The field is set once the base constructor returned; a
- * stream delivers nothing before that (its handler is set when the call opens).
- */
-class MeteredEndpoint extends CallEndpoint {
-  recorder: MetricsRecorder | undefined;
-
-  override write(buffers: MessagePiece[]): boolean {
-    const recorder = this.recorder;
-    if (recorder !== undefined && !this.ended) for (const buffer of buffers) recorder.bytesSent += buffer.length;
-    return super.write(buffers);
-  }
-
-  override onData(data: Buffer): void {
-    const recorder = this.recorder;
-    if (recorder !== undefined) recorder.bytesReceived += data.length;
-    super.onData(data);
-  }
-}
-
-/** The endpoint of a call, metered when the side records metrics (the other arguments as {@link CallEndpoint}'s). */
-export function callEndpoint(
-  recorder: MetricsRecorder | undefined,
-  channel: SmuxChannel,
-  maxMessageBytes: number,
-  owner: CallOwner,
-  side: 'server' | 'client',
-  read = true,
-  budget: ConnectionBudget | null = null,
-): CallEndpoint {
-  if (recorder === undefined) return new CallEndpoint(channel, maxMessageBytes, owner, side, read, budget);
-  const endpoint = new MeteredEndpoint(channel, maxMessageBytes, owner, side, read, budget);
-  endpoint.recorder = recorder;
-  return endpoint;
 }

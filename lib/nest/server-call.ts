@@ -1,8 +1,8 @@
 import { type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import { type CallMessage, encodeTransportError, Flag, Kind } from './call-codec.js';
-import type { CallEndpoint, EndpointOwner } from './call-endpoint.js';
+import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
 import type { ConnectionBudget } from './connection-budget.js';
-import { callEndpoint, type SmuxCallFailure } from './metrics.js';
+import type { SmuxCallFailure } from './metrics.js';
 import type { CallHost } from './server-call-host.js';
 import type { SmuxDuplex } from './raw-duplex.js';
 import { adoptResult, answerReply, type ReplyOwner, ServerReply, stopReply } from './server-reply.js';
@@ -93,7 +93,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     this.connection = connection;
     this.#refusal = refusal;
     this.openedAt = host.clock.now();
-    this.#endpoint = callEndpoint(host.metrics, channel, host.maxMessageBytes, this, 'server', refusal === null, budget);
+    this.#endpoint = new CallEndpoint(channel, host.maxMessageBytes, this, 'server', refusal === null, budget, host.metrics ?? null);
     this.#reply = new ServerReply(this.#endpoint, host.codec, this, host.maxReplyBufferBytes);
   }
 
