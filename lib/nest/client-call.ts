@@ -1,13 +1,14 @@
 import type { WritePacket } from '@nestjs/microservices';
-import { isObservable, type Subscription, type Unsubscribable } from 'rxjs';
+import type { Unsubscribable } from 'rxjs';
 import { type Clock, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import type { AdmissionState } from './admission.js';
-import { type CallMessage, decodeTransportError, encodeMessagePieces, Flag, Kind, type MessagePiece } from './call-codec.js';
+import { type CallMessage, decodeTransportError, Flag, Kind, type MessagePiece } from './call-codec.js';
 import { CallEndpoint, registerEndpointOwner } from './call-endpoint.js';
 import { type ClientRawCall, rawCallAccess } from './client-raw-call.js';
 import { failureOf, type MetricsRecorder, type SmuxCallFailure } from './metrics.js';
 import type { PacketCodec } from './packet-codec.js';
-import { pullSource, releaseSource, type SmuxSource } from './sources.js';
+import { RequestSource } from './request-source.js';
+import type { SmuxSource } from './sources.js';
 import type { ClientSpan } from './tracing.js';
 
 /** A call on its way: a request/response call or a byte stream. */
@@ -88,10 +89,7 @@ export class ClientCall implements Unsubscribable {
   #timer: TimerHandle | null = null;
   #delivering: Promise<void> | null = null; // custom deserializers may be async: keep responses in order
   #feedItems = 0; // feed items received (their sequence numbers tell how many were dropped)
-  #source: SmuxSource | null; // a streamed request's items, sent as DATA … END once the stream is open
-  #stopSource: (() => void) | null = null;
-  #outbox: MessagePiece[] | null = null; // an Observable source's items, before the stream opens (allocated on the first)
-  #outboxBytes = 0;
+  #source: RequestSource | null = null; // a streamed request's items, sent as DATA … END after the REQUEST
   #startedAt = 0; // on the metrics' clock
   readonly #span: ClientSpan | null;
 
@@ -115,14 +113,16 @@ export class ClientCall implements Unsubscribable {
   ) {
     if (host.metrics !== undefined) this.#startedAt = host.metrics.callStarted();
     this.#span = span;
-    this.#source = source;
     this.#host = host;
     this.#callback = callback;
     this.#request = request;
     this.#timeout = timeout;
     this.#waitForReady = waitForReady;
     if (timeout > 0) this.#timer = host.clock.setTimeout(() => this.#deadlinePassed(), timeout);
-    if (source !== null) this.#startSource(source);
+    if (source !== null) {
+      const owner = { done: () => this.#state === DONE, fail: (error: unknown) => this.#fail(error) };
+      this.#source = new RequestSource(source, owner, host.maxSourceBufferBytes);
+    }
   }
 
   static {
@@ -159,9 +159,7 @@ export class ClientCall implements Unsubscribable {
     this.#state = OPEN;
     this.#endpoint = new CallEndpoint(channel, this.#host.maxMessageBytes, this, 'client', true, null, this.#host.metrics ?? null);
     this.#endpoint.write(this.#request);
-    if (this.#outbox !== null) this.#endpoint.write(this.#outbox);
-    this.#outbox = null;
-    if (this.#source !== null) this.#pullSource(this.#endpoint, this.#source);
+    this.#source?.attach(this.#endpoint);
   }
 
   /** Fails the call with `error` (and cancels it on the server if it was sent). */
@@ -222,64 +220,6 @@ export class ClientCall implements Unsubscribable {
 
   // ── internals ──────────────────────────────────────────────────────────────────────────────────────────
 
-  /**
-   * Sends a streamed request's items as DATA, then END. An AsyncIterable (a Readable) is pulled once the stream is
-   * open and only as its window allows. An Observable is subscribed at once (a hot one must not lose items while
-   * the call waits for a connection) and cannot be paused: what it emits beyond `maxSourceBufferBytes` queued —
-   * before the stream opens, or on it — fails the call with ERR_SMUX_LIMIT. A source that fails fails the call,
-   * which cancels it on the server.
-   */
-  #startSource(source: SmuxSource): void {
-    if (!isObservable(source)) {
-      // Pulled once the stream opens; a call that ends before that still releases it (a file is closed).
-      this.#stopSource = () => releaseSource(source);
-      return;
-    }
-    const subscription: Subscription = source.subscribe({
-      next: (value) => this.#sendItem(Kind.DATA, value),
-      error: (error: unknown) => this.#fail(error),
-      complete: () => this.#sendItem(Kind.END, undefined),
-    });
-    if (this.#state === DONE) subscription.unsubscribe();
-    else this.#stopSource = () => subscription.unsubscribe();
-  }
-
-  #pullSource(endpoint: CallEndpoint, source: SmuxSource): void {
-    if (isObservable(source)) return;
-    const live = (): boolean => this.#state === OPEN;
-    const item = (value: unknown): void => this.#sendItem(Kind.DATA, value);
-    void pullSource(endpoint, source, item, live, (release) => (this.#stopSource = release)).then((outcome) => {
-      if (outcome.done) this.#sendItem(Kind.END, undefined);
-      else if ('error' in outcome && outcome.error !== undefined) this.#fail(outcome.error);
-    });
-  }
-
-  /** One DATA or the END, on the stream or, until it opens, in the outbox. */
-  #sendItem(kind: typeof Kind.DATA | typeof Kind.END, value: unknown): void {
-    if (this.#state === DONE) return;
-    let buffers: MessagePiece[];
-    try {
-      buffers = encodeMessagePieces(kind, 0, value);
-    } catch (error) {
-      return this.#fail(error);
-    }
-    const endpoint = this.#endpoint;
-    let queued: number;
-    if (endpoint === null) {
-      (this.#outbox ??= []).push(...buffers);
-      queued = this.#outboxBytes += buffers.reduce((n, b) => n + b.length, 0);
-    } else {
-      endpoint.write(buffers);
-      queued = endpoint.writableLength;
-    }
-    const limit = this.#host.maxSourceBufferBytes;
-    if (queued > limit) {
-      this.#fail(
-        new SmuxError('ERR_SMUX_LIMIT', `the Observable source got ${queued} bytes ahead of the server (maxSourceBufferBytes ${limit})`),
-      );
-    }
-  }
-
   /** A feed item as the caller sees it: the value with its sequence number, timestamp and the drops so far. */
   #feedItem(packet: WritePacket | Promise<WritePacket>, seq: number, timestamp: number): WritePacket | Promise<WritePacket> {
     const dropped = seq - 1 - this.#feedItems++;
@@ -323,10 +263,8 @@ export class ClientCall implements Unsubscribable {
     // Our FIN: after the last response it completes the call; before it, it cancels the call (Go's Close).
     if (wasOpen) this.#endpoint?.cancel();
     this.#endpoint = null;
-    const stopSource = this.#stopSource; // the call is over: nothing more is pulled from the source
-    this.#stopSource = this.#source = null;
-    this.#outbox = null;
-    stopSource?.();
+    this.#source?.stop(); // the call is over: nothing more is taken from the source
+    this.#source = null;
     this.#host.settled(this);
   }
 }
