@@ -1,31 +1,14 @@
-import { Buffer } from 'node:buffer';
+import type { Buffer } from 'node:buffer';
 import type { SmuxChannelHandler, StreamTimeoutOptions } from './channel.js';
-import type { SmuxConfig } from './config.js';
 import { INITIAL_PEER_WINDOW } from './constants.js';
 import { SmuxError } from './errors.js';
-import { type ReceiveBucket, sendWindow, shouldSendUpdate, u32Add } from './flow-control.js';
+import { sendWindow, shouldSendUpdate, u32Add } from './flow-control.js';
 import { PeerFinWatch } from './peer-fin-watch.js';
+import { SendQueue } from './send-queue.js';
 import { StreamTimeouts, type TimeoutOwner } from './stream-timeouts.js';
-import { StreamWindowTuner, type WindowBudget } from './window-tuner.js';
+import { StreamWindowTuner } from './window-tuner.js';
 import { CONTROL_FIN, CONTROL_UPD, type FrameSource, type PayloadSink } from './frame-source.js';
-import type { FrameWriter } from './writer.js';
-
-/** What a stream needs from its session (a private object of the session, not the session itself). */
-export interface StreamHost {
-  readonly config: Readonly<SmuxConfig>;
-  readonly writer: FrameWriter;
-  readonly bucket: ReceiveBucket;
-  /** Window auto-tuning's session state: non-null only in v2 with `maxStreamWindow` above `maxStreamBuffer`. */
-  readonly windowBudget: WindowBudget | null;
-  /** The protocol version in use (1 or 2). */
-  readonly version: number;
-  /** Forget the stream: frames for its id are dropped from now on. */
-  release(core: StreamCore): void;
-  /** Consumed bytes returned tokens: reading may resume. */
-  tokensReturned(): void;
-  /** Received bytes were charged: reading may have to pause. */
-  tokensCharged(): void;
-}
+import type { StreamHost } from './stream-host.js';
 
 // State bits. A stream is open until CLOSED; the two directions end independently:
 //   local:  (open) ──end()──▶ LOCAL_END ──FIN handed to the socket──▶ FIN_SENT
@@ -61,9 +44,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
   #sinceUpdate = 0;
   #tuner: StreamWindowTuner | null = null; // v2 auto-tuning, from the second UPD on
   // send side
-  #queue: Array<Buffer | string> | null = null; // a string is ASCII text: its length is its byte count
-  #queueHead = 0;
-  #queueOffset = 0;
+  #send: SendQueue | null = null; // made on the first write
   #queuedBytes = 0;
   #numWritten = 0; // u32
   #peerConsumed = 0; // u32
@@ -126,20 +107,8 @@ export class StreamCore implements FrameSource, TimeoutOwner {
         `stream ${this.id} is ${(this.#flags & LOCAL_END) !== 0 ? 'ended' : 'closed'}: cannot write`,
       );
     }
-    let piece: Buffer | string;
-    let length: number;
-    if (typeof data === 'string') {
-      // ASCII text (as many UTF-8 bytes as characters) is queued as it is and copied into the writer's slab when
-      // its frame is built: no buffer of its own, no second copy. Other text is encoded now.
-      length = Buffer.byteLength(data);
-      piece = length === data.length ? data : Buffer.from(data, 'utf8');
-    } else {
-      length = data.byteLength;
-      piece = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, length);
-    }
+    const length = (this.#send ??= new SendQueue()).push(data);
     if (length > 0) {
-      if (this.#queue === null) this.#queue = [piece];
-      else this.#queue.push(piece);
       if (this.#queuedBytes === 0) this.#timeouts?.noteWrite();
       this.#queuedBytes += length;
       if ((this.#flags & REMOTE_FIN) !== 0 && this.#finWatch === null) this.#watchAfterFin();
@@ -336,34 +305,8 @@ export class StreamCore implements FrameSource, TimeoutOwner {
   }
 
   takeData(n: number, sink: PayloadSink): void {
-    const queue = this.#queue!;
-    let left = n;
-    while (left > 0) {
-      const piece = queue[this.#queueHead];
-      const start = this.#queueOffset;
-      const available = piece.length - start;
-      const whole = available <= left;
-      const end = whole ? piece.length : start + left;
-      if (typeof piece === 'string') sink.appendText(start === 0 && whole ? piece : piece.slice(start, end));
-      else sink.appendPayload(start === 0 && whole ? piece : piece.subarray(start, end));
-      if (whole) {
-        left -= available;
-        queue[this.#queueHead++] = undefined as unknown as Buffer;
-        this.#queueOffset = 0;
-      } else {
-        this.#queueOffset += left;
-        left = 0;
-      }
-    }
     this.#queuedBytes -= n;
-    if (this.#queuedBytes === 0) {
-      queue.length = 0;
-      this.#queueHead = 0;
-    } else if (this.#queueHead >= 1024 && this.#queueHead * 2 >= queue.length) {
-      // A queue that never empties (a feed held back by the window) must not grow its dead prefix forever.
-      queue.splice(0, this.#queueHead);
-      this.#queueHead = 0;
-    }
+    this.#send!.take(n, this.#queuedBytes, sink);
     this.#numWritten = u32Add(this.#numWritten, n);
   }
 
@@ -439,9 +382,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
   }
 
   #dropSendQueue(): void {
-    this.#queue = null;
-    this.#queueHead = 0;
-    this.#queueOffset = 0;
+    this.#send = null;
     this.#queuedBytes = 0;
   }
 

@@ -5,7 +5,8 @@ import { type SmuxConfig, validateConfig } from '../../lib/smux/config.js';
 import { Cmd, HEADER_SIZE } from '../../lib/smux/constants.js';
 import { ReceiveBucket, streamAllowance } from '../../lib/smux/flow-control.js';
 import { readHeader } from '../helpers/frames.js';
-import { StreamCore, type StreamHost } from '../../lib/smux/stream-core.js';
+import { StreamCore } from '../../lib/smux/stream-core.js';
+import type { StreamHost } from '../../lib/smux/stream-host.js';
 import { CONTROL_SYN } from '../../lib/smux/frame-source.js';
 import { FrameWriter, type WriterHooks } from '../../lib/smux/writer.js';
 

@@ -1,0 +1,107 @@
+import { Buffer } from 'node:buffer';
+import { describe, expect, test } from '@jest/globals';
+import fc from 'fast-check';
+import type { PayloadSink } from '../../lib/smux/frame-source.js';
+import { SendQueue } from '../../lib/smux/send-queue.js';
+
+/** Records what a queue hands out: each piece as it came (Buffer or text) and all bytes joined. */
+class RecordingSink implements PayloadSink {
+  readonly pieces: Array<Buffer | string> = [];
+  appendPayload(piece: Buffer): void {
+    this.pieces.push(piece);
+  }
+  appendText(piece: string): void {
+    this.pieces.push(piece);
+  }
+  bytes(): Buffer {
+    return Buffer.concat(this.pieces.map((p) => (typeof p === 'string' ? Buffer.from(p, 'latin1') : p)));
+  }
+}
+
+describe('SendQueue', () => {
+  test('counts bytes, not characters, and keeps only ASCII text as a string', () => {
+    const queue = new SendQueue();
+    expect(queue.push('abc')).toBe(3);
+    expect(queue.push('é€')).toBe(5); // 2 + 3 UTF-8 bytes: encoded at push
+    expect(queue.push(new Uint8Array([1, 2]))).toBe(2);
+    expect(queue.push('')).toBe(0);
+    expect(queue.push(Buffer.alloc(0))).toBe(0);
+    const sink = new RecordingSink();
+    queue.take(10, 0, sink);
+    expect(sink.pieces.map((p) => typeof p)).toEqual(['string', 'object', 'object']); // no piece for the empty writes
+    expect(sink.bytes()).toEqual(Buffer.concat([Buffer.from('abcé€'), Buffer.from([1, 2])]));
+  });
+
+  test('a Uint8Array is viewed, not copied; a Buffer is handed on as it is', () => {
+    const queue = new SendQueue();
+    const backing = new Uint8Array([9, 8, 7, 6, 5]);
+    const own = Buffer.from([1, 2, 3]);
+    queue.push(backing.subarray(1, 4));
+    queue.push(own);
+    const sink = new RecordingSink();
+    queue.take(6, 0, sink);
+    const [view, same] = sink.pieces as Buffer[];
+    expect(view.buffer).toBe(backing.buffer);
+    expect([...view]).toEqual([8, 7, 6]);
+    expect(same).toBe(own);
+  });
+
+  test('cuts pieces at any byte and goes on where the last take stopped', () => {
+    const queue = new SendQueue();
+    const data = Buffer.from('0123456789');
+    queue.push(data);
+    queue.push('abcdef');
+    const sink = new RecordingSink();
+    queue.take(4, 12, sink); // inside the Buffer
+    queue.take(8, 4, sink); // its rest and part of the text
+    queue.take(4, 0, sink);
+    expect(sink.pieces).toEqual([Buffer.from('0123'), Buffer.from('456789'), 'ab', 'cdef']);
+    expect((sink.pieces[0] as Buffer).buffer).toBe(data.buffer); // a view of the written Buffer
+  });
+
+  test('a queue that never empties drops its dead prefix and still hands out every byte in order', () => {
+    const queue = new SendQueue();
+    for (let i = 0; i < 1000; i++) queue.push(Buffer.from([i & 0xff]));
+    const sink = new RecordingSink();
+    // One byte in, one byte out, 1000 always queued: past 1024 taken pieces the queue compacts (more than once).
+    for (let i = 0; i < 3000; i++) {
+      queue.push(Buffer.from([(1000 + i) & 0xff]));
+      queue.take(1, 1000, sink);
+    }
+    queue.take(1000, 0, sink);
+    queue.push('x'); // empty again: it starts over
+    queue.take(1, 0, sink);
+    const bytes = sink.bytes();
+    expect(bytes.length).toBe(4001);
+    for (let i = 0; i < 4000; i++) expect(bytes[i]).toBe(i & 0xff);
+    expect(bytes[4000]).toBe(0x78);
+  });
+
+  test('hands out exactly the bytes pushed, in order, for any cuts (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.uint8Array({ maxLength: 40 }), fc.string({ maxLength: 40 }), fc.string({ unit: 'grapheme', maxLength: 10 })), {
+          maxLength: 30,
+        }),
+        fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 20 }),
+        (writes, cuts) => {
+          const queue = new SendQueue();
+          let queued = 0;
+          for (const w of writes) queued += queue.push(w);
+          const expected = Buffer.concat(writes.map((w) => (typeof w === 'string' ? Buffer.from(w, 'utf8') : Buffer.from(w))));
+          expect(queued).toBe(expected.length);
+          const sink = new RecordingSink();
+          let i = 0;
+          while (queued > 0) {
+            const n = Math.min(queued, cuts[i++ % cuts.length]);
+            queued -= n;
+            const before = sink.bytes().length;
+            queue.take(n, queued, sink);
+            expect(sink.bytes().length - before).toBe(n);
+          }
+          expect(sink.bytes()).toEqual(expected);
+        },
+      ),
+    );
+  });
+});
