@@ -1,6 +1,5 @@
-import * as net from 'node:net';
-import * as tls from 'node:tls';
-import { type Clock, Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
+import { type Clock, type Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
+import { closeWithin, dialSession } from './dial.js';
 import { observeSession } from '../smux/session.js';
 import { type ControlLink, FEATURE_CALLS, type ServeHook } from './control-link.js';
 import { FEATURES, greet, HELLO_TIMEOUT, type ServerHello } from './hello.js';
@@ -210,7 +209,7 @@ export class Connector {
   }
 
   async #establish(generation: number): Promise<Session> {
-    const { session, firstBytes } = await this.#dial();
+    const { session, firstBytes } = await dialSession(this.#options, this.#clock, this.#where);
     if (generation !== this.#generation) {
       session.destroy();
       throw new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed while connecting');
@@ -299,42 +298,4 @@ export class Connector {
     const base = hopeless ? maxDelay : Math.min(maxDelay, initialDelay * factor ** (this.#failures - 1));
     return Math.max(0, Math.round(base * (1 + jitter * (2 * Math.random() - 1))));
   }
-
-  /**
-   * Connects (TLS handshake included) and starts the session in the same tick, so no byte the server sends can
-   * arrive before the session listens; also keeps the first bytes, which say what a server that is not smux is.
-   */
-  #dial(): Promise<{ session: Session; firstBytes: () => Buffer | null }> {
-    const { address, tls: tlsOptions, connectTimeout } = this.#options;
-    return new Promise((resolve, reject) => {
-      const target = 'path' in address ? { path: address.path } : { host: address.host, port: address.port };
-      const socket = tlsOptions !== undefined ? tls.connect({ ...tlsOptions, ...target }) : net.connect(target);
-      const ready = tlsOptions !== undefined ? 'secureConnect' : 'connect';
-      const timer = this.#clock.setTimeout(
-        () => fail(new SmuxError('ERR_SMUX_TIMEOUT', `could not connect to ${this.#where} within ${connectTimeout} ms`)),
-        connectTimeout,
-      );
-      const fail = (error: Error): void => {
-        this.#clock.clearTimeout(timer);
-        socket.destroy();
-        reject(error);
-      };
-      socket.once('error', fail);
-      socket.once(ready, () => {
-        this.#clock.clearTimeout(timer);
-        socket.off('error', fail);
-        let first: Buffer | null = null;
-        socket.once('data', (chunk: Buffer) => (first = chunk));
-        resolve({ session: Session.client(socket, this.#options.smux), firstBytes: () => first });
-      });
-    });
-  }
-}
-
-/** Graceful session close, bounded: destroyed when it takes longer than `ms`. */
-export async function closeWithin(session: Session, clock: Clock, ms: number): Promise<void> {
-  let timer: TimerHandle | null = null;
-  await Promise.race([session.close(), new Promise<void>((resolve) => (timer = clock.setTimeout(resolve, ms)))]);
-  if (timer !== null) clock.clearTimeout(timer);
-  session.destroy();
 }

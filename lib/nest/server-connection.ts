@@ -5,7 +5,7 @@ import { observeSession } from '../smux/session.js';
 import { SlotSet } from '../util/slot-set.js';
 import type { CallMessage } from './call-codec.js';
 import { ConnectionBudget } from './connection-budget.js';
-import { closeWithin } from './connector.js';
+import { closeWithin } from './dial.js';
 import type { ControlLink } from './control-link.js';
 import { HELLO_TIMEOUT } from './hello.js';
 import type { ResolvedServerOptions } from './options.js';

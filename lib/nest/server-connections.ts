@@ -1,5 +1,5 @@
 import type { Clock, TimerHandle } from '../smux/index.js';
-import { closeWithin } from './connector.js';
+import { closeWithin } from './dial.js';
 import type { ServerConnection } from './server-connection.js';
 
 /** What a drain did: the connections it closed and the calls it had to end. */
