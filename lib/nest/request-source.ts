@@ -24,7 +24,7 @@ export interface RequestSourceOwner {
  */
 export class RequestSource {
   readonly #owner: RequestSourceOwner;
-  readonly #maxBufferBytes: number;
+  readonly #maxBufferBytes: number; // for an Observable only: a pulled source waits for the window instead
   #source: SmuxSource | null;
   #endpoint: CallEndpoint | null = null;
   #release: (() => void) | null = null; // frees the source: unsubscribe, or destroy / return the iterator
@@ -34,12 +34,13 @@ export class RequestSource {
   constructor(source: SmuxSource, owner: RequestSourceOwner, maxBufferBytes: number) {
     this.#source = source;
     this.#owner = owner;
-    this.#maxBufferBytes = maxBufferBytes;
     if (!isObservable(source)) {
+      this.#maxBufferBytes = Infinity; // one item may pass the high-water mark; the next waits for the window
       // Pulled once the stream opens; a call that ends before that still releases it (a file is closed).
       this.#release = () => releaseSource(source);
       return;
     }
+    this.#maxBufferBytes = maxBufferBytes;
     const subscription = source.subscribe({
       next: (value) => this.#send(Kind.DATA, value),
       error: (error: unknown) => owner.fail(error),

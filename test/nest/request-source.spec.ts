@@ -388,7 +388,7 @@ describe('RequestSource: an AsyncIterable', () => {
     expect(owner.failures).toEqual([]);
   });
 
-  test('it is pulled only as the window allows: a peer that does not read holds it back; once it reads, all of it arrives, then END', async () => {
+  test('it is pulled only as the window allows: a peer that does not read holds it back; once it reads, all of it arrives, then END (maxBufferBytes, the bound of an Observable, which cannot wait, does not apply)', async () => {
     const { endpoint, peer, peerEndpoint } = await openCall();
     peerEndpoint.pause();
     const owner = new Owner();
@@ -400,7 +400,7 @@ describe('RequestSource: an AsyncIterable', () => {
         yield Buffer.alloc(16 * KiB, i);
       }
     }
-    const source = new RequestSource(items(), owner, 1 << 20);
+    const source = new RequestSource(items(), owner, 16 * KiB); // less than the window holds back
     source.attach(endpoint);
     await flush(20);
     const held = pulled;
@@ -545,7 +545,7 @@ describe('RequestSource: an AsyncIterable', () => {
         finallyRan = true;
       }
     }
-    const source = new RequestSource(items(), owner, 1 << 20);
+    const source = new RequestSource(items(), owner, 16 * KiB); // less than the window holds back
     source.attach(endpoint);
     await flush(20);
     const held = pulled;
