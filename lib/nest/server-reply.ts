@@ -216,7 +216,7 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
    * call with an error rather than leaving the caller waiting; a reply outgrowing the buffer bound ends it with
    * ERR_SMUX_LIMIT. `fields` carry a feed item's sequence number and timestamp.
    */
-  #send(value: unknown, flags: number, status?: string, feed?: { seq: number; timestamp: number }): boolean {
+  #send(value: unknown, flags: number, status?: string, feed?: { seq: number; timestamp: number }, pulled = false): boolean {
     let buffers: MessagePiece[];
     try {
       buffers = this.#codec.encodeResponse(this.#owner.id, value, flags, status, feed);
@@ -236,7 +236,8 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
       }
     }
     this.#endpoint.write(buffers);
-    if ((flags & Flag.LAST) === 0 && this.#endpoint.writableLength > this.#maxBufferedBytes) {
+    // An Observable cannot wait: its queue is bounded. A pulled source waits for the window after each item instead.
+    if ((flags & Flag.LAST) === 0 && !pulled && this.#endpoint.writableLength > this.#maxBufferedBytes) {
       const limit = this.#maxBufferedBytes;
       this.#owner.end(
         new SmuxError('ERR_SMUX_LIMIT', `the reply exceeded ${limit} bytes buffered for a caller that does not read fast enough`),
@@ -251,7 +252,7 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
     const outcome = await pullSource(
       this.#endpoint,
       source,
-      (value) => this.#send(value, 0),
+      (value) => this.#send(value, 0, undefined, undefined, true),
       live,
       (release) => (this.#release = release),
     );

@@ -143,8 +143,8 @@ describe('ServerCall', () => {
     expect(log).toContain('end hook');
   });
 
-  test('an AsyncIterable reply is pulled only as the window allows: the producer stays a bounded number of items ahead', async () => {
-    const { calls } = harness();
+  test('an AsyncIterable reply is pulled only as the window allows: the producer stays a bounded number of items ahead (maxReplyBufferBytes, the bound of an Observable, which cannot wait, does not apply)', async () => {
+    const { calls } = harness(null, 32 * 1024); // less than the window and the queue hold of it
     const c = caller(pair.client, request('x'));
     c.channel!.pause(); // the caller reads nothing
     await flush();
@@ -161,6 +161,14 @@ describe('ServerCall', () => {
     expect(ahead).toBeLessThan(40); // ≈ 256 KiB window + 64 KiB queue of 16 KiB items, not unbounded
     await flush(20);
     expect(produced).toBe(ahead); // and it stays there while nobody reads
+    expect(calls[0].running).toBe(true);
+    c.channel!.resume();
+    await flush(20);
+    expect(produced).toBeGreaterThan(ahead); // the caller reads: pulled on
+    expect(c.messages.some((m) => (m.flags & Flag.ERROR) !== 0)).toBe(false);
+    c.channel!.destroy(); // the caller cancels: the endless source is released
+    await flush();
+    expect(calls[0].running).toBe(false);
   });
 
   test('a limit that ends a running call is not retryable, whatever the budget said: the handler has run', async () => {
