@@ -193,6 +193,11 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
     return this.#budget === null || this.#budget.admitsReply(this, bytes);
   }
 
+  /** Resolves once the connection's reply budget has room again (at once without a budget). */
+  replyRoom(): Promise<void> {
+    return this.#budget === null ? Promise.resolve() : this.#budget.whenRoom();
+  }
+
   /** The budget's reply error for `bytes`. */
   replyRefusal(bytes: number): SmuxError | null {
     return this.#budget?.replyRefusal(bytes) ?? null;

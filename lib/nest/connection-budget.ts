@@ -49,6 +49,7 @@ export class ConnectionBudget {
   #exhaustedSince = 0; // when a reply was last refused while the caller stayed behind (0: it is not)
   #refreshScheduled = false;
   #largest: ReplyQueue | null = null; // the endpoint holding the most reply bytes, as its charges showed
+  #roomWaiters: Array<() => void> | null = null; // feeds holding an item until replies fit again
 
   constructor(limits: BudgetLimits, clock: Clock) {
     this.#limits = limits;
@@ -131,7 +132,19 @@ export class ConnectionBudget {
   /** Takes what is queued now as what stayed queued (after a refresh, a drain, the periodic sweep). */
   settle(): void {
     this.#settled = this.#queued;
-    if (this.#queued <= this.#limits.maxQueuedReplyBytes / 2) this.#exhaustedSince = 0; // the caller reads again
+    if (this.#queued > this.#limits.maxQueuedReplyBytes / 2) return;
+    this.#exhaustedSince = 0; // the caller reads again
+    const waiters = this.#roomWaiters;
+    this.#roomWaiters = null;
+    if (waiters !== null) for (const resume of waiters) resume();
+  }
+
+  /**
+   * Resolves once replies fit again: the caller took enough that at most half the budget stays queued (a feed holds
+   * its items meanwhile, where another reply would fail).
+   */
+  whenRoom(): Promise<void> {
+    return new Promise((resolve) => (this.#roomWaiters ??= []).push(resolve));
   }
 
   /** How long the caller has left the budget exhausted without reading (0: it has not). */

@@ -1,6 +1,5 @@
 import type { Observer } from 'rxjs';
 import { type Clock, SmuxError } from '../smux/index.js';
-import { Flag } from './call-codec.js';
 import type { CallEndpoint } from './call-endpoint.js';
 
 /** The key of a feed's options in a handler's extras (`@MessagePattern(pattern, smuxFeed())`). */
@@ -48,15 +47,18 @@ export interface SmuxFeedItem<T = unknown> {
   readonly dropped: number;
 }
 
+/** What became of an item a feed sent: written, held back (it stays in the ring), or the call ended instead. */
+export type FeedSendOutcome = 'sent' | 'held' | 'ended';
+
 /**
  * How a feed writes through its call's reply `R`: functions the reply's module makes once. They are not methods of
  * the reply, which application code holds (it is a subscriber): only its `error` is, as any subscriber's.
  */
 export interface FeedWrites<R> {
-  /** Writes one item as a RESPONSE with `flags`; false when the call ended instead. */
-  send(reply: R, value: unknown, flags: number, feed: { seq: number; timestamp: number }): boolean;
-  /** Writes the call's last message and lets the call wrap up. */
-  answer(reply: R, value: unknown, flags: number): void;
+  /** Writes one item as a RESPONSE: 'held' when the connection's reply budget has no room for it now. */
+  send(reply: R, value: unknown, feed: { seq: number; timestamp: number }): FeedSendOutcome;
+  /** Writes the call's last message (no value: the feed completed) and lets the call wrap up. */
+  complete(reply: R): void;
 }
 
 /** What a feed needs of its call's reply itself: what any subscriber has. */
@@ -67,8 +69,9 @@ type FeedReply = Pick<Observer<unknown>, 'error'>;
 let stop: (feed: FeedBuffer) => void;
 
 /**
- * The server side of a feed: items go out while the stream's window allows; beyond it they wait in a ring of
- * `bufferSize`, and a new item pushes out the oldest waiting one. Completion goes out after what still waits.
+ * The server side of a feed: items go out while the stream's window allows and the connection's reply budget has
+ * room; beyond it they wait in a ring of `bufferSize`, and a new item pushes out the oldest waiting one. Completion
+ * goes out after what still waits.
  * Its public face is the Observer's (`next`, `error`, `complete`); the reply stops it with {@link stopFeed}.
  */
 export class FeedBuffer<R extends FeedReply = FeedReply> implements Observer<unknown> {
@@ -105,10 +108,7 @@ export class FeedBuffer<R extends FeedReply = FeedReply> implements Observer<unk
   next(value: unknown): void {
     if (this.#stopped) return;
     const item = { value, seq: ++this.#seq, timestamp: performance.timeOrigin + this.#clock.now() };
-    if (this.#ring.length === 0 && this.#endpoint.writable) {
-      this.#writes.send(this.#reply, item.value, 0, item);
-      return;
-    }
+    if (this.#ring.length === 0 && this.#endpoint.writable && this.#writes.send(this.#reply, item.value, item) !== 'held') return;
     if (this.#ring.length >= this.#size) this.#ring.shift(); // the oldest unsent item goes
     this.#ring.push(item);
     void this.#drain();
@@ -123,7 +123,7 @@ export class FeedBuffer<R extends FeedReply = FeedReply> implements Observer<unk
   complete(): void {
     if (this.#stopped) return;
     this.#completed = true;
-    if (this.#ring.length === 0) this.#writes.answer(this.#reply, undefined, Flag.LAST);
+    if (this.#ring.length === 0) this.#writes.complete(this.#reply);
   }
 
   /** The call is over: nothing more is written. */
@@ -137,12 +137,16 @@ export class FeedBuffer<R extends FeedReply = FeedReply> implements Observer<unk
     this.#draining = true;
     while (!this.#stopped && this.#ring.length > 0) {
       if (!this.#endpoint.writable) await this.#endpoint.drained();
-      if (this.#stopped || this.#endpoint.ended) break;
-      const item = this.#ring.shift()!;
-      if (!this.#writes.send(this.#reply, item.value, 0, item)) break;
+      if (this.#stopped || this.#endpoint.ended || this.#ring.length === 0) break;
+      const item = this.#ring[0]; // taken once written: newer items may push it out while it waits
+      const outcome = this.#writes.send(this.#reply, item.value, item);
+      if (outcome === 'ended') break;
+      if (outcome === 'held')
+        await this.#endpoint.replyRoom(); // other calls fill the connection's reply budget
+      else if (this.#ring[0] === item) this.#ring.shift();
     }
     this.#draining = false;
-    if (!this.#stopped && this.#completed && this.#ring.length === 0) this.#writes.answer(this.#reply, undefined, Flag.LAST);
+    if (!this.#stopped && this.#completed && this.#ring.length === 0) this.#writes.complete(this.#reply);
   }
 }
 

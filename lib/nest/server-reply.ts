@@ -13,7 +13,7 @@ import {
 import { type Clock, SmuxError } from '../smux/index.js';
 import { Flag, type MessagePiece } from './call-codec.js';
 import type { CallEndpoint } from './call-endpoint.js';
-import { FeedBuffer, type FeedWrites, stopFeed } from './feed.js';
+import { FeedBuffer, type FeedSendOutcome, type FeedWrites, stopFeed } from './feed.js';
 import type { PacketCodec } from './packet-codec.js';
 import { isAsyncIterable, pullSource, releaseSource } from './sources.js';
 
@@ -87,8 +87,8 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
     stop = (reply) => reply.#stop();
     flushPending = (reply) => reply.#flushPending();
     feedWrites = {
-      send: (reply, value, flags, feed) => reply.#send(value, flags, undefined, feed),
-      answer: (reply, value, flags) => reply.#answer(value, flags),
+      send: (reply, value, feed) => reply.#sendFeedItem(value, feed),
+      complete: (reply) => reply.#completeFeed(),
     };
   }
 
@@ -110,6 +110,18 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
     } else {
       this.#answer(result, Flag.LAST);
     }
+  }
+
+  /**
+   * A feed completed: its last message, which carries no value, goes whatever the connection's reply budget holds (a
+   * few bytes; a feed never fails for a slow caller).
+   */
+  #completeFeed(): void {
+    if (!this.#owner.running) return;
+    const buffers = this.#encode(undefined, Flag.LAST);
+    if (buffers === null) return;
+    this.#endpoint.write(buffers);
+    this.#owner.answered(false);
   }
 
   /** Writes the call's last message (a value, or with ERROR an error) and lets the call wrap up. */
@@ -216,20 +228,11 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
    * call with an error rather than leaving the caller waiting; a reply outgrowing the buffer bound ends it with
    * ERR_SMUX_LIMIT. `fields` carry a feed item's sequence number and timestamp.
    */
-  #send(value: unknown, flags: number, status?: string, feed?: { seq: number; timestamp: number }, pulled = false): boolean {
-    let buffers: MessagePiece[];
-    try {
-      buffers = this.#codec.encodeResponse(this.#owner.id, value, flags, status, feed);
-    } catch (error) {
-      this.#stop();
-      this.#hasPending = false;
-      this.#endpoint.write(this.#codec.encodeResponse(this.#owner.id, this.#owner.toRpcError(error), Flag.LAST | Flag.ERROR));
-      this.#owner.failed(new SmuxError('ERR_SMUX_ENCODING', 'the reply could not be encoded', { cause: error }));
-      return false;
-    }
+  #send(value: unknown, flags: number, status?: string, pulled = false): boolean {
+    const buffers = this.#encode(value, flags, status);
+    if (buffers === null) return false;
     if ((flags & Flag.ERROR) === 0) {
-      let bytes = 0;
-      for (const buffer of buffers) bytes += buffer.length;
+      const bytes = byteCount(buffers);
       if (!this.#endpoint.admitsReply(bytes)) {
         this.#owner.end(this.#endpoint.replyRefusal(bytes)!); // the caller does not read: its connection's budget is full
         return false;
@@ -247,12 +250,39 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
     return true;
   }
 
+  /**
+   * Writes a feed item, which the feed sends only while its stream is writable: no `maxReplyBufferBytes` check (the
+   * feed's ring and the stream's high-water mark bound it), and a connection's reply budget that is full holds the
+   * item back ('held': the feed keeps it in its ring, dropping the oldest, until the budget has room) instead of
+   * failing the call — a feed never fails for a slow caller.
+   */
+  #sendFeedItem(value: unknown, feed: { seq: number; timestamp: number }): FeedSendOutcome {
+    const buffers = this.#encode(value, 0, undefined, feed);
+    if (buffers === null) return 'ended';
+    if (!this.#endpoint.admitsReply(byteCount(buffers))) return 'held';
+    this.#endpoint.write(buffers);
+    return 'sent';
+  }
+
+  /** One RESPONSE's bytes; null when the value cannot be encoded: the call then fails with ERR_SMUX_ENCODING. */
+  #encode(value: unknown, flags: number, status?: string, feed?: { seq: number; timestamp: number }): MessagePiece[] | null {
+    try {
+      return this.#codec.encodeResponse(this.#owner.id, value, flags, status, feed);
+    } catch (error) {
+      this.#stop();
+      this.#hasPending = false;
+      this.#endpoint.write(this.#codec.encodeResponse(this.#owner.id, this.#owner.toRpcError(error), Flag.LAST | Flag.ERROR));
+      this.#owner.failed(new SmuxError('ERR_SMUX_ENCODING', 'the reply could not be encoded', { cause: error }));
+      return null;
+    }
+  }
+
   async #pull(source: AsyncIterable<unknown>): Promise<void> {
     const live = (): boolean => !this.#stopped && this.#owner.running;
     const outcome = await pullSource(
       this.#endpoint,
       source,
-      (value) => this.#send(value, 0, undefined, undefined, true),
+      (value) => this.#send(value, 0, undefined, true),
       live,
       (release) => (this.#release = release),
     );
@@ -260,6 +290,13 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
     if (outcome.done) this.#answer(undefined, Flag.LAST);
     else this.error(this.#owner.toRpcError(outcome.error));
   }
+}
+
+/** Bytes of an encoded message (a text piece is ASCII: its length is its bytes). */
+function byteCount(buffers: readonly MessagePiece[]): number {
+  let bytes = 0;
+  for (const buffer of buffers) bytes += buffer.length;
+  return bytes;
 }
 
 /** A finalizer of a subscription: a function, or a subscription to end. */

@@ -13,6 +13,7 @@ import { encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
 import { type AppHandle, closeAll, rawCall, rawSession, startApp, until, within } from './helpers.js';
 
 const producer = { emitted: 0, stopped: false };
+const wideProducer = { emitted: 0, stopped: 0 };
 
 @Injectable()
 class TapInterceptor implements NestInterceptor {
@@ -65,6 +66,24 @@ class FeedController {
   @MessagePattern('intercepted', smuxFeed({ bufferSize: 8 }))
   async *intercepted(@Payload() count: number): AsyncGenerator<number> {
     for (let i = 1; i <= count; i++) yield i * 10;
+  }
+
+  @MessagePattern('wide', smuxFeed({ bufferSize: 64 })) // `count` items of 8 KiB at once, then completion
+  wide(@Payload() count: number): Observable<Buffer> {
+    return range(1, count).pipe(map((i) => Buffer.alloc(8 * 1024, i)));
+  }
+
+  @MessagePattern('wide-stream', smuxFeed({ bufferSize: 4 })) // 8 KiB items, 10 a millisecond, until cancelled
+  wideStream(): Observable<Buffer> {
+    return new Observable<Buffer>((subscriber) => {
+      const timer = setInterval(() => {
+        for (let i = 0; i < 10; i++) subscriber.next(Buffer.alloc(8 * 1024, ++wideProducer.emitted & 0xff));
+      }, 1);
+      return () => {
+        wideProducer.stopped++;
+        clearInterval(timer);
+      };
+    });
   }
 
   @MessagePattern('lossless') // the same values, not a feed
@@ -174,5 +193,42 @@ describe('real-time feeds', () => {
 
   test('smuxFeed() refuses a bufferSize below 1', () => {
     expect(() => smuxFeed({ bufferSize: 0 })).toThrow(expect.objectContaining({ code: 'ERR_SMUX_INVALID_ARGUMENT' }));
+  });
+});
+
+describe("real-time feeds and the server's reply bounds", () => {
+  const budget = 256 * 1024;
+  let bounded: AppHandle;
+  beforeAll(async () => {
+    bounded = await startApp({ controllers: [FeedController], server: { maxQueuedReplyBytes: budget, maxReplyBufferBytes: 4 * 1024 } });
+  });
+
+  test('items larger than maxReplyBufferBytes: a feed runs on (that bound is an Observable reply’s, which cannot wait)', async () => {
+    const items = await lastValueFrom(bounded.client().send<SmuxFeedItem<Buffer>>('wide', 20).pipe(toArray()));
+    expect(items.map((i) => i.value[0])).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    expect(items.every((i) => i.dropped === 0)).toBe(true);
+  });
+
+  test("feeds that fill the connection's maxQueuedReplyBytes hold their items, dropping the oldest, instead of failing; once the caller reads they go on", async () => {
+    const session = await rawSession(bounded.port);
+    const feeds = 12; // each may queue its stream's 64 KiB once its window is full: 3 × the budget
+    const calls = Array.from({ length: feeds }, () => rawCall(session, encodeMessage(Kind.REQUEST, 0, 0, { pattern: 'wide-stream' })));
+    for (const call of calls) call.channel.pause(); // the caller reads nothing
+    wideProducer.emitted = 0;
+    wideProducer.stopped = 0;
+    // 40 MiB produced: far beyond the windows (12 × 256 KiB), the queues (12 × 64 KiB) and the budget.
+    await until(() => wideProducer.emitted >= 5_000, 20_000, 'the producers to run on');
+    const serverSession = bounded.sessions.at(-1)!;
+    expect(serverSession.stats.bytesOut).toBeLessThan(feeds * (256 + 64 + 64) * 1024); // bounded, not 40 MiB
+    for (const call of calls) call.channel.resume();
+    await until(() => calls.every((c) => c.messages.length > 0 && c.messages.at(-1)!.seq! > 400), 20_000, 'every feed to go on');
+    for (const call of calls) {
+      expect(call.messages.filter((m) => (m.flags & Flag.ERROR) !== 0)).toEqual([]); // no ERR_SMUX_LIMIT
+      const seqs = call.messages.map((m) => m.seq!);
+      expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+      expect(seqs.at(-1)! - seqs.length).toBeGreaterThan(0); // items were dropped while the caller did not read
+    }
+    for (const call of calls) call.channel.destroy(); // cancel: the producers stop
+    await until(() => wideProducer.stopped === feeds, 5_000, 'the producers to be unsubscribed');
   });
 });
