@@ -35,7 +35,12 @@ export interface SmuxTransportOptions {
 export interface ServerSmuxOptions extends SmuxTransportOptions {
   /** TLS: `tls.createServer` options. */
   tls?: TlsOptions;
-  /** Most connections at once, at least 1; the extra ones get `ERR_SMUX_LIMIT` on their calls and are closed. Default 1024. */
+  /**
+   * Most connections at once, at least 1. When full, the connection idle longest (no call for `evictIdleAfter`) is
+   * closed to make room; with none idle, the new one is refused and closed — a ClientSmux's calls then fail with
+   * `ERR_SMUX_UNAVAILABLE` whose `cause` is the retryable `ERR_SMUX_LIMIT` (a raw smux caller's calls get the
+   * `ERR_SMUX_LIMIT` itself). Default 1024.
+   */
   maxConnections?: number;
   /**
    * Most calls running at once on one connection, at least 1; extra calls fail with `ERR_SMUX_LIMIT` (a ClientSmux
@@ -44,7 +49,9 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
   maxCallsPerConnection?: number;
   /**
    * Most bytes of an Observable reply queued on one call (values come faster than the caller reads), at least
-   * 1; beyond it the call fails with `ERR_SMUX_LIMIT`. Default 128 MiB.
+   * 1; beyond it the call fails with `ERR_SMUX_LIMIT` — also for a single value larger than it. A feed drops values
+   * instead, and an AsyncIterable or Readable reply is pulled only as the caller reads: neither is bounded by it.
+   * Default 128 MiB.
    */
   maxReplyBufferBytes?: number;
   /**
@@ -57,19 +64,20 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
   /**
    * Most bytes one connection may have the server hold of what it sent and no handler has read yet: requests still
    * arriving, streamed items a handler has not taken, the window of a streamed call held paused. A call that would
-   * pass it fails with the retryable `ERR_SMUX_LIMIT`. At least `maxMessageBytes`. Default 16 MiB (or
-   * `maxMessageBytes`, when larger).
+   * pass it fails with `ERR_SMUX_LIMIT` — retryable while its request had not arrived whole (the handler did not
+   * run), not once it runs. At least `maxMessageBytes`. Default 16 MiB (or `maxMessageBytes`, when larger).
    */
   maxPendingRequestBytes?: number;
   /**
    * Most bytes of replies queued for one connection's caller (every reply kind) while it does not read them: a
-   * reply that would pass it fails its call with the retryable `ERR_SMUX_LIMIT` (a single larger reply still goes
-   * when nothing else is queued). Default 8 MiB.
+   * reply that would pass it fails its call with `ERR_SMUX_LIMIT` (not retryable: the handler ran; a single larger
+   * reply still goes when nothing else is queued), and a feed holds its values back instead. Default 8 MiB.
    */
   maxQueuedReplyBytes?: number;
   /**
    * A caller that leaves its replies unread with `maxQueuedReplyBytes` reached for this long, in ms, is disconnected
-   * (its calls fail with `ERR_SMUX_LIMIT`). Default 30 000.
+   * (its calls fail with the connection, `ERR_SMUX_SESSION_CLOSED`; the server counts them as `ERR_SMUX_LIMIT`).
+   * Default 30 000.
    */
   replyStallTimeout?: number;
   /**
