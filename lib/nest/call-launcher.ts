@@ -11,7 +11,7 @@ import { HotResult } from './hot-result.js';
 import type { SmuxDuplexOptions } from './interfaces.js';
 import { failDuplex, SmuxDuplex } from './raw-duplex.js';
 import { isSource } from './sources.js';
-import { SmuxRecord } from './smux.record-builder.js';
+import { assertDeadline, SmuxRecord } from './smux.record-builder.js';
 import { type ClientSpan, startClientSpan, withClientSpan } from './tracing.js';
 
 /** Where a {@link CallLauncher} sends its calls: one connection, or a client's scheduler. */
@@ -163,6 +163,7 @@ export class CallLauncher {
     let request: MessagePiece[];
     try {
       if (pattern === null || pattern === undefined) throw new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'openDuplex() needs a pattern');
+      assertDeadline(timeout, 'openDuplex(): the timeout option takes');
       request = this.#host.codec.encodeCall(Kind.REQUEST, {
         pattern,
         data,

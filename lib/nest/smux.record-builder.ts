@@ -72,12 +72,7 @@ export class SmuxRecordBuilder<TData = unknown> {
    * @throws SmuxError `ERR_SMUX_INVALID_ARGUMENT` for a negative, fractional or non-number value
    */
   setTimeout(ms: number): this {
-    if (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 0 || ms > 0xffff_ffff) {
-      throw new SmuxError(
-        'ERR_SMUX_INVALID_ARGUMENT',
-        `SmuxRecordBuilder: setTimeout() takes an integer from 0 to 4294967295 (ms; 0 = no deadline), got ${describeValue(ms)}`,
-      );
-    }
+    assertDeadline(ms, 'SmuxRecordBuilder: setTimeout() takes');
     this.#timeout = ms;
     return this;
   }
@@ -95,5 +90,18 @@ export class SmuxRecordBuilder<TData = unknown> {
     if (this.#timeout !== undefined) options.timeout = this.#timeout;
     if (this.#waitForReady !== undefined) options.waitForReady = this.#waitForReady;
     return new SmuxRecord(this.data as TData, Object.freeze(options));
+  }
+}
+
+/**
+ * Throws `ERR_SMUX_INVALID_ARGUMENT` unless `ms` is a deadline: an integer from 0 to 4294967295 (0: none). `what`
+ * starts the message ("… takes").
+ */
+export function assertDeadline(ms: unknown, what: string): asserts ms is number {
+  if (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 0 || ms > 0xffff_ffff) {
+    throw new SmuxError(
+      'ERR_SMUX_INVALID_ARGUMENT',
+      `${what} an integer from 0 to 4294967295 (ms; 0 = no deadline), got ${describeValue(ms)}`,
+    );
   }
 }

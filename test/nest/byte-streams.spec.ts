@@ -314,6 +314,16 @@ describe('byte streams', () => {
     probe.gate.resolve();
   });
 
+  test.each([-1, 1.5, Number.NaN, 2 ** 32, 'soon'])(
+    'a timeout option of %p errors the Duplex with ERR_SMUX_INVALID_ARGUMENT',
+    async (timeout) => {
+      const duplex = client.openDuplex('slow-reader', null, { timeout: timeout as number });
+      const error = await within(new Promise<unknown>((resolve) => duplex.once('error', resolve)), 'the error');
+      expect(error).toEqual(smuxError('ERR_SMUX_INVALID_ARGUMENT'));
+      expect((error as Error).message).toMatch(/^openDuplex\(\): the timeout option takes an integer from 0 to 4294967295/);
+    },
+  );
+
   test('ctx.getDuplex() in a call that is not a byte stream throws ERR_SMUX_INVALID_ARGUMENT', async () => {
     logLines.length = 0;
     expect(await rejection(firstValueFrom(client.send('not-a-stream', {})))).toEqual({ status: 'error', message: 'Internal server error' });
