@@ -1,6 +1,7 @@
-import type { Observer } from 'rxjs';
+import { concatMap, from, isObservable, type Observable, type Observer, of } from 'rxjs';
 import { type Clock, SmuxError } from '../smux/index.js';
 import type { CallEndpoint } from './call-endpoint.js';
+import { isAsyncIterable } from './sources.js';
 
 /** The key of a feed's options in a handler's extras (`@MessagePattern(pattern, smuxFeed())`). */
 export const FEED_EXTRAS_KEY = 'nestjs-smux:feed';
@@ -153,4 +154,16 @@ export class FeedBuffer<R extends FeedReply = FeedReply> implements Observer<unk
 /** Stops `feed`: the call is over, nothing more is written (what waits in its ring is dropped). */
 export function stopFeed(feed: FeedBuffer): void {
   stop(feed);
+}
+
+/**
+ * A feed handler's result as the feed's values: an Observable's values, each an AsyncIterable's items when it is one
+ * (an interceptor wraps a handler's async generator as its only value); an AsyncIterable's items; a plain value alone.
+ */
+export function feedValues(result: unknown): Observable<unknown> {
+  return isObservable(result) ? result.pipe(concatMap(asValues)) : asValues(result);
+}
+
+function asValues(value: unknown): Observable<unknown> {
+  return isAsyncIterable(value) ? from(value) : of(value);
 }

@@ -1,21 +1,12 @@
 import { nextTick } from 'node:process';
-import {
-  concatMap,
-  from,
-  isObservable,
-  type Observable,
-  type Observer,
-  of,
-  type Subscription,
-  type TeardownLogic,
-  type Unsubscribable,
-} from 'rxjs';
+import { isObservable, type Observer, type Subscription, type TeardownLogic, type Unsubscribable } from 'rxjs';
 import { type Clock, SmuxError } from '../smux/index.js';
 import { Flag, type MessagePiece } from './call-codec.js';
 import type { CallEndpoint } from './call-endpoint.js';
-import { FeedBuffer, type FeedSendOutcome, type FeedWrites, stopFeed } from './feed.js';
+import { FeedBuffer, type FeedSendOutcome, feedValues, type FeedWrites, stopFeed } from './feed.js';
 import type { PacketCodec } from './packet-codec.js';
 import { isAsyncIterable, pullSource, releaseSource } from './sources.js';
+import { runTeardowns, type Teardown } from './teardowns.js';
 
 /** What a reply asks of its call. */
 export interface ReplyOwner {
@@ -99,8 +90,7 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
       // feed item (an async generator or Readable too, also when an interceptor wrapped it as its only value).
       this.#feed = new FeedBuffer(this.#endpoint, feed.bufferSize, feed.clock, this, feedWrites);
       if (isAsyncIterable(result)) this.#release = () => releaseSource(result);
-      const values = isObservable(result) ? result.pipe(concatMap(asValues)) : asValues(result);
-      this.#subscription = values.subscribe(this.#feed);
+      this.#subscription = feedValues(result).subscribe(this.#feed);
       if (this.#stopped) this.#subscription.unsubscribe();
     } else if (isObservable(result)) {
       this.#subscription = result.subscribe(this);
@@ -297,34 +287,6 @@ function byteCount(buffers: readonly MessagePiece[]): number {
   let bytes = 0;
   for (const buffer of buffers) bytes += buffer.length;
   return bytes;
-}
-
-/** A finalizer of a subscription: a function, or a subscription to end. */
-type Teardown = Exclude<TeardownLogic, void>;
-
-/** Runs finalizers as rxjs does: every one, even when one throws; then the error (several: an AggregateError). */
-function runTeardowns(teardowns: Teardown | Teardown[]): void {
-  if (!Array.isArray(teardowns)) return runTeardown(teardowns);
-  const errors: unknown[] = [];
-  for (const teardown of teardowns) {
-    try {
-      runTeardown(teardown);
-    } catch (error) {
-      errors.push(error);
-    }
-  }
-  if (errors.length === 1) throw errors[0];
-  if (errors.length > 1) throw new AggregateError(errors, 'finalizers of a reply subscription failed');
-}
-
-function runTeardown(teardown: Teardown): void {
-  if (typeof teardown === 'function') teardown();
-  else teardown.unsubscribe();
-}
-
-/** A feed's values: an AsyncIterable's items, or the value itself. */
-function asValues(value: unknown): Observable<unknown> {
-  return isAsyncIterable(value) ? from(value) : of(value);
 }
 
 /** Writes `result` as `reply`'s call's answer: a value, an Observable, an AsyncIterable/Readable, or (with `feed`) a feed. */
