@@ -215,8 +215,9 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
 
   /**
    * Writes one RESPONSE; false when the call ended instead. A value JSON cannot carry (a BigInt, a cycle) fails the
-   * call with an error rather than leaving the caller waiting; a reply outgrowing the buffer bound ends it with
-   * ERR_SMUX_LIMIT. `fields` carry a feed item's sequence number and timestamp.
+   * call with an error rather than leaving the caller waiting; a value the connection's reply budget refuses ends the
+   * call with ERR_SMUX_LIMIT, and so does an Observable's queue outgrowing `maxReplyBufferBytes` (`pulled`: an item
+   * of a pulled source, which waits for the window after each item instead). Feed items: {@link #sendFeedItem}.
    */
   #send(value: unknown, flags: number, status?: string, pulled = false): boolean {
     const buffers = this.#encode(value, flags, status);
