@@ -66,19 +66,19 @@ export interface CallMessage {
   kind: number;
   flags: number;
   /** Packet id (`ID`). */
-  id?: string;
+  id?: string | undefined;
   /** Pattern text (`PATTERN`); JSON text when `PATTERN_JSON` is set. */
-  pattern?: string;
+  pattern?: string | undefined;
   /** Deadline budget in ms (`TIMEOUT`). */
-  timeout?: number;
+  timeout?: number | undefined;
   /** Metadata (`HEADERS`). */
-  headers?: Record<string, string>;
+  headers?: Record<string, string> | undefined;
   /** Nest's `status` (`STATUS`). */
-  status?: string;
+  status?: string | undefined;
   /** A feed item's sequence number (`FEED`): counts every item produced, dropped ones too. */
-  seq?: number;
+  seq?: number | undefined;
   /** A feed item's timestamp (`FEED`): ms since the epoch, on the server's clock. */
-  timestamp?: number;
+  timestamp?: number | undefined;
   /** The body value: undefined, a JSON value, a Buffer or a string. */
   body: unknown;
 }

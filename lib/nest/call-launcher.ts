@@ -96,8 +96,12 @@ export class CallLauncher {
   /** Starts a call whose packets go to `callback`; null when it failed at once (reported through `callback`). */
   start(callback: (packet: WritePacket) => void, pattern: unknown, rawData: unknown, nestPacket?: ReadPacket): ClientCall | null {
     const packet: ReadPacket & { metadata?: Record<string, string> } = nestPacket ?? this.packet(pattern, rawData);
-    const { data, headers, timeout: recordTimeout, waitForReady } = unwrapRecord(packet.data, packet.metadata);
-    const timeout = recordTimeout ?? this.#defaults.timeout;
+    // No object per call for what the record holds: most payloads are not records.
+    const payload: unknown = packet.data;
+    const record = recordOf(payload);
+    const data = record === null ? payload : record.data;
+    const headers = record === null ? packet.metadata : recordHeaders(record, packet.metadata);
+    const timeout = record?.options.timeout ?? this.#defaults.timeout;
     // A source (Observable, AsyncIterable, Readable) is a streamed request: its items follow as DATA … END.
     const source = isSource(data) ? data : null;
     const span = startClientSpan('call', packet.pattern); // null without @opentelemetry/api
@@ -118,7 +122,8 @@ export class CallLauncher {
       callback({ err: failure, isDisposed: true } as WritePacket);
       return null;
     }
-    const call = new ClientCall(this.#host, callback, request, timeout, waitForReady ?? this.#defaults.waitForReady, source, span);
+    const waitForReady = record?.options.waitForReady ?? this.#defaults.waitForReady;
+    const call = new ClientCall(this.#host, callback, request, timeout, waitForReady, source, span);
     this.#target.schedule(call);
     return call;
   }
@@ -132,7 +137,11 @@ export class CallLauncher {
   }
 
   #event<T>(packet: ReadPacket & { metadata?: Record<string, string> }, span: ClientSpan | null): Promise<T> {
-    const { data, headers, waitForReady } = unwrapRecord(packet.data, packet.metadata);
+    const payload: unknown = packet.data;
+    const record = recordOf(payload);
+    const data = record === null ? payload : record.data;
+    const headers = record === null ? packet.metadata : recordHeaders(record, packet.metadata);
+    const waitForReady = record?.options.waitForReady;
     if (isSource(data))
       return Promise.reject(
         new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'an event cannot stream: emit() takes a value (use send() to stream)'),
@@ -184,15 +193,14 @@ export class CallLauncher {
   }
 }
 
-/** Unwraps a {@link SmuxRecord} and merges its headers with Nest 12's dispatch-hook metadata. */
-export function unwrapRecord(
-  value: unknown,
-  metadata: Record<string, string> | undefined,
-): { data: unknown; headers: Record<string, string> | undefined; timeout: number | undefined; waitForReady: boolean | undefined } {
+/** The {@link SmuxRecord} a payload is, or null. */
+function recordOf(value: unknown): SmuxRecord<unknown> | null {
   // typeof first: `instanceof` on a primitive (a string payload) still runs V8's generic InstanceOf (≈ 1 % of a call).
-  if (typeof value !== 'object' || value === null || !(value instanceof SmuxRecord)) {
-    return { data: value, headers: metadata, timeout: undefined, waitForReady: undefined };
-  }
-  const { headers, timeout, waitForReady } = value.options;
-  return { data: value.data, headers: metadata === undefined ? headers : { ...metadata, ...headers }, timeout, waitForReady };
+  return typeof value === 'object' && value !== null && value instanceof SmuxRecord ? value : null;
+}
+
+/** A record's headers merged with Nest 12's dispatch-hook metadata (the record's win). */
+function recordHeaders(record: SmuxRecord<unknown>, metadata: Record<string, string> | undefined): Record<string, string> | undefined {
+  const { headers } = record.options;
+  return metadata === undefined ? headers : { ...metadata, ...headers };
 }

@@ -37,7 +37,7 @@ function pieceable(buf: Buffer, at: number): boolean {
  */
 export class MessageReader {
   readonly #maxBytes: number;
-  #pending: Buffer[] = [];
+  #pending: Buffer[] | null = null; // made for the first message that arrives in parts (most never do)
   #pendingBytes = 0;
   #need = 0; // whole size of the message being gathered, once its prefix is known
   #rawLeft = 0; // body bytes still to come of the RAW message being passed on in pieces
@@ -72,7 +72,7 @@ export class MessageReader {
    */
   stop(): void {
     this.#stopped = true;
-    this.#pending = [];
+    this.#pending = null;
     this.#pendingBytes = 0;
     this.#rawLeft = 0;
   }
@@ -89,11 +89,12 @@ export class MessageReader {
       at = this.#rawPiece(chunk, 0, sink);
       if (this.#stopped || at === chunk.length) return;
     } else if (this.#pendingBytes > 0) {
-      this.#pending.push(chunk);
+      const pending = this.#pending!; // there are pending bytes
+      pending.push(chunk);
       this.#pendingBytes += chunk.length;
       if (this.#need === 0) {
         if (this.#pendingBytes < PREFIX_SIZE) return;
-        const prefix = Buffer.concat(this.#pending, PREFIX_SIZE);
+        const prefix = Buffer.concat(pending, PREFIX_SIZE);
         this.#need = PREFIX_SIZE + this.#length(prefix, 0);
         if (sink.rawPieces === true && pieceable(prefix, 0)) return this.#passOnPending(prefix.readUInt16LE(2), sink);
       }
@@ -116,7 +117,7 @@ export class MessageReader {
       if (this.#stopped) return;
     }
     if (at < data.length) {
-      this.#pending.push(at === 0 ? data : data.subarray(at));
+      (this.#pending ??= []).push(at === 0 ? data : data.subarray(at));
       this.#pendingBytes = data.length - at;
       if (this.#pendingBytes >= PREFIX_SIZE) this.#need = PREFIX_SIZE + this.#length(data, at);
     }
@@ -133,7 +134,7 @@ export class MessageReader {
     this.#rawLeft = left - n;
     const size = this.#rawOwed + n;
     this.#rawOwed = 0;
-    sink.onMessage({ kind: Kind.RAW, flags: this.#rawFlags, body: at === 0 && n === data.length ? data : data.subarray(at, at + n) }, size);
+    sink.onMessage(rawMessage(this.#rawFlags, at === 0 && n === data.length ? data : data.subarray(at, at + n)), size);
     return at + n;
   }
 
@@ -143,9 +144,10 @@ export class MessageReader {
    */
   #passOnPending(flags: number, sink: MessageSink): void {
     // The prefix was incomplete until the last chunk came (`#need` is known from 8 bytes on): the body starts there.
-    const last = this.#pending[this.#pending.length - 1];
+    const pending = this.#pending!; // called with the prefix pending
+    const last = pending[pending.length - 1];
     const start = last.length - (this.#pendingBytes - PREFIX_SIZE);
-    this.#pending.length = 0;
+    pending.length = 0;
     this.#pendingBytes = 0;
     this.#rawFlags = flags;
     this.#rawOwed = PREFIX_SIZE;
@@ -155,14 +157,14 @@ export class MessageReader {
     if (this.#rawLeft > 0) end = this.#rawPiece(last, start, sink);
     else {
       this.#rawOwed = 0;
-      sink.onMessage({ kind: Kind.RAW, flags, body: last.subarray(start, start) }, PREFIX_SIZE); // an empty body
+      sink.onMessage(rawMessage(flags, last.subarray(start, start)), PREFIX_SIZE); // an empty body
     }
     if (!this.#stopped && this.#rawLeft === 0 && end < last.length) this.push(last.subarray(end), sink);
   }
 
   /** Decodes the gathered message, joined (its own bytes only), and returns the bytes after it in its last chunk. */
   #joinPending(sink: MessageSink): Buffer {
-    const pending = this.#pending;
+    const pending = this.#pending!; // called with a whole message pending
     const need = this.#need;
     const last = pending[pending.length - 1];
     const end = last.length - (this.#pendingBytes - need); // where the message ends in its last chunk
@@ -199,6 +201,22 @@ function readField(buf: Buffer, lengthBytes: 1 | 2, end: number, cached = false)
   return value;
 }
 
+/** A piece of a RAW message, in the shape every decoded message has. */
+function rawMessage(flags: number, body: Buffer): CallMessage {
+  return {
+    kind: Kind.RAW,
+    flags,
+    id: undefined,
+    pattern: undefined,
+    timeout: undefined,
+    headers: undefined,
+    status: undefined,
+    seq: undefined,
+    timestamp: undefined,
+    body,
+  };
+}
+
 /** Decodes the message in `buf[start, end)`. */
 function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
   const kind = buf[start];
@@ -206,7 +224,20 @@ function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
   const flags = buf.readUInt16LE(start + 2);
   if (kind < Kind.REQUEST || kind > LAST_KIND) throw malformed(`unknown message kind ${kind}`);
   if ((flags & ~KNOWN_FLAGS) !== 0) throw malformed(`unknown flag bits 0x${flags.toString(16)}`);
-  const message: CallMessage = { kind, flags, body: undefined };
+  // Every field in one literal, always the same shape: fields added later went to an out-of-object property store
+  // (one more allocation per message) and gave the messages as many shapes as flag combinations.
+  const message: CallMessage = {
+    kind,
+    flags,
+    id: undefined,
+    pattern: undefined,
+    timeout: undefined,
+    headers: undefined,
+    status: undefined,
+    seq: undefined,
+    timestamp: undefined,
+    body: undefined,
+  };
   cursor = start + PREFIX_SIZE;
   if ((flags & FIELD_FLAGS) !== 0) {
     if ((flags & Flag.ID) !== 0) message.id = readField(buf, 1, end);

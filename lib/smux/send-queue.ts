@@ -8,9 +8,12 @@ import type { PayloadSink } from './frame-source.js';
  * are never copied here. The stream keeps the byte count; the queue only its pieces.
  */
 export class SendQueue {
-  readonly #pieces: Array<Buffer | string> = [];
-  #head = 0; // pieces before it were taken
-  #offset = 0; // bytes of the head piece already taken
+  // Most streams queue one piece at a time (a unary call's request or reply): it waits in `#first`, and the array
+  // is made only once two pieces are queued together (then kept: a stream that queued two will again).
+  #first: Buffer | string | null = null;
+  #pieces: Array<Buffer | string> | null = null;
+  #head = 0; // pieces of the array before it were taken
+  #offset = 0; // bytes of the head piece (or of `#first`) already taken
 
   /** Queues `data` (text: other than ASCII is encoded now) and returns its length in bytes; nothing for 0 bytes. */
   push(data: Uint8Array | string): number {
@@ -23,7 +26,13 @@ export class SendQueue {
       length = data.byteLength;
       piece = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, length);
     }
-    if (length > 0) this.#pieces.push(piece);
+    if (length === 0) return 0;
+    if (this.#pieces !== null) this.#pieces.push(piece);
+    else if (this.#first === null) this.#first = piece;
+    else {
+      this.#pieces = [this.#first, piece]; // `#offset` carries over: the head is still the first piece
+      this.#first = null;
+    }
     return length;
   }
 
@@ -32,7 +41,21 @@ export class SendQueue {
    * after them, which the stream counts: at 0 the queue starts over.
    */
   take(n: number, left: number, sink: PayloadSink): void {
-    const pieces = this.#pieces;
+    const first = this.#first;
+    if (first !== null) {
+      // The only piece: `n` is at most what is left of it.
+      const start = this.#offset;
+      const end = start + n;
+      const whole = end >= first.length;
+      if (typeof first === 'string') sink.appendText(start === 0 && whole ? first : first.slice(start, end));
+      else sink.appendPayload(start === 0 && whole ? first : first.subarray(start, end));
+      if (whole) {
+        this.#first = null;
+        this.#offset = 0;
+      } else this.#offset = end;
+      return;
+    }
+    const pieces = this.#pieces!;
     let wanted = n;
     while (wanted > 0) {
       const piece = pieces[this.#head];

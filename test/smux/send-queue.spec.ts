@@ -104,4 +104,35 @@ describe('SendQueue', () => {
       ),
     );
   });
+
+  test('pushes and takes in any interleaving hand out the bytes in order (one piece queued, then more; property)', () => {
+    const write = fc.oneof(fc.uint8Array({ minLength: 1, maxLength: 24 }), fc.string({ minLength: 1, maxLength: 24 }));
+    const step = fc.oneof(
+      write.map((w) => ({ push: w })),
+      fc.integer({ min: 1, max: 30 }).map((n) => ({ take: n })),
+    );
+    fc.assert(
+      fc.property(fc.array(step, { maxLength: 60 }), (steps) => {
+        const queue = new SendQueue();
+        const sink = new RecordingSink();
+        const pushed: Buffer[] = [];
+        let queued = 0;
+        let taken = 0;
+        for (const s of [...steps, { take: Number.MAX_SAFE_INTEGER }]) {
+          if ('push' in s) {
+            queued += queue.push(s.push);
+            pushed.push(typeof s.push === 'string' ? Buffer.from(s.push, 'utf8') : Buffer.from(s.push));
+          } else {
+            const n = Math.min(queued, s.take);
+            if (n === 0) continue;
+            queued -= n;
+            taken += n;
+            queue.take(n, queued, sink);
+            expect(sink.bytes()).toEqual(Buffer.concat(pushed).subarray(0, taken));
+          }
+        }
+        expect(queued).toBe(0);
+      }),
+    );
+  });
 });
