@@ -43,6 +43,9 @@ export interface ByteCounter {
 /** The call an endpoint serves: an {@link EndpointOwner}, or an instance of a class that registered its handlers. */
 export type CallOwner = EndpointOwner | object;
 
+/** How a reader's errors name the limit, per side: one string each, not one built per call (48 B of a reading call). */
+const LIMIT_NAMES = { server: "the server's maxMessageBytes", client: "the client's maxMessageBytes" } as const;
+
 /** An {@link EndpointOwner}'s own methods, as a table. */
 const PUBLIC_HANDLERS: OwnerHandlers<EndpointOwner> = {
   onMessage: (owner, message, size) => owner.onMessage(message, size),
@@ -110,7 +113,7 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
     this.#owner = owner;
     this.#handlers = registered.get(owner.constructor) ?? PUBLIC_HANDLERS;
     this.#budget = budget;
-    this.#reader = read ? new MessageReader(maxMessageBytes, `the ${side}'s maxMessageBytes`) : null;
+    this.#reader = read ? new MessageReader(maxMessageBytes, LIMIT_NAMES[side]) : null;
     channel.setHandler(this);
   }
 
