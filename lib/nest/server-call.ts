@@ -7,7 +7,7 @@ import type { CallHost } from './server-call-host.js';
 import type { SmuxDuplex } from './raw-duplex.js';
 import { adoptResult, answerReply, type ReplyOwner, ServerReply, stopReply } from './server-reply.js';
 import type { CallControl } from './smux.context.js';
-import { type InputOwner, ServerInput } from './server-input.js';
+import { ByteStreamInput, type InputOwner, ServerInput } from './server-input.js';
 import { releaseResult } from './sources.js';
 import type { SmuxStreamedPayload } from './streamed-input.js';
 import { type ServerSpan, serverSpanOf } from './tracing.js';
@@ -234,7 +234,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
       return this.#runEndHook();
     }
     // A byte-stream call completes when both directions ended; the handler's result only reports failures.
-    if (this.#input?.isByteStream === true) return this.#input.adoptByteStreamResult(result, (error) => this.#reply.error(error));
+    if (this.#input instanceof ByteStreamInput) return this.#input.adoptByteStreamResult(result, (error) => this.#reply.error(error));
     return adoptResult(this.#reply, result, feed === null ? null : { bufferSize: feed.bufferSize, clock: this.#host.clock });
   }
 
