@@ -9,8 +9,8 @@ import { INITIAL_PEER_WINDOW } from './constants.js';
  * back on the peer through TCP. In v1 that is the only limit, so one unread stream stalls the session — the
  * same head-of-line blocking as Go.
  *
- * v2 adds per-stream windows. The receiver sends UPD{consumed, window} on its first read (unless its window is the
- * 256 KiB the sender assumes anyway) and after every `window / 2` bytes consumed; the sender keeps `numWritten - peerConsumed` below the peer's window. A
+ * v2 adds per-stream windows. The receiver sends UPD{consumed, window} on its first read and after every
+ * `window / 2` bytes consumed; the sender keeps `numWritten - peerConsumed` below the peer's window. A
  * compliant sender therefore never has more than max(its initial assumption 256 KiB, our window) bytes
  * unconsumed on a stream. We charge the bucket only for bytes *beyond* that allowance: a stalled stream
  * whose peer respects windows holds its allowance and never drains the bucket others need, and a peer that
@@ -50,20 +50,13 @@ export function sendWindow(numWritten: number, peerConsumed: number, peerWindow:
  * (`numRead === n`, which also holds right after a 2^32 wrap) or once `pending` bytes since the last UPD reach
  * half the window.
  *
- * One exception to Go: the first read's UPD is there to tell the peer the receiver's real window before it has
- * used the 256 KiB it assumes until then ({@link INITIAL_PEER_WINDOW}). When the window the first UPD would carry
- * is exactly that, it tells the peer nothing — its `consumed` (at most one frame) goes with the next UPD, after
- * half the window — so it is not sent: a unary call on the Nest transport (window 256 KiB) is one frame shorter.
- *
  * @param numRead - total consumed so far, after adding `n`, modulo 2^32
  * @param n - bytes just consumed
  * @param pending - bytes consumed since the last UPD, including `n`
  * @param window - the window UPDs are paced by: `maxStreamBuffer`, or a smaller contended window (window-tuner.ts)
- * @param firstWindow - the window a first UPD would advertise (`maxStreamBuffer`: a stream is tuned from its second on)
  */
-export function shouldSendUpdate(numRead: number, n: number, pending: number, window: number, firstWindow: number): boolean {
-  if (numRead === n && firstWindow !== INITIAL_PEER_WINDOW) return true;
-  return pending >= Math.floor(window / 2); // Go: uint32(MaxStreamBuffer/2), integer division
+export function shouldSendUpdate(numRead: number, n: number, pending: number, window: number): boolean {
+  return numRead === n || pending >= Math.floor(window / 2); // Go: uint32(MaxStreamBuffer/2), integer division
 }
 
 /**

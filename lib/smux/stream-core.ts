@@ -333,9 +333,8 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     this.#numRead = u32Add(this.#numRead, n);
     this.#sinceUpdate += n;
     // A UPD after the peer's FIN is useless (nothing more will be sent), so it is skipped.
-    const c = this.#host.config;
-    const every = this.#tuner === null ? c.maxStreamBuffer : this.#tuner.updateEvery;
-    if ((this.#flags & REMOTE_FIN) === 0 && shouldSendUpdate(this.#numRead, n, this.#sinceUpdate, every, c.maxStreamBuffer)) {
+    const every = this.#tuner === null ? this.#host.config.maxStreamBuffer : this.#tuner.updateEvery;
+    if ((this.#flags & REMOTE_FIN) === 0 && shouldSendUpdate(this.#numRead, n, this.#sinceUpdate, every)) {
       this.#sinceUpdate = 0;
       if (this.#numRead !== n) this.#tune();
       this.controlBits |= CONTROL_UPD;
