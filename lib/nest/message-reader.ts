@@ -134,7 +134,7 @@ export class MessageReader {
     this.#rawLeft = left - n;
     const size = this.#rawOwed + n;
     this.#rawOwed = 0;
-    sink.onMessage(rawMessage(this.#rawFlags, at === 0 && n === data.length ? data : data.subarray(at, at + n)), size);
+    sink.onMessage(newMessage(Kind.RAW, this.#rawFlags, at === 0 && n === data.length ? data : data.subarray(at, at + n)), size);
     return at + n;
   }
 
@@ -157,7 +157,7 @@ export class MessageReader {
     if (this.#rawLeft > 0) end = this.#rawPiece(last, start, sink);
     else {
       this.#rawOwed = 0;
-      sink.onMessage(rawMessage(flags, last.subarray(start, start)), PREFIX_SIZE); // an empty body
+      sink.onMessage(newMessage(Kind.RAW, flags, last.subarray(start, start)), PREFIX_SIZE); // an empty body
     }
     if (!this.#stopped && this.#rawLeft === 0 && end < last.length) this.push(last.subarray(end), sink);
   }
@@ -201,10 +201,14 @@ function readField(buf: Buffer, lengthBytes: 1 | 2, end: number, cached = false)
   return value;
 }
 
-/** A piece of a RAW message, in the shape every decoded message has. */
-function rawMessage(flags: number, body: Buffer): CallMessage {
+/**
+ * A message with no fields yet. Every field is in the one literal, so every message has the same shape: fields
+ * added later went to an out-of-object property store (one more allocation per message) and gave the messages as
+ * many shapes as flag combinations.
+ */
+function newMessage(kind: number, flags: number, body: unknown): CallMessage {
   return {
-    kind: Kind.RAW,
+    kind,
     flags,
     id: undefined,
     pattern: undefined,
@@ -224,20 +228,7 @@ function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
   const flags = buf.readUInt16LE(start + 2);
   if (kind < Kind.REQUEST || kind > LAST_KIND) throw malformed(`unknown message kind ${kind}`);
   if ((flags & ~KNOWN_FLAGS) !== 0) throw malformed(`unknown flag bits 0x${flags.toString(16)}`);
-  // Every field in one literal, always the same shape: fields added later went to an out-of-object property store
-  // (one more allocation per message) and gave the messages as many shapes as flag combinations.
-  const message: CallMessage = {
-    kind,
-    flags,
-    id: undefined,
-    pattern: undefined,
-    timeout: undefined,
-    headers: undefined,
-    status: undefined,
-    seq: undefined,
-    timestamp: undefined,
-    body: undefined,
-  };
+  const message = newMessage(kind, flags, undefined);
   cursor = start + PREFIX_SIZE;
   if ((flags & FIELD_FLAGS) !== 0) {
     if ((flags & Flag.ID) !== 0) message.id = readField(buf, 1, end);
