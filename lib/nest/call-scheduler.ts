@@ -16,6 +16,9 @@ interface ConnectionWaiter {
   unavailable(error: SmuxError): void;
 }
 
+/** A refusal of a call this client never sent (its queue is full): retrying it later is safe. */
+const NOT_SENT = { retryable: true } as const;
+
 /** The client's limits on calls. */
 export interface SchedulerLimits {
   readonly maxConcurrentCalls: number;
@@ -180,6 +183,7 @@ export class CallScheduler {
         'ERR_SMUX_LIMIT',
         `${this.#admission.running} calls in flight and ${this.#admission.queued} queued ` +
           `(maxConcurrentCalls ${maxConcurrentCalls}, maxQueuedCalls ${maxQueuedCalls})`,
+        NOT_SENT, // the call never left this client: the same call may go through once the queue has room
       ),
     );
   }
@@ -191,7 +195,7 @@ export class CallScheduler {
     const { maxConcurrentCalls, maxQueuedCalls } = this.#limits;
     if (this.#waitingCalls >= maxConcurrentCalls + maxQueuedCalls) {
       const limits = `maxConcurrentCalls ${maxConcurrentCalls} + maxQueuedCalls ${maxQueuedCalls}`;
-      return failCall(call, new SmuxError('ERR_SMUX_LIMIT', `${this.#waitingCalls} calls wait for a connection (${limits})`));
+      return failCall(call, new SmuxError('ERR_SMUX_LIMIT', `${this.#waitingCalls} calls wait for a connection (${limits})`, NOT_SENT));
     }
     this.#waitingCalls++;
     let waiting = true;

@@ -129,6 +129,25 @@ describe('fail fast while there is no connection', () => {
     expect(codeOf((error as Error).cause)).toBe('ECONNREFUSED');
   });
 
+  test('calls waiting for a connection are bounded by maxConcurrentCalls + maxQueuedCalls: the next is refused, retryable', async () => {
+    const client = trackClient(
+      new ClientSmux({
+        host: '127.0.0.1',
+        port: await closedPort(),
+        waitForReady: true,
+        maxConcurrentCalls: 1,
+        maxQueuedCalls: 1,
+        reconnect: { initialDelay: 60_000 },
+      }),
+    );
+    const waiting = [1, 2].map(() => call(client, new SmuxRecordBuilder({}).setTimeout(2_000).build()).catch((error: unknown) => error));
+    const refused = await rejection(call(client));
+    expect(refused).toEqual(smuxError('ERR_SMUX_LIMIT', '2 calls wait for a connection (maxConcurrentCalls 1 + maxQueuedCalls 1)'));
+    expect((refused as SmuxError).retryable).toBe(true); // never sent
+    await client.close();
+    for (const error of await Promise.all(waiting)) expect(error).toBeInstanceOf(SmuxError);
+  });
+
   test('connect() rejects with ERR_SMUX_UNAVAILABLE and its cause; failures are logged once per burst, not per call', async () => {
     collectLogs();
     logLines.length = 0;

@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { MessagePattern, Payload } from '@nestjs/microservices';
 import { defer, firstValueFrom } from 'rxjs';
-import { SmuxRecordBuilder } from '../../lib/index.js';
+import { SmuxError, SmuxRecordBuilder } from '../../lib/index.js';
 import { encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
 import {
   closeAll,
@@ -151,6 +151,7 @@ describe('server limits', () => {
     const queued = firstValueFrom(client.send('gated', 3));
     const refused = await rejection(firstValueFrom(client.send('gated', 4)));
     expect(codeOf(refused)).toBe('ERR_SMUX_LIMIT');
+    expect((refused as SmuxError).retryable).toBe(true); // never sent: safe to retry once the queue has room
     await until(() => running === 2, 5_000, 'two calls running');
     for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
     expect(running).toBe(2); // the third waits on the client
