@@ -119,6 +119,7 @@ export class CallLauncher {
     } catch (error) {
       const failure = toSmuxError(error, 'the request could not be encoded');
       span?.end(failure.code);
+      this.#countRefusal(failure);
       callback({ err: failure, isDisposed: true } as WritePacket);
       return null;
     }
@@ -184,12 +185,23 @@ export class CallLauncher {
     } catch (error) {
       const failure = toSmuxError(error, 'the request could not be encoded');
       span?.end(failure.code);
+      this.#countRefusal(failure);
       nextTick(() => failDuplex(duplex, failure));
       return duplex;
     }
     const waitForReady = options.waitForReady ?? this.#defaults.waitForReady;
     this.#target.schedule(new ClientRawCall(this.#host, duplex, request, timeout, waitForReady, span));
     return duplex;
+  }
+
+  /**
+   * A call refused before it was sent still counts as started and failed (a request over the server's
+   * `maxMessageBytes`, a value JSON cannot carry, a serializer's failure) — except a bad argument, which is the
+   * calling code's mistake and counts nowhere (README, Metrics).
+   */
+  #countRefusal(failure: SmuxError): void {
+    const metrics = this.#host.metrics;
+    if (metrics !== undefined && failure.code !== 'ERR_SMUX_INVALID_ARGUMENT') metrics.callEnded(metrics.callStarted(), failure.code);
   }
 }
 

@@ -26,6 +26,8 @@ export interface CallHost {
   awaitCallerFin(call: ServerCall, now: number): void;
   /** The call's stream is gone. */
   callClosed(call: ServerCall): void;
+  /** A reply could not be encoded (a BigInt, a cycle, a failing serializer): logged as Nest logs a handler's error. */
+  replyUnencodable(call: ServerCall, error: unknown): void;
   /** The call failed on one of the server's limits (`ERR_SMUX_LIMIT`, `requestTimeout`): a rate-limited `warn`. */
   limitReached(call: ServerCall, error: SmuxError): void;
   /** Where calls are counted, when the server keeps metrics (on the same clock as `clock`). */

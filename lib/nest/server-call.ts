@@ -246,7 +246,8 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   /** Ends a running call with a transport error written by the server itself (deadline, shutdown, limit). */
   end(error: SmuxError): void {
     if (this.#state !== RUNNING) return;
-    if (error.code === 'ERR_SMUX_LIMIT') {
+    if (error.code === 'ERR_SMUX_ENCODING') this.#host.replyUnencodable(this, error.cause);
+    else if (error.code === 'ERR_SMUX_LIMIT') {
       // The handler has run: a retry would run it again (a streamed call's later item over maxPendingRequestBytes
       // comes here with the budget's retryable error, right only for a request that had not arrived whole).
       if (error.retryable) error = new SmuxError(error.code, error.message, { cause: error.cause });
@@ -297,10 +298,10 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   /**
    * The server is shutting down: a running call ends with the retryable ERR_SMUX_SHUTTING_DOWN, and so does one
    * whose request is still arriving (its first bytes are in, so writing is safe). A stream that sent nothing
-   * yet gets nothing (Go's opener may not have registered it); the closing session ends it.
+   * yet gets nothing (Go's opener may not have registered it); the closing session ends it. `message`: why, when it
+   * is not the whole server (a drained connection's grace period is over).
    */
-  shutdown(): void {
-    const message = 'the server is shutting down';
+  shutdown(message = 'the server is shutting down'): void {
     if (this.#state === RUNNING) this.end(new SmuxError('ERR_SMUX_SHUTTING_DOWN', message));
     else if (this.#state === AWAITING && this.#endpoint.partial) this.refuse(new SmuxError('ERR_SMUX_SHUTTING_DOWN', message));
   }
@@ -310,12 +311,6 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   /** The last message is written (`errored`: it is an error value). */
   answered(errored = false): void {
     if (this.#state === RUNNING) this.#wrapUp(ANSWERED, errored ? 'handler' : null);
-  }
-
-  failed(reason: SmuxError): void {
-    if (this.#state !== RUNNING) return;
-    this.#stopWork(reason);
-    this.#wrapUp(ANSWERED, reason.code);
   }
 
   toRpcError(error: unknown): unknown {

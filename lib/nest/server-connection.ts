@@ -236,7 +236,8 @@ export class ServerConnection {
 
   #endGrace(): void {
     this.#timer = null;
-    for (const call of this.calls.toArray()) call.shutdown();
+    const why = `the connection was drained (${this.#drainReason}) and its maxConnectionAgeGrace is over`;
+    for (const call of this.calls.toArray()) call.shutdown(why);
     void closeWithin(this.session, this.#host.clock, 2_000);
   }
 

@@ -1,4 +1,4 @@
-import type { Session } from '../smux/index.js';
+import { isSmuxError, type Session, SmuxError } from '../smux/index.js';
 import { ClientSmux } from './client-smux.js';
 import { type ControlLink, SERVE_CALLS, type ServeHook } from './control-link.js';
 import type { ClientSmuxOptions } from './interfaces.js';
@@ -25,7 +25,7 @@ export class ServerDialler {
   #keepAlive: NodeJS.Timeout | null = null;
 
   constructor(options: ClientSmuxOptions, host: DiallerHost) {
-    const where = formatAddress(resolveClientOptions(options).address);
+    const where = formatAddress(resolveConnectTo(options).address);
     const serve: ServeHook = (session, link) => host.adopt(session, link, where);
     this.client = new ClientSmux({ ...options, [SERVE_CALLS]: serve } as ClientSmuxOptions);
     this.where = where;
@@ -60,3 +60,13 @@ export class ServerDialler {
 }
 
 function noop(): void {}
+
+/** The client options of `connectTo`, checked: a refusal names the ServerSmux option it came from. */
+function resolveConnectTo(options: ClientSmuxOptions): ReturnType<typeof resolveClientOptions> {
+  try {
+    return resolveClientOptions(options);
+  } catch (error) {
+    if (!isSmuxError(error, 'ERR_SMUX_INVALID_CONFIG')) throw error;
+    throw new SmuxError('ERR_SMUX_INVALID_CONFIG', `ServerSmux option connectTo: ${error.message}`, { cause: error });
+  }
+}

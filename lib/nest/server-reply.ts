@@ -18,8 +18,6 @@ export interface ReplyOwner {
   answered(errored: boolean): void;
   /** A transport error ends the call (written as such: a limit). */
   end(error: SmuxError): void;
-  /** The reply failed after its error message was written (`reason`: what aborts the handler's signal). */
-  failed(reason: SmuxError): void;
   /** A thrown value as the caller receives it (Nest's exception-filter defaults). */
   toRpcError(error: unknown): unknown;
 }
@@ -234,7 +232,10 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
     if ((flags & Flag.LAST) === 0 && !pulled && this.#endpoint.writableLength > this.#maxBufferedBytes) {
       const limit = this.#maxBufferedBytes;
       this.#owner.end(
-        new SmuxError('ERR_SMUX_LIMIT', `the reply exceeded ${limit} bytes buffered for a caller that does not read fast enough`),
+        new SmuxError(
+          'ERR_SMUX_LIMIT',
+          `the reply's queued values exceeded maxReplyBufferBytes (${limit} bytes): the caller reads slower than the Observable emits, or one value is that large`,
+        ),
       );
       return false;
     }
@@ -255,15 +256,17 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
     return 'sent';
   }
 
-  /** One RESPONSE's bytes; null when the value cannot be encoded: the call then fails with ERR_SMUX_ENCODING. */
+  /**
+   * One RESPONSE's bytes; null when the value cannot be encoded: the call then ends with ERR_SMUX_ENCODING, which the
+   * caller receives as it would for its own unencodable request (the server logs the cause, a handler's mistake).
+   */
   #encode(value: unknown, flags: number, status?: string, feed?: { seq: number; timestamp: number }): MessagePiece[] | null {
     try {
       return this.#codec.encodeResponse(this.#owner.id, value, flags, status, feed);
     } catch (error) {
       this.#stop();
       this.#hasPending = false;
-      this.#endpoint.write(this.#codec.encodeResponse(this.#owner.id, this.#owner.toRpcError(error), Flag.LAST | Flag.ERROR));
-      this.#owner.failed(new SmuxError('ERR_SMUX_ENCODING', 'the reply could not be encoded', { cause: error }));
+      this.#owner.end(new SmuxError('ERR_SMUX_ENCODING', 'the server could not encode the reply (its log says why)', { cause: error }));
       return null;
     }
   }

@@ -300,6 +300,11 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
         (call.connection as ServerConnection).callClosed(call);
         this.#finSweep.delete(call);
       },
+      replyUnencodable: (call, error) =>
+        this.logger.error(
+          `A reply to ${(call.connection as ServerConnection).remote} could not be encoded`,
+          (error as Error)?.stack ?? String(error),
+        ),
       limitReached: (call, error) =>
         this.#warnings.warn('limit', `A call from ${(call.connection as ServerConnection).remote} failed: ${error.message}`),
     };

@@ -8,7 +8,7 @@ export interface StubCallHost {
   readonly host: CallHost;
   /** REQUEST and EVENT messages the calls dispatched. */
   readonly requests: CallMessage[];
-  /** What the calls told the server: 'control', 'settled', 'awaitCallerFin', 'closed', 'limit: <code>'. */
+  /** What the calls told the server: 'control', 'settled', 'awaitCallerFin', 'closed', 'limit: <code>', 'unencodable: <why>'. */
   readonly log: string[];
 }
 
@@ -34,6 +34,7 @@ export function stubCallHost(clock: Clock, maxReplyBufferBytes = 1 << 20): StubC
     callSettled: () => log.push('settled'),
     awaitCallerFin: () => log.push('awaitCallerFin'),
     callClosed: () => log.push('closed'),
+    replyUnencodable: (_call, error) => log.push(`unencodable: ${(error as Error).message}`),
     limitReached: (_call, error) => log.push(`limit: ${error.code}`),
   };
   return { host, requests, log };

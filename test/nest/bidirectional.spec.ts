@@ -226,6 +226,13 @@ describe('a gateway and 50 workers that dialled it: calls in both directions on 
     expect(() => new ServerSmux({ connectTo: { port: 1 } }).unwrap()).toThrow(/server\.client\.unwrap/);
     expect(() => new ServerSmux({ connectTo: { port: 1 } }).on('listening', () => undefined)).toThrow(/never comes/);
     expect(() => new ServerSmux({ port: 0 }).client).toThrow(expect.objectContaining({ code: 'ERR_SMUX_UNAVAILABLE' }));
+    // A bad option inside connectTo names where it is (found by a new user: "ClientSmux has no option hots").
+    expect(() => new ServerSmux({ connectTo: { hots: 'x', port: 1 } as never })).toThrow(
+      expect.objectContaining({
+        code: 'ERR_SMUX_INVALID_CONFIG',
+        message: expect.stringMatching(/^ServerSmux option connectTo: ClientSmux has no option hots \(did you mean host\?\)/),
+      }),
+    );
   });
 
   test('maxConnectionAge does not drain a peer that serves calls: the gateway keeps calling its workers (found by a new user)', async () => {

@@ -86,6 +86,10 @@ describe('maxConnectionAge: the server drains, the client moves, no call fails',
     const client = handle.client();
     const error = await within(rejection(firstValueFrom(client.send('slow', 5_000))), 'the cut call');
     expect(error).toMatchObject({ code: 'ERR_SMUX_SHUTTING_DOWN', retryable: true });
+    // Says why: the server is not shutting down, this connection was drained (a new user found "shutting down" misleading).
+    expect((error as Error).message).toBe(
+      'the connection was drained (the connection reached its maxConnectionAge) and its maxConnectionAgeGrace is over',
+    );
     expect(await firstValueFrom(client.send('slow', 1))).toBe('done'); // the next call goes to the fresh connection
   });
 

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from '@jest/globals';
 import { type ArgumentsHost, Catch, Controller, UseFilters } from '@nestjs/common';
 import { BaseRpcExceptionFilter, MessagePattern, Payload, RpcException } from '@nestjs/microservices';
-import { firstValueFrom, type Observable, throwError } from 'rxjs';
+import { firstValueFrom, type Observable, of, throwError, toArray } from 'rxjs';
 import { ClientSmux, isSmuxError, SmuxContext, SmuxError, SmuxRecord, SmuxRecordBuilder } from '../../lib/index.js';
 import { encodeTransportError } from '../../lib/nest/call-codec.js';
 import { closeAll, loggedErrors, rawServer, smuxError, startApp, trackClient } from './helpers.js';
@@ -43,6 +43,22 @@ class ErrorsController {
   @MessagePattern('fake-transport-error')
   fakeTransportError(): never {
     throw new RpcException({ code: 'ERR_SMUX_TIMEOUT', message: 'thrown by the handler' });
+  }
+
+  @MessagePattern('unencodable')
+  unencodable(@Payload() how: string): unknown {
+    const cycle: Record<string, unknown> = { name: 'loop' };
+    cycle.self = cycle;
+    if (how === 'value') return { n: 1n };
+    if (how === 'second') return of('first', cycle, 'never sent');
+    return { returned: cycle };
+  }
+
+  @MessagePattern('unencodable-error')
+  unencodableError(): never {
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    throw new RpcException({ code: 'E_CYCLE', cycle });
   }
 
   @MessagePattern('teapot')
@@ -140,6 +156,30 @@ describe("transport errors are SmuxError instances, with the code, the server's 
     } finally {
       await server.close();
     }
+  });
+
+  test('a reply the server cannot encode (a BigInt, a cycle) fails the call with ERR_SMUX_ENCODING, logged on the server', async () => {
+    const handle = await startApp({ controllers: [ErrorsController] });
+    const client = handle.client();
+    loggedErrors.length = 0;
+    const value = await firstValueFrom(client.send('unencodable', 'value')).catch((e: unknown) => e);
+    expect(value).toEqual(smuxError('ERR_SMUX_ENCODING', 'the server could not encode the reply'));
+    expect((value as SmuxError).retryable).toBe(false); // the handler ran
+    const values: unknown[] = [];
+    const second = await new Promise((resolve) =>
+      client.send('unencodable', 'second').subscribe({ next: (v) => values.push(v), error: resolve, complete: () => resolve('completed') }),
+    );
+    expect(values).toEqual(['first']); // the values before it arrived; nothing after it is sent
+    expect(second).toEqual(smuxError('ERR_SMUX_ENCODING'));
+    const error = await firstValueFrom(client.send('unencodable-error', 'x')).catch((e: unknown) => e);
+    expect(error).toEqual(smuxError('ERR_SMUX_ENCODING')); // the handler's error value itself cannot be encoded
+    // Each is a handler's mistake: an error line each, naming the caller, with the cause's stack.
+    const lines = loggedErrors.map((args) => args.map(String).join(' '));
+    expect(lines).toHaveLength(3);
+    for (const line of lines) expect(line).toMatch(/A reply to 127\.0\.0\.1:\d+ could not be encoded .*(BigInt|circular)/s);
+    expect(await firstValueFrom(client.send('unencodable', 'ok?').pipe(toArray())).catch((e: unknown) => e)).toEqual(
+      smuxError('ERR_SMUX_ENCODING'),
+    );
   });
 
   test('a local failure is a SmuxError too: an unencodable request (ERR_SMUX_ENCODING), a bad header (ERR_SMUX_INVALID_ARGUMENT)', async () => {

@@ -226,3 +226,24 @@ describe('metrics end to end', () => {
     expect(text).toContain(`${name}_rtt_seconds_count 0`);
   });
 });
+
+describe('calls refused before they were sent', () => {
+  test('count as started and failed by their code (too large, unencodable); a bad argument counts nowhere', async () => {
+    const small = await startApp({ controllers: [MetricsController], server: { maxMessageBytes: 1024 } });
+    const refusing = small.client();
+    await refusing.connect(); // the hello tells the client the server's maxMessageBytes
+    const tooLarge = await rejection(firstValueFrom(refusing.send('echo', 'x'.repeat(2048))));
+    expect((tooLarge as { code?: string }).code).toBe('ERR_SMUX_LIMIT');
+    const unencodable = await rejection(firstValueFrom(refusing.send('echo', { n: 1n })));
+    expect((unencodable as { code?: string }).code).toBe('ERR_SMUX_ENCODING');
+    const duplex = refusing.openDuplex('bytes', { n: 1n });
+    const duplexError = await new Promise((resolve) => duplex.on('error', resolve));
+    expect((duplexError as { code?: string }).code).toBe('ERR_SMUX_ENCODING');
+    await rejection(firstValueFrom(refusing.send('echo', null))); // the calling code's mistake
+    const { calls } = refusing.metrics.snapshot();
+    expect(calls.started).toBe(3);
+    expect(calls.failed).toEqual({ ERR_SMUX_LIMIT: 1, ERR_SMUX_ENCODING: 2 });
+    expect(calls.inFlight).toBe(0);
+    expect(small.server.metrics.snapshot().calls.started).toBe(0); // none of them reached the server
+  });
+});

@@ -3,7 +3,7 @@
  * Nest app, no sockets, no sleeps): how a call starts, is answered, refused, cancelled, timed out.
  */
 import { afterEach, describe, expect, test } from '@jest/globals';
-import { Observable } from 'rxjs';
+import { Observable, of } from 'rxjs';
 import { type Session, type SmuxChannel, SmuxError } from '../../lib/smux/index.js';
 import { type CallMessage, encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
 import { MessageReader } from '../../lib/nest/message-reader.js';
@@ -201,6 +201,30 @@ describe('ServerCall', () => {
     expect(c.messages.at(-1)).toMatchObject({
       flags: Flag.LAST | Flag.ERROR | Flag.TRANSPORT,
       body: expect.objectContaining({ code: 'ERR_SMUX_LIMIT' }),
+    });
+  });
+
+  test('maxReplyBufferBytes does not hold the last value: a value over it alone is delivered', async () => {
+    const limit = 256 * 1024;
+    const huge = Buffer.alloc(limit + 1);
+    const { calls } = harness(null, limit);
+    const c = caller(pair.client, request('x'));
+    await flush();
+    void calls[0].run(() => of(huge), 'x', null, null); // nothing queues after the last value
+    await flush(20);
+    expect(c.messages).toEqual([expect.objectContaining({ flags: Flag.LAST, body: huge })]);
+  });
+
+  test('maxReplyBufferBytes counts a value in full as it is queued: one over it, followed by another, fails the call', async () => {
+    const limit = 256 * 1024;
+    const { calls } = harness(null, limit);
+    const c = caller(pair.client, request('x'));
+    await flush();
+    void calls[0].run(() => of(Buffer.alloc(limit + 1), 'small'), 'x', null, null);
+    await flush(20);
+    expect(c.messages.at(-1)).toMatchObject({
+      flags: Flag.LAST | Flag.ERROR | Flag.TRANSPORT,
+      body: expect.objectContaining({ code: 'ERR_SMUX_LIMIT', message: expect.stringContaining('or one value is that large') }),
     });
   });
 
