@@ -4,6 +4,7 @@ import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
 import type { ConnectionBudget } from './connection-budget.js';
 import type { SmuxCallFailure } from './metrics.js';
 import type { CallHost } from './server-call-host.js';
+import { handlerFacing } from './handler-facing-error.js';
 import type { SmuxDuplex } from './raw-duplex.js';
 import { adoptResult, answerReply, type ReplyOwner, ServerReply, stopReply } from './server-reply.js';
 import type { CallControl } from './smux.context.js';
@@ -362,12 +363,16 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     if (this.#state !== RUNNING) this.#input?.release();
   }
 
-  /** Stops the handler's work: aborts `ctx.signal`, fails its input, stops its reply. */
+  /**
+   * Stops the handler's work: aborts `ctx.signal`, fails its input, stops its reply — with `reason` as handler code
+   * receives it, which Nest's exception filter does not log when the handler lets it propagate (handler-facing-error.ts).
+   */
   #stopWork(reason: SmuxError): void {
-    this.#abortReason = reason;
-    this.#controller?.abort(reason);
+    const facing = handlerFacing(reason);
+    this.#abortReason = facing;
+    this.#controller?.abort(facing);
     stopReply(this.#reply); // first: the input's error must not run down the handler's reply as if it failed
-    this.#input?.stop(reason);
+    this.#input?.stop(facing);
   }
 
   #runEndHook(): void {

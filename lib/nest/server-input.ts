@@ -2,6 +2,7 @@ import { isObservable } from 'rxjs';
 import { SmuxError } from '../smux/index.js';
 import { type CallMessage, Flag, Kind } from './call-codec.js';
 import type { CallEndpoint } from './call-endpoint.js';
+import { handlerFacing } from './handler-facing-error.js';
 import { attachDuplex, byteStreamViolation, deliverToDuplex, failDuplex, type RawCallOwner, SmuxDuplex } from './raw-duplex.js';
 import { endPayload, failPayload, pushToPayload, SmuxStreamedPayload } from './streamed-input.js';
 
@@ -100,7 +101,7 @@ class StreamedRequestInput extends ServerInput {
   }
 
   close(): void {
-    if (this.#payload !== null) failPayload(this.#payload, new SmuxError('ERR_SMUX_CANCELLED', 'the call is over'));
+    if (this.#payload !== null) failPayload(this.#payload, handlerFacing(new SmuxError('ERR_SMUX_CANCELLED', 'the call is over')));
   }
 
   stop(reason: SmuxError): void {
@@ -175,7 +176,7 @@ export class ByteStreamInput extends ServerInput implements RawCallOwner {
 
   close(): void {
     if (this.#ends === 3 || this.#duplex === null) return;
-    failDuplex(this.#duplex, new SmuxError('ERR_SMUX_CANCELLED', 'the call is over'));
+    failDuplex(this.#duplex, handlerFacing(new SmuxError('ERR_SMUX_CANCELLED', 'the call is over')));
   }
 
   stop(reason: SmuxError): void {

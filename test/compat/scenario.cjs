@@ -67,8 +67,11 @@ async function run(smux, core, flavour) {
   class ServerModule {}
   Module({ controllers: [MathController] })(ServerModule);
 
+  // Nest's own error lines (its exception filter logs through a static Logger: both apps share this logger).
+  const errorLines = [];
+  const logger = { log() {}, warn() {}, debug() {}, verbose() {}, error: (...args) => errorLines.push(args.map(String).join(' ')) };
   const server = new ServerSmux({ host: '127.0.0.1', port: 0 });
-  const microservice = await NestFactory.createMicroservice(ServerModule, { strategy: server, logger: false });
+  const microservice = await NestFactory.createMicroservice(ServerModule, { strategy: server, logger });
   await microservice.listen();
   const { port } = server.unwrap().address();
 
@@ -84,7 +87,7 @@ async function run(smux, core, flavour) {
     imports: [ClientsModule.register([{ name: 'MATH', customClass: ClientSmux, options: { host: '127.0.0.1', port } }])],
     providers: [Caller],
   })(ClientModule);
-  const clientApp = await NestFactory.createApplicationContext(ClientModule, { logger: false });
+  const clientApp = await NestFactory.createApplicationContext(ClientModule, { logger });
   const { client } = clientApp.get(Caller);
 
   assert.equal(await firstValueFrom(client.send('sum', [1, 2, 3])), 6);
@@ -100,6 +103,16 @@ async function run(smux, core, flavour) {
     for (let i = 1; i <= 100; i++) yield i;
   }
   assert.equal(await firstValueFrom(client.send('total', numbers())), 5050);
+  // A cancelled client stream: its `for await` throws the transport's SmuxError, which Nest must not log as an error.
+  const before = server.metrics.snapshot();
+  const cancelled = client.send('total', interval(1)).subscribe({ error: () => undefined });
+  for (let i = 0; i < 500 && server.metrics.snapshot().bytes.received < before.bytes.received + 100; i++)
+    await new Promise((r) => setTimeout(r, 10));
+  cancelled.unsubscribe();
+  const cancels = () => server.metrics.snapshot().calls.failed.ERR_SMUX_CANCELLED ?? 0;
+  for (let i = 0; i < 500 && cancels() === (before.calls.failed.ERR_SMUX_CANCELLED ?? 0); i++) await new Promise((r) => setTimeout(r, 10));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(errorLines, [], 'a cancelled client stream logs no error');
   assert.deepEqual(await lastValueFrom(client.send('doubled', from([1, 2, 3])).pipe(toArray())), [2, 4, 6]);
   const duplex = client.openDuplex('echo-bytes');
   const received = [];

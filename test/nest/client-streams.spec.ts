@@ -11,6 +11,7 @@ import {
   Controller,
   type ExecutionContext,
   Injectable,
+  IntrinsicException,
   type NestInterceptor,
   type PipeTransform,
   UseGuards,
@@ -19,8 +20,8 @@ import {
 } from '@nestjs/common';
 import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
 import { concatMap, firstValueFrom, from, interval, lastValueFrom, map, type Observable, of, range, Subject, take, toArray } from 'rxjs';
-import { type ClientSmux, type SmuxContext, type SmuxStreamedPayload, SmuxRecordBuilder } from '../../lib/index.js';
-import { loggedErrors } from '../helpers/logs.js';
+import { type ClientSmux, isSmuxError, type SmuxContext, type SmuxStreamedPayload, SmuxRecordBuilder } from '../../lib/index.js';
+import { loggedErrors, logLines } from '../helpers/logs.js';
 import { type AppHandle, closeAll, deferred, type Deferred, rejection, smuxError, startApp, until, within } from './helpers.js';
 
 const probe = {
@@ -230,6 +231,31 @@ describe('client streams and bidirectional streams', () => {
     await until(() => probe.inputError !== null, 5_000, "the handler's input to error");
     expect(probe.inputError).toEqual(smuxError('ERR_SMUX_CANCELLED'));
     expect(probe.aborted).toEqual(smuxError('ERR_SMUX_CANCELLED'));
+    // A SmuxError that is also Nest's IntrinsicException: a handler that lets it propagate is not logged as failing.
+    expect(probe.inputError).toBeInstanceOf(IntrinsicException);
+    expect(probe.aborted).toBe(probe.inputError);
+    expect(isSmuxError(probe.inputError, 'ERR_SMUX_CANCELLED')).toBe(true);
+    expect((probe.inputError as Error).name).toBe('SmuxError');
+  });
+
+  test('cancelling a for-await handler is quiet: the payload throws ERR_SMUX_CANCELLED, which Nest does not log as an error', async () => {
+    // The README's own pattern: before, every cancelled call made Nest's exception filter log an ERROR with its stack.
+    const errorsBefore = loggedErrors.length;
+    const metrics = handle.server.metrics;
+    for (let i = 0; i < 3; i++) {
+      const { bytes, calls } = metrics.snapshot(); // (calls of earlier tests may still be open)
+      const subscription = client.send('sum', interval(1).pipe(map(() => 1))).subscribe({ error: () => undefined });
+      await until(() => metrics.snapshot().bytes.received > bytes.received + 200, 5_000, 'items to arrive');
+      subscription.unsubscribe();
+      await until(
+        () => (metrics.snapshot().calls.failed.ERR_SMUX_CANCELLED ?? 0) > (calls.failed.ERR_SMUX_CANCELLED ?? 0),
+        5_000,
+        'the cancel',
+      );
+    }
+    expect(await firstValueFrom(client.send('ping', 1))).toBe('pong');
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(loggedErrors.slice(errorsBefore)).toEqual([]);
   });
 
   test('cancelling a bidirectional .pipe() handler is quiet: nothing is logged as an error on the server', async () => {
@@ -317,5 +343,24 @@ describe('client streams and bidirectional streams', () => {
 
   test('emit() refuses a source: events do not stream', async () => {
     await expect(lastValueFrom(client.emit('x', of(1)))).rejects.toEqual(smuxError('ERR_SMUX_INVALID_ARGUMENT'));
+  });
+});
+
+describe('a streamed item over maxMessageBytes', () => {
+  test('fails the call with ERR_SMUX_LIMIT, logged once as a warning: the handler that lets it propagate is not logged too', async () => {
+    const small = await startApp({ controllers: [StreamsController], server: { maxMessageBytes: 1024 } });
+    const caller = small.client();
+    const errorsBefore = loggedErrors.length;
+    const warningsBefore = logLines.filter((line) => line.level === 'warn').length;
+    for (let i = 0; i < 3; i++) {
+      const items = from([1, 2, 'x'.repeat(2048) as unknown as number]);
+      expect(await rejection(firstValueFrom(caller.send('sum', items)))).toEqual(smuxError('ERR_SMUX_LIMIT', 'maxMessageBytes'));
+    }
+    await until(() => small.server.metrics.snapshot().calls.inFlight === 0, 5_000, 'the calls to end on the server');
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    const warnings = logLines.filter((line) => line.level === 'warn').slice(warningsBefore);
+    expect(warnings.map((line) => line.context)).toEqual(['ServerSmux', 'ServerSmux', 'ServerSmux']); // the limit's own line
+    expect(loggedErrors.slice(errorsBefore)).toEqual([]);
+    await small.close();
   });
 });
