@@ -348,19 +348,33 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     const endedAt = this.#host.clock.now();
     this.#host.metrics?.callEnded(this.openedAt, failure, endedAt);
     this.#span?.end(failure);
-    if (this.#handler !== HANDLER_RUNNING) this.#input?.release();
-    this.#host.callSettled(this);
+    if (this.#handler !== HANDLER_RUNNING) this.#freeSlot();
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
     this.#timer = null;
     this.#runEndHook();
     return endedAt;
   }
 
-  /** The handler's promise settled: a call that is over lets its input go now. */
+  /** The handler's promise settled: a call that is over lets its input and its slot go now. */
   #handlerReturned(): void {
     this.#handler = HANDLER_RETURNED;
     this.#input?.handlerSettled();
-    if (this.#state !== RUNNING) this.#input?.release();
+    if (this.#state !== RUNNING) this.#freeSlot();
+  }
+
+  /**
+   * The call is over and its handler is not running: its input goes, and its slot on the connection
+   * (`maxCallsPerConnection`). A call cancelled while its async handler still runs keeps its slot until the handler
+   * returns — else a caller cancelling each call at once (HTTP/2's "rapid reset") ran handlers without bound.
+   */
+  #freeSlot(): void {
+    this.#input?.release();
+    this.#host.callSettled(this);
+  }
+
+  /** True while the handler runs (also after the call was cancelled: it holds its slot until it returns). */
+  get handlerRunning(): boolean {
+    return this.#handler === HANDLER_RUNNING;
   }
 
   /**

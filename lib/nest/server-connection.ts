@@ -218,13 +218,13 @@ export class ServerConnection {
 
   /** A stream of this connection is gone; the control stream's going ends its pings (they fail at once). */
   callClosed(call: ServerCall): void {
-    this.calls.delete(call);
+    if (!call.handlerRunning) this.calls.delete(call); // else when it returns (callDone): it holds its slot till then
     if (call.channel === this.#control?.channel) {
       this.#control.link.close(new SmuxError('ERR_SMUX_UNAVAILABLE', `the control stream of ${this.remote} closed`, { retryable: true }));
     }
   }
 
-  /** A call stopped running: the limit counts running calls only; a drained connection may close now. */
+  /** A call is over and its handler returned: the limit counts the others; a drained connection may close now. */
   callDone(call: ServerCall): void {
     this.calls.delete(call);
     if (this.#closeWhenIdle) this.#closeIfIdle();

@@ -384,12 +384,12 @@ describeWithGo('Go caller → ServerSmux: a reply the server cannot encode', () 
   });
 
   // A reply JSON cannot carry (a BigInt, a cycle) once escaped as an unhandled rejection and left the caller
-  // waiting. Per docs/PROTOCOL.md §4 ("never an empty success") the call ends with ERROR + LAST: Nest's
-  // { status: 'error', message: 'Internal server error' }, and the server logs why.
-  test('a handler returning a BigInt gets ERROR + LAST, not silence; the server logs the cause', async () => {
+  // waiting. Per docs/PROTOCOL.md §4 ("never an empty success") the call ends with a transport error,
+  // ERR_SMUX_ENCODING, and the server logs why (with the caller's address and the cause's stack).
+  test('a handler returning a BigInt gets the transport error ERR_SMUX_ENCODING, not silence; the server logs the cause', async () => {
     logged.length = 0;
     const { result } = await nestcall(app.addr, ['-v', '2', '-pattern', 'bigint', '-data', 'null', '-wait', '3000', '-expect-error']);
-    expect(result).toMatchObject({ ok: true, last: true, transport: false, error: { status: 'error', message: 'Internal server error' } });
-    expect(logged).toContainEqual({ level: 'error', message: expect.stringContaining('BigInt') });
+    expect(result).toMatchObject({ ok: true, last: true, transport: true, error: { code: 'ERR_SMUX_ENCODING' } });
+    expect(logged).toContainEqual({ level: 'error', message: expect.stringContaining('could not be encoded') });
   });
 });

@@ -20,6 +20,7 @@ import {
 
 let gate: Deferred<void>;
 let running = 0;
+let maxRunning = 0;
 
 @Controller()
 class LimitsController {
@@ -30,6 +31,18 @@ class LimitsController {
       await gate.promise;
       return n;
     });
+  }
+
+  @MessagePattern('gated-async') // an async handler: cancelling the call does not stop it
+  async gatedAsync(@Payload() n: number): Promise<number> {
+    running++;
+    maxRunning = Math.max(maxRunning, running);
+    try {
+      await gate.promise;
+      return n;
+    } finally {
+      running--;
+    }
   }
 
   @MessagePattern('size')
@@ -52,6 +65,7 @@ describe('server limits', () => {
   beforeEach(() => {
     gate = deferred();
     running = 0;
+    maxRunning = 0;
   });
   afterEach(closeAll);
 
@@ -71,6 +85,31 @@ describe('server limits', () => {
     // Slots free again.
     const again = [5, 6, 7].map((n) => rawCall(session, encodeMessage(Kind.REQUEST, 0, n, { id: String(n), pattern: 'gated' })));
     expect((await Promise.all(again.map((c) => c.last))).map((m) => m.body)).toEqual([5, 6, 7]);
+  });
+
+  test('maxCallsPerConnection holds against "rapid reset": a cancelled call keeps its slot while its handler still runs', async () => {
+    // Found by a hostile-peer trial: REQUEST then FIN at once, 20 000 times, ran 8 320 handlers at once at a limit of 1 000.
+    const handle = await startApp({ controllers: [LimitsController], server: { maxCallsPerConnection: 3 } });
+    const session = await rawSession(handle.port);
+    const cancelled = Array.from({ length: 20 }, (_, n) => {
+      const call = rawCall(session, encodeMessage(Kind.REQUEST, 0, n, { id: String(n), pattern: 'gated-async' }));
+      call.channel.end(); // the caller cancels at once (FIN)
+      return call;
+    });
+    await until(() => running === 3, 5_000, 'three handlers running');
+    await Promise.all(cancelled.map((call) => within(call.closed, 'each cancelled stream to close')));
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(maxRunning).toBe(3); // the other 17 were refused: their handlers never ran
+    const refusedNow = rawCall(session, encodeMessage(Kind.REQUEST, 0, 'x', { id: 'x', pattern: 'ping' }));
+    expect(await within(refusedNow.last, 'the refusal')).toMatchObject({ body: { code: 'ERR_SMUX_LIMIT' } }); // slots still held
+    gate.resolve();
+    await until(() => running === 0, 5_000, 'the cancelled handlers to return');
+    const again = [1, 2, 3].map((n) => rawCall(session, encodeMessage(Kind.REQUEST, 0, n, { id: String(n), pattern: 'ping' })));
+    expect((await Promise.all(again.map((c) => within(c.last, 'a call after the slots freed')))).map((m) => m.body)).toEqual([
+      'pong',
+      'pong',
+      'pong',
+    ]);
   });
 
   test("a ClientSmux learns maxCallsPerConnection from the server's hello and queues its extra calls instead of being refused", async () => {
