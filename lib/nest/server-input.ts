@@ -123,6 +123,7 @@ export class ByteStreamInput extends ServerInput implements RawCallOwner {
   #ends = 0; // 1: our END + LAST is out; 2: the caller's END arrived; 3: both (the call is complete)
   #handlerDone = false; // the handler's promise settled (its error, if any, is the call's)
   #destroyed: { error: Error | null } | null = null; // the handler destroyed its Duplex before it finished
+  #taken = false; // the handler asked for its Duplex (ctx.getDuplex())
 
   constructor(endpoint: CallEndpoint, owner: InputOwner, highWaterMark: number) {
     super();
@@ -148,6 +149,7 @@ export class ByteStreamInput extends ServerInput implements RawCallOwner {
     if (this.#released) {
       throw new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the byte stream is closed: the call is over and its handler returned');
     }
+    this.#taken = true;
     return this.#duplex;
   }
 
@@ -211,10 +213,19 @@ export class ByteStreamInput extends ServerInput implements RawCallOwner {
     if (this.#handlerDone) this.#abandoned();
   }
 
-  /** The handler finished; if its Duplex was destroyed without both ends, the call fails with why. */
+  /**
+   * The handler finished. If it never took its Duplex, it does not serve byte streams: the call fails at once
+   * (it waited for ends that would never come, holding its slot — found by a hostile-peer trial). If its Duplex was
+   * destroyed without both ends, the call fails with why.
+   */
   #abandoned(): void {
+    if (!this.#owner.running) return;
+    if (!this.#taken) {
+      const why = 'the handler returned without taking its byte stream (ctx.getDuplex()): it does not serve byte streams';
+      return this.#owner.end(new SmuxError('ERR_SMUX_INVALID_ARGUMENT', why));
+    }
     const destroyed = this.#destroyed;
-    if (destroyed === null || !this.#owner.running) return;
+    if (destroyed === null) return;
     if ((this.#ends & 1) !== 0) return this.#owner.cancel(new SmuxError('ERR_SMUX_CANCELLED', 'the handler destroyed its stream'));
     const { error } = destroyed;
     this.#owner.fail(error === null ? { status: 'error', message: 'the handler destroyed its stream' } : this.#owner.toRpcError(error));

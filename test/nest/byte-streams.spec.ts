@@ -170,6 +170,11 @@ class BytesController {
     duplex.end('seen');
   }
 
+  @MessagePattern('plain') // an ordinary handler: it never takes a byte stream
+  plain(): string {
+    return 'a value';
+  }
+
   @MessagePattern('not-a-stream')
   notAStream(@Ctx() ctx: SmuxContext): string {
     ctx.getDuplex();
@@ -328,6 +333,19 @@ describe('byte streams', () => {
     logLines.length = 0;
     expect(await rejection(firstValueFrom(client.send('not-a-stream', {})))).toEqual({ status: 'error', message: 'Internal server error' });
     expect(logLines).toContainEqual(expect.objectContaining({ level: 'error', message: expect.stringContaining('is not a byte stream') }));
+  });
+
+  test('a byte stream to a handler that never takes it fails with ERR_SMUX_INVALID_ARGUMENT once the handler returns', async () => {
+    // Found by a hostile-peer trial: the call waited for ends that never came, holding its slot for good.
+    const before = handle.server.metrics.snapshot().calls; // (calls of earlier tests may still be open)
+    const duplex = client.openDuplex('plain');
+    const errors: unknown[] = [];
+    duplex.on('error', (error) => errors.push(error));
+    duplex.resume();
+    await within(new Promise((resolve) => duplex.on('close', resolve)), 'the byte stream to close');
+    expect(duplex.errored).toEqual(smuxError('ERR_SMUX_INVALID_ARGUMENT', 'without taking its byte stream'));
+    expect(errors).toEqual([duplex.errored]);
+    await until(() => handle.server.metrics.snapshot().calls.inFlight <= before.inFlight, 5_000, 'the call to end on the server');
   });
 
   test("neither side's Duplex exposes the transport's hooks: no attach, deliver (fake bytes) or fail (a silent destroy)", async () => {

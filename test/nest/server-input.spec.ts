@@ -256,8 +256,9 @@ describe('ServerInput: a byte stream (REQUEST + RAW, RAW … END each way)', () 
 
   test('a Duplex destroyed without an error before its end fails the call too (never an empty success)', async () => {
     const { c, call } = await started(Flag.RAW);
-    await call.run(() => undefined, 'meta', null, null);
-    call.duplex!.destroy();
+    let duplex: SmuxDuplex | null = null;
+    await call.run(() => void (duplex = call.duplex), 'meta', null, null); // takes it, destroys it after returning
+    duplex!.destroy();
     await flush();
     expect(c.messages).toEqual([
       expect.objectContaining({
