@@ -5,7 +5,10 @@ import type { Clock, TimerHandle } from '../smux/index.js';
 const BURST = 5;
 const WINDOW_MS = 10_000;
 
+type Level = 'warn' | 'error';
+
 interface Bucket {
+  level: Level;
   windowStart: number;
   lines: number;
   suppressed: number;
@@ -13,8 +16,9 @@ interface Bucket {
 }
 
 /**
- * Warnings about peers, rate-limited per kind (`'protocol'`, `'refused'`, …) so that a flood of bad connections
- * cannot flood the log: at most five lines of a kind per 10 s, then one line saying how many more there were.
+ * Lines about what peers do, rate-limited per kind (`'protocol'`, `'refused'`, …) so that a flood of bad connections
+ * or messages cannot flood the log: at most five lines of a kind per 10 s, then one line saying how many more there
+ * were. Mostly warnings; an error Nest itself would log per message (an event nobody handles) too.
  */
 export class RateLimitedLog {
   readonly #logger: LoggerService;
@@ -32,16 +36,25 @@ export class RateLimitedLog {
 
   /** Logs `message` at `warn` unless lines of `kind` are over their budget for the current window. */
   warn(kind: string, message: string): void {
+    this.#log('warn', kind, message);
+  }
+
+  /** Logs `message` at `error` unless lines of `kind` are over their budget for the current window. */
+  error(kind: string, message: string): void {
+    this.#log('error', kind, message);
+  }
+
+  #log(level: Level, kind: string, message: string): void {
     const now = this.#clock.now();
     let bucket = this.#buckets.get(kind);
     if (bucket === undefined || now - bucket.windowStart >= WINDOW_MS) {
       if (bucket !== undefined) this.#summarise(kind, bucket);
-      bucket = { windowStart: now, lines: 0, suppressed: 0, timer: null };
+      bucket = { level, windowStart: now, lines: 0, suppressed: 0, timer: null };
       this.#buckets.set(kind, bucket);
     }
     if (bucket.lines < BURST) {
       bucket.lines++;
-      this.#logger.warn(message);
+      this.#logger[level](message);
       return;
     }
     bucket.suppressed++;
@@ -66,7 +79,10 @@ export class RateLimitedLog {
     if (bucket.timer !== null) this.#clock.clearTimeout(bucket.timer);
     bucket.timer = null;
     if (bucket.suppressed === 0) return;
-    this.#logger.warn(`… and ${bucket.suppressed} more ${kind} warnings like these within ${WINDOW_MS / 1000} s (not logged one by one)`);
+    const what = bucket.level === 'warn' ? 'warnings' : 'errors';
+    this.#logger[bucket.level](
+      `… and ${bucket.suppressed} more ${kind} ${what} like these within ${WINDOW_MS / 1000} s (not logged one by one)`,
+    );
     bucket.suppressed = 0;
   }
 }

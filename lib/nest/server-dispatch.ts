@@ -4,6 +4,7 @@ import { connectable, finalize, isObservable, Subject } from 'rxjs';
 import { SmuxError } from '../smux/index.js';
 import type { CallMessage } from './call-codec.js';
 import { FEED_EXTRAS_KEY } from './feed.js';
+import type { RateLimitedLog } from './log.js';
 import type { DecodedRequest, PacketCodec } from './packet-codec.js';
 import type { ServerCall } from './server-call.js';
 import { createSmuxContext, type SmuxContext } from './smux.context.js';
@@ -24,6 +25,8 @@ type EndHook = (transportId: symbol, ctx: SmuxContext) => void;
 export interface NestServerFace {
   readonly transportId: symbol;
   readonly logger: LoggerService;
+  /** The server's rate-limited lines, for what a peer can make happen per message (an event nobody handles). */
+  readonly rateLimited: RateLimitedLog;
   readonly codec: PacketCodec;
   /** True once the server is shutting down. */
   closing(): boolean;
@@ -104,7 +107,8 @@ export class CallDispatcher {
   #dispatchEvent(call: ServerCall, { pattern, data, headers }: DecodedRequest): void {
     try {
       const handler = this.#route(pattern);
-      if (handler === null) return void this.#nest.logger.error(NO_EVENT_HANDLER(pattern));
+      // Nest logs each one; a peer can send thousands of them, so they are rate-limited here.
+      if (handler === null) return this.#nest.rateLimited.error('unhandled event', NO_EVENT_HANDLER(pattern));
       const ctx = createSmuxContext(call.channel, pattern, headers, call);
       const start = this.#nest.startHook();
       // With OpenTelemetry the handlers run inside a CONSUMER span whose parent is the emitter's (tracing.ts).

@@ -269,6 +269,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     return new CallDispatcher({
       transportId: this.transportId,
       logger: this.logger,
+      rateLimited: this.#warnings,
       codec: this.#dispatcherCodec,
       closing: () => server.#closing !== null,
       handlerFor: (pattern) => server.getHandlerByPattern(pattern),
