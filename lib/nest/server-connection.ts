@@ -291,7 +291,7 @@ export class ServerConnection {
     this.budget.settle();
     const stalled = this.budget.stalledFor();
     if (stalled >= replyStallTimeout) {
-      const why = `it left ${this.budget.queuedReplyBytes} bytes of replies unread for ${stalled} ms (maxQueuedReplyBytes, replyStallTimeout)`;
+      const why = `it left ${this.budget.queuedReplyBytes} bytes of replies unread for ${Math.round(stalled)} ms (maxQueuedReplyBytes, replyStallTimeout)`;
       this.#host.warn('stalled', `Disconnected ${this.remote}: ${why}`);
       this.session.destroy(new SmuxError('ERR_SMUX_LIMIT', `the server disconnected a caller that does not read: ${why}`));
     }

@@ -173,6 +173,9 @@ export class FrameDecoder {
       let message = `invalid frame: ${problem} (stream ${streamId})`;
       if (first && (version === 1 || version === 2) && version !== this.#version) {
         message = `smux protocol version mismatch: the peer sent a version ${version} frame, this session speaks version ${this.#version}`;
+      } else if (first && (version === 1 || version === 2)) {
+        // A smux header of our version that breaks a rule (a NOP with a payload): a broken peer, not another protocol.
+        message = `invalid first frame: ${problem} (stream ${streamId}); its first bytes are ${describeBytes(buf, at, this.#chunks, this.#offset)}`;
       } else if (first) {
         message = `the peer does not speak smux: its first bytes are ${describeBytes(buf, at, this.#chunks, this.#offset)}`;
       }

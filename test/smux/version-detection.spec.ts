@@ -76,6 +76,14 @@ describe('first bytes that are not smux', () => {
     expect(error?.message).toMatch(/does not speak smux: its first bytes are 48 54 54 50 .*HTTP\/1\.1 400 Bad/);
   });
 
+  test('a first frame of the right version that breaks a rule (a NOP with a payload) is an invalid frame, not another protocol', async () => {
+    const { raw, server } = await rawClientOf({ version: 2 });
+    raw.sendRaw(Buffer.from([2, 3, 0xff, 0xff, 0, 0, 0, 0])); // NOP, length 65 535
+    const error = await closeError(server);
+    expect(error?.code).toBe('ERR_SMUX_PROTOCOL');
+    expect(error?.message).toMatch(/^invalid first frame: .* \(stream 0\); its first bytes are 02 03 ff ff 00 00 00 00/);
+  });
+
   test('a v1 client against a v2 server: "protocol version mismatch"', async () => {
     const { raw, server } = await rawClientOf({ version: 2 });
     raw.sendRaw(Buffer.from([1, Cmd.SYN, 0, 0, 3, 0, 0, 0])); // a v1 SYN
