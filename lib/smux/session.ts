@@ -214,7 +214,9 @@ export class Session extends EventEmitter<SessionEvents> {
     if (own >= this.config.maxStreams) {
       throw new SmuxError('ERR_SMUX_LIMIT', `session has ${own} streams of its own open (maxStreams ${this.config.maxStreams})`);
     }
-    const core = new StreamCore(this.#streamHost, this.#ids.next(), false);
+    let id = this.#ids.next();
+    while (this.#streams.has(id)) id = this.#ids.next(); // a peer may open ids of our parity (Go allows it): skip them
+    const core = new StreamCore(this.#streamHost, id, false);
     this.#streams.set(core.id, core);
     this.#streamsOpened++;
     core.controlBits = CONTROL_SYN;

@@ -158,6 +158,28 @@ describe('bad input from a raw TCP peer', () => {
     expect(server.isClosed).toBe(false);
   });
 
+  test('a peer opening ids of our parity (Go does not check) never loses its stream to one we open: ours skip them', async () => {
+    // Found by a hostile-peer trial's note: an id in use was taken over, so our stream got the peer's frames.
+    const { raw, server } = await rawClientOf();
+    const streams: SmuxStream[] = [];
+    server.on('stream', (s) => {
+      streams.push(s);
+      echo(s);
+    });
+    raw.send(Cmd.SYN, 2);
+    raw.send(Cmd.SYN, 4);
+    raw.send(Cmd.PSH, 2, 'theirs');
+    await until(() => raw.dataFor(2).toString() === 'theirs', 5_000, 'the echo on their stream 2');
+    const ours = await server.openStream();
+    expect(ours.id).toBe(6); // 2 and 4 are the peer's
+    ours.write('mine');
+    await until(() => raw.dataFor(6).toString() === 'mine', 5_000, 'our data on 6');
+    raw.send(Cmd.PSH, 4, 'still theirs');
+    await until(() => raw.dataFor(4).toString() === 'still theirs', 5_000, 'the echo on their stream 4');
+    expect(streams.map((s) => s.id)).toEqual([2, 4]);
+    expect(server.numStreams).toBe(3);
+  });
+
   test('data for unknown ids is dropped without tokens: a flood does not stop a known stream', async () => {
     const budget = 65_536;
     const { raw, server } = await rawClientOf({ maxReceiveBuffer: budget });
