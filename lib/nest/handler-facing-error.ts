@@ -14,6 +14,11 @@ const SMUX_ERROR_BRAND = Symbol.for('nestjs-smux.SmuxError');
  * this, every cancelled client stream logged an ERROR, and a peer could make the server log one per call.
  */
 class HandlerFacingError extends IntrinsicException {
+  static {
+    // `util.inspect` and stack readers name an error by its constructor: this one shows as the SmuxError it stands for.
+    Object.defineProperty(this, 'name', { value: 'SmuxError' });
+  }
+
   readonly code: SmuxError['code'];
   readonly retryable: boolean;
 

@@ -20,7 +20,9 @@ export interface CallHost {
   controlMessage(call: ServerCall, message: CallMessage): void;
   /** Converts a thrown value into what the caller receives as `err` (Nest's exception-filter defaults). */
   toRpcError(error: unknown): unknown;
-  /** The call stopped running (answered, refused, cancelled or failed). */
+  /** The call stopped running (answered, refused, cancelled or failed): a close waiting for running calls looks again. */
+  callStopped(): void;
+  /** The call is over and its handler returned: its slot on the connection is free. */
   callSettled(call: ServerCall): void;
   /** The call wrote its last message and FIN at `now` (the clock's time): watch for the caller's FIN for a while. */
   awaitCallerFin(call: ServerCall, now: number): void;

@@ -102,9 +102,13 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   get channel(): SmuxChannel {
     return this.#endpoint.channel;
   }
-  /** True while the handler runs and the caller still waits. */
+  /**
+   * True while the handler runs and the caller still waits — not once its work is being stopped: an abort listener
+   * of the handler's (one that destroys its Duplex) must not answer a call that is ending (found in review: the call
+   * was settled twice, `inFlight` went negative).
+   */
   get running(): boolean {
-    return this.#state === RUNNING;
+    return this.#state === RUNNING && this.#abortReason === null;
   }
   /** The handler's payload when the request streams (its data arrives as DATA items), else null. */
   get input(): SmuxStreamedPayload | null {
@@ -349,6 +353,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     this.#host.metrics?.callEnded(this.openedAt, failure, endedAt);
     this.#span?.end(failure);
     if (this.#handler !== HANDLER_RUNNING) this.#freeSlot();
+    else this.#host.callStopped(); // a close waiting for the running calls looks again (the slot waits for the handler)
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
     this.#timer = null;
     this.#runEndHook();

@@ -310,6 +310,10 @@ export class ServerConnection {
     if (this.#helloWait !== null) this.#host.clock.clearTimeout(this.#helloWait);
     this.#timer = this.#helloWait = null;
     this.#control?.link.close(closedWith ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
-    logConnectionEnd(this.#host, this.remote, this.session, this.#firstBytes, this.calls.size, closedWith);
+    let running = 0; // calls the caller still waited for (not those cancelled whose handler is still running)
+    this.calls.forEach((call) => {
+      if (call.running) running++;
+    });
+    logConnectionEnd(this.#host, this.remote, this.session, this.#firstBytes, running, closedWith);
   }
 }

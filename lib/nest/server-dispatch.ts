@@ -1,4 +1,4 @@
-import type { LoggerService } from '@nestjs/common';
+import { IntrinsicException, type LoggerService } from '@nestjs/common';
 import { type MessageHandler, RpcException } from '@nestjs/microservices';
 import { connectable, finalize, isObservable, Subject } from 'rxjs';
 import { SmuxError } from '../smux/index.js';
@@ -182,7 +182,8 @@ export class CallDispatcher {
       const value = error.getError();
       return typeof value === 'object' && value !== null ? value : { status: 'error', message: value };
     }
-    this.#nest.logger.error(error);
+    // As Nest's own filter does: the transport's errors in handler code (handler-facing-error.ts) are not logged.
+    if (!(error instanceof IntrinsicException)) this.#nest.logger.error(error);
     return { status: 'error', message: 'Internal server error' };
   }
 

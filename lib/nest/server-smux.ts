@@ -292,6 +292,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       controlMessage: (call, message) => (call.connection as ServerConnection).controlMessage(message),
       codec: this.#dispatcherCodec,
       toRpcError: (error) => this.#dispatcher.toRpcError(error),
+      callStopped: () => this.#connections.callSettled(),
       callSettled: (call) => {
         (call.connection as ServerConnection).callDone(call);
         this.#connections.callSettled();

@@ -31,6 +31,7 @@ export function stubCallHost(clock: Clock, maxReplyBufferBytes = 1 << 20): StubC
     openControl: () => log.push('control'),
     controlMessage: () => log.push('control message'),
     toRpcError: (error) => ({ status: 'error', message: (error as Error).message }),
+    callStopped: () => log.push('stopped'),
     callSettled: () => log.push('settled'),
     awaitCallerFin: () => log.push('awaitCallerFin'),
     callClosed: () => log.push('closed'),

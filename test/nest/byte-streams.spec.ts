@@ -37,6 +37,7 @@ const probe = {
   aborted: null as unknown,
   entered: deferred(),
   hooks: null as string[] | null,
+  returned: false,
 };
 
 /** Which of the transport's own hooks on a Duplex (attach a stream, deliver bytes, fail it) an app could reach. */
@@ -168,6 +169,14 @@ class BytesController {
     probe.hooks = transportHooks(duplex);
     duplex.resume();
     duplex.end('seen');
+  }
+
+  @MessagePattern('abort-destroys') // returns at once; destroys its Duplex when ctx.signal aborts (a common pattern)
+  abortDestroys(@Ctx() ctx: SmuxContext): void {
+    const duplex = ctx.getDuplex();
+    duplex.resume();
+    ctx.signal.addEventListener('abort', () => duplex.destroy());
+    probe.returned = true;
   }
 
   @MessagePattern('plain') // an ordinary handler: it never takes a byte stream
@@ -346,6 +355,28 @@ describe('byte streams', () => {
     expect(duplex.errored).toEqual(smuxError('ERR_SMUX_INVALID_ARGUMENT', 'without taking its byte stream'));
     expect(errors).toEqual([duplex.errored]);
     await until(() => handle.server.metrics.snapshot().calls.inFlight <= before.inFlight, 5_000, 'the call to end on the server');
+  });
+
+  test('a handler whose abort listener destroys its Duplex as the caller cancels: the call ends once, as cancelled', async () => {
+    // Found in review: the destroy re-entered the call while it was being cancelled; it was settled twice (a
+    // 'handler' failure and a cancel each time) and the server's inFlight went negative.
+    const before = handle.server.metrics.snapshot().calls;
+    for (let i = 0; i < 3; i++) {
+      probe.returned = false;
+      const duplex = client.openDuplex('abort-destroys');
+      duplex.on('error', () => undefined);
+      duplex.write('hello');
+      await until(() => probe.returned, 5_000, 'the handler to return');
+      duplex.destroy(); // the caller cancels
+      await within(new Promise((resolve) => duplex.on('close', resolve)), 'the caller side to close');
+    }
+    const cancelled = (): number => handle.server.metrics.snapshot().calls.failed.ERR_SMUX_CANCELLED ?? 0;
+    await until(() => cancelled() >= (before.failed.ERR_SMUX_CANCELLED ?? 0) + 3, 5_000, 'three cancels on the server');
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    const after = handle.server.metrics.snapshot().calls;
+    expect(after.failed.handler ?? 0).toBe(before.failed.handler ?? 0);
+    expect(cancelled()).toBe((before.failed.ERR_SMUX_CANCELLED ?? 0) + 3);
+    expect(after.inFlight).toBe(before.inFlight);
   });
 
   test("neither side's Duplex exposes the transport's hooks: no attach, deliver (fake bytes) or fail (a silent destroy)", async () => {

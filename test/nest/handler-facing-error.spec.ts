@@ -1,4 +1,5 @@
 /** The transport's errors as handler code receives them: SmuxErrors that Nest's exception filters do not log. */
+import { inspect } from 'node:util';
 import { describe, expect, test } from '@jest/globals';
 import { IntrinsicException } from '@nestjs/common';
 import { isSmuxError, SmuxError } from '../../lib/index.js';
@@ -23,6 +24,7 @@ describe('handlerFacing', () => {
     expect(facing.cause).toBe(cause);
     expect(facing.stack).toBe(reason.stack);
     expect(String(facing)).toBe('SmuxError: over the limit');
+    expect(inspect(facing)).toMatch(/^SmuxError: over the limit\n/); // named as the SmuxError it stands for (not its class)
   });
 
   test("is Nest's IntrinsicException (its filters do not log it); made once: a handler-facing error is returned as it is", () => {

@@ -112,6 +112,22 @@ describe('server limits', () => {
     ]);
   });
 
+  test('a close waiting for running calls goes on when the last one is cancelled, though its handler still runs', async () => {
+    // Found in review: the wait was woken when a call freed its slot, which now waits for its handler to return.
+    const handle = await startApp({ controllers: [LimitsController], server: { closeTimeout: 10_000 } });
+    const session = await rawSession(handle.port); // says no hello: it cannot read DRAIN, so close() waits for its call
+    const call = rawCall(session, encodeMessage(Kind.REQUEST, 0, 1, { id: '1', pattern: 'gated-async' }));
+    await until(() => running === 1, 5_000, 'the handler running');
+    const started = performance.now();
+    const closed = handle.close();
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the close is waiting for the running call
+    call.channel.end(); // the caller cancels; the handler goes on (the gate stays shut)
+    await within(closed, 'the close');
+    expect(performance.now() - started).toBeLessThan(5_000); // not the 10 s closeTimeout
+    expect(running).toBe(1);
+    gate.resolve();
+  });
+
   test("a ClientSmux learns maxCallsPerConnection from the server's hello and queues its extra calls instead of being refused", async () => {
     const handle = await startApp({ controllers: [LimitsController], server: { maxCallsPerConnection: 3 } });
     const client = handle.client();

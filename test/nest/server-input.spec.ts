@@ -142,7 +142,7 @@ describe('ServerInput: a streamed request (REQUEST + STREAM, DATA … END)', () 
         }),
       ]);
       expect(c.fin).toBe(true);
-      expect(log).toEqual(['awaitCallerFin']); // not 'settled': the handler still runs, so the call keeps its slot
+      expect(log).toEqual(['stopped', 'awaitCallerFin']); // not 'settled': the handler still runs, so the call keeps its slot
       pair.close();
     }
   });
@@ -193,7 +193,7 @@ describe('ServerInput: a streamed request (REQUEST + STREAM, DATA … END)', () 
     expect(call.running).toBe(false);
     expect(c.messages).toEqual([]);
     // A cancel: no wait for the caller's FIN; the slot goes once the handler returned (its `take` rejected).
-    expect(log).toEqual(['end hook', 'closed', 'settled']);
+    expect(log).toEqual(['stopped', 'end hook', 'closed', 'settled']);
   });
 });
 
