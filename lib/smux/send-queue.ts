@@ -5,8 +5,9 @@ import type { PayloadSink } from './frame-source.js';
 export const COALESCE_AFTER = 8;
 /** Largest piece copied into a shared buffer rather than queued as it is. */
 export const COALESCE_MAX_BYTES = 512;
-/** Size of the buffers small pieces are copied into. */
-const COALESCE_BUFFER_BYTES = 16 * 1024;
+/** The first shared buffer of a run of small pieces; each next one of the run is twice as large, up to 16 KiB. */
+const FIRST_RUN_BUFFER_BYTES = 1024;
+const MAX_RUN_BUFFER_BYTES = 16 * 1024;
 
 /**
  * A stream's bytes waiting to be sent, in the order written: Buffers, and ASCII text kept as the string (as many
@@ -14,12 +15,13 @@ const COALESCE_BUFFER_BYTES = 16 * 1024;
  * and no second copy. The writer takes them front first, cut to frame size, as views and slices. The stream keeps
  * the byte count; the queue only its pieces.
  *
- * A backlog of small pieces is copied together: once {@link COALESCE_AFTER} pieces wait, a piece of at most
- * {@link COALESCE_MAX_BYTES} is appended to a 16 KiB buffer whose filled part is the last queued piece. A queued
- * piece costs ≈ 80–90 B of heap besides its bytes, so a peer that does not read a reply of many one-byte values
- * pinned ten times the bytes it was charged for (a hostile-peer trial: ≈ 180 MiB per connection against a 16 MiB
- * reply budget); copied together they cost their bytes. The common case — a piece or two queued until the writer's
- * turn — is not copied.
+ * A backlog of small pieces is copied together. A queued piece costs ≈ 80–90 B of heap besides its bytes, so a peer
+ * not reading a reply of many one-byte values pinned ten times the bytes it was charged for (a hostile-peer trial:
+ * ≈ 180 MiB per connection against a 16 MiB reply budget). Once {@link COALESCE_AFTER} pieces wait, a run of two or
+ * more pieces of at most {@link COALESCE_MAX_BYTES} goes into a shared buffer whose filled part is the last queued
+ * piece (1 KiB, then doubling up to 16 KiB). A run that ends with its buffer less than half full keeps an exact copy
+ * instead, so small pieces between large ones (the header of each value over 4 KiB) cost their bytes, not a buffer
+ * each (found in review). The common case — a piece or two queued until the writer's turn — is not copied.
  */
 export class SendQueue {
   // Most streams queue one piece at a time (a unary call's request or reply): it waits in `#first`, and the array
@@ -28,8 +30,10 @@ export class SendQueue {
   #pieces: Array<Buffer | string> | null = null;
   #head = 0; // pieces of the array before it were taken
   #offset = 0; // bytes of the head piece (or of `#first`) already taken
-  #tail: Buffer | null = null; // where small pieces are copied; its filled part is the array's last piece
-  #tailEnd = 0;
+  // The run of small pieces under way: its buffer, whose filled part (`#runEnd` bytes) is the array's last piece.
+  #run: Buffer | null = null;
+  #runEnd = 0;
+  #nextRunBytes = FIRST_RUN_BUFFER_BYTES;
 
   /** Queues `data` (text: other than ASCII is encoded now) and returns its length in bytes; nothing for 0 bytes. */
   push(data: Uint8Array | string): number {
@@ -45,10 +49,11 @@ export class SendQueue {
     if (length === 0) return 0;
     const pieces = this.#pieces;
     if (pieces !== null) {
-      if (length <= COALESCE_MAX_BYTES && pieces.length - this.#head >= COALESCE_AFTER) this.#append(pieces, piece, length);
+      const small = length <= COALESCE_MAX_BYTES && pieces.length - this.#head >= COALESCE_AFTER;
+      if (small && (this.#run !== null || pieces[pieces.length - 1].length <= COALESCE_MAX_BYTES)) this.#append(pieces, piece, length);
       else {
+        this.#endRun(pieces);
         pieces.push(piece);
-        this.#tail = null; // a piece of its own follows the shared buffer: later small ones start another
       }
     } else if (this.#first === null) this.#first = piece;
     else {
@@ -59,22 +64,50 @@ export class SendQueue {
   }
 
   /**
-   * Copies a small piece onto the end of the shared buffer, which stays the array's last piece (a longer view).
-   * `#tail` is set only while the array's last piece is its view: any other push clears it, and that view, being
-   * last, is taken whole only with everything queued — the queue then starts over, and its next push clears it.
+   * Copies a small piece onto the end of the run's buffer, which stays the array's last piece (a longer view; the
+   * last piece may be partly taken already: `#offset` counts from the view's start, which does not move). A run
+   * starts with the small piece queued before it, copied in first.
    */
   #append(pieces: Array<Buffer | string>, piece: Buffer | string, length: number): void {
-    let tail = this.#tail;
-    if (tail === null || this.#tailEnd + length > tail.length) {
-      tail = this.#tail = Buffer.allocUnsafeSlow(COALESCE_BUFFER_BYTES);
-      this.#tailEnd = 0;
-      pieces.push(tail.subarray(0, 0)); // filled below
+    if (this.#run === null) {
+      const last = pieces[pieces.length - 1];
+      this.#newBuffer(pieces, last.length + length, false);
+      this.#copy(last);
+    } else if (this.#runEnd + length > this.#run.length) {
+      this.#endBuffer(pieces);
+      this.#newBuffer(pieces, length, true);
     }
-    if (typeof piece === 'string') tail.write(piece, this.#tailEnd, length, 'latin1');
-    else tail.set(piece, this.#tailEnd);
-    this.#tailEnd += length;
-    // The last piece may be partly taken already: `#offset` counts from the view's start, which does not move.
-    pieces[pieces.length - 1] = tail.subarray(0, this.#tailEnd);
+    this.#copy(piece);
+    pieces[pieces.length - 1] = this.#run!.subarray(0, this.#runEnd);
+  }
+
+  #newBuffer(pieces: Array<Buffer | string>, needed: number, ownPiece: boolean): void {
+    const bytes = Math.max(this.#nextRunBytes, needed);
+    this.#nextRunBytes = Math.min(2 * bytes, MAX_RUN_BUFFER_BYTES);
+    this.#run = Buffer.allocUnsafeSlow(bytes);
+    this.#runEnd = 0;
+    if (ownPiece) pieces.push(this.#run.subarray(0, 0)); // filled by the caller
+  }
+
+  #copy(piece: Buffer | string): void {
+    const run = this.#run!;
+    if (typeof piece === 'string') run.write(piece, this.#runEnd, piece.length, 'latin1');
+    else run.set(piece, this.#runEnd);
+    this.#runEnd += piece.length;
+  }
+
+  /** A run ended (a large piece follows, or the queue emptied): its buffer is done. */
+  #endRun(pieces: Array<Buffer | string>): void {
+    if (this.#run === null) return;
+    this.#endBuffer(pieces);
+    this.#run = null;
+    this.#nextRunBytes = FIRST_RUN_BUFFER_BYTES;
+  }
+
+  /** A buffer less than half full gives way to an exact copy of its filled part (the array's last piece). */
+  #endBuffer(pieces: Array<Buffer | string>): void {
+    const run = this.#run!;
+    if (this.#runEnd * 2 < run.length) pieces[pieces.length - 1] = Buffer.from(run.subarray(0, this.#runEnd));
   }
 
   /**
@@ -116,6 +149,8 @@ export class SendQueue {
       }
     }
     if (left === 0) {
+      this.#run = null; // its piece was taken: the next run starts afresh
+      this.#nextRunBytes = FIRST_RUN_BUFFER_BYTES;
       pieces.length = 0;
       this.#head = 0;
     } else if (this.#head >= 1024 && this.#head * 2 >= pieces.length) {

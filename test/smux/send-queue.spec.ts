@@ -60,21 +60,22 @@ describe('SendQueue', () => {
   });
 
   test('a queue that never empties drops its dead prefix and still hands out every byte in order', () => {
+    // Pieces over COALESCE_MAX_BYTES stay pieces of their own, so the array really holds 1000 of them.
+    const SIZE = COALESCE_MAX_BYTES + 1;
+    const piece = (i: number): Buffer => Buffer.alloc(SIZE, i & 0xff);
     const queue = new SendQueue();
-    for (let i = 0; i < 1000; i++) queue.push(Buffer.from([i & 0xff]));
+    for (let i = 0; i < 1000; i++) queue.push(piece(i));
     const sink = new RecordingSink();
-    // One byte in, one byte out, 1000 always queued: past 1024 taken pieces the queue compacts (more than once).
+    // One piece in, one out, 1000 always queued: past 1024 taken pieces the queue compacts (more than once).
     for (let i = 0; i < 3000; i++) {
-      queue.push(Buffer.from([(1000 + i) & 0xff]));
-      queue.take(1, 1000, sink);
+      queue.push(piece(1000 + i));
+      queue.take(SIZE, 1000 * SIZE, sink);
     }
-    queue.take(1000, 0, sink);
+    queue.take(1000 * SIZE, 0, sink);
     queue.push('x'); // empty again: it starts over
     queue.take(1, 0, sink);
-    const bytes = sink.bytes();
-    expect(bytes.length).toBe(4001);
-    for (let i = 0; i < 4000; i++) expect(bytes[i]).toBe(i & 0xff);
-    expect(bytes[4000]).toBe(0x78);
+    const expected = Buffer.concat([...Array.from({ length: 4000 }, (_, i) => piece(i)), Buffer.from('x')]);
+    expect(sink.bytes().equals(expected)).toBe(true);
   });
 
   test('hands out exactly the bytes pushed, in order, for any cuts (property)', () => {
@@ -136,16 +137,44 @@ describe('SendQueue', () => {
     );
   });
 
-  test('a backlog of small pieces is copied together: 100 000 one-byte writes wait as a few 16 KiB buffers, not 100 000 pieces', () => {
+  test('a backlog of small pieces is copied together: 100 000 one-byte writes wait as a few buffers of up to 16 KiB, not 100 000 pieces', () => {
     // A queued piece costs ≈ 80–90 B of heap besides its bytes: a peer not reading a reply of one-byte values pinned
     // ten times what the budget charged (found by a hostile-peer trial).
     const queue = new SendQueue();
     for (let i = 0; i < 100_000; i++) queue.push(i % 2 === 0 ? Buffer.from([i & 0xff]) : String.fromCharCode(0x30 + (i % 10)));
     const sink = new RecordingSink();
     queue.take(100_000, 0, sink);
-    expect(sink.pieces.length).toBe(COALESCE_AFTER + Math.ceil((100_000 - COALESCE_AFTER) / (16 * 1024)));
+    // The first COALESCE_AFTER − 1 as written; then one run: buffers of 1, 2, 4 and 8 KiB, then of 16 KiB.
+    let runs = 0;
+    for (let left = 100_000 - (COALESCE_AFTER - 1), size = 1024; left > 0; left -= size, size = Math.min(2 * size, 16 * 1024)) runs++;
+    expect(sink.pieces.length).toBe(COALESCE_AFTER - 1 + runs);
     const expected = Buffer.from(Array.from({ length: 100_000 }, (_, i) => (i % 2 === 0 ? i & 0xff : 0x30 + (i % 10))));
     expect(sink.bytes().equals(expected)).toBe(true);
+  });
+
+  test('small pieces between large ones are not copied; a short run between them keeps an exact copy, not a buffer', () => {
+    // Found in review: each value over 4 KiB is a header and a body; every header took a 16 KiB buffer of its own.
+    const queue = new SendQueue();
+    const pushed: Buffer[] = [];
+    const push = (piece: Buffer): void => {
+      pushed.push(piece);
+      queue.push(piece);
+    };
+    for (let i = 0; i < 20; i++) {
+      push(Buffer.alloc(20, i)); // a header
+      push(Buffer.alloc(4097, i)); // its body
+    }
+    push(Buffer.alloc(20, 1)); // a run of two small pieces …
+    push(Buffer.alloc(30, 2));
+    push(Buffer.alloc(4097, 3)); // … ended by a large one
+    const sink = new RecordingSink();
+    queue.take(Buffer.concat(pushed).length, 0, sink);
+    expect(sink.bytes().equals(Buffer.concat(pushed))).toBe(true);
+    sink.pieces.slice(0, 40).forEach((piece, i) => expect(piece).toBe(pushed[i])); // handed on as written
+    const run = sink.pieces[40] as Buffer;
+    expect(run.length).toBe(50);
+    expect(run.buffer.byteLength).not.toBe(1024); // an exact copy (from Node's pool), not the run's 1 KiB buffer
+    expect(sink.pieces).toHaveLength(42);
   });
 
   test('pieces over COALESCE_MAX_BYTES, and the first few of a backlog, are handed on as they were written', () => {
@@ -163,6 +192,7 @@ describe('SendQueue', () => {
   test('small pushes and takes in any interleaving, the shared buffer taken whole or in part, hand out every byte in order (property)', () => {
     const step = fc.oneof(
       fc.uint8Array({ minLength: 1, maxLength: 4 }).map((w) => ({ push: w })),
+      fc.integer({ min: COALESCE_MAX_BYTES - 2, max: COALESCE_MAX_BYTES + 600 }).map((n) => ({ push: Buffer.alloc(n, n) })),
       fc.string({ minLength: 1, maxLength: 3 }).map((w) => ({ push: w })),
       fc.integer({ min: 1, max: 40 }).map((n) => ({ take: n })),
     );
