@@ -224,6 +224,15 @@ export class ServerConnection {
     }
   }
 
+  /** Calls the caller still waits for (not answered ones waiting for its FIN, nor cancelled ones whose handler runs on). */
+  get runningCalls(): number {
+    let running = 0;
+    this.calls.forEach((call) => {
+      if (call.running) running++;
+    });
+    return running;
+  }
+
   /** A call is over and its handler returned: the limit counts the others; a drained connection may close now. */
   callDone(call: ServerCall): void {
     this.calls.delete(call);
@@ -310,10 +319,6 @@ export class ServerConnection {
     if (this.#helloWait !== null) this.#host.clock.clearTimeout(this.#helloWait);
     this.#timer = this.#helloWait = null;
     this.#control?.link.close(closedWith ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
-    let running = 0; // calls the caller still waited for (not those cancelled whose handler is still running)
-    this.calls.forEach((call) => {
-      if (call.running) running++;
-    });
-    logConnectionEnd(this.#host, this.remote, this.session, this.#firstBytes, running, closedWith);
+    logConnectionEnd(this.#host, this.remote, this.session, this.#firstBytes, this.runningCalls, closedWith);
   }
 }

@@ -102,11 +102,7 @@ export class ServerConnections {
   /** Calls running on every connection (answered calls waiting for the caller's FIN are not counted). */
   get runningCalls(): number {
     let running = 0;
-    for (const connection of this.#open) {
-      connection.calls.forEach((call) => {
-        if (call.running) running++;
-      });
-    }
+    for (const connection of this.#open) running += connection.runningCalls;
     return running;
   }
 

@@ -18,6 +18,35 @@ class RecordingSink implements PayloadSink {
   }
 }
 
+type Step = { push: Uint8Array | string } | { take: number };
+
+/**
+ * Runs pushes and takes on a fresh queue (then takes the rest) and checks after every take that exactly the bytes
+ * pushed so far came out, in order; `everyTake: false` checks only at the end (long runs).
+ */
+function runSteps(steps: readonly Step[], everyTake = true): void {
+  const queue = new SendQueue();
+  const sink = new RecordingSink();
+  const pushed: Buffer[] = [];
+  let queued = 0;
+  let taken = 0;
+  for (const s of [...steps, { take: Number.MAX_SAFE_INTEGER }]) {
+    if ('push' in s) {
+      queued += queue.push(s.push);
+      pushed.push(typeof s.push === 'string' ? Buffer.from(s.push, 'utf8') : Buffer.from(s.push));
+      continue;
+    }
+    const n = Math.min(queued, s.take);
+    if (n === 0) continue;
+    queued -= n;
+    taken += n;
+    queue.take(n, queued, sink);
+    if (everyTake) expect(sink.bytes()).toEqual(Buffer.concat(pushed).subarray(0, taken));
+  }
+  expect(queued).toBe(0);
+  expect(sink.bytes()).toEqual(Buffer.concat(pushed));
+}
+
 describe('SendQueue', () => {
   test('counts bytes, not characters, and keeps only ASCII text as a string', () => {
     const queue = new SendQueue();
@@ -112,29 +141,7 @@ describe('SendQueue', () => {
       write.map((w) => ({ push: w })),
       fc.integer({ min: 1, max: 30 }).map((n) => ({ take: n })),
     );
-    fc.assert(
-      fc.property(fc.array(step, { maxLength: 60 }), (steps) => {
-        const queue = new SendQueue();
-        const sink = new RecordingSink();
-        const pushed: Buffer[] = [];
-        let queued = 0;
-        let taken = 0;
-        for (const s of [...steps, { take: Number.MAX_SAFE_INTEGER }]) {
-          if ('push' in s) {
-            queued += queue.push(s.push);
-            pushed.push(typeof s.push === 'string' ? Buffer.from(s.push, 'utf8') : Buffer.from(s.push));
-          } else {
-            const n = Math.min(queued, s.take);
-            if (n === 0) continue;
-            queued -= n;
-            taken += n;
-            queue.take(n, queued, sink);
-            expect(sink.bytes()).toEqual(Buffer.concat(pushed).subarray(0, taken));
-          }
-        }
-        expect(queued).toBe(0);
-      }),
-    );
+    fc.assert(fc.property(fc.array(step, { maxLength: 60 }), (steps) => runSteps(steps)));
   });
 
   test('a backlog of small pieces is copied together: 100 000 one-byte writes wait as a few buffers of up to 16 KiB, not 100 000 pieces', () => {
@@ -197,24 +204,7 @@ describe('SendQueue', () => {
       fc.integer({ min: 1, max: 40 }).map((n) => ({ take: n })),
     );
     fc.assert(
-      fc.property(fc.array(step, { maxLength: 300 }), (steps) => {
-        const queue = new SendQueue();
-        const sink = new RecordingSink();
-        const pushed: Buffer[] = [];
-        let queued = 0;
-        for (const s of [...steps, { take: Number.MAX_SAFE_INTEGER }]) {
-          if ('push' in s) {
-            queued += queue.push(s.push);
-            pushed.push(typeof s.push === 'string' ? Buffer.from(s.push, 'utf8') : Buffer.from(s.push));
-          } else {
-            const n = Math.min(queued, s.take);
-            if (n === 0) continue;
-            queued -= n;
-            queue.take(n, queued, sink);
-          }
-        }
-        expect(sink.bytes()).toEqual(Buffer.concat(pushed));
-      }),
+      fc.property(fc.array(step, { maxLength: 300 }), (steps) => runSteps(steps, false)),
       { numRuns: 300 },
     );
   });
