@@ -122,7 +122,7 @@ export class CallScheduler {
       throw new SmuxError(
         'ERR_SMUX_LIMIT',
         `a call message of ${length} bytes exceeds the server's maxMessageBytes (${limit} bytes): stream larger data ` +
-          '(client.send(pattern, source) or client.openDuplex()), or raise the server’s maxMessageBytes',
+          "(client.send(pattern, source) or client.openDuplex()), or raise the server's maxMessageBytes",
       );
   }
 
@@ -195,7 +195,8 @@ export class CallScheduler {
     const { maxConcurrentCalls, maxQueuedCalls } = this.#limits;
     if (this.#waitingCalls >= maxConcurrentCalls + maxQueuedCalls) {
       const limits = `maxConcurrentCalls ${maxConcurrentCalls} + maxQueuedCalls ${maxQueuedCalls}`;
-      return failCall(call, new SmuxError('ERR_SMUX_LIMIT', `${this.#waitingCalls} calls wait for a connection (${limits})`, NOT_SENT));
+      const waiting = `${this.#waitingCalls} call${this.#waitingCalls === 1 ? '' : 's'} wait${this.#waitingCalls === 1 ? 's' : ''}`;
+      return failCall(call, new SmuxError('ERR_SMUX_LIMIT', `${waiting} for a connection (${limits})`, NOT_SENT));
     }
     this.#waitingCalls++;
     let waiting = true;
