@@ -1,5 +1,6 @@
 import { Buffer } from 'node:buffer';
 import { SmuxError } from '../smux/index.js';
+import { detached } from '../util/detached.js';
 import { type CallMessage, Encoding, FIELD_FLAGS, Flag, Kind, KNOWN_FLAGS, LAST_KIND, PREFIX_SIZE } from './call-codec.js';
 import { cachedText } from './text-cache.js';
 
@@ -29,16 +30,22 @@ function pieceable(buf: Buffer, at: number): boolean {
   return buf[at] === Kind.RAW && buf[at + 1] === Encoding.BYTES && (buf.readUInt16LE(at + 2) & ~PIECE_FLAGS) === 0;
 }
 
+/** The least a partial message's buffer holds: room for a prefix and a small message. */
+const MIN_GATHER = 256;
+
 /**
  * Splits a stream's bytes into call messages. The size limit is checked on each prefix before the message is
- * buffered; a message inside one chunk is decoded in place (a byte body is a view of the chunk), one that
- * straddles chunks is joined once (its own bytes only) — except a RAW message of bytes for a sink that reads a byte
- * stream, whose body is passed on in pieces as it arrives, never buffered ({@link MessageSink.rawPieces}).
+ * buffered; a message inside one chunk is decoded in place (a byte body is a view of the chunk, or a copy when it
+ * is a small part of it: {@link detached}), one that straddles chunks is copied as it arrives into a buffer of its
+ * own, grown by doubling up to the message's size — never a list of views, which pinned each read a piece came in
+ * and cost an object per piece (a request sent in one-byte frames held ≈ 130 B of heap per byte) — except a RAW
+ * message of bytes for a sink that reads a byte stream, whose body is passed on in pieces as it arrives, never
+ * buffered ({@link MessageSink.rawPieces}).
  */
 export class MessageReader {
   readonly #maxBytes: number;
-  #pending: Buffer[] | null = null; // made for the first message that arrives in parts (most never do)
-  #pendingBytes = 0;
+  #gather: Buffer | null = null; // the partial message's bytes so far, in a buffer of its own (most never need one)
+  #gathered = 0; // bytes of it in #gather
   #need = 0; // whole size of the message being gathered, once its prefix is known
   #rawLeft = 0; // body bytes still to come of the RAW message being passed on in pieces
   #rawFlags = 0; // its flags
@@ -58,12 +65,12 @@ export class MessageReader {
 
   /** True while a message is incomplete (EOF now would truncate it): part of it is buffered, or passed on in pieces. */
   get partial(): boolean {
-    return this.#pendingBytes > 0 || this.#rawLeft > 0;
+    return this.#gathered > 0 || this.#rawLeft > 0;
   }
 
-  /** Bytes of the partial message buffered (a RAW body passed on in pieces is not). */
+  /** Bytes held for the partial message: its buffer, room included (at most twice what arrived, or its size). */
   get bufferedBytes(): number {
-    return this.#pendingBytes;
+    return this.#gather === null ? 0 : this.#gather.length;
   }
 
   /**
@@ -72,8 +79,8 @@ export class MessageReader {
    */
   stop(): void {
     this.#stopped = true;
-    this.#pending = null;
-    this.#pendingBytes = 0;
+    this.#gather = null;
+    this.#gathered = 0;
     this.#rawLeft = 0;
   }
 
@@ -83,44 +90,71 @@ export class MessageReader {
    */
   push(chunk: Buffer, sink: MessageSink): void {
     if (this.#stopped) return;
-    let data = chunk;
     let at = 0;
-    if (this.#rawLeft > 0) {
-      at = this.#rawPiece(chunk, 0, sink);
-      if (this.#stopped || at === chunk.length) return;
-    } else if (this.#pendingBytes > 0) {
-      const pending = this.#pending!; // there are pending bytes
-      pending.push(chunk);
-      this.#pendingBytes += chunk.length;
-      if (this.#need === 0) {
-        if (this.#pendingBytes < PREFIX_SIZE) return;
-        const prefix = Buffer.concat(pending, PREFIX_SIZE);
-        this.#need = PREFIX_SIZE + this.#length(prefix, 0);
-        if (sink.rawPieces === true && pieceable(prefix, 0)) return this.#passOnPending(prefix.readUInt16LE(2), sink);
-      }
-      if (this.#pendingBytes < this.#need) return;
-      data = this.#joinPending(sink);
-      if (this.#stopped) return;
-    }
-    while (data.length - at >= PREFIX_SIZE) {
-      const end = at + PREFIX_SIZE + this.#length(data, at);
-      if (end > data.length) {
-        if (sink.rawPieces !== true || !pieceable(data, at)) break;
-        this.#rawFlags = data.readUInt16LE(at + 2);
+    if (this.#rawLeft > 0) at = this.#rawPiece(chunk, 0, sink);
+    else if (this.#gathered > 0) at = this.#gatherFrom(chunk, sink);
+    if (this.#stopped) return;
+    while (chunk.length - at >= PREFIX_SIZE) {
+      const end = at + PREFIX_SIZE + this.#length(chunk, at);
+      if (end > chunk.length) {
+        if (sink.rawPieces !== true || !pieceable(chunk, at)) break;
+        this.#rawFlags = chunk.readUInt16LE(at + 2);
         this.#rawOwed = PREFIX_SIZE;
         this.#rawLeft = end - at - PREFIX_SIZE;
-        this.#rawPiece(data, at + PREFIX_SIZE, sink);
+        this.#rawPiece(chunk, at + PREFIX_SIZE, sink);
         return;
       }
-      sink.onMessage(decodeMessage(data, at, end), end - at);
+      sink.onMessage(decodeMessage(chunk, at, end), end - at);
       at = end;
       if (this.#stopped) return;
     }
-    if (at < data.length) {
-      (this.#pending ??= []).push(at === 0 ? data : data.subarray(at));
-      this.#pendingBytes = data.length - at;
-      if (this.#pendingBytes >= PREFIX_SIZE) this.#need = PREFIX_SIZE + this.#length(data, at);
+    if (at < chunk.length) {
+      const n = chunk.length - at;
+      if (n >= PREFIX_SIZE) this.#need = PREFIX_SIZE + this.#length(chunk, at);
+      this.#append(chunk, at, n);
     }
+  }
+
+  /**
+   * Adds what `chunk` holds of the partial message; decodes it once whole (or passes a RAW message on in pieces once
+   * its prefix is known). Returns where reading goes on in `chunk` (its length when all of it was taken).
+   */
+  #gatherFrom(chunk: Buffer, sink: MessageSink): number {
+    let at = 0;
+    if (this.#need === 0) {
+      at = Math.min(PREFIX_SIZE - this.#gathered, chunk.length);
+      this.#append(chunk, 0, at);
+      if (this.#gathered < PREFIX_SIZE) return at;
+      const prefix = this.#gather!; // gathered
+      this.#need = PREFIX_SIZE + this.#length(prefix, 0);
+      if (sink.rawPieces === true && pieceable(prefix, 0)) return this.#passOnGathered(prefix.readUInt16LE(2), chunk, at, sink);
+    }
+    const n = Math.min(this.#need - this.#gathered, chunk.length - at);
+    this.#append(chunk, at, n);
+    at += n;
+    if (this.#gathered < this.#need) return at;
+    const whole = this.#gather!; // gathered
+    const need = this.#need;
+    this.#gather = null; // the message's views (a byte body) keep it: the next partial message gets a new one
+    this.#gathered = 0;
+    this.#need = 0;
+    sink.onMessage(decodeMessage(whole, 0, need), need);
+    return at;
+  }
+
+  /** Copies `data[at, at + n)` into the partial message's buffer, growing it (doubling, up to the message's size). */
+  #append(data: Buffer, at: number, n: number): void {
+    let gather = this.#gather;
+    const filled = this.#gathered;
+    if (gather === null || filled + n > gather.length) {
+      const need = this.#need; // 0 while the prefix is incomplete: room for the prefix only
+      const grown = need === 0 ? PREFIX_SIZE : Math.min(need, Math.max(MIN_GATHER, 2 * (gather?.length ?? 0), 2 * (filled + n)));
+      const next = Buffer.allocUnsafeSlow(Math.max(grown, filled + n));
+      if (gather !== null) gather.copy(next, 0, 0, filled);
+      this.#gather = gather = next;
+    }
+    data.copy(gather, filled, at, at + n);
+    this.#gathered = filled + n;
   }
 
   /**
@@ -134,46 +168,25 @@ export class MessageReader {
     this.#rawLeft = left - n;
     const size = this.#rawOwed + n;
     this.#rawOwed = 0;
-    sink.onMessage(newMessage(Kind.RAW, this.#rawFlags, at === 0 && n === data.length ? data : data.subarray(at, at + n)), size);
+    sink.onMessage(newMessage(Kind.RAW, this.#rawFlags, detached(at === 0 && n === data.length ? data : data.subarray(at, at + n))), size);
     return at + n;
   }
 
   /**
-   * The prefix, gathered from pieces, starts a RAW message to pass on in pieces: what arrived of its body goes now,
-   * the rest as it comes; when the message is already whole, the bytes after it are read on.
+   * The gathered prefix starts a RAW message to pass on in pieces; its body starts at `chunk[at]` (the prefix was
+   * incomplete until `chunk` came). Returns where the message ended in `chunk` (its length when it goes on).
    */
-  #passOnPending(flags: number, sink: MessageSink): void {
-    // The prefix was incomplete until the last chunk came (`#need` is known from 8 bytes on): the body starts there.
-    const pending = this.#pending!; // called with the prefix pending
-    const last = pending[pending.length - 1];
-    const start = last.length - (this.#pendingBytes - PREFIX_SIZE);
-    pending.length = 0;
-    this.#pendingBytes = 0;
+  #passOnGathered(flags: number, chunk: Buffer, at: number, sink: MessageSink): number {
+    this.#gather = null;
+    this.#gathered = 0;
     this.#rawFlags = flags;
     this.#rawOwed = PREFIX_SIZE;
     this.#rawLeft = this.#need - PREFIX_SIZE;
     this.#need = 0;
-    let end = start;
-    if (this.#rawLeft > 0) end = this.#rawPiece(last, start, sink);
-    else {
-      this.#rawOwed = 0;
-      sink.onMessage(newMessage(Kind.RAW, flags, last.subarray(start, start)), PREFIX_SIZE); // an empty body
-    }
-    if (!this.#stopped && this.#rawLeft === 0 && end < last.length) this.push(last.subarray(end), sink);
-  }
-
-  /** Decodes the gathered message, joined (its own bytes only), and returns the bytes after it in its last chunk. */
-  #joinPending(sink: MessageSink): Buffer {
-    const pending = this.#pending!; // called with a whole message pending
-    const need = this.#need;
-    const last = pending[pending.length - 1];
-    const end = last.length - (this.#pendingBytes - need); // where the message ends in its last chunk
-    const whole = Buffer.concat(pending, need);
-    pending.length = 0; // kept for the next partial message
-    this.#pendingBytes = 0;
-    this.#need = 0;
-    sink.onMessage(decodeMessage(whole, 0, need), need);
-    return end === last.length ? EMPTY : last.subarray(end);
+    if (this.#rawLeft > 0) return this.#rawPiece(chunk, at, sink);
+    this.#rawOwed = 0;
+    sink.onMessage(newMessage(Kind.RAW, flags, EMPTY), PREFIX_SIZE); // an empty body
+    return at;
   }
 
   #length(buf: Buffer, at: number): number {
@@ -261,7 +274,7 @@ function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
       }
       break;
     case Encoding.BYTES:
-      message.body = buf.subarray(at, end);
+      message.body = detached(buf.subarray(at, end));
       break;
     case Encoding.STRING:
       message.body = buf.toString('utf8', at, end);

@@ -4,6 +4,7 @@ import { INITIAL_PEER_WINDOW } from './constants.js';
 import { SmuxError } from './errors.js';
 import { sendWindow, shouldSendUpdate, u32Add } from './flow-control.js';
 import { PeerFinWatch } from './peer-fin-watch.js';
+import { HeldPieces } from './held-pieces.js';
 import { SendQueue } from './send-queue.js';
 import { StreamTimeouts, type TimeoutOwner } from './stream-timeouts.js';
 import { StreamWindowTuner } from './window-tuner.js';
@@ -38,7 +39,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
   #handler: SmuxChannelHandler | null = null;
   #flags: number;
   // receive side
-  #held: Buffer[] | null = null; // received while paused, not consumed
+  #held: HeldPieces | null = null; // received while paused, not consumed
   #heldBytes = 0;
   #numRead = 0; // u32, bytes consumed (v2 UPD `consumed`)
   #sinceUpdate = 0;
@@ -153,7 +154,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     if (held !== null) {
       let returned = 0;
       while (held.length > 0 && (this.#flags & (PAUSED | CLOSED)) === 0) {
-        const chunk = held.shift()!;
+        const chunk = held.shift()!; // held.length > 0
         const before = this.#heldBytes;
         this.#heldBytes -= chunk.length;
         this.#host.bucket.update(before, this.#heldBytes, this.#tuner?.grown);
@@ -211,8 +212,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     this.#timeouts?.noteRead();
     this.#tuner?.received(data.length, this.#host.config.clock);
     if ((this.#flags & PAUSED) !== 0 || this.#held !== null) {
-      if (this.#held === null) this.#held = [data];
-      else this.#held.push(data);
+      (this.#held ??= new HeldPieces()).push(data);
       const before = this.#heldBytes;
       this.#heldBytes += data.length;
       this.#host.bucket.update(before, this.#heldBytes, this.#tuner?.grown);
@@ -270,7 +270,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     if ((this.#flags & (REMOTE_FIN | EOF_DELIVERED | DESTROYED)) === REMOTE_FIN && this.#handler !== null) {
       const held = this.#held;
       this.#held = null;
-      if (held !== null) for (const chunk of held) this.#handler.onData(chunk);
+      if (held !== null) for (let chunk = held.shift(); chunk !== undefined; chunk = held.shift()) this.#handler.onData(chunk);
       this.#flags |= EOF_DELIVERED;
       this.#handler.onEnd();
     }

@@ -1,3 +1,5 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
 import {
@@ -23,6 +25,9 @@ import { piecesBytes } from '../helpers/pieces.js';
  */
 
 const LIMIT = 1024 * 1024;
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
 
 class Collect implements MessageSink {
   readonly messages: CallMessage[] = [];
@@ -514,16 +519,20 @@ describe('call codec: chunking', () => {
     }
   });
 
-  test('a message whole in one chunk yields a byte body that is a view of that chunk (no copy)', () => {
+  test('a byte body that is most of its chunk is a view of it (no copy); a small part of a chunk is copied', () => {
     const small = wire(Kind.RESPONSE, 0, Buffer.from('abc'));
     const large = wire(Kind.RESPONSE, Flag.LAST, Buffer.alloc(6000, 1), { id: 'x' });
-    const chunks = [ownedCopy(small), ownedCopy(Buffer.concat([small, large]))];
+    const chunks = [ownedCopy(large), ownedCopy(Buffer.concat([small, large]))];
     const { messages } = decode(chunks);
     expect(messages).toHaveLength(3);
     expect(chunkIndexOf(messages[0].body as Buffer, chunks)).toBe(0);
-    expect(chunkIndexOf(messages[1].body as Buffer, chunks)).toBe(1);
     expect(chunkIndexOf(messages[2].body as Buffer, chunks)).toBe(1);
     expect((messages[2].body as Buffer).length).toBe(6000);
+    // Held, a view would keep its whole chunk (a socket read) alive: 'abc' owns exactly its 3 bytes.
+    const abc = messages[1].body as Buffer;
+    expect(abc.toString()).toBe('abc');
+    expect(chunkIndexOf(abc, chunks)).toBe(-1);
+    expect(abc.buffer.byteLength).toBe(3);
   });
 
   test('a message that straddles chunks is joined; the bytes are right and later whole messages still decode', () => {
@@ -536,6 +545,68 @@ describe('call codec: chunking', () => {
       Buffer.alloc(10, 3).toString('hex'),
     ]);
     expect(chunkIndexOf(messages[0].body as Buffer, chunks)).toBe(-1);
+  });
+
+  test('a partial message is copied as it arrives: it holds no view of the reads it came in', () => {
+    // Each piece is one byte of a 64 KiB read (the rest of each read was another stream's): a view per piece kept
+    // every read alive, and an object per piece.
+    const message = wire(Kind.REQUEST, 0, Buffer.alloc(2_000, 7), { pattern: 'p' });
+    const reads = Array.from(message, (byte) => {
+      const read = Buffer.alloc(64 * 1024);
+      read[100] = byte;
+      return read;
+    });
+    const reader = new MessageReader(LIMIT);
+    const sink = new Collect();
+    let held = 0;
+    for (const [i, read] of reads.entries()) {
+      reader.push(read.subarray(100, 101), sink);
+      if (i < reads.length - 1) {
+        held = reader.bufferedBytes;
+        expect(held).toBeLessThanOrEqual(Math.max(256, 2 * (i + 1))); // room: at most twice what arrived
+        expect(held).toBeLessThanOrEqual(message.length);
+      }
+    }
+    expect(held).toBe(message.length); // grown to the message's size, no more
+    expect(reader.bufferedBytes).toBe(0);
+    expect(reader.partial).toBe(false);
+    expect(sink.messages).toHaveLength(1);
+    const body = sink.messages[0].body as Buffer;
+    expect(body.equals(Buffer.alloc(2_000, 7))).toBe(true);
+    expect(reads.some((read) => read.buffer === body.buffer)).toBe(false);
+  });
+
+  test('the reads a partial message came in can be collected while it is gathered', async () => {
+    const reader = new MessageReader(LIMIT);
+    const sink = new Collect();
+    reader.push(wire(Kind.REQUEST, 0, Buffer.alloc(10_000)).subarray(0, PREFIX_SIZE), sink);
+    const reads: Array<WeakRef<ArrayBuffer>> = [];
+    for (let i = 0; i < 500; i++) {
+      const read = Buffer.alloc(64 * 1024); // one socket read, of which this stream had one byte
+      reads.push(new WeakRef(read.buffer));
+      reader.push(read.subarray(i, i + 1), sink);
+    }
+    await new Promise((resolve) => setImmediate(resolve)); // WeakRef targets are kept until the job ends
+    gc();
+    expect(reader.partial).toBe(true);
+    // Views of them pinned all 500 (32 MiB for 500 bytes); the last one may still be on this function's stack.
+    expect(reads.filter((read) => read.deref() !== undefined).length).toBeLessThanOrEqual(1);
+  });
+
+  test('gathering goes on after a message that ends inside a chunk, and with a prefix split anywhere', () => {
+    const a = wire(Kind.DATA, 0, Buffer.alloc(700, 4));
+    const b = wire(Kind.DATA, Flag.LAST, 'tail');
+    const c = wire(Kind.DATA, 0, Buffer.alloc(3, 5));
+    const all = Buffer.concat([a, b, c]);
+    for (let first = 1; first < a.length + 12; first += 7) {
+      const { messages, reader } = decode(splitAt(all, [first, a.length + 3, a.length + b.length + 2]));
+      expect(messages.map((m) => (Buffer.isBuffer(m.body) ? m.body.toString('hex') : m.body))).toEqual([
+        Buffer.alloc(700, 4).toString('hex'),
+        'tail',
+        Buffer.alloc(3, 5).toString('hex'),
+      ]);
+      expect(reader.partial).toBe(false);
+    }
   });
 
   test('an empty chunk changes nothing', () => {
