@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks';
+import { setImmediate } from 'node:timers';
 import type { FrameDecoder } from './decoder.js';
 
 /**
@@ -10,6 +12,22 @@ import type { FrameDecoder } from './decoder.js';
 export const STREAMS_PER_TURN = 128;
 /** While decoding waits for the next turn, the socket is paused once this much waits undecoded (a flood stops here). */
 export const YIELD_BUFFER = 64 * 1024;
+
+/**
+ * Milliseconds a session's reads may keep the event loop in one turn; a read past it waits for the next turn. libuv reads
+ * a readable socket up to 32 times in a row (64 KiB each) before it serves another, and each read's frames and the
+ * microtasks they start run before the next: a peer streaming tiny items kept other connections waiting 25 – 96 ms
+ * (docs/NOTES.md, "A turn's time budget").
+ */
+export const TURN_BUDGET_MS = 2;
+
+// Turns of the event loop, shared by the sessions of the process: the first read of a turn opens it, its check phase
+// (setImmediate) ends it. The real timers and clock, not the global ones a test may fake: this is scheduling, not a timeout.
+let currentTurn = 0;
+let turnOpen = false;
+function endTurn(): void {
+  turnOpen = false;
+}
 
 /** Why a session holds its reading (bits of {@link ReadTurns.hold}): its receive budget is spent. */
 export const HELD_BY_BUDGET = 1;
@@ -30,7 +48,8 @@ export interface ReadTurnsHost {
 /**
  * When a session reads. It holds reading while any of its reasons stands (the receive budget, the accept backlog):
  * decoder and socket both pause. And it bounds how much it decodes per turn of the event loop: frames of open
- * streams, always; streams the peer opens, up to {@link STREAMS_PER_TURN} — then decoding waits for the next turn,
+ * streams, while its reads of the turn took at most {@link TURN_BUDGET_MS} — then that read, and the socket, wait for
+ * the next turn; streams the peer opens, up to {@link STREAMS_PER_TURN} — then decoding waits for the next turn,
  * after the work those streams started. The socket keeps flowing meanwhile until {@link YIELD_BUFFER} waits
  * undecoded (pausing it at every yield cost two syscalls each, ≈ 10 % of a server's CPU per event in a burst); past
  * that it is paused until decoding catches up.
@@ -41,6 +60,8 @@ export class ReadTurns {
   #opened = 0; // streams the peer opened since this turn's decoding began
   #yielding = false; // decoding waits for the next turn
   #socketHeld = false; // the socket is paused while YIELD_BUFFER waits undecoded
+  #turn = 0; // the turn of the event loop this session's reads are timed in
+  #turnStartedAt = 0; // when this session's first read of that turn arrived (performance.now())
 
   constructor(host: ReadTurnsHost) {
     this.#host = host;
@@ -83,6 +104,19 @@ export class ReadTurns {
 
   /** A read of `bytes` arrived (before it is decoded). */
   received(bytes: number): void {
+    if (!turnOpen) {
+      turnOpen = true;
+      currentTurn++;
+      setImmediate(endTurn);
+    }
+    if (this.#turn !== currentTurn) {
+      this.#turn = currentTurn;
+      this.#turnStartedAt = performance.now();
+    } else if (!this.#yielding && performance.now() - this.#turnStartedAt > TURN_BUDGET_MS) {
+      this.#yield(); // this read is decoded next turn, after the other connections' reads
+      this.#holdSocket(true); // and no more is read meanwhile (ends libuv's run of reads on this socket)
+      return;
+    }
     if (!this.#yielding) this.#opened = 0;
     else if (this.#host.decoder.bufferedBytes + bytes > YIELD_BUFFER) this.#holdSocket(true);
   }

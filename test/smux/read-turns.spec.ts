@@ -7,6 +7,7 @@ import { Duplex } from 'node:stream';
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { Cmd } from '../../lib/smux/constants.js';
 import { Session, type SmuxStream } from '../../lib/smux/index.js';
+import { TURN_BUDGET_MS } from '../../lib/smux/read-turns.js';
 import { until } from '../helpers/net.js';
 import { encodeFrame } from '../helpers/frames.js';
 import { collect, type Collected } from '../helpers/sessions.js';
@@ -62,6 +63,7 @@ describe('streams opened per turn', () => {
     session.on('stream', () => void accepted++);
     input.push(Buffer.concat(Array.from({ length: 100 }, (_, i) => encodeFrame(2, Cmd.SYN, 1 + 2 * i))));
     await until(() => accepted === 100, 5_000, 'the 100 streams');
+    await new Promise((resolve) => setImmediate(resolve)); // a turn of its own (not behind the SYNs' time budget)
     // 100 streams × 4 PSH frames: 400 frames, no SYN among them — decoded as the read arrives.
     const data: Buffer[] = [];
     for (let round = 0; round < 4; round++)
@@ -76,6 +78,7 @@ describe('streams opened per turn', () => {
     const { session, input } = serverOnDuplex();
     input.push(encodeFrame(2, Cmd.NOP, 0)); // the session reads as data arrives from here on
     await until(() => session.stats.framesIn === 1, 5_000, 'the NOP');
+    await new Promise((resolve) => setImmediate(resolve)); // a turn of its own
     input.push(burst(129));
     await Promise.resolve(); // the same turn
     expect(session.stats.framesIn).toBe(1 + 128 * 3 - 2); // up to the 128th SYN; its PSH and FIN wait with the rest
@@ -98,5 +101,46 @@ describe('streams opened per turn', () => {
     }
     expect(session.stats.framesIn).toBe(1 + 40 * 1024); // everything, in the end
     expect(mostUndecoded).toBeLessThanOrEqual(64 * 1024 + 8 * 1024); // the bound, plus the read that passed it
+  });
+});
+
+describe("a turn's time budget", () => {
+  /** Keeps the thread busy for `ms`, as a handler's work on a read's frames would. */
+  function work(ms: number): void {
+    const until = performance.now() + ms;
+    while (performance.now() < until);
+  }
+
+  /** A session whose one open stream's frames each take `msPerFrame` of work as they arrive. */
+  async function busyStream(msPerFrame: number): Promise<{ session: Session; input: Duplex }> {
+    const { session, input } = serverOnDuplex();
+    session.on('channel', (channel) =>
+      channel.setHandler({ onData: () => work(msPerFrame), onEnd: () => undefined, onClose: () => undefined }),
+    );
+    input.push(encodeFrame(2, Cmd.SYN, 1));
+    await until(() => session.stats.framesIn === 1, 5_000, 'the SYN');
+    await new Promise((resolve) => setImmediate(resolve)); // a new turn from here
+    return { session, input };
+  }
+
+  test('a read arriving after the reads of its turn took longer than the budget waits for the next turn', async () => {
+    const { session, input } = await busyStream(TURN_BUDGET_MS + 1);
+    input.push(encodeFrame(2, Cmd.PSH, 1, Buffer.from('first')));
+    input.push(encodeFrame(2, Cmd.PSH, 1, Buffer.from('second'))); // the same turn, past the budget
+    input.push(encodeFrame(2, Cmd.PSH, 1, Buffer.from('third')));
+    await Promise.resolve();
+    expect(session.stats.framesIn).toBe(2); // the SYN and the first read only
+    await new Promise((resolve) => setImmediate(resolve));
+    await until(() => session.stats.framesIn === 4, 5_000, 'the held reads, next turn');
+  });
+
+  test('reads each in a turn of its own are decoded as they arrive, however long the last one took', async () => {
+    const { session, input } = await busyStream(TURN_BUDGET_MS + 1);
+    for (let read = 0; read < 3; read++) {
+      input.push(encodeFrame(2, Cmd.PSH, 1, Buffer.from('slow')));
+      await Promise.resolve();
+      expect(session.stats.framesIn).toBe(2 + read);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
   });
 });
