@@ -11,7 +11,7 @@ import type { AddressInfo, Server, Socket } from 'node:net';
 import { Controller, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
-import { map, type Observable } from 'rxjs';
+import { count, map, type Observable } from 'rxjs';
 import { ServerSmux, type ServerSmuxOptions, type Session, type SmuxContext, type SmuxStreamedPayload } from '../../../../lib/index.js';
 import { countingLogger, cpuMicros, memoryAfterGc, type ServerStats, serveCommands } from './ipc.js';
 
@@ -36,6 +36,11 @@ class TargetController {
   @MessagePattern('echo-stream') // a bidirectional stream: each item straight back
   echoStream(@Payload() items: SmuxStreamedPayload<unknown>): Observable<unknown> {
     return items.pipe(map((item) => item));
+  }
+
+  @MessagePattern('count-stream') // a client stream: takes every item, replies with how many there were
+  countStream(@Payload() items: SmuxStreamedPayload<unknown>): Observable<number> {
+    return items.pipe(count());
   }
 
   @MessagePattern('echo-raw') // a byte stream: the bytes straight back, paced by pipeline()'s backpressure
