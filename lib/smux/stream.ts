@@ -1,6 +1,7 @@
 import { Duplex } from 'node:stream';
 import type { SmuxChannel, SmuxChannelHandler, StreamTimeoutOptions } from './channel.js';
 import { SmuxError } from './errors.js';
+import { detached } from '../util/detached.js';
 
 type Callback = (error?: Error | null) => void;
 
@@ -100,7 +101,11 @@ export class SmuxStream extends Duplex {
     }
 
     onData(data: Buffer): void {
-      if (!this.#stream.push(data)) this.#stream.#channel.pause();
+      const stream = this.#stream;
+      // Delivered at once, a view costs nothing; buffered until the application reads, a view of a small part of a
+      // read would keep the whole read alive (held-pieces.ts says why), so that one is copied.
+      const piece = stream.readableFlowing === true && stream.readableLength === 0 ? data : detached(data);
+      if (!stream.push(piece)) stream.#channel.pause();
     }
 
     onEnd(): void {

@@ -186,3 +186,55 @@ describe('SYN floods (finding 1, the core’s part)', () => {
     expect(withRefusals - acceptedOnly).toBeLessThanOrEqual(1 * MiB);
   });
 });
+
+describe('held bytes do not pin the reads they came in', () => {
+  /**
+   * A server session fed by the test, as a socket would: `reads` reads of 64 KiB of memory each, each holding one PSH
+   * frame of one byte for stream 1 (the rest of a real read would be another stream's, consumed). Returns how many
+   * of those reads are still alive once collected.
+   */
+  async function readsAlive(open: (session: Session) => void, reads = 200): Promise<number> {
+    const { Duplex } = await import('node:stream');
+    const input = new Duplex({
+      read() {},
+      write(_chunk, _encoding, callback) {
+        callback();
+      },
+    });
+    const session = Session.server(input, { version: 2, keepAliveDisabled: true });
+    cleanups.push(() => session.destroy());
+    open(session);
+    input.push(encodeFrame(2, Cmd.SYN, 1));
+    const alive: Array<WeakRef<ArrayBuffer>> = [];
+    for (let i = 0; i < reads; i++) {
+      const frame = encodeFrame(2, Cmd.PSH, 1, Buffer.from([i & 0xff]));
+      const read = Buffer.alloc(64 * KiB);
+      frame.copy(read);
+      alive.push(new WeakRef(read.buffer));
+      input.push(read.subarray(0, frame.length));
+      await new Promise((resolve) => setImmediate(resolve)); // one read per turn, as the socket would deliver them
+    }
+    await until(() => session.stats.framesIn === 1 + reads, 5_000, 'every frame');
+    gc();
+    return alive.filter((read) => read.deref() !== undefined).length; // the last may still be on the stack
+  }
+
+  test('a SmuxStream nobody reads yet buffers copies of small pieces, not views of their reads', async () => {
+    const streams: unknown[] = [];
+    expect(await readsAlive((session) => session.on('stream', (stream) => streams.push(stream)))).toBeLessThanOrEqual(1);
+    expect(streams).toHaveLength(1);
+  });
+
+  test('a paused channel holds copies of small pieces, not views of their reads', async () => {
+    let paused: SmuxChannel | undefined;
+    const alive = await readsAlive((session) =>
+      session.on('channel', (channel: SmuxChannel) => {
+        channel.setHandler({ onData: () => undefined, onEnd: () => undefined, onClose: () => undefined });
+        channel.pause();
+        paused = channel;
+      }),
+    );
+    expect(alive).toBeLessThanOrEqual(1);
+    expect(paused).toBeDefined();
+  });
+});
