@@ -30,14 +30,17 @@ function pieceable(buf: Buffer, at: number): boolean {
   return buf[at] === Kind.RAW && buf[at + 1] === Encoding.BYTES && (buf.readUInt16LE(at + 2) & ~PIECE_FLAGS) === 0;
 }
 
-/** The least a partial message's buffer holds: room for a prefix and a small message. */
-const MIN_GATHER = 256;
+/**
+ * A partial message up to this size gets a buffer of its size at once (copied once, as a join would); a larger one
+ * starts here and doubles, so a peer that declares a large message and sends little holds (and is charged) little.
+ */
+const GATHER_WHOLE = 66 * 1024;
 
 /**
  * Splits a stream's bytes into call messages. The size limit is checked on each prefix before the message is
  * buffered; a message inside one chunk is decoded in place (a byte body is a view of the chunk, or a copy when it
- * is a small part of it: {@link detached}), one that straddles chunks is copied as it arrives into a buffer of its
- * own, grown by doubling up to the message's size — never a list of views, which pinned each read a piece came in
+ * is under a quarter of it: {@link detached}), one that straddles chunks is copied as it arrives into a buffer of its
+ * own (of the message's size up to 66 KiB; a larger one starts there and doubles up to its size) — never a list of views, which pinned each read a piece came in
  * and cost an object per piece (a request sent in one-byte frames held ≈ 130 B of heap per byte) — except a RAW
  * message of bytes for a sink that reads a byte stream, whose body is passed on in pieces as it arrives, never
  * buffered ({@link MessageSink.rawPieces}).
@@ -148,7 +151,12 @@ export class MessageReader {
     const filled = this.#gathered;
     if (gather === null || filled + n > gather.length) {
       const need = this.#need; // 0 while the prefix is incomplete: room for the prefix only
-      const grown = need === 0 ? PREFIX_SIZE : Math.min(need, Math.max(MIN_GATHER, 2 * (gather?.length ?? 0), 2 * (filled + n)));
+      const grown =
+        need === 0
+          ? PREFIX_SIZE
+          : need <= GATHER_WHOLE
+            ? need
+            : Math.min(need, Math.max(GATHER_WHOLE, 2 * (gather?.length ?? 0), 2 * (filled + n)));
       const next = Buffer.allocUnsafeSlow(Math.max(grown, filled + n));
       if (gather !== null) gather.copy(next, 0, 0, filled);
       this.#gather = gather = next;
@@ -168,7 +176,7 @@ export class MessageReader {
     this.#rawLeft = left - n;
     const size = this.#rawOwed + n;
     this.#rawOwed = 0;
-    sink.onMessage(newMessage(Kind.RAW, this.#rawFlags, detached(at === 0 && n === data.length ? data : data.subarray(at, at + n))), size);
+    sink.onMessage(newMessage(Kind.RAW, this.#rawFlags, at === 0 && n === data.length ? data : data.subarray(at, at + n)), size);
     return at + n;
   }
 
@@ -274,7 +282,7 @@ function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
       }
       break;
     case Encoding.BYTES:
-      message.body = detached(buf.subarray(at, end));
+      message.body = detached(buf.subarray(at, end), 1 / 4); // a body a handler keeps pins at most 4× its bytes
       break;
     case Encoding.STRING:
       message.body = buf.toString('utf8', at, end);

@@ -1,5 +1,6 @@
 import { Duplex } from 'node:stream';
 import { SmuxError } from '../smux/index.js';
+import { detached } from '../util/detached.js';
 import { type CallMessage, encodeMessage, Flag, Kind } from './call-codec.js';
 import type { CallEndpoint } from './call-endpoint.js';
 
@@ -75,7 +76,9 @@ export class SmuxDuplex extends Duplex {
     if (violation !== null) {
       this.#fail(violation);
     } else if (message.kind === Kind.RAW) {
-      const more = this.push(message.body);
+      // Read at once, a view costs nothing; buffered, a view of a small part of a read would keep the read alive.
+      const bytes = message.body as Buffer;
+      const more = this.push(this.readableFlowing === true && this.readableLength === 0 ? bytes : detached(bytes));
       this.#endpoint?.hold(this.readableLength); // unread bytes count against the connection's budget
       if (!more) this.#pause();
     } else if (message.kind === Kind.END && (message.flags & Flag.ERROR) === 0) {

@@ -1,5 +1,7 @@
 import { Observable, type Subscriber, type TeardownLogic, type Unsubscribable } from 'rxjs';
+import { Buffer } from 'node:buffer';
 import { SmuxError } from '../smux/index.js';
+import { detached } from '../util/detached.js';
 
 /** Items a streamed request holds before it stops reading (the sender then waits on the stream's window). */
 const HIGH_WATER_ITEMS = 32;
@@ -97,7 +99,7 @@ export class SmuxStreamedPayload<T = unknown> extends Observable<T> implements A
       return waiter({ done: false, value: item });
     }
     const held = (this.#held ??= []);
-    held.push(item, bytes);
+    held.push(Buffer.isBuffer(item) ? detached(item) : item, bytes); // held, a view would keep its whole read alive
     this.#bytes += bytes;
     this.#flow.hold(this.#bytes);
     if (held.length >= 2 * HIGH_WATER_ITEMS || this.#bytes >= HIGH_WATER_BYTES) this.#flow.pause();

@@ -30,6 +30,18 @@ function payloadWith(...items: unknown[]) {
 }
 
 describe('SmuxStreamedPayload: held items', () => {
+  test('a held byte item is a copy when it is a small part of the read it came in, the item itself otherwise', async () => {
+    const small = Buffer.alloc(64 * 1024, 1).subarray(10, 20); // 10 bytes of a 64 KiB read
+    const large = Buffer.alloc(1_000, 2).subarray(0, 900);
+    const { payload } = payloadWith(small, large);
+    const iterator = payload[Symbol.asyncIterator]();
+    const first = (await iterator.next()).value as Buffer;
+    expect(first.equals(small)).toBe(true);
+    expect(first.buffer).not.toBe(small.buffer); // held as a view, it kept the 64 KiB read alive
+    expect(first.buffer.byteLength).toBe(10);
+    expect((await iterator.next()).value).toBe(large);
+  });
+
   test('it pauses reading at 32 held items and resumes once fewer than 16 are left as the iterator takes them', async () => {
     const { flow, payload } = payloadWith(...Array.from({ length: 31 }, (_, i) => i));
     expect(flow.calls).toEqual([]);
