@@ -40,10 +40,10 @@ const GATHER_WHOLE = 66 * 1024;
  * Splits a stream's bytes into call messages. The size limit is checked on each prefix before the message is
  * buffered; a message inside one chunk is decoded in place (a byte body is a view of the chunk, or a copy when it
  * is under a quarter of it: {@link detached}), one that straddles chunks is copied as it arrives into a buffer of its
- * own (of the message's size up to 66 KiB; a larger one starts there and doubles up to its size) — never a list of views, which pinned each read a piece came in
- * and cost an object per piece (a request sent in one-byte frames held ≈ 130 B of heap per byte) — except a RAW
- * message of bytes for a sink that reads a byte stream, whose body is passed on in pieces as it arrives, never
- * buffered ({@link MessageSink.rawPieces}).
+ * own ({@link GATHER_WHOLE}) — never a list of views, which pinned each read a piece came in and cost an object per
+ * piece (a request sent in one-byte frames held ≈ 130 B of heap per byte) — except a RAW message of bytes for a sink
+ * that reads a byte stream, whose body is passed on in pieces as it arrives, never buffered
+ * ({@link MessageSink.rawPieces}).
  */
 export class MessageReader {
   readonly #maxBytes: number;
@@ -71,7 +71,10 @@ export class MessageReader {
     return this.#gathered > 0 || this.#rawLeft > 0;
   }
 
-  /** Bytes held for the partial message: its buffer, room included (at most twice what arrived, or its size). */
+  /**
+   * Bytes held for the partial message: its buffer, room included — 8 until its prefix is whole, then its size up to
+   * 66 KiB, or for a larger one at most twice what arrived (66 KiB at least).
+   */
   get bufferedBytes(): number {
     return this.#gather === null ? 0 : this.#gather.length;
   }

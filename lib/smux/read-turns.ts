@@ -14,15 +14,16 @@ export const STREAMS_PER_TURN = 128;
 export const YIELD_BUFFER = 64 * 1024;
 
 /**
- * Milliseconds a session's reads may keep the event loop in one turn; a read past it waits for the next turn. libuv reads
- * a readable socket up to 32 times in a row (64 KiB each) before it serves another, and each read's frames and the
- * microtasks they start run before the next: a peer streaming tiny items kept other connections waiting 25 – 96 ms
- * (docs/NOTES.md, "A turn's time budget").
+ * Milliseconds a session's reads may keep the event loop in one turn; a read past it waits for the next turn. libuv
+ * reads a readable socket up to 32 times in a row (64 KiB each) before it serves another, and each read's frames and
+ * the microtasks they start run before the next: a peer streaming tiny items kept other connections waiting 25 – 96
+ * ms (docs/NOTES.md, "A turn's time budget").
  */
 export const TURN_BUDGET_MS = 2;
 
 // Turns of the event loop, shared by the sessions of the process: the first read of a turn opens it, its check phase
-// (setImmediate) ends it. The real timers and clock, not the global ones a test may fake: this is scheduling, not a timeout.
+// (setImmediate) ends it. The real timers and clock, not the global ones a test may fake: this is scheduling, not a
+// timeout.
 let currentTurn = 0;
 let turnOpen = false;
 function endTurn(): void {
