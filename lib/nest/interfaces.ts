@@ -48,6 +48,13 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
    */
   maxCallsPerConnection?: number;
   /**
+   * Most event handlers running at once for one connection, at least 1: from the moment an event is taken until the
+   * promise of its handlers settles. Past it the connection is not read until a quarter of them have returned — the
+   * events (and the calls behind them on that connection) wait in the peer's socket, nothing is dropped, and a
+   * sender faster than its handlers is slowed to their pace. Other connections are not affected. Default 1 000.
+   */
+  maxEventsPerConnection?: number;
+  /**
    * Most bytes of an Observable reply queued on one call (values come faster than the caller reads), at least
    * 1; beyond it the call fails with `ERR_SMUX_LIMIT` — also for a single value larger than it. A feed drops values
    * instead, and an AsyncIterable or Readable reply is pulled only as the caller reads: neither is bounded by it.

@@ -39,6 +39,7 @@ export const serverRules: Record<string, Rule> = {
   ...common,
   maxConnections: { kind: 'integer', min: 1, max: MAX_MS, unit: 'connections' },
   maxCallsPerConnection: { kind: 'integer', min: 1, max: MAX_MS, unit: 'calls' },
+  maxEventsPerConnection: { kind: 'integer', min: 1, max: MAX_MS, unit: 'event handlers' },
   maxReplyBufferBytes: { kind: 'integer', min: 1, max: Number.MAX_SAFE_INTEGER, unit: 'bytes' },
   closeTimeout: { kind: 'integer', min: 0, max: MAX_MS, unit: 'ms; 0 ends running calls at once' },
   finTimeout: { kind: 'integer', min: 1, max: MAX_MS, unit: 'ms' },

@@ -58,6 +58,7 @@ export interface ResolvedServerOptions extends ResolvedCommon {
   readonly pinnedVersion: 1 | 2 | null;
   readonly maxConnections: number;
   readonly maxCallsPerConnection: number;
+  readonly maxEventsPerConnection: number;
   readonly maxReplyBufferBytes: number;
   readonly closeTimeout: number;
   readonly finTimeout: number;
@@ -149,6 +150,7 @@ export function resolveServerOptions(input: ServerSmuxOptions | undefined): Reso
     pinnedVersion: smux.version === 'auto' ? null : smux.version,
     maxConnections,
     maxCallsPerConnection,
+    maxEventsPerConnection: options.maxEventsPerConnection ?? 1_000,
     maxReplyBufferBytes: options.maxReplyBufferBytes ?? 128 * MiB,
     closeTimeout: options.closeTimeout ?? 10_000,
     finTimeout: options.finTimeout ?? 30_000,

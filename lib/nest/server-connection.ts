@@ -1,11 +1,12 @@
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { type Clock, Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
-import { observeSession } from '../smux/session.js';
+import { holdReading, observeSession } from '../smux/session.js';
 import { SlotSet } from '../util/slot-set.js';
 import type { CallMessage } from './call-codec.js';
 import { ConnectionBudget } from './connection-budget.js';
 import { closeWithin } from './dial.js';
+import { EventGate } from './event-gate.js';
 import type { ControlLink } from './control-link.js';
 import { HELLO_TIMEOUT } from './hello.js';
 import type { ResolvedServerOptions } from './options.js';
@@ -56,6 +57,8 @@ export class ServerConnection {
   readonly address: string;
   /** What the connection holds of the server's memory. */
   readonly budget: ConnectionBudget;
+  /** Its event handlers running (`maxEventsPerConnection`): past the limit, the connection is not read. */
+  readonly events: EventGate;
   /** When the last call started, or the connection opened (for evicting idle connections). */
   lastCallAt: number;
   /** The app's face of the connection (`ctx.getConnection()`, `server.connections`); null when it is refused. */
@@ -98,6 +101,8 @@ export class ServerConnection {
       this.#dialledLink = origin.link;
       this.#versionChecked = true;
     }
+    const session = this.session;
+    this.events = new EventGate(host.options.maxEventsPerConnection, (hold) => holdReading(session, hold));
     observeSession(this.session, { channel: (channel) => this.#open(channel) });
     // The face first: its own 'close' listener marks it closed before 'disconnect' is emitted (#ended).
     this.face = refusal === null ? this.#createFace(host, 'accepted' in origin ? origin.accepted : null) : null;

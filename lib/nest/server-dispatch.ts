@@ -5,6 +5,7 @@ import { SmuxError } from '../smux/index.js';
 import type { CallMessage } from './call-codec.js';
 import { FEED_EXTRAS_KEY } from './feed.js';
 import type { RateLimitedLog } from './log.js';
+import type { EventGate } from './event-gate.js';
 import type { DecodedRequest, PacketCodec } from './packet-codec.js';
 import type { ServerCall } from './server-call.js';
 import { createSmuxContext, type SmuxContext } from './smux.context.js';
@@ -89,58 +90,90 @@ export class CallDispatcher {
     else start(this.#nest.transportId, ctx, () => call.run(handler, data, ctx, this.#endHook(ctx), feed));
   }
 
-  /** An EVENT arrived: its handlers run (at most once); failures are logged, nothing goes back. */
-  dispatchEvent(call: ServerCall, message: CallMessage): void {
+  /**
+   * An EVENT arrived: its handlers run (at most once); failures are logged, nothing goes back. It holds a place at
+   * `gate` (its connection's `maxEventsPerConnection`) from now until its handlers settle, or until it is clear that
+   * none will run.
+   */
+  dispatchEvent(call: ServerCall, message: CallMessage, gate: EventGate): void {
     if (this.#nest.closing()) return; // at most once: a server shutting down takes no new work
+    gate.enter();
     // The native codec decodes at once: nothing is awaited (a burst of events is dispatched in one read, and each
     // await kept its frame alive into the next scavenge); a custom deserializer's promise is chained.
     try {
       const decoded = this.#nest.codec.decodeCall(message);
-      if (decoded instanceof Promise) decoded.then((request) => this.#dispatchEvent(call, request), this.#logError);
-      else this.#dispatchEvent(call, decoded);
+      if (!(decoded instanceof Promise)) return this.#dispatchEvent(call, decoded, gate);
+      decoded.then(
+        (request) => this.#dispatchEvent(call, request, gate),
+        (error: unknown) => {
+          gate.leave();
+          this.#logError(error);
+        },
+      );
     } catch (error) {
+      gate.leave();
       this.#logError(error);
     }
   }
 
-  /** Never throws nor rejects: what fails is logged. */
-  #dispatchEvent(call: ServerCall, { pattern, data, headers }: DecodedRequest): void {
+  /** Never throws nor rejects: what fails is logged. The event's place at `gate` is left here or by #runEvent. */
+  #dispatchEvent(call: ServerCall, { pattern, data, headers }: DecodedRequest, gate: EventGate): void {
+    let running = false; // #runEvent has the place
     try {
       const handler = this.#route(pattern);
       // Nest logs each one; a peer can send thousands of them, so they are rate-limited here.
-      if (handler === null) return this.#nest.rateLimited.error('unhandled event', NO_EVENT_HANDLER(pattern));
+      if (handler === null) {
+        gate.leave();
+        return this.#nest.rateLimited.error('unhandled event', NO_EVENT_HANDLER(pattern));
+      }
       const ctx = createSmuxContext(call.channel, pattern, headers, call);
       const start = this.#nest.startHook();
       // With OpenTelemetry the handlers run inside a CONSUMER span whose parent is the emitter's (tracing.ts).
-      if (start === null) void withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, null));
-      else {
+      if (start === null) {
+        running = true;
+        void withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, null, gate));
+      } else {
+        // The app's start hook decides when the handlers run (a hook that never calls done must not hold a place for
+        // good): the event waits there without one, and takes one again as they start.
+        gate.leave();
+        running = true;
         let started = false; // at most once: a hook that calls done() twice does not run the handlers twice
         start(this.#nest.transportId, ctx, () => {
           if (started) return Promise.resolve();
           started = true;
-          return withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx)));
+          gate.enter();
+          return withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx), gate));
         });
       }
     } catch (error) {
+      if (!running) gate.leave();
       this.#logError(error);
     }
   }
 
   /**
    * Runs the event handlers (chained by Nest) as Nest's handleEvent does: an Observable result runs hot. Never
-   * rejects (a failure is logged). Chained with `then`, not an async function: no suspended frame per event.
+   * rejects (a failure is logged); leaves `gate` once they settled. Chained with `then`, not an async function: no
+   * suspended frame per event.
    */
-  #runEvent(handler: MessageHandler, data: unknown, ctx: SmuxContext, end: (() => void) | null): Promise<void> {
+  #runEvent(handler: MessageHandler, data: unknown, ctx: SmuxContext, end: (() => void) | null, gate: EventGate): Promise<void> {
     let pending: unknown;
     try {
       pending = handler(data, ctx);
     } catch (error) {
+      gate.leave();
       this.#eventFailed(error, end);
       return Promise.resolve();
     }
     return Promise.resolve(pending).then(
-      (result) => this.#eventResult(result, end),
-      (error: unknown) => this.#eventFailed(error, end),
+      (result) => {
+        gate.leave();
+        this.#eventResult(result, end);
+      },
+      (error: unknown) => {
+        gate.leave();
+        this.#eventFailed(error, end);
+      },
     );
   }
 

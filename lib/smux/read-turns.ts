@@ -34,6 +34,8 @@ function endTurn(): void {
 export const HELD_BY_BUDGET = 1;
 /** Why a session holds its reading: its accept backlog is full (as Go's session stops reading then). */
 export const HELD_BY_BACKLOG = 2;
+/** Why a session holds its reading: the layer above it asked (`holdReading`: e.g. its event handlers are behind). */
+export const HELD_BY_LAYER = 4;
 
 /** What {@link ReadTurns} needs of its session. */
 export interface ReadTurnsHost {
@@ -47,7 +49,8 @@ export interface ReadTurnsHost {
 }
 
 /**
- * When a session reads. It holds reading while any of its reasons stands (the receive budget, the accept backlog):
+ * When a session reads. It holds reading while any of its reasons stands (the receive budget, the accept backlog,
+ * the layer above):
  * decoder and socket both pause. And it bounds how much it decodes per turn of the event loop: frames of open
  * streams, while its reads of the turn took at most {@link TURN_BUDGET_MS} — then that read, and the socket, wait for
  * the next turn; streams the peer opens, up to {@link STREAMS_PER_TURN} — then decoding waits for the next turn,

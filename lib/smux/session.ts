@@ -9,7 +9,7 @@ import { SmuxError } from './errors.js';
 import { IdTable } from '../util/id-table.js';
 import { ReceiveBucket, streamAllowance } from './flow-control.js';
 import { KeepAlive, type KeepAliveHost } from './keep-alive.js';
-import { HELD_BY_BACKLOG, HELD_BY_BUDGET, ReadTurns } from './read-turns.js';
+import { HELD_BY_BACKLOG, HELD_BY_BUDGET, HELD_BY_LAYER, ReadTurns } from './read-turns.js';
 import { SmuxStream } from './stream.js';
 import type { SessionEvents, SessionObserver, SessionStats } from './session-types.js';
 import { StreamCore } from './stream-core.js';
@@ -27,6 +27,7 @@ const CLOSING = 1;
 const CLOSED = 2;
 
 let addObserver: (session: Session, observer: SessionObserver) => () => void;
+let holdLayer: (session: Session, hold: boolean) => void;
 
 /**
  * Lets a layer built on `session` hear of its peer's streams and its end without a public listener (see
@@ -34,6 +35,15 @@ let addObserver: (session: Session, observer: SessionObserver) => () => void;
  */
 export function observeSession(session: Session, observer: SessionObserver): () => void {
   return addObserver(session, observer);
+}
+
+/**
+ * Lets the layer built on `session` stop its reading (`hold` true) until it lets go (false): backpressure for work the
+ * peer starts that nothing else bounds (a server's event handlers). Keep-alive does not count the silence meanwhile.
+ * Package-internal: not exported by the barrel.
+ */
+export function holdReading(session: Session, hold: boolean): void {
+  holdLayer(session, hold);
 }
 
 /**
@@ -59,7 +69,7 @@ export class Session extends EventEmitter<SessionEvents> {
   #version: ProtocolVersion | null;
   #state = OPEN;
   #error: SmuxError | null = null;
-  readonly #turns: ReadTurns; // when it reads: held by the budget or the backlog, a bounded number of streams per turn
+  readonly #turns: ReadTurns; // when it reads: held by the budget, the backlog or the layer; bounded streams per turn
   #closing: GracefulClose | null = null; // from close() on
   #closedBeforeClose: Promise<void> | null = null; // what close() returns when the session had ended without it
   #bytesIn = 0;
@@ -68,6 +78,7 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly #observers: SessionObserver[] = [];
 
   static {
+    holdLayer = (session, hold) => (hold ? session.#turns.hold(HELD_BY_LAYER) : session.#turns.release(HELD_BY_LAYER));
     addObserver = (session, observer) => {
       session.#observers.push(observer);
       return () => {

@@ -207,3 +207,144 @@ describe('events and processing hooks', () => {
     expect(seen.filter((s) => s.data === 'once')).toHaveLength(1);
   });
 });
+
+// maxEventsPerConnection: event handlers held open by a test, counted as they start and as they return.
+let heldEvents: Array<Deferred<void>> = [];
+let runningEvents = 0;
+let mostEventsAtOnce = 0;
+const handled: unknown[] = [];
+
+@Controller()
+class HeldEventsController {
+  @EventPattern('held')
+  async held(@Payload() data: unknown): Promise<void> {
+    mostEventsAtOnce = Math.max(mostEventsAtOnce, ++runningEvents);
+    const release = deferred();
+    heldEvents.push(release);
+    try {
+      await release.promise;
+      if (data === 'reject') throw new Error('a held event handler failed on purpose');
+    } finally {
+      runningEvents--;
+      handled.push(data);
+    }
+  }
+
+  @EventPattern<string>('sync-throws') // explicit: Nest 12's typed overload would demand (data, ...args: unknown[])
+  syncThrows(): void {
+    throw new Error('an event handler failed at once, on purpose');
+  }
+
+  @MessagePattern('ping')
+  ping(): string {
+    return 'pong';
+  }
+}
+
+/** Lets the held handlers that are waiting now return, in order. */
+function releaseHeld(count = heldEvents.length): void {
+  for (const release of heldEvents.splice(0, count)) release.resolve();
+}
+
+/** Lets every held handler return as it starts, until `total` have returned. */
+function releaseUntilHandled(total: number): Promise<void> {
+  return until(
+    () => {
+      releaseHeld();
+      return handled.length >= total;
+    },
+    5_000,
+    `${total} handlers to return`,
+  );
+}
+
+describe('maxEventsPerConnection: event handlers running at once on a connection', () => {
+  let handle: AppHandle;
+  const LIMIT = 4;
+
+  beforeAll(async () => {
+    handle = await startApp({ controllers: [HeldEventsController], server: { maxEventsPerConnection: LIMIT } });
+  });
+  beforeEach(() => {
+    releaseHeld();
+    heldEvents = [];
+    runningEvents = mostEventsAtOnce = 0;
+    handled.length = 0;
+  });
+  afterAll(async () => {
+    releaseHeld();
+    await closeAll();
+  });
+
+  test('past the limit the connection is not read: the rest wait in the socket, none is lost, and each runs once', async () => {
+    const client = handle.client();
+    await Promise.all(Array.from({ length: 30 }, (_, i) => emitted(client, 'held', i)));
+    await until(() => runningEvents === LIMIT, 5_000, 'the first handlers');
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(runningEvents).toBe(LIMIT); // the others are not even decoded
+    // Reading resumes once a quarter of the places are free; every event gets its turn.
+    await releaseUntilHandled(30);
+    expect(mostEventsAtOnce).toBe(LIMIT);
+    expect([...handled].sort((a, b) => (a as number) - (b as number))).toEqual(Array.from({ length: 30 }, (_, i) => i));
+  });
+
+  test('a held connection slows only itself: a call on another connection is answered, one on it waits its turn', async () => {
+    const flooding = handle.client();
+    await Promise.all(Array.from({ length: LIMIT + 2 }, (_, i) => emitted(flooding, 'held', i)));
+    await until(() => runningEvents === LIMIT, 5_000, 'the handlers to fill the places');
+    const other = handle.client();
+    expect(await within(firstValueFrom(other.send('ping', 1)), 'a call on another connection')).toBe('pong');
+    let answered = false;
+    const behind = firstValueFrom(flooding.send('ping', 2)).then((value) => ((answered = true), value));
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(answered).toBe(false); // its request waits behind the events, in the same socket
+    await releaseUntilHandled(LIMIT + 2);
+    expect(await within(behind, 'the call behind the events')).toBe('pong');
+  });
+
+  test('the backpressure reaches the sender: an awaited emit() waits once the socket between them is full', async () => {
+    const client = handle.client();
+    const event = 'x'.repeat(64 * 1024);
+    const settledWithin = (ms: number): Promise<boolean> => {
+      let timer: NodeJS.Timeout | undefined;
+      return Promise.race([
+        lastValueFrom(client.emit('held', event), { defaultValue: undefined }).then(() => true),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+      ]).finally(() => clearTimeout(timer));
+    };
+    let settled = 0;
+    while (settled < 2_000 && (await settledWithin(300))) settled++; // 2 000 × 64 KiB = 125 MiB, were nothing to stop it
+    expect(settled).toBeLessThan(2_000); // ≈ 66 here: the kernel's socket buffers (≈ 4 MiB), then emit() waits
+    await releaseUntilHandled(settled + 1);
+  });
+
+  test('handlers that fail, at once or later, and events nobody handles give their places back', async () => {
+    const client = handle.client();
+    await Promise.all(Array.from({ length: 3 * LIMIT }, () => emitted(client, 'sync-throws', 0)));
+    await Promise.all(Array.from({ length: 3 * LIMIT }, () => emitted(client, 'nobody-listens', 0)));
+    await Promise.all(Array.from({ length: 3 * LIMIT }, () => emitted(client, 'held', 'reject')));
+    await releaseUntilHandled(3 * LIMIT);
+    // Were a place lost per event, the connection would be held for good by now, and this call never read.
+    expect(await within(firstValueFrom(client.send('ping', 3)), 'a call after 36 events')).toBe('pong');
+  });
+
+  test('an app start hook: an event waiting in it holds no place, and takes one as its handler starts', async () => {
+    const waiting: Array<() => Promise<unknown>> = [];
+    handle.server.setOnProcessingStartHook((_t, ctx, done) => {
+      if ((ctx as SmuxContext).getPattern() === 'held') waiting.push(done);
+      else void done();
+    });
+    try {
+      const client = handle.client();
+      await Promise.all(Array.from({ length: 3 * LIMIT }, (_, i) => emitted(client, 'held', i)));
+      await until(() => waiting.length === 3 * LIMIT, 5_000, 'every event to reach the hook');
+      expect(runningEvents).toBe(0);
+      for (const done of waiting.splice(0)) void done(); // the hook lets them all run: they take their places now
+      await until(() => runningEvents === 3 * LIMIT, 5_000, 'the handlers the hook started');
+      await releaseUntilHandled(3 * LIMIT);
+      expect(await within(firstValueFrom(client.send('ping', 4)), 'a call after them')).toBe('pong');
+    } finally {
+      handle.server.setOnProcessingStartHook((_t, _ctx, done) => void done());
+    }
+  });
+});

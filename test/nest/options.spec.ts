@@ -82,6 +82,7 @@ describe('options are checked in the constructor', () => {
     ['maxMessageBytes', -5, 'must be an integer from 1 to 4294967295 (bytes), got -5 (a number)'],
     ['finTimeout', 'x', 'must be an integer from 1 to 2147483647 (ms), got "x" (a string)'],
     ['maxCallsPerConnection', 1e10, 'must be an integer from 1 to 2147483647 (calls), got 10000000000 (a number)'],
+    ['maxEventsPerConnection', 0, 'must be an integer from 1 to 2147483647 (event handlers), got 0 (a number)'],
     ['maxReplyBufferBytes', null, 'must be an integer from 1 to 9007199254740991 (bytes), got null'],
     ['maxPendingRequestBytes', 0, 'must be an integer from 1 to 9007199254740991 (bytes per connection), got 0 (a number)'],
     ['maxPendingRequestBytes', 1024, 'must be at least maxMessageBytes (8388608 bytes), got 1024 (a number)'],

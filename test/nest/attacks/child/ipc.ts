@@ -35,6 +35,8 @@ export interface ServerStats {
   streams: number;
   /** Bytes written to their sockets that the kernel has not taken yet. */
   socketQueued: number;
+  /** `slow-event` handlers started so far. */
+  slowEvents: number;
 }
 
 /** What a child's log saw: lines per level and the last few warnings and errors. */

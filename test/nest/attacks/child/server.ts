@@ -10,12 +10,15 @@ import { writeHeapSnapshot } from 'node:v8';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { Controller, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
+import { Ctx, EventPattern, MessagePattern, Payload } from '@nestjs/microservices';
 import { count, map, type Observable } from 'rxjs';
 import { ServerSmux, type ServerSmuxOptions, type Session, type SmuxContext, type SmuxStreamedPayload } from '../../../../lib/index.js';
 import { countingLogger, cpuMicros, memoryAfterGc, type ServerStats, serveCommands } from './ipc.js';
 
 const MiB = 1024 * 1024;
+/** How long the `slow-event` handler takes (a slow database write, say). */
+const SLOW_EVENT_MS = 1_000;
+let slowEvents = 0; // `slow-event` handlers started
 const blobs = new Map<number, string>();
 
 @Controller()
@@ -41,6 +44,13 @@ class TargetController {
   @MessagePattern('count-stream') // a client stream: takes every item, replies with how many there were
   countStream(@Payload() items: SmuxStreamedPayload<unknown>): Observable<number> {
     return items.pipe(count());
+  }
+
+  @EventPattern('slow-event') // an event handler that takes its time: its data stays alive until it returns
+  async slowEvent(@Payload() data: unknown): Promise<void> {
+    slowEvents++;
+    await new Promise((resolve) => setTimeout(resolve, SLOW_EVENT_MS));
+    if (data === null) throw new Error('unreachable: keeps the payload alive until here');
   }
 
   @MessagePattern('echo-raw') // a byte stream: the bytes straight back, paced by pipeline()'s backpressure
@@ -86,6 +96,7 @@ serveCommands((server.unwrap<Server>().address() as AddressInfo).port, {
     connections: sessions.size,
     streams: [...sessions].reduce((n, s) => n + s.numStreams, 0),
     socketQueued: [...sockets].reduce((n, s) => n + s.writableLength, 0),
+    slowEvents,
   }),
   logs: () => log.figures(),
   cpu: () => cpuMicros(),

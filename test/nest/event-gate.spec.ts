@@ -1,0 +1,154 @@
+/**
+ * EventGate (maxEventsPerConnection) and how CallDispatcher accounts for each event at it: one place from the moment
+ * an event is taken until its handlers settle, on every path — resolved, rejected, thrown, no handler, a failed
+ * deserializer, an app's start hook. The end-to-end behaviour (a connection not read past the limit) is in
+ * events.spec.ts and attacks/event-flood.spec.ts.
+ */
+import { describe, expect, test } from '@jest/globals';
+import type { MessageHandler } from '@nestjs/microservices';
+import type { CallMessage } from '../../lib/nest/call-codec.js';
+import { EventGate } from '../../lib/nest/event-gate.js';
+import type { DecodedRequest, PacketCodec } from '../../lib/nest/packet-codec.js';
+import { CallDispatcher, type NestServerFace } from '../../lib/nest/server-dispatch.js';
+import type { ServerCall } from '../../lib/nest/server-call.js';
+
+function recordingGate(limit: number): { gate: EventGate; holds: boolean[] } {
+  const holds: boolean[] = [];
+  return { gate: new EventGate(limit, (hold) => holds.push(hold)), holds };
+}
+
+describe('EventGate', () => {
+  test('holds reading as the limit is reached, and resumes once a quarter of the places are free', () => {
+    const { gate, holds } = recordingGate(8);
+    for (let i = 0; i < 7; i++) gate.enter();
+    expect(holds).toEqual([]);
+    gate.enter();
+    expect(holds).toEqual([true]);
+    gate.enter(); // one that was decoded as reading stopped: counted, no second hold
+    expect(gate.running).toBe(9);
+    expect(holds).toEqual([true]);
+    for (let i = 0; i < 2; i++) gate.leave(); // 7, then 6 of 8: not yet
+    expect(holds).toEqual([true]);
+    gate.leave(); // 6 → a quarter free
+    expect(holds).toEqual([true, false]);
+    gate.leave();
+    gate.enter();
+    gate.enter();
+    expect(holds).toEqual([true, false]); // 7 again: below the limit
+    gate.enter();
+    expect(holds).toEqual([true, false, true]);
+  });
+
+  test('a limit of 1: one handler at a time', () => {
+    const { gate, holds } = recordingGate(1);
+    gate.enter();
+    gate.leave();
+    gate.enter();
+    expect(holds).toEqual([true, false, true]);
+    gate.leave();
+    expect(holds).toEqual([true, false, true, false]);
+    expect(gate.running).toBe(0);
+  });
+});
+
+const CALL = { channel: {} } as unknown as ServerCall; // createSmuxContext only keeps it
+const MESSAGE = {} as CallMessage;
+
+function dispatcher(options: {
+  handler?: MessageHandler | null;
+  decoded?: DecodedRequest | Promise<DecodedRequest> | (() => never);
+  startHook?: NestServerFace['startHook'];
+}): { dispatcher: CallDispatcher; logged: unknown[] } {
+  const logged: unknown[] = [];
+  const decoded = options.decoded ?? { pattern: 'evt', data: 1, id: undefined, headers: undefined };
+  const codec = {
+    decodeCall: () => (typeof decoded === 'function' ? decoded() : decoded),
+  } as unknown as PacketCodec;
+  const face: NestServerFace = {
+    transportId: Symbol('test'),
+    logger: { log: () => undefined, error: (e: unknown) => void logged.push(e), warn: () => undefined },
+    rateLimited: { error: (_kind: string, message: string) => void logged.push(message) } as unknown as NestServerFace['rateLimited'],
+    codec,
+    closing: () => false,
+    handlerFor: () => options.handler ?? null,
+    routeOf: (pattern) => pattern,
+    startHook: options.startHook ?? (() => null),
+    endHook: () => undefined,
+  };
+  return { dispatcher: new CallDispatcher(face), logged };
+}
+
+const handlerOf = (fn: (data: unknown) => unknown): MessageHandler =>
+  Object.assign(fn, { isEventHandler: true }) as unknown as MessageHandler;
+const settle = async (): Promise<void> => {
+  for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+};
+
+describe('CallDispatcher and the gate: one place per event, given back on every path', () => {
+  test.each([
+    ['a handler that resolves', 1, handlerOf(() => Promise.resolve())],
+    ['a handler that rejects', 1, handlerOf(() => Promise.reject(new Error('rejected on purpose')))],
+    [
+      'a handler that throws',
+      0, // at once
+      handlerOf(() => {
+        throw new Error('thrown on purpose');
+      }),
+    ],
+    ['a handler that returns an Observable', 1, handlerOf(() => Promise.resolve({ subscribe: () => ({ unsubscribe: () => undefined }) }))],
+  ])('%s', async (_name, runningAtFirst, handler) => {
+    const { gate } = recordingGate(10);
+    const { dispatcher: d } = dispatcher({ handler });
+    d.dispatchEvent(CALL, MESSAGE, gate);
+    expect(gate.running).toBe(runningAtFirst); // held while the handler's promise is pending
+    await settle();
+    expect(gate.running).toBe(0);
+  });
+
+  test('a pending handler keeps its place until it settles', async () => {
+    let finish: () => void = () => undefined;
+    const { gate } = recordingGate(10);
+    const { dispatcher: d } = dispatcher({ handler: handlerOf(() => new Promise<void>((resolve) => (finish = resolve))) });
+    d.dispatchEvent(CALL, MESSAGE, gate);
+    await settle();
+    expect(gate.running).toBe(1);
+    finish();
+    await settle();
+    expect(gate.running).toBe(0);
+  });
+
+  test('no handler, a deserializer that throws or rejects: the place is given back at once', async () => {
+    const { gate } = recordingGate(10);
+    dispatcher({ handler: null }).dispatcher.dispatchEvent(CALL, MESSAGE, gate);
+    expect(gate.running).toBe(0);
+    const thrown = () => {
+      throw new Error('cannot decode, on purpose');
+    };
+    dispatcher({ handler: handlerOf(() => undefined), decoded: thrown }).dispatcher.dispatchEvent(CALL, MESSAGE, gate);
+    expect(gate.running).toBe(0);
+    const rejected = Promise.reject(new Error('cannot decode later, on purpose'));
+    dispatcher({ handler: handlerOf(() => undefined), decoded: rejected }).dispatcher.dispatchEvent(CALL, MESSAGE, gate);
+    expect(gate.running).toBe(1); // a custom deserializer's promise: counted while it decodes
+    await settle();
+    expect(gate.running).toBe(0);
+  });
+
+  test('an app start hook: no place while the event waits in it, one from its done() until the handler settles', async () => {
+    const waiting: Array<() => Promise<unknown>> = [];
+    let finish: () => void = () => undefined;
+    const { gate } = recordingGate(10);
+    const { dispatcher: d } = dispatcher({
+      handler: handlerOf(() => new Promise<void>((resolve) => (finish = resolve))),
+      startHook: () => (_id, _ctx, done) => void waiting.push(done),
+    });
+    d.dispatchEvent(CALL, MESSAGE, gate);
+    expect(waiting).toHaveLength(1);
+    expect(gate.running).toBe(0);
+    void waiting[0]();
+    void waiting[0](); // a second done() runs nothing and takes no place
+    expect(gate.running).toBe(1);
+    finish();
+    await settle();
+    expect(gate.running).toBe(0);
+  });
+});
