@@ -85,6 +85,7 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
   #itemsHeld = 0; // items the handler has not taken yet
   #windowHeld = 0; // what a paused stream may hold in the session (its window)
   #replyCharge = 0; // our queued bytes, as last charged
+  #replyHeld = 0; // reply bytes held before they are queued (a byte stream's writes waiting for the window)
   /** When the partial message being read started arriving (0: none is). */
   partialSince = 0;
   /** Index in the budget's endpoints that wrote this turn (owned by the ConnectionBudget). */
@@ -206,9 +207,19 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
     return this.#budget?.replyRefusal(bytes) ?? null;
   }
 
+  /**
+   * Reply bytes the call holds before it queues them, charged with the queue: a byte stream's Duplex whose write
+   * waits for the window lets Node buffer up to its high-water mark behind it (a stalled caller's 51 byte streams
+   * held 3.25 MiB so, uncounted, in the raw-stall attack).
+   */
+  holdReply(bytes: number): void {
+    this.#replyHeld = bytes;
+    this.refreshReplyCharge();
+  }
+
   /** Re-reads our queued bytes into the budget (the writer drains them without telling us until empty). */
   refreshReplyCharge(): void {
-    const queued = this.channel.isClosed ? 0 : this.channel.writableLength;
+    const queued = this.channel.isClosed ? 0 : this.channel.writableLength + this.#replyHeld;
     const delta = queued - this.#replyCharge;
     this.#replyCharge = queued;
     this.#budget?.chargeReply(this, delta);
@@ -277,7 +288,7 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
     this.#itemsHeld = this.#windowHeld = 0;
     this.#chargeHeld();
     const charged = this.#replyCharge;
-    this.#replyCharge = 0;
+    this.#replyCharge = this.#replyHeld = 0;
     this.#budget?.chargeReply(this, -charged);
     this.#wake();
     this.#handlers.onClosed(this.#owner, error);

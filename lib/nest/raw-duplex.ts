@@ -114,6 +114,7 @@ export class SmuxDuplex extends Duplex {
       if (endpoint.ended) return callback(new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the byte stream is closed'));
       if (endpoint.writable) return callback();
       this.#writeDone = callback;
+      endpoint.holdReply(this.writableHighWaterMark); // what Node may buffer behind this write meanwhile
       void endpoint.drained().then(() => this.#finishWrite());
     });
   }
@@ -122,6 +123,7 @@ export class SmuxDuplex extends Duplex {
   #finishWrite(): void {
     const done = this.#writeDone;
     this.#writeDone = null;
+    if (done !== null) this.#endpoint?.holdReply(0);
     done?.();
   }
 

@@ -6,6 +6,8 @@ import { afterEach, describe, expect, test } from '@jest/globals';
 import type { SmuxChannel, SmuxError } from '../../lib/smux/index.js';
 import { type CallMessage, encodeMessage, Kind } from '../../lib/nest/call-codec.js';
 import { CallEndpoint, type EndpointOwner } from '../../lib/nest/call-endpoint.js';
+import { ConnectionBudget } from '../../lib/nest/connection-budget.js';
+import { attachDuplex, SmuxDuplex } from '../../lib/nest/raw-duplex.js';
 import { flush, memorySessions } from '../helpers/memory-pair.js';
 
 let pair: ReturnType<typeof memorySessions>;
@@ -35,10 +37,13 @@ class Recorder implements EndpointOwner {
 }
 
 /** An endpoint on the server side of a stream the client opens; the client side is returned raw. */
-async function connected(maxMessageBytes = 1 << 20): Promise<{ endpoint: CallEndpoint; owner: Recorder; peer: SmuxChannel }> {
+async function connected(
+  maxMessageBytes = 1 << 20,
+  budget: ConnectionBudget | null = null,
+): Promise<{ endpoint: CallEndpoint; owner: Recorder; peer: SmuxChannel }> {
   const owner = new Recorder();
   let endpoint: CallEndpoint | null = null;
-  pair.server.on('channel', (channel) => (endpoint = new CallEndpoint(channel, maxMessageBytes, owner, 'server')));
+  pair.server.on('channel', (channel) => (endpoint = new CallEndpoint(channel, maxMessageBytes, owner, 'server', true, budget)));
   const peer = pair.client.openChannel({ onData: () => undefined, onEnd: () => undefined, onClose: () => undefined });
   peer.write(message('hello')); // the opener writes first
   await flush();
@@ -120,5 +125,33 @@ describe('CallEndpoint', () => {
     expect(owner.closedWith).toBeUndefined();
     expect(endpoint.ended).toBe(true);
     expect(endpoint.write([Buffer.from('late')])).toBe(false); // nothing is written once ended
+  });
+
+  test("a byte stream's write waiting for the window charges the Duplex's high-water mark to the reply budget until it completes", async () => {
+    // Node buffers up to the high-water mark behind a write that waits: bytes the budget did not count (raw-stall attack).
+    pair = memorySessions();
+    const budget = new ConnectionBudget({ maxPendingRequestBytes: 64 << 20, maxQueuedReplyBytes: 64 << 20 }, pair.clock);
+    const { endpoint, peer } = await connected(1 << 20, budget);
+    const duplex = new SmuxDuplex(64 * 1024);
+    attachDuplex(duplex, endpoint, {
+      lastEnd: true,
+      writableEnded: () => undefined,
+      readableEnded: () => undefined,
+      destroyed: () => undefined,
+    });
+    peer.pause(); // the caller does not read: its window (256 KiB) fills
+    let acknowledged = 0;
+    const chunk = Buffer.alloc(40 * 1024, 1);
+    for (let i = 0; i < 12; i++) duplex.write(chunk, () => acknowledged++);
+    await flush();
+    const waiting = duplex.writableLength - endpoint.writableLength; // what Node holds behind the waiting write
+    expect(waiting).toBeGreaterThan(0);
+    expect(budget.queuedReplyBytes).toBe(endpoint.writableLength + 64 * 1024);
+    peer.resume(); // the caller reads: the writes complete, the high-water mark is no longer charged
+    await flush(12);
+    expect(acknowledged).toBe(12);
+    endpoint.refreshReplyCharge();
+    expect(budget.queuedReplyBytes).toBe(endpoint.writableLength);
+    duplex.destroy();
   });
 });

@@ -2,7 +2,11 @@
  * History: 103 MiB before the budgets; 41 MiB before byte-stream writes respected maxQueuedReplyBytes; 33–34 MiB
  * while a call that was over (its reply refused, the caller never FINing) still held its destroyed Duplex, whose
  * buffers Node keeps (a heap snapshot: 28 MiB of 64 KiB chunks in Duplex buffers and error stacks); ≈ 21.7 MiB
- * since the call lets its input go once its handler returned (test/nest/server-input.spec.ts).
+ * since the call lets its input go once its handler returned (test/nest/server-input.spec.ts); 26.8 – 29.6 MiB alone and
+ * 33.1 – 35.8 in some runs (one of them in a full `npm test`) once the turn budget let more of the paused streams' windows
+ * fill: the budgets held 24 MiB and Node's write buffers of 51 stalled Duplexes 3.25 MiB uncounted (a heap snapshot);
+ * 25.9 – 29.1 MiB (under a busy loop on both cores) since a write waiting for the window charges the Duplex's
+ * high-water mark to the reply budget.
  *
  * Issue 9, byte-stream variant: a peer that opens raw byte streams and stalls. One connection (its socket never read
  * from) opens 400 byte-stream calls (`echo-raw`: the bytes straight back through pipeline(), paced by its
