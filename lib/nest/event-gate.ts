@@ -5,7 +5,8 @@
  * pending kept its data, its context and Nest's promises alive (an attack with a 1 s handler pinned 145 MiB in 4 s,
  * and the server's CPU went to them: another client fell to 1 % of its calls/s). Backpressure loses nothing: the
  * events wait in the peer's socket, and TCP slows the sender to the handlers' pace. The calls on that connection wait
- * with them (they share its bytes); other connections do not.
+ * with them (they share its bytes); other connections do not. The session reads on while it has streams of its own
+ * open (`holdReading`): a handler calling the peer back waits for answers that come through the same socket.
  *
  * A handler counts from the moment its event is taken (its decoding included: a custom deserializer may be async)
  * until the promise of its handlers settles (an Observable they return runs on, uncounted, as with Nest's own

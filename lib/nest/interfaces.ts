@@ -51,7 +51,9 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
    * Most event handlers running at once for one connection, at least 1: from the moment an event is taken until the
    * promise of its handlers settles. Past it the connection is not read until a quarter of them have returned — the
    * events (and the calls behind them on that connection) wait in the peer's socket, nothing is dropped, and a
-   * sender faster than its handlers is slowed to their pace. Other connections are not affected. Default 1 000.
+   * sender faster than its handlers is slowed to their pace. Other connections are not affected. While the server has
+   * calls of its own open on that connection (handlers calling back a peer that serves calls), it reads on: their
+   * answers come that way. Default 1 000.
    */
   maxEventsPerConnection?: number;
   /**

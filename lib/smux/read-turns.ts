@@ -35,7 +35,7 @@ export const HELD_BY_BUDGET = 1;
 /** Why a session holds its reading: its accept backlog is full (as Go's session stops reading then). */
 export const HELD_BY_BACKLOG = 2;
 /** Why a session holds its reading: the layer above it asked (`holdReading`: e.g. its event handlers are behind). */
-export const HELD_BY_LAYER = 4;
+const HELD_BY_LAYER = 4;
 
 /** What {@link ReadTurns} needs of its session. */
 export interface ReadTurnsHost {
@@ -44,6 +44,8 @@ export interface ReadTurnsHost {
   readonly socket: { pause(): unknown; resume(): unknown };
   /** True once the session is closed: reading never resumes. */
   closed(): boolean;
+  /** True while streams the session opened itself are registered. */
+  ownStreamsOpen(): boolean;
   /** Reading resumed after the session held it: the silence meanwhile was ours (keep-alive must not count it). */
   resumedAfterHold(): void;
 }
@@ -61,6 +63,7 @@ export interface ReadTurnsHost {
 export class ReadTurns {
   readonly #host: ReadTurnsHost;
   #holds = 0; // HELD_BY_* bits
+  #layerWants = false; // the layer above asked to stop reading: held while no stream of the session's own is open
   #opened = 0; // streams the peer opened since this turn's decoding began
   #yielding = false; // decoding waits for the next turn
   #socketHeld = false; // the socket is paused while YIELD_BUFFER waits undecoded
@@ -97,6 +100,24 @@ export class ReadTurns {
     if (this.#holds !== 0 || this.#host.closed()) return;
     this.#host.resumedAfterHold();
     this.#resumed();
+  }
+
+  /**
+   * The layer above asks to stop reading (true) or lets go (false). Its hold waits while the session has streams of
+   * its own open: their answers, and the window updates their writes need, come through the same socket, and the
+   * work that holds reading may be waiting on them (a handler calling the peer back) — holding then could deadlock.
+   */
+  holdForLayer(hold: boolean): void {
+    this.#layerWants = hold;
+    this.ownStreamsChanged();
+  }
+
+  /** The session opened or released a stream of its own: the layer's hold applies again, or waits. */
+  ownStreamsChanged(): void {
+    if (this.#layerWants) {
+      if (this.#host.ownStreamsOpen()) this.release(HELD_BY_LAYER);
+      else this.hold(HELD_BY_LAYER);
+    } else if ((this.#holds & HELD_BY_LAYER) !== 0) this.release(HELD_BY_LAYER);
   }
 
   /** Reads on whatever held reading (a session closed on its side reads until the peer closes). */

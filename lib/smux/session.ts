@@ -9,7 +9,7 @@ import { SmuxError } from './errors.js';
 import { IdTable } from '../util/id-table.js';
 import { ReceiveBucket, streamAllowance } from './flow-control.js';
 import { KeepAlive, type KeepAliveHost } from './keep-alive.js';
-import { HELD_BY_BACKLOG, HELD_BY_BUDGET, HELD_BY_LAYER, ReadTurns } from './read-turns.js';
+import { HELD_BY_BACKLOG, HELD_BY_BUDGET, ReadTurns } from './read-turns.js';
 import { SmuxStream } from './stream.js';
 import type { SessionEvents, SessionObserver, SessionStats } from './session-types.js';
 import { StreamCore } from './stream-core.js';
@@ -40,7 +40,9 @@ export function observeSession(session: Session, observer: SessionObserver): () 
 /**
  * Lets the layer built on `session` stop its reading (`hold` true) until it lets go (false): backpressure for work the
  * peer starts that nothing else bounds (a server's event handlers). Keep-alive does not count the silence meanwhile.
- * Package-internal: not exported by the barrel.
+ * The hold waits while streams of the session's own are open: their answers, and the window updates their writes
+ * need, come through the same socket, and the work that holds reading may be waiting on them (a handler calling the
+ * peer back). Package-internal: not exported by the barrel.
  */
 export function holdReading(session: Session, hold: boolean): void {
   holdLayer(session, hold);
@@ -78,7 +80,7 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly #observers: SessionObserver[] = [];
 
   static {
-    holdLayer = (session, hold) => (hold ? session.#turns.hold(HELD_BY_LAYER) : session.#turns.release(HELD_BY_LAYER));
+    holdLayer = (session, hold) => session.#turns.holdForLayer(hold);
     addObserver = (session, observer) => {
       session.#observers.push(observer);
       return () => {
@@ -139,6 +141,7 @@ export class Session extends EventEmitter<SessionEvents> {
       decoder: this.#decoder,
       socket,
       closed: () => this.#state === CLOSED,
+      ownStreamsOpen: () => this.#streams.size !== this.#peerStreams,
       resumedAfterHold: () => this.#keepAlive?.activity(), // the silence while reading was held was ours
     });
     this.#refusals = new StreamRefusals(c, this.#writer);
@@ -232,6 +235,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#streamsOpened++;
     core.controlBits = CONTROL_SYN;
     this.#writer.queueControl(core);
+    this.#turns.ownStreamsChanged();
     if (handler !== undefined) core.setHandler(handler);
     return createChannel(core, this);
   }
@@ -359,6 +363,7 @@ export class Session extends EventEmitter<SessionEvents> {
     if (this.#streams.get(core.id) === core) {
       this.#streams.delete(core.id);
       if (core.openedByPeer) this.#peerStreams--;
+      else this.#turns.ownStreamsChanged();
       // Without keep-alive ticks to release idle write buffers, a session with no stream keeps one small slab.
       if (this.#streams.size === 0 && this.#keepAlive === null) this.#writer.shrink();
     }

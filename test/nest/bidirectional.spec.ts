@@ -9,8 +9,8 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { Controller, Inject } from '@nestjs/common';
-import { Ctx, MessagePattern, Payload, RpcException } from '@nestjs/microservices';
-import { firstValueFrom, from, interval, type Observable, take, toArray } from 'rxjs';
+import { Ctx, EventPattern, MessagePattern, Payload, RpcException } from '@nestjs/microservices';
+import { firstValueFrom, from, interval, lastValueFrom, type Observable, take, toArray } from 'rxjs';
 import { ServerSmux, type SmuxConnection, type SmuxContext, SmuxRecordBuilder, type SmuxStreamedPayload } from '../../lib/index.js';
 import { type AppHandle, closeAll, rejection, startApp, until, within } from './helpers.js';
 
@@ -60,7 +60,13 @@ class GatewayController {
   hang(@Ctx() ctx: SmuxContext): Promise<never> {
     return hang(ctx, `gateway:${String(ctx.getConnection().data['workerId'])}`);
   }
+
+  @EventPattern('gateway.done') // an event whose handler calls the worker back and waits for the answer
+  async done(@Payload() n: number, @Ctx() ctx: SmuxContext): Promise<void> {
+    callbacks.push(await firstValueFrom(ctx.getConnection().send<{ value: number }>('work.double', n)).then((r) => r.value));
+  }
 }
+const callbacks: number[] = []; // what the gateway's event handlers got back from the worker
 
 @Controller()
 class WorkerController {
@@ -265,6 +271,19 @@ describe('a gateway and 50 workers that dialled it: calls in both directions on 
     const refused = await rejection(firstValueFrom(newcomer.send('gateway.whoami', {})));
     expect(refused).toMatchObject({ code: 'ERR_SMUX_UNAVAILABLE' }); // the slot stays the worker's
     expect(await within(long, 'the long call')).toHaveLength(600);
+  });
+
+  test('event handlers past maxEventsPerConnection that call the worker back are answered: no deadlock', async () => {
+    // Past the limit the gateway stops reading the connection, and the answers to its own calls come through it: the
+    // hold waits while the gateway has calls of its own open on the connection.
+    callbacks.length = 0;
+    const gateway = await startApp({ controllers: [GatewayController], server: { maxEventsPerConnection: 2 } });
+    const worker = await startWorker(gateway, 'w1');
+    await until(() => workers.has('w1'), 5_000, 'the worker to register');
+    const client = worker.server.client;
+    await Promise.all(Array.from({ length: 20 }, (_, i) => lastValueFrom(client.emit('gateway.done', i), { defaultValue: undefined })));
+    await until(() => callbacks.length === 20, 5_000, 'the 20 event handlers to get their answers');
+    expect([...callbacks].sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => 2 * i));
   });
 
   test('maxConnectionAge on a dialling server does not cut its own connection: a long call of its own finishes (found in review)', async () => {
