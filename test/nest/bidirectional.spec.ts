@@ -61,7 +61,7 @@ class GatewayController {
     return hang(ctx, `gateway:${String(ctx.getConnection().data['workerId'])}`);
   }
 
-  @EventPattern('gateway.done') // an event whose handler calls the worker back and waits for the answer
+  @EventPattern<string>('gateway.done') // explicit (Nest 12's typed overload); its handler calls the worker back
   async done(@Payload() n: number, @Ctx() ctx: SmuxContext): Promise<void> {
     callbacks.push(await firstValueFrom(ctx.getConnection().send<{ value: number }>('work.double', n)).then((r) => r.value));
   }
