@@ -1,12 +1,13 @@
 /**
- * How many event handlers one connection may have running, and what happens past that: the connection stops being
- * read until some return. An event holds no call slot — its stream closes as it arrives, nothing goes back — so
- * without this a peer sending events faster than their handler finishes started every handler at once: each one
- * pending kept its data, its context and Nest's promises alive (an attack with a 1 s handler pinned 145 MiB in 4 s,
- * and the server's CPU went to them: another client fell to 1 % of its calls/s). Backpressure loses nothing: the
- * events wait in the peer's socket, and TCP slows the sender to the handlers' pace. The calls on that connection wait
- * with them (they share its bytes); other connections do not. The session reads on while it has streams of its own
- * open (`holdReading`): a handler calling the peer back waits for answers that come through the same socket.
+ * How many event handlers one connection may have running, and how many bytes of events they may hold, and what
+ * happens past either: the connection stops being read until some return. An event holds no call slot — its stream
+ * closes as it arrives, nothing goes back — so without this a peer sending events faster than their handler finishes
+ * started every handler at once: each one pending kept its data, its context and Nest's promises alive (an attack with
+ * a 1 s handler pinned 145 MiB in 4 s, and the server's CPU went to them: another client fell to 1 % of its calls/s).
+ * Backpressure loses nothing: the events wait in the peer's socket, and TCP slows the sender to the handlers' pace.
+ * The calls on that connection wait with them (they share its bytes); other connections do not. The session reads on
+ * while it has streams of its own open (`holdReading`): a handler calling the peer back waits for answers that come
+ * through the same socket.
  *
  * A handler counts from the moment its event is taken (its decoding included: a custom deserializer may be async)
  * until the promise of its handlers settles (an Observable they return runs on, uncounted, as with Nest's own
@@ -15,19 +16,26 @@
 export class EventGate {
   readonly #limit: number;
   readonly #resumeAt: number;
+  readonly #maxBytes: number;
+  readonly #resumeAtBytes: number;
   readonly #hold: (hold: boolean) => void;
   #running = 0;
+  #bytes = 0;
   #held = false;
 
   /**
    * @param limit - event handlers running at once (`maxEventsPerConnection`)
+   * @param maxBytes - bytes of events their running handlers may hold (`maxPendingRequestBytes`): one more event
+   *   may pass it, never two
    * @param hold - stops (true) or resumes (false) reading the connection
    */
-  constructor(limit: number, hold: (hold: boolean) => void) {
+  constructor(limit: number, maxBytes: number, hold: (hold: boolean) => void) {
     this.#limit = limit;
-    // Reading resumes once a quarter of the places are free, not at each one: pausing and resuming a socket per event
-    // costs two system calls each.
+    this.#maxBytes = maxBytes;
+    // Reading resumes once a quarter is free again, not at each place: pausing and resuming a socket per event costs
+    // two system calls each.
     this.#resumeAt = limit - Math.max(1, Math.floor(limit / 4));
+    this.#resumeAtBytes = Math.floor((maxBytes * 3) / 4);
     this.#hold = hold;
   }
 
@@ -36,17 +44,26 @@ export class EventGate {
     return this.#running;
   }
 
-  /** An event was taken: it holds a place until {@link leave}. */
-  enter(): void {
-    if (++this.#running >= this.#limit && !this.#held) {
+  /** Bytes of the events counted now. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** An event of `bytes` was taken: it holds a place and its bytes until {@link leave}. */
+  enter(bytes: number): void {
+    this.#running++;
+    this.#bytes += bytes;
+    if (!this.#held && (this.#running >= this.#limit || this.#bytes >= this.#maxBytes)) {
       this.#held = true;
       this.#hold(true);
     }
   }
 
-  /** An event's handlers settled, or none will run: its place is free. */
-  leave(): void {
-    if (--this.#running <= this.#resumeAt && this.#held) {
+  /** An event's handlers settled, or none will run: its place and its `bytes` are free. */
+  leave(bytes: number): void {
+    this.#running--;
+    this.#bytes -= bytes;
+    if (this.#held && this.#running <= this.#resumeAt && this.#bytes <= this.#resumeAtBytes) {
       this.#held = false;
       this.#hold(false);
     }

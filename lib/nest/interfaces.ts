@@ -49,7 +49,8 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
   maxCallsPerConnection?: number;
   /**
    * Most event handlers running at once for one connection, at least 1: from the moment an event is taken until the
-   * promise of its handlers settles. Past it the connection is not read until a quarter of them have returned — the
+   * promise of its handlers settles. Past it — or once their events' bytes reach `maxPendingRequestBytes` — the
+   * connection is not read until a quarter of them have returned (and their bytes are down to three quarters): the
    * events (and the calls behind them on that connection) wait in the peer's socket, nothing is dropped, and a
    * sender faster than its handlers is slowed to their pace. Other connections are not affected. While the server has
    * calls of its own open on that connection (handlers calling back a peer that serves calls), it reads on: their
@@ -74,7 +75,9 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
    * Most bytes one connection may have the server hold of what it sent and no handler has read yet: requests still
    * arriving, streamed items a handler has not taken, the window of a streamed call held paused. A call that would
    * pass it fails with `ERR_SMUX_LIMIT` — retryable while its request had not arrived whole (the handler did not
-   * run), not once it runs. At least `maxMessageBytes`. Default 16 MiB (or `maxMessageBytes`, when larger).
+   * run), not once it runs. The events whose handlers are running are held to the same number of bytes, separately:
+   * past it the connection is not read until they are down to three quarters (`maxEventsPerConnection`). At least
+   * `maxMessageBytes`. Default 16 MiB (or `maxMessageBytes`, when larger).
    */
   maxPendingRequestBytes?: number;
   /**

@@ -12,8 +12,8 @@ export interface CallHost {
   readonly codec: PacketCodec;
   /** A REQUEST arrived: route it and run the handler (then `call.run(...)`), or fail it. */
   dispatchRequest(call: ServerCall, message: CallMessage): void;
-  /** An EVENT arrived (the stream is already closed). */
-  dispatchEvent(call: ServerCall, message: CallMessage): void;
+  /** An EVENT of `size` bytes arrived (the stream is already closed). */
+  dispatchEvent(call: ServerCall, message: CallMessage, size: number): void;
   /** A HELLO arrived: the stream is the connection's control stream, not a call. Answer it, or refuse it. */
   openControl(call: ServerCall, message: CallMessage): void;
   /** A message on the control stream after its HELLO (PING, PONG). */

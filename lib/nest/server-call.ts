@@ -156,7 +156,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
       this.#state = EVENT;
       this.#host.metrics?.eventReceived();
       endpoint.cancel(); // at most once: nothing goes back; forget the stream now
-      this.#host.dispatchEvent(this, message);
+      this.#host.dispatchEvent(this, message, size);
     } else if (kind === Kind.HELLO) {
       this.#state = CONTROL;
       this.#host.openControl(this, message);

@@ -57,7 +57,7 @@ export class ServerConnection {
   readonly address: string;
   /** What the connection holds of the server's memory. */
   readonly budget: ConnectionBudget;
-  /** Its event handlers running (`maxEventsPerConnection`): past the limit, the connection is not read. */
+  /** Its event handlers running and their events' bytes: past either limit, the connection is not read. */
   readonly events: EventGate;
   /** When the last call started, or the connection opened (for evicting idle connections). */
   lastCallAt: number;
@@ -102,7 +102,9 @@ export class ServerConnection {
       this.#versionChecked = true;
     }
     const session = this.session;
-    this.events = new EventGate(host.options.maxEventsPerConnection, (hold) => holdReading(session, hold));
+    this.events = new EventGate(host.options.maxEventsPerConnection, host.options.maxPendingRequestBytes, (hold) =>
+      holdReading(session, hold),
+    );
     observeSession(this.session, { channel: (channel) => this.#open(channel) });
     // The face first: its own 'close' listener marks it closed before 'disconnect' is emitted (#ended).
     this.face = refusal === null ? this.#createFace(host, 'accepted' in origin ? origin.accepted : null) : null;

@@ -91,39 +91,39 @@ export class CallDispatcher {
   }
 
   /**
-   * An EVENT arrived: its handlers run (at most once); failures are logged, nothing goes back. It holds a place at
-   * `gate` (its connection's `maxEventsPerConnection`) from now until its handlers settle, or until it is clear that
-   * none will run.
+   * An EVENT arrived (`size` bytes): its handlers run (at most once); failures are logged, nothing goes back. It holds
+   * a place and its bytes at `gate` (its connection's `maxEventsPerConnection` and `maxPendingRequestBytes`) from now
+   * until its handlers settle, or until it is clear that none will run.
    */
-  dispatchEvent(call: ServerCall, message: CallMessage, gate: EventGate): void {
+  dispatchEvent(call: ServerCall, message: CallMessage, size: number, gate: EventGate): void {
     if (this.#nest.closing()) return; // at most once: a server shutting down takes no new work
-    gate.enter();
+    gate.enter(size);
     // The native codec decodes at once: nothing is awaited (a burst of events is dispatched in one read, and each
     // await kept its frame alive into the next scavenge); a custom deserializer's promise is chained.
     try {
       const decoded = this.#nest.codec.decodeCall(message);
-      if (!(decoded instanceof Promise)) return this.#dispatchEvent(call, decoded, gate);
+      if (!(decoded instanceof Promise)) return this.#dispatchEvent(call, decoded, size, gate);
       decoded.then(
-        (request) => this.#dispatchEvent(call, request, gate),
+        (request) => this.#dispatchEvent(call, request, size, gate),
         (error: unknown) => {
-          gate.leave();
+          gate.leave(size);
           this.#logError(error);
         },
       );
     } catch (error) {
-      gate.leave();
+      gate.leave(size);
       this.#logError(error);
     }
   }
 
   /** Never throws nor rejects: what fails is logged. The event's place at `gate` is left here or by #runEvent. */
-  #dispatchEvent(call: ServerCall, { pattern, data, headers }: DecodedRequest, gate: EventGate): void {
+  #dispatchEvent(call: ServerCall, { pattern, data, headers }: DecodedRequest, size: number, gate: EventGate): void {
     let running = false; // #runEvent has the place
     try {
       const handler = this.#route(pattern);
       // Nest logs each one; a peer can send thousands of them, so they are rate-limited here.
       if (handler === null) {
-        gate.leave();
+        gate.leave(size);
         return this.#nest.rateLimited.error('unhandled event', NO_EVENT_HANDLER(pattern));
       }
       const ctx = createSmuxContext(call.channel, pattern, headers, call);
@@ -131,22 +131,22 @@ export class CallDispatcher {
       // With OpenTelemetry the handlers run inside a CONSUMER span whose parent is the emitter's (tracing.ts).
       if (start === null) {
         running = true;
-        void withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, null, gate));
+        void withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, null, size, gate));
       } else {
         // The app's start hook decides when the handlers run (a hook that never calls done must not hold a place for
         // good): the event waits there without one, and takes one again as they start.
-        gate.leave();
+        gate.leave(size);
         running = true;
         let started = false; // at most once: a hook that calls done() twice does not run the handlers twice
         start(this.#nest.transportId, ctx, () => {
           if (started) return Promise.resolve();
           started = true;
-          gate.enter();
-          return withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx), gate));
+          gate.enter(size);
+          return withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx), size, gate));
         });
       }
     } catch (error) {
-      if (!running) gate.leave();
+      if (!running) gate.leave(size);
       this.#logError(error);
     }
   }
@@ -156,22 +156,29 @@ export class CallDispatcher {
    * rejects (a failure is logged); leaves `gate` once they settled. Chained with `then`, not an async function: no
    * suspended frame per event.
    */
-  #runEvent(handler: MessageHandler, data: unknown, ctx: SmuxContext, end: (() => void) | null, gate: EventGate): Promise<void> {
+  #runEvent(
+    handler: MessageHandler,
+    data: unknown,
+    ctx: SmuxContext,
+    end: (() => void) | null,
+    size: number,
+    gate: EventGate,
+  ): Promise<void> {
     let pending: unknown;
     try {
       pending = handler(data, ctx);
     } catch (error) {
-      gate.leave();
+      gate.leave(size);
       this.#eventFailed(error, end);
       return Promise.resolve();
     }
     return Promise.resolve(pending).then(
       (result) => {
-        gate.leave();
+        gate.leave(size);
         this.#eventResult(result, end);
       },
       (error: unknown) => {
-        gate.leave();
+        gate.leave(size);
         this.#eventFailed(error, end);
       },
     );

@@ -287,7 +287,8 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       maxMessageBytes: this.#options.maxMessageBytes,
       maxReplyBufferBytes: this.#options.maxReplyBufferBytes,
       dispatchRequest: (call, message) => this.#dispatcher.dispatchRequest(call, message),
-      dispatchEvent: (call, message) => this.#dispatcher.dispatchEvent(call, message, (call.connection as ServerConnection).events), // logs its failures
+      dispatchEvent: (call, message, size) =>
+        this.#dispatcher.dispatchEvent(call, message, size, (call.connection as ServerConnection).events), // logs its failures
       openControl: (call, message) => (call.connection as ServerConnection).answerHello(call, message),
       controlMessage: (call, message) => (call.connection as ServerConnection).controlMessage(message),
       codec: this.#dispatcherCodec,

@@ -12,40 +12,54 @@ import type { DecodedRequest, PacketCodec } from '../../lib/nest/packet-codec.js
 import { CallDispatcher, type NestServerFace } from '../../lib/nest/server-dispatch.js';
 import type { ServerCall } from '../../lib/nest/server-call.js';
 
-function recordingGate(limit: number): { gate: EventGate; holds: boolean[] } {
+function recordingGate(limit: number, maxBytes = 1 << 30): { gate: EventGate; holds: boolean[] } {
   const holds: boolean[] = [];
-  return { gate: new EventGate(limit, (hold) => holds.push(hold)), holds };
+  return { gate: new EventGate(limit, maxBytes, (hold) => holds.push(hold)), holds };
 }
 
 describe('EventGate', () => {
   test('holds reading as the limit is reached, and resumes once a quarter of the places are free', () => {
     const { gate, holds } = recordingGate(8);
-    for (let i = 0; i < 7; i++) gate.enter();
+    for (let i = 0; i < 7; i++) gate.enter(1);
     expect(holds).toEqual([]);
-    gate.enter();
+    gate.enter(1);
     expect(holds).toEqual([true]);
-    gate.enter(); // one that was decoded as reading stopped: counted, no second hold
+    gate.enter(1); // one that was decoded as reading stopped: counted, no second hold
     expect(gate.running).toBe(9);
     expect(holds).toEqual([true]);
-    for (let i = 0; i < 2; i++) gate.leave(); // 7, then 6 of 8: not yet
+    for (let i = 0; i < 2; i++) gate.leave(1); // 7, then 6 of 8: not yet
     expect(holds).toEqual([true]);
-    gate.leave(); // 6 → a quarter free
+    gate.leave(1); // 6 → a quarter free
     expect(holds).toEqual([true, false]);
-    gate.leave();
-    gate.enter();
-    gate.enter();
+    gate.leave(1);
+    gate.enter(1);
+    gate.enter(1);
     expect(holds).toEqual([true, false]); // 7 again: below the limit
-    gate.enter();
+    gate.enter(1);
     expect(holds).toEqual([true, false, true]);
+  });
+
+  test('bytes: held past maxBytes (one event may pass it), resumed once they are down to three quarters', () => {
+    const { gate, holds } = recordingGate(1000, 1000);
+    gate.enter(600);
+    gate.enter(300);
+    expect(holds).toEqual([]);
+    gate.enter(500); // 1 400: this one passes, reading stops before another
+    expect(holds).toEqual([true]);
+    gate.leave(300); // 1 100
+    expect(holds).toEqual([true]);
+    gate.leave(600); // 500 ≤ 750
+    expect(holds).toEqual([true, false]);
+    expect(gate.bytes).toBe(500);
   });
 
   test('a limit of 1: one handler at a time', () => {
     const { gate, holds } = recordingGate(1);
-    gate.enter();
-    gate.leave();
-    gate.enter();
+    gate.enter(1);
+    gate.leave(1);
+    gate.enter(1);
     expect(holds).toEqual([true, false, true]);
-    gate.leave();
+    gate.leave(1);
     expect(holds).toEqual([true, false, true, false]);
     expect(gate.running).toBe(0);
   });
@@ -99,38 +113,43 @@ describe('CallDispatcher and the gate: one place per event, given back on every 
   ])('%s', async (_name, runningAtFirst, handler) => {
     const { gate } = recordingGate(10);
     const { dispatcher: d } = dispatcher({ handler });
-    d.dispatchEvent(CALL, MESSAGE, gate);
+    d.dispatchEvent(CALL, MESSAGE, 10, gate);
     expect(gate.running).toBe(runningAtFirst); // held while the handler's promise is pending
     await settle();
     expect(gate.running).toBe(0);
+    expect(gate.bytes).toBe(0);
   });
 
   test('a pending handler keeps its place until it settles', async () => {
     let finish: () => void = () => undefined;
     const { gate } = recordingGate(10);
     const { dispatcher: d } = dispatcher({ handler: handlerOf(() => new Promise<void>((resolve) => (finish = resolve))) });
-    d.dispatchEvent(CALL, MESSAGE, gate);
+    d.dispatchEvent(CALL, MESSAGE, 10, gate);
     await settle();
     expect(gate.running).toBe(1);
     finish();
     await settle();
     expect(gate.running).toBe(0);
+    expect(gate.bytes).toBe(0);
   });
 
   test('no handler, a deserializer that throws or rejects: the place is given back at once', async () => {
     const { gate } = recordingGate(10);
-    dispatcher({ handler: null }).dispatcher.dispatchEvent(CALL, MESSAGE, gate);
+    dispatcher({ handler: null }).dispatcher.dispatchEvent(CALL, MESSAGE, 10, gate);
     expect(gate.running).toBe(0);
+    expect(gate.bytes).toBe(0);
     const thrown = () => {
       throw new Error('cannot decode, on purpose');
     };
-    dispatcher({ handler: handlerOf(() => undefined), decoded: thrown }).dispatcher.dispatchEvent(CALL, MESSAGE, gate);
+    dispatcher({ handler: handlerOf(() => undefined), decoded: thrown }).dispatcher.dispatchEvent(CALL, MESSAGE, 10, gate);
     expect(gate.running).toBe(0);
+    expect(gate.bytes).toBe(0);
     const rejected = Promise.reject(new Error('cannot decode later, on purpose'));
-    dispatcher({ handler: handlerOf(() => undefined), decoded: rejected }).dispatcher.dispatchEvent(CALL, MESSAGE, gate);
+    dispatcher({ handler: handlerOf(() => undefined), decoded: rejected }).dispatcher.dispatchEvent(CALL, MESSAGE, 10, gate);
     expect(gate.running).toBe(1); // a custom deserializer's promise: counted while it decodes
     await settle();
     expect(gate.running).toBe(0);
+    expect(gate.bytes).toBe(0);
   });
 
   test('an app start hook: no place while the event waits in it, one from its done() until the handler settles', async () => {
@@ -141,14 +160,16 @@ describe('CallDispatcher and the gate: one place per event, given back on every 
       handler: handlerOf(() => new Promise<void>((resolve) => (finish = resolve))),
       startHook: () => (_id, _ctx, done) => void waiting.push(done),
     });
-    d.dispatchEvent(CALL, MESSAGE, gate);
+    d.dispatchEvent(CALL, MESSAGE, 10, gate);
     expect(waiting).toHaveLength(1);
     expect(gate.running).toBe(0);
+    expect(gate.bytes).toBe(0);
     void waiting[0]();
     void waiting[0](); // a second done() runs nothing and takes no place
     expect(gate.running).toBe(1);
     finish();
     await settle();
     expect(gate.running).toBe(0);
+    expect(gate.bytes).toBe(0);
   });
 });

@@ -348,3 +348,39 @@ describe('maxEventsPerConnection: event handlers running at once on a connection
     }
   });
 });
+
+describe('event bytes: what event handlers hold counts against maxPendingRequestBytes', () => {
+  let handle: AppHandle;
+  const KiB = 1024;
+
+  beforeAll(async () => {
+    handle = await startApp({
+      controllers: [HeldEventsController],
+      server: { maxEventsPerConnection: 1_000, maxMessageBytes: 256 * KiB, maxPendingRequestBytes: 1024 * KiB },
+    });
+  });
+  beforeEach(() => {
+    releaseHeld();
+    heldEvents = [];
+    runningEvents = mostEventsAtOnce = 0;
+    handled.length = 0;
+  });
+  afterAll(async () => {
+    releaseHeld();
+    await closeAll();
+  });
+
+  test('past it the connection is not read: 200 KiB events run 6 at a time (one may pass the 1 MiB), none is lost', async () => {
+    const client = handle.client();
+    const body = 'x'.repeat(200 * KiB);
+    // One after another: emitted at once, their frames would arrive interleaved, and 20 partial events of 200 KiB are
+    // over the 1 MiB a connection may have arriving (the events past it are refused: at most once).
+    for (let i = 0; i < 20; i++) await emitted(client, 'held', body);
+    await until(() => runningEvents === 6, 5_000, 'the first handlers');
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(runningEvents).toBe(6); // 5 × 200 KiB fit under 1 MiB, the 6th passes it: reading stopped there
+    await releaseUntilHandled(20);
+    expect(mostEventsAtOnce).toBe(6);
+    expect(handled).toHaveLength(20);
+  });
+});

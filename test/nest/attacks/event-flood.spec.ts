@@ -1,7 +1,7 @@
 /**
  * History: +145.1 MiB and the other client at 1 % of its calls/s (54 202 → 297) before maxEventsPerConnection, when every
  * event started its handler as it arrived (154 368 events sent in 4 s); +4.2 MiB and 93 % with it (7 936 sent: the
- * sender is slowed to the handlers' pace).
+ * sender is slowed to the handlers' pace). Events of 256 KiB: see the second test's history.
  *
  * Events faster than their handler. One connection sends EVENTs for `slow-event` (a 1 KiB body each; the handler
  * takes 1 s, as a slow database write would) as fast as its socket takes them, for the attack's 4 s. An event holds no
@@ -15,6 +15,7 @@ import { encodeMessage, Kind } from '../../../lib/nest/call-codec.js';
 import { missedTargets, runAttack, sleep, summary } from '../../helpers/attack-harness.js';
 
 const EVENTS_PER_WRITE = 256;
+const KiB = 1024;
 
 test('events faster than their handler pin ≤ 32 MiB, and the other client keeps its pace', async () => {
   const figures = await runAttack({
@@ -30,6 +31,32 @@ test('events faster than their handler pin ≤ 32 MiB, and the other client keep
         if (!(await peer.write(frames, ctx.deadline))) break;
         sent += EVENTS_PER_WRITE;
         await sleep(0);
+      }
+      await ctx.sample();
+      ctx.note('events sent', sent);
+      ctx.note('cut off', peer.cutOff);
+    },
+  });
+  console.log(summary(figures));
+  expect(missedTargets(figures)).toEqual([]);
+  expect(figures.held.slowEvents).toBeGreaterThan(0);
+}, 120_000);
+
+/**
+ * History: +155.5 MiB and the other client at 2 % (29 691 → 717 calls/s) while only the number of event handlers was
+ * bounded (1 000 × 256 KiB); +16.4 MiB and 84 % since their events' bytes are held to maxPendingRequestBytes too.
+ */
+test('large events faster than their handler pin ≤ 32 MiB: their bytes count too, not only their number', async () => {
+  const figures = await runAttack({
+    name: 'event-flood-large',
+    attackMs: 4_000,
+    async attack(ctx) {
+      const peer = await ctx.connect();
+      const event = Buffer.concat(encodeMessage(Kind.EVENT, 0, 'x'.repeat(256 * KiB), { pattern: 'slow-event' }));
+      let sent = 0;
+      while (Date.now() < ctx.deadline) {
+        if (!(await peer.write(peer.open(event).frames, ctx.deadline))) break;
+        sent++;
       }
       await ctx.sample();
       ctx.note('events sent', sent);
