@@ -54,7 +54,7 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
    * events (and the calls behind them on that connection) wait in the peer's socket, nothing is dropped, and a
    * sender faster than its handlers is slowed to their pace. Other connections are not affected. While the server has
    * calls of its own open on that connection (handlers calling back a peer that serves calls), it reads on: their
-   * answers come that way. Default 1 000.
+   * answers come that way (give such calls a deadline). Default 1 000.
    */
   maxEventsPerConnection?: number;
   /**

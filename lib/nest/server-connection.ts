@@ -102,8 +102,9 @@ export class ServerConnection {
       this.#versionChecked = true;
     }
     const session = this.session;
+    // A connection we dialled has our control stream open for good: it is not a call waiting for an answer.
     this.events = new EventGate(host.options.maxEventsPerConnection, host.options.maxPendingRequestBytes, (hold) =>
-      holdReading(session, hold),
+      holdReading(session, hold, (this.#dialledLink?.() ?? null) === null ? 0 : 1),
     );
     observeSession(this.session, { channel: (channel) => this.#open(channel) });
     // The face first: its own 'close' listener marks it closed before 'disconnect' is emitted (#ended).

@@ -118,7 +118,7 @@ export class CallDispatcher {
 
   /** Never throws nor rejects: what fails is logged. The event's place at `gate` is left here or by #runEvent. */
   #dispatchEvent(call: ServerCall, { pattern, data, headers }: DecodedRequest, size: number, gate: EventGate): void {
-    let running = false; // #runEvent has the place
+    let handedOn = false; // the place is #runEvent's, or already given back: the catch below leaves nothing
     try {
       const handler = this.#route(pattern);
       // Nest logs each one; a peer can send thousands of them, so they are rate-limited here.
@@ -130,23 +130,34 @@ export class CallDispatcher {
       const start = this.#nest.startHook();
       // With OpenTelemetry the handlers run inside a CONSUMER span whose parent is the emitter's (tracing.ts).
       if (start === null) {
-        running = true;
-        void withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, null, size, gate));
+        void withServerSpan('event', pattern, headers, () => {
+          handedOn = true; // not before: a span that fails to start must not keep the place
+          return this.#runEvent(handler, data, ctx, null, size, gate);
+        });
       } else {
         // The app's start hook decides when the handlers run (a hook that never calls done must not hold a place for
         // good): the event waits there without one, and takes one again as they start.
         gate.leave(size);
-        running = true;
+        handedOn = true;
         let started = false; // at most once: a hook that calls done() twice does not run the handlers twice
         start(this.#nest.transportId, ctx, () => {
           if (started) return Promise.resolve();
           started = true;
           gate.enter(size);
-          return withServerSpan('event', pattern, headers, () => this.#runEvent(handler, data, ctx, this.#endHook(ctx), size, gate));
+          let ran = false;
+          try {
+            return withServerSpan('event', pattern, headers, () => {
+              ran = true;
+              return this.#runEvent(handler, data, ctx, this.#endHook(ctx), size, gate);
+            });
+          } catch (error) {
+            if (!ran) gate.leave(size);
+            throw error;
+          }
         });
       }
     } catch (error) {
-      if (!running) gate.leave(size);
+      if (!handedOn) gate.leave(size);
       this.#logError(error);
     }
   }

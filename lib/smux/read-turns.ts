@@ -44,8 +44,8 @@ export interface ReadTurnsHost {
   readonly socket: { pause(): unknown; resume(): unknown };
   /** True once the session is closed: reading never resumes. */
   closed(): boolean;
-  /** True while streams the session opened itself are registered. */
-  ownStreamsOpen(): boolean;
+  /** Streams the session opened itself that are registered. */
+  ownStreams(): number;
   /** Reading resumed after the session held it: the silence meanwhile was ours (keep-alive must not count it). */
   resumedAfterHold(): void;
 }
@@ -64,6 +64,9 @@ export class ReadTurns {
   readonly #host: ReadTurnsHost;
   #holds = 0; // HELD_BY_* bits
   #layerWants = false; // the layer above asked to stop reading: held while no stream of the session's own is open
+  #standingStreams = 0; // streams of our own that stay open (a dialled connection's control stream): they do not count
+  #layerRelease = false; // the layer's hold is released on a microtask, not inside the call that let it go
+  #toEnd = false; // the session closed on its side and reads until the peer closes: the layer holds nothing more
   #opened = 0; // streams the peer opened since this turn's decoding began
   #yielding = false; // decoding waits for the next turn
   #socketHeld = false; // the socket is paused while YIELD_BUFFER waits undecoded
@@ -107,21 +110,37 @@ export class ReadTurns {
    * its own open: their answers, and the window updates their writes need, come through the same socket, and the
    * work that holds reading may be waiting on them (a handler calling the peer back) — holding then could deadlock.
    */
-  holdForLayer(hold: boolean): void {
+  holdForLayer(hold: boolean, standingStreams: number): void {
+    if (this.#toEnd) return;
     this.#layerWants = hold;
+    this.#standingStreams = standingStreams;
     this.ownStreamsChanged();
   }
 
-  /** The session opened or released a stream of its own: the layer's hold applies again, or waits. */
+  /**
+   * The session opened or released a stream of its own: the layer's hold applies again, or waits. A hold applies at
+   * once; a release waits for a microtask, so that decoding (and whatever the frames start, e.g. the layer taking more
+   * work and holding again) never runs inside the call that let go — a handler's return, a stream being opened.
+   */
   ownStreamsChanged(): void {
-    if (this.#layerWants) {
-      if (this.#host.ownStreamsOpen()) this.release(HELD_BY_LAYER);
-      else this.hold(HELD_BY_LAYER);
-    } else if ((this.#holds & HELD_BY_LAYER) !== 0) this.release(HELD_BY_LAYER);
+    if (this.#layerHolds()) this.hold(HELD_BY_LAYER);
+    else if ((this.#holds & HELD_BY_LAYER) !== 0 && !this.#layerRelease) {
+      this.#layerRelease = true;
+      queueMicrotask(() => {
+        this.#layerRelease = false;
+        if (!this.#layerHolds()) this.release(HELD_BY_LAYER);
+      });
+    }
+  }
+
+  #layerHolds(): boolean {
+    return this.#layerWants && this.#host.ownStreams() <= this.#standingStreams;
   }
 
   /** Reads on whatever held reading (a session closed on its side reads until the peer closes). */
   releaseAll(): void {
+    this.#toEnd = true;
+    this.#layerWants = false;
     this.#holds = 0;
     if (!this.#yielding) this.#host.decoder.resume();
     this.#host.socket.resume();
@@ -155,6 +174,7 @@ export class ReadTurns {
   #resumed(): void {
     const { decoder, socket } = this.#host;
     if (!this.#yielding) decoder.resume();
+    if (this.#holds !== 0) return; // what was just decoded held reading again: the socket stays paused
     this.#socketHeld = this.#yielding && decoder.bufferedBytes > YIELD_BUFFER;
     if (!this.#socketHeld) socket.resume();
   }

@@ -27,7 +27,7 @@ const CLOSING = 1;
 const CLOSED = 2;
 
 let addObserver: (session: Session, observer: SessionObserver) => () => void;
-let holdLayer: (session: Session, hold: boolean) => void;
+let holdLayer: (session: Session, hold: boolean, standingStreams: number) => void;
 
 /**
  * Lets a layer built on `session` hear of its peer's streams and its end without a public listener (see
@@ -40,12 +40,13 @@ export function observeSession(session: Session, observer: SessionObserver): () 
 /**
  * Lets the layer built on `session` stop its reading (`hold` true) until it lets go (false): backpressure for work the
  * peer starts that nothing else bounds (a server's event handlers). Keep-alive does not count the silence meanwhile.
- * The hold waits while streams of the session's own are open: their answers, and the window updates their writes
- * need, come through the same socket, and the work that holds reading may be waiting on them (a handler calling the
- * peer back). Package-internal: not exported by the barrel.
+ * The hold waits while streams of the session's own are open, but for `standingStreams` that stay open (a control
+ * stream we opened): their answers, and the window updates their writes need, come through the same socket, and the
+ * work that holds reading may be waiting on them (a handler calling the peer back). Package-internal: not exported by
+ * the barrel.
  */
-export function holdReading(session: Session, hold: boolean): void {
-  holdLayer(session, hold);
+export function holdReading(session: Session, hold: boolean, standingStreams = 0): void {
+  holdLayer(session, hold, standingStreams);
 }
 
 /**
@@ -80,7 +81,7 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly #observers: SessionObserver[] = [];
 
   static {
-    holdLayer = (session, hold) => session.#turns.holdForLayer(hold);
+    holdLayer = (session, hold, standing) => session.#turns.holdForLayer(hold, standing);
     addObserver = (session, observer) => {
       session.#observers.push(observer);
       return () => {
@@ -141,7 +142,7 @@ export class Session extends EventEmitter<SessionEvents> {
       decoder: this.#decoder,
       socket,
       closed: () => this.#state === CLOSED,
-      ownStreamsOpen: () => this.#streams.size !== this.#peerStreams,
+      ownStreams: () => this.#streams.size - this.#peerStreams,
       resumedAfterHold: () => this.#keepAlive?.activity(), // the silence while reading was held was ours
     });
     this.#refusals = new StreamRefusals(c, this.#writer);

@@ -104,7 +104,20 @@ class WorkerController {
   hang(@Ctx() ctx: SmuxContext): Promise<never> {
     return hang(ctx, `worker:${this.id}`);
   }
+
+  @EventPattern<string>('work.held') // explicit (Nest 12's typed overload); runs until the test lets it go
+  async held(): Promise<void> {
+    heldRunning++;
+    mostHeld = Math.max(mostHeld, heldRunning);
+    await new Promise<void>((resolve) => heldReleases.push(resolve));
+    heldRunning--;
+    heldDone++;
+  }
 }
+let heldRunning = 0;
+let mostHeld = 0;
+let heldDone = 0;
+const heldReleases: Array<() => void> = [];
 
 afterEach(async () => {
   await closeAll();
@@ -284,6 +297,32 @@ describe('a gateway and 50 workers that dialled it: calls in both directions on 
     await Promise.all(Array.from({ length: 20 }, (_, i) => lastValueFrom(client.emit('gateway.done', i), { defaultValue: undefined })));
     await until(() => callbacks.length === 20, 5_000, 'the 20 event handlers to get their answers');
     expect([...callbacks].sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => 2 * i));
+  });
+
+  test('maxEventsPerConnection holds on a connection the server dialled too (its control stream is not a call of its own)', async () => {
+    heldRunning = mostHeld = heldDone = 0;
+    const gateway = await startApp({ controllers: [GatewayController] });
+    const worker = await startApp({
+      controllers: [WorkerController],
+      providers: [{ provide: WORKER_ID, useValue: 'w1' }],
+      server: { connectTo: { host: '127.0.0.1', port: gateway.port }, maxEventsPerConnection: 2 },
+    });
+    const client = worker.server.client;
+    await within(firstValueFrom(client.send('register', 'w1')), 'the worker to register');
+    const connection = workers.get('w1')!;
+    await Promise.all(Array.from({ length: 12 }, (_, i) => lastValueFrom(connection.emit('work.held', i), { defaultValue: undefined })));
+    await until(() => heldRunning === 2, 5_000, 'two held handlers');
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(heldRunning).toBe(2); // was 12: the dialled control stream counted as a call waiting for its answer
+    await until(
+      () => {
+        for (const release of heldReleases.splice(0)) release();
+        return heldDone === 12;
+      },
+      5_000,
+      'all 12 handlers',
+    );
+    expect(mostHeld).toBe(2);
   });
 
   test('maxConnectionAge on a dialling server does not cut its own connection: a long call of its own finishes (found in review)', async () => {

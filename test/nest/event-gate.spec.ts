@@ -70,6 +70,7 @@ const MESSAGE = {} as CallMessage;
 
 function dispatcher(options: {
   handler?: MessageHandler | null;
+  lookupThrows?: boolean;
   decoded?: DecodedRequest | Promise<DecodedRequest> | (() => never);
   startHook?: NestServerFace['startHook'];
 }): { dispatcher: CallDispatcher; logged: unknown[] } {
@@ -84,7 +85,10 @@ function dispatcher(options: {
     rateLimited: { error: (_kind: string, message: string) => void logged.push(message) } as unknown as NestServerFace['rateLimited'],
     codec,
     closing: () => false,
-    handlerFor: () => options.handler ?? null,
+    handlerFor: () => {
+      if (options.lookupThrows === true) throw new Error('route lookup failed, on purpose');
+      return options.handler ?? null;
+    },
     routeOf: (pattern) => pattern,
     startHook: options.startHook ?? (() => null),
     endHook: () => undefined,
@@ -150,6 +154,15 @@ describe('CallDispatcher and the gate: one place per event, given back on every 
     await settle();
     expect(gate.running).toBe(0);
     expect(gate.bytes).toBe(0);
+  });
+
+  test('a failure before the handler runs (the route lookup throws): the place is given back, the error logged', () => {
+    const { gate } = recordingGate(10);
+    const { dispatcher: d, logged } = dispatcher({ lookupThrows: true });
+    d.dispatchEvent(CALL, MESSAGE, 10, gate);
+    expect(gate.running).toBe(0);
+    expect(gate.bytes).toBe(0);
+    expect(logged).toHaveLength(1);
   });
 
   test('an app start hook: no place while the event waits in it, one from its done() until the handler settles', async () => {

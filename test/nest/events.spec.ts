@@ -313,8 +313,11 @@ describe('maxEventsPerConnection: event handlers running at once on a connection
       ]).finally(() => clearTimeout(timer));
     };
     let settled = 0;
-    while (settled < 2_000 && (await settledWithin(300))) settled++; // 2 000 × 64 KiB = 125 MiB, were nothing to stop it
-    expect(settled).toBeLessThan(2_000); // ≈ 66 here: the kernel's socket buffers (≈ 4 MiB), then emit() waits
+    // 400 × 64 KiB = 25 MiB, several times what the kernel's socket buffers take; an emit() that is merely slow on a
+    // busy machine settles well within the second it is given.
+    while (settled < 400 && (await settledWithin(1_000))) settled++;
+    expect(settled).toBeLessThan(400); // ≈ 66 here: the socket buffers (≈ 4 MiB), then emit() waits
+    expect(settled).toBeGreaterThan(LIMIT); // the events the handlers took, and more: it is the socket that is full
     await releaseUntilHandled(settled + 1);
   });
 

@@ -7,6 +7,7 @@ import { Duplex } from 'node:stream';
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { Cmd } from '../../lib/smux/constants.js';
 import { Session, type SmuxStream } from '../../lib/smux/index.js';
+import { holdReading } from '../../lib/smux/session.js';
 import { TURN_BUDGET_MS } from '../../lib/smux/read-turns.js';
 import { until } from '../helpers/net.js';
 import { encodeFrame } from '../helpers/frames.js';
@@ -142,5 +143,62 @@ describe("a turn's time budget", () => {
       expect(session.stats.framesIn).toBe(2 + read);
       await new Promise((resolve) => setImmediate(resolve));
     }
+  });
+});
+
+describe("the layer's hold (holdReading)", () => {
+  /** The duplex's readable side paused by the session: Node's flag for it. */
+  const socketPaused = (input: Duplex): boolean => input.isPaused();
+
+  test('nothing is decoded while held; once released (not inside the call that let go) decoding and the socket resume', async () => {
+    const { session, input } = serverOnDuplex();
+    const opened: number[] = [];
+    session.on('stream', (stream: SmuxStream) => void opened.push(stream.id));
+    holdReading(session, true);
+    input.push(burst(3));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(opened).toEqual([]);
+    expect(socketPaused(input)).toBe(true);
+    holdReading(session, false);
+    expect(opened).toEqual([]); // not inside the call that let go
+    await until(() => opened.length === 3, 5_000, 'the three streams');
+    expect(opened).toEqual([1, 3, 5]);
+    expect(socketPaused(input)).toBe(false);
+  });
+
+  test('held again by what the resumed decoding started: the socket stays paused (it kept flowing before)', async () => {
+    const { session, input } = serverOnDuplex();
+    const opened: number[] = [];
+    session.on('stream', (stream: SmuxStream) => {
+      opened.push(stream.id);
+      if (stream.id !== 5) holdReading(session, true); // the layer is full after this one: the rest of the read waits
+    });
+    input.push(burst(3)); // one read: streams 3 and 5 stay in the decoder
+    await until(() => opened.length === 1, 5_000, 'the first stream');
+    holdReading(session, false); // decodes stream 3 from what is buffered, which holds again
+    await until(() => opened.length === 2, 5_000, 'the second stream');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(opened).toEqual([1, 3]);
+    expect(socketPaused(input)).toBe(true);
+  });
+
+  test('the hold waits while a stream of our own is open (its answer comes this way), but for standing ones', async () => {
+    const { session, input } = serverOnDuplex();
+    const control = session.openChannel(); // ours, and it stays open: a dialled connection's control stream
+    const opened: number[] = [];
+    session.on('stream', (stream: SmuxStream) => void opened.push(stream.id));
+    holdReading(session, true, 1);
+    input.push(burst(1));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(opened).toEqual([]); // held: the one stream of ours is a standing one
+    const call = session.openChannel(); // a call back to the peer: reading resumes for its answer
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(opened).toEqual([1]);
+    call.destroy(); // answered: the hold applies again
+    await until(() => session.numStreams - session.numPeerStreams === 1, 5_000, 'the call stream to go');
+    input.push(burst(1));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(opened).toEqual([1]);
+    control.destroy();
   });
 });
