@@ -77,7 +77,7 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
    * pass it fails with `ERR_SMUX_LIMIT` — retryable while its request had not arrived whole (the handler did not
    * run), not once it runs. The events whose handlers are running are held to the same number of bytes, separately:
    * past it the connection is not read until they are down to three quarters (`maxEventsPerConnection`). At least
-   * `maxMessageBytes`. Default 16 MiB (or `maxMessageBytes`, when larger).
+   * `maxMessageBytes`. Default 12 MiB (or `maxMessageBytes`, when larger).
    */
   maxPendingRequestBytes?: number;
   /**

@@ -6,7 +6,9 @@
  * 33.1 – 35.8 in some runs (one of them in a full `npm test`) once the turn budget let more of the paused streams' windows
  * fill: the budgets held 24 MiB and Node's write buffers of 51 stalled Duplexes 3.25 MiB uncounted (a heap snapshot);
  * 25.9 – 29.1 MiB (under a busy loop on both cores) since a write waiting for the window charges the Duplex's
- * high-water mark to the reply budget.
+ * high-water mark to the reply budget, but 34.4 once in a clean-clone CI run (the replies' burst allowance, twice
+ * maxQueuedReplyBytes, beside a full pending budget); 23.9 – 25.0 MiB under the busy loop since maxPendingRequestBytes
+ * defaults to 12 MiB (was 16).
  *
  * Issue 9, byte-stream variant: a peer that opens raw byte streams and stalls. One connection (its socket never read
  * from) opens 400 byte-stream calls (`echo-raw`: the bytes straight back through pipeline(), paced by its
