@@ -246,6 +246,14 @@ function releaseHeld(count = heldEvents.length): void {
   for (const release of heldEvents.splice(0, count)) release.resolve();
 }
 
+/** Lets the handlers a test left go, and starts the counts over. */
+function resetHeld(): void {
+  releaseHeld();
+  heldEvents = [];
+  runningEvents = mostEventsAtOnce = 0;
+  handled.length = 0;
+}
+
 /** Lets every held handler return as it starts, until `total` have returned. */
 function releaseUntilHandled(total: number): Promise<void> {
   return until(
@@ -265,12 +273,7 @@ describe('maxEventsPerConnection: event handlers running at once on a connection
   beforeAll(async () => {
     handle = await startApp({ controllers: [HeldEventsController], server: { maxEventsPerConnection: LIMIT } });
   });
-  beforeEach(() => {
-    releaseHeld();
-    heldEvents = [];
-    runningEvents = mostEventsAtOnce = 0;
-    handled.length = 0;
-  });
+  beforeEach(resetHeld);
   afterAll(async () => {
     releaseHeld();
     await closeAll();
@@ -362,12 +365,7 @@ describe('event bytes: what event handlers hold counts against maxPendingRequest
       server: { maxEventsPerConnection: 1_000, maxMessageBytes: 256 * KiB, maxPendingRequestBytes: 1024 * KiB },
     });
   });
-  beforeEach(() => {
-    releaseHeld();
-    heldEvents = [];
-    runningEvents = mostEventsAtOnce = 0;
-    handled.length = 0;
-  });
+  beforeEach(resetHeld);
   afterAll(async () => {
     releaseHeld();
     await closeAll();
