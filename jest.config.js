@@ -1,13 +1,19 @@
 // Jest 30 in ESM mode (npm test sets NODE_OPTIONS=--experimental-vm-modules): Nest 12 is ESM-only and
 // Jest's CommonJS mode cannot load it on Node 20 (../shared/NEST-NOTES.md §1). @swc/jest strips types
 // and keeps decorator metadata, which Nest's dependency injection needs.
+//
+// `npm test` (scripts/test.mjs) runs two phases: SMUX_TEST_PHASE=main is every suite but the attacks, on two workers;
+// SMUX_TEST_PHASE=attacks is test/nest/attacks/ on one. Without it (`npx jest …`) every suite is a candidate.
+const phase = process.env.SMUX_TEST_PHASE;
+const attacks = '<rootDir>/test/nest/attacks/';
+
 /** @type {import('jest').Config} */
 export default {
   testEnvironment: 'node',
-  roots: ['<rootDir>/test'],
+  roots: [phase === 'attacks' ? attacks : '<rootDir>/test'],
   testMatch: ['**/*.spec.ts'],
   // test/compat holds projects that test:compat runs in their own installs (a `nest new` app's spec among them).
-  testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/compat/'],
+  testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/compat/', ...(phase === 'main' ? [attacks] : [])],
   setupFilesAfterEnv: ['<rootDir>/test/setup-logger.ts'],
   extensionsToTreatAsEsm: ['.ts'],
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
@@ -25,6 +31,7 @@ export default {
     ],
   },
   testTimeout: 30000,
-  // The interop and end-to-end suites start real servers and Go processes; two workers match the machine.
-  maxWorkers: 2,
+  // The interop and end-to-end suites start real servers and Go processes; two workers match the machine. An attack
+  // measures a client's share of the CPU, so the attacks' phase runs alone on one.
+  maxWorkers: phase === 'attacks' ? 1 : 2,
 };
