@@ -1,6 +1,6 @@
 import { type Clock, type Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import { closeWithin, dialSession } from './dial.js';
-import { observeSession } from '../smux/session.js';
+import { observeSession } from '../smux/session-layer.js';
 import { type ControlLink, FEATURE_CALLS, type ServeHook } from './control-link.js';
 import { FEATURES, greet, HELLO_TIMEOUT, type ServerHello } from './hello.js';
 import { formatAddress, type ResolvedClientOptions } from './options.js';

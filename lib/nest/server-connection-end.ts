@@ -1,5 +1,5 @@
 import { type Clock, type Session, SmuxError } from '../smux/index.js';
-import { observeSession } from '../smux/session.js';
+import { observeSession } from '../smux/session-layer.js';
 import { describeClientBytes } from './peer-diagnosis.js';
 import type { ConnectionHost } from './server-connection.js';
 import { connectionFailure } from './smux-connection.js';

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { type Clock, Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
-import { holdReading, observeSession } from '../smux/session.js';
+import { holdReading, observeSession } from '../smux/session-layer.js';
 import { SlotSet } from '../util/slot-set.js';
 import type { CallMessage } from './call-codec.js';
 import { ConnectionBudget } from './connection-budget.js';

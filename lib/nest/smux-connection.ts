@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { PeerCertificate } from 'node:tls';
 import type { MsPattern } from '@nestjs/microservices';
 import { type Clock, type Session, SmuxError } from '../smux/index.js';
-import { observeSession } from '../smux/session.js';
+import { observeSession } from '../smux/session-layer.js';
 import { toSmuxError } from './call-scheduler.js';
 import { callDone, failCall, openCall, type PendingCall } from './client-call.js';
 import { createPacketCodec } from './packet-codec.js';

@@ -1,4 +1,10 @@
 import type { Clock, TimerHandle } from './clock.js';
+import { SmuxError } from './errors.js';
+
+/** The error a session ends with when its peer was silent for `silentMs` (keepAliveTimeout `timeoutMs`). */
+export function keepAliveTimeout(silentMs: number, timeoutMs: number): SmuxError {
+  return new SmuxError('ERR_SMUX_KEEPALIVE_TIMEOUT', `no frame received for ${Math.round(silentMs)} ms (keepAliveTimeout ${timeoutMs} ms)`);
+}
 
 /** What {@link KeepAlive} asks of its session. */
 export interface KeepAliveHost {

@@ -6,9 +6,8 @@ import { type SmuxConfig, validateConfig } from './config.js';
 import type { ProtocolVersion } from './constants.js';
 import { type FrameSink, FrameDecoder } from './decoder.js';
 import { SmuxError } from './errors.js';
-import { IdTable } from '../util/id-table.js';
 import { ReceiveBucket, streamAllowance } from './flow-control.js';
-import { KeepAlive, type KeepAliveHost } from './keep-alive.js';
+import { KeepAlive, type KeepAliveHost, keepAliveTimeout } from './keep-alive.js';
 import { HELD_BY_BACKLOG, HELD_BY_BUDGET, ReadTurns } from './read-turns.js';
 import { SmuxStream } from './stream.js';
 import type { SessionEvents, SessionObserver, SessionStats } from './session-types.js';
@@ -17,37 +16,16 @@ import type { StreamHost } from './stream-host.js';
 import { StreamAcceptor } from './stream-acceptor.js';
 import { StreamIdAllocator } from './stream-ids.js';
 import { StreamRefusals } from './stream-refusals.js';
+import { SessionStreams } from './session-streams.js';
 import { WindowBudget } from './window-tuner.js';
 import { CONTROL_SYN } from './frame-source.js';
 import { FrameWriter } from './writer.js';
 import { GracefulClose } from './graceful-close.js';
+import { provideLayerAccess } from './session-layer.js';
 
 const OPEN = 0;
 const CLOSING = 1;
 const CLOSED = 2;
-
-let addObserver: (session: Session, observer: SessionObserver) => () => void;
-let holdLayer: (session: Session, hold: boolean, standingStreams: number) => void;
-
-/**
- * Lets a layer built on `session` hear of its peer's streams and its end without a public listener (see
- * {@link SessionObserver}); returns what removes the observer. Package-internal: not exported by the barrel.
- */
-export function observeSession(session: Session, observer: SessionObserver): () => void {
-  return addObserver(session, observer);
-}
-
-/**
- * Lets the layer built on `session` stop its reading (`hold` true) until it lets go (false): backpressure for work the
- * peer starts that nothing else bounds (a server's event handlers). Keep-alive does not count the silence meanwhile.
- * The hold waits while streams of the session's own are open, but for `standingStreams` that stay open (a control
- * stream we opened): their answers, and the window updates their writes need, come through the same socket, and the
- * work that holds reading may be waiting on them (a handler calling the peer back). Package-internal: not exported by
- * the barrel.
- */
-export function holdReading(session: Session, hold: boolean, standingStreams = 0): void {
-  holdLayer(session, hold, standingStreams);
-}
 
 /**
  * One smux session over a Duplex (a `net.Socket`, a `tls.TLSSocket`, a test pair), wire-compatible with Go's
@@ -65,8 +43,7 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly #decoder: FrameDecoder;
   readonly #ids: StreamIdAllocator;
   readonly #keepAlive: KeepAlive | null;
-  readonly #streams = new IdTable<StreamCore>(); // not a Map: see id-table.ts
-  #peerStreams = 0; // registered streams the peer opened: what maxStreams bounds on accept
+  readonly #streams: SessionStreams;
   readonly #refusals: StreamRefusals;
   readonly #acceptor: StreamAcceptor;
   #version: ProtocolVersion | null;
@@ -76,19 +53,19 @@ export class Session extends EventEmitter<SessionEvents> {
   #closing: GracefulClose | null = null; // from close() on
   #closedBeforeClose: Promise<void> | null = null; // what close() returns when the session had ended without it
   #bytesIn = 0;
-  #streamsOpened = 0;
-  #streamsAccepted = 0;
   readonly #observers: SessionObserver[] = [];
 
   static {
-    holdLayer = (session, hold, standing) => session.#turns.holdForLayer(hold, standing);
-    addObserver = (session, observer) => {
-      session.#observers.push(observer);
-      return () => {
-        const at = session.#observers.indexOf(observer);
-        if (at !== -1) session.#observers.splice(at, 1);
-      };
-    };
+    provideLayerAccess({
+      hold: (session, hold, standing) => session.#turns.holdForLayer(hold, standing),
+      observe: (session, observer) => {
+        session.#observers.push(observer);
+        return () => {
+          const at = session.#observers.indexOf(observer);
+          if (at !== -1) session.#observers.splice(at, 1);
+        };
+      },
+    });
   }
 
   /** Starts the client end of a session on `socket`. @throws SmuxError `ERR_SMUX_INVALID_CONFIG` */
@@ -137,15 +114,16 @@ export class Session extends EventEmitter<SessionEvents> {
         if (this.#bucket.exhausted) this.#turns.hold(HELD_BY_BUDGET);
       },
     };
+    this.#refusals = new StreamRefusals(c, this.#writer);
+    this.#streams = new SessionStreams(this.#refusals, this.#windowBudget);
     this.#decoder = new FrameDecoder(this.#version ?? 0, this.#frames);
     this.#turns = new ReadTurns({
       decoder: this.#decoder,
       socket,
       closed: () => this.#state === CLOSED,
-      ownStreams: () => this.#streams.size - this.#peerStreams,
+      ownStreams: () => this.#streams.own,
       resumedAfterHold: () => this.#keepAlive?.activity(), // the silence while reading was held was ours
     });
-    this.#refusals = new StreamRefusals(c, this.#writer);
     this.#acceptor = new StreamAcceptor(c.acceptBacklog, {
       open: (core) => this.#peerStream(core),
       pauseReading: () => this.#turns.hold(HELD_BY_BACKLOG),
@@ -186,7 +164,7 @@ export class Session extends EventEmitter<SessionEvents> {
 
   /** Of {@link numStreams}, those the peer opened: what `maxStreams` bounds when the peer opens another. */
   get numPeerStreams(): number {
-    return this.#peerStreams;
+    return this.#streams.peer;
   }
 
   /** The protocol version in use; `null` on a `version: 'auto'` server until the client's first frame arrived. */
@@ -206,8 +184,8 @@ export class Session extends EventEmitter<SessionEvents> {
       bytesOut: this.#writer.bytesOut,
       framesIn: this.#decoder.framesDecoded,
       framesOut: this.#writer.framesOut,
-      streamsOpened: this.#streamsOpened,
-      streamsAccepted: this.#streamsAccepted,
+      streamsOpened: this.#streams.opened,
+      streamsAccepted: this.#streams.accepted,
       streamsRefused: this.#refusals.count,
       receiveBudgetLeft: this.#bucket.tokens,
       receiveWindowGrowth: this.#windowBudget?.reserved ?? 0,
@@ -225,15 +203,14 @@ export class Session extends EventEmitter<SessionEvents> {
    */
   openChannel(handler?: SmuxChannelHandler): SmuxChannel {
     this.#assertOpen();
-    const own = this.#streams.size - this.#peerStreams;
+    const own = this.#streams.own;
     if (own >= this.config.maxStreams) {
       throw new SmuxError('ERR_SMUX_LIMIT', `session has ${own} streams of its own open (maxStreams ${this.config.maxStreams})`);
     }
     let id = this.#ids.next();
     while (this.#streams.has(id)) id = this.#ids.next(); // a peer may open ids of our parity (Go allows it): skip them
     const core = new StreamCore(this.#streamHost, id, false);
-    this.#streams.set(core.id, core);
-    this.#streamsOpened++;
+    this.#streams.addOwn(core);
     core.controlBits = CONTROL_SYN;
     this.#writer.queueControl(core);
     this.#turns.ownStreamsChanged();
@@ -310,9 +287,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#writer.close();
     this.#socket.on('error', ignore); // errors after our teardown have no one to go to
     this.#socket.destroy();
-    const streams = this.#streams.values();
-    this.#streams.clear();
-    this.#peerStreams = 0;
+    const streams = this.#streams.clear();
     this.#refusals.clear();
     this.#acceptor.close(this.#closedError()); // its streams are among those terminated
     for (const core of streams) core.terminate(error);
@@ -328,26 +303,10 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly #frames: FrameSink = {
     onVersion: (version) => this.#adoptVersion(version),
     onSyn: (streamId) => this.#onSyn(streamId),
-    onFin: (streamId) => {
-      const core = this.#streams.get(streamId);
-      if (core === undefined) return this.#refusals.unknownStream(streamId);
-      core.releaseHold();
-      core.handleFin();
-    },
-    onPsh: (streamId, data) => {
-      const core = this.#streams.get(streamId);
-      if (core === undefined) return this.#refusals.unknownStream(streamId); // dropped without tokens, as Go does
-      if (this.#windowBudget !== null) this.#windowBudget.dataFrames++;
-      core.releaseHold();
-      core.handleData(data);
-    },
+    onFin: (streamId) => this.#streams.fin(streamId),
+    onPsh: (streamId, data) => this.#streams.data(streamId, data),
     onNop: () => undefined,
-    onUpd: (streamId, consumed, window) => {
-      const core = this.#streams.get(streamId);
-      if (core === undefined) return this.#refusals.unknownStream(streamId);
-      core.releaseHold();
-      core.handleWindowUpdate(consumed, window);
-    },
+    onUpd: (streamId, consumed, window) => this.#streams.windowUpdate(streamId, consumed, window),
     onProtocolError: (error) => this.destroy(error),
   };
 
@@ -361,10 +320,8 @@ export class Session extends EventEmitter<SessionEvents> {
 
   /** A stream is done: frames for its id are dropped from now on. */
   #release(core: StreamCore): void {
-    if (this.#streams.get(core.id) === core) {
-      this.#streams.delete(core.id);
-      if (core.openedByPeer) this.#peerStreams--;
-      else this.#turns.ownStreamsChanged();
+    if (this.#streams.remove(core)) {
+      if (!core.openedByPeer) this.#turns.ownStreamsChanged();
       // Without keep-alive ticks to release idle write buffers, a session with no stream keeps one small slab.
       if (this.#streams.size === 0 && this.#keepAlive === null) this.#writer.shrink();
     }
@@ -384,19 +341,13 @@ export class Session extends EventEmitter<SessionEvents> {
     get readingPaused() {
       return session.#turns.held;
     },
-    onKeepAliveTimeout: (silentMs) =>
-      session.destroy(
-        new SmuxError(
-          'ERR_SMUX_KEEPALIVE_TIMEOUT',
-          `no frame received for ${Math.round(silentMs)} ms (keepAliveTimeout ${session.config.keepAliveTimeout} ms)`,
-        ),
-      ),
+    onKeepAliveTimeout: (silentMs) => session.destroy(keepAliveTimeout(silentMs, session.config.keepAliveTimeout)),
   }))(this);
 
   #onSyn(streamId: number): void {
     if (this.#streams.has(streamId)) return; // duplicate SYN: ignored, as Go does
     if (this.#state !== OPEN) return this.#refusals.refuse(streamId);
-    if (this.#peerStreams >= this.config.maxStreams) {
+    if (this.#streams.peer >= this.config.maxStreams) {
       if (this.#refusals.refuseOverLimit(streamId)) return;
       const c = this.config;
       const why = `the peer opened ${c.maxRefusedStreams + 1} streams in a row past maxStreams (${c.maxStreams} open; maxRefusedStreams ${c.maxRefusedStreams})`;
@@ -404,9 +355,7 @@ export class Session extends EventEmitter<SessionEvents> {
     }
     this.#refusals.accepted();
     const core = new StreamCore(this.#streamHost, streamId, true);
-    this.#streams.set(streamId, core);
-    this.#peerStreams++;
-    this.#streamsAccepted++;
+    this.#streams.addPeer(core);
     this.#turns.streamOpened();
     let channel: SmuxChannel | null = null;
     for (const observer of this.#observers) if (observer.channel !== undefined) observer.channel((channel ??= createChannel(core, this)));

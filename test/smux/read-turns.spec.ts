@@ -7,7 +7,7 @@ import { Duplex } from 'node:stream';
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { Cmd } from '../../lib/smux/constants.js';
 import { Session, type SmuxStream } from '../../lib/smux/index.js';
-import { holdReading } from '../../lib/smux/session.js';
+import { holdReading } from '../../lib/smux/session-layer.js';
 import { TURN_BUDGET_MS } from '../../lib/smux/read-turns.js';
 import { until } from '../helpers/net.js';
 import { encodeFrame } from '../helpers/frames.js';

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { SmuxChannel, SmuxError, SmuxStream } from '../../lib/smux/index.js';
-import { observeSession } from '../../lib/smux/session.js';
+import { observeSession } from '../../lib/smux/session-layer.js';
 import { closed, until } from '../helpers/net.js';
 import {
   cleanup,
