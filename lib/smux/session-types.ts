@@ -48,7 +48,7 @@ export interface SessionEvents {
 
 /**
  * What a layer built on a session (the Nest transport) hears of it: the streams the peer opens, as channels, and
- * its end. Added with `observeSession` (session.ts), a package-internal path: the session's public events are the
+ * its end. Added with `observeSession` (session-layer.ts), a package-internal path: the session's public events are the
  * application's too, and anyone holding the session could `emit()` them or remove their listeners.
  */
 export interface SessionObserver {
