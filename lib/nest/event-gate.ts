@@ -10,8 +10,8 @@
  * through the same socket.
  *
  * A handler counts from the moment its event is taken (its decoding included: a custom deserializer may be async)
- * until the promise of its handlers settles (an Observable they return runs on, uncounted, as with Nest's own
- * transports). An app's processing start hook decides when handlers run: an event waiting in it holds no place.
+ * until the promise of its handlers settles, or until the Observable they return (run hot, as Nest's own transports
+ * run it) completes or errors. An app's processing start hook decides when handlers run: an event waiting in it holds no place.
  */
 export class EventGate {
   readonly #limit: number;

@@ -6,6 +6,7 @@
  */
 import { describe, expect, test } from '@jest/globals';
 import type { MessageHandler } from '@nestjs/microservices';
+import { of, Subject, tap, throwError } from 'rxjs';
 import type { CallMessage } from '../../lib/nest/call-codec.js';
 import { EventGate } from '../../lib/nest/event-gate.js';
 import type { DecodedRequest, PacketCodec } from '../../lib/nest/packet-codec.js';
@@ -113,7 +114,13 @@ describe('CallDispatcher and the gate: one place per event, given back on every 
         throw new Error('thrown on purpose');
       }),
     ],
-    ['a handler that returns an Observable', 1, handlerOf(() => Promise.resolve({ subscribe: () => ({ unsubscribe: () => undefined }) }))],
+    [
+      'a handler that returns something Observable-like (not an rxjs Observable)',
+      1,
+      handlerOf(() => Promise.resolve({ subscribe: () => ({ unsubscribe: () => undefined }) })),
+    ],
+    ['a handler that returns an Observable that completes at once', 1, handlerOf(() => Promise.resolve(of(1, 2)))],
+    ['a handler that returns an Observable that fails at once', 1, handlerOf(() => throwError(() => new Error('failed on purpose')))],
   ])('%s', async (_name, runningAtFirst, handler) => {
     const { gate } = recordingGate(10);
     const { dispatcher: d } = dispatcher({ handler });
@@ -135,6 +142,22 @@ describe('CallDispatcher and the gate: one place per event, given back on every 
     await settle();
     expect(gate.running).toBe(0);
     expect(gate.bytes).toBe(0);
+  });
+
+  test.each([
+    ['completes', (subject: Subject<number>) => subject.complete()],
+    ['fails', (subject: Subject<number>) => subject.error(new Error('failed on purpose'))],
+  ])('an Observable the handler returns keeps the place until it %s', async (_name, finish) => {
+    const subject = new Subject<number>();
+    const values: number[] = [];
+    const { gate } = recordingGate(10);
+    const { dispatcher: d } = dispatcher({ handler: handlerOf(() => Promise.resolve(subject.pipe(tap((v) => values.push(v))))) });
+    d.dispatchEvent(CALL, MESSAGE, 10, gate);
+    await settle();
+    subject.next(7); // it runs hot: subscribed without anyone asking
+    expect([gate.running, gate.bytes, values]).toEqual([1, 10, [7]]);
+    finish(subject);
+    expect([gate.running, gate.bytes]).toEqual([0, 0]);
   });
 
   test('no handler, a deserializer that throws or rejects: the place is given back at once', async () => {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { Ctx, EventPattern, MessagePattern, Payload } from '@nestjs/microservices';
-import { firstValueFrom, lastValueFrom } from 'rxjs';
+import { firstValueFrom, lastValueFrom, Observable } from 'rxjs';
 import { type ClientSmux, type Session, SmuxContext, SmuxRecordBuilder } from '../../lib/index.js';
 import { type AppHandle, closeAll, type Deferred, deferred, loggedErrors, startApp, until, within } from './helpers.js';
 
@@ -230,6 +230,21 @@ class HeldEventsController {
     }
   }
 
+  /** The same, as an Observable: its work runs from its subscription until it completes. */
+  @EventPattern('held-observable')
+  heldObservable(@Payload() data: unknown): Observable<void> {
+    return new Observable<void>((subscriber) => {
+      mostEventsAtOnce = Math.max(mostEventsAtOnce, ++runningEvents);
+      const release = deferred();
+      heldEvents.push(release);
+      void release.promise.then(() => subscriber.complete());
+      return () => {
+        runningEvents--;
+        handled.push(data);
+      };
+    });
+  }
+
   @EventPattern<string>('sync-throws') // explicit: Nest 12's typed overload would demand (data, ...args: unknown[])
   syncThrows(): void {
     throw new Error('an event handler failed at once, on purpose');
@@ -289,6 +304,17 @@ describe('maxEventsPerConnection: event handlers running at once on a connection
     await releaseUntilHandled(30);
     expect(mostEventsAtOnce).toBe(LIMIT);
     expect([...handled].sort((a, b) => (a as number) - (b as number))).toEqual(Array.from({ length: 30 }, (_, i) => i));
+  });
+
+  test('a handler that returns an Observable keeps its place until the Observable completes (it runs hot)', async () => {
+    const client = handle.client();
+    await Promise.all(Array.from({ length: 12 }, (_, i) => emitted(client, 'held-observable', i)));
+    await until(() => runningEvents === LIMIT, 5_000, 'the first handlers');
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(runningEvents).toBe(LIMIT); // 12 without the count (found by a new-user trial: 40 of 40 at once)
+    await releaseUntilHandled(12);
+    expect(mostEventsAtOnce).toBe(LIMIT);
+    expect([...handled].sort((a, b) => (a as number) - (b as number))).toEqual(Array.from({ length: 12 }, (_, i) => i));
   });
 
   test('a held connection slows only itself: a call on another connection is answered, one on it waits its turn', async () => {
