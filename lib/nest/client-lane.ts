@@ -65,7 +65,7 @@ export class Lane implements CallLane {
     this.index = index;
     this.connector = connect({
       ready: (session) => listener.ready(this, session),
-      failed: (error) => listener.failed(this, error),
+      failed: (error, retrying) => listener.failed(this, error, retrying),
       lost: (session, error) => listener.lost(this, session, error),
       status: (status) => listener.status(this, status),
       rtt: (ms) => listener.rtt(this, ms),

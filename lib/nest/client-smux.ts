@@ -50,7 +50,7 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
     this.#metrics = metrics;
     const pool = new ConnectorPool(resolved, {
       ready: (session, where) => this.#ready(session, where),
-      failed: (error, where) => this.#failed(error, where),
+      failed: (error, where, retrying) => this.#failed(error, where, retrying),
       lost: (session, error, where) => this.#lost(session, error, where),
       status: (status) => this._status$.next(status),
       resolveFailed: (error, names, kept) =>
@@ -152,8 +152,9 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
     this.#scheduler.connected();
   }
 
-  #failed(error: Error, where: string): void {
-    this.#warnings.warn('connect', `Could not connect to ${where}: ${error.message} (retrying in the background)`);
+  #failed(error: Error, where: string, retrying: boolean): void {
+    const then = retrying ? 'retrying in the background' : 'the next call reconnects';
+    this.#warnings.warn('connect', `Could not connect to ${where}: ${error.message} (${then})`);
     if (this.#events.listenerCount('error') > 0) this.#events.emit('error', error);
     this.#scheduler.attemptFailed();
   }

@@ -10,8 +10,11 @@ import type { SmuxStatus } from './smux.events.js';
 export interface PoolListener {
   /** A connection is ready for calls. */
   ready(session: Session, where: string): void;
-  /** An attempt failed (or, with `dns`, a resolution found no address at all: `where` names the names). */
-  failed(error: Error, where: string): void;
+  /**
+   * An attempt failed (or, with `dns`, a resolution found no address at all: `where` names the names); `retrying`:
+   * it is retried in the background (false: the next call dials; connector.ts says when).
+   */
+  failed(error: Error, where: string, retrying: boolean): void;
   /** A session ended (the ready one, or one drained after a rotation); the calls on it fail through their own streams. */
   lost(session: Session, error: SmuxError | undefined, where: string): void;
   /** The client's status changed: connected while at least one connection is ready. */
@@ -197,10 +200,10 @@ export class ConnectorPool {
         : { ...this.#options, address: entry.address, tls: servername === undefined ? tls : { ...tls, servername } };
     return new Lane(where, index, (listener) => new Connector(options, listener), {
       ready: (lane, session) => this.#laneReady(lane, session),
-      failed: (lane, error) => {
+      failed: (lane, error, retrying) => {
         if (lane.retired) return;
         this.#lastFailure = error;
-        this.#listener.failed(error, lane.where);
+        this.#listener.failed(error, lane.where, retrying);
       },
       lost: (lane, session, error) => this.#laneLost(lane, session, error),
       // Readiness follows the sessions (ready, lost, rotated), not the status: a rotating connector stays
@@ -304,7 +307,7 @@ export class ConnectorPool {
     this.#resolveError = error;
     if (error !== null && this.#lanes.length === 0) {
       this.#listener.status('disconnected');
-      this.#listener.failed(error, this.where);
+      this.#listener.failed(error, this.where, true);
     }
   }
 

@@ -16,7 +16,8 @@ import type { SmuxStatus } from './smux.events.js';
  *
  * In BACKOFF new calls fail at once with the last error (unless they wait for ready), while the retries go on in
  * the background until one succeeds or the client is closed. A lost connection is not redialled until something
- * needs it, as Nest's TCP client and gRPC's pick-first do.
+ * needs it, as Nest's TCP client and gRPC's pick-first do; nor is a rotation's fresh session that failed before any
+ * call or connect() asked for it (back to IDLE, no last error: the server that drained us may be shutting down).
  */
 export type ConnectorState = 'idle' | 'connecting' | 'ready' | 'backoff';
 
@@ -27,8 +28,12 @@ const RETIRE_CHECK_MS = 250;
 export interface ConnectorListener {
   /** A session is ready for calls. */
   ready(session: Session): void;
-  /** An attempt failed; the next one follows after a backoff. `error` is what the calls' errors carry as cause. */
-  failed(error: Error): void;
+  /**
+   * An attempt failed; `error` is what the calls' errors carry as cause. `retrying`: the next attempt follows after a
+   * backoff; false: nobody had asked for this one (a rotation's fresh session: the server drained the old one, and may
+   * be shutting down), and the next call dials.
+   */
+  failed(error: Error, retrying: boolean): void;
   /** The ready session ended; calls on it fail through their own streams. */
   lost(session: Session, error: SmuxError | undefined): void;
   /** The public status changed. */
@@ -51,6 +56,7 @@ export class Connector {
   #state: ConnectorState = 'idle';
   #published: SmuxStatus | null = null; // the last status published
   #drainedEarly: Session | null = null; // DRAIN came with the HELLO, before the session was ready
+  #unasked = false; // the running attempt is a rotation's that no call or connect() has asked for yet
   #retireTimer: TimerHandle | null = null; // looks at the draining sessions again
   readonly #serve: ServeHook | null; // calls the server makes on our connections, when we serve them
   #session: Session | null = null;
@@ -116,6 +122,7 @@ export class Connector {
 
   /** Starts an attempt now, unless one is running or a session is ready (a backoff wait is cut short). */
   connect(): void {
+    this.#unasked = false; // asked for: a failure now backs off and retries
     if (this.#state === 'connecting' || this.#state === 'ready') return;
     if (this.#retryTimer !== null) this.#clock.clearTimeout(this.#retryTimer);
     this.#retryTimer = null;
@@ -135,6 +142,7 @@ export class Connector {
     this.#state = 'idle';
     this.retireIdle();
     this.connect();
+    this.#unasked = true;
   }
 
   /** Closes draining sessions whose calls are all done. */
@@ -195,11 +203,21 @@ export class Connector {
       },
       (error: Error) => {
         if (generation !== this.#generation) return;
+        if (this.#unasked) {
+          // A fresh session nobody asked for: no retries in the background (an idle client whose server shut down
+          // gracefully redialled it for good, with a warning every few seconds). The next call dials and waits for
+          // it, as after a lost connection: hence no last error, which would fail that call fast without a dial.
+          this.#unasked = false;
+          this.#state = 'idle';
+          this.#status('disconnected');
+          this.#listener.failed(error, false);
+          return;
+        }
         this.#state = 'backoff';
         this.#failures++;
         this.#lastError = error;
         this.#status('disconnected');
-        this.#listener.failed(error);
+        this.#listener.failed(error, true);
         this.#retryTimer = this.#clock.setTimeout(() => {
           this.#retryTimer = null;
           if (this.#state === 'backoff') this.#attempt();

@@ -12,7 +12,7 @@ import { firstValueFrom, lastValueFrom } from 'rxjs';
 import { ClientSmux, type Session, type SmuxError } from '../../lib/index.js';
 import { type CallMessage, encodeMessage, Kind } from '../../lib/nest/call-codec.js';
 import { delays, resetServers, runWindow, startServers } from '../helpers/many-hosts.js';
-import { closeAll, rawCall, rawSession, rejection, startApp, trackClient, until, within } from './helpers.js';
+import { closeAll, collectLogs, logLines, rawCall, rawSession, rejection, startApp, trackClient, until, within } from './helpers.js';
 
 @Controller()
 class WorkController {
@@ -148,6 +148,28 @@ describe('maxConnectionAge: the server drains, the client moves, no call fails',
 });
 
 describe("the server's close() drains first", () => {
+  test('an idle client whose server shut down gracefully does not redial it in the background: the next call does', async () => {
+    collectLogs();
+    logLines.length = 0;
+    const first = await startApp({ controllers: [WorkController] });
+    const client = first.client({ reconnect: { initialDelay: 20, maxDelay: 40 } });
+    const attempts: Error[] = [];
+    client.on('error', (error) => void attempts.push(error));
+    expect(await firstValueFrom(client.send<number>('double', 1))).toBe(2);
+    // DRAIN: the client moves to a fresh connection at once, and the server refuses it (it is closing).
+    await within(first.app.close(), 'the close', 4_000);
+    await until(() => attempts.length >= 1, 5_000, 'the fresh connection to fail');
+    await delay(500); // 12 – 25 backoff periods: each would be an attempt (and, rate-limited, a warning) if it retried
+    expect(attempts).toHaveLength(1);
+    const warnings = logLines.filter((l) => l.context === 'ClientSmux' && l.level === 'warn').map((l) => l.message);
+    expect(warnings).toEqual([
+      `Could not connect to 127.0.0.1:${first.port}: connect ECONNREFUSED 127.0.0.1:${first.port} (the next call reconnects)`,
+    ]);
+    // The next call dials, waits for that attempt (no fail-fast on the one nobody asked for), and is answered.
+    await startApp({ controllers: [WorkController], server: { port: first.port } });
+    expect(await within(firstValueFrom(client.send<number>('double', 2)), 'the next call')).toBe(4);
+  });
+
   test('a call in flight finishes; the client moved its new calls away before the server stopped', async () => {
     const handle = await startApp({ controllers: [WorkController], server: { closeTimeout: 5_000 } });
     const client = handle.client({ reconnect: { initialDelay: 10_000, maxDelay: 10_000 } });
