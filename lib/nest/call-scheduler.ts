@@ -155,8 +155,13 @@ export class CallScheduler {
     if (this.#pool.hasReady) this.#limitToServers();
   }
 
-  /** An attempt failed: once every connection's last attempt has failed, what waits fails fast (unless it waits for ready). */
-  attemptFailed(): void {
+  /**
+   * An attempt failed: once every connection's last attempt has failed, what waits fails fast (unless it waits for
+   * ready). `retrying` false: an attempt nobody had asked for (a drained connection's successor) — calls that were
+   * already waiting (for room on a connection) ask now, or nothing would dial for them.
+   */
+  attemptFailed(retrying: boolean): void {
+    if (!retrying && this.#awaiting.length > 0) return this.#pool.connect();
     if (this.#pool.lastError === null) return; // others are still on their first try, or ready
     const unavailable = this.unavailable();
     for (const waiter of this.#awaiting.drain()) {

@@ -19,7 +19,10 @@ export interface SmuxConnectionInfo {
   readonly state: SmuxConnectionState;
   /** Calls whose stream is open on this connection. */
   readonly callsInFlight: number;
-  /** Why the last attempt failed, until one succeeds; null otherwise. */
+  /**
+   * Why the last attempt failed, until one succeeds; null otherwise — also after a drained connection's successor
+   * failed before any call asked for it (the connection is then idle, and the next call dials).
+   */
   readonly lastError: Error | null;
   /** The last round-trip time measured on it (`client.ping()`, `pingInterval`), in ms; null before one. */
   readonly rtt: number | null;

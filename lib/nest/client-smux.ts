@@ -156,7 +156,7 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
     const then = retrying ? 'retrying in the background' : 'the next call reconnects';
     this.#warnings.warn('connect', `Could not connect to ${where}: ${error.message} (${then})`);
     if (this.#events.listenerCount('error') > 0) this.#events.emit('error', error);
-    this.#scheduler.attemptFailed();
+    this.#scheduler.attemptFailed(retrying);
   }
 
   #lost(_session: Session, error: SmuxError | undefined, where: string): void {

@@ -203,7 +203,9 @@ export class ConnectorPool {
       failed: (lane, error, retrying) => {
         if (lane.retired) return;
         this.#lastFailure = error;
-        this.#listener.failed(error, lane.where, retrying);
+        // With other connections a lost one is redialled in the background all the same (#laneLost): a host that
+        // drained us to restart rejoins.
+        this.#listener.failed(error, lane.where, retrying || this.#lanes.length >= 2);
       },
       lost: (lane, session, error) => this.#laneLost(lane, session, error),
       // Readiness follows the sessions (ready, lost, rotated), not the status: a rotating connector stays

@@ -141,8 +141,8 @@ export class Connector {
     this.#controls.get(session)?.channel.destroy(); // the control stream must not keep a draining session open
     this.#state = 'idle';
     this.retireIdle();
-    this.connect();
-    this.#unasked = true;
+    this.#unasked = true; // until a call or connect() asks for it: see #attempt
+    this.#attempt(); // a ready session had no retry timer running
   }
 
   /** Closes draining sessions whose calls are all done. */
@@ -174,6 +174,7 @@ export class Connector {
     this.#session = null;
     this.#draining.clear();
     this.#state = 'idle';
+    this.#unasked = false;
     this.#failures = 0;
     this.#lastError = null;
     await Promise.all(sessions.map((s) => closeWithin(s, this.#clock, 2_000)));
@@ -191,6 +192,7 @@ export class Connector {
       (session) => {
         if (generation !== this.#generation) return void session.destroy();
         this.#state = 'ready';
+        this.#unasked = false;
         this.#session = session;
         this.#failures = 0;
         this.#lastError = null;

@@ -50,7 +50,7 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
   /**
    * Most event handlers running at once for one connection, at least 1: from the moment an event is taken until the
    * promise of its handlers settles — or, when they return an Observable (it runs hot, as on Nest's own transports),
-   * until that completes or errors. Past it — or once their events' bytes reach `maxPendingRequestBytes` — the
+   * until that completes or errors (one that never does keeps its place for good). Past it — or once their events' bytes reach `maxPendingRequestBytes` — the
    * connection is not read until a quarter of them have returned (and their bytes are down to three quarters): the
    * events (and the calls behind them on that connection) wait in the peer's socket, nothing is dropped, and a
    * sender faster than its handlers is slowed to their pace. Other connections are not affected. While the server has

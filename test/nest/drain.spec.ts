@@ -148,6 +148,21 @@ describe('maxConnectionAge: the server drains, the client moves, no call fails',
 });
 
 describe("the server's close() drains first", () => {
+  test('a call waiting for room when the server drains and shuts down settles: the failed successor does not strand it (found in review)', async () => {
+    const first = await startApp({ controllers: [WorkController], server: { maxCallsPerConnection: 1, closeTimeout: 5_000 } });
+    const client = first.client({ reconnect: { initialDelay: 20, maxDelay: 40 } });
+    expect(await firstValueFrom(client.send<number>('double', 1))).toBe(2); // the server's limit of 1 is known
+    const slow = firstValueFrom(client.send('slow', 300));
+    await delay(20);
+    const waiting = firstValueFrom(client.send<number>('double', 2)).catch((error: unknown) => error); // no room: it waits
+    await delay(20);
+    const closing = first.app.close(); // DRAIN; the client's fresh connection is refused
+    expect(await within(slow, 'the call in flight')).toBe('done');
+    const outcome = await within(waiting, 'the waiting call', 5_000);
+    expect((outcome as SmuxError).code).toBe('ERR_SMUX_UNAVAILABLE');
+    await within(closing, 'the close', 5_000);
+  });
+
   test('an idle client whose server shut down gracefully does not redial it in the background: the next call does', async () => {
     collectLogs();
     logLines.length = 0;
