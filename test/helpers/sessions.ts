@@ -60,6 +60,8 @@ export class RawPeer {
   closed = false;
   /** The socket's error, if any (ECONNRESET when the session destroyed the connection). */
   error: NodeJS.ErrnoException | null = null;
+  /** Frames sent with {@link send}. */
+  framesSent = 0;
   #pending = Buffer.alloc(0);
 
   constructor(
@@ -74,7 +76,15 @@ export class RawPeer {
 
   /** Sends one frame of this peer's version. */
   send(cmd: number, streamId: number, payload: Buffer | string = Buffer.alloc(0)): void {
+    this.framesSent++;
     this.socket.write(encodeFrame(this.version, cmd, streamId, typeof payload === 'string' ? Buffer.from(payload) : payload));
+  }
+
+  /** Sends `count` frames of this peer's version in one write (they arrive as one read). */
+  sendMany(count: number, cmd: number, streamId: number, payload: Buffer): void {
+    this.framesSent += count;
+    const frame = encodeFrame(this.version, cmd, streamId, payload);
+    this.socket.write(Buffer.concat(Array.from({ length: count }, () => frame)));
   }
 
   /** Sends bytes as they are. */

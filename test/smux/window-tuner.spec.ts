@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from '@jest/globals';
 import type net from 'node:net';
 import { Cmd, DEFAULT_CONFIG, INITIAL_PEER_WINDOW, Session, type SmuxChannel, type SmuxConfig } from '../../lib/smux/index.js';
 import { FakeClock } from '../helpers/fake-clock.js';
-import { flush, memoryPair } from '../helpers/memory-pair.js';
+import { flush as turns, memoryPair } from '../helpers/memory-pair.js';
 import { RawPeer } from '../helpers/sessions.js';
 
 /*
@@ -17,9 +17,23 @@ const MiB = 1024 * KiB;
 const FRAME = 32 * KiB;
 
 const sessions: Session[] = [];
+const pairs: Array<{ server: Session; raw: RawPeer }> = [];
 afterEach(() => {
+  pairs.length = 0;
   for (const s of sessions.splice(0)) s.destroy();
 });
+
+/**
+ * Lets queued work run until each server has decoded every frame its raw peer sent, then what it wrote in return. Not
+ * a fixed number of turns: a read that takes longer than a session's real-time budget (2 ms, read-turns.ts) is decoded
+ * over later turns, and a fake clock advanced meanwhile split one instant in two — in a loaded CI run, the windows
+ * of a peer that ignores them grew.
+ */
+async function flush(): Promise<void> {
+  await turns();
+  for (let i = 0; i < 1_000 && pairs.some(({ server, raw }) => server.stats.framesIn < raw.framesSent); i++) await turns(1);
+  await turns();
+}
 
 /** A server session (the tuning side) on a fake clock, with a raw peer as its client. */
 function setup(config: Partial<SmuxConfig> = {}): { server: Session; raw: RawPeer; clock: FakeClock; channels: SmuxChannel[] } {
@@ -36,7 +50,9 @@ function setup(config: Partial<SmuxConfig> = {}): { server: Session; raw: RawPee
   sessions.push(server);
   const channels: SmuxChannel[] = [];
   server.on('channel', (channel) => channels.push(channel));
-  return { server, raw: new RawPeer(peerEnd as unknown as net.Socket, 2), clock, channels };
+  const raw = new RawPeer(peerEnd as unknown as net.Socket, 2);
+  pairs.push({ server, raw });
+  return { server, raw, clock, channels };
 }
 
 /** A compliant v2 bulk sender on the raw peer: it keeps within the last window it saw, as Go's writeV2 does. */
@@ -289,8 +305,12 @@ describe('receive-window auto-tuning (v2, maxStreamWindow)', () => {
     let sent = 0;
     for (let i = 0; i < 40; i++) {
       clock.advance(1);
-      // Always a whole window ahead of what the receiver allowed: bytes past every limit before any UPD.
-      for (let k = 0; k < 12; k++, sent += FRAME) raw.send(Cmd.PSH, 3, Buffer.alloc(FRAME));
+      // Always a whole window ahead of what the receiver allowed: bytes past every limit before any UPD. In one write,
+      // read as one: 12 writes were decoded over two turns of the event loop whenever the first reads took more than a
+      // read's 2 ms budget of real time (read-turns.ts) on a loaded machine — and a UPD encoded between them, before
+      // the bytes past its limit were decoded, timed a round trip for this peer (a red CI run).
+      raw.sendMany(12, Cmd.PSH, 3, Buffer.alloc(FRAME));
+      sent += 12 * FRAME;
       await flush();
       clock.advance(1);
     }
