@@ -128,12 +128,9 @@ export class CallDispatcher {
       }
       const ctx = createSmuxContext(call.channel, pattern, headers, call);
       const start = this.#nest.startHook();
-      // With OpenTelemetry the handlers run inside a CONSUMER span whose parent is the emitter's (tracing.ts).
       if (start === null) {
-        void withServerSpan('event', pattern, headers, () => {
-          handedOn = true; // not before: a span that fails to start must not keep the place
-          return this.#runEvent(handler, data, ctx, null, size, gate);
-        });
+        handedOn = true;
+        void this.#runEventInSpan(pattern, headers, handler, data, ctx, null, size, gate);
       } else {
         // The app's start hook decides when the handlers run (a hook that never calls done must not hold a place for
         // good): the event waits there without one, and takes one again as they start.
@@ -144,21 +141,38 @@ export class CallDispatcher {
           if (started) return Promise.resolve();
           started = true;
           gate.enter(size);
-          let ran = false;
-          try {
-            return withServerSpan('event', pattern, headers, () => {
-              ran = true;
-              return this.#runEvent(handler, data, ctx, this.#endHook(ctx), size, gate);
-            });
-          } catch (error) {
-            if (!ran) gate.leave(size);
-            throw error;
-          }
+          return this.#runEventInSpan(pattern, headers, handler, data, ctx, this.#endHook(ctx), size, gate);
         });
       }
     } catch (error) {
       if (!handedOn) gate.leave(size);
       this.#logError(error);
+    }
+  }
+
+  /**
+   * {@link #runEvent} inside the event's span (with OpenTelemetry: a CONSUMER span whose parent is the emitter's,
+   * tracing.ts). A span that fails to start gives the place back before the error goes on.
+   */
+  #runEventInSpan(
+    pattern: string,
+    headers: Readonly<Record<string, string>> | undefined,
+    handler: MessageHandler,
+    data: unknown,
+    ctx: SmuxContext,
+    end: (() => void) | null,
+    size: number,
+    gate: EventGate,
+  ): Promise<void> {
+    let ran = false;
+    try {
+      return withServerSpan('event', pattern, headers, () => {
+        ran = true;
+        return this.#runEvent(handler, data, ctx, end, size, gate);
+      });
+    } catch (error) {
+      if (!ran) gate.leave(size);
+      throw error;
     }
   }
 

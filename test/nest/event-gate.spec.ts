@@ -6,7 +6,10 @@
  */
 import { describe, expect, test } from '@jest/globals';
 import type { MessageHandler } from '@nestjs/microservices';
+import { propagation } from '@opentelemetry/api';
 import { of, Subject, tap, throwError } from 'rxjs';
+import { tracingReady } from '../../lib/nest/tracing.js';
+import { installOtel } from '../helpers/otel.js';
 import type { CallMessage } from '../../lib/nest/call-codec.js';
 import { EventGate } from '../../lib/nest/event-gate.js';
 import type { DecodedRequest, PacketCodec } from '../../lib/nest/packet-codec.js';
@@ -159,6 +162,36 @@ describe('CallDispatcher and the gate: one place per event, given back on every 
     finish(subject);
     expect([gate.running, gate.bytes]).toEqual([0, 0]);
   });
+
+  test.each([false, true])(
+    'a span that fails to start (a propagator that throws) gives the place back; the error is logged (start hook: %s)',
+    async (withStartHook) => {
+      expect(await tracingReady()).toBe(true);
+      const sdk = installOtel();
+      propagation.disable(); // the API keeps the first propagator registered: replace installOtel's
+      propagation.setGlobalPropagator({
+        inject: () => undefined,
+        extract: () => {
+          throw new Error('a propagator failed on purpose');
+        },
+        fields: () => [],
+      });
+      try {
+        const { gate } = recordingGate(10);
+        const { dispatcher: d, logged } = dispatcher({
+          handler: handlerOf(() => Promise.resolve()),
+          decoded: { pattern: 'evt', data: 1, id: undefined, headers: { traceparent: 'x' } },
+          startHook: () => (withStartHook ? (_id, _ctx, done) => void done().catch(() => undefined) : null),
+        });
+        d.dispatchEvent(CALL, MESSAGE, 10, gate);
+        await settle();
+        expect([gate.running, gate.bytes]).toEqual([0, 0]);
+        if (!withStartHook) expect(logged).toEqual([new Error('a propagator failed on purpose')]);
+      } finally {
+        sdk.uninstall();
+      }
+    },
+  );
 
   test('no handler, a deserializer that throws or rejects: the place is given back at once', async () => {
     const { gate } = recordingGate(10);
