@@ -4,6 +4,7 @@ import * as tls from 'node:tls';
 import { Logger } from '@nestjs/common';
 import { type CustomTransportStrategy, type MessageHandler, type MsPattern, Server } from '@nestjs/microservices';
 import { type Clock, type Session, SmuxError } from '../smux/index.js';
+import { keepingProcessAlive } from '../util/process-hold.js';
 import { ReadonlyMapView } from '../util/readonly-map.js';
 import type { ClientSmux } from './client-smux.js';
 import type { ControlLink } from './control-link.js';
@@ -139,10 +140,13 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   /**
    * Graceful close: stops accepting connections and calls (new calls get the retryable
    * `ERR_SMUX_SHUTTING_DOWN`), lets running calls finish within `closeTimeout`, ends the rest with
-   * `ERR_SMUX_SHUTTING_DOWN`, then closes every connection. Idempotent.
+   * `ERR_SMUX_SHUTTING_DOWN`, then closes every connection. Idempotent. The process stays alive until it resolves.
    */
   close(): Promise<void> {
-    this.#closing ??= this.#shutdown();
+    // The close is bounded by the clock's unref'd timers, and a connection held at maxEventsPerConnection is not read
+    // (its socket keeps nothing alive either): a process with nothing else alive exited before close() resolved, and
+    // the code after `await app.close()` never ran (found by a new-user trial).
+    this.#closing ??= keepingProcessAlive(() => this.#shutdown());
     return this.#closing;
   }
 
