@@ -4,7 +4,8 @@
  * closes as it arrives, nothing goes back — so without this a peer sending events faster than their handler finishes
  * started every handler at once: each one pending kept its data, its context and Nest's promises alive (an attack with
  * a 1 s handler pinned 145 MiB in 4 s, and the server's CPU went to them: another client fell to 1 % of its calls/s).
- * Backpressure loses nothing: the events wait in the peer's socket, and TCP slows the sender to the handlers' pace.
+ * Backpressure loses nothing: the events wait in the peer's socket, and TCP slows the sender to the handlers' pace (a
+ * close of the connection drops what still waits there, unread — events are at most once; the server's close says so).
  * The calls on that connection wait with them (they share its bytes); other connections do not. The session reads on
  * while it has streams of its own open (`holdReading`): a handler calling the peer back waits for answers that come
  * through the same socket.
@@ -47,6 +48,11 @@ export class EventGate {
   /** Bytes of the events counted now. */
   get bytes(): number {
     return this.#bytes;
+  }
+
+  /** True while the gate holds the connection's reading (past either limit, until enough handlers returned). */
+  get held(): boolean {
+    return this.#held;
   }
 
   /** An event of `bytes` was taken: it holds a place and its bytes until {@link leave}. */

@@ -53,7 +53,8 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
    * until that completes or errors (one that never does keeps its place for good). Past it — or once their events' bytes reach `maxPendingRequestBytes` — the
    * connection is not read until a quarter of them have returned (and their bytes are down to three quarters): the
    * events (and the calls behind them on that connection) wait in the peer's socket, nothing is dropped, and a
-   * sender faster than its handlers is slowed to their pace. Other connections are not affected. While the server has
+   * sender faster than its handlers is slowed to their pace — until the connection closes: events are at most once,
+   * and those still waiting then are dropped unread (the server's close line says so). Other connections are not affected. While the server has
    * calls of its own open on that connection (handlers calling back a peer that serves calls), it reads on: their
    * answers come that way (give such calls a deadline). Default 1 000.
    */

@@ -7,6 +7,12 @@ export interface DrainSummary {
   readonly connections: number;
   /** Calls still running at `closeTimeout`, ended with ERR_SMUX_SHUTTING_DOWN. */
   readonly ended: number;
+  /**
+   * Connections closed while not read, their event handlers at `maxEventsPerConnection` or `maxPendingRequestBytes`:
+   * whatever their clients sent since stayed in the socket, and the events among it were dropped. How many is unknown:
+   * those bytes were never read (the close reads on only to refuse what comes, until the socket is destroyed).
+   */
+  readonly unread: number;
 }
 
 /** How often connections are checked (requests arriving too slowly, callers that stopped reading). */
@@ -128,13 +134,32 @@ export class ServerConnections {
       this.#settledWaiter = null;
     }
     let ended = 0;
+    let unread = 0;
     for (const connection of this.#open) {
+      if (connection.events.held) unread++;
       for (const call of connection.calls.toArray()) {
         if (call.running) ended++;
         call.shutdown();
       }
     }
     await Promise.all([...this.#open].map((c) => closeWithin(c.session, clock, 2_000)));
-    return { connections, ended };
+    return { connections, ended, unread };
   }
+}
+
+/**
+ * The server's close line: the connections closed, the calls that had to be ended, and — when some connection was
+ * not being read (events are at most once: backpressure keeps them waiting in the socket, a close drops them) — that
+ * the events still unread in its socket were dropped, with no count: we never read them.
+ */
+export function closeLine({ connections, ended, unread }: DrainSummary): string {
+  const cut = ended === 0 ? 'every call finished' : `${ended} calls still running were ended with ERR_SMUX_SHUTTING_DOWN`;
+  let line = `Closed ${connections} connection${connections === 1 ? '' : 's'}: ${cut}`;
+  if (unread > 0) {
+    const which = connections === 1 ? 'it was' : unread === 1 ? '1 of them was' : `${unread} of them were`;
+    line +=
+      `; ${which} not being read (event handlers at maxEventsPerConnection or maxPendingRequestBytes): events still ` +
+      `unread in ${unread === 1 ? 'its socket' : 'their sockets'} were dropped (how many is unknown: they were never read)`;
+  }
+  return line;
 }

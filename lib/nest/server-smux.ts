@@ -16,7 +16,7 @@ import { resolveServerOptions, type ResolvedServerOptions } from './options.js';
 import { createPacketCodec, type PacketCodec } from './packet-codec.js';
 import type { CallHost } from './server-call-host.js';
 import { type ConnectionHost, ServerConnection } from './server-connection.js';
-import { ServerConnections } from './server-connections.js';
+import { closeLine, ServerConnections } from './server-connections.js';
 import { ServerDialler } from './server-dialler.js';
 import { CallDispatcher } from './server-dispatch.js';
 import { connectionFailure, type SmuxConnection } from './smux-connection.js';
@@ -250,9 +250,8 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     const stopped = server?.listening === true ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
     this.#connections.stop();
     this.#connections.announceDrain('the server is shutting down'); // clients move their new calls elsewhere
-    const { connections, ended } = await this.#connections.drain(this.#options.closeTimeout);
-    const cut = ended === 0 ? 'every call finished' : `${ended} calls still running were ended with ERR_SMUX_SHUTTING_DOWN`;
-    this.logger.log(`Closed ${connections} connection${connections === 1 ? '' : 's'}: ${cut}`);
+    const summary = await this.#connections.drain(this.#options.closeTimeout);
+    this.logger.log(closeLine(summary));
     this.#finSweep.stop();
     this.#warnings.close();
     await this.#dialler?.stop();

@@ -1,14 +1,15 @@
 import type { Server as NetServer } from 'node:net';
 import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
-import { MessagePattern, Payload } from '@nestjs/microservices';
-import { defer, firstValueFrom, Observable } from 'rxjs';
+import { EventPattern, MessagePattern, Payload } from '@nestjs/microservices';
+import { defer, firstValueFrom, lastValueFrom, Observable } from 'rxjs';
 import { ClientSmux, type Session } from '../../lib/index.js';
 import { encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
 import {
   closeAll,
   type Deferred,
   deferred,
+  logLines,
   rawCall,
   rawSession,
   rejection,
@@ -23,6 +24,8 @@ import {
 let gate: Deferred<void>;
 let running = 0;
 let teardowns = 0;
+let eventGate: Deferred<void> = deferred();
+let eventsRunning = 0;
 
 @Controller()
 class ShutdownController {
@@ -47,6 +50,20 @@ class ShutdownController {
   ping() {
     return 'pong';
   }
+
+  @EventPattern<string>('held-event') // explicit: Nest 12's typed overload would demand (data, ...args: unknown[])
+  async heldEvent(): Promise<void> {
+    eventsRunning++;
+    await eventGate.promise;
+  }
+}
+
+/** The server's last `log`-level line (its close line, once closed). */
+function lastServerLine(): string | undefined {
+  return logLines
+    .filter((l) => l.level === 'log' && l.context === 'ServerSmux')
+    .map((l) => l.message)
+    .at(-1);
 }
 
 const SHUTTING_DOWN = smuxError('ERR_SMUX_SHUTTING_DOWN');
@@ -56,8 +73,13 @@ describe('graceful shutdown', () => {
     gate = deferred();
     running = 0;
     teardowns = 0;
+    eventGate = deferred();
+    eventsRunning = 0;
   });
-  afterEach(closeAll);
+  afterEach(async () => {
+    eventGate.resolve();
+    await closeAll();
+  });
 
   test('in-flight calls that finish within closeTimeout succeed; the rest and new calls get ERR_SMUX_SHUTTING_DOWN', async () => {
     const handle = await startApp({ controllers: [ShutdownController], server: { closeTimeout: 1_000 } });
@@ -154,5 +176,31 @@ describe('graceful shutdown', () => {
     await within(handle.app.close(), 'app.close()');
     for (const error of await Promise.all(calls)) expect(error).toEqual(SHUTTING_DOWN);
     expect(teardowns).toBe(10);
+  });
+
+  // Found by a new-user trial: events are at most once, and backpressure keeps them in the sender's socket — which a
+  // close then drops without a word. We cannot count what we never read; the line says that it happened.
+  test('a connection closed while not read (event handlers at maxEventsPerConnection): the close line says its unread events were dropped', async () => {
+    const handle = await startApp({ controllers: [ShutdownController], server: { maxEventsPerConnection: 2, closeTimeout: 100 } });
+    const emit = (client: ReturnType<typeof handle.client>) => lastValueFrom(client.emit('held-event', {}), { defaultValue: undefined });
+    const read = handle.client(); // one handler running, below the limit: still read
+    await emit(read);
+    const held = handle.client(); // two running, two more waiting in the socket
+    for (let i = 0; i < 4; i++) await emit(held);
+    await until(() => eventsRunning === 3, 5_000, 'three event handlers running');
+    await within(handle.app.close(), 'app.close()');
+    expect(lastServerLine()).toBe(
+      'Closed 2 connections: every call finished; 1 of them was not being read (event handlers at maxEventsPerConnection ' +
+        'or maxPendingRequestBytes): events still unread in its socket were dropped (how many is unknown: they were never read)',
+    );
+    expect(eventsRunning).toBe(3); // the two unread events never ran
+  });
+
+  test('a connection whose event handlers still run below the limit: the close line says nothing was dropped', async () => {
+    const handle = await startApp({ controllers: [ShutdownController], server: { maxEventsPerConnection: 2, closeTimeout: 100 } });
+    await lastValueFrom(handle.client().emit('held-event', {}), { defaultValue: undefined });
+    await until(() => eventsRunning === 1, 5_000, 'the event handler running');
+    await within(handle.app.close(), 'app.close()');
+    expect(lastServerLine()).toBe('Closed 1 connection: every call finished');
   });
 });
