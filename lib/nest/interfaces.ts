@@ -44,7 +44,9 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
   maxConnections?: number;
   /**
    * Most calls running at once on one connection, at least 1; extra calls fail with `ERR_SMUX_LIMIT` (a ClientSmux
-   * learns it from the server's hello and queues the extra calls instead). Default 1 000.
+   * learns it from the server's hello and queues the extra calls instead). Default 1 000. Streams past it + 64 are
+   * refused by the session itself (its `smux.maxStreams`), and a peer that opens more than `smux.maxRefusedStreams` of
+   * those in a row (a SYN flood) is cut off, with a warning that names this option.
    */
   maxCallsPerConnection?: number;
   /**

@@ -14,7 +14,7 @@ import { check, clientRules, dnsRules, fail, hostRules, reconnectRules, serverRu
 
 const MiB = 1024 * 1024;
 /** Streams a server connection may have open beyond maxCallsPerConnection: its control stream, and refused calls. */
-const STREAM_BAND = 64;
+export const STREAM_BAND = 64;
 /**
  * The window each side of the transport gives a v2 stream (Go's default is 64 KiB): one stream moves up to this
  * much per round trip, and a 64 KiB window kept bulk transfers (uploads, byte streams) near half the socket's

@@ -2,6 +2,7 @@ import { type Clock, type Session, SmuxError } from '../smux/index.js';
 import { observeSession } from '../smux/session-layer.js';
 import { describeClientBytes } from './peer-diagnosis.js';
 import type { ConnectionHost } from './server-connection.js';
+import { STREAM_BAND } from './options.js';
 import { connectionFailure } from './smux-connection.js';
 
 /*
@@ -40,6 +41,7 @@ export function hangUpAfter(session: Session, clock: Clock, ms: number): void {
  * The log line for how a connection ended: a client leaving is routine, anything else is worth a warning.
  * @param firstBytes - what the client sent first (a client that is not smux is named by it), or null
  * @param running - the calls of the connection still counted when it ended
+ * @param disconnected - this layer closed it with an error of its own (a caller that does not read)
  */
 export function logConnectionEnd(
   host: ConnectionHost,
@@ -48,10 +50,15 @@ export function logConnectionEnd(
   firstBytes: Buffer | null,
   running: number,
   closedWith: SmuxError | undefined,
+  disconnected: boolean,
 ): void {
   const error = connectionFailure(closedWith);
   if (error === undefined) {
     host.debug(`Connection from ${remote} closed`);
+    return;
+  }
+  if (!disconnected && cutOffForStreams(session, error)) {
+    host.warn('streams', `Closed the connection from ${remote}: ${streamFloodReason(host, session)}`);
     return;
   }
   if (error.code === 'ERR_SMUX_PROTOCOL') {
@@ -73,4 +80,28 @@ export function logConnectionEnd(
 function peerLeft(error: SmuxError): boolean {
   const code = (error.cause as { code?: unknown } | undefined)?.code;
   return code === 'EPIPE' || code === 'ECONNRESET';
+}
+
+/**
+ * The session cut the peer off for opening streams past `maxStreams`, `maxRefusedStreams` in a row (a SYN flood): the
+ * one `ERR_SMUX_LIMIT` a session closes with by itself (SmuxConfig.maxRefusedStreams), after refusing that many. Told
+ * by its code and the session's count, not by its message: the core's words are its own.
+ */
+function cutOffForStreams(session: Session, error: SmuxError): boolean {
+  return error.code === 'ERR_SMUX_LIMIT' && session.stats.streamsRefused >= session.config.maxRefusedStreams;
+}
+
+/**
+ * Why a stream flood was cut off, in the options a Nest user set: the core names its `maxStreams`, which this transport
+ * derives from `maxCallsPerConnection` (found by a new-user trial: "maxStreams (1064 open)", an option they never set).
+ */
+function streamFloodReason(host: ConnectionHost, session: Session): string {
+  const { maxStreams, maxRefusedStreams } = session.config;
+  const { maxCallsPerConnection } = host.options;
+  const limit =
+    maxStreams === maxCallsPerConnection + STREAM_BAND
+      ? `maxCallsPerConnection (${maxCallsPerConnection}, and ${STREAM_BAND} more streams the transport allows)`
+      : `smux.maxStreams (${maxStreams})`;
+  const opened = maxRefusedStreams + 1;
+  return `it opened ${opened} stream${opened === 1 ? '' : 's'} in a row beyond ${limit}, more than smux.maxRefusedStreams (${maxRefusedStreams})`;
 }

@@ -75,6 +75,7 @@ export class ServerConnection {
   #helloWait: TimerHandle | null = null; // drained before the hello: how long a hello may still take
   #timer: TimerHandle | null = null; // maxConnectionAge, then its grace
   #dialledLink: (() => ControlLink | null) | null = null; // a dialled connection's control link (its connector's)
+  #disconnected = false; // closed by sweep() with an error of ours: a caller that does not read
 
   /**
    * @param host - the server
@@ -310,6 +311,7 @@ export class ServerConnection {
     if (stalled >= replyStallTimeout) {
       const why = `it left ${this.budget.queuedReplyBytes} bytes of replies unread for ${Math.round(stalled)} ms (maxQueuedReplyBytes, replyStallTimeout)`;
       this.#host.warn('stalled', `Disconnected ${this.remote}: ${why}`);
+      this.#disconnected = true;
       this.session.destroy(new SmuxError('ERR_SMUX_LIMIT', `the server disconnected a caller that does not read: ${why}`));
     }
   }
@@ -327,6 +329,6 @@ export class ServerConnection {
     if (this.#helloWait !== null) this.#host.clock.clearTimeout(this.#helloWait);
     this.#timer = this.#helloWait = null;
     this.#control?.link.close(closedWith ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
-    logConnectionEnd(this.#host, this.remote, this.session, this.#firstBytes, this.runningCalls, closedWith);
+    logConnectionEnd(this.#host, this.remote, this.session, this.#firstBytes, this.runningCalls, closedWith, this.#disconnected);
   }
 }

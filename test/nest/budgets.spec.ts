@@ -102,9 +102,10 @@ describe('maxPendingRequestBytes: what a connection sends and no handler has rea
 describe('maxQueuedReplyBytes and replyStallTimeout: a caller that does not read its replies', () => {
   test('replies past the budget fail their calls with ERR_SMUX_LIMIT; a caller that stays stalled is disconnected', async () => {
     const clock = new FakeClock();
+    // maxRefusedStreams 0: the session's own ERR_SMUX_LIMIT (a stream flood) would need no refusal; ours is not one.
     const handle = await startApp({
       controllers: [BudgetController],
-      server: { smux: { clock }, maxQueuedReplyBytes: 2 * MiB, replyStallTimeout: 5_000 },
+      server: { smux: { clock, maxRefusedStreams: 0 }, maxQueuedReplyBytes: 2 * MiB, replyStallTimeout: 5_000 },
     });
     const session = await rawSession(handle.port);
     // A caller that never reads: each reply's stream window (256 KiB) fills, the rest stays queued on the server.
@@ -129,6 +130,8 @@ describe('maxQueuedReplyBytes and replyStallTimeout: a caller that does not read
     expect(
       logLines.some((l) => l.level === 'warn' && /^Disconnected 127\.0\.0\.1:\d+: it left \d+ bytes of replies unread/.test(l.message)),
     ).toBe(true);
+    await until(() => handle.sessions[0].isClosed, 5_000, 'the server to see its end');
+    expect(logLines.filter((l) => /streams in a row/.test(l.message))).toEqual([]);
   });
 
   test('a large reply the caller has not taken yet does not refuse the calls beside it; the call holding it is refused', async () => {

@@ -9,6 +9,7 @@ import {
   codeOf,
   type Deferred,
   deferred,
+  logLines,
   rawCall,
   rawSession,
   rejection,
@@ -61,6 +62,13 @@ class LimitsController {
   }
 }
 
+/** The server's warnings about a connection it closed. */
+function closeWarnings(): string[] {
+  return logLines
+    .filter((l) => l.level === 'warn' && l.context === 'ServerSmux' && !l.message.startsWith('A call from'))
+    .map((l) => l.message);
+}
+
 describe('server limits', () => {
   beforeEach(() => {
     gate = deferred();
@@ -68,6 +76,7 @@ describe('server limits', () => {
     maxRunning = 0;
   });
   afterEach(closeAll);
+  beforeEach(() => void (logLines.length = 0));
 
   test('maxCallsPerConnection: a call over the limit fails with ERR_SMUX_LIMIT, the others succeed', async () => {
     const handle = await startApp({ controllers: [LimitsController], server: { maxCallsPerConnection: 3 } });
@@ -126,6 +135,37 @@ describe('server limits', () => {
     expect(performance.now() - started).toBeLessThan(5_000); // not the 10 s closeTimeout
     expect(running).toBe(1);
     gate.resolve();
+  });
+
+  // Found by a new-user trial: the line named the core's maxStreams (1 064), which the transport derives from
+  // maxCallsPerConnection; a Nest user never set it.
+  test('a SYN flood past maxCallsPerConnection is cut off, and its warning names maxCallsPerConnection, not maxStreams', async () => {
+    const handle = await startApp({
+      controllers: [LimitsController],
+      server: { maxCallsPerConnection: 4, smux: { maxRefusedStreams: 8 } },
+    });
+    const session = await rawSession(handle.port);
+    for (let i = 0; i < 4 + 64 + 9; i++) session.openChannel(); // bare SYNs, never a byte of a request
+    await until(() => session.isClosed, 5_000, 'the flood to be cut off');
+    await until(() => handle.sessions[0].isClosed, 5_000, 'the server to see its end');
+    const lines = closeWarnings(); // the calls past 4 were refused with lines of their own
+    expect(lines).toEqual([
+      expect.stringMatching(
+        /^Closed the connection from 127\.0\.0\.1:\d+: it opened 9 streams in a row beyond maxCallsPerConnection \(4, and 64 more streams the transport allows\), more than smux\.maxRefusedStreams \(8\)$/,
+      ),
+    ]);
+  });
+
+  test('a SYN flood past a smux.maxStreams the app set: its warning names smux.maxStreams', async () => {
+    const server = { maxCallsPerConnection: 4, smux: { maxStreams: 6, maxRefusedStreams: 2 } };
+    const handle = await startApp({ controllers: [LimitsController], server });
+    const session = await rawSession(handle.port);
+    for (let i = 0; i < 6 + 3; i++) session.openChannel();
+    await until(() => handle.sessions[0]?.isClosed === true, 5_000, 'the flood to be cut off');
+    const lines = closeWarnings();
+    expect(lines).toEqual([
+      expect.stringMatching(/: it opened 3 streams in a row beyond smux\.maxStreams \(6\), more than smux\.maxRefusedStreams \(2\)$/),
+    ]);
   });
 
   test("a ClientSmux learns maxCallsPerConnection from the server's hello and queues its extra calls instead of being refused", async () => {
