@@ -5,7 +5,9 @@ import type { Clock, TimerHandle } from '../smux/index.js';
 const BURST = 5;
 const WINDOW_MS = 10_000;
 
-type Level = 'warn' | 'error';
+type Level = 'warn' | 'error' | 'debug';
+
+const WHAT: Record<Level, string> = { warn: 'warnings', error: 'errors', debug: 'debug lines' };
 
 interface Bucket {
   level: Level;
@@ -18,7 +20,8 @@ interface Bucket {
 /**
  * Lines about what peers do, rate-limited per kind (`'protocol'`, `'refused'`, …) so that a flood of bad connections
  * or messages cannot flood the log: at most five lines of a kind per 10 s, then one line saying how many more there
- * were. Mostly warnings; an error Nest itself would log per message (an event nobody handles) too.
+ * were. Mostly warnings; an error Nest itself would log per message (an event nobody handles) too, and the debug
+ * lines per connection (Nest's default logger prints `debug`: 600 garbage or empty connections wrote 900 lines).
  */
 export class RateLimitedLog {
   readonly #logger: LoggerService;
@@ -44,6 +47,11 @@ export class RateLimitedLog {
     this.#log('error', kind, message);
   }
 
+  /** Logs `message` at `debug` unless lines of `kind` are over their budget for the current window. */
+  debug(kind: string, message: string): void {
+    this.#log('debug', kind, message);
+  }
+
   #log(level: Level, kind: string, message: string): void {
     const now = this.#clock.now();
     let bucket = this.#buckets.get(kind);
@@ -54,7 +62,7 @@ export class RateLimitedLog {
     }
     if (bucket.lines < BURST) {
       bucket.lines++;
-      this.#logger[level](message);
+      this.#write(level, message);
       return;
     }
     bucket.suppressed++;
@@ -79,10 +87,16 @@ export class RateLimitedLog {
     if (bucket.timer !== null) this.#clock.clearTimeout(bucket.timer);
     bucket.timer = null;
     if (bucket.suppressed === 0) return;
-    const what = bucket.level === 'warn' ? 'warnings' : 'errors';
-    this.#logger[bucket.level](
-      `… and ${bucket.suppressed} more ${kind} ${what} like these within ${WINDOW_MS / 1000} s (not logged one by one)`,
+    this.#write(
+      bucket.level,
+      `… and ${bucket.suppressed} more ${kind} ${WHAT[bucket.level]} like these within ${WINDOW_MS / 1000} s (not logged one by one)`,
     );
     bucket.suppressed = 0;
+  }
+
+  #write(level: Level, message: string): void {
+    if (level === 'debug')
+      this.#logger.debug?.(message); // optional in LoggerService
+    else this.#logger[level](message);
   }
 }

@@ -54,7 +54,7 @@ export function logConnectionEnd(
 ): void {
   const error = connectionFailure(closedWith);
   if (error === undefined) {
-    host.debug(`Connection from ${remote} closed`);
+    host.debug('connection', `Connection from ${remote} closed`);
     return;
   }
   if (!disconnected && cutOffForStreams(session, error)) {
@@ -70,7 +70,7 @@ export function logConnectionEnd(
   // A client that left while nothing of its ran — its socket gone under our last FIN or UPD (EPIPE, ECONNRESET):
   // routine, like a clean close (found by a new-user trial: a client closing in the tick of its last emit()).
   if (running === 0 && peerLeft(error)) {
-    host.debug(`Connection from ${remote} closed by the client: ${error.message}`);
+    host.debug('connection', `Connection from ${remote} closed by the client: ${error.message}`);
     return;
   }
   host.warn('connection', `Lost the connection from ${remote}: ${error.message}`);

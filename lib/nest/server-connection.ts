@@ -29,7 +29,8 @@ export interface ConnectionHost {
   closing(): boolean;
   /** A warning about a peer, rate-limited by `kind`. */
   warn(kind: string, message: string): void;
-  debug(message: string): void;
+  /** A debug line about a connection, rate-limited by `kind` as warnings are: a peer can open thousands. */
+  debug(kind: string, message: string): void;
   /** The connection is over. */
   closed(connection: ServerConnection, error: SmuxError | undefined): void;
   /** A fresh id for a connection. */
@@ -118,7 +119,7 @@ export class ServerConnection {
       const age = Math.round(maxConnectionAge * (0.9 + 0.2 * Math.random()));
       this.#timer = host.clock.setTimeout(() => this.#ageReached(), age);
     }
-    host.debug(`Connection from ${this.remote}`);
+    host.debug('connection', `Connection from ${this.remote}`);
   }
 
   #createFace(host: ConnectionHost, socket: Socket | null): SmuxConnection {
@@ -186,7 +187,7 @@ export class ServerConnection {
   drain(reason: string): void {
     if (this.#drained || this.session.isClosed) return;
     this.announceDrain(reason);
-    this.#host.debug(`Drained the connection from ${this.remote}: ${reason}`);
+    this.#host.debug('drain', `Drained the connection from ${this.remote}: ${reason}`);
     const clock = this.#host.clock;
     // A hello still on its way (a young connection, a busy client) decides when it comes; a client that never says
     // hello (a Go caller of protocol 1) is treated as one that cannot read DRAIN.
@@ -203,7 +204,8 @@ export class ServerConnection {
    */
   #ageReached(): void {
     this.#timer = null;
-    if (this.#control?.link.peerServes === true) return this.#host.debug(`Kept ${this.remote} past its maxConnectionAge: it serves calls`);
+    if (this.#control?.link.peerServes === true)
+      return this.#host.debug('drain', `Kept ${this.remote} past its maxConnectionAge: it serves calls`);
     this.drain('the connection reached its maxConnectionAge');
   }
 
@@ -295,7 +297,7 @@ export class ServerConnection {
    * again when it next calls.
    */
   evict(): void {
-    this.#host.debug(`Closed the idle connection from ${this.remote} to admit a new one`);
+    this.#host.debug('eviction', `Closed the idle connection from ${this.remote} to admit a new one`);
     void this.session.close();
   }
 

@@ -81,7 +81,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       callHost: this.#callHost,
       closing: () => this.#closing !== null,
       warn: (kind, message) => this.#warnings.warn(kind, message),
-      debug: (message) => this.logger.debug(message),
+      debug: (kind, message) => this.#warnings.debug(kind, message),
       closed: (connection, error) => {
         this.#connections.delete(connection);
         const face = connection.face;

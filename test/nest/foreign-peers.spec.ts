@@ -176,6 +176,29 @@ describe('a ServerSmux reached by something that is not a nestjs-smux client', (
     expect(warnings()[5]).toBe('… and 15 more protocol warnings like these within 10 s (not logged one by one)');
   });
 
+  // Found by a new-user trial: the debug lines per connection were the one log stream a hostile peer could grow
+  // without bound (Nest's default logger prints `debug`): 909 lines for 600 garbage or empty connections.
+  test('per-connection debug lines are rate-limited as warnings are: 100 garbage and 100 empty connections, 5 lines and a count', async () => {
+    const clock = new FakeClock();
+    const handle = await startApp({ controllers: [PingController], server: { smux: { clock } } });
+    const empty = async (): Promise<void> => {
+      const socket = net.connect(handle.port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      await new Promise((resolve) => socket.once('connect', resolve));
+      socket.end();
+      await within(new Promise((resolve) => socket.once('close', resolve)), 'the server to close the connection');
+    };
+    for (let batch = 0; batch < 10; batch++) {
+      await Promise.all(Array.from({ length: 10 }, () => [raw(handle.port, Buffer.alloc(64, 0xee)), empty()]).flat());
+    }
+    await until(() => handle.server.connections.size === 0, 5_000, 'every connection to end');
+    const debugLines = () => logLines.filter((l) => l.level === 'debug' && l.context === 'ServerSmux').map((l) => l.message);
+    expect(debugLines()).toHaveLength(5); // 300 before: each connection's opening, and an empty one's close
+    clock.advance(10_000);
+    expect(debugLines()).toHaveLength(6);
+    expect(debugLines()[5]).toBe('… and 295 more connection debug lines like these within 10 s (not logged one by one)');
+  });
+
   (makeCertificate() === null ? test.skip : test)(
     'a plain-text client against a TLS ServerSmux: a clear client error, a server warning',
     async () => {

@@ -35,4 +35,20 @@ describe('RateLimitedLog', () => {
     log.close(); // nothing was suppressed in this window: no summary
     expect(lines).toHaveLength(1);
   });
+
+  test('debug lines have the same budget and their own count; a logger without debug() gets none of them', () => {
+    const clock = new FakeClock();
+    const lines: Array<[string, string]> = [];
+    const log = new RateLimitedLog({ ...recordingLogger(lines), debug: (message: string) => void lines.push(['debug', message]) }, clock);
+    for (let i = 0; i < 8; i++) log.debug('connection', `connection ${i}`);
+    log.close(); // the count goes out at once
+    expect(lines).toEqual([
+      ...[0, 1, 2, 3, 4].map((i): [string, string] => ['debug', `connection ${i}`]),
+      ['debug', '… and 3 more connection debug lines like these within 10 s (not logged one by one)'],
+    ]);
+    const quiet = new RateLimitedLog(recordingLogger(lines), clock);
+    for (let i = 0; i < 8; i++) quiet.debug('connection', `connection ${i}`);
+    quiet.close();
+    expect(lines).toHaveLength(6);
+  });
 });
