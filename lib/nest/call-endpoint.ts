@@ -13,6 +13,11 @@ export interface EndpointOwner {
   onReadError(error: SmuxError): void;
   /** The peer sent FIN (every message before it was delivered). */
   onPeerEnd(): void;
+  /**
+   * The peer sent FIN while bytes before it are held unread (the call paused its input): {@link onPeerEnd} follows once
+   * they are read. An owner for which the FIN itself means something (the server: the caller cancelled) acts now.
+   */
+  onPeerEndHeld?(): void;
   /** The stream is finished (cleanly, destroyed, or its connection died: `error`). */
   onClosed(error: SmuxError | undefined): void;
   /** True while the owner reads a byte stream, whose RAW messages it takes in pieces ({@link MessageSink.rawPieces}). */
@@ -30,6 +35,7 @@ export interface OwnerHandlers<O> {
   onUnreadData?(owner: O): void;
   onReadError(owner: O, error: SmuxError): void;
   onPeerEnd(owner: O): void;
+  onPeerEndHeld?(owner: O): void;
   onClosed(owner: O, error: SmuxError | undefined): void;
   rawPieces?(owner: O): boolean;
 }
@@ -52,6 +58,7 @@ const PUBLIC_HANDLERS: OwnerHandlers<EndpointOwner> = {
   onUnreadData: (owner) => owner.onUnreadData?.(),
   onReadError: (owner, error) => owner.onReadError(error),
   onPeerEnd: (owner) => owner.onPeerEnd(),
+  onPeerEndHeld: (owner) => owner.onPeerEndHeld?.(),
   onClosed: (owner, error) => owner.onClosed(error),
   rawPieces: (owner) => owner.rawPieces === true,
 };
@@ -272,6 +279,10 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
 
   onEnd(): void {
     this.#handlers.onPeerEnd(this.#owner);
+  }
+
+  onFinHeld(): void {
+    this.#handlers.onPeerEndHeld?.(this.#owner);
   }
 
   onDrain(): void {

@@ -184,6 +184,16 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
     else if (this.#endpoint.writableLength > 0) this.#endpoint.cancel();
   }
 
+  /**
+   * The caller's FIN came while its request is paused unread (a handler that does not read its stream, or reads it
+   * slowly): a FIN before the last message cancels whatever is still unread. Waiting for the handler to read up to it
+   * held the call, its slot and its budget for good (found by a new-user trial: five such cancels filled a connection's
+   * maxCallsPerConnection of 5).
+   */
+  onPeerEndHeld(): void {
+    if (this.#state === RUNNING || this.#state === ANSWERED) this.onPeerEnd();
+  }
+
   onClosed(): void {
     if (this.#state === RUNNING) this.cancel(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
     this.#host.callClosed(this);

@@ -14,6 +14,13 @@ export interface SmuxChannelHandler {
   onData(data: Buffer): void;
   /** The peer sent FIN and every byte before it has been delivered. */
   onEnd(): void;
+  /**
+   * The peer's FIN arrived while data before it is held (the channel is paused, or delivering what it held), so
+   * {@link onEnd} waits until that data is delivered. Not called when the end is delivered at once. For a protocol in
+   * which an early FIN means something of its own — the Nest transport's calls: a caller's FIN before the answer
+   * cancels — so that a reader that stopped reading does not hide it.
+   */
+  onFinHeld?(): void;
   /** Everything written so far has been handed to the socket (also after the FIN, once ended). */
   onDrain?(): void;
   /**

@@ -243,6 +243,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     this.#timeouts?.noteRead();
     if (this.#queuedBytes > 0) this.#watchAfterFin();
     if ((this.#flags & PAUSED) === 0 && this.#held === null) this.#deliverEnd();
+    else this.#handler?.onFinHeld?.(); // the end waits behind held data; the FIN itself may matter now
   }
 
   /** UPD for this stream (v2): Go overwrites both values. */

@@ -38,6 +38,9 @@ function recorder(): Recorder {
       r.ended = true;
       r.events.push('end');
     },
+    onFinHeld() {
+      r.events.push('fin held');
+    },
     onDrain() {
       r.drains++;
     },
@@ -136,9 +139,10 @@ describe('SmuxChannel over TCP', () => {
     await until(() => sc.peerEnded, 5_000, 'FIN while paused');
     expect(sc.readableLength).toBe(6);
     expect(r.ended).toBe(false); // the end waits behind the held data
+    expect(r.events).toEqual(['data', 'fin held']); // but the FIN is told at once (a call layer's cancel)
     sc.resume();
     expect(r.data().toString()).toBe('one,two,three,');
-    expect(r.events).toEqual(['data', 'end']);
+    expect(r.events).toEqual(['data', 'fin held', 'data', 'end']);
   });
 
   test('write() returns false at streamHighWaterMark; onDrain fires once the bytes reach the socket', async () => {
@@ -214,7 +218,7 @@ describe('SmuxChannel over TCP', () => {
     await until(() => sa.peerEnded && sa.readableLength === 8 && open.bytes === 7, 5_000, 'frames at the server');
     const err = new SmuxError('ERR_SMUX_PROTOCOL', 'test death');
     server.destroy(err);
-    expect(finished.events).toEqual(['data', 'end', 'close:ERR_SMUX_PROTOCOL']);
+    expect(finished.events).toEqual(['fin held', 'data', 'end', 'close:ERR_SMUX_PROTOCOL']);
     expect(finished.data().toString()).toBe('complete');
     expect(finished.error).toBe(err);
     expect(open.events).toEqual(['data', 'close:ERR_SMUX_PROTOCOL']);
