@@ -3,7 +3,7 @@ import { Logger } from '@nestjs/common';
 import type { MsPattern } from '@nestjs/microservices';
 import { type Session, SmuxError } from '../smux/index.js';
 import { CallScheduler } from './call-scheduler.js';
-import type { ClientCallHost } from './client-call.js';
+import { type ClientCallHost, failCall, type PendingCall } from './client-call.js';
 import type { SmuxConnectionInfo } from './client-lane.js';
 import { ConnectorPool } from './connector-pool.js';
 import type { ClientSmuxOptions } from './interfaces.js';
@@ -14,6 +14,17 @@ import { createPacketCodec } from './packet-codec.js';
 import { connectionFailure } from './smux-connection.js';
 import { attachLauncher, SmuxProxy } from './smux-proxy.js';
 import type { SmuxClientEvents } from './smux.events.js';
+
+let failAll: (client: ClientSmux, error: SmuxError) => number;
+
+/**
+ * Fails every call of `client` in flight, queued or waiting for a connection with `error` (internal: a dialling
+ * ServerSmux's close ends its own calls with ERR_SMUX_SHUTTING_DOWN, as it ends those it serves). @returns how many
+ * were in flight
+ */
+export function failClientCalls(client: ClientSmux, error: SmuxError): number {
+  return failAll(client, error);
+}
 
 /**
  * The NestJS client of {@link ServerSmux}: every `send()` and `emit()` runs on its own smux stream over one
@@ -35,6 +46,18 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
   readonly #warnings: RateLimitedLog;
   readonly #metrics: SmuxMetrics;
   #cutOff = 0; // calls in flight when the connection died (for the log line)
+  // A dialling server's client only (connectTo): its calls holding a slot, which the server's close fails
+  // (failClientCalls). A plain client keeps no such set: its calls cost nothing more.
+  readonly #launched: Set<PendingCall> | null;
+
+  static {
+    failAll = (client, error) => {
+      client.#scheduler.close(error); // the queued and waiting ones first: none of them takes a freed slot
+      const launched = [...(client.#launched ?? [])];
+      for (const call of launched) failCall(call, error);
+      return launched.length;
+    };
+  }
 
   /**
    * @param options - where to connect, TLS, smux config, default timeout, limits, (de)serializers
@@ -61,6 +84,8 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
     this.#pool = pool;
     const scheduler = new CallScheduler(pool, resolved);
     this.#scheduler = scheduler;
+    const launched = resolved.serveCalls === null ? null : new Set<PendingCall>();
+    this.#launched = launched;
     this.#host = {
       metrics: recorder,
       clock: resolved.clock,
@@ -72,9 +97,21 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
         normalizePattern: (pattern) => this.normalizePattern(pattern as MsPattern),
         patternAsString: (pattern) => String(pattern),
       }),
-      launch: (call) => scheduler.launch(call),
+      launch:
+        launched === null
+          ? (call) => scheduler.launch(call)
+          : (call) => {
+              launched.add(call);
+              scheduler.launch(call);
+            },
       cutOff: () => void this.#cutOff++,
-      settled: (call) => scheduler.release(call),
+      settled:
+        launched === null
+          ? (call) => scheduler.release(call)
+          : (call) => {
+              launched.delete(call);
+              scheduler.release(call);
+            },
       connectError: () => pool.lastError,
     };
     attachLauncher(this, this.#host, scheduler, {

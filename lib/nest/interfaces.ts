@@ -69,9 +69,10 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
    */
   maxReplyBufferBytes?: number;
   /**
-   * Graceful `close()`: ms to let in-flight calls finish before ending them with `ERR_SMUX_SHUTTING_DOWN`
-   * (0: end them at once). Default 10 000. `close()` keeps the process alive until it resolves — after this, and
-   * then at most about 2 s to close the connections — even when nothing else does (the server's own timers do not).
+   * Graceful `close()`: ms to let in-flight calls — those the server serves, and its own to its peers
+   * (`connection.send()`, `server.client`) — finish before ending them with `ERR_SMUX_SHUTTING_DOWN` (0: end them at
+   * once). Default 10 000. `close()` keeps the process alive until it resolves — after this, and then at most about
+   * 2 s to close the connections — even when nothing else does (the server's own timers do not).
    */
   closeTimeout?: number;
   /** After its last message and FIN, ms (at least 1) to wait for the caller's FIN before forgetting the stream. Default 30 000. */

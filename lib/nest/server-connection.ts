@@ -135,6 +135,7 @@ export class ServerConnection {
       ping: (timeoutMs) => this.ping(timeoutMs),
       rtt: () => this.rtt,
       close: () => closeWithin(this.session, host.clock, host.options.closeTimeout),
+      callSettled: () => host.callHost.callStopped(), // a close waiting for our calls to the peer looks again
     });
   }
 

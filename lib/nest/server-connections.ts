@@ -1,12 +1,15 @@
-import type { Clock, TimerHandle } from '../smux/index.js';
+import { type Clock, SmuxError, type TimerHandle } from '../smux/index.js';
 import { closeWithin } from './dial.js';
 import type { ServerConnection } from './server-connection.js';
+import { callsInFlight, failCallsInFlight } from './smux-connection.js';
 
 /** What a drain did: the connections it closed and the calls it had to end. */
 export interface DrainSummary {
   readonly connections: number;
   /** Calls still running at `closeTimeout`, ended with ERR_SMUX_SHUTTING_DOWN. */
   readonly ended: number;
+  /** The server's own calls (`connection.send()`, `server.client`) in flight at `closeTimeout`, failed with ERR_SMUX_SHUTTING_DOWN. */
+  readonly cancelled: number;
   /**
    * Connections closed while not read, their event handlers at `maxEventsPerConnection` or `maxPendingRequestBytes`:
    * whatever their clients sent since stayed in the socket, and the events among it were dropped. How many is unknown:
@@ -17,6 +20,19 @@ export interface DrainSummary {
 
 /** How often connections are checked (requests arriving too slowly, callers that stopped reading). */
 const SWEEP_INTERVAL = 1_000;
+
+/** How often a close looks again at calls that tell it nothing when they end (a dialling server's `server.client`). */
+const OWN_CALLS_CHECK_MS = 100;
+
+/**
+ * Calls a server makes that no connection counts: a dialling server's own (`server.client`). Its close waits for them
+ * within `closeTimeout` like for the others, then fails them.
+ */
+export interface OwnCalls {
+  callsInFlight(): number;
+  /** @returns how many were in flight */
+  failCalls(error: SmuxError): number;
+}
 
 /**
  * The open connections of a {@link ServerSmux}: the slots policy (at most `maxConnections`, and
@@ -105,45 +121,67 @@ export class ServerConnections {
     return leaving;
   }
 
-  /** Calls running on every connection (answered calls waiting for the caller's FIN are not counted). */
+  /**
+   * Calls running on every connection (answered calls waiting for the caller's FIN are not counted), and those the
+   * server itself made to its peers over them: work in progress too, which a handler still running may be waiting on.
+   */
   get runningCalls(): number {
     let running = 0;
-    for (const connection of this.#open) running += connection.runningCalls;
+    for (const connection of this.#open) running += connection.runningCalls + ownCallsOn(connection);
     return running;
   }
 
   /**
-   * Lets running calls finish within `closeTimeout` ms, ends the rest (and requests still arriving) with the
-   * retryable ERR_SMUX_SHUTTING_DOWN, then closes every connection (each within 2 s).
+   * Lets running calls — and the server's own calls to its peers — finish within `closeTimeout` ms, ends the rest
+   * (and requests still arriving) with the retryable ERR_SMUX_SHUTTING_DOWN, then closes every connection (each within
+   * 2 s).
    */
-  async drain(closeTimeout: number): Promise<DrainSummary> {
+  async drain(closeTimeout: number, own: OwnCalls | null = null): Promise<DrainSummary> {
     const clock = this.#clock;
     const deadline = clock.now() + closeTimeout;
     const connections = this.#open.size; // those open when the close began (drained clients may leave by themselves)
     // Clients that read DRAIN close their connections themselves once their calls are done: waiting for that (within
     // the same bound) means a call they opened before DRAIN reached them is answered (ERR_SMUX_SHUTTING_DOWN,
     // retryable), never cut off by our close as if it had been in flight.
-    while ((this.runningCalls > 0 || this.#leaving() > 0) && clock.now() < deadline) {
-      await new Promise<void>((resolve) => {
-        const timer = clock.setTimeout(resolve, Math.max(0, deadline - clock.now()));
-        this.#settledWaiter = () => {
-          clock.clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.#settledWaiter = null;
+    while (clock.now() < deadline) {
+      const ownRunning = (own?.callsInFlight() ?? 0) > 0; // they tell no one when they end: looked at again shortly
+      if (!ownRunning && this.runningCalls === 0 && this.#leaving() === 0) break;
+      await this.#settledOr(Math.min(deadline, ownRunning ? clock.now() + OWN_CALLS_CHECK_MS : deadline));
     }
     let ended = 0;
     let unread = 0;
+    const shuttingDown = new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
+    let cancelled = own?.failCalls(shuttingDown) ?? 0;
     for (const connection of this.#open) {
       if (connection.events.held) unread++;
+      // Ours fail with our reason, not with the connection's close (ERR_SMUX_SESSION_CLOSED, as if the peer had died).
+      if (connection.face !== null) cancelled += failCallsInFlight(connection.face, shuttingDown);
       for (const call of connection.calls.toArray()) {
         if (call.running) ended++;
         call.shutdown();
       }
     }
     await Promise.all([...this.#open].map((c) => closeWithin(c.session, clock, 2_000)));
-    return { connections, ended, unread };
+    return { connections, ended, cancelled, unread };
+  }
+
+  /** Resolves when a call settles or a connection goes ({@link callSettled}), or at `until` on the clock. */
+  #settledOr(until: number): Promise<void> {
+    const clock = this.#clock;
+    return new Promise<void>((resolve) => {
+      const timer = clock.setTimeout(
+        () => {
+          this.#settledWaiter = null;
+          resolve();
+        },
+        Math.max(0, until - clock.now()),
+      );
+      this.#settledWaiter = () => {
+        this.#settledWaiter = null;
+        clock.clearTimeout(timer);
+        resolve();
+      };
+    });
   }
 }
 
@@ -152,9 +190,17 @@ export class ServerConnections {
  * not being read (events are at most once: backpressure keeps them waiting in the socket, a close drops them) — that
  * the events still unread in its socket were dropped, with no count: we never read them.
  */
-export function closeLine({ connections, ended, unread }: DrainSummary): string {
-  const cut = ended === 0 ? 'every call finished' : `${ended} calls still running were ended with ERR_SMUX_SHUTTING_DOWN`;
-  let line = `Closed ${connections} connection${connections === 1 ? '' : 's'}: ${cut}`;
+export function closeLine({ connections, ended, cancelled, unread }: DrainSummary): string {
+  const cut: string[] = [];
+  if (ended > 0) cut.push(`${calls(ended)} still running ${ended === 1 ? 'was' : 'were'} ended with ERR_SMUX_SHUTTING_DOWN`);
+  if (cancelled > 0) {
+    cut.push(
+      `${calls(cancelled)} this server made itself (connection.send(), server.client) ${cancelled === 1 ? 'was' : 'were'} still ` +
+        'running and failed with ERR_SMUX_SHUTTING_DOWN',
+    );
+  }
+  const how = cut.length === 0 ? 'every call finished' : cut.join('; ');
+  let line = `Closed ${connections} connection${connections === 1 ? '' : 's'}: ${how}`;
   if (unread > 0) {
     const which = connections === 1 ? 'it was' : unread === 1 ? '1 of them was' : `${unread} of them were`;
     line +=
@@ -163,3 +209,10 @@ export function closeLine({ connections, ended, unread }: DrainSummary): string 
   }
   return line;
 }
+
+/** Calls the server made to the peer of `connection` (`connection.send()` …) whose stream is open. */
+function ownCallsOn(connection: ServerConnection): number {
+  return connection.face === null ? 0 : callsInFlight(connection.face);
+}
+
+const calls = (n: number): string => `${n} call${n === 1 ? '' : 's'}`;

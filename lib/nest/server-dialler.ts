@@ -1,5 +1,5 @@
 import { isSmuxError, type Session, SmuxError } from '../smux/index.js';
-import { ClientSmux } from './client-smux.js';
+import { ClientSmux, failClientCalls } from './client-smux.js';
 import { type ControlLink, SERVE_CALLS, type ServeHook } from './control-link.js';
 import type { ClientSmuxOptions } from './interfaces.js';
 import { formatAddress, resolveClientOptions } from './options.js';
@@ -39,6 +39,18 @@ export class ServerDialler {
     // A listening server's socket keeps the process alive; a dialling one has only our (unref'd) timers.
     this.#keepAlive ??= setInterval(noop, 0x7fff_ffff);
     this.#dial();
+  }
+
+  /** Calls of this server's own ({@link client}) whose stream is open: a close lets them finish, as those it serves. */
+  callsInFlight(): number {
+    let calls = 0;
+    for (const connection of this.client.connections) calls += connection.callsInFlight;
+    return calls;
+  }
+
+  /** Fails this server's own calls with `error`, cancelled on the other side (the close's time is up). @returns how many */
+  failCalls(error: SmuxError): number {
+    return failClientCalls(this.client, error);
   }
 
   /** Stops redialling (the server is closing; its connection's calls finish first). */

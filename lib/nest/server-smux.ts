@@ -139,8 +139,10 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
 
   /**
    * Graceful close: stops accepting connections and calls (new calls get the retryable
-   * `ERR_SMUX_SHUTTING_DOWN`), lets running calls finish within `closeTimeout`, ends the rest with
-   * `ERR_SMUX_SHUTTING_DOWN`, then closes every connection. Idempotent. The process stays alive until it resolves.
+   * `ERR_SMUX_SHUTTING_DOWN`), lets running calls — and this server's own calls to its peers (`connection.send()`,
+   * `server.client`), work in progress too — finish within `closeTimeout`, ends the rest with `ERR_SMUX_SHUTTING_DOWN`
+   * (ours are cancelled on the peer), then closes every connection. Idempotent. The process stays alive until it
+   * resolves.
    */
   close(): Promise<void> {
     // The close is bounded by the clock's unref'd timers, and a connection held at maxEventsPerConnection is not read
@@ -250,7 +252,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     const stopped = server?.listening === true ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
     this.#connections.stop();
     this.#connections.announceDrain('the server is shutting down'); // clients move their new calls elsewhere
-    const summary = await this.#connections.drain(this.#options.closeTimeout);
+    const summary = await this.#connections.drain(this.#options.closeTimeout, this.#dialler);
     this.logger.log(closeLine(summary));
     this.#finSweep.stop();
     this.#warnings.close();

@@ -25,16 +25,35 @@ export interface ConnectionPort {
   rtt(): number | null;
   /** Closes the connection gracefully: calls in flight finish first (bounded). */
   close(): Promise<void>;
+  /** A call this side made on the connection is over: a close waiting for such calls looks again. */
+  callSettled(): void;
 }
 
 const bySession = new WeakMap<Session, SmuxConnection>();
 let createConnection: (port: ConnectionPort) => SmuxConnection;
+let callsOf: (connection: SmuxConnection) => Set<PendingCall>;
 /** Proves a construction came from {@link newSmuxConnection}: TypeScript's `private` does not hold at run time. */
 const FROM_SERVER = Symbol('SmuxConnection');
 
 /** The app's face of a connection (internal: only the server constructs one, so no app can register a session). */
 export function newSmuxConnection(port: ConnectionPort): SmuxConnection {
   return createConnection(port);
+}
+
+/** Calls this side made on `connection` (`send()`, `openDuplex()`) whose stream is open (internal: a close waits for them). */
+export function callsInFlight(connection: SmuxConnection): number {
+  return callsOf(connection).size;
+}
+
+/**
+ * Fails the calls this side made on `connection` that are still in flight with `error`, each cancelled on the peer
+ * (its FIN before the end), so they end with the reason of ours rather than with the connection's close.
+ * @returns how many there were
+ */
+export function failCallsInFlight(connection: SmuxConnection, error: SmuxError): number {
+  const calls = [...callsOf(connection)];
+  for (const call of calls) failCall(call, error);
+  return calls.length;
 }
 
 /** Why a connection ended, or undefined when it closed on purpose (a peer leaving is not a failure). */
@@ -66,10 +85,12 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
   readonly data: Record<string, unknown> = {};
   readonly #port: ConnectionPort;
   readonly #events = new EventEmitter();
+  readonly #calls = new Set<PendingCall>(); // ours, with their stream open: a server's close waits for them
   #closed: SmuxError | null | undefined = undefined; // undefined: open; null: closed cleanly
 
   static {
     createConnection = (port) => new SmuxConnection(port, FROM_SERVER);
+    callsOf = (connection) => connection.#calls;
   }
 
   /**
@@ -98,7 +119,9 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
         patternAsString: (pattern: unknown) => String(pattern),
       }),
       launch: (call: PendingCall) => this.#open(call),
-      settled: () => undefined,
+      settled: (call: PendingCall) => {
+        if (this.#calls.delete(call)) port.callSettled();
+      },
       cutOff: () => undefined,
       connectError: () => null,
     };
@@ -205,5 +228,6 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
     } catch (error) {
       failCall(call, toSmuxError(error, 'the call could not be opened'));
     }
+    if (!callDone(call)) this.#calls.add(call);
   }
 }

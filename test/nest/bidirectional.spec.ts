@@ -11,8 +11,15 @@ import { afterEach, describe, expect, test } from '@jest/globals';
 import { Controller, Inject } from '@nestjs/common';
 import { Ctx, EventPattern, MessagePattern, Payload, RpcException } from '@nestjs/microservices';
 import { firstValueFrom, from, interval, lastValueFrom, type Observable, take, toArray } from 'rxjs';
-import { ServerSmux, type SmuxConnection, type SmuxContext, SmuxRecordBuilder, type SmuxStreamedPayload } from '../../lib/index.js';
-import { type AppHandle, closeAll, rejection, startApp, until, within } from './helpers.js';
+import {
+  ServerSmux,
+  type ServerSmuxOptions,
+  type SmuxConnection,
+  type SmuxContext,
+  SmuxRecordBuilder,
+  type SmuxStreamedPayload,
+} from '../../lib/index.js';
+import { type AppHandle, closeAll, logLines, rejection, startApp, until, within } from './helpers.js';
 
 const WORKER_ID = 'WORKER_ID';
 const workers = new Map<string, SmuxConnection>(); // the gateway's registry: worker id → its connection
@@ -126,11 +133,11 @@ afterEach(async () => {
 });
 
 /** A worker app dialling the gateway; it registers its id whenever it (re)connects. */
-async function startWorker(gateway: AppHandle, id: string): Promise<AppHandle> {
+async function startWorker(gateway: AppHandle, id: string, options: ServerSmuxOptions = {}): Promise<AppHandle> {
   const worker = await startApp({
     controllers: [WorkerController],
     providers: [{ provide: WORKER_ID, useValue: id }],
-    server: { connectTo: { host: '127.0.0.1', port: gateway.port, reconnect: { initialDelay: 20, maxDelay: 100 } } },
+    server: { connectTo: { host: '127.0.0.1', port: gateway.port, reconnect: { initialDelay: 20, maxDelay: 100 } }, ...options },
   });
   const client = worker.server.client;
   // The hook: on every connection (the first and each reconnect), tell the gateway who this is.
@@ -334,5 +341,66 @@ describe('a gateway and 50 workers that dialled it: calls in both directions on 
     });
     const slow = interval(300).pipe(take(10)); // a client stream of ≈ 3 s: past the 2 s the connection was cut at
     expect(await within(firstValueFrom(worker.server.client.send('gateway.sum', slow)), 'the long call')).toBe(45);
+  });
+});
+
+/** The gateway's last `log`-level line (its close line, once closed). */
+function closeLineOf(): string | undefined {
+  return logLines
+    .filter((l) => l.level === 'log' && l.context === 'ServerSmux' && l.message.startsWith('Closed '))
+    .map((l) => l.message)
+    .at(-1);
+}
+
+// Found by a new-user trial: a gateway's close waited closeTimeout for its own call to a worker (the worker, drained,
+// keeps the connection until its streams end), then cut it with ERR_SMUX_SESSION_CLOSED and logged "every call finished".
+describe("a gateway's close with its own calls to a worker in flight", () => {
+  test('it waits closeTimeout for them like for the calls it serves, then cancels them with the retryable ERR_SMUX_SHUTTING_DOWN and says so', async () => {
+    const gateway = await startApp({ controllers: [GatewayController], server: { closeTimeout: 300 } });
+    await startWorker(gateway, 'w1');
+    await until(() => workers.has('w1'), 5_000, 'the worker to register');
+    const connection = workers.get('w1')!;
+    const stuck = rejection(firstValueFrom(connection.send('work.hang', 1)), 'the call to the worker');
+    const long = rejection(lastValueFrom(connection.send('work.count', 100_000)), 'the long reply');
+    await delay(20);
+    logLines.length = 0;
+    await within(gateway.app.close(), 'the gateway to close');
+    expect(await stuck).toMatchObject({ code: 'ERR_SMUX_SHUTTING_DOWN', retryable: true });
+    expect(await long).toMatchObject({ code: 'ERR_SMUX_SHUTTING_DOWN', retryable: true });
+    await until(() => aborted.includes('worker:w1'), 5_000, "the worker's handler to see the cancel");
+    expect(closeLineOf()).toBe(
+      'Closed 1 connection: 2 calls this server made itself (connection.send(), server.client) were still running and failed with ERR_SMUX_SHUTTING_DOWN',
+    );
+  });
+
+  test('its own call that ends within closeTimeout completes, and the close line says every call finished', async () => {
+    const gateway = await startApp({ controllers: [GatewayController], server: { closeTimeout: 5_000 } });
+    await startWorker(gateway, 'w1');
+    await until(() => workers.has('w1'), 5_000, 'the worker to register');
+    const counted = firstValueFrom(workers.get('w1')!.send<number>('work.count', 200).pipe(toArray()));
+    await delay(20);
+    logLines.length = 0;
+    await within(gateway.app.close(), 'the gateway to close');
+    expect(await within(counted, 'the call to the worker')).toHaveLength(200);
+    expect(closeLineOf()).toBe('Closed 1 connection: every call finished');
+  });
+
+  test("a worker's close does the same with its own calls (server.client) to the gateway", async () => {
+    const gateway = await startApp({ controllers: [GatewayController] });
+    const worker = await startWorker(gateway, 'w1', { closeTimeout: 1_000 });
+    await until(() => workers.has('w1'), 5_000, 'the worker to register');
+    const client = worker.server.client;
+    const stuck = rejection(firstValueFrom(client.send('gateway.hang', 1)), 'the call to the gateway');
+    const slow = firstValueFrom(client.send('gateway.sum', interval(100).pipe(take(3)))); // ≈ 300 ms
+    await delay(20);
+    logLines.length = 0;
+    const closing = worker.server.close();
+    expect(await within(slow, 'the call that ends in time')).toBe(3); // was ERR_SMUX_SESSION_CLOSED at once
+    await within(closing, 'the worker to close');
+    expect(await stuck).toMatchObject({ code: 'ERR_SMUX_SHUTTING_DOWN', retryable: true });
+    await until(() => aborted.includes('gateway:w1'), 5_000, "the gateway's handler to see the cancel");
+    expect(closeLineOf()).toBe(
+      'Closed 1 connection: 1 call this server made itself (connection.send(), server.client) was still running and failed with ERR_SMUX_SHUTTING_DOWN',
+    );
   });
 });
