@@ -188,10 +188,12 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
    * The caller's FIN came while its request is paused unread (a handler that does not read its stream, or reads it
    * slowly): a FIN before the last message cancels whatever is still unread. Waiting for the handler to read up to it
    * held the call, its slot and its budget for good (found by a new-user trial: five such cancels filled a connection's
-   * maxCallsPerConnection of 5).
+   * maxCallsPerConnection of 5). An answered call's caller is done: what it sent that nobody read goes too, rather than
+   * wait in the budget for the FIN sweep.
    */
   onPeerEndHeld(): void {
-    if (this.#state === RUNNING || this.#state === ANSWERED) this.onPeerEnd();
+    if (this.#state === RUNNING) this.onPeerEnd();
+    else if (this.#state === ANSWERED) this.#endpoint.cancel();
   }
 
   onClosed(): void {

@@ -68,6 +68,13 @@ class UnreadController {
     return new Promise((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error)));
   }
 
+  @MessagePattern('answers-unread')
+  async answersUnread(@Payload() _items: SmuxStreamedPayload<number>, @Ctx() ctx: SmuxContext): Promise<string> {
+    watch(ctx);
+    await readOn.promise; // answers once the test saw the request held
+    return 'answered';
+  }
+
   @MessagePattern('echo')
   echo(@Payload() data: unknown): unknown {
     return data;
@@ -86,7 +93,7 @@ describe('a cancel reaches a handler that does not read its request', () => {
   let client: ClientSmux;
 
   beforeAll(async () => {
-    handle = await startApp({ controllers: [UnreadController], server: { maxCallsPerConnection: 3 } });
+    handle = await startApp({ controllers: [UnreadController], server: { maxCallsPerConnection: 3, finTimeout: 60_000 } });
     client = handle.client({ timeout: 0 });
   });
   beforeEach(() => {
@@ -145,6 +152,27 @@ describe('a cancel reaches a handler that does not read its request', () => {
     await until(() => aborted.length === 1, 5_000, "the cancel to reach the handler's signal");
     expect(aborted[0]).toEqual(cancelled);
     await until(() => inFlight() === 0, 5_000, 'the call to end on the server');
+  });
+
+  test("an answered call whose request was left unread: the caller's FIN closes its stream at once, not at finTimeout", async () => {
+    const session = await rawSession(handle.port);
+    const request = encodeMessage(Kind.REQUEST, Flag.STREAM, undefined, { pattern: 'answers-unread', id: 'a' });
+    const call = rawCall(session, request);
+    const item = Buffer.concat(encodeMessage(Kind.DATA, 0, Buffer.alloc(8_192, 1)));
+    for (let i = 0; i < 128; i++) call.channel.write(item); // 1 MiB, past the window: the server holds what it got unread
+    await until(() => entered.length === 1, 5_000, 'the handler');
+    await inputHeld(entered[0]);
+    readOn.resolve();
+    expect((await within(call.last, 'the answer')).body).toBe('answered');
+    await within(call.ended, "the server's FIN");
+    const server = handle.sessions.at(-1)!;
+    expect(entered[0].getStream().isPaused).toBe(true); // what the caller sent is still held, unread
+    call.channel.destroy(); // the caller is done: FIN (what it still had queued is dropped)
+    await within(call.closed, 'the stream to close');
+    // finTimeout is 60 s here: only the FIN, told while the request is held, lets the stream go now.
+    await until(() => server.numStreams === 0, 5_000, "the server's end of the stream to go");
+    session.destroy();
+    await once(session, 'close');
   });
 
   test('on the wire: a caller that writes items until its window is full, then sends FIN (Go`s stream.Close)', async () => {
