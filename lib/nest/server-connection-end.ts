@@ -38,9 +38,20 @@ export function hangUpAfter(session: Session, clock: Clock, ms: number): void {
 }
 
 /**
+ * Why a connection failed, as its `'disconnect'` and `'close'` events tell it — the same judgement as its log line:
+ * undefined for a close on purpose, and for a client that left while nothing of its ran (its socket gone under the
+ * tail of a call it had cancelled or answered: EPIPE, ECONNRESET), a routine leave logged at debug level.
+ * @param running - the calls the client still waited for when the socket failed
+ */
+export function endFailure(closedWith: SmuxError | undefined, running: number): SmuxError | undefined {
+  const error = connectionFailure(closedWith);
+  return error === undefined || (running === 0 && peerLeft(error)) ? undefined : error;
+}
+
+/**
  * The log line for how a connection ended: a client leaving is routine, anything else is worth a warning.
  * @param firstBytes - what the client sent first (a client that is not smux is named by it), or null
- * @param running - the calls of the connection still counted when it ended
+ * @param running - the calls the client still waited for when the socket failed (see {@link endFailure})
  * @param disconnected - this layer closed it with an error of its own (a caller that does not read)
  */
 export function logConnectionEnd(

@@ -12,7 +12,7 @@ import { HELLO_TIMEOUT } from './hello.js';
 import type { ResolvedServerOptions } from './options.js';
 import { ServerCall } from './server-call.js';
 import type { CallHost } from './server-call-host.js';
-import { hangUpAfter, logConnectionEnd, versionRefusal } from './server-connection-end.js';
+import { endFailure, hangUpAfter, logConnectionEnd, versionRefusal } from './server-connection-end.js';
 import { helloRefusal, ServerControl } from './server-control.js';
 import { newSmuxConnection, type SmuxConnection } from './smux-connection.js';
 
@@ -31,8 +31,8 @@ export interface ConnectionHost {
   warn(kind: string, message: string): void;
   /** A debug line about a connection, rate-limited by `kind` as warnings are: a peer can open thousands. */
   debug(kind: string, message: string): void;
-  /** The connection is over. */
-  closed(connection: ServerConnection, error: SmuxError | undefined): void;
+  /** The connection is over: `failure` is why it failed, or undefined (a close on purpose, a routine leave: endFailure). */
+  closed(connection: ServerConnection, failure: SmuxError | undefined): void;
   /** A fresh id for a connection. */
   nextConnectionId(): string;
 }
@@ -77,6 +77,7 @@ export class ServerConnection {
   #timer: TimerHandle | null = null; // maxConnectionAge, then its grace
   #dialledLink: (() => ControlLink | null) | null = null; // a dialled connection's control link (its connector's)
   #disconnected = false; // closed by sweep() with an error of ours: a caller that does not read
+  #runningAtFailure: number | null = null; // calls the client waited for when its socket failed (before they were ended)
 
   /**
    * @param host - the server
@@ -94,6 +95,8 @@ export class ServerConnection {
       this.address = socket.remoteAddress ?? 'unix';
       this.remote = socket.remoteAddress === undefined ? 'a unix socket peer' : `${socket.remoteAddress}:${socket.remotePort}`;
       socket.once('data', (chunk: Buffer) => (this.#firstBytes = chunk)); // what a client that is not smux sent
+      // Before the session's own listener, which ends the calls: by the time the session reports its end, none runs.
+      socket.once('error', () => (this.#runningAtFailure = this.runningCalls));
       this.session = Session.server(socket, host.options.smux);
     } else {
       // We dialled: the peer is a listening ServerSmux, which said hello to us (our connector holds that link).
@@ -135,6 +138,7 @@ export class ServerConnection {
       ping: (timeoutMs) => this.ping(timeoutMs),
       rtt: () => this.rtt,
       close: () => closeWithin(this.session, host.clock, host.options.closeTimeout),
+      failure: (error) => endFailure(error, this.#runningAtFailure ?? this.runningCalls),
       callSettled: () => host.callHost.callStopped(), // a close waiting for our calls to the peer looks again
     });
   }
@@ -327,11 +331,12 @@ export class ServerConnection {
 
   /** The connection is over: its timers stop, pings in flight fail, and the log line says how it ended. */
   #ended(closedWith: SmuxError | undefined): void {
-    this.#host.closed(this, closedWith);
+    const running = this.#runningAtFailure ?? this.runningCalls;
+    this.#host.closed(this, endFailure(closedWith, running));
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
     if (this.#helloWait !== null) this.#host.clock.clearTimeout(this.#helloWait);
     this.#timer = this.#helloWait = null;
     this.#control?.link.close(closedWith ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
-    logConnectionEnd(this.#host, this.remote, this.session, this.#firstBytes, this.runningCalls, closedWith, this.#disconnected);
+    logConnectionEnd(this.#host, this.remote, this.session, this.#firstBytes, running, closedWith, this.#disconnected);
   }
 }

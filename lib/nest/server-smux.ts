@@ -19,7 +19,7 @@ import { type ConnectionHost, ServerConnection } from './server-connection.js';
 import { closeLine, ServerConnections } from './server-connections.js';
 import { ServerDialler } from './server-dialler.js';
 import { CallDispatcher } from './server-dispatch.js';
-import { connectionFailure, type SmuxConnection } from './smux-connection.js';
+import type { SmuxConnection } from './smux-connection.js';
 import type { SmuxServerEvents, SmuxStatus } from './smux.events.js';
 import { watchTlsFailures } from './tls-failures.js';
 import { SMUX_TRANSPORT } from './transport-id.js';
@@ -82,11 +82,11 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       closing: () => this.#closing !== null,
       warn: (kind, message) => this.#warnings.warn(kind, message),
       debug: (kind, message) => this.#warnings.debug(kind, message),
-      closed: (connection, error) => {
+      closed: (connection, failure) => {
         this.#connections.delete(connection);
         const face = connection.face;
         if (face === null || !this.#faces.delete(face.id)) return;
-        this.#events.emit('disconnect', face, connectionFailure(error));
+        this.#events.emit('disconnect', face, failure);
       },
       nextConnectionId: () => (++this.#lastConnectionId).toString(36),
     };

@@ -17,6 +17,8 @@ export interface ConnectionPort {
   readonly clock: Clock;
   /** The largest reply this side accepts, in bytes. */
   readonly maxMessageBytes: number;
+  /** Why the connection failed, given the error its session ended with; undefined for a close on purpose or a routine leave. */
+  failure(error: SmuxError | undefined): SmuxError | undefined;
   /** True once the peer said in its HELLO that it serves calls. */
   servesCalls(): boolean;
   /** Measures the round trip on the control stream. */
@@ -68,7 +70,7 @@ export function connectionOf(session: Session): SmuxConnection | null {
 
 /** Events of a {@link SmuxConnection} (`connection.on(event, listener)`). */
 export type SmuxConnectionEvents = {
-  /** The connection ended; `error` is set when it failed. */
+  /** The connection ended; `error` is set when it failed (as the server's `'disconnect'` tells it). */
   close: (error?: SmuxError) => void;
 };
 
@@ -133,7 +135,7 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
     bySession.set(port.session, this);
     observeSession(port.session, {
       close: (error) => {
-        const failure = connectionFailure(error);
+        const failure = port.failure(error);
         this.#closed = failure ?? null;
         this.#events.emit('close', failure);
       },

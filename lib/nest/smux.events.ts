@@ -30,7 +30,11 @@ export type SmuxServerEvents = {
   listening: () => void;
   /** A peer connected (before its first call): a hook for per-connection state in `connection.data`. */
   connection: (connection: SmuxConnection) => void;
-  /** A connection ended; `error` is set when it failed. */
+  /**
+   * A connection ended; `error` is set when it failed — not for a close on purpose (either side's), nor for a client
+   * that left while no call of its ran (its socket gone under the tail of a call it had cancelled: EPIPE, ECONNRESET),
+   * which the server logs as a routine leave at debug level. A client that left with calls running carries the error.
+   */
   disconnect: (connection: SmuxConnection, error?: SmuxError) => void;
   close: () => void;
   error: (error: Error) => void;

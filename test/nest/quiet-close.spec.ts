@@ -1,8 +1,12 @@
+import net from 'node:net';
 import { afterAll, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { EventPattern, MessagePattern, Payload } from '@nestjs/microservices';
-import { firstValueFrom, lastValueFrom } from 'rxjs';
-import { closeAll, logLines, startApp } from './helpers.js';
+import { firstValueFrom, interval, lastValueFrom, type Observable } from 'rxjs';
+import type { SmuxConnection, SmuxError } from '../../lib/index.js';
+import { encodeMessage, Kind } from '../../lib/nest/call-codec.js';
+import { Session } from '../../lib/smux/index.js';
+import { type AppHandle, closeAll, logLines, rawCall, startApp, until } from './helpers.js';
 
 @Controller()
 class CountController {
@@ -13,9 +17,37 @@ class CountController {
   echo(@Payload() data: unknown): unknown {
     return data;
   }
+
+  @MessagePattern('many') // a long Observable reply: the server is still writing when the caller cancels
+  many(): Observable<number> {
+    return interval(1);
+  }
 }
 
 afterAll(closeAll);
+
+/** The warnings and errors logged since the last clear. */
+const warnings = () => logLines.filter((line) => line.level === 'warn' || line.level === 'error');
+
+/** What the app's `'disconnect'` and the connection's own `'close'` said, once both came. */
+function watchEnds(app: AppHandle): Promise<{ disconnect: SmuxError | undefined; close: SmuxError | undefined }> {
+  return new Promise((resolve) => {
+    app.server.on('connection', (connection: SmuxConnection) => {
+      let close: SmuxError | undefined | null = null;
+      connection.on('close', (error) => (close = error));
+      app.server.on('disconnect', (gone, disconnect) => gone === connection && resolve({ disconnect, close: close ?? undefined }));
+    });
+  });
+}
+
+/** A smux caller over a socket of its own (so it can reset it), with one call to `pattern`. */
+async function rawCaller(port: number, pattern: string) {
+  const socket = net.connect(port, '127.0.0.1');
+  await new Promise((resolve) => socket.once('connect', resolve));
+  const session = Session.client(socket, { version: 2 });
+  const call = rawCall(session, encodeMessage(Kind.REQUEST, 0, 1, { id: '1', pattern }));
+  return { socket, session, call };
+}
 
 describe('a client that leaves at once', () => {
   // The app may close before it handled the event (at most once); what matters is that nothing is logged as lost.
@@ -28,8 +60,57 @@ describe('a client that leaves at once', () => {
       await lastValueFrom(client.emit('count', round), { defaultValue: undefined });
       await client.close();
       await app.close();
-      const warnings = logLines.filter((line) => line.level === 'warn' || line.level === 'error');
-      expect(warnings).toEqual([]);
+      expect(warnings()).toEqual([]);
     }
+  });
+
+  // Found by a new-user trial: 'disconnect' carried `ERR_SMUX_SESSION_CLOSED connection error: write EPIPE` (1 run in 5)
+  // while the log line called the same leave routine.
+  test("unsubscribing a streaming reply, then closing the client: 'disconnect' carries no error, nothing is warned", async () => {
+    for (let round = 0; round < 10; round++) {
+      const app = await startApp({ controllers: [CountController] });
+      const ends = watchEnds(app);
+      const client = app.client();
+      let values = 0;
+      const subscription = client.send('many', 1).subscribe({ next: () => values++ });
+      await until(() => values >= 5, 5_000, 'the reply to stream');
+      logLines.length = 0;
+      subscription.unsubscribe();
+      await client.close();
+      expect(await ends).toEqual({ disconnect: undefined, close: undefined });
+      expect(warnings()).toEqual([]);
+      await app.close();
+    }
+  });
+
+  test("a client that resets its socket after its call was cancelled: a routine leave, 'disconnect' and 'close' without an error", async () => {
+    const app = await startApp({ controllers: [CountController] });
+    const ends = watchEnds(app);
+    const { socket, session, call } = await rawCaller(app.port, 'many');
+    await until(() => call.messages.length >= 5, 5_000, 'the reply to stream');
+    call.channel.end(); // our FIN before the last reply: the call is cancelled
+    await until(() => app.sessions[0].numPeerStreams === 0, 5_000, 'the server to drop the cancelled call');
+    logLines.length = 0;
+    socket.resetAndDestroy();
+    expect(await ends).toEqual({ disconnect: undefined, close: undefined }); // was ECONNRESET
+    expect(logLines.filter((l) => l.context === 'ServerSmux').map((l) => `${l.level} ${l.message}`)).toEqual([
+      expect.stringMatching(/^debug Connection from 127\.0\.0\.1:\d+ closed by the client: connection error: .*(ECONNRESET|EPIPE)/),
+    ]);
+    session.destroy();
+  });
+
+  test("a client that resets its socket while its call runs: 'disconnect' and 'close' carry the error, and it is warned", async () => {
+    const app = await startApp({ controllers: [CountController] });
+    const ends = watchEnds(app);
+    const { socket, session, call } = await rawCaller(app.port, 'many');
+    await until(() => call.messages.length >= 5, 5_000, 'the reply to stream');
+    logLines.length = 0;
+    socket.resetAndDestroy();
+    const { disconnect, close } = await ends;
+    expect(disconnect).toMatchObject({ code: 'ERR_SMUX_SESSION_CLOSED', cause: expect.objectContaining({ code: 'ECONNRESET' }) });
+    expect(close).toBe(disconnect);
+    // Was a debug line: the calls the client waited for were counted once the session had ended them.
+    expect(warnings().map((l) => l.message)).toEqual([expect.stringMatching(/^Lost the connection from 127\.0\.0\.1:\d+: .*ECONNRESET/)]);
+    session.destroy();
   });
 });
