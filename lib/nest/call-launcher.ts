@@ -1,7 +1,6 @@
-import { nextTick } from 'node:process';
 import type { ReadPacket, WritePacket } from '@nestjs/microservices';
-import { Observable, type Observer, throwError } from 'rxjs';
-import { type Session, SmuxError } from '../smux/index.js';
+import { Observable, type Observer, throwError, type Unsubscribable } from 'rxjs';
+import { type Session, type SmuxChannel, SmuxError } from '../smux/index.js';
 import { Flag, Kind, type MessagePiece } from './call-codec.js';
 import { toSmuxError } from './call-scheduler.js';
 import { ClientCall, type ClientCallHost, type PendingCall } from './client-call.js';
@@ -9,7 +8,8 @@ import { ClientRawCall } from './client-raw-call.js';
 import { EventSend } from './event-send.js';
 import { HotResult } from './hot-result.js';
 import type { SmuxDuplexOptions } from './interfaces.js';
-import { failDuplex, SmuxDuplex } from './raw-duplex.js';
+import { deliverLater, failDuplexLater, rejectLater, startCall } from './late-failure.js';
+import { SmuxDuplex } from './raw-duplex.js';
 import { isSource } from './sources.js';
 import { assertDeadline, SmuxRecord } from './smux.record-builder.js';
 import { type ClientSpan, startClientSpan, withClientSpan } from './tracing.js';
@@ -58,7 +58,12 @@ export class CallLauncher {
     this.#defaults = defaults;
   }
 
-  /** `send()`: a call whose replies the Observable delivers; unsubscribing cancels it. */
+  /**
+   * `send()`: a call whose replies the Observable delivers; unsubscribing cancels it. A failure decided inside
+   * `subscribe()` (no connection, …) is delivered on a later turn (late-failure.ts); a null or undefined pattern or
+   * data is refused with `throwError`, at once, as Nest's `send()` does: the calling code's mistake, which no
+   * retry can mend (nor is any I/O owed a turn to make it succeed).
+   */
   send<T>(pattern: unknown, data: unknown): Observable<T> {
     if (pattern === null || pattern === undefined || data === null || data === undefined) {
       return throwError(
@@ -66,7 +71,7 @@ export class CallLauncher {
           new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'send() needs a pattern and data that are not null or undefined (as Nest requires)'),
       );
     }
-    return new Observable<T>((observer) => this.start(this.#proxy.createObserver(observer), pattern, data) ?? undefined);
+    return new Observable<T>((observer) => this.start(this.#proxy.createObserver(observer), pattern, data));
   }
 
   /**
@@ -93,8 +98,11 @@ export class CallLauncher {
     return typeof this.#proxy.createPacket === 'function' ? this.#proxy.createPacket(pattern, data) : { pattern, data };
   }
 
-  /** Starts a call whose packets go to `callback`; null when it failed at once (reported through `callback`). */
-  start(callback: (packet: WritePacket) => void, pattern: unknown, rawData: unknown, nestPacket?: ReadPacket): ClientCall | null {
+  /**
+   * Starts a call whose packets go to `callback`. @returns its teardown: the call, or — when it failed before it
+   * was made (its request could not be encoded) — the failure waiting for its later turn
+   */
+  start(callback: (packet: WritePacket) => void, pattern: unknown, rawData: unknown, nestPacket?: ReadPacket): Unsubscribable {
     const packet: ReadPacket & { metadata?: Record<string, string> } = nestPacket ?? this.packet(pattern, rawData);
     // No object per call for what the record holds: most payloads are not records.
     const payload: unknown = packet.data;
@@ -120,18 +128,18 @@ export class CallLauncher {
       const failure = toSmuxError(error, 'the request could not be encoded');
       span?.end(failure.code);
       this.#countRefusal(failure);
-      callback({ err: failure, isDisposed: true } as WritePacket);
-      return null;
+      return deliverLater(callback, { err: failure, isDisposed: true } as WritePacket); // late-failure.ts says why
     }
     const waitForReady = record?.options.waitForReady ?? this.#defaults.waitForReady;
     const call = new ClientCall(this.#host, callback, request, timeout, waitForReady, source, span);
-    this.#target.schedule(call);
+    startCall(call, this.#target);
     return call;
   }
 
   /**
    * An event: EVENT then FIN on a new stream. At most once: resolves when the event and its FIN have been handed
-   * to the socket; rejects when there is no connection, or when it is lost before that.
+   * to the socket; rejects when there is no connection, or when it is lost before that. A failure before any I/O
+   * (no connection, a stream that cannot open, a value that cannot be encoded) rejects on a later turn.
    */
   event<T>(packet: ReadPacket & { metadata?: Record<string, string> }): Promise<T> {
     return withClientSpan('event', packet.pattern, (span) => this.#event<T>(packet, span));
@@ -143,23 +151,29 @@ export class CallLauncher {
     const data = record === null ? payload : record.data;
     const headers = record === null ? packet.metadata : recordHeaders(record, packet.metadata);
     const waitForReady = record?.options.waitForReady;
+    // Failures before any I/O reject on a later turn: a loop of awaited emits must let I/O and timers run
+    // (late-failure.ts); an event that went out settles on the next turn too (EventSend).
     if (isSource(data))
-      return Promise.reject(
-        new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'an event cannot stream: emit() takes a value (use send() to stream)'),
-      );
+      return rejectLater(new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'an event cannot stream: emit() takes a value (use send() to stream)'));
     let buffers: MessagePiece[];
     try {
       buffers = this.#host.codec.encodeCall(Kind.EVENT, { pattern: packet.pattern, data, headers, span });
     } catch (error) {
-      return Promise.reject(error);
+      return rejectLater(error);
     }
+    // A rejected session (failing fast: it rejects at once) and a stream that cannot open reject later.
     return this.#target.sessionFor(waitForReady ?? this.#defaults.waitForReady).then(
-      (session) =>
-        new Promise<T>((resolve, reject) => {
-          const channel = session.openChannel();
-          this.#host.metrics?.eventSent(buffers);
-          new EventSend(channel, buffers, resolve as () => void, reject);
-        }),
+      (session) => {
+        let channel: SmuxChannel;
+        try {
+          channel = session.openChannel();
+        } catch (error) {
+          return rejectLater<T>(error);
+        }
+        this.#host.metrics?.eventSent(buffers);
+        return new Promise<T>((resolve, reject) => void new EventSend(channel, buffers, resolve as () => void, reject));
+      },
+      rejectLater<T>,
     );
   }
 
@@ -186,11 +200,11 @@ export class CallLauncher {
       const failure = toSmuxError(error, 'the request could not be encoded');
       span?.end(failure.code);
       this.#countRefusal(failure);
-      nextTick(() => failDuplex(duplex, failure));
+      failDuplexLater(duplex, failure); // late-failure.ts says why
       return duplex;
     }
     const waitForReady = options.waitForReady ?? this.#defaults.waitForReady;
-    this.#target.schedule(new ClientRawCall(this.#host, duplex, request, timeout, waitForReady, span));
+    startCall(new ClientRawCall(this.#host, duplex, request, timeout, waitForReady, span), this.#target);
     return duplex;
   }
 

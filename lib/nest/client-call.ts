@@ -5,6 +5,7 @@ import type { AdmissionState } from './admission.js';
 import { type CallMessage, decodeTransportError, Flag, Kind, type MessagePiece } from './call-codec.js';
 import { CallEndpoint, registerEndpointOwner } from './call-endpoint.js';
 import { type ClientRawCall, rawCallAccess } from './client-raw-call.js';
+import { deliverLater, isStarting } from './late-failure.js';
 import { failureOf, type MetricsRecorder, type SmuxCallFailure } from './metrics.js';
 import type { PacketCodec } from './packet-codec.js';
 import { RequestSource } from './request-source.js';
@@ -92,6 +93,7 @@ export class ClientCall implements Unsubscribable {
   #source: RequestSource | null = null; // a streamed request's items, sent as DATA … END after the REQUEST
   #startedAt = 0; // on the metrics' clock
   readonly #span: ClientSpan | null;
+  #late: Unsubscribable | null = null; // a failure decided inside the caller's subscribe(), told on a later turn
 
   /**
    * @param host - the client
@@ -143,9 +145,10 @@ export class ClientCall implements Unsubscribable {
     });
   }
 
-  /** Teardown of the caller's subscription: cancels the call unless it is over. */
+  /** Teardown of the caller's subscription: cancels the call unless it is over; a failure not yet told never is. */
   unsubscribe(): void {
     if (this.#state !== DONE) this.#settle('ERR_SMUX_CANCELLED');
+    this.#late?.unsubscribe();
   }
 
   // ── what the transport does with it (callAccess) ───────────────────────────────────────────────────────
@@ -162,11 +165,14 @@ export class ClientCall implements Unsubscribable {
     this.#source?.attach(this.#endpoint);
   }
 
-  /** Fails the call with `error` (and cancels it on the server if it was sent). */
+  /** Fails the call with `error` (and cancels it on the server if it was sent): counted now, told later if starting. */
   #fail(error: unknown): void {
     if (this.#state === DONE) return;
     this.#settle(failureOf(error));
-    this.#callback({ err: error, isDisposed: true } as WritePacket);
+    const packet = { err: error, isDisposed: true } as WritePacket;
+    // Inside the caller's subscribe(): told on a later turn (late-failure.ts says why).
+    if (isStarting(this)) this.#late = deliverLater(this.#callback, packet);
+    else this.#callback(packet);
   }
 
   // ── what its endpoint reports (registered handlers) ────────────────────────────────────────────────────

@@ -3,6 +3,7 @@ import type { AdmissionState } from './admission.js';
 import { type CallMessage, decodeTransportError, Flag, Kind, type MessagePiece } from './call-codec.js';
 import { CallEndpoint, registerEndpointOwner } from './call-endpoint.js';
 import type { CallAccess, ClientCallHost } from './client-call.js';
+import { failDuplexLater, isStarting } from './late-failure.js';
 import { failureOf, type SmuxCallFailure } from './metrics.js';
 import { attachDuplex, byteStreamViolation, deliverToDuplex, failDuplex, type SmuxDuplex } from './raw-duplex.js';
 import type { ClientSpan } from './tracing.js';
@@ -99,11 +100,13 @@ export class ClientRawCall {
     attachDuplex(this.#duplex, this.#endpoint, this.#owner);
   }
 
-  /** Fails the call: the Duplex errors with `error`, the server sees a cancel. */
+  /** Fails the call: the Duplex errors with `error` (on a later turn inside `openDuplex()`), the server sees a cancel. */
   #fail(error: unknown, failure: SmuxCallFailure = failureOf(error)): void {
     if (this.#state === DONE) return;
     this.#settle(true, failure);
-    failDuplex(this.#duplex, error);
+    // Inside openDuplex(): told on a later turn (late-failure.ts says why).
+    if (isStarting(this)) failDuplexLater(this.#duplex, error);
+    else failDuplex(this.#duplex, error);
   }
 
   // ── what its endpoint reports (registered handlers) ────────────────────────────────────────────────────

@@ -30,7 +30,8 @@ export function failClientCalls(client: ClientSmux, error: SmuxError): number {
  * The NestJS client of {@link ServerSmux}: every `send()` and `emit()` runs on its own smux stream over one
  * connection, opened lazily on first use — or over several (`hosts`, `dns`, `connectionsPerAddress`), each call
  * on the one with fewer calls in flight of two picked at random. While there is no connection, calls fail at once
- * with the retryable `ERR_SMUX_UNAVAILABLE` (or wait, with `waitForReady`); reconnection goes on in the background.
+ * with the retryable `ERR_SMUX_UNAVAILABLE`, told on a later turn of the event loop (never inside `subscribe()`), or
+ * wait with `waitForReady`; reconnection goes on in the background.
  *
  * ```ts
  * ClientsModule.register([smuxClient({ name: 'MATH', options: { port: 4000 } })]);

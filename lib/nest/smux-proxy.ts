@@ -41,6 +41,9 @@ export abstract class SmuxProxy<EventsMap extends EventsMapOf = EventsMapOf, Sta
    * A request/response call, a streamed request (`data` an Observable, AsyncIterable or Readable) or a call with a
    * streamed reply. It skips `ClientProxy.send()`'s per-call `defer(connect)` + `mergeMap`; what the subscriber sees
    * is the same (values, then completion or the error). Unsubscribing before the last reply cancels the call.
+   * A failure before any I/O (no connection: `ERR_SMUX_UNAVAILABLE`) is delivered on a later turn of the event loop,
+   * never inside `subscribe()`, so a retry loop lets reconnection run; a null or undefined pattern or data is
+   * refused at once, as Nest does.
    */
   override send<TResult = unknown, TInput = unknown>(pattern: unknown, data: TInput): Observable<TResult> {
     return this.#calls().send<TResult>(pattern, data);
@@ -49,7 +52,7 @@ export abstract class SmuxProxy<EventsMap extends EventsMapOf = EventsMapOf, Sta
   /**
    * An event, hot as Nest's `emit()` (it is sent whether or not the result is subscribed), without its implicit
    * `connect()`: while there is no connection the event fails fast like a call, instead of cutting a reconnect
-   * backoff short every time. At most once.
+   * backoff short every time (its error comes on a later turn, as a call's does). At most once.
    */
   override emit<TResult = unknown, TInput = unknown>(pattern: unknown, data: TInput): Observable<TResult> {
     return this.#calls().emit<TResult>(pattern, data, (packet) => this.dispatchEvent<TResult>(packet));
@@ -73,7 +76,7 @@ export abstract class SmuxProxy<EventsMap extends EventsMapOf = EventsMapOf, Sta
   /** Nest's publish contract, for code that goes through `ClientProxy`'s own paths; `send()` does not. */
   protected publish(packet: ReadPacket, callback: (packet: WritePacket) => void): () => void {
     const call = this.#calls().start(callback, packet.pattern, packet.data, packet);
-    return () => call?.unsubscribe();
+    return () => call.unsubscribe();
   }
 
   /**
