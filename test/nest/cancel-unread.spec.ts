@@ -11,15 +11,15 @@ import { Ctx, MessagePattern, Payload } from '@nestjs/microservices';
 import { firstValueFrom, NEVER, type Observable } from 'rxjs';
 import type { ClientSmux, SmuxContext, SmuxStreamedPayload } from '../../lib/index.js';
 import { encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
-import { type AppHandle, closeAll, deferred, rawCall, rawSession, smuxError, startApp, until, within } from './helpers.js';
+import { type AppHandle, closeAll, type Deferred, deferred, rawCall, rawSession, smuxError, startApp, until, within } from './helpers.js';
 
 /** The handlers' contexts, in the order they were entered, and their signals' abort reasons. */
 let entered: SmuxContext[];
 let aborted: unknown[];
 /** What a slow reader's for-await ended with. */
-let readerEnded: ReturnType<typeof deferred<unknown>>;
+let readerEnded: Deferred<unknown>;
 /** Lets a slow reader read on. */
-let readOn: ReturnType<typeof deferred>;
+let readOn: Deferred<void>;
 
 function watch(ctx: SmuxContext): void {
   entered.push(ctx);
