@@ -1,7 +1,7 @@
 import { type Clock, type Session, SmuxError } from '../smux/index.js';
 import { observeSession } from '../smux/session-layer.js';
 import { describeClientBytes } from './peer-diagnosis.js';
-import type { ConnectionHost } from './server-connection.js';
+import type { ConnectionHost } from './server-connection-host.js';
 import { STREAM_BAND } from './options.js';
 import { connectionFailure } from './smux-connection.js';
 

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { type Clock, Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
+import { Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import { holdReading, observeSession } from '../smux/session-layer.js';
 import { SlotSet } from '../util/slot-set.js';
 import type { CallMessage } from './call-codec.js';
@@ -9,33 +9,11 @@ import { closeWithin } from './dial.js';
 import { EventGate } from './event-gate.js';
 import type { ControlLink } from './control-link.js';
 import { HELLO_TIMEOUT } from './hello.js';
-import type { ResolvedServerOptions } from './options.js';
 import { ServerCall } from './server-call.js';
-import type { CallHost } from './server-call-host.js';
+import type { ConnectionHost, ConnectionOrigin } from './server-connection-host.js';
 import { endFailure, hangUpAfter, logConnectionEnd, versionRefusal } from './server-connection-end.js';
 import { helloRefusal, ServerControl } from './server-control.js';
 import { newSmuxConnection, type SmuxConnection } from './smux-connection.js';
-
-/** How a connection came about: a socket the server accepted, or a session it dialled (`connectTo`). */
-export type ConnectionOrigin =
-  { readonly accepted: Socket } | { readonly dialled: Session; readonly remote: string; readonly link: () => ControlLink | null };
-
-/** What a connection needs from its server. */
-export interface ConnectionHost {
-  readonly options: ResolvedServerOptions;
-  readonly clock: Clock;
-  readonly callHost: CallHost;
-  /** True once the server is shutting down. */
-  closing(): boolean;
-  /** A warning about a peer, rate-limited by `kind`. */
-  warn(kind: string, message: string): void;
-  /** A debug line about a connection, rate-limited by `kind` as warnings are: a peer can open thousands. */
-  debug(kind: string, message: string): void;
-  /** The connection is over: `failure` is why it failed, or undefined (a close on purpose, a routine leave: endFailure). */
-  closed(connection: ServerConnection, failure: SmuxError | undefined): void;
-  /** A fresh id for a connection. */
-  nextConnectionId(): string;
-}
 
 /**
  * One client connection on the server: its smux session, the calls running on it, and the connection-level
@@ -78,6 +56,7 @@ export class ServerConnection {
   #dialledLink: (() => ControlLink | null) | null = null; // a dialled connection's control link (its connector's)
   #disconnected = false; // closed by sweep() with an error of ours: a caller that does not read
   #runningAtFailure: number | null = null; // calls the client waited for when its socket failed (before they were ended)
+  #announced = false; // 'connection' went out
 
   /**
    * @param host - the server
@@ -150,6 +129,17 @@ export class ServerConnection {
     if (refusal !== null) return call.refuse(refusal);
     this.#control = new ServerControl(call.channel, this.#host, message.body);
     if (this.#drained) this.#drainAfterHello(); // drained before the hello arrived
+    this.announce();
+  }
+
+  /**
+   * Announces the connection (`'connection'`) once: at its peer's hello, so that `servesCalls` is known (found by a
+   * new-user trial); from a peer that says none, before its first call or event; a dialled one, as it is adopted.
+   */
+  announce(): void {
+    if (this.#announced || this.face === null) return;
+    this.#announced = true;
+    this.#host.established(this);
   }
 
   /** True once DRAIN went to a client that reads it: it closes the connection itself when its calls are done. */

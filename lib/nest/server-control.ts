@@ -3,7 +3,7 @@ import { type Clock, type SmuxChannel, SmuxError } from '../smux/index.js';
 import { encodeMessage, Kind } from './call-codec.js';
 import { ControlLink, type ControlLinkHost } from './control-link.js';
 import { serverHelloBody } from './hello.js';
-import type { ConnectionHost } from './server-connection.js';
+import type { ConnectionHost } from './server-connection-host.js';
 
 /**
  * Why a client's HELLO is not answered, or null when it is: a server we dialled never says hello to us (its

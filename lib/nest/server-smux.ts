@@ -15,7 +15,8 @@ import { createSmuxMetrics, type MetricsRecorder, type SmuxMetrics } from './met
 import { resolveServerOptions, type ResolvedServerOptions } from './options.js';
 import { createPacketCodec, type PacketCodec } from './packet-codec.js';
 import type { CallHost } from './server-call-host.js';
-import { type ConnectionHost, ServerConnection } from './server-connection.js';
+import { ServerConnection } from './server-connection.js';
+import type { ConnectionHost } from './server-connection-host.js';
 import { closeLine, ServerConnections } from './server-connections.js';
 import { ServerDialler } from './server-dialler.js';
 import { CallDispatcher } from './server-dispatch.js';
@@ -82,6 +83,12 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       closing: () => this.#closing !== null,
       warn: (kind, message) => this.#warnings.warn(kind, message),
       debug: (kind, message) => this.#warnings.debug(kind, message),
+      established: (connection) => {
+        const face = connection.face;
+        if (face === null) return; // a refused connection is never announced
+        this.#faces.set(face.id, face);
+        this.#events.emit('connection', face);
+      },
       closed: (connection, failure) => {
         this.#connections.delete(connection);
         const face = connection.face;
@@ -216,16 +223,15 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
 
   /** A session this server dialled (`connectTo`) is up: the other side's calls on it are served like any. */
   #adopt(session: Session, link: () => ControlLink | null, remote: string): void {
-    this.#register(new ServerConnection(this.#connectionHost, { dialled: session, remote, link }, null));
+    const connection = new ServerConnection(this.#connectionHost, { dialled: session, remote, link }, null);
+    this.#register(connection);
+    connection.announce();
   }
 
+  /** A new connection; it is announced (`'connection'`, `connections`) once established: {@link ServerConnection.announce}. */
   #register(connection: ServerConnection): void {
     this.#connections.add(connection);
     this.#events.emit('session', connection.session);
-    const face = connection.face;
-    if (face === null) return;
-    this.#faces.set(face.id, face);
-    this.#events.emit('connection', face);
   }
 
   /**
@@ -291,9 +297,15 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       clock: this.#clock,
       maxMessageBytes: this.#options.maxMessageBytes,
       maxReplyBufferBytes: this.#options.maxReplyBufferBytes,
-      dispatchRequest: (call, message) => this.#dispatcher.dispatchRequest(call, message),
-      dispatchEvent: (call, message, size) =>
-        this.#dispatcher.dispatchEvent(call, message, size, (call.connection as ServerConnection).events), // logs its failures
+      dispatchRequest: (call, message) => {
+        (call.connection as ServerConnection).announce(); // a peer that said no hello: before its first call
+        this.#dispatcher.dispatchRequest(call, message);
+      },
+      dispatchEvent: (call, message, size) => {
+        const connection = call.connection as ServerConnection;
+        connection.announce();
+        this.#dispatcher.dispatchEvent(call, message, size, connection.events); // logs its failures
+      },
       openControl: (call, message) => (call.connection as ServerConnection).answerHello(call, message),
       controlMessage: (call, message) => (call.connection as ServerConnection).controlMessage(message),
       codec: this.#dispatcherCodec,

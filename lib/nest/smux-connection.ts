@@ -162,7 +162,10 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
     return this.#closed !== undefined;
   }
 
-  /** True when the peer serves calls (it named the `calls` feature in its HELLO: a ServerSmux with `connectTo`). */
+  /**
+   * True when the peer serves calls (it named the `calls` feature in its HELLO: a ServerSmux with `connectTo`); known by
+   * the time the server's `'connection'` event comes.
+   */
   get servesCalls(): boolean {
     return this.#port.servesCalls();
   }

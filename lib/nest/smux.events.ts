@@ -28,7 +28,11 @@ export type SmuxClientEvents = {
 /** Events of {@link ServerSmux} (`server.on(event, listener)`): connections, sessions, and the listening `net.Server`'s. */
 export type SmuxServerEvents = {
   listening: () => void;
-  /** A peer connected (before its first call): a hook for per-connection state in `connection.data`. */
+  /**
+   * A peer connected: a hook for per-connection state in `connection.data`. It comes once the peer's hello is handled,
+   * so `servesCalls` is known (a peer that says no hello, such as a Go caller of protocol 1: before its first call),
+   * and the connection is then in `server.connections`.
+   */
   connection: (connection: SmuxConnection) => void;
   /**
    * A connection ended; `error` is set when it failed — not for a close on purpose (either side's), nor for a client

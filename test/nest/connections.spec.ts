@@ -161,4 +161,29 @@ describe('SmuxConnection: who called, and state per connection', () => {
     );
     expect(() => ctx.getConnection()).toThrow(expect.objectContaining({ code: 'ERR_SMUX_UNAVAILABLE' }));
   });
+
+  // Found by a new-user trial: 'connection' came as the socket was accepted, before the peer's hello, so a worker's
+  // connection read servesCalls false there and a gateway's listener could not tell it from a plain client.
+  test("'connection' comes once the peer said hello: servesCalls tells a worker (connectTo) from a plain client", async () => {
+    const gateway = await startApp({ controllers: [WhoController] });
+    const seen: boolean[] = [];
+    gateway.server.on('connection', (connection) => void seen.push(connection.servesCalls));
+    await gateway.client().connect();
+    await until(() => seen.length === 1, 5_000, "the client's connection");
+    await startApp({ server: { connectTo: { host: '127.0.0.1', port: gateway.port } } });
+    await until(() => seen.length === 2, 5_000, "the worker's connection");
+    expect(seen).toEqual([false, true]);
+    expect([...gateway.server.connections.values()].map((c) => c.servesCalls)).toEqual([false, true]);
+  });
+
+  test("from a peer that says no hello, 'connection' still comes before its first call", async () => {
+    const handle = await startApp({ controllers: [WhoController] });
+    const announced: string[] = [];
+    handle.server.on('connection', (connection) => void announced.push(connection.id));
+    const session = await rawSession(handle.port);
+    const call = rawCall(session, encodeMessage(Kind.REQUEST, 0, 'dave', { id: '1', pattern: 'login' }));
+    const id = (await within(call.last, 'the reply')).body;
+    expect(announced).toEqual([id]);
+    expect(seenInHandlers.map((c) => c.id)).toEqual([id]);
+  });
 });
