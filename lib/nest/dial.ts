@@ -28,15 +28,34 @@ export function dialSession(options: ResolvedClientOptions, clock: Clock, where:
       socket.destroy();
       reject(error);
     };
-    socket.once('error', fail);
+    const failed = (error: Error): void => fail(tlsOptions === undefined ? error : closedDuringTlsHandshake(error, where));
+    socket.once('error', failed);
     socket.once(ready, () => {
       clock.clearTimeout(timer);
-      socket.off('error', fail);
+      socket.off('error', failed);
       let first: Buffer | null = null;
       socket.once('data', (chunk: Buffer) => (first = chunk));
       resolve({ session: Session.client(socket, options.smux), firstBytes: () => first });
     });
   });
+}
+
+/**
+ * A TLS client whose server closed the connection during the handshake learns from Node only "Client network socket
+ * disconnected before secure TLS connection was established" (ECONNRESET; EPIPE when its hello was still being
+ * written). A plain-text server closes a TLS client this way — a ServerSmux without `tls`, once it sees the handshake
+ * — so the error asks, as a plain-text client of a TLS server is told (hello.ts). Node's error is the cause; a
+ * certificate error, a refusal or a timeout stays as it is.
+ */
+function closedDuringTlsHandshake(error: Error, where: string): Error {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code !== 'ECONNRESET' && code !== 'EPIPE') return error;
+  return new SmuxError(
+    'ERR_SMUX_SESSION_CLOSED',
+    `${where} closed the connection during the TLS handshake (is the server using TLS? a plain-text server closes a TLS ` +
+      'client this way: remove the `tls` option if it does not)',
+    { cause: error },
+  );
 }
 
 /** Graceful session close, bounded: destroyed when it takes longer than `ms`. */

@@ -107,13 +107,33 @@ describe('a client pointed at something that is not a nestjs-smux server', () =>
   });
 
   const certificate = makeCertificate();
+  // The README quotes both messages a client without `tls` can get from a TLS server.
   (certificate === null ? test.skip : test)('a TLS server and a client without `tls`: an error that names TLS', async () => {
     const server = tls.createServer({ key: certificate!.key, cert: certificate!.cert }, (socket) => socket.end());
     const port = await listening(server);
     const { error, ms } = await failedCall(trackClient(new ClientSmux({ host: '127.0.0.1', port })));
-    expect(error).toEqual(smuxError('ERR_SMUX_UNAVAILABLE'));
-    expect(error.message).toMatch(/TLS/);
+    // Node's TLS server closes a plain-text client without a byte.
+    expect(error).toEqual(
+      smuxError(
+        'ERR_SMUX_UNAVAILABLE',
+        `127.0.0.1:${port} closed the connection during the nestjs-smux hello, without answering: the server is shutting ` +
+          'down, or it does not speak this transport (a TLS server closes a plain-text client this way: set the `tls` option if it uses TLS)',
+      ),
+    );
     expect(ms).toBeLessThan(2_000);
+  });
+
+  test('a TLS server that answers a plain-text client with a TLS alert: "it answered with TLS"', async () => {
+    const alert = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46]); // a fatal protocol_version alert
+    const server = net.createServer((socket) => socket.end(alert, () => socket.destroy()));
+    const port = await listening(server);
+    const { error } = await failedCall(trackClient(new ClientSmux({ host: '127.0.0.1', port })));
+    expect(error).toEqual(
+      smuxError(
+        'ERR_SMUX_UNAVAILABLE',
+        `127.0.0.1:${port} is not a nestjs-smux server: it answered with TLS: the server uses TLS, so set the \`tls\` option of ClientSmux`,
+      ),
+    );
   });
 
   test('a server pinned to smux version 2 and a version 1 client: "protocol version"; the server logs it', async () => {

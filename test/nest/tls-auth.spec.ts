@@ -189,7 +189,12 @@ describeTls('TLS with a test CA: server auth and mutual TLS', () => {
     );
     const error = await failsFast(client);
     expect(error.code).toBe('ERR_SMUX_UNAVAILABLE');
-    // The plain server closes the connection in the middle of the TLS handshake.
+    // The plain server closes the connection in the middle of the TLS handshake: the client asks whether it uses TLS
+    // (it said only Node's "Client network socket disconnected before secure TLS connection was established").
+    expect(error.message).toMatch(
+      /^no connection: 127\.0\.0\.1:\d+ closed the connection during the TLS handshake \(is the server using TLS\? a plain-text server closes a TLS client this way: remove the `tls` option if it does not\)$/,
+    );
+    expect(error.retryable).toBe(true); // retried like any connection failure: the call did not run
     expect(chain(error)).toMatch(/before secure TLS connection was established|ECONNRESET|socket hang up|EPIPE/);
     await client.close();
     const line = await serverLine(/Closed the connection from 127\.0\.0\.1:\d+/);
