@@ -78,7 +78,10 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
       lost: (session, error, where) => this.#lost(session, error, where),
       status: (status) => this._status$.next(status),
       resolveFailed: (error, names, kept) =>
-        this.#warnings.warn('dns', `Could not resolve ${names}: ${error.message} (keeping the ${kept} addresses found before)`),
+        this.#warnings.warn(
+          'dns',
+          `Could not resolve ${names}: ${error.message} (keeping the ${kept} address${kept === 1 ? '' : 'es'} found before)`,
+        ),
       rtt: (ms) => recorder.recordRtt(ms),
       changed: (added, removed) => this.logger.debug?.(`DNS: ${[...added.map((a) => `+${a}`), ...removed.map((r) => `-${r}`)].join(' ')}`),
     });

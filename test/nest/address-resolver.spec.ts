@@ -171,6 +171,26 @@ describe('dns: every address of a name', () => {
     expect([...names].sort()).toEqual(['a', 'b']);
   });
 
+  // Found by a new-user trial: README said calls fail fast "while a name resolves to nothing at all" — true only until
+  // its first answer. An empty answer later is a failed resolution too: the addresses found before stay.
+  test('an empty answer after earlier ones keeps the addresses found before (and says so); the calls go on', async () => {
+    const [server] = await startServers(['127.0.0.1']);
+    const resolver = testResolver(['127.0.0.1']);
+    const clock = new FakeClock();
+    const client = dnsClient(server.port, resolver.resolve, clock);
+    await client.connect();
+    logLines.length = 0;
+    resolver.answer = [];
+    clock.advance(5_000);
+    expect(resolver.calls).toHaveLength(2);
+    await turn();
+    expect(ready(client)).toEqual([`127.0.0.1:${server.port}`]);
+    expect(logLines.filter((l) => l.context === 'ClientSmux' && l.level === 'warn').map((l) => l.message)).toEqual([
+      `Could not resolve svc.test:${server.port}: svc.test resolved to no address (keeping the 1 address found before)`,
+    ]);
+    expect(await who(client, 1)).toBe('a');
+  });
+
   test("the default resolver is the system's (an address literal resolves to itself)", async () => {
     const [server] = await startServers(['127.0.0.1']);
     const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: server.port, dns: true }));
