@@ -21,9 +21,11 @@ export interface SmuxConnectionInfo {
   readonly callsInFlight: number;
   /**
    * Why the last attempt failed, until one succeeds; null otherwise — also after a drained connection's successor
-   * failed before any call asked for it (the connection is then idle, and the next call dials).
+   * failed before any call asked for it (the connection is then idle, and the next call dials). A `SmuxError`, or
+   * Node's own error (`ECONNREFUSED`, `ETIMEDOUT`, a TLS error such as `ERR_TLS_CERT_ALTNAME_INVALID`): its `code`
+   * is a string — absent only from an error that has none.
    */
-  readonly lastError: Error | null;
+  readonly lastError: (Error & { readonly code?: string }) | null;
   /** The last round-trip time measured on it (`client.ping()`, `pingInterval`), in ms; null before one. */
   readonly rtt: number | null;
 }

@@ -1,5 +1,6 @@
 import type { ClientProxy } from '@nestjs/microservices';
 import type { Observable } from 'rxjs';
+import type { SmuxSource } from './sources.js';
 import type { SmuxRecord } from './smux.record-builder.js';
 
 /*
@@ -43,12 +44,18 @@ type AnyFunction = (...args: never[]) => unknown;
 /**
  * One stub method: `(data) => Observable<reply>` for a contract member `(data: P) => R`. The request data is the
  * member's first parameter (later ones, such as a controller's `@Ctx()`, are ignored); a {@link SmuxRecord} of it
- * carries headers and a deadline. A client stream is a member whose parameter is a `SmuxSource<T>`. A real-time
- * feed's member returns `Observable<SmuxFeedItem<T>>` (what the caller receives), not the handler's `Observable<T>`.
+ * carries headers and a deadline. A client stream is a member whose parameter is a `SmuxSource<T>` — or, in a
+ * controller class, the `SmuxStreamedPayload<T>` or `AsyncIterable<T>` the handler receives: the stub takes any
+ * `SmuxSource<T>` for it. A real-time feed's member returns `Observable<SmuxFeedItem<T>>` (what the caller
+ * receives), not the handler's `Observable<T>`.
  */
 export type SmuxStubMethod<F> = F extends (data: infer P, ...rest: never[]) => infer R
-  ? (data: P | SmuxRecord<P>) => Observable<SmuxReplyOf<R>>
+  ? (data: RequestOf<P> | SmuxRecord<RequestOf<P>>) => Observable<SmuxReplyOf<R>>
   : never;
+
+// Whatever is async-iterable is sent as a stream (so is an Observable): a parameter typed as the handler receives its
+// stream takes any source of the same items, which lets a controller class serve as a contract.
+type RequestOf<P> = P extends AsyncIterable<infer T> ? SmuxSource<AnyToUnknown<T>> : P;
 
 /** `stub.emit`: one method per event, `(data) => Observable<unknown>` (hot, as `ClientProxy.emit()`). */
 export type SmuxStubEvents<E> = {

@@ -5,7 +5,15 @@
 import { Readable } from 'node:stream';
 import type { ClientProxy } from '@nestjs/microservices';
 import { from, type Observable } from 'rxjs';
-import { type ClientSmux, type SmuxReplyOf, type SmuxSource, SmuxRecordBuilder, smuxStub } from '../../lib/index.js';
+import {
+  type ClientSmux,
+  type SmuxContext,
+  type SmuxReplyOf,
+  type SmuxSource,
+  type SmuxStreamedPayload,
+  SmuxRecordBuilder,
+  smuxStub,
+} from '../../lib/index.js';
 
 /** True when `A` and `B` are the same type (`any` equals only `any`). */
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
@@ -112,3 +120,27 @@ smuxStub<MathContract, { emit: number }>(client).emit.emit(1); // an event may b
 // ── any ClientProxy, and no contract at all ────────────────────────────────────────────────────────────────
 expectType<Observable<number>>()(smuxStub<MathContract>(anyClient).sum([1]));
 assert<Equal<keyof ReturnType<typeof smuxStub>, 'emit'>>();
+
+// ── a controller class as the contract (found by a new-user trial) ─────────────────────────────────────────
+// A handler's streamed parameter is typed as it receives it (SmuxStreamedPayload<T>, or AsyncIterable<T> under a
+// transforming ValidationPipe): its stub method takes what a caller sends, any SmuxSource<T>.
+declare class SumController {
+  csSum(items: SmuxStreamedPayload<number>, ctx: SmuxContext): Promise<number>;
+  iterSum(items: AsyncIterable<number>): Promise<number>;
+  double(n: number, ctx: SmuxContext): number;
+}
+const controller = smuxStub<SumController>(client);
+expectType<Observable<number>>()(controller.csSum(from([1, 2])));
+controller.csSum(
+  (async function* () {
+    yield 1;
+  })(),
+);
+controller.csSum(Readable.from([1, 2]));
+controller.csSum(new SmuxRecordBuilder(from([1, 2])).setTimeout(500).build());
+expectType<Observable<number>>()(controller.iterSum(from([1, 2])));
+expectType<Observable<number>>()(controller.double(2));
+// @ts-expect-error a stream of strings where numbers are due
+controller.csSum(from(['1']));
+// @ts-expect-error a single value where a stream is due
+controller.csSum(1);
