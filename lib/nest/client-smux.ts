@@ -188,7 +188,10 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
   // ── connection events ──────────────────────────────────────────────────────────────────────────────────
 
   #ready(session: Session, where: string): void {
-    this.logger.debug?.(`Connected to ${where} (smux protocol version ${session.version})`);
+    // Rate-limited as the server's per-connection lines are: a standalone client logs through Nest's default logger,
+    // which prints debug, and a server's maxConnectionAge rotates a connection as often as it says (found by a new-user
+    // trial: 2 lines a second at maxConnectionAge 1000). Not verbose: the default logger prints that too.
+    this.#warnings.debug('connection', `Connected to ${where} (smux protocol version ${session.version})`);
     this.#events.emit('connect', session);
     this.#scheduler.connected();
   }
@@ -209,9 +212,9 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
     const failure = inFlight > 0 ? error : connectionFailure(error); // 'close' carries an error only for a failure
     if (failure !== undefined) {
       const calls = inFlight > 0 ? ` (${inFlight} call${inFlight === 1 ? '' : 's'} in flight failed with it)` : '';
-      this.#warnings.warn('connection', `Connection to ${where} lost: ${failure.message}${calls}`);
+      this.#warnings.warn('lost connection', `Connection to ${where} lost: ${failure.message}${calls}`);
     } else {
-      this.logger.debug?.(`Connection to ${where} closed`);
+      this.#warnings.debug('connection', `Connection to ${where} closed`);
     }
     this.#events.emit('close', failure);
   }

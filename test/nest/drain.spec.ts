@@ -86,6 +86,23 @@ describe('maxConnectionAge: the server drains, the client moves, no call fails',
       process.stdout.write(`drain run: ${done} calls, ${handle.sessions.length - 1} drains, ${failures.length} failed\n`);
   }, 90_000);
 
+  // Found by a new-user trial: a standalone client (Nest's default logger prints debug) wrote a debug line on every
+  // connect and close — 2 lines a second at maxConnectionAge 1000.
+  test("the client's per-connection debug lines are rate-limited as the server's: 5 per 10 s, then a count", async () => {
+    const handle = await startApp({ controllers: [WorkController], server: { maxConnectionAge: 20 } });
+    const client = handle.client();
+    const start = logLines.length;
+    for (let i = 0; handle.sessions.length < 12; i++) await firstValueFrom(client.send('double', i));
+    await client.close();
+    const lines = logLines.slice(start).filter((l) => l.context === 'ClientSmux' && l.level === 'debug');
+    expect(lines.map((l) => l.message)).toEqual([
+      ...Array.from({ length: 5 }, () =>
+        expect.stringMatching(/^(Connected to 127\.0\.0\.1:\d+ \(smux protocol version 2\)|Connection to 127\.0\.0\.1:\d+ closed)$/),
+      ),
+      expect.stringMatching(/^… and \d+ more connection debug lines like these within 10 s \(not logged one by one\)$/), // was one line each
+    ]);
+  });
+
   test('maxConnectionAgeGrace: a call still running past it ends with the retryable ERR_SMUX_SHUTTING_DOWN', async () => {
     const handle = await startApp({ controllers: [WorkController], server: { maxConnectionAge: 50, maxConnectionAgeGrace: 100 } });
     const client = handle.client();
