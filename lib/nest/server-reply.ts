@@ -214,10 +214,10 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
   /**
    * Writes one RESPONSE; false when the call ended instead. A value JSON cannot carry (a BigInt, a cycle) fails the
    * call with an error rather than leaving the caller waiting; a value the connection's reply budget refuses ends the
-   * call with ERR_SMUX_LIMIT, and so does an Observable's queue outgrowing `maxReplyBufferBytes` (`pulled`: an item
-   * of a pulled source, which waits for the window after each item instead). Feed items: {@link #sendFeedItem}.
+   * call with ERR_SMUX_LIMIT, and so does an Observable's queue outgrowing `maxReplyBufferBytes`. A pulled source's
+   * items: {@link #sendPulled}; feed items: {@link #sendFeedItem}.
    */
-  #send(value: unknown, flags: number, status?: string, pulled = false): boolean {
+  #send(value: unknown, flags: number, status?: string): boolean {
     const buffers = this.#encode(value, flags, status);
     if (buffers === null) return false;
     if ((flags & Flag.ERROR) === 0) {
@@ -228,8 +228,8 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
       }
     }
     this.#endpoint.write(buffers);
-    // An Observable cannot wait: its queue is bounded. A pulled source waits for the window after each item instead.
-    if ((flags & Flag.LAST) === 0 && !pulled && this.#endpoint.writableLength > this.#maxBufferedBytes) {
+    // An Observable cannot wait: its queue is bounded (a pulled source waits for the window after each item instead).
+    if ((flags & Flag.LAST) === 0 && this.#endpoint.writableLength > this.#maxBufferedBytes) {
       const limit = this.#maxBufferedBytes;
       this.#owner.end(
         new SmuxError(
@@ -276,13 +276,39 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
     const outcome = await pullSource(
       this.#endpoint,
       source,
-      (value) => this.#send(value, 0, undefined, true),
+      (value) => this.#sendPulled(value, 0),
       live,
       (release) => (this.#release = release),
     );
     if (!live()) return;
-    if (outcome.done) this.#answer(undefined, Flag.LAST);
-    else this.error(this.#owner.toRpcError(outcome.error));
+    if (!outcome.done) return this.error(this.#owner.toRpcError(outcome.error));
+    const sent = this.#sendPulled(undefined, Flag.LAST);
+    if (sent === true || (sent !== false && (await sent))) this.#owner.answered(false);
+  }
+
+  /**
+   * A pulled source's message. It waits for room in the connection's reply budget, as it waits for its stream's
+   * window: where an Observable's value that does not fit fails the call, a source that can wait is not failed for
+   * the other calls' replies (found by a hostile-peer trial: 500 async-generator replies at once to a caller that
+   * reads failed half the calls with ERR_SMUX_LIMIT). A caller that stops reading is still cut off: the budget stays
+   * exhausted, and `replyStallTimeout` disconnects it.
+   */
+  #sendPulled(value: unknown, flags: number): boolean | Promise<boolean> {
+    const buffers = this.#encode(value, flags);
+    if (buffers === null) return false;
+    const bytes = byteCount(buffers);
+    if (!this.#endpoint.admitsReply(bytes)) return this.#sendWhenRoom(buffers, bytes);
+    this.#endpoint.write(buffers);
+    return true;
+  }
+
+  async #sendWhenRoom(buffers: MessagePiece[], bytes: number): Promise<boolean> {
+    do {
+      await this.#endpoint.replyRoom();
+      if (this.#stopped || !this.#owner.running) return false;
+    } while (!this.#endpoint.admitsReply(bytes));
+    this.#endpoint.write(buffers);
+    return true;
   }
 }
 

@@ -45,14 +45,15 @@ export function releaseResult(result: unknown): void {
 export type PullOutcome = { done: true } | { done: false; error: unknown } | { done: false; error?: undefined; stopped: true };
 
 /**
- * Pulls `source` into `endpoint`, one item at a time: `write(value)` encodes and queues it, and the next item is
- * taken only once the stream's queue is below its high-water mark (the peer's window and the socket drain it).
- * `live()` false stops the pull (cancelled, or the other side ended the call) and releases the source.
+ * Pulls `source` into `endpoint`, one item at a time: `write(value)` encodes and queues it — or returns a promise
+ * while it waits to (the server's connection reply budget is full) — and the next item is taken only once the
+ * stream's queue is below its high-water mark (the peer's window and the socket drain it). `live()` false stops the
+ * pull (cancelled, or the other side ended the call) and releases the source.
  */
 export async function pullSource(
   endpoint: CallEndpoint,
   source: AsyncIterable<unknown>,
-  write: (value: unknown) => void,
+  write: (value: unknown) => unknown,
   live: () => boolean,
   onRelease: (release: (() => void) | null) => void,
 ): Promise<PullOutcome> {
@@ -64,7 +65,8 @@ export async function pullSource(
       const step = await iterator.next();
       if (!live()) return { done: false, stopped: true };
       if (step.done === true) return { done: true };
-      write(step.value);
+      const writing = write(step.value);
+      if (writing instanceof Promise) await writing;
       if (!endpoint.writable) await endpoint.drained();
       if (!live()) return { done: false, stopped: true }; // whoever ended the call released the source
     }

@@ -8,7 +8,7 @@ import * as net from 'node:net';
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { MessagePattern, Payload } from '@nestjs/microservices';
-import { concat, delay, firstValueFrom, from, type Observable, of } from 'rxjs';
+import { concat, count, delay, firstValueFrom, from, lastValueFrom, type Observable, of } from 'rxjs';
 import { ClientSmux, Session, type SmuxError } from '../../lib/index.js';
 import { encodeMessage, Kind } from '../../lib/nest/call-codec.js';
 import { FakeClock } from '../helpers/fake-clock.js';
@@ -34,6 +34,11 @@ class BudgetController {
   burst(@Payload() { size, more }: { size: number; more?: boolean }): Observable<Buffer> {
     const values = from(Array.from({ length: size / (64 * KiB) }, () => Buffer.alloc(64 * KiB, 3)));
     return more === true ? concat(values, of(Buffer.alloc(64 * KiB, 4)).pipe(delay(50))) : values;
+  }
+
+  @MessagePattern('pulled') // `items` values of `size` bytes, pulled as the caller reads
+  async *pulled(@Payload() { items, size }: { items: number; size: number }): AsyncGenerator<Buffer> {
+    for (let i = 0; i < items; i++) yield Buffer.alloc(size, i & 0xff);
   }
 }
 
@@ -189,6 +194,38 @@ describe('maxQueuedReplyBytes and replyStallTimeout: a caller that does not read
     const client = trackClient(new ClientSmux({ host: '127.0.0.1', port: handle.port }));
     const replies = await Promise.all([1, 2, 3].map(() => firstValueFrom(client.send<Buffer>('blob', 1 * MiB))));
     expect(replies.map((r) => r.length)).toEqual([MiB, MiB, MiB]);
+  });
+});
+
+describe('a pulled reply (an AsyncIterable) waits for room in the budget instead of failing', () => {
+  test('64 async-generator replies at once, 16 MiB of windows against a budget of 2 MiB, to a caller that reads: all arrive whole', async () => {
+    const handle = await startApp({ controllers: [BudgetController], server: { maxQueuedReplyBytes: 2 * MiB } });
+    const client = handle.client();
+    // Before (a hostile-peer trial, 500 such calls at the default budget): half of them failed with ERR_SMUX_LIMIT.
+    const calls = Array.from({ length: 64 }, () =>
+      lastValueFrom(client.send<Buffer>('pulled', { items: 64, size: 16 * KiB }).pipe(count())),
+    );
+    expect(await within(Promise.all(calls), 'every reply', 30_000)).toEqual(Array.from({ length: 64 }, () => 64));
+  });
+
+  test('a caller that stops reading them is still disconnected after replyStallTimeout', async () => {
+    const clock = new FakeClock();
+    const handle = await startApp({
+      controllers: [BudgetController],
+      server: { smux: { clock, maxRefusedStreams: 0 }, maxQueuedReplyBytes: 2 * MiB, replyStallTimeout: 5_000 },
+    });
+    const session = await rawSession(handle.port);
+    // 96 pulled replies to a caller that reads none: past each window, each queues up to its stream's 64 KiB
+    // high-water mark — 6 MiB, past the budget's burst ceiling (4 MiB), so pulls wait for room that never comes.
+    for (let i = 0; i < 96; i++) rawCall(session, request('pulled', { items: 1_000, size: 16 * KiB }, String(i))).channel.pause();
+    await until(() => (handle.sessions[0]?.stats.bytesOut ?? 0) >= 4 * MiB, 5_000, 'the windows to go out');
+    const closed = new Promise<unknown>((resolve) => session.once('close', resolve));
+    await advance(clock, 6_000);
+    await within(closed, 'the stalled caller to be disconnected');
+    expect(
+      logLines.some((l) => l.level === 'warn' && /^Disconnected 127\.0\.0\.1:\d+: it left \d+ bytes of replies unread/.test(l.message)),
+    ).toBe(true);
+    await until(() => handle.server.metrics.snapshot().calls.inFlight === 0, 5_000, 'the calls to end');
   });
 });
 
