@@ -1,5 +1,5 @@
 import { IntrinsicException } from '@nestjs/common';
-import type { SmuxError } from '../smux/index.js';
+import { SmuxError } from '../smux/index.js';
 
 /** SmuxError's brand (errors.ts): `instanceof SmuxError` reads it, so that copies of the package recognise each other. */
 const SMUX_ERROR_BRAND = Symbol.for('nestjs-smux.SmuxError');
@@ -41,4 +41,16 @@ class HandlerFacingError extends IntrinsicException {
 /** `reason` as handler code receives it: a SmuxError that Nest's exception filters do not log (see above). */
 export function handlerFacing(reason: SmuxError): SmuxError {
   return reason instanceof HandlerFacingError ? reason : (new HandlerFacingError(reason) as unknown as SmuxError);
+}
+
+/**
+ * What a handler's input fails with when the caller's direction ends with `END` + `ERROR` (its source failed;
+ * PROTOCOL.md §5, §6): a message of ours, the caller's error body (as sent) only as `cause`. The body is the peer's
+ * text: thrown on as it was, Nest's exception filter logged it verbatim — one ERROR line per call, as long as the
+ * body, with its ANSI escapes and forged `[Nest]` lines (found by a hostile-peer trial). Handler-facing, it is not
+ * logged at all. `ERR_SMUX_CANCELLED`: the caller's side ended the call's input before its end, as a ClientSmux
+ * whose source fails does with its FIN — so a handler sees the same code whichever caller's source failed.
+ */
+export function callerSourceFailed(body: unknown): SmuxError {
+  return handlerFacing(new SmuxError('ERR_SMUX_CANCELLED', "the caller's source failed", { cause: body }));
 }

@@ -2,7 +2,7 @@ import { isObservable } from 'rxjs';
 import { SmuxError } from '../smux/index.js';
 import { type CallMessage, Flag, Kind } from './call-codec.js';
 import type { CallEndpoint } from './call-endpoint.js';
-import { handlerFacing } from './handler-facing-error.js';
+import { callerSourceFailed, handlerFacing } from './handler-facing-error.js';
 import { attachDuplex, byteStreamViolation, deliverToDuplex, failDuplex, type RawCallOwner, SmuxDuplex } from './raw-duplex.js';
 import { endPayload, failPayload, pushToPayload, SmuxStreamedPayload } from './streamed-input.js';
 
@@ -96,7 +96,7 @@ class StreamedRequestInput extends ServerInput {
     if (message.kind === Kind.DATA) return pushToPayload(payload, message.body, size);
     this.#endpoint.stopReading();
     if (message.kind === Kind.END && (message.flags & Flag.ERROR) === 0) endPayload(payload);
-    else if (message.kind === Kind.END) failPayload(payload, message.body);
+    else if (message.kind === Kind.END) failPayload(payload, callerSourceFailed(message.body));
     else this.#owner.end(new SmuxError('ERR_SMUX_PROTOCOL', `a streamed request carries DATA and END messages, got kind ${message.kind}`));
   }
 
@@ -159,8 +159,17 @@ export class ByteStreamInput extends ServerInput implements RawCallOwner {
     const violation = byteStreamViolation(message);
     if (violation !== null) return this.#owner.end(violation);
     // The caller's END is its direction's last message: what follows it is not read (whatever the framing).
-    if (message.kind === Kind.END) this.#endpoint.stopReading();
-    deliverToDuplex(duplex, message);
+    if (message.kind !== Kind.END) return deliverToDuplex(duplex, message);
+    this.#endpoint.stopReading();
+    if ((message.flags & Flag.ERROR) === 0) return deliverToDuplex(duplex, message);
+    // END + ERROR: the caller's direction failed, so ours can no longer end normally (the Duplex is destroyed, its
+    // end() refused) — the call fails now, whatever the handler does: its Duplex errors and ctx.signal aborts with
+    // the same error, and the caller gets a transport error + LAST, then FIN. Waiting for both ends instead held the
+    // call, its slot and inFlight until the connection closed (found by a hostile-peer trial). After our END + LAST
+    // the caller has its answer: the call is only cancelled.
+    const error = callerSourceFailed(message.body);
+    if ((this.#ends & 1) !== 0) this.#owner.cancel(error);
+    else this.#owner.end(error);
   }
 
   override handlerSettled(): void {

@@ -47,7 +47,8 @@ function subscribePayload(this: Observable<unknown>, subscriber: Subscriber<unkn
  * `AsyncIterable`: `for await (const item of payload)` takes one item at a time, and the stream's window
  * reopens only as items are taken, so a caller can never run far ahead of the handler. Read it once (one
  * subscription or one iteration). Items that arrive before the handler starts reading are held (bounded: the
- * sender waits). It errors with `ERR_SMUX_CANCELLED` when the caller cancels, or with the caller's error.
+ * sender waits). It errors with `ERR_SMUX_CANCELLED` when the caller cancels, or when its source failed (an
+ * `END` + `ERROR`: the caller's error is the `cause`).
  */
 export class SmuxStreamedPayload<T = unknown> extends Observable<T> implements AsyncIterable<T> {
   readonly #flow: InputFlow;

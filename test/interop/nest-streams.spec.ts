@@ -268,7 +268,7 @@ describeWithGo('Go caller streams to Nest ServerSmux (§5 client streams, §6 by
     expect(code).toBe(0);
   });
 
-  test("END + ERROR: the handler's input fails with the caller's error body, and the call ends with ERROR + LAST", async () => {
+  test("END + ERROR: the handler's input fails with ERR_SMUX_CANCELLED (the caller's error body as cause), and the call ends with ERROR + LAST", async () => {
     const { code, result } = await neststream(main.addr, [
       '-v',
       '2',
@@ -285,7 +285,9 @@ describeWithGo('Go caller streams to Nest ServerSmux (§5 client streams, §6 by
     expect(result).toMatchObject({ ok: true, last: true, transport: false, itemsSent: 5, endSent: true, serverFin: true });
     expect(result.error).toEqual({ status: 'error', message: 'Internal server error' });
     expect(code).toBe(0);
-    expect(probe.inputError).toEqual({ code: 'E_SOURCE' });
+    // A SmuxError of ours, not the peer's body, which Nest would log as it is (caller-source-failed.spec).
+    expect(probe.inputError).toMatchObject({ code: 'ERR_SMUX_CANCELLED', message: "the caller's source failed" });
+    expect((probe.inputError as Error).cause).toEqual({ code: 'E_SOURCE' });
   });
 
   test("the handler's LAST before the caller's END: Go stops sending and FINs, the server drops the rest", async () => {
@@ -429,7 +431,7 @@ describeWithGo('Go caller streams to Nest ServerSmux (§5 client streams, §6 by
     expect(probe.echo).toEqual({ bytes: size, sha256: result.sentSha256 });
   });
 
-  test("a byte upload that ends with END + ERROR fails the handler's Duplex with the caller's error body", async () => {
+  test("a byte upload that ends with END + ERROR fails the handler's Duplex, and the call, with ERR_SMUX_CANCELLED (the caller's error body as cause)", async () => {
     const { code, result } = await neststream(main.addr, [
       '-v',
       '2',
@@ -443,14 +445,15 @@ describeWithGo('Go caller streams to Nest ServerSmux (§5 client streams, §6 by
       '{"code":"E_UPLOAD"}',
       '-expect-error',
     ]);
-    // The handler threw (its pipeline failed with the caller's error): §6, the call ends with a plain RESPONSE + ERROR +
-    // LAST carrying Nest's rendering of the throw (never END + ERROR from the server).
-    expect(result).toMatchObject({ ok: true, last: true, endSent: true, sent: MiB, transport: false });
-    expect(result).toMatchObject({ errorKind: Kind.RESPONSE, endFlags: Flag.LAST | Flag.ERROR });
-    expect(result.error).toEqual({ status: 'error', message: 'Internal server error' });
+    // §6: the caller's direction failed, so the server's cannot end normally — the call fails at once with a
+    // transport error (RESPONSE + ERROR + TRANSPORT + LAST; never END + ERROR from the server), whatever the handler does.
+    expect(result).toMatchObject({ ok: true, last: true, endSent: true, sent: MiB, transport: true });
+    expect(result).toMatchObject({ errorKind: Kind.RESPONSE, endFlags: Flag.LAST | Flag.ERROR | Flag.TRANSPORT });
+    expect(result.error).toEqual({ code: 'ERR_SMUX_CANCELLED', message: "the caller's source failed" });
     expect(code).toBe(0);
     await until('the handler to fail', () => probe.rawError !== undefined);
-    expect(probe.rawError).toEqual({ code: 'E_UPLOAD' });
+    expect(probe.rawError).toMatchObject({ code: 'ERR_SMUX_CANCELLED', message: "the caller's source failed" });
+    expect((probe.rawError as Error).cause).toEqual({ code: 'E_UPLOAD' });
   });
 
   test('a byte stream to a pattern without a handler: RESPONSE + ERROR + LAST before any byte comes back', async () => {

@@ -114,12 +114,14 @@ describe('ServerInput: a streamed request (REQUEST + STREAM, DATA … END)', () 
     expect(completed).toBe(true);
   });
 
-  test("END + ERROR errors the payload with the caller's error body (held items are dropped)", async () => {
+  test("END + ERROR errors the payload with ERR_SMUX_CANCELLED, the caller's error body as cause (held items are dropped)", async () => {
     const failure = { code: 'SOURCE_FAILED', message: 'the disk went away' };
     const { call } = await started(Flag.STREAM, data('a'), message(Kind.END, Flag.ERROR, failure));
     const taken = watch(take(call.input!));
     await flush();
-    expect(taken).toMatchObject({ settled: true, error: failure });
+    // Not the body itself: a handler that rethrows it had Nest log the peer's text (caller-source-failed.spec).
+    expect(taken).toMatchObject({ settled: true, error: { code: 'ERR_SMUX_CANCELLED', message: "the caller's source failed" } });
+    expect((taken.error as Error).cause).toEqual(failure);
   });
 
   test('a message of another kind mid-stream ends the call with an ERR_SMUX_PROTOCOL transport error; the payload errors too', async () => {
@@ -317,14 +319,20 @@ describe('ServerInput: a byte stream (REQUEST + RAW, RAW … END each way)', () 
     }
   });
 
-  test("END + ERROR from the caller (its direction failed) errors the handler's Duplex with the body; its upload never looks complete", async () => {
+  test("END + ERROR from the caller (its direction failed) errors the handler's Duplex and fails the call; its upload never looks complete", async () => {
     const failure = { code: 'SOURCE_FAILED', message: 'the disk went away' };
     const { c, call } = await started(Flag.RAW, raw('half'));
     const seen = reading(call.duplex!);
     await flush();
     c.channel.write(message(Kind.END, Flag.ERROR, failure));
     await flush();
-    expect(seen).toMatchObject({ text: 'half', ended: false, error: failure });
+    const error = { code: 'ERR_SMUX_CANCELLED', message: "the caller's source failed" };
+    expect(seen).toMatchObject({ text: 'half', ended: false, error });
+    expect((seen.error as Error).cause).toEqual(failure);
+    expect(call.signal.reason).toBe(seen.error);
+    // Our direction can no longer end normally: the call fails at once (it used to wait for good).
+    expect(c.messages).toEqual([expect.objectContaining({ kind: Kind.RESPONSE, flags: TRANSPORT_ERROR, body: error })]);
+    expect(c.fin).toBe(true);
   });
 
   test("the caller's FIN mid-stream errors the Duplex with ERR_SMUX_CANCELLED and aborts call.signal; nothing is written", async () => {
