@@ -40,6 +40,24 @@ export const Flag = {
 
 /** Every flag bit this version knows (a message with another bit set is refused). */
 export const KNOWN_FLAGS = (1 << 13) - 1;
+/**
+ * The flags each kind may carry, by kind (docs/PROTOCOL.md §2): a message with another bit set is malformed — a flag
+ * without meaning for its kind (FEED on a REQUEST eats 16 body bytes as its fields; STREAM on an EVENT would drop its
+ * DATA) is refused, never guessed at. One lookup per message in the decoder.
+ */
+export const KIND_FLAGS: readonly number[] = [
+  0, // no kind 0
+  /* REQUEST */ Flag.OPAQUE | Flag.ID | Flag.PATTERN | Flag.PATTERN_JSON | Flag.TIMEOUT | Flag.HEADERS | Flag.STREAM | Flag.RAW,
+  /* EVENT */ Flag.OPAQUE | Flag.PATTERN | Flag.PATTERN_JSON | Flag.HEADERS,
+  /* RESPONSE */ Flag.LAST | Flag.ERROR | Flag.OPAQUE | Flag.STATUS | Flag.TRANSPORT | Flag.FEED,
+  /* DATA */ 0,
+  /* END */ Flag.LAST | Flag.ERROR,
+  /* RAW */ 0,
+  /* HELLO */ 0,
+  /* PING */ Flag.ID,
+  /* PONG */ Flag.ID,
+  /* DRAIN */ 0,
+];
 /** The flags that announce a field. */
 export const FIELD_FLAGS = Flag.ID | Flag.PATTERN | Flag.TIMEOUT | Flag.HEADERS | Flag.STATUS | Flag.FEED;
 /** Bytes of the message prefix. */

@@ -1,7 +1,7 @@
 import { Buffer } from 'node:buffer';
 import { SmuxError } from '../smux/index.js';
 import { detached } from '../util/detached.js';
-import { type CallMessage, Encoding, FIELD_FLAGS, Flag, Kind, KNOWN_FLAGS, LAST_KIND, PREFIX_SIZE } from './call-codec.js';
+import { type CallMessage, Encoding, FIELD_FLAGS, Flag, Kind, KIND_FLAGS, KNOWN_FLAGS, LAST_KIND, PREFIX_SIZE } from './call-codec.js';
 import { cachedText } from './text-cache.js';
 
 /*
@@ -22,10 +22,13 @@ export interface MessageSink {
   readonly rawPieces?: boolean;
 }
 
-/** Flags a RAW message delivered in pieces may carry: known ones, none announcing a field. */
-const PIECE_FLAGS = KNOWN_FLAGS & ~(FIELD_FLAGS | Flag.PATTERN_JSON);
+/** Flags a RAW message delivered in pieces may carry: those valid on a RAW (none announces a field). */
+const PIECE_FLAGS = KIND_FLAGS[Kind.RAW];
 
-/** Whether the prefix at `buf[at]` is a RAW message that may be delivered in pieces: bytes, no fields, known flags. */
+/**
+ * Whether the prefix at `buf[at]` is a RAW message that may be delivered in pieces: bytes, valid flags. Another one is
+ * gathered whole and refused by {@link decodeMessage}.
+ */
 function pieceable(buf: Buffer, at: number): boolean {
   return buf[at] === Kind.RAW && buf[at + 1] === Encoding.BYTES && (buf.readUInt16LE(at + 2) & ~PIECE_FLAGS) === 0;
 }
@@ -251,7 +254,7 @@ function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
   const encoding = buf[start + 1];
   const flags = buf.readUInt16LE(start + 2);
   if (kind < Kind.REQUEST || kind > LAST_KIND) throw malformed(`unknown message kind ${kind}`);
-  if ((flags & ~KNOWN_FLAGS) !== 0) throw malformed(`unknown flag bits 0x${flags.toString(16)}`);
+  if ((flags & ~KIND_FLAGS[kind]) !== 0) throw malformed(invalidFlags(kind, flags));
   const message = newMessage(kind, flags, undefined);
   cursor = start + PREFIX_SIZE;
   if ((flags & FIELD_FLAGS) !== 0) {
@@ -273,6 +276,14 @@ function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
   }
   const at = cursor;
   if ((flags & Flag.PATTERN_JSON) !== 0 && (flags & Flag.PATTERN) === 0) throw malformed('PATTERN_JSON without a PATTERN field');
+  if ((flags & STREAMING) !== 0) {
+    // Only a REQUEST may carry these (KIND_FLAGS): a client stream or a byte stream, not both; a client stream's data
+    // follows as DATA, so its REQUEST has no body (an OPAQUE one's body is the serialized packet, without data).
+    if ((flags & STREAMING) === STREAMING) throw malformed('STREAM and RAW together');
+    if ((flags & (Flag.STREAM | Flag.OPAQUE)) === Flag.STREAM && encoding !== Encoding.NONE) {
+      throw malformed('a STREAM request with a body (its data follows as DATA messages)');
+    }
+  }
   switch (encoding) {
     case Encoding.NONE:
       if (at !== end) throw malformed('a body with encoding "none"');
@@ -294,6 +305,18 @@ function decodeMessage(buf: Buffer, start: number, end: number): CallMessage {
       throw malformed(`unknown body encoding ${encoding}`);
   }
   return message;
+}
+
+const STREAMING = Flag.STREAM | Flag.RAW;
+
+const KIND_NAMES = ['', 'REQUEST', 'EVENT', 'RESPONSE', 'DATA', 'END', 'RAW', 'HELLO', 'PING', 'PONG', 'DRAIN'];
+const FLAG_NAMES = Object.keys(Flag);
+
+/** Why `flags` are refused on `kind`: bits this version does not know, or flags the kind does not take. */
+function invalidFlags(kind: number, flags: number): string {
+  if ((flags & ~KNOWN_FLAGS) !== 0) return `unknown flag bits 0x${flags.toString(16)}`;
+  const names = FLAG_NAMES.filter((_, bit) => (flags & ~KIND_FLAGS[kind] & (1 << bit)) !== 0);
+  return `flag${names.length > 1 ? 's' : ''} ${names.join('|')} not valid on ${KIND_NAMES[kind]}`;
 }
 
 function parseHeaders(text: string): Record<string, string> {

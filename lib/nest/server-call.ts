@@ -9,6 +9,7 @@ import type { SmuxDuplex } from './raw-duplex.js';
 import { adoptResult, answerReply, type ReplyOwner, ServerReply, stopReply } from './server-reply.js';
 import type { CallControl } from './smux.context.js';
 import { ByteStreamInput, type InputOwner, ServerInput } from './server-input.js';
+import { controlRefusal } from './server-control.js';
 import { releaseResult } from './sources.js';
 import type { SmuxStreamedPayload } from './streamed-input.js';
 import { type ServerSpan, serverSpanOf } from './tracing.js';
@@ -135,7 +136,10 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   // ── EndpointOwner ──────────────────────────────────────────────────────────────────────────────────────
 
   onMessage(message: CallMessage, size: number): void {
-    if (this.#state === CONTROL) return this.#host.controlMessage(this, message);
+    if (this.#state === CONTROL) {
+      const refusal = controlRefusal(message.kind);
+      return refusal === null ? this.#host.controlMessage(this, message) : this.refuse(refusal);
+    }
     if (this.#state !== AWAITING) return this.#input?.deliver(message, size);
     const { kind, flags } = message;
     const endpoint = this.#endpoint;

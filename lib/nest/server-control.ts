@@ -22,6 +22,18 @@ export function helloRefusal(body: unknown, dialled: boolean, answered: boolean)
 }
 
 /**
+ * Why a message on the control stream after the hello is refused, or null when the control link takes it: a client
+ * sends PING and PONG there, nothing else (a second HELLO, a call's REQUEST, a server's DRAIN have no meaning on it).
+ * The control stream is then refused as a malformed message on it is: ERR_SMUX_PROTOCOL on it, then FIN.
+ * @param kind - the message's kind
+ */
+export function controlRefusal(kind: number): SmuxError | null {
+  if (kind === Kind.PING || kind === Kind.PONG) return null;
+  const what = kind === Kind.HELLO ? 'a second HELLO on one connection' : `a message of kind ${kind}`;
+  return new SmuxError('ERR_SMUX_PROTOCOL', `${what} on the control stream (only PING and PONG are read there)`);
+}
+
+/**
  * The server's end of a connection's control stream (docs/PROTOCOL.md §3), from the moment it answers the client's
  * HELLO: the stream, and the {@link ControlLink} that carries PING, PONG and DRAIN on it. It is the link's host
  * itself (how the link writes and what it reports), so an answered hello costs this one object, as the host

@@ -1,9 +1,9 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
-import { MessagePattern, Payload } from '@nestjs/microservices';
+import { EventPattern, MessagePattern, Payload } from '@nestjs/microservices';
 import { firstValueFrom } from 'rxjs';
 import { ClientSmux, type SmuxChannel } from '../../lib/index.js';
-import { type CallMessage, encodeMessage, Flag, Kind } from '../../lib/nest/call-codec.js';
+import { type CallMessage, encodeMessage, Flag, Kind, TRANSPORT_ERROR } from '../../lib/nest/call-codec.js';
 import {
   type AppHandle,
   closeAll,
@@ -93,11 +93,19 @@ describe('ClientSmux against a server that breaks the rules', () => {
   });
 });
 
+/** Events the app ran (a refused EVENT must not be one of them). */
+const noted: unknown[] = [];
+
 @Controller()
 class EchoController {
   @MessagePattern('echo')
   echo(@Payload() data: unknown) {
     return data;
+  }
+
+  @EventPattern('note')
+  note(@Payload() data: unknown) {
+    noted.push(data);
   }
 }
 
@@ -131,6 +139,96 @@ describe('ServerSmux against a caller that breaks the rules', () => {
     expect(call.messages).toEqual([]);
     const serverSession = handle.sessions.at(-1)!;
     await until(() => serverSession.numStreams === 0, 5_000, 'the server to release the stream');
+  });
+
+  /** Expects `call` to be refused with ERR_SMUX_PROTOCOL whose message contains `text`, then the server's FIN. */
+  async function expectRefused(call: ReturnType<typeof rawCall>, text: string): Promise<void> {
+    const last = await within(call.last, 'the answer');
+    expect(last.kind).toBe(Kind.RESPONSE);
+    expect(last.flags).toBe(TRANSPORT_ERROR);
+    expect(last.body).toEqual({ code: 'ERR_SMUX_PROTOCOL', message: expect.stringContaining(text) });
+    await within(call.ended, "the server's FIN");
+    call.channel.end();
+  }
+
+  /** A control stream whose hello was answered. */
+  async function controlStream(session: Awaited<ReturnType<typeof rawSession>>): Promise<ReturnType<typeof rawCall>> {
+    const control = rawCall(session, encodeMessage(Kind.HELLO, 0, { protocol: 1, features: ['control'] }));
+    await until(() => control.messages.length > 0, 5_000, "the server's HELLO");
+    expect(control.messages[0].kind).toBe(Kind.HELLO);
+    return control;
+  }
+
+  test('a second HELLO on the control stream itself is refused there with ERR_SMUX_PROTOCOL; calls go on', async () => {
+    const session = await rawSession(handle.port);
+    const control = await controlStream(session);
+    for (const buffer of encodeMessage(Kind.HELLO, 0, { protocol: 1 })) control.channel.write(buffer);
+    await expectRefused(control, 'a second HELLO on one connection');
+    const ok = rawCall(session, encodeMessage(Kind.REQUEST, 0, 'still fine', { pattern: 'echo' }));
+    expect((await within(ok.last, 'the answer')).body).toBe('still fine');
+  });
+
+  test('a REQUEST (or an EVENT, a DRAIN) on the control stream is refused there with ERR_SMUX_PROTOCOL, not run', async () => {
+    for (const message of [
+      encodeMessage(Kind.REQUEST, 0, 'on control', { pattern: 'echo' }),
+      encodeMessage(Kind.EVENT, 0, 'on control', { pattern: 'note' }),
+      encodeMessage(Kind.DRAIN, 0, { reason: 'a client has none to give' }),
+    ]) {
+      const session = await rawSession(handle.port);
+      const control = await controlStream(session);
+      for (const buffer of message) control.channel.write(buffer);
+      await expectRefused(control, 'on the control stream (only PING and PONG are read there)');
+      expect(control.messages.map((m) => m.kind)).toEqual([Kind.HELLO, Kind.RESPONSE]); // no echo of the request
+    }
+    expect(noted).toEqual([]);
+  });
+
+  test('FEED on a REQUEST is refused (it ate 16 body bytes as its fields)', async () => {
+    const session = await rawSession(handle.port);
+    await expectRefused(
+      rawCall(session, encodeMessage(Kind.REQUEST, Flag.FEED, 'twenty characters!!!', { pattern: 'echo' })),
+      'flag FEED not valid on REQUEST',
+    );
+  });
+
+  test('LAST, ERROR, TRANSPORT (or STATUS) on a REQUEST are refused', async () => {
+    const session = await rawSession(handle.port);
+    for (const [flags, names] of [
+      [Flag.LAST, 'LAST'],
+      [Flag.ERROR, 'ERROR'],
+      [Flag.LAST | Flag.ERROR | Flag.TRANSPORT, 'LAST|ERROR|TRANSPORT'],
+    ] as const) {
+      await expectRefused(rawCall(session, encodeMessage(Kind.REQUEST, flags, 'x', { pattern: 'echo' })), `${names} not valid on REQUEST`);
+    }
+    await expectRefused(rawCall(session, encodeMessage(Kind.REQUEST, 0, 'x', { pattern: 'echo', status: 'error' })), 'flag STATUS');
+  });
+
+  test('a STREAM request with a body is refused (its data follows as DATA)', async () => {
+    const session = await rawSession(handle.port);
+    const request = encodeMessage(Kind.REQUEST, Flag.STREAM, 'a body', { pattern: 'echo' });
+    await expectRefused(rawCall(session, [...request, ...encodeMessage(Kind.END, 0, undefined)]), 'a STREAM request with a body');
+  });
+
+  test('STREAM and RAW together on a REQUEST are refused', async () => {
+    const session = await rawSession(handle.port);
+    const request = encodeMessage(Kind.REQUEST, Flag.STREAM | Flag.RAW, undefined, { pattern: 'echo' });
+    await expectRefused(rawCall(session, [...request, ...encodeMessage(Kind.END, 0, undefined)]), 'STREAM and RAW together');
+  });
+
+  test('an EVENT with STREAM (or another flag an EVENT does not take) is refused and not run', async () => {
+    const session = await rawSession(handle.port);
+    for (const [flags, name] of [
+      [Flag.STREAM, 'STREAM'],
+      [Flag.RAW, 'RAW'],
+      [Flag.LAST, 'LAST'],
+      [Flag.TIMEOUT, 'TIMEOUT'],
+    ] as const) {
+      const event = encodeMessage(Kind.EVENT, flags, `bad ${name}`, { pattern: 'note' });
+      await expectRefused(rawCall(session, [...event, ...encodeMessage(Kind.DATA, 0, 'item')]), `flag ${name} not valid on EVENT`);
+    }
+    rawCall(session, encodeMessage(Kind.EVENT, 0, 'good', { pattern: 'note' })).channel.end();
+    await until(() => noted.length > 0, 5_000, 'the valid event to run');
+    expect(noted).toEqual(['good']);
   });
 
   test('a request written one byte at a time is answered', async () => {

@@ -6,7 +6,7 @@
  */
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
-import { type CallMessage, Encoding, encodeMessage, Flag, Kind, PREFIX_SIZE } from '../../lib/nest/call-codec.js';
+import { type CallMessage, Encoding, encodeMessage, Flag, Kind, KIND_FLAGS, PREFIX_SIZE } from '../../lib/nest/call-codec.js';
 import { MessageReader, type MessageSink } from '../../lib/nest/message-reader.js';
 import { deliverToDuplex, SmuxDuplex } from '../../lib/nest/raw-duplex.js';
 import { SmuxError } from '../../lib/smux/index.js';
@@ -105,7 +105,7 @@ describe('MessageReader: RAW messages in pieces for a byte-stream sink', () => {
 
   test('whole messages in a chunk decode in place as usual; a RAW message cut after its prefix or inside it goes on when the rest comes', () => {
     const a = wire(Kind.REQUEST, Flag.RAW, { x: 1 }, { id: '1', pattern: 'p' });
-    const b = rawMessage(Buffer.from('hello'), Flag.LAST);
+    const b = rawMessage(Buffer.from('hello'));
     const c = rawMessage(Buffer.from('world!'));
     const d = wire(Kind.END, 0, undefined);
     const stream = Buffer.concat([a, b, c, d]);
@@ -121,11 +121,11 @@ describe('MessageReader: RAW messages in pieces for a byte-stream sink', () => {
   });
 
   test('an empty RAW body whose prefix straddles chunks is one empty RAW message; what follows still decodes', () => {
-    const stream = Buffer.concat([rawMessage(Buffer.alloc(0), Flag.LAST), wire(Kind.END, Flag.LAST, undefined)]);
+    const stream = Buffer.concat([rawMessage(Buffer.alloc(0)), wire(Kind.END, Flag.LAST, undefined)]);
     for (let i = 1; i < PREFIX_SIZE; i++) {
       const { sink, reader } = decode(splitAt(stream, [i]), true);
       expect(sink.messages.map((m) => [m.kind, m.flags, (m.body as Buffer | undefined)?.length])).toEqual([
-        [Kind.RAW, Flag.LAST, 0],
+        [Kind.RAW, 0, 0],
         [Kind.END, Flag.LAST, undefined],
       ]);
       expect(sink.sizes).toEqual([PREFIX_SIZE, PREFIX_SIZE]);
@@ -153,7 +153,8 @@ describe('MessageReader: RAW messages in pieces for a byte-stream sink', () => {
       { bytes: handMade(Kind.RAW, Encoding.NONE, 0, Buffer.alloc(50)), expected: 'ERR_SMUX_PROTOCOL' }, // a body with "none"
       { bytes: wire(Kind.RAW, 0, 'a string body of some length'), expected: { encoding: 'string' } },
       { bytes: wire(Kind.RAW, 0, { json: [1, 2, 3] }), expected: { encoding: 'object' } },
-      { bytes: wire(Kind.RAW, 0, Buffer.alloc(40, 1), { id: 'x' }), expected: { encoding: 'object' } }, // a field: joined
+      { bytes: wire(Kind.RAW, 0, Buffer.alloc(40, 1), { id: 'x' }), expected: 'ERR_SMUX_PROTOCOL' }, // a field: not on a RAW
+      { bytes: handMade(Kind.RAW, Encoding.BYTES, Flag.LAST, Buffer.alloc(50)), expected: 'ERR_SMUX_PROTOCOL' }, // a RAW takes no flag
     ];
     for (const { bytes, expected } of cases) {
       for (let i = 1; i < bytes.length; i += 5) {
@@ -214,17 +215,19 @@ describe('MessageReader: RAW messages in pieces for a byte-stream sink', () => {
       {
         arbitrary: fc.record({
           kind: fc.constant(Kind.RAW),
-          flags: fc.subarray([Flag.LAST, Flag.ERROR, Flag.OPAQUE]).map((bits) => bits.reduce((a, b) => a | b, 0)),
+          flags: fc.constant(0), // a RAW takes no flag (KIND_FLAGS)
           value: rawBody.map((a) => Buffer.from(a)),
         }),
         weight: 5,
       },
       {
-        arbitrary: fc.record({
-          kind: fc.constantFrom(Kind.END, Kind.DATA, Kind.RESPONSE, Kind.RAW),
-          flags: fc.constantFrom(0, Flag.LAST),
-          value: fc.oneof(fc.constant(undefined), fc.jsonValue({ maxDepth: 2 }), fc.string({ maxLength: 30 })),
-        }),
+        arbitrary: fc
+          .record({
+            kind: fc.constantFrom(Kind.END, Kind.DATA, Kind.RESPONSE, Kind.RAW),
+            flags: fc.constantFrom(0, Flag.LAST),
+            value: fc.oneof(fc.constant(undefined), fc.jsonValue({ maxDepth: 2 }), fc.string({ maxLength: 30 })),
+          })
+          .map((m) => ({ ...m, flags: m.flags & KIND_FLAGS[m.kind] })),
         weight: 1,
       },
     );
