@@ -41,6 +41,24 @@ export function releaseResult(result: unknown): void {
   else if (isAsyncIterable(result)) releaseSource(result);
 }
 
+/**
+ * Items all pulls of the process may take in one turn of the event loop; past it, a pull waits for the next turn
+ * (`setImmediate`), after the I/O of every connection. An async generator yields its items on microtasks: a thousand
+ * pulled replies at once took turns of 200 – 460 ms, and other connections' calls waited that long (a hostile-peer
+ * trial, docs/NOTES.md).
+ */
+export const PULLS_PER_TURN = 256;
+
+let pulledThisTurn = 0;
+let turnEnding = false;
+function endPullTurn(): void {
+  pulledThisTurn = 0;
+  turnEnding = false;
+}
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** How a pull ended. */
 export type PullOutcome = { done: true } | { done: false; error: unknown } | { done: false; error?: undefined; stopped: true };
 
@@ -62,6 +80,14 @@ export async function pullSource(
   onRelease(() => releaseSource(source, iterator));
   try {
     for (;;) {
+      if (!turnEnding) {
+        turnEnding = true;
+        setImmediate(endPullTurn);
+      }
+      if (++pulledThisTurn > PULLS_PER_TURN) {
+        await nextTurn();
+        if (!live()) return { done: false, stopped: true };
+      }
       const step = await iterator.next();
       if (!live()) return { done: false, stopped: true };
       if (step.done === true) return { done: true };
