@@ -204,6 +204,16 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
     return this.#budget === null || this.#budget.admitsReply(this, bytes);
   }
 
+  /** Counts a reply that waits for room in the connection's budget (ConnectionBudget.holdWaiting); false past it. */
+  holdWaitingReply(bytes: number): boolean {
+    return this.#budget === null || this.#budget.holdWaiting(bytes);
+  }
+
+  /** Ends what {@link holdWaitingReply} counted. */
+  releaseWaitingReply(bytes: number): void {
+    this.#budget?.releaseWaiting(bytes);
+  }
+
   /** Resolves once the connection's reply budget has room again (at once without a budget). */
   replyRoom(): Promise<void> {
     return this.#budget === null ? Promise.resolve() : this.#budget.whenRoom();

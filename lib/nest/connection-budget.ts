@@ -50,6 +50,7 @@ export class ConnectionBudget {
   #refreshScheduled = false;
   #largest: ReplyQueue | null = null; // the endpoint holding the most reply bytes, as its charges showed
   #roomWaiters: Array<() => void> | null = null; // feeds holding an item until replies fit again
+  #waiting = 0; // encoded items of pulled replies held until they fit (holdWaiting)
 
   constructor(limits: BudgetLimits, clock: Clock) {
     this.#limits = limits;
@@ -145,6 +146,22 @@ export class ConnectionBudget {
    */
   whenRoom(): Promise<void> {
     return new Promise((resolve) => (this.#roomWaiters ??= []).push(resolve));
+  }
+
+  /**
+   * Counts an encoded item of a pulled reply that waits for room (ServerReply): at most `maxQueuedReplyBytes` of them
+   * wait on one connection (one item alone may be larger) — false past it, and the call is refused, as an Observable's
+   * value is. Without it a thousand waiting calls held an item each outside the budget. {@link releaseWaiting} ends it.
+   */
+  holdWaiting(bytes: number): boolean {
+    if (this.#waiting > 0 && this.#waiting + bytes > this.#limits.maxQueuedReplyBytes) return false;
+    this.#waiting += bytes;
+    return true;
+  }
+
+  /** An item {@link holdWaiting} counted is queued, or dropped. */
+  releaseWaiting(bytes: number): void {
+    this.#waiting -= bytes;
   }
 
   /** How long the caller has left the budget exhausted without reading (0: it has not). */

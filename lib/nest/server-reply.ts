@@ -302,12 +302,26 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
     return true;
   }
 
+  /**
+   * Holds an encoded item until the budget admits it. What waits so is counted: at most `maxQueuedReplyBytes` of such
+   * items per connection, past which the call is refused as before (a thousand calls each holding an item for a
+   * caller that reads nothing held them outside the budget).
+   */
   async #sendWhenRoom(buffers: MessagePiece[], bytes: number): Promise<boolean> {
-    do {
-      await this.#endpoint.replyRoom();
-      if (this.#stopped || !this.#owner.running) return false;
-    } while (!this.#endpoint.admitsReply(bytes));
-    this.#endpoint.write(buffers);
+    const endpoint = this.#endpoint;
+    if (!endpoint.holdWaitingReply(bytes)) {
+      this.#owner.end(endpoint.replyRefusal(bytes)!);
+      return false;
+    }
+    try {
+      do {
+        await endpoint.replyRoom();
+        if (this.#stopped || !this.#owner.running) return false;
+      } while (!endpoint.admitsReply(bytes));
+    } finally {
+      endpoint.releaseWaitingReply(bytes);
+    }
+    endpoint.write(buffers);
     return true;
   }
 }

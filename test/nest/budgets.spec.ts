@@ -208,6 +208,16 @@ describe('a pulled reply (an AsyncIterable) waits for room in the budget instead
     expect(await within(Promise.all(calls), 'every reply', 30_000)).toEqual(Array.from({ length: 64 }, () => 64));
   });
 
+  test('what waits for room is counted: past the budget, a waiting item fails its call instead of waiting in memory', async () => {
+    const handle = await startApp({ controllers: [BudgetController], server: { maxQueuedReplyBytes: 2 * MiB } });
+    const session = await rawSession(handle.port);
+    // 40 pulled replies of 256 KiB items to a caller that reads none: past the windows and the queues, at most 2 MiB
+    // of items (8) may wait for room; the calls beyond are refused (on the old code all 40 waited, holding an item each).
+    for (let i = 0; i < 40; i++) rawCall(session, request('pulled', { items: 10, size: 256 * KiB }, String(i))).channel.pause();
+    const refused = (): number => handle.server.metrics.snapshot().calls.failed.ERR_SMUX_LIMIT ?? 0;
+    await until(() => refused() >= 10, 5_000, 'the calls past the budget to be refused');
+  });
+
   test('a caller that stops reading them is still disconnected after replyStallTimeout', async () => {
     const clock = new FakeClock();
     const handle = await startApp({
