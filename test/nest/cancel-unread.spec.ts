@@ -106,28 +106,28 @@ describe('a cancel reaches a handler that does not read its request', () => {
 
   const inFlight = (): number => handle.server.metrics.snapshot().calls.inFlight;
 
+  /** Once the `n`th handler's request is held unread, `cancel` it: its signal aborts and the call ends on the server. */
+  async function cancelWhileHeld(cancel: () => void, n = 1): Promise<void> {
+    await until(() => entered.length === n, 5_000, 'the handler');
+    await inputHeld(entered[n - 1]);
+    cancel();
+    await until(() => aborted.length === n, 5_000, "the cancel to reach the handler's signal");
+    expect(aborted[n - 1]).toEqual(cancelled);
+    await until(() => inFlight() === 0, 5_000, 'the call to end on the server');
+  }
+
   test('a client stream: unsubscribing aborts ctx.signal and frees the call — again and again, past maxCallsPerConnection', async () => {
     // Twice the connection's limit of 3: before the fix the fourth call already failed with ERR_SMUX_LIMIT.
     for (let round = 0; round < 6; round++) {
       const subscription = client.send('never-reads', endless(1_024)).subscribe({ error: () => undefined });
-      await until(() => entered.length === round + 1, 5_000, 'the handler');
-      await inputHeld(entered[round]);
-      subscription.unsubscribe();
-      await until(() => aborted.length === round + 1, 5_000, "the cancel to reach the handler's signal");
-      expect(aborted[round]).toEqual(cancelled);
-      await until(() => inFlight() === 0, 5_000, 'the call to end on the server');
+      await cancelWhileHeld(() => subscription.unsubscribe(), round + 1);
     }
     expect(await firstValueFrom(client.send('echo', 'still here'))).toBe('still here');
   });
 
   test('a bidirectional call whose handler never reads: unsubscribing aborts ctx.signal', async () => {
     const subscription = client.send('bidi-never-reads', endless(16 * 1_024)).subscribe({ error: () => undefined });
-    await until(() => entered.length === 1, 5_000, 'the handler');
-    await inputHeld(entered[0]);
-    subscription.unsubscribe();
-    await until(() => aborted.length === 1, 5_000, "the cancel to reach the handler's signal");
-    expect(aborted[0]).toEqual(cancelled);
-    await until(() => inFlight() === 0, 5_000, 'the call to end on the server');
+    await cancelWhileHeld(() => subscription.unsubscribe());
   });
 
   test('a handler that stopped reading gets the cancel at once, and its for-await ends with it — not with the held items', async () => {
@@ -146,12 +146,7 @@ describe('a cancel reaches a handler that does not read its request', () => {
     duplex.on('error', () => undefined);
     const chunk = Buffer.alloc(64 * 1_024, 7);
     for (let i = 0; i < 16; i++) duplex.write(chunk); // 1 MiB, past the window: the server holds what it got unread
-    await until(() => entered.length === 1, 5_000, 'the handler');
-    await inputHeld(entered[0]);
-    duplex.destroy();
-    await until(() => aborted.length === 1, 5_000, "the cancel to reach the handler's signal");
-    expect(aborted[0]).toEqual(cancelled);
-    await until(() => inFlight() === 0, 5_000, 'the call to end on the server');
+    await cancelWhileHeld(() => duplex.destroy());
   });
 
   test("an answered call whose request was left unread: the caller's FIN closes its stream at once, not at finTimeout", async () => {
@@ -181,12 +176,7 @@ describe('a cancel reaches a handler that does not read its request', () => {
     const call = rawCall(session, request);
     const item = Buffer.concat(encodeMessage(Kind.DATA, 0, Buffer.alloc(8_192, 1)));
     for (let i = 0; i < 128; i++) call.channel.write(item); // 1 MiB, past the window: the server holds what it got unread
-    await until(() => entered.length === 1, 5_000, 'the handler');
-    await inputHeld(entered[0]);
-    call.channel.destroy(); // Go's Close: what is queued is dropped, FIN goes now
-    await until(() => aborted.length === 1, 5_000, "the cancel to reach the handler's signal");
-    expect(aborted[0]).toEqual(cancelled);
-    await until(() => inFlight() === 0, 5_000, 'the call to end on the server');
+    await cancelWhileHeld(() => call.channel.destroy()); // Go's Close: what is queued is dropped, FIN goes now
     session.destroy();
     await once(session, 'close');
   });
