@@ -229,7 +229,7 @@ export class Connector {
   }
 
   async #establish(generation: number): Promise<Session> {
-    const { session, firstBytes } = await dialSession(this.#options, this.#clock, this.#where);
+    const { session, socket, firstBytes } = await dialSession(this.#options, this.#clock, this.#where);
     if (generation !== this.#generation) {
       session.destroy();
       throw new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed while connecting');
@@ -238,7 +238,7 @@ export class Connector {
     // the accept backlog (which would stop the session reading).
     const serve = this.#serve;
     if (serve === null) observeSession(session, { channel: (channel) => channel.destroy() });
-    else serve(session, () => this.#controls.get(session)?.link ?? null);
+    else serve(session, () => this.#controls.get(session)?.link ?? null, socket);
     const helloMs = Math.min(HELLO_TIMEOUT, this.#options.connectTimeout);
     try {
       const { hello, control, link } = await greet(session, this.#clock, helloMs, {

@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import { type Clock, type Session, SmuxError, type TimerHandle } from '../smux/index.js';
 import { type CallMessage, encodeMessage, Kind } from './call-codec.js';
 
@@ -8,9 +9,10 @@ export const FEATURE_CALLS = 'calls';
 
 /**
  * Serves the calls a server makes on a connection we dialled (a ServerSmux with `connectTo`): called once per
- * session before its hello, with a way to reach the session's control link once the hello is done.
+ * session before its hello, with a way to reach the session's control link once the hello is done, and the session's
+ * socket (whose errors tell the server how many of its calls a lost connection cut off).
  */
-export type ServeHook = (session: Session, link: () => ControlLink | null) => void;
+export type ServeHook = (session: Session, link: () => ControlLink | null, socket: Socket) => void;
 
 /** The internal option (a symbol key, so no user can set it) through which a dialling ServerSmux hands its ClientSmux a {@link ServeHook}. */
 export const SERVE_CALLS = Symbol('nestjs-smux: serve calls');

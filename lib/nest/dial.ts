@@ -6,6 +6,8 @@ import type { ResolvedClientOptions } from './options.js';
 /** A client session just dialled, with the first bytes the server sent (kept: they say what a non-smux server is). */
 export interface DialedSession {
   readonly session: Session;
+  /** The session's socket (a dialling server watches its errors: server-connection.ts). */
+  readonly socket: net.Socket;
   readonly firstBytes: () => Buffer | null;
 }
 
@@ -35,7 +37,7 @@ export function dialSession(options: ResolvedClientOptions, clock: Clock, where:
       socket.off('error', failed);
       let first: Buffer | null = null;
       socket.once('data', (chunk: Buffer) => (first = chunk));
-      resolve({ session: Session.client(socket, options.smux), firstBytes: () => first });
+      resolve({ session: Session.client(socket, options.smux), socket, firstBytes: () => first });
     });
   });
 }

@@ -5,9 +5,10 @@ import type { ResolvedServerOptions } from './options.js';
 import type { CallHost } from './server-call-host.js';
 import type { ServerConnection } from './server-connection.js';
 
-/** How a connection came about: a socket the server accepted, or a session it dialled (`connectTo`). */
+/** How a connection came about: a socket the server accepted, or a session it dialled (`connectTo`) over `socket`. */
 export type ConnectionOrigin =
-  { readonly accepted: Socket } | { readonly dialled: Session; readonly remote: string; readonly link: () => ControlLink | null };
+  | { readonly accepted: Socket }
+  | { readonly dialled: Session; readonly socket: Socket; readonly remote: string; readonly link: () => ControlLink | null };
 
 /** What a {@link ServerConnection} needs from its server. */
 export interface ConnectionHost {

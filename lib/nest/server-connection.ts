@@ -78,10 +78,12 @@ export class ServerConnection {
       socket.once('error', () => (this.#runningAtFailure = this.runningCalls));
       this.session = Session.server(socket, host.options.smux);
     } else {
-      // We dialled: the peer is a listening ServerSmux, which said hello to us (our connector holds that link).
+      // We dialled: the peer is a listening ServerSmux, which said hello to us (our connector holds that link). The
+      // session listens to its socket already: ours goes first, so the calls it ends on an error are counted too.
       this.address = origin.remote;
       this.remote = origin.remote;
       this.session = origin.dialled;
+      origin.socket.prependOnceListener('error', () => (this.#runningAtFailure = this.runningCalls));
       this.#dialledLink = origin.link;
       this.#versionChecked = true;
     }

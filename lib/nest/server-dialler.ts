@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import { isSmuxError, type Session, SmuxError } from '../smux/index.js';
 import { ClientSmux, failClientCalls } from './client-smux.js';
 import { type ControlLink, SERVE_CALLS, type ServeHook } from './control-link.js';
@@ -6,8 +7,8 @@ import { formatAddress, resolveClientOptions } from './options.js';
 
 /** What a {@link ServerDialler} hands its server. */
 export interface DiallerHost {
-  /** A session to the other side is up: serve the calls it makes (a ServerConnection of its own). */
-  adopt(session: Session, link: () => ControlLink | null, remote: string): void;
+  /** A session to the other side is up, over `socket`: serve the calls it makes (a ServerConnection of its own). */
+  adopt(session: Session, link: () => ControlLink | null, remote: string, socket: Socket): void;
 }
 
 /**
@@ -26,7 +27,7 @@ export class ServerDialler {
 
   constructor(options: ClientSmuxOptions, host: DiallerHost) {
     const where = formatAddress(resolveConnectTo(options).address);
-    const serve: ServeHook = (session, link) => host.adopt(session, link, where);
+    const serve: ServeHook = (session, link, socket) => host.adopt(session, link, where, socket);
     this.client = new ClientSmux({ ...options, [SERVE_CALLS]: serve } as ClientSmuxOptions);
     this.where = where;
     // A lost (or drained) connection is redialled at once: the other side can only call us while we are connected.

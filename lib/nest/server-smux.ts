@@ -101,7 +101,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     this.#dialler =
       connectTo === undefined
         ? null
-        : new ServerDialler(connectTo, { adopt: (session, link, remote) => this.#adopt(session, link, remote) });
+        : new ServerDialler(connectTo, { adopt: (session, link, remote, socket) => this.#adopt(session, link, remote, socket) });
   }
 
   /**
@@ -222,8 +222,8 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   }
 
   /** A session this server dialled (`connectTo`) is up: the other side's calls on it are served like any. */
-  #adopt(session: Session, link: () => ControlLink | null, remote: string): void {
-    const connection = new ServerConnection(this.#connectionHost, { dialled: session, remote, link }, null);
+  #adopt(session: Session, link: () => ControlLink | null, remote: string, socket: net.Socket): void {
+    const connection = new ServerConnection(this.#connectionHost, { dialled: session, socket, remote, link }, null);
     this.#register(connection);
     connection.announce();
   }

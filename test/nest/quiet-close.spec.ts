@@ -114,3 +114,55 @@ describe('a client that leaves at once', () => {
     session.destroy();
   });
 });
+
+// The same judgement on a connection the server dialled (connectTo): its socket is its connector's, and the calls its
+// session ended on a socket error used to be counted only at its end — none, so a gateway reset in the middle of a
+// call it made to this worker was taken for a routine leave ('disconnect' without an error, a debug line).
+describe('a connection the server dialled (connectTo), reset by the server it dialled', () => {
+  /** A gateway (a listening app, its accepted sockets kept) and a worker app dialling it, connected both ways. */
+  async function gatewayAndWorker() {
+    const gateway = await startApp();
+    const sockets: net.Socket[] = [];
+    gateway.server.unwrap<net.Server>().on('connection', (socket: net.Socket) => void sockets.push(socket));
+    const worker = await startApp({ controllers: [CountController], server: { connectTo: { host: '127.0.0.1', port: gateway.port } } });
+    await until(() => gateway.server.connections.size === 1 && worker.server.connections.size === 1, 5_000, 'the worker to connect');
+    const [toWorker] = gateway.server.connections.values();
+    const [toGateway] = worker.server.connections.values();
+    const ends = new Promise<{ disconnect: SmuxError | undefined; close: SmuxError | undefined }>((resolve) => {
+      let close: SmuxError | undefined | null = null;
+      toGateway!.on('close', (error) => (close = error));
+      worker.server.on('disconnect', (gone, disconnect) => gone === toGateway && resolve({ disconnect, close: close ?? undefined }));
+    });
+    return { worker, socket: sockets[0]!, toWorker: toWorker!, ends };
+  }
+
+  const workerLines = () => logLines.filter((l) => l.context === 'ServerSmux').map((l) => `${l.level} ${l.message}`);
+
+  test("reset while the worker serves the gateway's call: 'disconnect' and 'close' carry the error, and it is warned", async () => {
+    const { socket, toWorker, ends } = await gatewayAndWorker();
+    let values = 0;
+    toWorker.send('many', 1).subscribe({ next: () => values++, error: () => undefined });
+    await until(() => values >= 5, 5_000, 'the reply to stream');
+    logLines.length = 0;
+    socket.resetAndDestroy();
+    const { disconnect, close } = await ends;
+    // Were undefined: the calls the worker's session had ended were counted at its end (none).
+    expect(disconnect).toMatchObject({
+      code: 'ERR_SMUX_SESSION_CLOSED',
+      cause: expect.objectContaining({ code: expect.stringMatching(/^(ECONNRESET|EPIPE)$/) }),
+    });
+    expect(close).toBe(disconnect);
+    // Was 'debug Connection from … closed by the client'. (The worker's ClientSmux warns of the lost connection too.)
+    expect(workerLines()).toContainEqual(expect.stringMatching(/^warn Lost the connection from 127\.0\.0\.1:\d+: .*(ECONNRESET|EPIPE)/));
+    expect(workerLines()).not.toContainEqual(expect.stringMatching(/^debug .*closed by the client/));
+  });
+
+  test("reset with no call of the gateway's running: a routine leave, 'disconnect' and 'close' without an error", async () => {
+    const { socket, toWorker, ends } = await gatewayAndWorker();
+    expect(await firstValueFrom(toWorker.send('echo', 7))).toBe(7);
+    logLines.length = 0;
+    socket.resetAndDestroy();
+    expect(await ends).toEqual({ disconnect: undefined, close: undefined });
+    expect(workerLines()).not.toContainEqual(expect.stringMatching(/^warn /));
+  });
+});
