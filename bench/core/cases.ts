@@ -13,22 +13,28 @@ const node = process.execPath;
 
 /** Sizes of the core cases. */
 export interface CoreSettings {
-  /** Bytes per bulk transfer. */
-  bulkBytes: number;
-  /** Requests per TS stream-per-request run. */
-  perRequestCount: number;
-  /** Requests per Go stream-per-request run. */
-  goPerRequestCount: number;
-  /** Round trips per stream in the 1000-streams case. */
-  roundTrips: number;
+  /** Seconds of measured work per bulk transfer (issue 11: every run sized by time). */
+  bulkSeconds: number;
+  /** Seconds of the unmeasured warm-up transfer a TS client runs first, in the same process. */
+  bulkWarmupSeconds: number;
+  /** Bytes of the unrecorded run that sizes a Go client's transfers (Go takes a byte count, not a time). */
+  bulkCalibrationBytes: number;
+  /** Seconds of measured work per request/response run (sized from a first, unrecorded run). */
+  requestSeconds: number;
+  /** Requests of the unrecorded run that sizes a stream-per-request case (TS and Go). */
+  perRequestCalibration: number;
+  /** Round trips per stream of the unrecorded run that sizes the 1000-streams case. */
+  roundTripsCalibration: number;
 }
 
 export function coreSettings(quick: boolean): CoreSettings {
   return {
-    bulkBytes: (quick ? 128 : 512) * 1024 * 1024,
-    perRequestCount: quick ? 30_000 : 100_000,
-    goPerRequestCount: quick ? 10_000 : 40_000,
-    roundTrips: quick ? 30 : 100,
+    bulkSeconds: quick ? 1 : 5,
+    bulkWarmupSeconds: quick ? 0.25 : 1,
+    bulkCalibrationBytes: (quick ? 64 : 256) * 1024 * 1024,
+    requestSeconds: quick ? 1 : 5,
+    perRequestCalibration: quick ? 5_000 : 10_000,
+    roundTripsCalibration: quick ? 10 : 30,
   };
 }
 
@@ -59,13 +65,48 @@ async function goAgainstGoServer(version: 1 | 2, args: string[], field: string):
   }
 }
 
+/**
+ * A case whose run takes a size (bytes, calls, round trips) rather than a time: its first call makes one
+ * unrecorded run at `first` and sizes every later run at that rate for `seconds` (× 1.15, so that a faster round
+ * still measures enough). Go has no JIT to warm; the TS request/response peers' warm-up (tens of milliseconds)
+ * is inside their measured run, a small part of it at this length.
+ *
+ * @param run - runs the case at a size and resolves with its rate (per second of the same unit, × `unitsPerRate`)
+ * @param unitsPerRate - size units per unit of the rate (bytes per MB/s figure: 1e6; calls: 1; round trips per
+ *   stream over 1000 streams: 1 / 1000)
+ */
+function sizedByTime(
+  run: (size: number) => Promise<number>,
+  first: number,
+  seconds: number,
+  unitsPerRate: number,
+  step = 1,
+): () => Promise<number> {
+  let size: number | null = null;
+  return async () => {
+    if (size === null) {
+      const rate = await run(first);
+      size = Math.max(first, Math.ceil((rate * unitsPerRate * seconds * 1.15) / step) * step);
+    }
+    return run(size);
+  };
+}
+
 /** Every core case, in the order `bench:core` runs them. */
 export function coreCases(s: CoreSettings): CoreCase[] {
   const bulk = (kind: 'raw' | 'smux' | 'nest', version: 1 | 2) => async () =>
-    (await tsPeer('bulk-peer.js', [kind, String(version)], (port) => ['client', kind, String(version), String(port), String(s.bulkBytes)]))
-      .mbps as number;
+    (
+      await tsPeer('bulk-peer.js', [kind, String(version)], (port) => [
+        'client',
+        kind,
+        String(version),
+        String(port),
+        `${s.bulkSeconds}s`,
+        `${s.bulkWarmupSeconds}s`,
+      ])
+    ).mbps as number;
 
-  const bulkTsToGo = (version: 1 | 2) => async () => {
+  const tsToGo = (version: 1 | 2) => async (bytes: number) => {
     const server = await startGoServer(['-v', String(version)]);
     try {
       const [result] = await runClient(node, [
@@ -74,48 +115,44 @@ export function coreCases(s: CoreSettings): CoreCase[] {
         'go',
         String(version),
         String(server.port),
-        String(s.bulkBytes),
+        String(bytes),
       ]);
       return result.mbps as number;
     } finally {
       await server.stop();
     }
   };
+  const goToGo = (version: 1 | 2) => (bytes: number) =>
+    goAgainstGoServer(version, ['bench-bulk', '-bytes', String(bytes), '-rounds', '1'], 'mbps');
 
-  const bulkGoGo = (version: 1 | 2) => () =>
-    goAgainstGoServer(version, ['bench-bulk', '-bytes', String(s.bulkBytes), '-rounds', '1'], 'mbps');
+  const rrStreams = async (roundTrips: number) =>
+    (await tsPeer('rr-peer.js', ['2'], (port) => ['streams', '2', String(port), '1000', String(roundTrips)])).rps as number;
 
-  const rrStreams = async () =>
-    (await tsPeer('rr-peer.js', ['2'], (port) => ['streams', '2', String(port), '1000', String(s.roundTrips)])).rps as number;
+  const perRequest = (version: 1 | 2) => async (count: number) =>
+    (await tsPeer('rr-peer.js', [String(version)], (port) => ['per-request', String(version), String(port), String(count), '64']))
+      .rps as number;
 
-  const perRequest = (version: 1 | 2) => async () =>
-    (
-      await tsPeer('rr-peer.js', [String(version)], (port) => [
-        'per-request',
-        String(version),
-        String(port),
-        String(s.perRequestCount),
-        '64',
-      ])
-    ).rps as number;
+  const goPerRequest = (version: 1 | 2) => (count: number) =>
+    goAgainstGoServer(version, ['bench-rr', '-count', String(count), '-concurrency', '64'], 'rps');
 
-  const goPerRequest = (version: 1 | 2) => () =>
-    goAgainstGoServer(version, ['bench-rr', '-count', String(s.goPerRequestCount), '-concurrency', '64'], 'rps');
+  const MB = 1e6;
+  const bulkBySize = (run: (bytes: number) => Promise<number>) => sizedByTime(run, s.bulkCalibrationBytes, s.bulkSeconds, MB, 65_536);
+  const requests = (run: (count: number) => Promise<number>) => sizedByTime(run, s.perRequestCalibration, s.requestSeconds, 1);
 
   return [
     ['raw TCP bulk MB/s', bulk('raw', 1)],
     ['TS↔TS v1 bulk MB/s', bulk('smux', 1)],
     ['TS↔TS v2 bulk MB/s', bulk('smux', 2)],
     ['TS↔TS v2 bulk (Nest defaults) MB/s', bulk('nest', 2)],
-    ['TS→Go v1 bulk MB/s', bulkTsToGo(1)],
-    ['TS→Go v2 bulk MB/s', bulkTsToGo(2)],
-    ['Go↔Go v1 bulk MB/s', bulkGoGo(1)],
-    ['Go↔Go v2 bulk MB/s', bulkGoGo(2)],
-    ['TS↔TS 1000 streams × round trips/s', rrStreams],
-    ['TS↔TS v2 stream per request/s', perRequest(2)],
-    ['TS↔TS v1 stream per request/s', perRequest(1)],
-    ['Go↔Go v2 stream per request/s', goPerRequest(2)],
-    ['Go↔Go v1 stream per request/s', goPerRequest(1)],
+    ['TS→Go v1 bulk MB/s', bulkBySize(tsToGo(1))],
+    ['TS→Go v2 bulk MB/s', bulkBySize(tsToGo(2))],
+    ['Go↔Go v1 bulk MB/s', bulkBySize(goToGo(1))],
+    ['Go↔Go v2 bulk MB/s', bulkBySize(goToGo(2))],
+    ['TS↔TS 1000 streams × round trips/s', sizedByTime(rrStreams, s.roundTripsCalibration, s.requestSeconds, 1 / 1000)],
+    ['TS↔TS v2 stream per request/s', requests(perRequest(2))],
+    ['TS↔TS v1 stream per request/s', requests(perRequest(1))],
+    ['Go↔Go v2 stream per request/s', requests(goPerRequest(2))],
+    ['Go↔Go v1 stream per request/s', requests(goPerRequest(1))],
   ];
 }
 
