@@ -1,5 +1,6 @@
 import { isObservable, type Observable } from 'rxjs';
 import type { CallEndpoint } from './call-endpoint.js';
+import { pullTurns } from './pull-turns.js';
 
 /*
  * Sources of a call's items, the same on both sides: a handler's streamed reply on the server, a streamed
@@ -41,24 +42,6 @@ export function releaseResult(result: unknown): void {
   else if (isAsyncIterable(result)) releaseSource(result);
 }
 
-/**
- * Items all pulls of the process may take in one turn of the event loop; past it, a pull waits for the next turn
- * (`setImmediate`), after the I/O of every connection. An async generator yields its items on microtasks: a thousand
- * pulled replies at once took turns of 200 – 460 ms, and other connections' calls waited that long (a hostile-peer
- * trial, docs/NOTES.md).
- */
-export const PULLS_PER_TURN = 256;
-
-let pulledThisTurn = 0;
-let turnEnding = false;
-function endPullTurn(): void {
-  pulledThisTurn = 0;
-  turnEnding = false;
-}
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
 /** How a pull ended. */
 export type PullOutcome = { done: true } | { done: false; error: unknown } | { done: false; error?: undefined; stopped: true };
 
@@ -78,14 +61,13 @@ export async function pullSource(
   const iterator = source[Symbol.asyncIterator]();
   // On cancel the source is released at once, even while a next() is pending.
   onRelease(() => releaseSource(source, iterator));
+  // The event loop's share of items is fair between connections (pull-turns.ts): this pull's is its session.
+  const owner = endpoint.channel.session;
   try {
     for (;;) {
-      if (!turnEnding) {
-        turnEnding = true;
-        setImmediate(endPullTurn);
-      }
-      if (++pulledThisTurn > PULLS_PER_TURN) {
-        await nextTurn();
+      const turn = pullTurns.admit(owner);
+      if (turn !== null) {
+        await turn;
         if (!live()) return { done: false, stopped: true };
       }
       const step = await iterator.next();

@@ -5,17 +5,18 @@
  */
 import { describe, expect, test } from '@jest/globals';
 import type { CallEndpoint } from '../../lib/nest/call-endpoint.js';
-import { PULLS_PER_TURN, pullSource } from '../../lib/nest/sources.js';
+import { PULLS_PER_TURN } from '../../lib/nest/pull-turns.js';
+import { pullSource } from '../../lib/nest/sources.js';
 
 /** A stream that always has room: the pull is bounded only by the turn budget (and the source's end). */
-const roomy = { writable: true, drained: () => Promise.resolve() } as unknown as CallEndpoint;
+const roomy = { writable: true, drained: () => Promise.resolve(), channel: { session: {} } } as unknown as CallEndpoint;
 
 async function* counting(limit: number): AsyncGenerator<number> {
   for (let i = 0; i < limit; i++) yield i;
 }
 
 describe('pullSource', () => {
-  test('pulls share a budget of items per turn: a timer queued meanwhile runs after at most PULLS_PER_TURN of them', async () => {
+  test('pulls share a budget of items per turn: each turn of the event loop takes at most PULLS_PER_TURN of them', async () => {
     let written = 0;
     let live = true;
     const pulls = Array.from({ length: 8 }, () =>
@@ -27,9 +28,18 @@ describe('pullSource', () => {
         () => undefined,
       ),
     );
-    const seen = await new Promise<number>((resolve) => setImmediate(() => resolve(written)));
+    const turn = (): Promise<number> => new Promise((resolve) => setImmediate(() => resolve(written)));
+    // The first turn's items, and the waiting ones the turn's end (a setImmediate queued before ours) lets through.
+    const seen = await turn();
     expect(seen).toBeGreaterThan(0);
-    expect(seen).toBeLessThanOrEqual(PULLS_PER_TURN);
+    expect(seen).toBeLessThanOrEqual(2 * PULLS_PER_TURN);
+    // Then one budget per turn of the event loop (400 000 items would take 1 563 turns).
+    let previous = seen;
+    for (let i = 0; i < 10; i++) {
+      const now = await turn();
+      expect(now - previous).toBeLessThanOrEqual(PULLS_PER_TURN);
+      previous = now;
+    }
     // The pulls go on over later turns, and end as asked.
     const later = await new Promise<number>((resolve) => setTimeout(() => resolve(written), 20));
     expect(later).toBeGreaterThan(seen);
