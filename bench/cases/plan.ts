@@ -66,8 +66,8 @@ function sizingOf(quick: boolean, firstCount: number): Sizing {
 
 /**
  * The cases. The per-call cases (echo, events) are sized by time (see {@link Sizing}), the head-of-line case too
- * (each phase measures `seconds`: 64 MiB replies one after another) and the small calls beside an upload; the
- * others do a fixed amount of work (10 000 held calls, a 256 MiB upload). `--quick` measures 1 s per system per
+ * (each phase measures `seconds`: 64 MiB replies one after another), the uploads and the small calls beside an
+ * upload; the memory cases do a fixed amount of work (10 000 held calls). `--quick` measures 1 s per system per
  * case instead of 5 s (and runs fewer rounds, see run.ts). Echo 16 KiB @1 is left out of the default list
  * (`--only=echo-16384-1` runs it): it has no target, and every case costs ≈ 6.5 s × systems × rounds.
  */
@@ -114,9 +114,14 @@ export function plan(quick: boolean): PlannedCase[] {
     // Issue 8 §6: uploads (a streamed request, a byte stream) vs raw TCP and Nest gRPC client streaming.
     {
       id: 'upload',
-      label: `upload ${q(256, 64)} MiB in 64 KiB chunks`,
+      label: `upload for ${q(MEASURE_SECONDS.full, MEASURE_SECONDS.quick)} s in 64 KiB chunks`,
       unit: 'MB/s',
-      spec: { kind: 'upload', bytes: q(256, 64) * MiB, chunkBytes: 64 * KiB, warmupBytes: q(16, 8) * MiB },
+      spec: {
+        kind: 'upload',
+        seconds: q(MEASURE_SECONDS.full, MEASURE_SECONDS.quick),
+        chunkBytes: 64 * KiB,
+        warmupSeconds: q(1, 0.3),
+      },
       variants: UPLOAD_VARIANTS,
     },
     // Small calls during an upload on the same ClientSmux: one at a time (latency), and 64 in flight (load).
@@ -177,6 +182,6 @@ export function priming(quick: boolean, cases: PlannedCase[]): CaseSpec[] {
     { kind: 'echo', size: 64, inFlight: 64, count: quick ? 2_000 : 5_000, warmup: 0 },
     { kind: 'echo', size: 16 * KiB, inFlight: 64, count: quick ? 500 : 1_000, warmup: 0 },
     // Only when an upload case runs: its paths (sources, streamed input, byte streams, gRPC streaming) warm too.
-    ...(uploads ? [{ kind: 'upload' as const, bytes: 32 * MiB, chunkBytes: 64 * KiB, warmupBytes: 0 }] : []),
+    ...(uploads ? [{ kind: 'upload' as const, seconds: 0.25, chunkBytes: 64 * KiB, warmupSeconds: 0 }] : []),
   ];
 }

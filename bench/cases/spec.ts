@@ -63,15 +63,15 @@ export interface MemorySpec {
 }
 
 /**
- * Upload: `bytes` from client to server in `chunkBytes` chunks, through each of the system's upload variants
- * (nestjs-smux: a streamed request and a byte stream), after a `warmupBytes` upload of each; MB/s until the server
- * confirmed the byte count.
+ * Upload: client to server in `chunkBytes` chunks for `seconds` (issue 11: sized by time), through each of the
+ * system's upload variants (nestjs-smux: a streamed request and a byte stream), after a `warmupSeconds` upload of
+ * each (0: none); MB/s until the server confirmed the byte count.
  */
 export interface UploadSpec {
   kind: 'upload';
-  bytes: number;
+  seconds: number;
   chunkBytes: number;
-  warmupBytes: number;
+  warmupSeconds: number;
 }
 
 /**

@@ -87,20 +87,25 @@ export function timedUpload(
   });
 }
 
+/** An upload sized by time stops at its time; this only bounds it (1 TiB: ≈ 5 minutes at 3.5 GB/s). */
+const MAX_UPLOAD_BYTES = 2 ** 40;
+
 /**
- * Upload throughput: a warm-up upload, then the measured one, through each of the system's variants (their order
+ * Upload throughput: a warm-up upload, then the measured one (each sized by time), through each of the system's variants (their order
  * alternates from run to run). `<variant>MBps` per variant; `rate` is the first variant's.
  */
 export async function runUpload(driver: Driver, spec: UploadSpec): Promise<RunResult> {
   const variants = variantsOf(driver);
   const figures: Record<string, number> = {};
   for (const variant of ordered(variants)) {
-    for (const [phase, bytes] of [
-      ['warm-up', spec.warmupBytes],
-      ['measure', spec.bytes],
+    for (const [phase, seconds] of [
+      ['warm-up', spec.warmupSeconds],
+      ['measure', spec.seconds],
     ] as const) {
-      if (bytes === 0) continue;
-      const run = await timedUpload(driver, variant, { bytes, chunkBytes: spec.chunkBytes });
+      if (seconds === 0) continue;
+      const until = performance.now() + seconds * 1000;
+      const stop = (): boolean => performance.now() >= until; // asked once per chunk
+      const run = await timedUpload(driver, variant, { bytes: MAX_UPLOAD_BYTES, chunkBytes: spec.chunkBytes, stop });
       if (run.stalled || run.failed !== undefined)
         return { stalled: run.stalled, ...(run.failed === undefined ? {} : { failed: run.failed }), phase: `${variant} ${phase}` };
       if (phase === 'measure') {
