@@ -130,10 +130,10 @@ describe('a connection the server dialled (connectTo), reset by the server it di
     const [toGateway] = worker.server.connections.values();
     const ends = new Promise<{ disconnect: SmuxError | undefined; close: SmuxError | undefined }>((resolve) => {
       let close: SmuxError | undefined | null = null;
-      toGateway!.on('close', (error) => (close = error));
+      toGateway.on('close', (error) => (close = error));
       worker.server.on('disconnect', (gone, disconnect) => gone === toGateway && resolve({ disconnect, close: close ?? undefined }));
     });
-    return { worker, socket: sockets[0]!, toWorker: toWorker!, ends };
+    return { worker, socket: sockets[0], toWorker, ends };
   }
 
   const workerLines = () => logLines.filter((l) => l.context === 'ServerSmux').map((l) => `${l.level} ${l.message}`);
