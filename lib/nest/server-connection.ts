@@ -116,6 +116,7 @@ export class ServerConnection {
       clock: host.clock,
       maxMessageBytes: host.options.maxMessageBytes,
       servesCalls: () => this.#dialledLink !== null || this.#control?.link.peerServes === true, // a server we dialled serves
+      closing: () => host.closing(),
       ping: (timeoutMs) => this.ping(timeoutMs),
       rtt: () => this.rtt,
       close: () => closeWithin(this.session, host.clock, host.options.closeTimeout),

@@ -21,6 +21,8 @@ export interface ConnectionPort {
   failure(error: SmuxError | undefined): SmuxError | undefined;
   /** True once the peer said in its HELLO that it serves calls. */
   servesCalls(): boolean;
+  /** True once the server's close began: no new call or event goes out (ERR_SMUX_SHUTTING_DOWN). */
+  closing(): boolean;
   /** Measures the round trip on the control stream. */
   ping(timeoutMs: number): Promise<number>;
   /** The last round trip measured, or null. */
@@ -80,7 +82,9 @@ export type SmuxConnectionEvents = {
  * — `send()`, `emit()`, `openDuplex()` call the handlers of a peer that serves calls (a ServerSmux that dials out
  * with `connectTo`). Reached from a handler with `ctx.getConnection()`, and from the server with `server.connections`
  * and its `'connection'` / `'disconnect'` events. Calls are not queued or retried: while the connection is gone they
- * fail at once with the retryable `ERR_SMUX_UNAVAILABLE`.
+ * fail at once with the retryable `ERR_SMUX_UNAVAILABLE`, and once the server's `close()` began with the retryable
+ * `ERR_SMUX_SHUTTING_DOWN` (those already under way finish within `closeTimeout`). Such a failure is delivered on a
+ * later turn of the event loop, never inside `subscribe()` or `emit()`.
  */
 export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
   /** The app's own state for this connection (who the peer is, once a handler has found out). */
@@ -209,6 +213,10 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
 
   /** Why a call cannot go out now, or null. */
   #unavailable(): SmuxError | null {
+    // Calls and events already under way finish within closeTimeout; a new one would only be cut off by the close.
+    if (this.#port.closing()) {
+      return new SmuxError('ERR_SMUX_SHUTTING_DOWN', `the server is shutting down: no new call or event goes to ${this.remoteAddress}`);
+    }
     if (this.#closed !== undefined || this.#port.session.isClosed) {
       return new SmuxError('ERR_SMUX_UNAVAILABLE', `the connection ${this.id} (${this.remoteAddress}) is closed`, {
         retryable: true,
