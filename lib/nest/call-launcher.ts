@@ -5,7 +5,7 @@ import { Flag, Kind, type MessagePiece } from './call-codec.js';
 import { toSmuxError } from './call-scheduler.js';
 import { ClientCall, type ClientCallHost, type PendingCall } from './client-call.js';
 import { ClientRawCall } from './client-raw-call.js';
-import { EventSend } from './event-send.js';
+import { type EventLedger, EventSend } from './event-send.js';
 import { HotResult } from './hot-result.js';
 import type { SmuxDuplexOptions } from './interfaces.js';
 import { deliverLater, failDuplexLater, rejectLater, startCall } from './late-failure.js';
@@ -22,6 +22,8 @@ export interface LaunchTarget {
   sessionFor(waitForReady: boolean): Promise<Session>;
   /** Throws when the peer would refuse `request` as too large. */
   checkSize(request: MessagePiece[]): void;
+  /** Told of its events' streams (a SmuxConnection's: its server's close waits for them); a ClientSmux has none. */
+  readonly events?: EventLedger;
 }
 
 /** What a launcher borrows from the `ClientProxy` it serves (protected there, so passed in). */
@@ -171,7 +173,8 @@ export class CallLauncher {
           return rejectLater<T>(error);
         }
         this.#host.metrics?.eventSent(buffers);
-        return new Promise<T>((resolve, reject) => void new EventSend(channel, buffers, resolve as () => void, reject));
+        const ledger = this.#target.events ?? null;
+        return new Promise<T>((resolve, reject) => void new EventSend(channel, buffers, resolve as () => void, reject, ledger));
       },
       rejectLater<T>,
     );

@@ -5,6 +5,15 @@ import type { MessagePiece } from './call-codec.js';
 let settling: Array<() => void> = [];
 
 /**
+ * Told when an event's stream opens and closes: a `SmuxConnection`'s own events, which its server's close waits for
+ * (and fails at `closeTimeout` with {@link EventSend.fail}). A ClientSmux's events have none.
+ */
+export interface EventLedger {
+  opened(event: EventSend): void;
+  closed(event: EventSend): void;
+}
+
+/**
  * One event on its stream: EVENT then FIN, at most once. Its promise resolves once both were handed to the socket,
  * and rejects when the connection is lost before that. A class, not an object of closures: an event is a few
  * hundred bytes of work, and the handler is its largest object.
@@ -13,12 +22,24 @@ export class EventSend implements SmuxChannelHandler {
   readonly #channel: SmuxChannel;
   readonly #resolve: () => void;
   readonly #reject: (error: unknown) => void;
+  readonly #ledger: EventLedger | null;
 
-  /** Writes `buffers` and FIN on `channel`; `resolve` / `reject` settle the event's promise. */
-  constructor(channel: SmuxChannel, buffers: MessagePiece[], resolve: () => void, reject: (error: unknown) => void) {
+  /**
+   * Writes `buffers` and FIN on `channel`; `resolve` / `reject` settle the event's promise; `ledger`, when given, is
+   * told of the stream's opening and closing.
+   */
+  constructor(
+    channel: SmuxChannel,
+    buffers: MessagePiece[],
+    resolve: () => void,
+    reject: (error: unknown) => void,
+    ledger: EventLedger | null = null,
+  ) {
     this.#channel = channel;
     this.#resolve = resolve;
     this.#reject = reject;
+    this.#ledger = ledger;
+    ledger?.opened(this);
     channel.setHandler(this);
     for (const buffer of buffers) channel.write(buffer);
     channel.end();
@@ -35,8 +56,20 @@ export class EventSend implements SmuxChannelHandler {
   // Settled on the next turn: a loop of awaited emits must let timers and reads run (the socket takes the bytes at
   // once while the kernel has room, so settling at once would never yield).
   onClose(error?: SmuxError): void {
+    this.#ledger?.closed(this);
     if (this.#channel.finSent) settleNextTurn(this.#resolve);
     else this.#reject(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the event was sent'));
+  }
+
+  /**
+   * Gives up on the event with `error` (its server's close is out of time): what is still queued is dropped and the
+   * stream ends, so the peer discards the part that went out (an incomplete message). An event whose FIN went out
+   * already resolves as sent. @returns true when it had not gone out
+   */
+  fail(error: SmuxError): boolean {
+    const unsent = !this.#channel.finSent;
+    this.#channel.destroy(error);
+    return unsent;
   }
 }
 

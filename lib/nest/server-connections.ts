@@ -1,7 +1,7 @@
 import { type Clock, SmuxError, type TimerHandle } from '../smux/index.js';
 import { closeWithin } from './dial.js';
 import type { ServerConnection } from './server-connection.js';
-import { callsInFlight, failCallsInFlight } from './smux-connection.js';
+import { callsInFlight, eventsInFlight, failCallsInFlight, failEventsInFlight } from './smux-connection.js';
 
 /** What a drain did: the connections it closed and the calls it had to end. */
 export interface DrainSummary {
@@ -10,6 +10,8 @@ export interface DrainSummary {
   readonly ended: number;
   /** The server's own calls (`connection.send()`, `server.client`) in flight at `closeTimeout`, failed with ERR_SMUX_SHUTTING_DOWN. */
   readonly cancelled: number;
+  /** The server's own events (`connection.emit()`) not sent yet at `closeTimeout`, failed with ERR_SMUX_SHUTTING_DOWN. */
+  readonly unsent: number;
   /**
    * Connections closed while not read, their event handlers at `maxEventsPerConnection` or `maxPendingRequestBytes`:
    * whatever their clients sent since stayed in the socket, and the events among it were dropped. How many is unknown:
@@ -122,8 +124,9 @@ export class ServerConnections {
   }
 
   /**
-   * Calls running on every connection (answered calls waiting for the caller's FIN are not counted), and those the
-   * server itself made to its peers over them: work in progress too, which a handler still running may be waiting on.
+   * Calls running on every connection (answered calls waiting for the caller's FIN are not counted), and the calls and
+   * events the server itself made to its peers over them: work in progress too, which a handler still running may be
+   * waiting on.
    */
   get runningCalls(): number {
     let running = 0;
@@ -132,9 +135,9 @@ export class ServerConnections {
   }
 
   /**
-   * Lets running calls — and the server's own calls to its peers — finish within `closeTimeout` ms, ends the rest
-   * (and requests still arriving) with the retryable ERR_SMUX_SHUTTING_DOWN, then closes every connection (each within
-   * 2 s).
+   * Lets running calls — and the server's own calls and events to its peers — finish within `closeTimeout` ms, ends the
+   * rest (and requests still arriving) with the retryable ERR_SMUX_SHUTTING_DOWN, then closes every connection (each
+   * within 2 s).
    */
   async drain(closeTimeout: number, own: OwnCalls | null = null): Promise<DrainSummary> {
     const clock = this.#clock;
@@ -152,17 +155,21 @@ export class ServerConnections {
     let unread = 0;
     const shuttingDown = new SmuxError('ERR_SMUX_SHUTTING_DOWN', 'the server is shutting down');
     let cancelled = own?.failCalls(shuttingDown) ?? 0;
+    let unsent = 0;
     for (const connection of this.#open) {
       if (connection.events.held) unread++;
       // Ours fail with our reason, not with the connection's close (ERR_SMUX_SESSION_CLOSED, as if the peer had died).
-      if (connection.face !== null) cancelled += failCallsInFlight(connection.face, shuttingDown);
+      if (connection.face !== null) {
+        cancelled += failCallsInFlight(connection.face, shuttingDown);
+        unsent += failEventsInFlight(connection.face, shuttingDown);
+      }
       for (const call of connection.calls.toArray()) {
         if (call.running) ended++;
         call.shutdown();
       }
     }
     await Promise.all([...this.#open].map((c) => closeWithin(c.session, clock, 2_000)));
-    return { connections, ended, cancelled, unread };
+    return { connections, ended, cancelled, unsent, unread };
   }
 
   /** Resolves when a call settles or a connection goes ({@link callSettled}), or at `until` on the clock. */
@@ -190,13 +197,19 @@ export class ServerConnections {
  * not being read (events are at most once: backpressure keeps them waiting in the socket, a close drops them) — that
  * the events still unread in its socket were dropped, with no count: we never read them.
  */
-export function closeLine({ connections, ended, cancelled, unread }: DrainSummary): string {
+export function closeLine({ connections, ended, cancelled, unsent, unread }: DrainSummary): string {
   const cut: string[] = [];
   if (ended > 0) cut.push(`${calls(ended)} still running ${ended === 1 ? 'was' : 'were'} ended with ERR_SMUX_SHUTTING_DOWN`);
   if (cancelled > 0) {
     cut.push(
       `${calls(cancelled)} this server made itself (connection.send(), server.client) ${cancelled === 1 ? 'was' : 'were'} still ` +
         'running and failed with ERR_SMUX_SHUTTING_DOWN',
+    );
+  }
+  if (unsent > 0) {
+    cut.push(
+      `${unsent} event${unsent === 1 ? '' : 's'} this server emitted itself (connection.emit()) ${unsent === 1 ? 'was' : 'were'} ` +
+        'not sent yet and failed with ERR_SMUX_SHUTTING_DOWN',
     );
   }
   const how = cut.length === 0 ? 'every call finished' : cut.join('; ');
@@ -210,9 +223,9 @@ export function closeLine({ connections, ended, cancelled, unread }: DrainSummar
   return line;
 }
 
-/** Calls the server made to the peer of `connection` (`connection.send()` …) whose stream is open. */
+/** Calls the server made to the peer of `connection` (`connection.send()` …) whose stream is open, and its events not settled. */
 function ownCallsOn(connection: ServerConnection): number {
-  return connection.face === null ? 0 : callsInFlight(connection.face);
+  return connection.face === null ? 0 : callsInFlight(connection.face) + eventsInFlight(connection.face);
 }
 
 const calls = (n: number): string => `${n} call${n === 1 ? '' : 's'}`;

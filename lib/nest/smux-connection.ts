@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events';
 import type { PeerCertificate } from 'node:tls';
-import type { MsPattern } from '@nestjs/microservices';
+import type { MsPattern, ReadPacket } from '@nestjs/microservices';
 import { type Clock, type Session, SmuxError } from '../smux/index.js';
 import { observeSession } from '../smux/session-layer.js';
 import { toSmuxError } from './call-scheduler.js';
 import { callDone, failCall, openCall, type PendingCall } from './client-call.js';
+import { OwnEvents } from './own-events.js';
 import { createPacketCodec } from './packet-codec.js';
 import { attachLauncher, SmuxProxy } from './smux-proxy.js';
 
@@ -36,6 +37,7 @@ export interface ConnectionPort {
 const bySession = new WeakMap<Session, SmuxConnection>();
 let createConnection: (port: ConnectionPort) => SmuxConnection;
 let callsOf: (connection: SmuxConnection) => Set<PendingCall>;
+let eventsOf: (connection: SmuxConnection) => OwnEvents;
 /** Proves a construction came from {@link newSmuxConnection}: TypeScript's `private` does not hold at run time. */
 const FROM_SERVER = Symbol('SmuxConnection');
 
@@ -58,6 +60,19 @@ export function failCallsInFlight(connection: SmuxConnection, error: SmuxError):
   const calls = [...callsOf(connection)];
   for (const call of calls) failCall(call, error);
   return calls.length;
+}
+
+/** Events this side emitted on `connection` that have not settled (internal: a close waits for them). */
+export function eventsInFlight(connection: SmuxConnection): number {
+  return eventsOf(connection).inFlight;
+}
+
+/**
+ * Fails the events this side emitted on `connection` whose streams are still open with `error` (what went out of
+ * them is discarded by the peer). @returns how many had not gone out
+ */
+export function failEventsInFlight(connection: SmuxConnection, error: SmuxError): number {
+  return eventsOf(connection).failAll(error);
 }
 
 /** Why a connection ended, or undefined when it closed on purpose (a peer leaving is not a failure). */
@@ -92,11 +107,13 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
   readonly #port: ConnectionPort;
   readonly #events = new EventEmitter();
   readonly #calls = new Set<PendingCall>(); // ours, with their stream open: a server's close waits for them
+  readonly #ownEvents: OwnEvents; // ours, not settled yet: a server's close waits for them too
   #closed: SmuxError | null | undefined = undefined; // undefined: open; null: closed cleanly
 
   static {
     createConnection = (port) => new SmuxConnection(port, FROM_SERVER);
     callsOf = (connection) => connection.#calls;
+    eventsOf = (connection) => connection.#ownEvents;
   }
 
   /**
@@ -107,12 +124,14 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
     if (from !== FROM_SERVER) throw new TypeError('a SmuxConnection is made by the server for each connection');
     super();
     this.#port = port;
+    this.#ownEvents = new OwnEvents(() => port.callSettled());
     this.initializeSerializer({});
     this.initializeDeserializer({});
     const target = {
       schedule: (call: PendingCall) => this.#open(call),
       sessionFor: () => this.connect(),
       checkSize: () => undefined, // the peer refuses what is too large with ERR_SMUX_LIMIT
+      events: this.#ownEvents,
     };
     const host = {
       clock: port.clock,
@@ -204,6 +223,15 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
   /** The connection's smux session. */
   unwrap<T = Session>(): T {
     return this.#port.session as T;
+  }
+
+  /**
+   * An event (EVENT then FIN on a new stream), at most once; see {@link SmuxProxy.dispatchEvent}. One emitted before
+   * the server's close began is waited for within `closeTimeout`, then failed with `ERR_SMUX_SHUTTING_DOWN`.
+   */
+  protected override dispatchEvent<T = unknown>(packet: ReadPacket): Promise<T> {
+    const sending = super.dispatchEvent<T>(packet);
+    return this.#port.closing() ? sending : this.#ownEvents.track(sending); // once closing, it fails (#unavailable)
   }
 
   /** Listens to `close` (the connection ended). */
