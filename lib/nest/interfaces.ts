@@ -70,8 +70,8 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
   maxReplyBufferBytes?: number;
   /**
    * Graceful `close()`: ms to let in-flight calls — those the server serves, and its own to its peers
-   * (`connection.send()`, `server.client`) — finish before ending them with `ERR_SMUX_SHUTTING_DOWN` (0: end them at
-   * once). Default 10 000. `close()` keeps the process alive until it resolves — after this, and then at most about
+   * (`connection.send()`, `server.client`), and its own events not sent yet (`connection.emit()`) — finish before
+   * ending them with `ERR_SMUX_SHUTTING_DOWN` (0: end them at once). Default 10 000. `close()` keeps the process alive until it resolves — after this, and then at most about
    * 2 s to close the connections — even when nothing else does (the server's own timers do not).
    */
   closeTimeout?: number;

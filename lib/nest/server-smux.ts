@@ -146,10 +146,11 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
 
   /**
    * Graceful close: stops accepting connections and calls (new calls get the retryable
-   * `ERR_SMUX_SHUTTING_DOWN`), lets running calls — and this server's own calls to its peers (`connection.send()`,
-   * `server.client`), work in progress too — finish within `closeTimeout`, ends the rest with `ERR_SMUX_SHUTTING_DOWN`
-   * (ours are cancelled on the peer), then closes every connection. Idempotent. The process stays alive until it
-   * resolves.
+   * `ERR_SMUX_SHUTTING_DOWN`, and so do new calls and events of its own on its connections), lets running calls — and
+   * this server's own calls to its peers (`connection.send()`, `server.client`), work in progress too, and its own
+   * events not sent yet (`connection.emit()`) — finish within `closeTimeout`, ends the rest with
+   * `ERR_SMUX_SHUTTING_DOWN` (ours are cancelled on the peer), then closes every connection. Idempotent. The process
+   * stays alive until it resolves.
    */
   close(): Promise<void> {
     // The close is bounded by the clock's unref'd timers, and a connection held at maxEventsPerConnection is not read
