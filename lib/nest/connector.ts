@@ -177,7 +177,7 @@ export class Connector {
     this.#unasked = false;
     this.#failures = 0;
     this.#lastError = null;
-    await Promise.all(sessions.map((s) => closeWithin(s, this.#clock, 2_000)));
+    await Promise.all(sessions.map((s) => closeWithin(s, this.#clock, 2_000, false))); // its calls fail with the session
     this.#status('disconnected');
   }
 

@@ -1,8 +1,9 @@
 import net from 'node:net';
 import { afterEach, describe, expect, test } from '@jest/globals';
+import { until } from '../helpers/net.js';
 import { closeWithin, dialSession } from '../../lib/nest/dial.js';
 import { resolveClientOptions } from '../../lib/nest/options.js';
-import { isSmuxError, systemClock } from '../../lib/smux/index.js';
+import { isSmuxError, Session, type SmuxStream, systemClock } from '../../lib/smux/index.js';
 
 const servers: net.Server[] = [];
 const sockets: net.Socket[] = [];
@@ -78,6 +79,72 @@ describe('closeWithin', () => {
     expect(session.isClosed).toBe(true);
     await new Promise((resolve) => setImmediate(resolve));
     expect(closed).toBe(true); // destroy() settles the graceful close that was pending
+  });
+
+  test('a peer still reading our last bytes gets all of them: the session reads on until it hangs up', async () => {
+    const MiB = 1024 * 1024;
+    const total = 16 * MiB;
+    // Ours holds input it has not read when its last write is handed to the kernel: a stream it does not read filled
+    // its receive budget, so reading stopped (as the transport's held connections do). Destroyed then, the kernel
+    // resets the connection and drops what it had not sent yet.
+    let ours!: Session;
+    const server = net.createServer((socket) => {
+      sockets.push(socket);
+      ours = Session.server(socket, { version: 1, maxReceiveBuffer: 256 * 1024 });
+      ours.on('stream', (stream: SmuxStream) => stream.pause());
+    });
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const peerSocket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    sockets.push(peerSocket);
+    const peer = Session.client(peerSocket, { version: 1 });
+    let received = 0;
+    let failed: unknown = null;
+    const downloaded = new Promise<void>((resolve) =>
+      peer.on('stream', (stream: SmuxStream) => {
+        stream.on('data', (chunk: Buffer) => (received += chunk.length));
+        stream.on('error', (error) => (failed = error));
+        stream.on('end', () => resolve());
+        stream.on('close', () => resolve()); // reset: 'error', then 'close'
+      }),
+    );
+    (await peer.openStream()).write(Buffer.alloc(2 * MiB)); // ours stops reading after 256 KiB of it
+    peerSocket.pause(); // and the peer reads nothing yet: our writes back up in the kernel
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    (await ours.openStream()).end(Buffer.alloc(total));
+    const closing = closeWithin(ours, systemClock, 10_000);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    peerSocket.resume(); // the peer reads everything now, and hangs up at our end of the connection (a TS session does)
+    const started = performance.now();
+    await closing;
+    await downloaded;
+    expect(failed).toBeNull();
+    expect(received).toBe(total);
+    expect(performance.now() - started).toBeLessThan(5_000); // the peer's hang-up ended it, not the bound
+  });
+
+  test('a peer that reads everything and never hangs up (Go does not react to EOF): closed once its input is quiet', async () => {
+    let ours!: Session;
+    const server = net.createServer((socket) => {
+      sockets.push(socket);
+      ours = Session.server(socket, { version: 1 });
+    });
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    // allowHalfOpen: Node would otherwise answer our FIN with its own, a hang-up.
+    const peerSocket = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+    sockets.push(peerSocket);
+    let received = 0;
+    let ended = false;
+    peerSocket.on('data', (chunk: Buffer) => (received += chunk.length)); // reads, never writes nor ends
+    peerSocket.on('end', () => (ended = true));
+    await until(() => ours !== undefined, 5_000, 'the connection');
+    ours.openChannel().write(Buffer.alloc(1024 * 1024));
+    const started = performance.now();
+    await closeWithin(ours, systemClock, 10_000);
+    expect(performance.now() - started).toBeLessThan(5_000); // not the bound: waiting for a hang-up alone takes 10 s
+    await until(() => ended, 5_000, 'our FIN at the peer');
+    expect(received).toBeGreaterThanOrEqual(1024 * 1024); // every byte before it
   });
 
   test('a peer that closes: done without waiting for `ms`', async () => {
