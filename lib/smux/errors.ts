@@ -3,8 +3,8 @@
  *
  * The smux core:
  * - `ERR_SMUX_PROTOCOL`: the peer sent something smux forbids (wrong version, unknown command, bad length,
- *   UPD in v1, a window it consumed beyond what was sent), or, in the Nest transport, a malformed call message.
- *   A session is destroyed with it.
+ *   UPD in v1, a window it consumed beyond what was sent, in v2 data past a stream's window that spent the
+ *   session's receive budget), or, in the Nest transport, a malformed call message. A session is destroyed with it.
  * - `ERR_SMUX_GOAWAY`: stream ids are exhausted on this session; open a new session.
  * - `ERR_SMUX_KEEPALIVE_TIMEOUT`: nothing arrived for a whole keep-alive timeout.
  * - `ERR_SMUX_SESSION_CLOSED`: the session is closed (locally, by the peer, or its socket ended or failed;

@@ -1,4 +1,5 @@
 import { INITIAL_PEER_WINDOW } from './constants.js';
+import { SmuxError } from './errors.js';
 
 /*
  * Flow control, as Go smux does it (PROTOCOL.md §5), plus the one change that lets a v2 stream nobody
@@ -14,7 +15,9 @@ import { INITIAL_PEER_WINDOW } from './constants.js';
  * compliant sender therefore never has more than max(its initial assumption 256 KiB, our window) bytes
  * unconsumed on a stream. We charge the bucket only for bytes *beyond* that allowance: a stalled stream
  * whose peer respects windows holds its allowance and never drains the bucket others need, and a peer that
- * ignores windows is still bounded by the bucket. Memory bound of the receive side, per session:
+ * ignores windows is still bounded by the bucket — and, since a peer within its windows never spends the bucket in v2,
+ * a spent bucket ends the session with `ERR_SMUX_PROTOCOL` rather than pausing it (session.ts `#windowOverrun`).
+ * Memory bound of the receive side, per session:
  *
  *     v1:  maxReceiveBuffer (+ one frame, 64 KiB, of overshoot)
  *     v2:  streams × max(256 KiB, maxStreamBuffer) + maxReceiveBuffer (+ one frame), where streams ≤ 2 × maxStreams
@@ -29,6 +32,51 @@ import { INITIAL_PEER_WINDOW } from './constants.js';
 /** `(a + b) mod 2^32`. Window counters are uint32 and wrap (Go `uint32` arithmetic). */
 export function u32Add(a: number, b: number): number {
   return (a + b) >>> 0;
+}
+
+/** `a` is after `b` in uint32 sequence space: their difference, as an int32, is positive (Go's counters wrap). */
+export function u32After(a: number, b: number): boolean {
+  return ((a - b) | 0) > 0;
+}
+
+/**
+ * The furthest a v2 peer may send on a stream once it has our UPD `{consumed: numRead, window}`: the new grant
+ * if it is further than `granted`, else `granted` (a UPD that advertises a smaller window — a contended stream's,
+ * window-tuner.ts — does not take back what the peer may already have sent under the larger one).
+ *
+ * `previousWindow` is the window of our previous UPD (the peer's initial guess, {@link INITIAL_PEER_WINDOW},
+ * before the first): Go's writer loads `peerConsumed` and `peerWindow` separately while the reader goroutine
+ * stores them one after the other (`stream.go` writeV2 / `update`), so it may combine this UPD's `consumed` with
+ * the previous window, and after a smaller window that sends up to `numRead + previousWindow`.
+ *
+ * @param granted - the furthest granted so far (u32, in the stream's byte count)
+ * @param numRead - the UPD's `consumed` (u32)
+ * @param window - the UPD's window, in bytes
+ * @param previousWindow - the window of the previous UPD, in bytes
+ * @returns the furthest the peer may now send (u32)
+ */
+export function extendGrant(granted: number, numRead: number, window: number, previousWindow: number): number {
+  const limit = u32Add(numRead, window > previousWindow ? window : previousWindow);
+  return u32After(limit, granted) ? limit : granted;
+}
+
+/**
+ * The error that ends a v2 session whose receive budget a peer spent by ignoring a stream's window
+ * (`ERR_SMUX_PROTOCOL`: the same code as any other frame smux forbids).
+ *
+ * @param streamId - the stream that went furthest past its grant
+ * @param received - bytes received on it, modulo 2^32
+ * @param granted - the furthest its windows allowed ({@link extendGrant}), modulo 2^32
+ * @param budget - `maxReceiveBuffer`, in bytes
+ */
+export function windowOverrunError(streamId: number, received: number, granted: number, budget: number): SmuxError {
+  const over = (received - granted) | 0;
+  const wrapped = received < granted ? ', counted modulo 2^32' : '';
+  return new SmuxError(
+    'ERR_SMUX_PROTOCOL',
+    `the peer ignored the window of stream ${streamId}: it sent ${received} bytes, ${over} past the ${granted} granted${wrapped}, ` +
+      `and spent the session's receive budget (maxReceiveBuffer ${budget} bytes)`,
+  );
 }
 
 /**

@@ -6,7 +6,7 @@ import { type SmuxConfig, validateConfig } from './config.js';
 import type { ProtocolVersion } from './constants.js';
 import { type FrameSink, FrameDecoder } from './decoder.js';
 import { SmuxError } from './errors.js';
-import { ReceiveBucket, streamAllowance } from './flow-control.js';
+import { ReceiveBucket, streamAllowance, windowOverrunError } from './flow-control.js';
 import { KeepAlive, type KeepAliveHost, keepAliveTimeout } from './keep-alive.js';
 import { HELD_BY_BACKLOG, HELD_BY_BUDGET, ReadTurns } from './read-turns.js';
 import { SmuxStream } from './stream.js';
@@ -111,7 +111,10 @@ export class Session extends EventEmitter<SessionEvents> {
       release: (core) => this.#release(core),
       tokensReturned: () => this.#tokensReturned(),
       tokensCharged: () => {
-        if (this.#bucket.exhausted) this.#turns.hold(HELD_BY_BUDGET);
+        if (!this.#bucket.exhausted) return;
+        const overrun = this.#version === 2 ? this.#windowOverrun() : null;
+        if (overrun === null) this.#turns.hold(HELD_BY_BUDGET);
+        else this.destroy(overrun);
       },
     };
     this.#refusals = new StreamRefusals(c, this.#writer);
@@ -326,6 +329,21 @@ export class Session extends EventEmitter<SessionEvents> {
       if (this.#streams.size === 0 && this.#keepAlive === null) this.#writer.shrink();
     }
     this.#maybeEnd();
+  }
+
+  /**
+   * v2: the receive budget is spent, which a peer within its windows cannot do — the bucket charges a stream only
+   * for bytes beyond its allowance, which covers every window we granted (flow-control.ts). Pausing would wedge the
+   * connection with the budget pinned until that stream is read, and nothing would say why: the session ends
+   * instead, naming the stream that went furthest past its grant. Not at the first byte past a grant: Go's own
+   * sender passes it when goroutines write one stream at once (each reads the window before the others' frames
+   * count: up to one write per extra goroutine, measured against Go 1.5.16, docs/NOTES.md). The budget absorbs
+   * that; only a peer whose excess spends all of it is cut off, where it would otherwise have wedged the session.
+   */
+  #windowOverrun(): SmuxError | null {
+    let worst: StreamCore | null = null;
+    for (const core of this.#streams.values()) if (core.overrun > (worst?.overrun ?? 0)) worst = core;
+    return worst === null ? null : windowOverrunError(worst.id, worst.received, worst.granted, this.config.maxReceiveBuffer);
   }
 
   /** Consumed bytes returned tokens: reading may resume. */

@@ -2,7 +2,7 @@ import type { Buffer } from 'node:buffer';
 import type { SmuxChannelHandler, StreamTimeoutOptions } from './channel.js';
 import { INITIAL_PEER_WINDOW } from './constants.js';
 import { SmuxError } from './errors.js';
-import { sendWindow, shouldSendUpdate, u32Add } from './flow-control.js';
+import { extendGrant, sendWindow, shouldSendUpdate, u32Add } from './flow-control.js';
 import { PeerFinWatch } from './peer-fin-watch.js';
 import { HeldPieces } from './held-pieces.js';
 import { SendQueue } from './send-queue.js';
@@ -44,6 +44,8 @@ export class StreamCore implements FrameSource, TimeoutOwner {
   #numRead = 0; // u32, bytes consumed (v2 UPD `consumed`)
   #sinceUpdate = 0;
   #tuner: StreamWindowTuner | null = null; // v2 auto-tuning, from the second UPD on
+  #granted = INITIAL_PEER_WINDOW; // u32: the furthest the peer may send (v2; flow-control.ts extendGrant)
+  #lastWindow = INITIAL_PEER_WINDOW; // the window of our latest UPD (the peer's guess before the first)
   // send side
   #send: SendQueue | null = null; // made on the first write
   #queuedBytes = 0;
@@ -275,6 +277,10 @@ export class StreamCore implements FrameSource, TimeoutOwner {
       this.#flags |= EOF_DELIVERED;
       this.#handler.onEnd();
     }
+    // Held data before no FIN is never delivered: let it go now, not when the application drops the channel (a peer
+    // that overran a paused stream's window held the whole receive budget there).
+    this.#held = null;
+    this.#heldBytes = 0;
     this.#flags |= DESTROYED;
     this.#finish(error);
   }
@@ -285,9 +291,32 @@ export class StreamCore implements FrameSource, TimeoutOwner {
     return this.#numRead;
   }
 
-  /** Read by the writer exactly when it encodes a UPD: the moment the window is advertised (auto-tuning times it). */
+  /**
+   * Read by the writer exactly when it encodes a UPD: the moment the window is advertised (auto-tuning times it), and
+   * the moment the peer's grant grows. The peer cannot act on a UPD before it leaves, and it leaves in the write this
+   * encoding goes into, so the grant is never recorded after the peer could use it (no false overrun); a UPD lost
+   * with the session does not matter.
+   */
   get window(): number {
-    return this.#tuner === null ? this.#host.config.maxStreamBuffer : this.#tuner.advertise(this.#numRead, this.#host.config.clock);
+    const window = this.#tuner === null ? this.#host.config.maxStreamBuffer : this.#tuner.advertise(this.#numRead, this.#host.config.clock);
+    this.#granted = extendGrant(this.#granted, this.#numRead, window, this.#lastWindow);
+    this.#lastWindow = window;
+    return window;
+  }
+
+  /** Bytes received on the stream (consumed + held), modulo 2^32 (v2: `numRead` counts only there). */
+  get received(): number {
+    return u32Add(this.#numRead, this.#heldBytes);
+  }
+
+  /** The furthest the peer may send on the stream, in its byte count modulo 2^32 (v2). */
+  get granted(): number {
+    return this.#granted;
+  }
+
+  /** Bytes received past {@link granted} (v2): > 0 only from a peer that ignored the stream's window. */
+  get overrun(): number {
+    return (this.received - this.#granted) | 0;
   }
 
   get finReady(): boolean {

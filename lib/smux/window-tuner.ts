@@ -1,7 +1,7 @@
 import type { Clock } from './clock.js';
 import { INITIAL_PEER_WINDOW } from './constants.js';
 import type { ReceiveBucket } from './flow-control.js';
-import { u32Add } from './flow-control.js';
+import { u32Add, u32After as after } from './flow-control.js';
 
 /*
  * Receive-window auto-tuning (v2, `maxStreamWindow`), after QUIC's and HTTP/2's receive-window tuning.
@@ -44,11 +44,6 @@ import { u32Add } from './flow-control.js';
  * back while a stream lives (a peer may already have the larger window in flight), also while contention keeps
  * the advertised window smaller.
  */
-
-/** `a` is after `b` in uint32 sequence space (the difference, as an int32, is positive). */
-function after(a: number, b: number): boolean {
-  return ((a - b) | 0) > 0;
-}
 
 /** The session's side of auto-tuning: the growth budget, reserved from the receive bucket, and the round-trip estimate. */
 export class WindowBudget {

@@ -1,7 +1,16 @@
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
 import { INITIAL_PEER_WINDOW } from '../../lib/smux/constants.js';
-import { ReceiveBucket, sendWindow, shouldSendUpdate, streamAllowance, u32Add } from '../../lib/smux/flow-control.js';
+import {
+  extendGrant,
+  ReceiveBucket,
+  sendWindow,
+  shouldSendUpdate,
+  streamAllowance,
+  u32Add,
+  u32After,
+  windowOverrunError,
+} from '../../lib/smux/flow-control.js';
 
 const TWO_32 = 2 ** 32;
 
@@ -178,6 +187,62 @@ describe('ReceiveBucket', () => {
         }
       }),
       { numRuns: 200 },
+    );
+  });
+});
+
+describe('extendGrant: the furthest a v2 peer may send on a stream, from the UPDs we send', () => {
+  const W = 65_536;
+
+  test('our first UPD: consumed + window, or consumed + the 262 144 the peer assumed (Go may read the new consumed with the old window)', () => {
+    expect(extendGrant(INITIAL_PEER_WINDOW, 10_000, W, INITIAL_PEER_WINDOW)).toBe(10_000 + INITIAL_PEER_WINDOW);
+    expect(extendGrant(INITIAL_PEER_WINDOW, 10_000, 1_048_576, INITIAL_PEER_WINDOW)).toBe(10_000 + 1_048_576);
+  });
+
+  test('grows with what is consumed, and with a grown window (auto-tuning)', () => {
+    expect(extendGrant(272_144, 300_000, W, W)).toBe(300_000 + W);
+    expect(extendGrant(365_536, 400_000, 2 * W, W)).toBe(400_000 + 2 * W);
+  });
+
+  test('a smaller window later does not take back the larger grant; the UPD that shrinks it grants what the old window would', () => {
+    expect(extendGrant(1_000_000, 900_000, 16_384, 16_384)).toBe(1_000_000);
+    expect(extendGrant(1_000_000, 980_000, 16_384, W)).toBe(980_000 + W); // torn read: new consumed, old window
+    expect(extendGrant(1_100_000, 1_090_000, 16_384, 16_384)).toBe(1_106_384);
+  });
+
+  test('wraps at 2^32 as the counters do: a grant past 2^32 is further than one just below it, never the reverse', () => {
+    expect(extendGrant(0xffff_0000, 0xffff_fff0, W, W)).toBe(0xfff0);
+    expect(extendGrant(0xfff0, 0xffff_0000, 16, 16)).toBe(0xfff0);
+    expect(u32After(0x10, 0xffff_fff0)).toBe(true);
+    expect(u32After(0xffff_fff0, 0x10)).toBe(false);
+    expect(u32After(5, 5)).toBe(false);
+  });
+
+  test('never moves backwards across any wrap (property)', () => {
+    fc.assert(
+      fc.property(fc.nat(0xffff_ffff), fc.nat(0x7fff_ffff), fc.nat(16 * 1_048_576), fc.nat(16 * 1_048_576), (g, back, w, prev) => {
+        const granted = g >>> 0;
+        const numRead = u32Add(granted, TWO_32 - (back % (1 << 30))); // consumed is at most a few windows behind the grant
+        const next = extendGrant(granted, numRead >>> 0, w, prev);
+        expect(next === granted || u32After(next, granted)).toBe(true);
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe('windowOverrunError', () => {
+  test('ERR_SMUX_PROTOCOL naming the stream, the bytes received, how far past the grant, and the budget', () => {
+    const error = windowOverrunError(3, 327_680, 262_144, 65_536);
+    expect(error.code).toBe('ERR_SMUX_PROTOCOL');
+    expect(error.message).toBe(
+      "the peer ignored the window of stream 3: it sent 327680 bytes, 65536 past the 262144 granted, and spent the session's receive budget (maxReceiveBuffer 65536 bytes)",
+    );
+  });
+
+  test('says the counts are modulo 2^32 when the bytes received wrapped past the grant', () => {
+    expect(windowOverrunError(5, 0x10, 0xffff_fff0, 65_536).message).toContain(
+      'it sent 16 bytes, 32 past the 4294967280 granted, counted modulo 2^32',
     );
   });
 });
