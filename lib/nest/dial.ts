@@ -63,30 +63,40 @@ function closedDuringTlsHandshake(error: Error, where: string): Error {
 /** Lingering after our side of a close, how long the peer's input must stay quiet before the socket is closed. */
 const QUIET_MS = 50;
 
+/** The closes {@link closeWithin} runs: a second call on the same session joins the first (and its lingering). */
+const closings = new WeakMap<Session, Promise<void>>();
+
 /**
  * Graceful session close, bounded: everything queued is flushed and our side ended (TCP half-close); destroyed when
  * that takes longer than `ms`.
  *
- * With `linger` (the default: a server ending a connection it answered on), the session then reads on until the peer hangs up or
- * its input has been quiet for {@link QUIET_MS}, within the same `ms`: closing a socket with input not yet read makes
- * the kernel reset the connection and drop what it has not sent yet. Destroyed as soon as our side was flushed, a
- * peer that sent a window update while reading a long last reply lost the reply's tail (found 2026-12-05, docs/NOTES.md
- * "A graceful close that lost the tail"); quiet input, all of it read, closes cleanly, the kernel sending the rest.
- * A client's own close passes false: its calls are failed with the session, and the peer (ours) answers its FIN at once.
+ * With `linger` (the default: a server ending a connection it answered on), the session then reads on until the peer
+ * hangs up or its input has been quiet for {@link QUIET_MS} — all of it read: not while the session's receive budget
+ * holds reading — within the same `ms`. Closing a socket with input not yet read makes the kernel reset the connection
+ * and drop what it has not sent yet: destroyed as soon as our side was flushed, a peer that sent a window update while
+ * reading a long last reply lost the reply's tail (found 2026-12-05, docs/NOTES.md "A graceful close that lost the
+ * tail"). A second call on a session being closed here joins that close, bounded by its own `ms` (a drained
+ * connection closing when the server's close comes). A client's own close passes false: its calls are failed with the
+ * session, and the peer (ours) answers its FIN at once.
  */
 export async function closeWithin(session: Session, clock: Clock, ms: number, linger = true): Promise<void> {
   let timer: TimerHandle | null = null;
   const over = new Promise<void>((resolve) => (timer = clock.setTimeout(resolve, ms)));
-  // A session closing or closed already: its close is someone else's (or over); only the bound is ours.
-  const closing = linger && !session.isClosed ? session.close().then(() => hungUpOrQuiet(session)) : session.close();
+  let closing = closings.get(session);
+  if (closing === undefined) {
+    // A session closing or closed already (not here): its close is someone else's, or over; only the bound is ours.
+    closing = linger && !session.isClosed ? session.close().then(() => hungUpOrQuiet(session)) : session.close();
+    closings.set(session, closing);
+  }
   await Promise.race([closing, over]);
   if (timer !== null) clock.clearTimeout(timer);
   session.destroy();
 }
 
 /**
- * Resolves once the peer hangs up (the session's `'close'`), or once no input has arrived for {@link QUIET_MS} (on
- * real time: it watches the socket, not a deadline of the app's clock).
+ * Resolves once the peer hangs up (the session's `'close'`), or once no input has arrived for {@link QUIET_MS} while
+ * the session could read it (its receive budget not spent: a spent one holds reading, and input then waits unread in
+ * the socket). On real time: it watches the socket, not a deadline of the app's clock.
  */
 function hungUpOrQuiet(session: Session): Promise<void> {
   return new Promise<void>((resolve) => {
@@ -97,9 +107,9 @@ function hungUpOrQuiet(session: Session): Promise<void> {
       resolve();
     };
     const watch = setInterval(() => {
-      const now = session.stats.bytesIn;
-      if (now === seen) done();
-      seen = now;
+      const { bytesIn, receiveBudgetLeft } = session.stats;
+      if (bytesIn === seen && receiveBudgetLeft > 0) done();
+      seen = bytesIn;
     }, QUIET_MS);
     watch.unref();
     session.once('close', done);
