@@ -184,6 +184,25 @@ describe('a v2 peer that ignores a paused stream’s window', () => {
   });
 });
 
+describe('excess spread over streams, none half the budget past its grant (as Go’s concurrent writers overshoot)', () => {
+  test('reading pauses as before, and resumes once the application reads', async () => {
+    const budget = 96 * KiB;
+    const s = setup({ maxReceiveBuffer: budget, maxStreamBuffer: 64 * KiB });
+    for (const id of [3, 5, 7]) s.raw.send(Cmd.SYN, id);
+    await settle(s);
+    for (const c of s.channels) c.pause();
+    // Each stream 32 KiB past its grant (a third of the budget each): together they spend it.
+    for (const id of [3, 5, 7]) push(s.raw, id, INITIAL_PEER_WINDOW + 32 * KiB);
+    await settle(s);
+    expect(s.server.stats.receiveBudgetLeft).toBeLessThanOrEqual(0);
+    expect(s.server.isClosed).toBe(false); // one stream at half the budget past its grant would have ended it
+    for (const c of s.channels) c.resume();
+    await settle(s);
+    expect([3, 5, 7].map((id) => s.consumed.get(id))).toEqual([3, 5, 7].map(() => INITIAL_PEER_WINDOW + 32 * KiB));
+    expect(s.server.isClosed).toBe(false);
+  });
+});
+
 describe('uint32 wrap-around (Go Test8GBTransferV2 crosses 2^32)', () => {
   test('a compliant transfer past 2^32 bytes never ends the session, paused across the wrap or not; a peer past its grant there is still caught', async () => {
     const window = 16 * MiB; // UPDs every 8 MiB: the 4 GiB take 512 round trips
