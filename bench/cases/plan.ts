@@ -121,6 +121,7 @@ export function plan(quick: boolean): PlannedCase[] {
         seconds: q(MEASURE_SECONDS.full, MEASURE_SECONDS.quick),
         chunkBytes: 64 * KiB,
         warmupSeconds: q(1, 0.3),
+        calibrationBytes: q(256, 64) * MiB,
       },
       variants: UPLOAD_VARIANTS,
     },
@@ -182,6 +183,6 @@ export function priming(quick: boolean, cases: PlannedCase[]): CaseSpec[] {
     { kind: 'echo', size: 64, inFlight: 64, count: quick ? 2_000 : 5_000, warmup: 0 },
     { kind: 'echo', size: 16 * KiB, inFlight: 64, count: quick ? 500 : 1_000, warmup: 0 },
     // Only when an upload case runs: its paths (sources, streamed input, byte streams, gRPC streaming) warm too.
-    ...(uploads ? [{ kind: 'upload' as const, seconds: 0.25, chunkBytes: 64 * KiB, warmupSeconds: 0 }] : []),
+    ...(uploads ? [{ kind: 'upload' as const, seconds: 0.25, chunkBytes: 64 * KiB, warmupSeconds: 0, calibrationBytes: 32 * MiB }] : []),
   ];
 }

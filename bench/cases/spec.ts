@@ -63,7 +63,8 @@ export interface MemorySpec {
 }
 
 /**
- * Upload: client to server in `chunkBytes` chunks for `seconds` (issue 11: sized by time), through each of the
+ * Upload: client to server in `chunkBytes` chunks, `seconds` of bytes at the variant's calibrated rate (issue 11:
+ * sized by time; the agent's first run of a variant uploads `calibrationBytes` to learn it), through each of the
  * system's upload variants (nestjs-smux: a streamed request and a byte stream), after a `warmupSeconds` upload of
  * each (0: none); MB/s until the server confirmed the byte count.
  */
@@ -72,6 +73,7 @@ export interface UploadSpec {
   seconds: number;
   chunkBytes: number;
   warmupSeconds: number;
+  calibrationBytes: number;
 }
 
 /**

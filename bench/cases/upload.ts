@@ -87,30 +87,47 @@ export function timedUpload(
   });
 }
 
-/** An upload sized by time stops at its time; this only bounds it (1 TiB: ≈ 5 minutes at 3.5 GB/s). */
-const MAX_UPLOAD_BYTES = 2 ** 40;
+/**
+ * Bytes per second of each variant's latest upload in this agent (first its calibration's), by variant and
+ * calibration size: an upload is sized by bytes from it, not stopped by the clock — Nest's gRPC client writes what its source yields without waiting (no
+ * backpressure), so a source stopped by time queued gigabytes and stalled (2026-12-05).
+ */
+const calibrated = new Map<string, number>();
 
 /**
- * Upload throughput: a warm-up upload, then the measured one (each sized by time), through each of the system's variants (their order
- * alternates from run to run). `<variant>MBps` per variant; `rate` is the first variant's.
+ * Upload throughput: a warm-up upload, then the measured one, through each of the system's variants (their order
+ * alternates from run to run), sized by time (issue 11): the agent's first run of a variant uploads
+ * `calibrationBytes` to learn its rate (not recorded; it warms up too), then each run uploads `warmupSeconds` and
+ * `seconds` (× 1.15) of bytes at that rate. `<variant>MBps` per variant; `rate` is the first variant's.
  */
 export async function runUpload(driver: Driver, spec: UploadSpec): Promise<RunResult> {
   const variants = variantsOf(driver);
   const figures: Record<string, number> = {};
+  const chunked = (bytes: number): number => Math.max(spec.chunkBytes, Math.ceil(bytes / spec.chunkBytes) * spec.chunkBytes);
   for (const variant of ordered(variants)) {
+    const key = `${variant} ${spec.calibrationBytes}`; // the priming's small upload does not size the case's
+    let rate = calibrated.get(key);
+    // Twice: the first upload of a fresh agent runs cold code (its rate is half the warm one's or less).
+    for (let i = 0; rate === undefined && i < 2; i++) {
+      const run = await timedUpload(driver, variant, { bytes: spec.calibrationBytes, chunkBytes: spec.chunkBytes });
+      if (run.stalled || run.failed !== undefined)
+        return { stalled: run.stalled, ...(run.failed === undefined ? {} : { failed: run.failed }), phase: `${variant} calibration` };
+      if (i === 1) calibrated.set(key, (rate = run.bytes / (run.ms / 1000)));
+    }
+    if (rate === undefined) throw new Error('unreachable: the calibration sets the rate');
     for (const [phase, seconds] of [
       ['warm-up', spec.warmupSeconds],
-      ['measure', spec.seconds],
+      ['measure', spec.seconds * 1.15],
     ] as const) {
       if (seconds === 0) continue;
-      const until = performance.now() + seconds * 1000;
-      const stop = (): boolean => performance.now() >= until; // asked once per chunk
-      const run = await timedUpload(driver, variant, { bytes: MAX_UPLOAD_BYTES, chunkBytes: spec.chunkBytes, stop });
+      const run = await timedUpload(driver, variant, { bytes: chunked(rate * seconds), chunkBytes: spec.chunkBytes });
       if (run.stalled || run.failed !== undefined)
         return { stalled: run.stalled, ...(run.failed === undefined ? {} : { failed: run.failed }), phase: `${variant} ${phase}` };
       if (phase === 'measure') {
+        calibrated.set(key, run.bytes / (run.ms / 1000)); // the next round is sized at this round's rate
         figures[`${variant}MBps`] = run.mbps;
         figures[`${variant}ClientPeakRss`] = run.clientPeakRss;
+        figures[`${variant}Seconds`] = run.ms / 1000;
       }
     }
   }
