@@ -6,18 +6,10 @@
 import { afterAll, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { MessagePattern, Payload } from '@nestjs/microservices';
-import type { CallEndpoint } from '../../lib/nest/call-endpoint.js';
 import { PULLS_PER_TURN } from '../../lib/nest/pull-turns.js';
 import { pullSource } from '../../lib/nest/sources.js';
+import { counting, roomyEndpoint } from '../helpers/pulls.js';
 import { closeAll, startApp, within } from './helpers.js';
-
-/** A stream of connection `session` that always has room: a pull is bounded only by the turn budget. */
-const roomy = (session: object): CallEndpoint =>
-  ({ writable: true, drained: () => Promise.resolve(), channel: { session } }) as unknown as CallEndpoint;
-
-async function* counting(limit: number): AsyncGenerator<number> {
-  for (let i = 0; i < limit; i++) yield i;
-}
 
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -28,7 +20,7 @@ function connection(pulls: number, live: () => boolean) {
   for (let i = 0; i < pulls; i++) {
     state.outcomes.push(
       pullSource(
-        roomy(session),
+        roomyEndpoint(session),
         counting(1e9),
         () => void state.written++,
         live,

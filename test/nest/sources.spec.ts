@@ -4,16 +4,9 @@
  * pulled replies ran in one turn of 200 – 460 ms while other connections waited (a hostile-peer trial).
  */
 import { describe, expect, test } from '@jest/globals';
-import type { CallEndpoint } from '../../lib/nest/call-endpoint.js';
 import { PULLS_PER_TURN } from '../../lib/nest/pull-turns.js';
 import { pullSource } from '../../lib/nest/sources.js';
-
-/** A stream that always has room: the pull is bounded only by the turn budget (and the source's end). */
-const roomy = { writable: true, drained: () => Promise.resolve(), channel: { session: {} } } as unknown as CallEndpoint;
-
-async function* counting(limit: number): AsyncGenerator<number> {
-  for (let i = 0; i < limit; i++) yield i;
-}
+import { counting, roomyEndpoint } from '../helpers/pulls.js';
 
 describe('pullSource', () => {
   test('pulls share a budget of items per turn: each turn of the event loop takes at most PULLS_PER_TURN of them', async () => {
@@ -21,7 +14,7 @@ describe('pullSource', () => {
     let live = true;
     const pulls = Array.from({ length: 8 }, () =>
       pullSource(
-        roomy,
+        roomyEndpoint(),
         counting(50_000), // 400 000 items in all: what one turn took before
         () => void written++,
         () => live,
@@ -50,7 +43,7 @@ describe('pullSource', () => {
   test('a source that ends is pulled to its end, over as many turns as it needs', async () => {
     const items: number[] = [];
     const outcome = await pullSource(
-      roomy,
+      roomyEndpoint(),
       counting(3 * PULLS_PER_TURN + 5),
       (item) => void items.push(item as number),
       () => true,
