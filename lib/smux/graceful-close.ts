@@ -21,7 +21,9 @@ export interface GracefulCloseHost {
 /**
  * A session's graceful close once it started: flush everything — data a v2 peer's window holds back goes out as the
  * peer reads — then end the connection (TCP half-close), and read on until the peer closes too (destroying a socket
- * with unread input would make the kernel reset the connection and discard our own unsent tail). Bounded by one
+ * with unread input would make the kernel reset the connection and discard our own unsent tail) — a stream left
+ * unread that would spend the receive budget meanwhile is destroyed (quietly, as a local destroy is) rather than hold
+ * reading. Bounded by one
  * timer: a flush that does not finish in time destroys the session with `ERR_SMUX_TIMEOUT`; a peer that never
  * closes after our FIN (Go does not react to EOF) is cut off quietly.
  *
@@ -93,3 +95,4 @@ export class GracefulClose {
 }
 
 function noop(): void {}
+

@@ -110,8 +110,11 @@ export class Session extends EventEmitter<SessionEvents> {
       version: this.#version ?? 0,
       release: (core) => this.#release(core),
       tokensReturned: () => this.#tokensReturned(),
-      tokensCharged: () => {
+      tokensCharged: (core) => {
         if (!this.#bucket.exhausted) return;
+        // Lingering after our side of a close, reading only to see the peer hang up: a stream the application left
+        // unread is destroyed (its data dropped) rather than hold reading, which would leave the peer's FIN unread.
+        if (this.#closing?.lingering === true) return core.destroy();
         const overrun = this.#version === 2 ? this.#windowOverrun() : null;
         if (overrun === null) this.#turns.hold(HELD_BY_BUDGET);
         else this.destroy(overrun);

@@ -226,6 +226,37 @@ describe('Session lifecycle over TCP', () => {
     await closing;
   });
 
+  test('a stream left paused while the close lingers: its data past the budget destroys it, and the peer’s hang-up is read', async () => {
+    // Ours (budget 256 KiB, v1: no window stops the peer) does not read the peer's stream; the peer floods it. Once
+    // our side is closed the session reads on to see the peer hang up: holding reading for the paused stream's data
+    // again left the peer's FIN unread, and the close waited for its timer (30 s here).
+    const { client, server } = await pair({ version: 1, maxReceiveBuffer: 262_144 }, { version: 1 });
+    const flood = pattern(64 * 1024, 5);
+    server.on('stream', (s) => {
+      quiet(s);
+      const more = (): void => {
+        while (!s.destroyed && !s.writableEnded && s.write(flood));
+      };
+      s.on('drain', more);
+      more();
+    });
+    const paused = await client.openStream();
+    const failure = errorOf(paused);
+    let streamClosed = false;
+    paused.on('close', () => (streamClosed = true));
+    paused.pause();
+    paused.write('x'); // the peer's session learns of the stream
+    await until(() => client.stats.receiveBudgetLeft <= 0, 10_000, 'the paused stream filling our budget');
+    let hungUp = false;
+    void closed(client).then(() => (hungUp = true));
+    await client.close(); // our side is closed: from here the session only reads
+    await until(() => hungUp, 5_000, 'the peer’s hang-up, read');
+    expect(client.error).toBeNull(); // the peer hung up: neither the timer nor a reset ended it
+    // Destroyed quietly (the close is ours, as a local destroy is): 'close' without 'end', no 'error' to crash on.
+    await until(() => streamClosed, 5_000, 'the paused stream’s close');
+    expect({ error: failure.error, ended: paused.readableEnded }).toEqual({ error: null, ended: false });
+  });
+
   test('destroy(err): every open stream errors with err; the peer’s streams fail with ERR_SMUX_SESSION_CLOSED', async () => {
     const { client, server } = await pair();
     const peer: Collected[] = [];
