@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import type { Clock, TimerHandle } from './clock.js';
 import { SmuxError } from './errors.js';
 import type { FrameWriter } from './writer.js';
@@ -96,3 +97,31 @@ export class GracefulClose {
 
 function noop(): void {}
 
+/** Closing a socket after our FIN: how long the peer's input must stay quiet, and how long it may take at most. */
+const DISCARD_QUIET_MS = 50;
+const DISCARD_MAX_MS = 2_000;
+
+/**
+ * Closes the socket of a session destroyed after our side of a graceful close went out (everything flushed, our FIN
+ * included): its streams are gone already, but the socket reads on and discards until the peer hangs up, or its input
+ * has been quiet for {@link DISCARD_QUIET_MS}, within {@link DISCARD_MAX_MS} — a socket closed with input unread makes
+ * the kernel reset the connection, and the peer, still sending (a reply we no longer want, a keep-alive), sees
+ * `EPIPE`/`ECONNRESET` instead of our FIN. Real timers, unref'd: this watches the socket, not an application deadline.
+ */
+export function closeAfterPeer(socket: Duplex): void {
+  if (socket.readableEnded || socket.destroyed) return void socket.destroy(); // the peer hung up already
+  let quiet = true;
+  const close = (): void => {
+    clearInterval(watch);
+    clearTimeout(bound);
+    socket.destroy();
+  };
+  const watch = setInterval(() => (quiet ? close() : (quiet = true)), DISCARD_QUIET_MS);
+  const bound = setTimeout(close, DISCARD_MAX_MS);
+  watch.unref();
+  bound.unref();
+  socket.on('data', () => (quiet = false)); // the session's own listener discards: its decoder is stopped
+  socket.once('end', close);
+  socket.once('close', close);
+  socket.resume();
+}

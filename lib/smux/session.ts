@@ -20,7 +20,7 @@ import { SessionStreams } from './session-streams.js';
 import { WindowBudget } from './window-tuner.js';
 import { CONTROL_SYN } from './frame-source.js';
 import { FrameWriter } from './writer.js';
-import { GracefulClose } from './graceful-close.js';
+import { closeAfterPeer, GracefulClose } from './graceful-close.js';
 import { provideLayerAccess } from './session-layer.js';
 
 const OPEN = 0;
@@ -292,7 +292,8 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#decoder.stop();
     this.#writer.close();
     this.#socket.on('error', ignore); // errors after our teardown have no one to go to
-    this.#socket.destroy();
+    if (error === undefined && this.#closing?.lingering === true) closeAfterPeer(this.#socket);
+    else this.#socket.destroy();
     const streams = this.#streams.clear();
     this.#refusals.clear();
     this.#acceptor.close(this.#closedError()); // its streams are among those terminated
