@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
 import { MessagePattern, Payload } from '@nestjs/microservices';
-import { PULLS_PER_TURN } from '../../lib/nest/pull-turns.js';
+import { PULLS_PER_TURN, pullTurns } from '../../lib/nest/pull-turns.js';
 import { pullSource } from '../../lib/nest/sources.js';
 import { counting, roomyEndpoint } from '../helpers/pulls.js';
 import { closeAll, startApp, within } from './helpers.js';
@@ -28,6 +28,27 @@ function connection(pulls: number, live: () => boolean) {
       ),
     );
   }
+  return state;
+}
+
+/**
+ * `pulls` pulls on one connection that take endless items straight from the turns, pull `i` giving them `live(i)`
+ * (admit's second argument, the pull's own `live()`): counts the items taken and the pulls that returned.
+ */
+function admitting(pulls: number, live: (i: number) => boolean) {
+  const owner = {};
+  const state = { taken: 0, returned: 0, outcomes: [] as Promise<void>[] };
+  const pull = async (isLive: () => boolean): Promise<void> => {
+    for (;;) {
+      const turn = pullTurns.admit(owner, isLive);
+      if (turn !== null) await turn;
+      if (!isLive()) break;
+      state.taken++;
+      await Promise.resolve(); // the next item comes on a microtask, as a generator yields it
+    }
+    state.returned++;
+  };
+  for (let i = 0; i < pulls; i++) state.outcomes.push(pull(() => live(i)));
   return state;
 }
 
@@ -80,6 +101,51 @@ describe('pull turns (unit: pullSource on connections that always have room)', (
     }
     live = false;
     await Promise.all(many.flatMap((c) => c.outcomes));
+  });
+});
+
+describe('pull turns (unit: stopped pulls, taking items straight from the turns)', () => {
+  test('connections gone with pulls queued take no share: the one left gets the whole budget the very next turn', async () => {
+    let gone = false;
+    let live = true;
+    const stayer = admitting(50, () => live);
+    const leavers = Array.from({ length: 9 }, () => admitting(50, () => live && !gone));
+    for (let i = 0; i < 3; i++) await turn();
+    let before = stayer.taken;
+    await turn();
+    expect(stayer.taken - before).toBe(Math.ceil(PULLS_PER_TURN / 10)); // a tenth of each turn, 26 items
+    // The nine others go away: their 450 pulls, all waiting in their connections' queues, are stopped.
+    gone = true;
+    const leaversTaken = leavers.map((c) => c.taken);
+    for (let t = 0; t < 3; t++) {
+      before = stayer.taken;
+      await turn();
+      // Before, the gone connections' pulls kept their shares while they returned: the one left got 26 items in each
+      // of the next three turns.
+      expect(stayer.taken - before).toBe(PULLS_PER_TURN);
+      expect(leavers.map((c) => c.returned)).toEqual(leavers.map(() => 50));
+      expect(leavers.map((c) => c.taken)).toEqual(leaversTaken);
+    }
+    live = false;
+    await Promise.all([...stayer.outcomes, ...leavers.flatMap((c) => c.outcomes)]);
+  });
+
+  test('stopped pulls take no slot of their connection: its live pull behind 999 stopped ones has its share the next turn', async () => {
+    let stopped = false;
+    let live = true;
+    const crowd = admitting(1_000, (i) => live && (i === 999 || !stopped));
+    const other = admitting(1, () => live);
+    for (let i = 0; i < 3; i++) await turn();
+    stopped = true; // 999 of the crowd's pulls, all waiting in its queue, are cancelled
+    const [crowdBefore, otherBefore] = [crowd.taken, other.taken];
+    await turn();
+    // Half of the turn each, and the 999 returned. Before, they took the crowd's half of the next 8 turns (128 a
+    // turn), and its live pull got nothing while they did.
+    expect(crowd.returned).toBe(999);
+    expect(crowd.taken - crowdBefore).toBe(PULLS_PER_TURN / 2);
+    expect(other.taken - otherBefore).toBe(PULLS_PER_TURN / 2);
+    live = false;
+    await Promise.all([...crowd.outcomes, ...other.outcomes]);
   });
 });
 
