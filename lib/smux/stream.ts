@@ -19,7 +19,8 @@ type Callback = (error?: Error | null) => void;
  *
  * Receive backpressure: when the readable buffer reaches `streamHighWaterMark` the stream stops consuming;
  * the peer's window (v2) or the session budget (v1) then holds the sender back. After FIN both ways and
- * 'end'/'finish', the stream closes itself (autoDestroy) without losing unread data.
+ * 'end'/'finish', the stream closes itself (autoDestroy) without losing unread data. When the session ends after the
+ * peer's FIN, the stream closes once the application has read to 'end': quietly, unless a write of ours was lost.
  */
 export class SmuxStream extends Duplex {
   readonly #channel: SmuxChannel;
@@ -82,6 +83,12 @@ export class SmuxStream extends Duplex {
     callback(error);
   }
 
+  /** Destroys the stream (quietly) once 'end' is emitted: data still buffered for the application stays readable. */
+  #destroyAfterEnd(): void {
+    if (this.readableEnded) this.destroy();
+    else this.once('end', () => this.destroy());
+  }
+
   #send(chunks: Buffer[], callback: Callback): void {
     if (this.#deadError !== null) return callback(this.#deadError);
     try {
@@ -134,14 +141,21 @@ export class SmuxStream extends Duplex {
       }
       if (stream.#channel.finSent) {
         this.onDrain(); // closed cleanly: our FIN went out
-        return;
+      } else {
+        // The peer's data all arrived; only our direction failed. What was still in flight for it fails with the
+        // session's error: a failed write destroys the stream with it (Node's rule), unread data included.
+        error ??= new SmuxError('ERR_SMUX_SESSION_CLOSED', 'session closed');
+        stream.#deadError = error;
+        const pending = stream.#pendingWrite ?? stream.#pendingFinal;
+        stream.#pendingWrite = stream.#pendingFinal = null;
+        if (pending !== null) return pending(error);
+        if (stream.writableLength > 0) return void stream.destroy(error); // corked writes: lost, so say so
       }
-      // The peer's data all arrived; only our direction failed. Fail pending writes, keep unread data readable.
-      error ??= new SmuxError('ERR_SMUX_SESSION_CLOSED', 'session closed');
-      stream.#deadError = error;
-      const pending = stream.#pendingWrite ?? stream.#pendingFinal;
-      stream.#pendingWrite = stream.#pendingFinal = null;
-      pending?.(error);
+      // Nothing more can move either way, and nothing of ours was lost: close once the application has read to the
+      // end, without an error even if the session failed — the read side completed normally, and an 'error' nobody
+      // listens for would crash a process that did nothing wrong (later write()/end() calls still fail). Unless our
+      // own end() is finishing: then autoDestroy closes it after 'finish'.
+      if (!stream.writableEnded) stream.#destroyAfterEnd();
     }
   };
 }
