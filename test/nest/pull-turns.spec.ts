@@ -121,7 +121,7 @@ describe('pull turns (unit: stopped pulls, taking items straight from the turns)
       before = stayer.taken;
       await turn();
       // Before, the gone connections' pulls kept their shares while they returned: the one left got 26 items in each
-      // of the next three turns.
+      // of the next two turns, then 128.
       expect(stayer.taken - before).toBe(PULLS_PER_TURN);
       expect(leavers.map((c) => c.returned)).toEqual(leavers.map(() => 50));
       expect(leavers.map((c) => c.taken)).toEqual(leaversTaken);
