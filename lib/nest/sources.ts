@@ -65,7 +65,7 @@ export async function pullSource(
   const owner = endpoint.channel.session;
   try {
     for (;;) {
-      const turn = pullTurns.admit(owner);
+      const turn = pullTurns.admit(owner, live);
       if (turn !== null) {
         await turn;
         if (!live()) return { done: false, stopped: true };
