@@ -1,4 +1,6 @@
 import { IdTable } from '../util/id-table.js';
+import type { SmuxError } from './errors.js';
+import { windowOverrunError } from './flow-control.js';
 import type { StreamCore } from './stream-core.js';
 import type { StreamRefusals } from './stream-refusals.js';
 import type { WindowBudget } from './window-tuner.js';
@@ -87,6 +89,25 @@ export class SessionStreams {
     this.#table.clear();
     this.#peer = 0;
     return all;
+  }
+
+  /**
+   * v2, the receive budget (`budget` bytes) spent: the error that ends the session, or null to pause reading as for
+   * any spent budget. A peer within its windows cannot spend it — the bucket charges a stream only for bytes beyond
+   * its allowance, which covers every window we granted (flow-control.ts). Pausing would wedge the connection with
+   * the budget pinned until that stream is read, and nothing would say why: the session ends instead, naming the
+   * stream that went furthest past its grant. Not at the first byte past a grant: Go's own sender passes it when
+   * goroutines write one stream at once (each reads the window before the others' frames count: up to one write per
+   * extra goroutine, measured against Go 1.5.16, docs/NOTES.md). The budget absorbs that; only a peer whose excess
+   * spends all of it is cut off, where it would otherwise have wedged the session — and only when one stream holds at
+   * least half the budget past its grant: one hostile stream always does (growth reserves at most the other half),
+   * while Go's concurrent writers overshoot by a few writes per stream (32 writers of 1 MiB reached 4 MiB once, so
+   * not always), and a session whose excess is spread over streams pauses as before.
+   */
+  windowOverrun(budget: number): SmuxError | null {
+    let worst: StreamCore | null = null;
+    for (const core of this.#table.values()) if (core.overrun > (worst?.overrun ?? 0)) worst = core;
+    return worst === null || worst.overrun < budget / 2 ? null : windowOverrunError(worst.id, worst.received, worst.granted, budget);
   }
 
   // ── the peer's frames for a stream ─────────────────────────────────────────────────────────────────────

@@ -6,7 +6,7 @@ import { type SmuxConfig, validateConfig } from './config.js';
 import type { ProtocolVersion } from './constants.js';
 import { type FrameSink, FrameDecoder } from './decoder.js';
 import { SmuxError } from './errors.js';
-import { ReceiveBucket, streamAllowance, windowOverrunError } from './flow-control.js';
+import { ReceiveBucket, streamAllowance } from './flow-control.js';
 import { KeepAlive, type KeepAliveHost, keepAliveTimeout } from './keep-alive.js';
 import { HELD_BY_BACKLOG, HELD_BY_BUDGET, ReadTurns } from './read-turns.js';
 import { SmuxStream } from './stream.js';
@@ -115,7 +115,7 @@ export class Session extends EventEmitter<SessionEvents> {
         // Lingering after our side of a close, reading only to see the peer hang up: a stream the application left
         // unread is destroyed (its data dropped) rather than hold reading, which would leave the peer's FIN unread.
         if (this.#closing?.lingering === true) return core.destroy();
-        const overrun = this.#version === 2 ? this.#windowOverrun() : null;
+        const overrun = this.#version === 2 ? this.#streams.windowOverrun(c.maxReceiveBuffer) : null;
         if (overrun === null) this.#turns.hold(HELD_BY_BUDGET);
         else this.destroy(overrun);
       },
@@ -335,25 +335,6 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#maybeEnd();
   }
 
-  /**
-   * v2: the receive budget is spent, which a peer within its windows cannot do — the bucket charges a stream only
-   * for bytes beyond its allowance, which covers every window we granted (flow-control.ts). Pausing would wedge the
-   * connection with the budget pinned until that stream is read, and nothing would say why: the session ends
-   * instead, naming the stream that went furthest past its grant. Not at the first byte past a grant: Go's own
-   * sender passes it when goroutines write one stream at once (each reads the window before the others' frames
-   * count: up to one write per extra goroutine, measured against Go 1.5.16, docs/NOTES.md). The budget absorbs
-   * that; only a peer whose excess spends all of it is cut off, where it would otherwise have wedged the session —
-   * and only when one stream holds at least half the budget past its grant: one hostile stream always does (growth
-   * reserves at most the other half), while Go's concurrent writers overshoot by a few writes per stream (32 writers
-   * of 1 MiB reached 4 MiB once, so not always), and a session whose excess is spread over streams pauses as before.
-   */
-  #windowOverrun(): SmuxError | null {
-    let worst: StreamCore | null = null;
-    for (const core of this.#streams.values()) if (core.overrun > (worst?.overrun ?? 0)) worst = core;
-    const capacity = this.config.maxReceiveBuffer;
-    return worst === null || worst.overrun < capacity / 2 ? null : windowOverrunError(worst.id, worst.received, worst.granted, capacity);
-  }
-
   /** Consumed bytes returned tokens: reading may resume. */
   #tokensReturned(): void {
     if (this.#turns.isHeld(HELD_BY_BUDGET) && !this.#bucket.exhausted) this.#turns.release(HELD_BY_BUDGET);
@@ -408,6 +389,7 @@ export class Session extends EventEmitter<SessionEvents> {
   // ── internals ──────────────────────────────────────────────────────────────────────────────────────────
 
   #receive(chunk: Buffer): void {
+    if (this.#state === CLOSED) return; // a destroyed session's socket may still read, and discards (closeAfterPeer)
     this.#bytesIn += chunk.length;
     this.#turns.received(chunk.length);
     const framesBefore = this.#decoder.framesDecoded;

@@ -1,6 +1,8 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { SmuxChannel, SmuxError, SmuxStream } from '../../lib/smux/index.js';
+import { Cmd } from '../../lib/smux/constants.js';
 import { observeSession } from '../../lib/smux/session-layer.js';
+import { encodeFrame } from '../helpers/frames.js';
 import { closed, until } from '../helpers/net.js';
 import {
   cleanup,
@@ -12,6 +14,7 @@ import {
   pair,
   pattern,
   quiet,
+  rawServerOf,
   settle,
   watchUncaught,
 } from '../helpers/sessions.js';
@@ -257,54 +260,55 @@ describe('Session lifecycle over TCP', () => {
     expect({ error: failure.error, ended: paused.readableEnded }).toEqual({ error: null, ended: false });
   });
 
-  test.each([
-    ['hangs up at our FIN (a TS session does)', true],
-    ['keeps sending and never hangs up', false],
-  ])(
-    'destroy() right after close() resolved, the peer still sending: our streams end at once; the peer sees our FIN and %s',
-    async (_name, hangsUp) => {
-      // As a client's close() does (closeWithin without linger): the graceful close's flush, then destroy(). The socket
-      // closed with the peer's data unread made the kernel reset the connection: the peer got EPIPE or ECONNRESET.
-      const { client, server, clientSocket, serverSocket } = await pair({ version: 1 }, { version: 1 });
-      if (!hangsUp) {
-        serverSocket.allowHalfOpen = true; // the peer's socket stays open after our FIN
-        serverSocket.removeAllListeners('end'); // and its session no longer hears the FIN
-      }
-      serverSocket.on('error', () => {});
-      const flood = pattern(16 * 1024, 9);
-      let writing = true;
-      server.on('stream', (s) => {
-        quiet(s);
-        const more = (): void => {
-          while (writing && !s.destroyed && s.write(flood));
-        };
-        s.on('drain', more);
-        more();
-      });
-      const ours = await client.openStream();
-      const got = collect(ours);
-      ours.write('x');
-      await until(() => got.bytes > 1 << 20, 10_000, 'the peer’s flood arriving');
-      const peerClosed = closed(server);
-      serverSocket.pause(); // the peer is busy writing: it reads our FIN only later
-      await client.close();
-      client.destroy();
-      await until(() => ours.destroyed, 1_000, 'our stream ended with the session'); // at once: not after the peer
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      serverSocket.resume();
-      if (hangsUp) {
-        const reason = (await peerClosed) as SmuxError | undefined;
-        expect(reason?.message).toBe('the peer closed the connection'); // our FIN, not "connection error: write EPIPE"
-      } else {
-        // Our socket reads and discards, and is closed once the bound (2 s) is over: the fd is not kept for ever.
-        let peerEnded = false;
-        serverSocket.once('end', () => (peerEnded = true));
-        await until(() => clientSocket.destroyed, 5_000, 'our socket closed by the bound');
-        await until(() => peerEnded, 5_000, 'our FIN at the peer'); // a reset instead discards it
-        writing = false;
-      }
-    },
-  );
+  test('destroy() right after close() resolved, the peer still sending: our streams end at once; the peer sees our FIN, not a reset', async () => {
+    // As a client's close() does (closeWithin without linger): the graceful close's flush, then destroy(). The socket
+    // closed with the peer's data unread made the kernel reset the connection: the peer got EPIPE or ECONNRESET.
+    const { client, server, serverSocket } = await pair({ version: 1 }, { version: 1 });
+    const flood = pattern(16 * 1024, 9);
+    server.on('stream', (s) => {
+      quiet(s);
+      const more = (): void => {
+        while (!s.destroyed && s.write(flood));
+      };
+      s.on('drain', more);
+      more();
+    });
+    const ours = await client.openStream();
+    const got = collect(ours);
+    ours.write('x');
+    await until(() => got.bytes > 1 << 20, 10_000, 'the peer’s flood arriving');
+    const peerClosed = closed(server);
+    serverSocket.pause(); // the peer is busy writing: it reads our FIN only later
+    await client.close();
+    client.destroy();
+    await until(() => ours.destroyed, 1_000, 'our stream ended with the session'); // at once: not after the peer
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    serverSocket.resume();
+    const reason = (await peerClosed) as SmuxError | undefined;
+    expect(reason?.message).toBe('the peer closed the connection'); // our FIN, not "connection error: write EPIPE"
+  });
+
+  test('destroy() right after close() resolved, the peer sending and never hanging up: our FIN reaches it; the socket is closed by the bound', async () => {
+    const { client, raw, clientSocket } = await rawServerOf({ version: 1 });
+    raw.socket.allowHalfOpen = true; // it stays open after our FIN
+    const nops = Buffer.concat(Array.from({ length: 8192 }, () => encodeFrame(1, Cmd.NOP, 0)));
+    let writing = true;
+    const more = (): void => {
+      while (writing && !raw.socket.destroyed && raw.socket.write(nops));
+    };
+    raw.socket.on('drain', more);
+    more();
+    await client.close();
+    client.destroy();
+    let paused = false; // the destroyed session's reads once paused the socket (its turn budget), and nothing resumed it
+    clientSocket.on('data', () => (paused ||= clientSocket.isPaused()));
+    // Our socket reads and discards while the peer sends; it is closed at the latest when the bound (2 s) is over:
+    // the fd is not kept for ever.
+    await until(() => clientSocket.destroyed, 5_000, 'our socket closed by the bound');
+    writing = false;
+    expect(paused).toBe(false);
+    await until(() => raw.ended, 5_000, 'our FIN at the peer');
+  });
 
   test('destroy(err): every open stream errors with err; the peer’s streams fail with ERR_SMUX_SESSION_CLOSED', async () => {
     const { client, server } = await pair();
