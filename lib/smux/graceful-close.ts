@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { Clock, TimerHandle } from './clock.js';
 import { SmuxError } from './errors.js';
@@ -38,6 +39,7 @@ export class GracefulClose {
   #timer: TimerHandle | null = null;
   #ended = false; // socket.end() called
   #lingering = false; // our side is closed, reading until the peer closes
+  #lingerStart = 0; // when it began (performance.now(): the socket's time, not the application's clock)
 
   /**
    * @param host - the session
@@ -67,6 +69,11 @@ export class GracefulClose {
     return this.#lingering;
   }
 
+  /** Milliseconds since our side was closed (0 before). */
+  get lingeredMs(): number {
+    return this.#lingering ? performance.now() - this.#lingerStart : 0;
+  }
+
   /** Ends the connection if nothing is left to write (called whenever the writer or a stream may be done). */
   maybeEnd(): void {
     const writer = this.#host.writer;
@@ -81,6 +88,7 @@ export class GracefulClose {
   /** The socket's `'finish'`: everything we had to send, and our FIN, reached the kernel. */
   halfClosed(): void {
     this.#lingering = true;
+    this.#lingerStart = performance.now();
     this.#resolve();
     this.#host.socket.unref?.();
     // Keep reading until the peer closes ('end' or 'close' then destroys), so the kernel never resets.
@@ -97,19 +105,24 @@ export class GracefulClose {
 
 function noop(): void {}
 
-/** Closing a socket after our FIN: how long the peer's input must stay quiet, and how long it may take at most. */
+/**
+ * Closing a socket after our FIN: how long the peer's input must stay quiet, and how long after our FIN went out the
+ * socket may stay open at most (a linger before the destroy counts).
+ */
 const DISCARD_QUIET_MS = 50;
 const DISCARD_MAX_MS = 2_000;
 
 /**
  * Closes the socket of a session destroyed after our side of a graceful close went out (everything flushed, our FIN
  * included): its streams are gone already, but the socket reads on and discards until the peer hangs up, or its input
- * has been quiet for {@link DISCARD_QUIET_MS}, within {@link DISCARD_MAX_MS} — a socket closed with input unread makes
- * the kernel reset the connection, and the peer, still sending (a reply we no longer want, a keep-alive), sees
- * `EPIPE`/`ECONNRESET` instead of our FIN. Real timers, unref'd: this watches the socket, not an application deadline.
+ * has been quiet for {@link DISCARD_QUIET_MS}, within {@link DISCARD_MAX_MS} of our FIN (`lingeredMs` of it spent
+ * already) — a socket closed with input unread makes the kernel reset the connection, and the peer, still sending (a
+ * reply we no longer want, a keep-alive), sees `EPIPE`/`ECONNRESET` instead of our FIN. Real timers, unref'd: this
+ * watches the socket, not an application deadline.
  */
-export function closeAfterPeer(socket: Duplex): void {
-  if (socket.readableEnded || socket.destroyed) return void socket.destroy(); // the peer hung up already
+export function closeAfterPeer(socket: Duplex, lingeredMs: number): void {
+  // The peer hung up already, or the session lingered for the whole bound (a peer that never hangs up).
+  if (socket.readableEnded || socket.destroyed || lingeredMs >= DISCARD_MAX_MS) return void socket.destroy();
   let quiet = true;
   const close = (): void => {
     clearInterval(watch);
@@ -117,7 +130,7 @@ export function closeAfterPeer(socket: Duplex): void {
     socket.destroy();
   };
   const watch = setInterval(() => (quiet ? close() : (quiet = true)), DISCARD_QUIET_MS);
-  const bound = setTimeout(close, DISCARD_MAX_MS);
+  const bound = setTimeout(close, DISCARD_MAX_MS - lingeredMs);
   watch.unref();
   bound.unref();
   socket.on('data', () => (quiet = false)); // the session's own listener discards: its decoder is stopped

@@ -292,7 +292,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#decoder.stop();
     this.#writer.close();
     this.#socket.on('error', ignore); // errors after our teardown have no one to go to
-    if (error === undefined && this.#closing?.lingering === true) closeAfterPeer(this.#socket);
+    if (error === undefined && this.#closing?.lingering === true) closeAfterPeer(this.#socket, this.#closing.lingeredMs);
     else this.#socket.destroy();
     const streams = this.#streams.clear();
     this.#refusals.clear();

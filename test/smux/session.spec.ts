@@ -310,6 +310,15 @@ describe('Session lifecycle over TCP', () => {
     await until(() => raw.ended, 5_000, 'our FIN at the peer');
   });
 
+  test('destroy() after the close lingered for the whole bound (2 s after our FIN): the socket is closed at once', async () => {
+    const { client, raw, clientSocket } = await rawServerOf({ version: 1 });
+    raw.socket.allowHalfOpen = true; // it never hangs up
+    await client.close();
+    await new Promise((resolve) => setTimeout(resolve, 2_050));
+    client.destroy();
+    expect(clientSocket.destroyed).toBe(true); // no second bound after the linger
+  });
+
   test('destroy(err): every open stream errors with err; the peer’s streams fail with ERR_SMUX_SESSION_CLOSED', async () => {
     const { client, server } = await pair();
     const peer: Collected[] = [];
