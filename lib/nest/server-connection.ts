@@ -116,7 +116,8 @@ export class ServerConnection {
       clock: host.clock,
       maxMessageBytes: host.options.maxMessageBytes,
       servesCalls: () => this.#dialledLink !== null || this.#control?.link.peerServes === true, // a server we dialled serves
-      closing: () => host.closing(),
+      // A handler still running may call its caller back during the close: that is its work, bounded by closeTimeout.
+      closing: () => host.closing() && !this.#handlerRunning(),
       ping: (timeoutMs) => this.ping(timeoutMs),
       rtt: () => this.rtt,
       close: () => closeWithin(this.session, host.clock, host.options.closeTimeout),
@@ -231,6 +232,12 @@ export class ServerConnection {
     if (call.channel === this.#control?.channel) {
       this.#control.link.close(new SmuxError('ERR_SMUX_UNAVAILABLE', `the control stream of ${this.remote} closed`, { retryable: true }));
     }
+  }
+
+  #handlerRunning(): boolean {
+    let running = false;
+    this.calls.forEach((call) => (running ||= call.handlerRunning));
+    return running;
   }
 
   /** Calls the caller still waits for (not answered ones waiting for its FIN, nor cancelled ones whose handler runs on). */

@@ -22,7 +22,10 @@ export interface ConnectionPort {
   failure(error: SmuxError | undefined): SmuxError | undefined;
   /** True once the peer said in its HELLO that it serves calls. */
   servesCalls(): boolean;
-  /** True once the server's close began: no new call or event goes out (ERR_SMUX_SHUTTING_DOWN). */
+  /**
+   * True once the server's close began and no handler of a call on the connection runs: no new call or event goes out
+   * (ERR_SMUX_SHUTTING_DOWN).
+   */
   closing(): boolean;
   /** Measures the round trip on the control stream. */
   ping(timeoutMs: number): Promise<number>;
@@ -98,8 +101,9 @@ export type SmuxConnectionEvents = {
  * with `connectTo`). Reached from a handler with `ctx.getConnection()`, and from the server with `server.connections`
  * and its `'connection'` / `'disconnect'` events. Calls are not queued or retried: while the connection is gone they
  * fail at once with the retryable `ERR_SMUX_UNAVAILABLE`, and once the server's `close()` began with the retryable
- * `ERR_SMUX_SHUTTING_DOWN` (those already under way finish within `closeTimeout`). Such a failure is delivered on a
- * later turn of the event loop, never inside `subscribe()` or `emit()`.
+ * `ERR_SMUX_SHUTTING_DOWN` (those already under way finish within `closeTimeout`, and while a handler of a call on the
+ * connection still runs, new ones go out: it may be calling its caller back). Such a failure is delivered on a later
+ * turn of the event loop, never inside `subscribe()` or `emit()`.
  */
 export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
   /** The app's own state for this connection (who the peer is, once a handler has found out). */

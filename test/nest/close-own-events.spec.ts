@@ -2,7 +2,8 @@
  * A closing ServerSmux and what it sends itself over its connections (the new-user trial of 2026-12-05 10:00, items
  * left): events emitted with `connection.emit()` before `close()` are waited for within `closeTimeout`, as its own
  * calls are (d69c361), and those still unsent then fail with ERR_SMUX_SHUTTING_DOWN and are counted in the close line;
- * once `close()` began, a new call, event or byte stream on a connection fails at once with ERR_SMUX_SHUTTING_DOWN.
+ * once `close()` began, a new call, event or byte stream on a connection fails at once with ERR_SMUX_SHUTTING_DOWN —
+ * unless a handler of a call on that connection still runs (it may be calling its caller back).
  * Real apps on 127.0.0.1: a gateway, and a worker that dials it (`connectTo`, its ClientSmux) — a peer a connection can
  * call. Where time must pass, the closing side runs on a fake clock: the old bound was the connection close's 2 s.
  */
@@ -37,6 +38,13 @@ class GatewayController {
   @EventPattern('gw.note')
   note(@Payload() text: string): void {
     notes.push({ side: 'gateway', bytes: text.length });
+  }
+
+  /** Waits until let go, then calls its caller back and answers with what it got. */
+  @MessagePattern('gw.call-back')
+  async callBack(@Payload() n: number, @Ctx() ctx: SmuxContext): Promise<number> {
+    await hold();
+    return lastValueFrom(ctx.getConnection().send<number>('work.double', n));
   }
 }
 
@@ -232,6 +240,20 @@ describe('once close() began', () => {
     await within(closing, 'the gateway to close');
     expect(started).toBe(0);
     expect(notes).toEqual([]);
+    expect(closeLine()).toBe('Closed 1 connection: every call finished');
+  });
+
+  test('a handler still running during the close calls its caller back: the call goes out and is answered', async () => {
+    const { gateway, toGateway } = await gatewayAndWorker({ closeTimeout: 10_000 }, {});
+    const reply = lastValueFrom(toGateway.send<number>('gw.call-back', 21)); // the worker calls the gateway
+    await until(() => held.length === 1, 5_000, 'the gateway’s handler to run');
+    logLines.length = 0;
+    const closing = gateway.server.close();
+    await new Promise((resolve) => setImmediate(resolve));
+    held.shift()!(); // the handler calls the worker back now, during the close (was: ERR_SMUX_SHUTTING_DOWN)
+    expect(await within(reply, 'the reply')).toBe(42);
+    expect(started).toBe(1);
+    await within(closing, 'the gateway to close');
     expect(closeLine()).toBe('Closed 1 connection: every call finished');
   });
 });
