@@ -130,8 +130,17 @@ export class ClientRawCall {
   }
 
   #onClosed(error: SmuxError | undefined): void {
-    if (this.#state === OPEN)
-      this.#fail(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the byte stream completed'));
+    if (this.#state !== OPEN) return;
+    if (error !== undefined) this.#host.cutOff(); // counted in the lost connection's log line, as calls are
+    // The server's direction is complete and nothing of ours waits to be written: nothing was lost, so the Duplex
+    // closes quietly, as a half-open socket destroyed locally does. An 'error' there reached no one once a
+    // `for await` over it had finished, and crashed the process (a new-user trial: a download whose caller never
+    // called end(), then client.close()).
+    if ((this.#ends & 2) !== 0 && this.#duplex.writableLength === 0) {
+      this.#settle(true, 'ERR_SMUX_SESSION_CLOSED');
+      return void this.#duplex.destroy();
+    }
+    this.#fail(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the byte stream completed'));
   }
 
   // ── internals ──────────────────────────────────────────────────────────────────────────────────────────

@@ -251,6 +251,39 @@ describe('byte streams', () => {
     expect({ bytes: bytes(), sha256: digest() }).toEqual({ bytes: 8 * MiB, sha256: await sha(8 * MiB) });
   });
 
+  test('a download whose caller never ends its side, read with for await: client.close() closes it quietly', async () => {
+    // Found by a new-user trial: the Duplex errored at the close, when the finished `for await` had left no listener,
+    // and the process died. Its 'error' events are caught here by its own emit(): a listener would hide the bug.
+    const own = handle.client();
+    const duplex = own.openDuplex('download', { bytes: MiB });
+    const errors: unknown[] = [];
+    const emit = duplex.emit.bind(duplex);
+    duplex.emit = (event: string | symbol, ...args: unknown[]): boolean =>
+      event === 'error' ? errors.push(args[0]) > 0 : emit(event, ...args);
+    expect((await readAll(duplex)).length).toBe(MiB); // no end() of ours
+    await own.close();
+    await until(() => duplex.destroyed, 5_000, 'the Duplex to close');
+    await new Promise((resolve) => setImmediate(resolve)); // a destroy's 'error' is emitted on a later tick
+    expect(errors).toEqual([]);
+  });
+
+  test('a connection lost with only a byte stream in flight is reported as lost, counting it', async () => {
+    const own = handle.client();
+    const closes: unknown[] = [];
+    own.on('close', (error) => closes.push(error));
+    const duplex = own.openDuplex('slow-reader', {});
+    const failed = once(duplex, 'error').then(([error]) => error as unknown);
+    await within(probe.entered.promise, 'the handler to run');
+    logLines.length = 0;
+    handle.sessions.at(-1)!.destroy(); // the server drops the connection
+    expect(await within(failed, 'the Duplex to fail')).toMatchObject({ code: 'ERR_SMUX_SESSION_CLOSED' });
+    await until(() => closes.length === 1, 5_000, "the client's close event");
+    expect(closes[0]).toMatchObject({ code: 'ERR_SMUX_SESSION_CLOSED' }); // was undefined: a routine close
+    expect(logLines.filter((l) => l.context === 'ClientSmux' && l.level === 'warn').map((l) => l.message)).toEqual([
+      expect.stringMatching(/^Connection to 127\.0\.0\.1:\d+ lost: .* \(1 call in flight failed with it\)$/),
+    ]);
+  });
+
   test('256 MiB each way at once, through an echo: SHA-256 checked (the suite’s one large transfer)', async () => {
     const size = 256 * MiB;
     const duplex = client.openDuplex('echo');

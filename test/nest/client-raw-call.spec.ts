@@ -27,6 +27,7 @@ const KiB = 1024;
 async function rawCall({ timeout = 0, open = true } = {}) {
   pair = memorySessions();
   const settled: PendingCall[] = [];
+  const lost = { calls: 0 }; // host.cutOff(): calls in flight on a connection that died
   const server = { channel: null as SmuxChannel | null, messages: [] as CallMessage[], fin: false, closed: false };
   const reader = new MessageReader(1 << 30);
   pair.server.on('channel', (channel) => {
@@ -49,7 +50,7 @@ async function rawCall({ timeout = 0, open = true } = {}) {
     }),
     launch: () => undefined,
     settled: (c) => void settled.push(c),
-    cutOff: () => undefined,
+    cutOff: () => void lost.calls++,
     connectError: () => null,
   };
   const request = host.codec.encodeCall(Kind.REQUEST, {
@@ -74,7 +75,7 @@ async function rawCall({ timeout = 0, open = true } = {}) {
   /** The server writes one message on the call's stream. */
   const send = (kind: number, flags: number, body: unknown): void =>
     void server.channel!.write(Buffer.concat(encodeMessage(kind, flags, body)));
-  return { call, duplex, settled, server, read, send, opened };
+  return { call, duplex, settled, server, read, send, opened, lost };
 }
 
 /** The bytes of the RAW messages among `messages`. */
@@ -273,6 +274,37 @@ describe('ClientRawCall', () => {
     await flush();
     expect(read.error).toBeNull();
     expect(settled).toEqual([call]);
+  });
+
+  test("the connection lost after the server's END + LAST, our side never ended: the Duplex closes without an error, the loss is counted", async () => {
+    // A download whose caller forgot end(): once a `for await` over it finished, an 'error' reached no one and
+    // crashed the process (a new-user trial).
+    const { call, read, send, settled, lost } = await rawCall();
+    send(Kind.RAW, 0, Buffer.from('all of it'));
+    send(Kind.END, Flag.LAST, undefined);
+    await flush();
+    pair.client.destroy(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'connection error: read ECONNRESET'));
+    await flush();
+    expect(read).toEqual({ text: 'all of it', ended: true, error: null, closed: true });
+    expect(settled).toEqual([call]);
+    expect(lost.calls).toBe(1);
+  });
+
+  test('the connection lost with a write of ours still buffered, or before the server ended: the Duplex errors, the loss is counted', async () => {
+    for (const serverEnded of [true, false]) {
+      const { call, duplex, read, send, settled, lost } = await rawCall();
+      if (serverEnded) send(Kind.END, Flag.LAST, undefined);
+      await flush();
+      duplex.cork();
+      duplex.write('never sent'); // lost with the connection: say so
+      const error = new SmuxError('ERR_SMUX_SESSION_CLOSED', 'connection error: read ECONNRESET');
+      pair.client.destroy(error);
+      await flush();
+      expect(read).toMatchObject({ ended: serverEnded, error, closed: true });
+      expect(settled).toEqual([call]);
+      expect(lost.calls).toBe(1);
+      pair.close();
+    }
   });
 
   test('nothing of the call is reachable on it (its admission state, open, fail, its handlers): the transport drives it through accessors', async () => {
