@@ -169,7 +169,10 @@ function encode(kind: number, flags: number, value: unknown, fields: MessageFiel
     }
     flags |= Flag.HEADERS;
     headersText = JSON.stringify(headers);
-    fieldBytes += 2 + Buffer.byteLength(headersText);
+    const headersBytes = Buffer.byteLength(headersText);
+    // Checked before anything is allocated for the message (a 9 MiB header was copied into it first).
+    if (headersBytes > 0xffff) throw fieldTooLong('headers', headersBytes, 0xffff, ' as JSON');
+    fieldBytes += 2 + headersBytes;
   }
   if (feed !== undefined) {
     flags |= Flag.FEED;
@@ -226,12 +229,20 @@ function fieldLength(value: string): number {
   return value.length;
 }
 
+function fieldTooLong(field: string, length: number, max: number, as: string): SmuxError {
+  const verb = field === 'headers' ? 'are' : 'is';
+  return new SmuxError(
+    'ERR_SMUX_LIMIT',
+    `the call's ${field} ${verb} ${length} bytes${as}, more than the ${max} bytes a call message carries`,
+  );
+}
+
 function writeShortString(buf: Buffer, at: number, value: string, lengthBytes: 1 | 2, field: string): number {
   const length = fieldLength(value);
   // Not `2 ** (8 * lengthBytes)`: a power with a variable exponent is a call into the C library's pow(), which
   // was 3.7 % of a client's CPU at 64 B @64 (two fields per request).
   const max = lengthBytes === 1 ? 0xff : 0xffff;
-  if (length > max) throw new SmuxError('ERR_SMUX_LIMIT', `call ${field} is ${length} bytes, more than ${max}`);
+  if (length > max) throw fieldTooLong(field, length, max, '');
   if (lengthBytes === 1) buf[at] = length;
   else buf.writeUInt16LE(length, at);
   at += lengthBytes;

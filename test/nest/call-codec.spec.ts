@@ -297,8 +297,15 @@ describe('call codec: kinds, flags and fields round trip', () => {
 
   test('fields too long for their length prefix are refused with ERR_SMUX_LIMIT', () => {
     expect(codeOf(() => encodeMessage(Kind.REQUEST, 0, 1, { id: 'i'.repeat(256) }))).toBe('ERR_SMUX_LIMIT');
-    expect(() => encodeMessage(Kind.REQUEST, 0, 1, { id: 'i'.repeat(256) })).toThrow('call id is 256 bytes, more than 255');
-    expect(() => encodeMessage(Kind.REQUEST, 0, 1, { pattern: 'p'.repeat(65536) })).toThrow('call pattern is 65536 bytes, more than 65535');
+    expect(() => encodeMessage(Kind.REQUEST, 0, 1, { id: 'i'.repeat(256) })).toThrow(
+      "the call's id is 256 bytes, more than the 255 bytes a call message carries",
+    );
+    expect(() => encodeMessage(Kind.REQUEST, 0, 1, { pattern: 'p'.repeat(65536) })).toThrow(
+      "the call's pattern is 65536 bytes, more than the 65535 bytes a call message carries",
+    );
+    expect(() => encodeMessage(Kind.REQUEST, 0, 1, { headers: { big: 'h'.repeat(65530) } })).toThrow(
+      "the call's headers are 65540 bytes as JSON, more than the 65535 bytes a call message carries",
+    );
     expect(codeOf(() => encodeMessage(Kind.REQUEST, 0, 1, { id: 'é'.repeat(128) }))).toBe('ERR_SMUX_LIMIT'); // 256 bytes
     expect(codeOf(() => encodeMessage(Kind.REQUEST, 0, 1, { pattern: 'p'.repeat(65536) }))).toBe('ERR_SMUX_LIMIT');
     expect(codeOf(() => encodeMessage(Kind.RESPONSE, 0, 1, { status: 's'.repeat(256) }))).toBe('ERR_SMUX_LIMIT');
