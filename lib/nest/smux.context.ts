@@ -1,6 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { BaseRpcContext } from '@nestjs/microservices';
 import { type Session, type SmuxChannel, SmuxError } from '../smux/index.js';
+import { handlerFacing } from './handler-facing-error.js';
 import { connectionOf, type SmuxConnection } from './smux-connection.js';
 
 /** What a {@link SmuxContext} reads from the call it describes (the last of its `getArgs()`). */
@@ -56,15 +57,22 @@ export class SmuxContext extends BaseRpcContext<SmuxContextArgs> {
    * backpressure, `stream.pipeline()` and `for await` work. The call completes once both sides ended their
    * writable sides — the handler must `end()` its side (what it returns is not sent: answer through the stream);
    * a handler that throws or rejects fails the call with its error, as Nest delivers it.
-   * @throws SmuxError `ERR_SMUX_INVALID_ARGUMENT` for a call that is not a byte stream
+   * @throws SmuxError `ERR_SMUX_INVALID_ARGUMENT` for a call that is not a byte stream (the caller used `send()`): the
+   *   call fails with it too, and Nest does not log it as the handler's failure
    */
   getDuplex(): Duplex {
-    const duplex = this.args[3].duplex;
+    const control = this.args[3];
+    const duplex = control.duplex;
     if (duplex === null) {
-      throw new SmuxError(
+      const refusal = new SmuxError(
         'ERR_SMUX_INVALID_ARGUMENT',
         `the call to ${this.getPattern()} is not a byte stream: the caller must use client.openDuplex()`,
       );
+      // The caller's mistake (send() to a byte-stream handler): the call fails with this error, typed at the caller,
+      // and the handler's exception is not logged by Nest as its failure (it answered "Internal server error", and
+      // the server logged an ERROR with a stack for every such call — a new-user trial).
+      refuseNonByteStream(control, refusal);
+      throw handlerFacing(refusal);
     }
     return duplex;
   }
@@ -92,15 +100,29 @@ export class SmuxContext extends BaseRpcContext<SmuxContextArgs> {
   }
 }
 
+/** The server's call, as a context reaches it: the readings, and ending it with a transport error of the server's. */
+interface ServerCallControl extends CallControl {
+  end(error: SmuxError): void;
+}
+
+// Set by CallReadings' static block: ends a server's call that is not a byte stream (a context made by hand: nothing).
+let refuseNonByteStream: (control: CallControl, refusal: SmuxError) => void;
+
 /**
  * What a context holds of its call: the three readings {@link CallControl} names, and nothing else. The server's
  * call object has methods and a connection that are the transport's own; `ctx.getArgs()` must not hand them to
  * application code (docs/NOTES.md: a context's last argument was the call itself until 2026-12-03).
  */
 class CallReadings implements CallControl {
-  readonly #call: CallControl;
+  readonly #call: ServerCallControl;
 
-  constructor(call: CallControl) {
+  static {
+    refuseNonByteStream = (control, refusal) => {
+      if (control instanceof CallReadings) control.#call.end(refusal);
+    };
+  }
+
+  constructor(call: ServerCallControl) {
     this.#call = call;
   }
 
@@ -122,7 +144,7 @@ export function createSmuxContext(
   channel: SmuxChannel,
   pattern: string,
   headers: Readonly<Record<string, string>> | undefined,
-  call: CallControl,
+  call: ServerCallControl,
 ): SmuxContext {
   return new SmuxContext([channel, pattern, headers ?? NO_HEADERS, new CallReadings(call)]);
 }

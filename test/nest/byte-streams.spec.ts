@@ -38,6 +38,7 @@ const probe = {
   entered: deferred(),
   hooks: null as string[] | null,
   returned: false,
+  thrown: null as unknown,
 };
 
 /** Which of the transport's own hooks on a Duplex (attach a stream, deliver bytes, fail it) an app could reach. */
@@ -186,7 +187,12 @@ class BytesController {
 
   @MessagePattern('not-a-stream')
   notAStream(@Ctx() ctx: SmuxContext): string {
-    ctx.getDuplex();
+    try {
+      ctx.getDuplex();
+    } catch (error) {
+      probe.thrown = error;
+      throw error;
+    }
     return 'unreachable';
   }
 }
@@ -371,10 +377,16 @@ describe('byte streams', () => {
     },
   );
 
-  test('ctx.getDuplex() in a call that is not a byte stream throws ERR_SMUX_INVALID_ARGUMENT', async () => {
+  test('ctx.getDuplex() in a call that is not a byte stream throws ERR_SMUX_INVALID_ARGUMENT, and the caller gets it typed', async () => {
+    // The caller's mistake (send() to a byte-stream handler): it got "Internal server error", and the server logged
+    // an ERROR with a stack for each such call (a new-user trial).
     logLines.length = 0;
-    expect(await rejection(firstValueFrom(client.send('not-a-stream', {})))).toEqual({ status: 'error', message: 'Internal server error' });
-    expect(logLines).toContainEqual(expect.objectContaining({ level: 'error', message: expect.stringContaining('is not a byte stream') }));
+    const error = await rejection(firstValueFrom(client.send('not-a-stream', {})));
+    expect(error).toEqual(
+      smuxError('ERR_SMUX_INVALID_ARGUMENT', 'the call to not-a-stream is not a byte stream: the caller must use client.openDuplex()'),
+    );
+    expect(probe.thrown).toMatchObject({ code: 'ERR_SMUX_INVALID_ARGUMENT' }); // the handler saw it thrown
+    expect(logLines.filter((l) => l.level === 'error')).toEqual([]);
   });
 
   test('a byte stream to a handler that never takes it fails with ERR_SMUX_INVALID_ARGUMENT once the handler returns', async () => {
