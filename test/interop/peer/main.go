@@ -27,6 +27,7 @@ var subCommands = map[string]func(args []string) int{
 	"nestcall":   cmdNestCall,
 	"neststream": cmdNestStream,
 	"nestworker": cmdNestWorker,
+	"writers":    cmdConcurrentWriters,
 }
 
 const usage = `usage: peer <sub-command> [flags]
@@ -46,6 +47,7 @@ sub-commands:
              stream: [-items JSON | -count N] [-split n] [-lockstep K] [-mul M] [-end-error JSON]
              raw:    [-data JSON] [-bytes N] [-chunk n] [-download N] [-end-error JSON]
   nestworker -addr H:P [-id ID] [-serve N]         dial a ServerSmux and serve its calls (§11): go.double
+  writers    -addr H:P [-writers N] [-chunk S] [-bytes T]  N goroutines Write() one stream at once (v2 window race)
 
 common flags: -v 1|2 -kai ms -kat ms -nokeepalive -maxframe n -recvbuf n -streambuf n -timeout ms
 run "peer <sub-command> -h" for the flags of one sub-command.
