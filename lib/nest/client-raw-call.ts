@@ -5,7 +5,7 @@ import { CallEndpoint, registerEndpointOwner } from './call-endpoint.js';
 import type { CallAccess, ClientCallHost } from './client-call.js';
 import { failDuplexLater, isStarting } from './late-failure.js';
 import { failureOf, type SmuxCallFailure } from './metrics.js';
-import { attachDuplex, byteStreamViolation, deliverToDuplex, failDuplex, type SmuxDuplex } from './raw-duplex.js';
+import { attachDuplex, byteStreamViolation, deliverToDuplex, duplexWrote, failDuplex, type SmuxDuplex } from './raw-duplex.js';
 import type { ClientSpan } from './tracing.js';
 
 const WAITING = 0;
@@ -132,11 +132,11 @@ export class ClientRawCall {
   #onClosed(error: SmuxError | undefined): void {
     if (this.#state !== OPEN) return;
     if (error !== undefined) this.#host.cutOff(); // counted in the lost connection's log line, as calls are
-    // The server's direction is complete and nothing of ours waits to be written: nothing was lost, so the Duplex
-    // closes quietly, as a half-open socket destroyed locally does. An 'error' there reached no one once a
-    // `for await` over it had finished, and crashed the process (a new-user trial: a download whose caller never
-    // called end(), then client.close()).
-    if ((this.#ends & 2) !== 0 && this.#duplex.writableLength === 0) {
+    // The server's direction is complete and the caller wrote nothing (a download whose caller never called end()):
+    // nothing was lost, so the Duplex closes quietly, as a half-open socket destroyed locally does. An 'error' there
+    // reached no one once a `for await` over it had finished, and crashed the process (a new-user trial). Anything
+    // written may have been queued unsent, whatever its callback said: that errors, as before.
+    if ((this.#ends & 2) !== 0 && !duplexWrote(this.#duplex) && this.#duplex.writableLength === 0) {
       this.#settle(true, 'ERR_SMUX_SESSION_CLOSED');
       return void this.#duplex.destroy();
     }

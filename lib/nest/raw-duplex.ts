@@ -23,6 +23,7 @@ export interface RawCallOwner {
 let attach: (duplex: SmuxDuplex, endpoint: CallEndpoint, owner: RawCallOwner) => void;
 let deliver: (duplex: SmuxDuplex, message: CallMessage) => void;
 let fail: (duplex: SmuxDuplex, error: unknown) => void;
+let wrote: (duplex: SmuxDuplex) => boolean;
 
 /**
  * A byte-stream call's Node `Duplex` (`client.openDuplex()`, `ctx.getDuplex()`): what is written travels as RAW
@@ -37,6 +38,7 @@ export class SmuxDuplex extends Duplex {
   #writeDone: ((error?: Error | null) => void) | null = null; // the write waiting for the window
   #reading = true;
   #external = false; // destroyed from outside (the peer, the call): not reported back to the owner
+  #wrote = false; // a write reached _write (its bytes may be queued in the stream, unsent, whatever its callback said)
 
   /** @param highWaterMark - bytes buffered on each side before backpressure (the stream's high-water mark) */
   constructor(highWaterMark = 64 * 1024) {
@@ -58,6 +60,7 @@ export class SmuxDuplex extends Duplex {
     attach = (duplex, endpoint, owner) => duplex.#attach(endpoint, owner);
     deliver = (duplex, message) => duplex.#deliver(message);
     fail = (duplex, error) => duplex.#fail(error);
+    wrote = (duplex) => duplex.#wrote;
   }
 
   /** Attaches the call's stream (the client's Duplex exists before its stream opens). */
@@ -103,6 +106,7 @@ export class SmuxDuplex extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.#wrote = true;
     this.#whenAttached(() => {
       const endpoint = this.#endpoint!;
       // The server's side: bytes for a caller that is behind on this connection (its replies unread) fail the
@@ -172,6 +176,11 @@ export function deliverToDuplex(duplex: SmuxDuplex, message: CallMessage): void 
 /** Ends `duplex` with an error that did not start there (the peer's, the call's); its owner is not told. */
 export function failDuplex(duplex: SmuxDuplex, error: unknown): void {
   fail(duplex, error);
+}
+
+/** True once anything was written to `duplex` (what its callbacks said sent may still have been queued when it died). */
+export function duplexWrote(duplex: SmuxDuplex): boolean {
+  return wrote(duplex);
 }
 
 /**

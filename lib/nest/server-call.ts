@@ -76,6 +76,7 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
   #input: ServerInput | null = null; // what a streamed request or a byte stream reads after its REQUEST
   #handler = HANDLER_IDLE;
   #span: ServerSpan | null = null;
+  #failsWith: SmuxError | null = null; // see notByteStream()
 
   /**
    * @param host - the server
@@ -336,6 +337,15 @@ export class ServerCall implements EndpointOwner, CallControl, ReplyOwner, Input
 
   toRpcError(error: unknown): unknown {
     return this.#host.toRpcError(error);
+  }
+
+  /** `ctx.getDuplex()` threw `refusal` (the call is not a byte stream): a failure of the handler ends the call with it. */
+  notByteStream(refusal: SmuxError): void {
+    this.#failsWith ??= refusal;
+  }
+
+  get failsWith(): SmuxError | null {
+    return this.#failsWith;
   }
 
   // ── internals ──────────────────────────────────────────────────────────────────────────────────────────

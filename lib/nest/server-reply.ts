@@ -20,6 +20,8 @@ export interface ReplyOwner {
   end(error: SmuxError): void;
   /** A thrown value as the caller receives it (Nest's exception-filter defaults). */
   toRpcError(error: unknown): unknown;
+  /** The transport error a failed handler's call ends with instead of its error (`send()` to a byte-stream handler). */
+  readonly failsWith: SmuxError | null;
 }
 
 // Set by ServerReply's static block. The reply is its Observable's subscriber, so application code holds it (a raw
@@ -148,6 +150,8 @@ export class ServerReply implements Observer<unknown>, Unsubscribable {
 
   error(error: unknown): void {
     if (this.#closed || this.#stopped) return;
+    const transport = this.#owner.failsWith;
+    if (transport !== null) return this.#owner.end(transport); // which stops this reply
     this.#flushPending();
     this.#answer(error, Flag.LAST | Flag.ERROR);
     this.unsubscribe(); // as rxjs's subscribers do once the source is done

@@ -57,8 +57,8 @@ export class SmuxContext extends BaseRpcContext<SmuxContextArgs> {
    * backpressure, `stream.pipeline()` and `for await` work. The call completes once both sides ended their
    * writable sides — the handler must `end()` its side (what it returns is not sent: answer through the stream);
    * a handler that throws or rejects fails the call with its error, as Nest delivers it.
-   * @throws SmuxError `ERR_SMUX_INVALID_ARGUMENT` for a call that is not a byte stream (the caller used `send()`): the
-   *   call fails with it too, and Nest does not log it as the handler's failure
+   * @throws SmuxError `ERR_SMUX_INVALID_ARGUMENT` for a call that is not a byte stream (the caller used `send()`): a
+   *   handler that lets it propagate fails the call with it (typed at the caller), and Nest does not log it
    */
   getDuplex(): Duplex {
     const control = this.args[3];
@@ -68,10 +68,11 @@ export class SmuxContext extends BaseRpcContext<SmuxContextArgs> {
         'ERR_SMUX_INVALID_ARGUMENT',
         `the call to ${this.getPattern()} is not a byte stream: the caller must use client.openDuplex()`,
       );
-      // The caller's mistake (send() to a byte-stream handler): the call fails with this error, typed at the caller,
-      // and the handler's exception is not logged by Nest as its failure (it answered "Internal server error", and
-      // the server logged an ERROR with a stack for every such call — a new-user trial).
-      refuseNonByteStream(control, refusal);
+      // The caller's mistake (send() to a byte-stream handler): if the handler fails, the call fails with this error,
+      // typed at the caller, and Nest does not log the exception as the handler's failure (it answered "Internal
+      // server error", and the server logged an ERROR with a stack for every such call — a new-user trial). A handler
+      // (or a guard) that catches it and goes on answers as it likes: reading the context changes nothing.
+      noteNotByteStream(control, refusal);
       throw handlerFacing(refusal);
     }
     return duplex;
@@ -100,13 +101,14 @@ export class SmuxContext extends BaseRpcContext<SmuxContextArgs> {
   }
 }
 
-/** The server's call, as a context reaches it: the readings, and ending it with a transport error of the server's. */
+/** The server's call, as a context reaches it: the readings, and the note of a `getDuplex()` it could not serve. */
 interface ServerCallControl extends CallControl {
-  end(error: SmuxError): void;
+  /** `ctx.getDuplex()` threw `refusal`: should the handler fail, the call fails with it (a transport error). */
+  notByteStream(refusal: SmuxError): void;
 }
 
-// Set by CallReadings' static block: ends a server's call that is not a byte stream (a context made by hand: nothing).
-let refuseNonByteStream: (control: CallControl, refusal: SmuxError) => void;
+// Set by CallReadings' static block: tells a server's call that getDuplex() threw (a context made by hand: nothing).
+let noteNotByteStream: (control: CallControl, refusal: SmuxError) => void;
 
 /**
  * What a context holds of its call: the three readings {@link CallControl} names, and nothing else. The server's
@@ -117,8 +119,8 @@ class CallReadings implements CallControl {
   readonly #call: ServerCallControl;
 
   static {
-    refuseNonByteStream = (control, refusal) => {
-      if (control instanceof CallReadings) control.#call.end(refusal);
+    noteNotByteStream = (control, refusal) => {
+      if (control instanceof CallReadings) control.#call.notByteStream(refusal);
     };
   }
 

@@ -185,6 +185,16 @@ class BytesController {
     return 'a value';
   }
 
+  @MessagePattern('probe-duplex') // reads the context as a generic guard or interceptor might
+  probeDuplex(@Ctx() ctx: SmuxContext): string {
+    try {
+      ctx.getDuplex();
+      return 'a byte stream';
+    } catch {
+      return 'a plain call';
+    }
+  }
+
   @MessagePattern('not-a-stream')
   notAStream(@Ctx() ctx: SmuxContext): string {
     try {
@@ -387,6 +397,10 @@ describe('byte streams', () => {
     );
     expect(probe.thrown).toMatchObject({ code: 'ERR_SMUX_INVALID_ARGUMENT' }); // the handler saw it thrown
     expect(logLines.filter((l) => l.level === 'error')).toEqual([]);
+  });
+
+  test('a handler that catches what ctx.getDuplex() throws answers as it likes: reading the context changes nothing', async () => {
+    expect(await firstValueFrom(client.send('probe-duplex', {}))).toBe('a plain call');
   });
 
   test('a byte stream to a handler that never takes it fails with ERR_SMUX_INVALID_ARGUMENT once the handler returns', async () => {

@@ -290,12 +290,16 @@ describe('ClientRawCall', () => {
     expect(lost.calls).toBe(1);
   });
 
-  test('the connection lost with a write of ours still buffered, or before the server ended: the Duplex errors, the loss is counted', async () => {
-    for (const serverEnded of [true, false]) {
+  test('the connection lost after a write of ours (buffered, or accepted and queued), or before the server ended: the Duplex errors, the loss is counted', async () => {
+    for (const [serverEnded, corked] of [
+      [true, true],
+      [true, false],
+      [false, true],
+    ]) {
       const { call, duplex, read, send, settled, lost } = await rawCall();
       if (serverEnded) send(Kind.END, Flag.LAST, undefined);
       await flush();
-      duplex.cork();
+      if (corked) duplex.cork(); // held by Node; else accepted at once (its callback runs) but queued in the stream
       duplex.write('never sent'); // lost with the connection: say so
       const error = new SmuxError('ERR_SMUX_SESSION_CLOSED', 'connection error: read ECONNRESET');
       pair.client.destroy(error);

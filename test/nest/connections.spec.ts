@@ -157,7 +157,7 @@ describe('SmuxConnection: who called, and state per connection', () => {
       session.openChannel(),
       'p',
       {},
-      { signal: new AbortController().signal, remainingMs: undefined, duplex: null, end: () => undefined },
+      { signal: new AbortController().signal, remainingMs: undefined, duplex: null, notByteStream: () => undefined },
     );
     expect(() => ctx.getConnection()).toThrow(expect.objectContaining({ code: 'ERR_SMUX_UNAVAILABLE' }));
   });
