@@ -150,13 +150,15 @@ function encode(kind: number, flags: number, value: unknown, fields: MessageFiel
   let fieldBytes = 0;
   const { id, pattern, timeout, headers, status, feed } = fields;
   let headersText: string | undefined;
+  // Every field's length is checked here, before anything is allocated for the message (a 9 MiB field was copied
+  // into it first).
   if (id !== undefined) {
     flags |= Flag.ID;
-    fieldBytes += 1 + fieldLength(id);
+    fieldBytes += 1 + checkedLength('id', id, 0xff);
   }
   if (pattern !== undefined) {
     flags |= Flag.PATTERN | (fields.patternIsJson === true ? Flag.PATTERN_JSON : 0);
-    fieldBytes += 2 + fieldLength(pattern);
+    fieldBytes += 2 + checkedLength('pattern', pattern, 0xffff);
   }
   if (timeout !== undefined) {
     flags |= Flag.TIMEOUT;
@@ -170,7 +172,6 @@ function encode(kind: number, flags: number, value: unknown, fields: MessageFiel
     flags |= Flag.HEADERS;
     headersText = JSON.stringify(headers);
     const headersBytes = Buffer.byteLength(headersText);
-    // Checked before anything is allocated for the message (a 9 MiB header was copied into it first).
     if (headersBytes > 0xffff) throw fieldTooLong('headers', headersBytes, 0xffff, ' as JSON');
     fieldBytes += 2 + headersBytes;
   }
@@ -180,7 +181,7 @@ function encode(kind: number, flags: number, value: unknown, fields: MessageFiel
   }
   if (status !== undefined) {
     flags |= Flag.STATUS;
-    fieldBytes += 1 + Buffer.byteLength(status);
+    fieldBytes += 1 + checkedLength('status', status, 0xff);
   }
 
   const bodyLength = text !== undefined ? Buffer.byteLength(text) : (bytes?.byteLength ?? 0);
@@ -227,6 +228,13 @@ function fieldLength(value: string): number {
   if (value.length > SHORT_TEXT) return Buffer.byteLength(value);
   for (let i = 0; i < value.length; i++) if (value.charCodeAt(i) > 0x7f) return Buffer.byteLength(value);
   return value.length;
+}
+
+/** The UTF-8 length of a field, at most `max` (its length prefix's range). */
+function checkedLength(field: string, value: string, max: number): number {
+  const length = fieldLength(value);
+  if (length > max) throw fieldTooLong(field, length, max, '');
+  return length;
 }
 
 function fieldTooLong(field: string, length: number, max: number, as: string): SmuxError {

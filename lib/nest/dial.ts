@@ -1,4 +1,5 @@
 import * as net from 'node:net';
+import { clearInterval, setInterval } from 'node:timers';
 import * as tls from 'node:tls';
 import { type Clock, Session, SmuxError, type TimerHandle } from '../smux/index.js';
 import type { ResolvedClientOptions } from './options.js';
@@ -96,7 +97,8 @@ export async function closeWithin(session: Session, clock: Clock, ms: number, li
 /**
  * Resolves once the peer hangs up (the session's `'close'`), or once no input has arrived for {@link QUIET_MS} while
  * the session could read it (its receive budget not spent: a spent one holds reading, and input then waits unread in
- * the socket). On real time: it watches the socket, not a deadline of the app's clock.
+ * the socket). On real time (`node:timers`, which a test's fake timers do not replace): it watches the socket, not a
+ * deadline of the app's clock.
  */
 function hungUpOrQuiet(session: Session): Promise<void> {
   return new Promise<void>((resolve) => {

@@ -116,8 +116,9 @@ export class ServerConnection {
       clock: host.clock,
       maxMessageBytes: host.options.maxMessageBytes,
       servesCalls: () => this.#dialledLink !== null || this.#control?.link.peerServes === true, // a server we dialled serves
-      // A handler still running may call its caller back during the close: that is its work, bounded by closeTimeout.
-      closing: () => host.closing() && !this.#handlerRunning(),
+      // A handler still running may call its caller back during the close: that is its work, bounded by closeTimeout
+      // (past it the connection is closed, and a handler that ignored its signal is refused as closing too).
+      closing: () => host.closing() && (this.session.isClosed || !this.#handlerRunning()),
       ping: (timeoutMs) => this.ping(timeoutMs),
       rtt: () => this.rtt,
       close: () => closeWithin(this.session, host.clock, host.options.closeTimeout),

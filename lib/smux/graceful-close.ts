@@ -1,5 +1,4 @@
 import { performance } from 'node:perf_hooks';
-import type { Duplex } from 'node:stream';
 import type { Clock, TimerHandle } from './clock.js';
 import { SmuxError } from './errors.js';
 import type { FrameWriter } from './writer.js';
@@ -16,18 +15,23 @@ export interface GracefulCloseHost {
   stopWriting(): void;
   /** Our side is done: read on until the peer closes, whatever held reading. */
   readToEnd(): void;
+  /** Destroys the stream holding the most unread data (the application stopped reading while we linger). */
+  dropUnread(): void;
   /** Ends the session (with an error when the close could not flush in time). */
   destroy(error?: SmuxError): void;
 }
 
+/** Lingering with the receive budget spent, how long the application may read nothing before unread data is dropped. */
+const UNREAD_MS = 1_000;
+
 /**
  * A session's graceful close once it started: flush everything — data a v2 peer's window holds back goes out as the
  * peer reads — then end the connection (TCP half-close), and read on until the peer closes too (destroying a socket
- * with unread input would make the kernel reset the connection and discard our own unsent tail) — a stream left
- * unread that would spend the receive budget meanwhile is destroyed (quietly, as a local destroy is) rather than hold
- * reading. Bounded by one
- * timer: a flush that does not finish in time destroys the session with `ERR_SMUX_TIMEOUT`; a peer that never
- * closes after our FIN (Go does not react to EOF) is cut off quietly.
+ * with unread input would make the kernel reset the connection and discard our own unsent tail). Should the receive
+ * budget be spent meanwhile with the application reading none of it, the stream holding the most is destroyed
+ * (quietly, as a local destroy is) rather than hold reading until the timer ({@link GracefulClose.budgetSpent}).
+ * Bounded by one timer: a flush that does not finish in time destroys the session with `ERR_SMUX_TIMEOUT`; a peer
+ * that never closes after our FIN (Go does not react to EOF) is cut off quietly.
  *
  *   constructed ──everything flushed──▶ ENDED (socket.end()) ──'finish'──▶ LINGERING (done resolves) ──peer closes──▶ destroyed
  *      └───────────────────── the timer: destroyed (with ERR_SMUX_TIMEOUT unless LINGERING) ─────────────────────┘
@@ -39,6 +43,7 @@ export class GracefulClose {
   #timer: TimerHandle | null = null;
   #ended = false; // socket.end() called
   #lingering = false; // our side is closed, reading until the peer closes
+  #unreadTimer: TimerHandle | null = null; // lingering with the receive budget spent: see budgetSpent()
   #lingerStart = 0; // when it began (performance.now(): the socket's time, not the application's clock)
 
   /**
@@ -95,46 +100,34 @@ export class GracefulClose {
     this.#host.readToEnd();
   }
 
-  /** The session was destroyed (by the timer, the peer or its owner): the timer stops, `done` resolves. */
+  /**
+   * The receive budget is spent, so the session holds its reading. While lingering that also leaves the peer's FIN
+   * unread, and the close waiting for its timer: if the application reads nothing for {@link UNREAD_MS}, the stream
+   * holding the most unread data is destroyed (its data dropped, its budget returned) and reading goes on. A stream
+   * being read, however slowly, is never cut: its reads return tokens ({@link budgetMoved}), which restart the wait.
+   */
+  budgetSpent(): void {
+    if (!this.#lingering || this.#unreadTimer !== null) return;
+    this.#unreadTimer = this.#host.clock.setTimeout(() => {
+      this.#unreadTimer = null;
+      this.#host.dropUnread();
+    }, UNREAD_MS);
+  }
+
+  /** The application read held data (tokens returned): the wait of {@link budgetSpent} starts over. */
+  budgetMoved(): void {
+    if (this.#unreadTimer === null) return;
+    this.#host.clock.clearTimeout(this.#unreadTimer);
+    this.#unreadTimer = null;
+  }
+
+  /** The session was destroyed (by the timer, the peer or its owner): the timers stop, `done` resolves. */
   ended(): void {
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
     this.#timer = null;
+    this.budgetMoved();
     this.#resolve();
   }
 }
 
 function noop(): void {}
-
-/**
- * Closing a socket after our FIN: how long the peer's input must stay quiet, and how long after our FIN went out the
- * socket may stay open at most (a linger before the destroy counts).
- */
-const DISCARD_QUIET_MS = 50;
-const DISCARD_MAX_MS = 2_000;
-
-/**
- * Closes the socket of a session destroyed after our side of a graceful close went out (everything flushed, our FIN
- * included): its streams are gone already, but the socket reads on and discards until the peer hangs up, or its input
- * has been quiet for {@link DISCARD_QUIET_MS}, within {@link DISCARD_MAX_MS} of our FIN (`lingeredMs` of it spent
- * already) — a socket closed with input unread makes the kernel reset the connection, and the peer, still sending (a
- * reply we no longer want, a keep-alive), sees `EPIPE`/`ECONNRESET` instead of our FIN. Real timers, unref'd: this
- * watches the socket, not an application deadline.
- */
-export function closeAfterPeer(socket: Duplex, lingeredMs: number): void {
-  // The peer hung up already, or the session lingered for the whole bound (a peer that never hangs up).
-  if (socket.readableEnded || socket.destroyed || lingeredMs >= DISCARD_MAX_MS) return void socket.destroy();
-  let quiet = true;
-  const close = (): void => {
-    clearInterval(watch);
-    clearTimeout(bound);
-    socket.destroy();
-  };
-  const watch = setInterval(() => (quiet ? close() : (quiet = true)), DISCARD_QUIET_MS);
-  const bound = setTimeout(close, DISCARD_MAX_MS - lingeredMs);
-  watch.unref();
-  bound.unref();
-  socket.on('data', () => (quiet = false)); // the session's own listener discards: its decoder is stopped
-  socket.once('end', close);
-  socket.once('close', close);
-  socket.resume();
-}

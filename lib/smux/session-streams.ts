@@ -91,6 +91,13 @@ export class SessionStreams {
     return all;
   }
 
+  /** The stream holding the most received data the application has not read, or null when none holds any. */
+  mostUnread(): StreamCore | null {
+    let most: StreamCore | null = null;
+    for (const core of this.#table.values()) if (core.readableLength > (most?.readableLength ?? 0)) most = core;
+    return most;
+  }
+
   /**
    * v2, the receive budget (`budget` bytes) spent: the error that ends the session, or null to pause reading as for
    * any spent budget. A peer within its windows cannot spend it — the bucket charges a stream only for bytes beyond

@@ -20,7 +20,8 @@ import { SessionStreams } from './session-streams.js';
 import { WindowBudget } from './window-tuner.js';
 import { CONTROL_SYN } from './frame-source.js';
 import { FrameWriter } from './writer.js';
-import { closeAfterPeer, GracefulClose } from './graceful-close.js';
+import { closeAfterPeer } from './close-after-peer.js';
+import { GracefulClose } from './graceful-close.js';
 import { provideLayerAccess } from './session-layer.js';
 
 const OPEN = 0;
@@ -110,14 +111,12 @@ export class Session extends EventEmitter<SessionEvents> {
       version: this.#version ?? 0,
       release: (core) => this.#release(core),
       tokensReturned: () => this.#tokensReturned(),
-      tokensCharged: (core) => {
+      tokensCharged: () => {
         if (!this.#bucket.exhausted) return;
-        // Lingering after our side of a close, reading only to see the peer hang up: a stream the application left
-        // unread is destroyed (its data dropped) rather than hold reading, which would leave the peer's FIN unread.
-        if (this.#closing?.lingering === true) return core.destroy();
         const overrun = this.#version === 2 ? this.#streams.windowOverrun(c.maxReceiveBuffer) : null;
-        if (overrun === null) this.#turns.hold(HELD_BY_BUDGET);
-        else this.destroy(overrun);
+        if (overrun !== null) return this.destroy(overrun);
+        this.#turns.hold(HELD_BY_BUDGET);
+        this.#closing?.budgetSpent(); // lingering: what stays unread is dropped, so the peer's FIN is read
       },
     };
     this.#refusals = new StreamRefusals(c, this.#writer);
@@ -251,8 +250,10 @@ export class Session extends EventEmitter<SessionEvents> {
    * half-close). Resolves once all of it has been handed to the socket.
    * The session keeps reading what the peer still sends until the peer closes too — destroying a socket with
    * unread input would make the kernel reset the connection and discard our own unsent tail — and then emits
-   * `'close'`. A peer that never closes (Go does not react to EOF) is cut off after `keepAliveTimeout` (30 s
-   * when keep-alive is off); meanwhile the socket does not keep the process alive. If the flush itself cannot
+   * `'close'`; a stream the application stops reading meanwhile while the receive budget is spent (nothing read
+   * for 1 s) is destroyed, its data dropped, so that the peer's FIN can be read. A peer that never closes (Go does
+   * not react to EOF) is cut off after `keepAliveTimeout` (30 s when keep-alive is off; its socket stays at least
+   * until 2 s after our FIN); meanwhile the socket does not keep the process alive. If the flush itself cannot
    * finish within that time (a peer that stopped reading), the session is destroyed with `ERR_SMUX_TIMEOUT`.
    * Idempotent.
    */
@@ -271,6 +272,7 @@ export class Session extends EventEmitter<SessionEvents> {
         windowBoundData: () => this.#streams.some((core) => core.writableLength > 0),
         stopWriting: () => this.#keepAlive?.stop(),
         readToEnd: () => this.#turns.releaseAll(),
+        dropUnread: () => this.#streams.mostUnread()?.destroy(),
         destroy: (error) => this.destroy(error),
       },
       c.keepAliveDisabled ? 30_000 : c.keepAliveTimeout,
@@ -282,7 +284,9 @@ export class Session extends EventEmitter<SessionEvents> {
    * Hard close: the connection is destroyed and every open stream ends with `error` — or, for a local
    * destroy without one, quietly (as `http2` sessions do: a `SmuxStream` gets `'close'` without `'error'`, a
    * channel `onClose()` without an error). A stream whose peer already sent FIN keeps its received data
-   * readable. Idempotent.
+   * readable. Idempotent. After `close()` resolved (our FIN out), a destroy without `error` ends the streams at once
+   * but leaves the socket reading, and discarding, until the peer hangs up or goes quiet for 50 ms — at most 2 s
+   * after our FIN — so that the peer sees our FIN, not a reset; `'close'` comes at once.
    */
   destroy(error?: SmuxError): void {
     if (this.#state === CLOSED) return;
@@ -337,6 +341,7 @@ export class Session extends EventEmitter<SessionEvents> {
 
   /** Consumed bytes returned tokens: reading may resume. */
   #tokensReturned(): void {
+    this.#closing?.budgetMoved();
     if (this.#turns.isHeld(HELD_BY_BUDGET) && !this.#bucket.exhausted) this.#turns.release(HELD_BY_BUDGET);
   }
 

@@ -218,7 +218,7 @@ export class StreamCore implements FrameSource, TimeoutOwner {
       const before = this.#heldBytes;
       this.#heldBytes += data.length;
       this.#host.bucket.update(before, this.#heldBytes, this.#tuner?.grown);
-      this.#host.tokensCharged(this);
+      this.#host.tokensCharged();
       return;
     }
     this.#consumed(data.length);

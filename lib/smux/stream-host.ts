@@ -23,6 +23,6 @@ export interface StreamHost {
   release(core: StreamCore): void;
   /** Consumed bytes returned tokens: reading may resume. */
   tokensReturned(): void;
-  /** Bytes `core` holds unread were charged: reading may have to pause (or, while a close lingers, `core` end). */
-  tokensCharged(core: StreamCore): void;
+  /** Received bytes were charged: reading may have to pause. */
+  tokensCharged(): void;
 }

@@ -77,8 +77,11 @@ interface Cell {
   firstBad: number;
   /** Every byte arrived, in its writer's order. */
   intact: boolean;
-  /** At a stall: the window our last UPD left Go (consumed + window − PSH bytes received), and bytes not read by us. */
-  stall: { openWindow: number; unread: number } | null;
+  /**
+   * At a stall: the window our last UPD left Go (consumed + window − PSH bytes received), bytes not read by us, and
+   * whether our session was holding its reading then (its socket paused, or its receive budget spent).
+   */
+  stall: { openWindow: number; unread: number; readingHeld: boolean } | null;
   /** Why reading ended early. */
   problem: string | null;
   /** Milliseconds from the end of the pause to the last byte. */
@@ -96,6 +99,8 @@ interface Wire {
   upd: { consumed: number; window: number } | null;
   /** The most any UPD of ours acknowledged beyond the PSH bytes that had arrived (≤ 0: never more than sent). */
   updAhead: number;
+  /** True while the socket is paused (our session holding its reading). */
+  paused(): boolean;
 }
 
 function frameParser(onFrame: (cmd: number, length: number, payload: Buffer | null) => void): (chunk: Buffer) => void {
@@ -128,7 +133,7 @@ function frameParser(onFrame: (cmd: number, length: number, payload: Buffer | nu
 }
 
 function tap(socket: net.Socket): Wire {
-  const wire: Wire = { pshIn: 0, upd: null, updAhead: -Infinity };
+  const wire: Wire = { pshIn: 0, upd: null, updAhead: -Infinity, paused: () => socket.isPaused() };
   socket.on(
     'data',
     frameParser((cmd, length) => {
@@ -270,7 +275,13 @@ describeWithGo('Go 1.5.16 concurrent writers on one stream our application pause
         } else if (Date.now() - lastData >= STALL_MS) {
           const wire = c.wire!;
           const upd = wire.upd ?? { consumed: 0, window: INITIAL_PEER_WINDOW };
-          c.stall = { openWindow: upd.consumed + upd.window - wire.pshIn, unread: wire.pshIn - 16 - c.received };
+          c.stall = {
+            openWindow: upd.consumed + upd.window - wire.pshIn,
+            unread: wire.pshIn - 16 - c.received,
+            // Bytes our session never read off its socket are not counted at all: a socket it paused for good (a bug
+            // of ours, fixed 2026-12-05) would look like Go's stall without this.
+            readingHeld: wire.paused() || session.stats.receiveBudgetLeft <= 0,
+          };
           session.destroy(); // Go's writers fail with it, and Go reports
           return;
         } else {
@@ -343,6 +354,7 @@ describeWithGo('Go 1.5.16 concurrent writers on one stream our application pause
             // Go's, not ours: our UPDs left Go room to send, and our application had read all that arrived.
             expect(c.stall.openWindow).toBeGreaterThan(0);
             expect(c.stall.unread).toBe(0);
+            expect(c.stall.readingHeld).toBe(false);
           } else if (!cutOff && errConsumed === 0) {
             expect({ intact: c.intact, problem: c.problem }).toEqual({ intact: true, problem: null });
             expect({ code: run.code, ok: result?.ok, acked: result?.acked }).toEqual({ code: 0, ok: true, acked: total });

@@ -22,6 +22,7 @@ const MiB = 1024 * 1024;
 const BIG = MiB;
 
 const held: Array<() => void> = []; // handlers, on either side, running until the test lets them go
+const late = { outcome: undefined as unknown }; // what gw.call-back-late's call back gave
 const notes: Array<{ side: string; bytes: number }> = []; // events handled
 let started = 0; // calls and byte streams the worker's handlers started
 
@@ -38,6 +39,13 @@ class GatewayController {
   @EventPattern('gw.note')
   note(@Payload() text: string): void {
     notes.push({ side: 'gateway', bytes: text.length });
+  }
+
+  /** Ignores its signal: waits until let go, then tries to call its caller back, noting the outcome. */
+  @MessagePattern('gw.call-back-late')
+  async callBackLate(@Payload() n: number, @Ctx() ctx: SmuxContext): Promise<void> {
+    await hold();
+    late.outcome = await lastValueFrom(ctx.getConnection().send<number>('work.double', n)).catch((error: unknown) => error);
   }
 
   /** Waits until let go, then calls its caller back and answers with what it got. */
@@ -81,6 +89,7 @@ class WorkerController {
 }
 
 afterEach(async () => {
+  late.outcome = undefined;
   for (const release of held.splice(0)) release();
   await closeAll();
   notes.length = 0;
@@ -241,6 +250,20 @@ describe('once close() began', () => {
     expect(started).toBe(0);
     expect(notes).toEqual([]);
     expect(closeLine()).toBe('Closed 1 connection: every call finished');
+  });
+
+  test('a handler that outlives closeTimeout (it ignored its signal) and then calls back is refused as shutting down', async () => {
+    const clock = new FakeClock();
+    const { gateway, toGateway } = await gatewayAndWorker({ smux: { clock }, closeTimeout: 1_000 }, {});
+    const reply = rejection(lastValueFrom(toGateway.send('gw.call-back-late', 21)), 'the call');
+    await until(() => held.length === 1, 5_000, 'the gateway’s handler to run');
+    const closing = gateway.server.close();
+    await advance(clock, 3_500); // closeTimeout, then the connection close
+    await within(closing, 'the gateway to close');
+    expect(await reply).toMatchObject({ code: 'ERR_SMUX_SHUTTING_DOWN' });
+    held.shift()!(); // the handler goes on regardless, and calls back
+    await until(() => late.outcome !== undefined, 5_000, 'the call back to fail');
+    expect(late.outcome).toEqual(smuxError('ERR_SMUX_SHUTTING_DOWN')); // was ERR_SMUX_UNAVAILABLE: "the connection … is closed"
   });
 
   test('a handler still running during the close calls its caller back: the call goes out and is answered', async () => {

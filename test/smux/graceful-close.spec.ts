@@ -37,6 +37,9 @@ class Host implements GracefulCloseHost {
   readToEnd(): void {
     this.log.push('readToEnd');
   }
+  dropUnread(): void {
+    this.log.push('dropUnread');
+  }
   destroy(error?: SmuxError): void {
     this.log.push('destroy');
     this.destroyed.push(error);
@@ -123,6 +126,30 @@ describe('GracefulClose', () => {
     host.clock.advance(TIMEOUT);
     expect(host.destroyed).toHaveLength(1);
     expect(host.destroyed[0]).toBeUndefined();
+  });
+
+  test('lingering with the budget spent: the stream holding the most is dropped once nothing was read for 1 s, not before', () => {
+    const host = new Host();
+    const close = new GracefulClose(host, TIMEOUT);
+    close.budgetSpent(); // not lingering yet: reading is held as in an open session, nothing is dropped
+    expect(host.clock.pending).toBe(1);
+    close.halfClosed();
+    host.log.length = 0;
+    close.budgetSpent();
+    close.budgetSpent(); // one wait at a time
+    expect(host.clock.pending).toBe(2);
+    host.clock.advance(900);
+    close.budgetMoved(); // the application read some: a slow reader is not cut
+    close.budgetSpent(); // and the budget is spent again
+    host.clock.advance(900);
+    expect(host.log).toEqual([]);
+    host.clock.advance(100); // 1 s without a read
+    expect(host.log).toEqual(['dropUnread']);
+    close.budgetSpent(); // spent again by another stream: a new wait
+    close.ended();
+    expect(host.clock.pending).toBe(0); // both timers cleared
+    host.clock.advance(10 * TIMEOUT);
+    expect(host.log).toEqual(['dropUnread']);
   });
 
   test('ended() clears the timer and resolves done without halfClosed(); twice is harmless', async () => {
