@@ -12,7 +12,7 @@ import { deliverLater, failDuplexLater, rejectLater, startCall } from './late-fa
 import { SmuxDuplex } from './raw-duplex.js';
 import { isSource } from './sources.js';
 import { assertDeadline, SmuxRecord } from './smux.record-builder.js';
-import { type ClientSpan, startClientSpan, withClientSpan } from './tracing.js';
+import { type ClientSpan, startClientSpan, tracingPending, tracingReady, withClientSpan } from './tracing.js';
 
 /** Where a {@link CallLauncher} sends its calls: one connection, or a client's scheduler. */
 export interface LaunchTarget {
@@ -73,7 +73,25 @@ export class CallLauncher {
           new SmuxError('ERR_SMUX_INVALID_ARGUMENT', 'send() needs a pattern and data that are not null or undefined (as Nest requires)'),
       );
     }
-    return new Observable<T>((observer) => this.start(this.#proxy.createObserver(observer), pattern, data));
+    return new Observable<T>((observer) => {
+      const callback = this.#proxy.createObserver(observer);
+      return tracingPending() ? this.#startTraced(callback, pattern, data) : this.start(callback, pattern, data);
+    });
+  }
+
+  /** A call made while `@opentelemetry/api` is still looked for (a process's first moments) starts once it was. */
+  #startTraced(callback: (packet: WritePacket) => void, pattern: unknown, data: unknown): Unsubscribable {
+    let call: Unsubscribable | null = null;
+    let cancelled = false;
+    void tracingReady().then(() => {
+      if (!cancelled) call = this.start(callback, pattern, data);
+    });
+    return {
+      unsubscribe: () => {
+        cancelled = true;
+        call?.unsubscribe();
+      },
+    };
   }
 
   /**

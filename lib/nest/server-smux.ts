@@ -24,6 +24,7 @@ import type { SmuxConnection } from './smux-connection.js';
 import type { SmuxServerEvents, SmuxStatus } from './smux.events.js';
 import { watchTlsFailures } from './tls-failures.js';
 import { SMUX_TRANSPORT } from './transport-id.js';
+import { tracingPending, tracingReady } from './tracing.js';
 
 /**
  * A NestJS microservice transport over smux: every call from a {@link ClientSmux} (or any smux client
@@ -109,6 +110,8 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
    * `callback()`; `callback(error)` when it cannot listen (Nest's contract).
    */
   listen(callback: (error?: unknown) => void): void {
+    // Calls arrive once `@opentelemetry/api` was looked for, so the first ones are traced too (tracing.ts).
+    if (tracingPending()) return void tracingReady().then(() => this.listen(callback));
     const dialler = this.#dialler;
     if (dialler !== null) {
       dialler.client.status.subscribe((status) => this._status$.next(status as SmuxStatus));

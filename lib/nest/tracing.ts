@@ -11,8 +11,9 @@ import { SmuxContext } from './smux.context.js';
  *
  * The API is looked for once, when this module loads, with a dynamic `import()`: it compiles to both builds (the
  * CommonJS one turns it into a `require()` a microtask later; `import.meta` would not compile there and a bare
- * `require` does not exist in ESM). Until it resolved, and when the package is absent, every function here
- * returns null at the cost of one variable read. With the API but no SDK registered, they return null too, without
+ * `require` does not exist in ESM). Calls, events and a ServerSmux's listening wait until it settled
+ * ({@link tracingPending}); when the package is absent, every function here returns null at the cost of one variable
+ * read. With the API but no SDK registered, they return null too, without
  * allocating: the global provider is then a proxy without a delegate (a no-op span per call measurably grew the
  * server's young generation in the echo benchmark).
  */
@@ -20,14 +21,19 @@ import { SmuxContext } from './smux.context.js';
 type OtelApi = typeof OtelApiModule;
 
 let otel: OtelApi | null = null;
+let lookingUp = true; // until the lookup settles: the first calls and events wait for it (tracingPending())
 
 const found: Promise<boolean> = import('@opentelemetry/api').then(
   (module) => {
     // ESM sees the CommonJS package's named exports (Node detects them); a loader that does not offers `default`.
     otel = typeof module.trace === 'object' ? module : (module as unknown as { default: OtelApi }).default;
+    lookingUp = false;
     return true;
   },
-  () => false,
+  () => {
+    lookingUp = false;
+    return false;
+  },
 );
 
 /** The tracer's name (the instrumentation scope). */
@@ -39,6 +45,16 @@ const TRACER = 'nestjs-smux';
  */
 export function tracingReady(): Promise<boolean> {
   return found;
+}
+
+/**
+ * True until `@opentelemetry/api` was looked for. That is not always done by the time an app has started: with the
+ * SDK's loader hooks (`NodeSDK` under `--import`) an ESM app's lookup took 120 – 220 ms, longer than its start-up, and
+ * its first calls went untraced (a new-user trial). So a ServerSmux listens, and a call or event starts, only once
+ * it settled: a wait of that once, at a process's start.
+ */
+export function tracingPending(): boolean {
+  return lookingUp;
 }
 
 /** A call's span: ended once, with the call's outcome. */
@@ -100,6 +116,7 @@ export function startServerSpan(
  * tracing, `run(null)` and nothing else.
  */
 export function withClientSpan<T>(kind: 'call' | 'event', pattern: unknown, run: (span: ClientSpan | null) => Promise<T>): Promise<T> {
+  if (lookingUp) return found.then(() => withClientSpan(kind, pattern, run)); // see tracingPending()
   const span = startClientSpan(kind, pattern);
   if (span === null) return run(null);
   return run(span).then(

@@ -1,0 +1,43 @@
+/**
+ * Child of test/nest/tracing-startup.spec.ts, run with slow-otel-lookup.mjs: `@opentelemetry/api` is found 400 ms
+ * after the package loads. A client's first call, made at once, and a ServerSmux started at once must both be traced:
+ * before, everything in those first moments went untraced. Prints the finished spans as `name kind` lines.
+ */
+import 'reflect-metadata';
+import * as net from 'node:net';
+import { Controller, Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { MessagePattern } from '@nestjs/microservices';
+import { firstValueFrom } from 'rxjs';
+import { installOtel } from '../../../helpers/otel.js';
+import { ClientSmux, ServerSmux } from '../../../../lib/index.js';
+
+const sdk = installOtel();
+
+@Controller()
+class EchoController {
+  @MessagePattern('first')
+  first(n: number): number {
+    return n;
+  }
+}
+
+@Module({ controllers: [EchoController] })
+class EchoModule {}
+
+/** A port free on 127.0.0.1: the client's call starts before the server listens on it. */
+const port = await new Promise<number>((resolve) => {
+  const probe = net.createServer().listen(0, '127.0.0.1', () => {
+    const { port } = probe.address() as net.AddressInfo;
+    probe.close(() => resolve(port));
+  });
+});
+const client = new ClientSmux({ host: '127.0.0.1', port, waitForReady: true });
+const reply = firstValueFrom(client.send<number>('first', 1)); // at once: the lookup has 400 ms to go
+const server = new ServerSmux({ host: '127.0.0.1', port });
+const app = await NestFactory.createMicroservice(EchoModule, { strategy: server, logger: false });
+await app.listen();
+await reply;
+await client.close();
+await app.close();
+for (const span of sdk.spans()) console.log(`${span.name} ${span.kind}`);
