@@ -50,41 +50,50 @@ export function endFailure(closedWith: SmuxError | undefined, running: number): 
 
 /**
  * The log line for how a connection ended: a client leaving is routine, anything else is worth a warning.
+ * @param where - `from <address>` for a connection we accepted, `to <address>` for one we dialled
  * @param firstBytes - what the client sent first (a client that is not smux is named by it), or null
  * @param running - the calls the client still waited for when the socket failed (see {@link endFailure})
  * @param disconnected - this layer closed it with an error of its own (a caller that does not read)
+ * @param ownCutOff - calls this server made on the connection that its end failed
  */
 export function logConnectionEnd(
   host: ConnectionHost,
-  remote: string,
+  where: string,
   session: Session,
   firstBytes: Buffer | null,
   running: number,
   closedWith: SmuxError | undefined,
   disconnected: boolean,
+  ownCutOff: number,
 ): void {
+  if (ownCutOff > 0 && closedWith !== undefined) {
+    // The peer left, or died, with calls of ours in flight: whatever its reason, they are lost.
+    const calls = `${ownCutOff} call${ownCutOff === 1 ? '' : 's'} this server made on it`;
+    host.warn('connection', `Lost the connection ${where}: ${closedWith.message} (${calls} failed with it)`);
+    return;
+  }
   const error = connectionFailure(closedWith);
   if (error === undefined) {
-    host.debug('connection', `Connection from ${remote} closed`);
+    host.debug('connection', `Connection ${where} closed`);
     return;
   }
   if (!disconnected && cutOffForStreams(session, error)) {
-    host.warn('streams', `Closed the connection from ${remote}: ${streamFloodReason(host, session)}`);
+    host.warn('streams', `Closed the connection ${where}: ${streamFloodReason(host, session)}`);
     return;
   }
   if (error.code === 'ERR_SMUX_PROTOCOL') {
     const what = firstBytes === null ? null : describeClientBytes(firstBytes);
     const why = what !== null && session.version === null ? `it sent ${what}, not nestjs-smux` : error.message;
-    host.warn('protocol', `Closed the connection from ${remote}: ${why}`);
+    host.warn('protocol', `Closed the connection ${where}: ${why}`);
     return;
   }
   // A client that left while nothing of its ran — its socket gone under our last FIN or UPD (EPIPE, ECONNRESET):
   // routine, like a clean close (found by a new-user trial: a client closing in the tick of its last emit()).
   if (running === 0 && peerLeft(error)) {
-    host.debug('connection', `Connection from ${remote} closed by the client: ${error.message}`);
+    host.debug('connection', `Connection ${where} closed by the ${where.startsWith('to ') ? 'server' : 'client'}: ${error.message}`);
     return;
   }
-  host.warn('connection', `Lost the connection from ${remote}: ${error.message}`);
+  host.warn('connection', `Lost the connection ${where}: ${error.message}`);
 }
 
 /** The socket error of a peer that closed or reset its end (what writing to it then fails with). */

@@ -13,7 +13,7 @@ import { ServerCall } from './server-call.js';
 import type { ConnectionHost, ConnectionOrigin } from './server-connection-host.js';
 import { endFailure, hangUpAfter, logConnectionEnd, versionRefusal } from './server-connection-end.js';
 import { helloRefusal, ServerControl } from './server-control.js';
-import { newSmuxConnection, type SmuxConnection } from './smux-connection.js';
+import { callsCutOff, newSmuxConnection, type SmuxConnection } from './smux-connection.js';
 
 /**
  * One client connection on the server: its smux session, the calls running on it, and the connection-level
@@ -47,6 +47,7 @@ export class ServerConnection {
   #hangingUp = false; // a refused connection's first stream arrived: it hangs up shortly
   #control: ServerControl | null = null; // the control stream and its PING, PONG and DRAIN, once the hello is done
   #firstBytes: Buffer | null = null;
+  readonly #where: string; // `from <address>` (accepted) or `to <address>` (dialled), as log lines say it
   #versionChecked = false;
   #drained = false; // DRAIN went out (maxConnectionAge): the client moves its new calls elsewhere
   #closeWhenIdle = false; // drained, but the client cannot read DRAIN: closed once no call runs
@@ -103,7 +104,8 @@ export class ServerConnection {
       const age = Math.round(maxConnectionAge * (0.9 + 0.2 * Math.random()));
       this.#timer = host.clock.setTimeout(() => this.#ageReached(), age);
     }
-    host.debug('connection', `Connection from ${this.remote}`);
+    this.#where = `${'accepted' in origin ? 'from' : 'to'} ${this.remote}`;
+    host.debug('connection', `Connection ${this.#where}`);
   }
 
   #createFace(host: ConnectionHost, socket: Socket | null): SmuxConnection {
@@ -122,7 +124,7 @@ export class ServerConnection {
       ping: (timeoutMs) => this.ping(timeoutMs),
       rtt: () => this.rtt,
       close: () => closeWithin(this.session, host.clock, host.options.closeTimeout),
-      failure: (error) => endFailure(error, this.#runningAtFailure ?? this.runningCalls),
+      failure: (error) => this.#failure(error),
       callSettled: () => host.callHost.callStopped(), // a close waiting for our calls to the peer looks again
     });
   }
@@ -330,14 +332,25 @@ export class ServerConnection {
     this.#refusal ??= versionRefusal(this.#host, this.session.version, this.remote);
   }
 
+  /**
+   * Why the connection failed, or undefined (see `endFailure`) — and whatever ended it when calls this server made
+   * on it were in flight: the peer leaving, or dying, lost them (a new-user trial: a worker SIGKILLed mid-call left the
+   * gateway's log a debug line and its `'disconnect'` without an error).
+   */
+  #failure(closedWith: SmuxError | undefined): SmuxError | undefined {
+    if (this.face !== null && callsCutOff(this.face) > 0) return closedWith;
+    return endFailure(closedWith, this.#runningAtFailure ?? this.runningCalls);
+  }
+
   /** The connection is over: its timers stop, pings in flight fail, and the log line says how it ended. */
   #ended(closedWith: SmuxError | undefined): void {
     const running = this.#runningAtFailure ?? this.runningCalls;
-    this.#host.closed(this, endFailure(closedWith, running));
+    this.#host.closed(this, this.#failure(closedWith));
     if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
     if (this.#helloWait !== null) this.#host.clock.clearTimeout(this.#helloWait);
     this.#timer = this.#helloWait = null;
     this.#control?.link.close(closedWith ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
-    logConnectionEnd(this.#host, this.remote, this.session, this.#firstBytes, running, closedWith, this.#disconnected);
+    const ownCutOff = this.face === null ? 0 : callsCutOff(this.face);
+    logConnectionEnd(this.#host, this.#where, this.session, this.#firstBytes, running, closedWith, this.#disconnected, ownCutOff);
   }
 }

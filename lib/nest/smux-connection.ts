@@ -41,12 +41,18 @@ const bySession = new WeakMap<Session, SmuxConnection>();
 let createConnection: (port: ConnectionPort) => SmuxConnection;
 let callsOf: (connection: SmuxConnection) => Set<PendingCall>;
 let eventsOf: (connection: SmuxConnection) => OwnEvents;
+let cutOffOf: (connection: SmuxConnection) => number;
 /** Proves a construction came from {@link newSmuxConnection}: TypeScript's `private` does not hold at run time. */
 const FROM_SERVER = Symbol('SmuxConnection');
 
 /** The app's face of a connection (internal: only the server constructs one, so no app can register a session). */
 export function newSmuxConnection(port: ConnectionPort): SmuxConnection {
   return createConnection(port);
+}
+
+/** Calls this side made on `connection` that its end failed (internal: the connection's end is then a loss). */
+export function callsCutOff(connection: SmuxConnection): number {
+  return cutOffOf(connection);
 }
 
 /** Calls this side made on `connection` (`send()`, `openDuplex()`) whose stream is open (internal: a close waits for them). */
@@ -111,6 +117,7 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
   readonly #port: ConnectionPort;
   readonly #events = new EventEmitter();
   readonly #calls = new Set<PendingCall>(); // ours, with their stream open: a server's close waits for them
+  #cutOff = 0; // ours that the connection's end failed
   readonly #ownEvents: OwnEvents; // ours, not settled yet: a server's close waits for them too
   #closed: SmuxError | null | undefined = undefined; // undefined: open; null: closed cleanly
 
@@ -118,6 +125,7 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
     createConnection = (port) => new SmuxConnection(port, FROM_SERVER);
     callsOf = (connection) => connection.#calls;
     eventsOf = (connection) => connection.#ownEvents;
+    cutOffOf = (connection) => connection.#cutOff;
   }
 
   /**
@@ -151,7 +159,7 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
       settled: (call: PendingCall) => {
         if (this.#calls.delete(call)) port.callSettled();
       },
-      cutOff: () => undefined,
+      cutOff: () => void this.#cutOff++,
       connectError: () => null,
     };
     attachLauncher(this, host, target, {

@@ -14,6 +14,7 @@ import { Controller } from '@nestjs/common';
 import { Ctx, EventPattern, MessagePattern, Payload } from '@nestjs/microservices';
 import { lastValueFrom } from 'rxjs';
 import type { ClientSmuxOptions, ServerSmuxOptions, SmuxConnection, SmuxContext } from '../../lib/index.js';
+import type { Session } from '../../lib/smux/index.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { type AppHandle, closeAll, logLines, rejection, smuxError, startApp, until, within } from './helpers.js';
 
@@ -278,5 +279,25 @@ describe('once close() began', () => {
     expect(started).toBe(1);
     await within(closing, 'the gateway to close');
     expect(closeLine()).toBe('Closed 1 connection: every call finished');
+  });
+});
+
+describe('a peer lost with calls of this server in flight', () => {
+  test('is a lost connection: a WARN naming the calls, and a disconnect with the error', async () => {
+    // A worker SIGKILLed while the gateway's own call ran on it left only a debug line, and 'disconnect' without an
+    // error: a client leaving is routine, but here the server's own calls were lost (a new-user trial).
+    const { gateway, worker, toWorker } = await gatewayAndWorker({}, {});
+    const disconnects: unknown[] = [];
+    gateway.server.on('disconnect', (_connection, error) => void disconnects.push(error));
+    const call = rejection(lastValueFrom(toWorker.send('work.wait', 0)), 'the call');
+    await until(() => held.length === 1, 5_000, 'the call to run');
+    logLines.length = 0;
+    worker.server.client.unwrap<Session>().destroy(); // the worker's connection goes, as with a killed process
+    expect(await call).toMatchObject({ code: 'ERR_SMUX_SESSION_CLOSED' });
+    await until(() => disconnects.length === 1, 5_000, "the gateway's disconnect");
+    expect(disconnects[0]).toMatchObject({ code: 'ERR_SMUX_SESSION_CLOSED' }); // was undefined
+    expect(logLines.filter((l) => l.context === 'ServerSmux' && l.level === 'warn').map((l) => l.message)).toContainEqual(
+      expect.stringMatching(/^Lost the connection from 127\.0\.0\.1:\d+: .* \(1 call this server made on it failed with it\)$/),
+    );
   });
 });

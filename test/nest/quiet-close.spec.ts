@@ -153,7 +153,8 @@ describe('a connection the server dialled (connectTo), reset by the server it di
     });
     expect(close).toBe(disconnect);
     // Was 'debug Connection from … closed by the client'. (The worker's ClientSmux warns of the lost connection too.)
-    expect(workerLines()).toContainEqual(expect.stringMatching(/^warn Lost the connection from 127\.0\.0\.1:\d+: .*(ECONNRESET|EPIPE)/));
+    // (It dialled: "to" the gateway, where a connection it accepted says "from".)
+    expect(workerLines()).toContainEqual(expect.stringMatching(/^warn Lost the connection to 127\.0\.0\.1:\d+: .*(ECONNRESET|EPIPE)/));
     expect(workerLines()).not.toContainEqual(expect.stringMatching(/^debug .*closed by the client/));
   });
 
@@ -164,5 +165,6 @@ describe('a connection the server dialled (connectTo), reset by the server it di
     socket.resetAndDestroy();
     expect(await ends).toEqual({ disconnect: undefined, close: undefined });
     expect(workerLines()).not.toContainEqual(expect.stringMatching(/^warn /));
+    expect(workerLines()).toContainEqual(expect.stringMatching(/^debug Connection to 127\.0\.0\.1:\d+ closed by the server: /));
   });
 });
