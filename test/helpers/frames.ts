@@ -2,7 +2,7 @@
  * Building and reading whole frames by hand, for tests and raw peers. The library never uses these: its
  * writer packs headers into a slab (lib/smux/frame.ts `writeHeader`) and its decoder reads them in place.
  */
-import { HEADER_SIZE, MAX_FRAME_PAYLOAD, UPD_PAYLOAD_SIZE } from '../../lib/smux/constants.js';
+import { Cmd, HEADER_SIZE, MAX_FRAME_PAYLOAD, UPD_PAYLOAD_SIZE } from '../../lib/smux/constants.js';
 import { writeHeader } from '../../lib/smux/frame.js';
 
 /** A decoded frame header. */
@@ -42,4 +42,37 @@ export function encodeUpdPayload(consumed: number, window: number): Buffer {
   buf.writeUInt32LE(consumed >>> 0, 0);
   buf.writeUInt32LE(window >>> 0, 4);
   return buf;
+}
+
+/** Parses a byte stream of frames, in pieces as they come, calling `onFrame` for each header (with a UPD's payload). */
+export function frameParser(
+  onFrame: (cmd: number, streamId: number, length: number, payload: Buffer | null) => void,
+): (chunk: Buffer) => void {
+  let pending = Buffer.alloc(0);
+  let skip = 0; // payload bytes of the current frame still to pass over
+  return (chunk) => {
+    let buf = pending.length > 0 ? Buffer.concat([pending, chunk]) : chunk;
+    for (;;) {
+      if (skip > 0) {
+        const n = Math.min(skip, buf.length);
+        skip -= n;
+        buf = buf.subarray(n);
+        if (skip > 0) break;
+      }
+      if (buf.length < HEADER_SIZE) break;
+      const cmd = buf[1];
+      const length = buf.readUInt16LE(2);
+      const streamId = buf.readUInt32LE(4);
+      if (cmd === Cmd.UPD) {
+        if (buf.length < HEADER_SIZE + length) break;
+        onFrame(cmd, streamId, length, buf.subarray(HEADER_SIZE, HEADER_SIZE + length));
+        buf = buf.subarray(HEADER_SIZE + length);
+      } else {
+        onFrame(cmd, streamId, length, null);
+        buf = buf.subarray(HEADER_SIZE);
+        skip = length;
+      }
+    }
+    pending = Buffer.from(buf);
+  };
 }

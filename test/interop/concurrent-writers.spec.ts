@@ -28,8 +28,9 @@
 import { afterAll, afterEach, beforeAll, expect, test } from '@jest/globals';
 import net from 'node:net';
 import { once } from 'node:events';
-import { Cmd, HEADER_SIZE, INITIAL_PEER_WINDOW, Session, type SmuxConfig, type SmuxError, type SmuxStream } from '../../lib/smux/index.js';
+import { Cmd, INITIAL_PEER_WINDOW, Session, type SmuxConfig, type SmuxError, type SmuxStream } from '../../lib/smux/index.js';
 import { resolveServerOptions } from '../../lib/nest/options.js';
+import { frameParser } from '../helpers/frames.js';
 import { StreamReader } from './command-protocol.js';
 import { describeWithGo } from './describe-with-go.js';
 import { runGo } from './go-peer.js';
@@ -103,44 +104,15 @@ interface Wire {
   paused(): boolean;
 }
 
-function frameParser(onFrame: (cmd: number, length: number, payload: Buffer | null) => void): (chunk: Buffer) => void {
-  let pending = Buffer.alloc(0);
-  let skip = 0;
-  return (chunk) => {
-    let buf = pending.length > 0 ? Buffer.concat([pending, chunk]) : chunk;
-    for (;;) {
-      if (skip > 0) {
-        const n = Math.min(skip, buf.length);
-        skip -= n;
-        buf = buf.subarray(n);
-        if (skip > 0) break;
-      }
-      if (buf.length < HEADER_SIZE) break;
-      const cmd = buf[1];
-      const length = buf.readUInt16LE(2);
-      if (cmd === Cmd.UPD) {
-        if (buf.length < HEADER_SIZE + length) break;
-        onFrame(cmd, length, buf.subarray(HEADER_SIZE, HEADER_SIZE + length));
-        buf = buf.subarray(HEADER_SIZE + length);
-      } else {
-        onFrame(cmd, length, null);
-        buf = buf.subarray(HEADER_SIZE);
-        skip = length;
-      }
-    }
-    pending = Buffer.from(buf);
-  };
-}
-
 function tap(socket: net.Socket): Wire {
   const wire: Wire = { pshIn: 0, upd: null, updAhead: -Infinity, paused: () => socket.isPaused() };
   socket.on(
     'data',
-    frameParser((cmd, length) => {
+    frameParser((cmd, _id, length) => {
       if (cmd === Cmd.PSH) wire.pshIn += length;
     }),
   );
-  const parseOut = frameParser((cmd, _length, payload) => {
+  const parseOut = frameParser((cmd, _id, _length, payload) => {
     if (cmd !== Cmd.UPD || payload === null) return;
     wire.upd = { consumed: payload.readUInt32LE(0), window: payload.readUInt32LE(4) };
     wire.updAhead = Math.max(wire.updAhead, wire.upd.consumed - wire.pshIn);

@@ -9,7 +9,8 @@
 import { afterAll, afterEach, beforeAll, expect, test } from '@jest/globals';
 import net from 'node:net';
 import { once } from 'node:events';
-import { Cmd, HEADER_SIZE, INITIAL_PEER_WINDOW, Session, type SmuxConfig } from '../../lib/smux/index.js';
+import { Cmd, INITIAL_PEER_WINDOW, Session, type SmuxConfig } from '../../lib/smux/index.js';
+import { frameParser } from '../helpers/frames.js';
 import { driveEcho, driveExchange, driveSink, serveCommand } from './command-protocol.js';
 import { describeWithGo } from './describe-with-go.js';
 import { type GoServer, runGo, startGoServer } from './go-peer.js';
@@ -19,37 +20,6 @@ const MiB = 1024 * KiB;
 
 /** Auto-tuning on top of Go's own defaults: a 64 KiB window that may grow to 1 MiB. */
 const TUNING: Partial<SmuxConfig> = { version: 2, maxStreamBuffer: 64 * KiB, maxStreamWindow: 1 * MiB };
-
-/** Parses a byte stream of frames, in pieces as they come, calling `onFrame` for each header (with a UPD's payload). */
-function frameParser(onFrame: (cmd: number, streamId: number, length: number, payload: Buffer | null) => void): (chunk: Buffer) => void {
-  let pending = Buffer.alloc(0);
-  let skip = 0; // payload bytes of the current frame still to pass over
-  return (chunk) => {
-    let buf = pending.length > 0 ? Buffer.concat([pending, chunk]) : chunk;
-    for (;;) {
-      if (skip > 0) {
-        const n = Math.min(skip, buf.length);
-        skip -= n;
-        buf = buf.subarray(n);
-        if (skip > 0) break;
-      }
-      if (buf.length < HEADER_SIZE) break;
-      const cmd = buf[1];
-      const length = buf.readUInt16LE(2);
-      const streamId = buf.readUInt32LE(4);
-      if (cmd === Cmd.UPD) {
-        if (buf.length < HEADER_SIZE + length) break;
-        onFrame(cmd, streamId, length, buf.subarray(HEADER_SIZE, HEADER_SIZE + length));
-        buf = buf.subarray(HEADER_SIZE + length);
-      } else {
-        onFrame(cmd, streamId, length, null);
-        buf = buf.subarray(HEADER_SIZE);
-        skip = length;
-      }
-    }
-    pending = Buffer.from(buf);
-  };
-}
 
 /**
  * Watches a session's socket from outside: PSH bytes the peer sent per stream, the `consumed` of the UPDs we
