@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { clearInterval, clearTimeout, setInterval, setTimeout } from 'node:timers';
+import { clearInterval, clearTimeout, setImmediate, setInterval, setTimeout } from 'node:timers';
 
 /**
  * Closing a socket after our FIN: how long the peer's input must stay quiet, and how long after our FIN went out the
@@ -25,7 +25,12 @@ export function closeAfterPeer(socket: Duplex, lingeredMs: number): void {
     clearTimeout(bound);
     socket.destroy();
   };
-  const watch = setInterval(() => (quiet ? close() : (quiet = true)), DISCARD_QUIET_MS);
+  // Quiet is judged after the loop's next poll, not in the timer: after an event-loop stall the timers run before the
+  // socket's waiting bytes are read, and closing there would reset the connection under them.
+  const judge = (): void => {
+    if (quiet) close();
+  };
+  const watch = setInterval(() => (quiet ? setImmediate(judge) : (quiet = true)), DISCARD_QUIET_MS);
   const bound = setTimeout(close, DISCARD_MAX_MS - lingeredMs);
   watch.unref();
   bound.unref();

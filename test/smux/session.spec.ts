@@ -330,6 +330,24 @@ describe('Session lifecycle over TCP', () => {
     await until(() => raw.ended, 5_000, 'our FIN at the peer');
   });
 
+  test('destroy() right after close(), then the event loop stalls while the peer sends: its bytes are read before the quiet is judged (no reset)', async () => {
+    const { client, raw, clientSocket } = await rawServerOf({ version: 1 });
+    raw.socket.allowHalfOpen = true;
+    await client.close();
+    client.destroy();
+    // The peer sends while this process is busy for longer than the quiet (50 ms): when the loop comes back, the quiet
+    // timer runs before the socket's bytes are read. Judged there, the socket was closed with them unread: a reset.
+    raw.sendMany(64, Cmd.NOP, 0, Buffer.alloc(0));
+    const stallUntil = performance.now() + 120;
+    while (performance.now() < stallUntil); // the stall (bounded)
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(clientSocket.destroyed).toBe(false); // its bytes counted as input: not quiet yet
+    raw.socket.end(); // the peer hangs up: our socket closes at its EOF
+    await until(() => clientSocket.destroyed && raw.closed, 5_000, 'both sockets closed');
+    expect(raw.error).toBeNull(); // our FIN, never a reset
+    expect(raw.ended).toBe(true);
+  });
+
   test('destroy() after the close lingered for the whole bound (2 s after our FIN): the socket is closed at once', async () => {
     const { client, raw, clientSocket } = await rawServerOf({ version: 1 });
     raw.socket.allowHalfOpen = true; // it never hangs up
