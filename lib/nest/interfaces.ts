@@ -106,8 +106,10 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
   /**
    * When the server is at `maxConnections` (or an address at `maxConnectionsPerAddress`), a new connection takes the
    * slot of the connection that has been idle longest — no call for at least this many ms — which is closed
-   * gracefully (a ClientSmux reconnects when it next calls). 0: idle connections are never evicted, and new ones are
-   * refused with `ERR_SMUX_LIMIT`. Default 10 000.
+   * gracefully (a ClientSmux reconnects when it next calls). A connection that opened no stream at all (no hello, no
+   * call) gives way first, once it has been silent for 2 s (or this, when less): a ClientSmux gives up a hello not
+   * answered within 2 s. 0: no connection is ever evicted, and new ones are refused with `ERR_SMUX_LIMIT`.
+   * Default 10 000.
    */
   evictIdleAfter?: number;
   /** Most connections from one remote address, at least 1. Default: `maxConnections` (no separate limit). */

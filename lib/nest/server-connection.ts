@@ -301,11 +301,20 @@ export class ServerConnection {
   }
 
   /**
-   * Closes the connection to give its slot to a new one (it is idle): gracefully, so a ClientSmux simply connects
-   * again when it next calls.
+   * True when the client has opened no stream — no hello, no call — for `ms` since it connected: a ClientSmux that
+   * got no answer to its hello within {@link HELLO_TIMEOUT} has given the connection up already.
+   */
+  silentFor(ms: number, now: number): boolean {
+    return !this.#versionChecked && now - this.lastCallAt >= ms; // lastCallAt: still when it connected
+  }
+
+  /**
+   * Closes the connection to give its slot to a new one (it is idle, or silent): gracefully, so a ClientSmux simply
+   * connects again when it next calls.
    */
   evict(): void {
-    this.#host.debug('eviction', `Closed the idle connection from ${this.remote} to admit a new one`);
+    const which = this.#versionChecked ? 'idle connection' : 'connection that opened no stream';
+    this.#host.debug('eviction', `Closed the ${which} from ${this.remote} to admit a new one`);
     void this.session.close();
   }
 

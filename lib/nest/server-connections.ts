@@ -1,5 +1,6 @@
 import { type Clock, SmuxError, type TimerHandle } from '../smux/index.js';
 import { closeWithin } from './dial.js';
+import { HELLO_TIMEOUT } from './hello.js';
 import type { ServerConnection } from './server-connection.js';
 import { callsInFlight, eventsInFlight, failCallsInFlight, failEventsInFlight } from './smux-connection.js';
 
@@ -62,20 +63,30 @@ export class ServerConnections {
   }
 
   /**
-   * Makes room for a new connection: the connection idle longest (no call for `idleMs`), among those from `address`
-   * when given, is evicted. @returns false when none is idle enough (the new connection is then refused).
+   * Makes room for a new connection, among those from `address` when given: the connection silent longest — it opened
+   * no stream (no hello, no call) for {@link HELLO_TIMEOUT}, or `idleMs` when less — else the connection idle longest
+   * (no call for `idleMs`) is evicted. A silent one goes first: no ClientSmux still waits on it, and otherwise a peer
+   * that opens sockets and says nothing held every slot for `idleMs`. @returns false when none qualifies (the new
+   * connection is then refused); `idleMs` 0: never.
    */
   evictIdle(idleMs: number, address?: string): boolean {
     if (idleMs === 0) return false;
     const now = this.#clock.now();
+    const silentMs = Math.min(idleMs, HELLO_TIMEOUT);
+    let silentest: ServerConnection | null = null;
     let idlest: ServerConnection | null = null;
     for (const connection of this.#open) {
       if (address !== undefined && connection.address !== address) continue;
-      if (connection.idleFor(idleMs, now) && (idlest === null || connection.lastCallAt < idlest.lastCallAt)) idlest = connection;
+      if (connection.silentFor(silentMs, now)) {
+        if (silentest === null || connection.lastCallAt < silentest.lastCallAt) silentest = connection;
+      } else if (connection.idleFor(idleMs, now) && (idlest === null || connection.lastCallAt < idlest.lastCallAt)) {
+        idlest = connection;
+      }
     }
-    if (idlest === null) return false;
-    this.delete(idlest); // its slot is free now; it closes in the background
-    idlest.evict();
+    const evicted = silentest ?? idlest;
+    if (evicted === null) return false;
+    this.delete(evicted); // its slot is free now; it closes in the background
+    evicted.evict();
     return true;
   }
 

@@ -327,6 +327,33 @@ describe('connection slots', () => {
     for (const { session } of [b, d]) session.destroy();
   });
 
+  test('when full, a connection that opened no stream (no hello, no call) for 2 s gives up its slot first, before evictIdleAfter', async () => {
+    const clock = new FakeClock();
+    handle = await startApp({ controllers: [BudgetController], server: { smux: { clock }, maxConnections: 2, evictIdleAfter: 5_000 } });
+    const a = await connected(handle.port);
+    expect((await within(rawCall(a.session, request('echo', 'a')).last, 'a')).body).toBe('a');
+    await advance(clock, 3_500);
+    const silent = await connected(handle.port); // connects and says nothing
+    await until(() => handle.sessions.length === 2, 2_000, 'the server to accept the silent connection');
+    const silentClosed = new Promise((resolve) => silent.session.once('close', resolve));
+
+    // 1 s later: a has been idle 4.5 s, the silent one silent 1 s (a ClientSmux's hello waits 2 s): neither gives way.
+    await advance(clock, 1_000);
+    const early = await connected(handle.port);
+    const refused = await within(rawCall(early.session, request('echo', 'early')).last, 'the refusal');
+    expect(refused.body).toMatchObject({ code: 'ERR_SMUX_LIMIT' });
+    early.session.destroy();
+
+    // 1.5 s more: a is idle 6 s (past evictIdleAfter), the silent one silent 2.5 s: the silent one goes, a stays.
+    await advance(clock, 1_500);
+    const next = await connected(handle.port);
+    expect((await within(rawCall(next.session, request('echo', 'next')).last, 'next')).body).toBe('next');
+    await within(silentClosed, 'the silent connection to be closed');
+    expect(a.session.isClosed).toBe(false);
+    expect((await within(rawCall(a.session, request('echo', 'a2')).last, 'a again')).body).toBe('a2');
+    for (const { session } of [a, next]) session.destroy();
+  });
+
   test('maxConnectionsPerAddress: one address cannot take every slot; other addresses still get in', async () => {
     handle = await startApp({ controllers: [BudgetController], server: { maxConnectionsPerAddress: 1, evictIdleAfter: 0 } });
     const first = await connected(handle.port, '127.0.0.2');
