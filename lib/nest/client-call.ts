@@ -54,6 +54,8 @@ export interface ClientCallHost {
   cutOff(): void;
   /** Why the client has no connection right now, if it has none (a deadline's `cause`). */
   connectError(): Error | null;
+  /** The client's own `close()` is under way: a call its connection's end cuts off says so. */
+  closing(): boolean;
   /** Where calls are counted, when the client keeps metrics. */
   readonly metrics?: MetricsRecorder;
 }
@@ -186,7 +188,7 @@ export class ClientCall implements Unsubscribable {
   #onClosed(error: SmuxError | undefined): void {
     if (this.#state === OPEN) {
       if (error !== undefined) this.#host.cutOff();
-      this.#failAfterDeliveries(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the call completed'));
+      this.#failAfterDeliveries(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', `${closedBy(this.#host)} before the call completed`));
     }
   }
 
@@ -312,4 +314,9 @@ export function openCall(call: PendingCall, channel: SmuxChannel): void {
 export function failCall(call: PendingCall, error: unknown): void {
   if (call instanceof ClientCall) callAccess.fail(call, error);
   else rawCallAccess.fail(call, error);
+}
+
+/** Who ended a connection that closed gracefully under a call: the client itself (its `close()`), or the other side. */
+export function closedBy(host: ClientCallHost): string {
+  return host.closing() ? 'the client was closed' : 'the connection closed';
 }

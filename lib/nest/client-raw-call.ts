@@ -2,7 +2,7 @@ import { type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js'
 import type { AdmissionState } from './admission.js';
 import { type CallMessage, decodeTransportError, Flag, Kind, type MessagePiece } from './call-codec.js';
 import { CallEndpoint, registerEndpointOwner } from './call-endpoint.js';
-import type { CallAccess, ClientCallHost } from './client-call.js';
+import { type CallAccess, type ClientCallHost, closedBy } from './client-call.js';
 import { failDuplexLater, isStarting } from './late-failure.js';
 import { failureOf, type SmuxCallFailure } from './metrics.js';
 import { attachDuplex, byteStreamViolation, deliverToDuplex, duplexWrote, failDuplex, type SmuxDuplex } from './raw-duplex.js';
@@ -140,7 +140,7 @@ export class ClientRawCall {
       this.#settle(true, 'ERR_SMUX_SESSION_CLOSED');
       return void this.#duplex.destroy();
     }
-    this.#fail(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed before the byte stream completed'));
+    this.#fail(error ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', `${closedBy(this.#host)} before the byte stream completed`));
   }
 
   // ── internals ──────────────────────────────────────────────────────────────────────────────────────────

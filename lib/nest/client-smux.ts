@@ -47,6 +47,7 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
   readonly #warnings: RateLimitedLog;
   readonly #metrics: SmuxMetrics;
   #cutOff = 0; // calls in flight when the connection died (for the log line)
+  #closing = 0; // close() calls under way: the calls they cut off say the client was closed
   // A dialling server's client only (connectTo): its calls holding a slot, which the server's close fails
   // (failClientCalls). A plain client keeps no such set: its calls cost nothing more.
   readonly #launched: Set<PendingCall> | null;
@@ -117,6 +118,7 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
               scheduler.release(call);
             },
       connectError: () => pool.lastError,
+      closing: () => this.#closing > 0,
     };
     attachLauncher(this, this.#host, scheduler, {
       timeout: resolved.timeout,
@@ -141,7 +143,12 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
   async close(): Promise<void> {
     const closed = new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed');
     this.#scheduler.close(closed);
-    await this.#pool.close();
+    this.#closing++;
+    try {
+      await this.#pool.close();
+    } finally {
+      this.#closing--;
+    }
     this.#warnings.close();
   }
 

@@ -161,6 +161,7 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
       },
       cutOff: () => void this.#cutOff++,
       connectError: () => null,
+      closing: () => false, // its calls cut by a close of the connection: "the connection closed" says it
     };
     attachLauncher(this, host, target, {
       timeout: 0,

@@ -283,6 +283,17 @@ describe('byte streams', () => {
     expect(errors).toEqual([]);
   });
 
+  test("a byte stream still sending when its client closes fails saying so: the client's close, not the connection's", async () => {
+    const own = handle.client();
+    const duplex = own.openDuplex('slow-reader', {});
+    const failed = once(duplex, 'error').then(([error]) => error as unknown);
+    await within(probe.entered.promise, 'the handler to run');
+    await own.close();
+    expect(await within(failed, 'the Duplex to fail')).toEqual(
+      smuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed before the byte stream completed'),
+    );
+  });
+
   test('a connection lost with only a byte stream in flight is reported as lost, counting it', async () => {
     const own = handle.client();
     const closes: unknown[] = [];

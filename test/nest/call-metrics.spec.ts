@@ -87,6 +87,7 @@ function clientHost(clock: FakeClock, recorder: MetricsRecorder): ClientCallHost
     settled: () => undefined,
     cutOff: () => undefined,
     connectError: () => null,
+    closing: () => false,
     metrics: recorder,
   };
 }

@@ -42,6 +42,7 @@ async function open(timeout = 0) {
     settled: () => void settled.push('settled'),
     cutOff: () => undefined,
     connectError: () => null,
+    closing: () => false,
   };
   const request = encodeMessage(Kind.REQUEST, 0, 'data', { id: '1', pattern: 'p' });
   const call = new ClientCall(host, (packet) => void packets.push(packet), request, timeout, false);

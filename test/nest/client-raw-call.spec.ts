@@ -52,6 +52,7 @@ async function rawCall({ timeout = 0, open = true } = {}) {
     settled: (c) => void settled.push(c),
     cutOff: () => void lost.calls++,
     connectError: () => null,
+    closing: () => false,
   };
   const request = host.codec.encodeCall(Kind.REQUEST, {
     pattern: 'upload',

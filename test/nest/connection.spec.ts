@@ -161,7 +161,7 @@ describe('connection life', () => {
     const hanging = rejection(firstValueFrom(client.send('hang', {})));
     await until(() => probe.subscribed === 1, 5_000, 'the call to run');
     await client.close();
-    expect(codeOf(await hanging)).toBe('ERR_SMUX_SESSION_CLOSED');
+    expect(await hanging).toEqual(smuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed before the call completed'));
     expect(session.isClosed).toBe(true);
     expect(seen.statuses.at(-1)).toBe('disconnected');
     await until(() => probe.teardowns === 1, 5_000, 'the server to cancel the call');

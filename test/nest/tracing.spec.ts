@@ -175,6 +175,7 @@ describe('the call engine', () => {
         settled: () => undefined,
         cutOff: () => undefined,
         connectError: () => null,
+        closing: () => false,
       };
       const span = startClientSpan('call', how);
       const request = codec.encodeCall(Kind.REQUEST, { pattern: how, data: 1, headers: undefined, span });
