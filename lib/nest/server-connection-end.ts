@@ -53,7 +53,7 @@ export function endFailure(closedWith: SmuxError | undefined, running: number): 
  * @param where - `from <address>` for a connection we accepted, `to <address>` for one we dialled
  * @param firstBytes - what the client sent first (a client that is not smux is named by it), or null
  * @param running - the calls the client still waited for when the socket failed (see {@link endFailure})
- * @param disconnected - this layer closed it with an error of its own (a caller that does not read)
+ * @param disconnected - this layer closed it with an error of its own (a caller that does not read), and warned then
  * @param ownCutOff - calls this server made on the connection that its end failed
  */
 export function logConnectionEnd(
@@ -77,7 +77,11 @@ export function logConnectionEnd(
     host.debug('connection', `Connection ${where} closed`);
     return;
   }
-  if (!disconnected && cutOffForStreams(session, error)) {
+  if (disconnected) {
+    host.debug('connection', `Connection ${where} closed: ${error.message}`); // its WARN went out as it was disconnected
+    return;
+  }
+  if (cutOffForStreams(session, error)) {
     host.warn('streams', `Closed the connection ${where}: ${streamFloodReason(host, session)}`);
     return;
   }

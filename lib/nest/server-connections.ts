@@ -45,7 +45,8 @@ export interface OwnCalls {
 export class ServerConnections {
   readonly #clock: Clock;
   readonly #open = new Set<ServerConnection>();
-  readonly #perAddress = new Map<string, number>();
+  readonly #perAddress = new Map<string, number>(); // admitted connections by address
+  #admitted = 0;
   #settledWaiter: (() => void) | null = null;
   #sweep: TimerHandle | null = null;
 
@@ -53,11 +54,12 @@ export class ServerConnections {
     this.#clock = clock;
   }
 
+  /** Connections admitted and open (one refused, waiting to hang up, takes no slot). */
   get size(): number {
-    return this.#open.size;
+    return this.#admitted;
   }
 
-  /** Connections open from `address`. */
+  /** Connections admitted and open from `address`. */
   from(address: string): number {
     return this.#perAddress.get(address) ?? 0;
   }
@@ -76,7 +78,7 @@ export class ServerConnections {
     let silentest: ServerConnection | null = null;
     let idlest: ServerConnection | null = null;
     for (const connection of this.#open) {
-      if (address !== undefined && connection.address !== address) continue;
+      if ((address !== undefined && connection.address !== address) || !admitted(connection)) continue;
       if (connection.silentFor(silentMs, now)) {
         if (silentest === null || connection.lastCallAt < silentest.lastCallAt) silentest = connection;
       } else if (connection.idleFor(idleMs, now) && (idlest === null || connection.lastCallAt < idlest.lastCallAt)) {
@@ -92,13 +94,17 @@ export class ServerConnections {
 
   add(connection: ServerConnection): void {
     this.#open.add(connection);
-    this.#perAddress.set(connection.address, this.from(connection.address) + 1);
     this.#sweep ??= this.#clock.setTimeout(() => this.#sweepAll(), SWEEP_INTERVAL);
+    if (!admitted(connection)) return;
+    this.#admitted++;
+    this.#perAddress.set(connection.address, this.from(connection.address) + 1);
   }
 
   delete(connection: ServerConnection): void {
     if (!this.#open.delete(connection)) return;
     this.#settledWaiter?.(); // a drain waiting for clients to leave looks again
+    if (!admitted(connection)) return;
+    this.#admitted--;
     const left = this.from(connection.address) - 1;
     if (left > 0) this.#perAddress.set(connection.address, left);
     else this.#perAddress.delete(connection.address);
@@ -240,3 +246,8 @@ function ownCallsOn(connection: ServerConnection): number {
 }
 
 const calls = (n: number): string => `${n} call${n === 1 ? '' : 's'}`;
+
+/** Whether a connection holds a slot: one refused at accept (over a limit) is open only to say so, then hangs up. */
+function admitted(connection: ServerConnection): boolean {
+  return connection.face !== null;
+}

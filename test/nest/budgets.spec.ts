@@ -137,6 +137,12 @@ describe('maxQueuedReplyBytes and replyStallTimeout: a caller that does not read
     ).toBe(true);
     await until(() => handle.sessions[0].isClosed, 5_000, 'the server to see its end');
     expect(logLines.filter((l) => /streams in a row/.test(l.message))).toEqual([]);
+    // One WARN says it: the connection's end is not reported again as lost ("Lost the connection …").
+    await new Promise((resolve) => setImmediate(resolve));
+    const warnings = logLines.filter((l) => l.level === 'warn' && l.context === 'ServerSmux').map((l) => l.message);
+    expect(warnings.filter((m) => !m.startsWith('A call from'))).toEqual([
+      expect.stringMatching(/^Disconnected 127\.0\.0\.1:\d+: it left/),
+    ]);
   });
 
   test('a large reply the caller has not taken yet does not refuse the calls beside it; the call holding it is refused', async () => {
@@ -352,6 +358,27 @@ describe('connection slots', () => {
     expect(a.session.isClosed).toBe(false);
     expect((await within(rawCall(a.session, request('echo', 'a2')).last, 'a again')).body).toBe('a2');
     for (const { session } of [a, next]) session.destroy();
+  });
+
+  test('refused connections still open take no slot: the next refusal counts the connections admitted, and so does the limit', async () => {
+    handle = await startApp({ controllers: [BudgetController], server: { maxConnections: 2, evictIdleAfter: 0 } });
+    const admitted = [await connected(handle.port), await connected(handle.port)];
+    for (const [i, { session }] of admitted.entries()) {
+      expect((await within(rawCall(session, request('echo', i)).last, 'an admitted call')).body).toBe(i);
+    }
+    const refused = [];
+    for (let i = 0; i < 3; i++) {
+      const peer = await connected(handle.port);
+      refused.push(peer);
+      const answer = await within(rawCall(peer.session, request('echo', 'x')).last, 'the refusal');
+      expect(answer.body).toMatchObject({ code: 'ERR_SMUX_LIMIT', message: expect.stringContaining(': 2 connections open (maxConnections 2)') });
+    }
+    // The refused ones leave (they hang up 1 s after their refusal); one admitted connection leaves: its slot is free.
+    admitted[0].session.destroy();
+    await until(() => handle.sessions[0].isClosed, 5_000, 'the server to see the admitted connection leave');
+    const next = await connected(handle.port);
+    expect((await within(rawCall(next.session, request('echo', 'in')).last, 'a call on the freed slot')).body).toBe('in');
+    for (const { session } of [admitted[1], next, ...refused]) session.destroy();
   });
 
   test('maxConnectionsPerAddress: one address cannot take every slot; other addresses still get in', async () => {
