@@ -371,7 +371,10 @@ describe('connection slots', () => {
       const peer = await connected(handle.port);
       refused.push(peer);
       const answer = await within(rawCall(peer.session, request('echo', 'x')).last, 'the refusal');
-      expect(answer.body).toMatchObject({ code: 'ERR_SMUX_LIMIT', message: expect.stringContaining(': 2 connections open (maxConnections 2)') });
+      expect(answer.body).toMatchObject({
+        code: 'ERR_SMUX_LIMIT',
+        message: expect.stringContaining(': 2 connections open (maxConnections 2)'),
+      });
     }
     // The refused ones leave (they hang up 1 s after their refusal); one admitted connection leaves: its slot is free.
     admitted[0].session.destroy();
