@@ -1,4 +1,5 @@
 import { setImmediate } from 'node:timers';
+import { Fifo } from '../util/fifo.js';
 
 /**
  * Items all pulls of the process may take in one turn of the event loop; past it, a pull waits for a later turn
@@ -12,18 +13,16 @@ export const PULLS_PER_TURN = 256;
 const always = (): boolean => true;
 
 /**
- * One connection's waiting pulls, oldest first: each one's resolve and its `live()` in two arrays sharing a head
- * index (nothing allocated per pull beyond its promise). The head moves; the arrays are compacted only when the dead
- * prefix is large, as in util/fifo.ts.
+ * One connection's waiting pulls, oldest first: each one's resolve and its `live()` in two queues that move together
+ * (nothing allocated per pull beyond its promise).
  */
 class WaitingPulls {
-  #resolves: ((() => void) | undefined)[] = [];
-  #lives: ((() => boolean) | undefined)[] = [];
-  #head = 0;
+  readonly #resolves = new Fifo<() => void>();
+  readonly #lives = new Fifo<() => boolean>();
 
   /** Pulls waiting, live or stopped. */
   get length(): number {
-    return this.#resolves.length - this.#head;
+    return this.#lives.length;
   }
 
   push(resolve: () => void, live: () => boolean): void {
@@ -36,34 +35,19 @@ class WaitingPulls {
    * then returns at once and takes nothing.
    */
   release(): boolean {
-    const live = (this.#lives[this.#head] as () => boolean)();
-    this.#shift()();
+    const live = (this.#lives.shift() as () => boolean)();
+    (this.#resolves.shift() as () => void)();
     return live;
   }
 
   /** Lets the stopped pulls at the head return; true if a live pull is left (at the head). */
   dropStopped(): boolean {
-    while (this.length > 0) {
-      if ((this.#lives[this.#head] as () => boolean)()) return true;
-      this.#shift()();
+    for (let live = this.#lives.peek(); live !== undefined; live = this.#lives.peek()) {
+      if (live()) return true;
+      this.#lives.shift();
+      (this.#resolves.shift() as () => void)();
     }
     return false;
-  }
-
-  /** Removes the oldest pull and returns its resolve. */
-  #shift(): () => void {
-    const head = this.#head;
-    const resolve = this.#resolves[head] as () => void;
-    this.#resolves[head] = this.#lives[head] = undefined;
-    this.#head = head + 1;
-    if (this.#head === this.#resolves.length) {
-      this.#resolves.length = this.#lives.length = this.#head = 0;
-    } else if (this.#head >= 1024 && this.#head * 2 >= this.#resolves.length) {
-      this.#resolves.splice(0, this.#head);
-      this.#lives.splice(0, this.#head);
-      this.#head = 0;
-    }
-    return resolve;
   }
 }
 

@@ -75,8 +75,8 @@ describe('Fifo', () => {
             got.push(fifo.drain());
             want.push(model.splice(0));
           }
-          got.push(`length ${fifo.length}`);
-          want.push(`length ${model.length}`);
+          got.push(`length ${fifo.length}, head ${fifo.peek()}`);
+          want.push(`length ${model.length}, head ${model[0]}`);
         }
         // Compared as JSON first: toEqual on ~10^5 items is slow; it still gives the diff on failure.
         if (JSON.stringify(got) !== JSON.stringify(want)) expect(got).toEqual(want);
