@@ -198,9 +198,23 @@ export class CallLauncher {
     );
   }
 
-  /** `openDuplex()`: a byte stream to a handler's `ctx.getDuplex()`, returned at once. */
+  /**
+   * `openDuplex()`: a byte stream to a handler's `ctx.getDuplex()`, returned at once. While `@opentelemetry/api` is
+   * still looked for (a process's first moments), the call starts once it was, as `send()`'s do: what is written
+   * meanwhile waits in the Duplex, as it does while the connection is made.
+   */
   openDuplex(pattern: unknown, data: unknown, options: SmuxDuplexOptions): SmuxDuplex {
     const duplex = new SmuxDuplex(this.#defaults.streamHighWaterMark);
+    if (!tracingPending()) this.#startDuplex(duplex, pattern, data, options);
+    else {
+      void tracingReady().then(() => {
+        if (!duplex.destroyed) this.#startDuplex(duplex, pattern, data, options); // destroyed meanwhile: nothing to open
+      });
+    }
+    return duplex;
+  }
+
+  #startDuplex(duplex: SmuxDuplex, pattern: unknown, data: unknown, options: SmuxDuplexOptions): void {
     const packet = this.packet(pattern, data);
     const headers = packet.metadata === undefined ? options.headers : { ...packet.metadata, ...options.headers };
     const timeout = options.timeout ?? 0;
@@ -222,11 +236,10 @@ export class CallLauncher {
       span?.end(failure.code);
       this.#countRefusal(failure);
       failDuplexLater(duplex, failure); // late-failure.ts says why
-      return duplex;
+      return;
     }
     const waitForReady = options.waitForReady ?? this.#defaults.waitForReady;
     startCall(new ClientRawCall(this.#host, duplex, request, timeout, waitForReady, span), this.#target);
-    return duplex;
   }
 
   /**

@@ -7,10 +7,10 @@ import 'reflect-metadata';
 import * as net from 'node:net';
 import { Controller, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { MessagePattern } from '@nestjs/microservices';
+import { Ctx, MessagePattern } from '@nestjs/microservices';
 import { firstValueFrom } from 'rxjs';
 import { installOtel } from '../../../helpers/otel.js';
-import { ClientSmux, ServerSmux } from '../../../../lib/index.js';
+import { ClientSmux, ServerSmux, type SmuxContext } from '../../../../lib/index.js';
 
 const sdk = installOtel();
 
@@ -19,6 +19,13 @@ class EchoController {
   @MessagePattern('first')
   first(n: number): number {
     return n;
+  }
+
+  @MessagePattern('bytes')
+  async bytes(_data: unknown, @Ctx() ctx: SmuxContext): Promise<void> {
+    const duplex = ctx.getDuplex();
+    for await (const chunk of duplex) duplex.write(chunk); // echoes until the caller ends
+    duplex.end();
   }
 }
 
@@ -34,10 +41,18 @@ const port = await new Promise<number>((resolve) => {
 });
 const client = new ClientSmux({ host: '127.0.0.1', port, waitForReady: true });
 const reply = firstValueFrom(client.send<number>('first', 1)); // at once: the lookup has 400 ms to go
+const duplex = client.openDuplex('bytes', {}); // at once too
+duplex.end('echo');
+const echoed = (async () => {
+  let bytes = '';
+  for await (const chunk of duplex) bytes += String(chunk);
+  return bytes;
+})();
 const server = new ServerSmux({ host: '127.0.0.1', port });
 const app = await NestFactory.createMicroservice(EchoModule, { strategy: server, logger: false });
 await app.listen();
 await reply;
+if ((await echoed) !== 'echo') throw new Error('the byte stream did not echo');
 await client.close();
 await app.close();
 for (const span of sdk.spans()) console.log(`${span.name} ${span.kind}`);
