@@ -39,7 +39,8 @@ export interface ServerSmuxOptions extends SmuxTransportOptions {
    * Most connections at once, at least 1. When full, the connection idle longest (no call for `evictIdleAfter`) is
    * closed to make room; with none idle, the new one is refused and closed — a ClientSmux's calls then fail with
    * `ERR_SMUX_UNAVAILABLE` whose `cause` is the retryable `ERR_SMUX_LIMIT` (a raw smux caller's calls get the
-   * `ERR_SMUX_LIMIT` itself). Default 1024.
+   * `ERR_SMUX_LIMIT` itself). A refused connection takes no slot; while 256 refused ones wait to hang up, a new one
+   * is closed at once, unanswered (a flood of them cannot pin memory). Default 1024.
    */
   maxConnections?: number;
   /**

@@ -47,6 +47,7 @@ export class ServerConnections {
   readonly #open = new Set<ServerConnection>();
   readonly #perAddress = new Map<string, number>(); // admitted connections by address
   #admitted = 0;
+  #refused = 0; // open, refused at accept: they only wait to tell their client, then hang up
   #settledWaiter: (() => void) | null = null;
   #sweep: TimerHandle | null = null;
 
@@ -57,6 +58,11 @@ export class ServerConnections {
   /** Connections admitted and open (one refused, waiting to hang up, takes no slot). */
   get size(): number {
     return this.#admitted;
+  }
+
+  /** Connections refused at accept still open (to answer their first stream with the refusal). */
+  get refusedOpen(): number {
+    return this.#refused;
   }
 
   /** Connections admitted and open from `address`. */
@@ -95,7 +101,7 @@ export class ServerConnections {
   add(connection: ServerConnection): void {
     this.#open.add(connection);
     this.#sweep ??= this.#clock.setTimeout(() => this.#sweepAll(), SWEEP_INTERVAL);
-    if (!admitted(connection)) return;
+    if (!admitted(connection)) return void this.#refused++;
     this.#admitted++;
     this.#perAddress.set(connection.address, this.from(connection.address) + 1);
   }
@@ -103,7 +109,7 @@ export class ServerConnections {
   delete(connection: ServerConnection): void {
     if (!this.#open.delete(connection)) return;
     this.#settledWaiter?.(); // a drain waiting for clients to leave looks again
-    if (!admitted(connection)) return;
+    if (!admitted(connection)) return void this.#refused--;
     this.#admitted--;
     const left = this.from(connection.address) - 1;
     if (left > 0) this.#perAddress.set(connection.address, left);

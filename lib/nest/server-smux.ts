@@ -27,6 +27,12 @@ import { SMUX_TRANSPORT } from './transport-id.js';
 import { tracingPending, tracingReady } from './tracing.js';
 
 /**
+ * Connections refused at accept (over `maxConnections` or `maxConnectionsPerAddress`) kept open at once to answer
+ * their first stream with the refusal; past this many, a new one is closed without an answer.
+ */
+const REFUSED_WAITING_MAX = 256;
+
+/**
  * A NestJS microservice transport over smux: every call from a {@link ClientSmux} (or any smux client
  * speaking docs/PROTOCOL.md) arrives on its own multiplexed stream.
  *
@@ -221,7 +227,19 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       socket.destroy();
       return;
     }
-    const refusal = this.#admit(socket.remoteAddress ?? 'unix', `${socket.remoteAddress}:${socket.remotePort}`);
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    const refusal = this.#admit(socket.remoteAddress ?? 'unix', remote);
+    if (refusal !== null && this.#connections.refusedOpen >= REFUSED_WAITING_MAX) {
+      // A refused connection stays open to tell its client why (up to 10 s for its first stream): a flood of them
+      // held ≈ 6 – 10 KiB each, without bound. Past this many, one is closed at once — a bare close, as a full
+      // backlog gives — and the memory they hold stays ≤ REFUSED_WAITING_MAX of them.
+      this.#warnings.warn(
+        'refused at once',
+        `Closed a connection from ${remote} at once: ${REFUSED_WAITING_MAX} refused connections are waiting to hang up`,
+      );
+      socket.destroy();
+      return;
+    }
     this.#register(new ServerConnection(this.#connectionHost, { accepted: socket }, refusal));
   }
 

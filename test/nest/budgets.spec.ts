@@ -384,6 +384,36 @@ describe('connection slots', () => {
     for (const { session } of [admitted[1], next, ...refused]) session.destroy();
   });
 
+  test('a flood of refused connections holds at most 256 of them open; the rest are closed at once, the admitted one keeps working', async () => {
+    handle = await startApp({ controllers: [BudgetController], server: { maxConnections: 1, evictIdleAfter: 0 } });
+    const admitted = await connected(handle.port);
+    expect((await within(rawCall(admitted.session, request('echo', 'in')).last, 'the admitted call')).body).toBe('in');
+    // 300 sockets that say nothing: a refused one waits up to 10 s for its first stream, to answer it with the refusal.
+    const flood: { socket: net.Socket; closed: boolean }[] = [];
+    for (let i = 0; i < 300; i += 50) {
+      const batch = await Promise.all(
+        Array.from({ length: 50 }, async () => {
+          const socket = net.connect({ port: handle.port, host: '127.0.0.1' });
+          socket.on('error', () => undefined); // a close at once may come as a reset
+          await new Promise<void>((resolve) => socket.once('connect', resolve));
+          const peer = { socket, closed: false };
+          socket.once('close', () => (peer.closed = true));
+          return peer;
+        }),
+      );
+      flood.push(...batch);
+    }
+    await until(() => flood.filter((peer) => peer.closed).length >= 300 - 256, 5_000, 'the refused past 256 to be closed');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(flood.filter((peer) => peer.closed).length).toBe(300 - 256); // the first 256 still wait to tell theirs
+    expect((await within(rawCall(admitted.session, request('echo', 'still')).last, 'the admitted call')).body).toBe('still');
+    expect(
+      logLines.some((l) => l.level === 'warn' && /^Closed a connection from .* at once: 256 refused connections/.test(l.message)),
+    ).toBe(true);
+    for (const peer of flood) peer.socket.destroy();
+    admitted.session.destroy();
+  });
+
   test('maxConnectionsPerAddress: one address cannot take every slot; other addresses still get in', async () => {
     handle = await startApp({ controllers: [BudgetController], server: { maxConnectionsPerAddress: 1, evictIdleAfter: 0 } });
     const first = await connected(handle.port, '127.0.0.2');
