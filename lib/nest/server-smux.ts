@@ -33,6 +33,13 @@ import { tracingPending, tracingReady } from './tracing.js';
 const REFUSED_WAITING_MAX = 256;
 
 /**
+ * ms a TLS client has to finish its handshake unless the `tls` options say (Node's default, 120 s, let a peer that
+ * connects and says nothing hold a socket and its TLS state, ≈ 12 KiB, for two minutes): a ClientSmux gives up sooner
+ * anyway, at its `connectTimeout` (10 s by default).
+ */
+const TLS_HANDSHAKE_TIMEOUT = 10_000;
+
+/**
  * A NestJS microservice transport over smux: every call from a {@link ClientSmux} (or any smux client
  * speaking docs/PROTOCOL.md) arrives on its own multiplexed stream.
  *
@@ -127,7 +134,10 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     }
     const { tls: tlsOptions } = this.#options;
     const accept = (socket: net.Socket): void => this.#accept(socket);
-    const server = tlsOptions !== undefined ? tls.createServer(tlsOptions, accept) : net.createServer(accept);
+    const server =
+      tlsOptions !== undefined
+        ? tls.createServer({ handshakeTimeout: TLS_HANDSHAKE_TIMEOUT, ...tlsOptions }, accept)
+        : net.createServer(accept);
     this.#server = server;
     for (const [event, listener] of this.#pendingListeners.splice(0)) this.on(event as keyof SmuxServerEvents, listener);
     if (server instanceof tls.Server) watchTlsFailures(server, (message) => this.#warnings.warn('TLS', message));

@@ -4,7 +4,7 @@ import type * as tls from 'node:tls';
 /**
  * Reports each failed TLS handshake on `server` through `warn`: the peer's address and why — a plain-text client,
  * a refused client certificate (mutual TLS: Node's TLS 1.3 server closes without an alert and keeps the reason in
- * `socket.authorizationError`), or the TLS error's code.
+ * `socket.authorizationError`), or the TLS error's code — and ends that connection.
  */
 export function watchTlsFailures(server: tls.Server, warn: (message: string) => void): void {
   // By 'tlsClientError' the TLS socket is destroyed and has no address: keep it from the raw socket's 'connection'.
@@ -20,5 +20,8 @@ export function watchTlsFailures(server: tls.Server, warn: (message: string) => 
         ? `(its client certificate was refused: ${String(refused)})`
         : `(${code})${code === 'ERR_SSL_WRONG_VERSION_NUMBER' ? ': a plain-text client? it needs the tls option' : ''}`;
     warn(`TLS handshake with ${peer} failed ${why}`);
+    // Node reports a handshake timeout here but leaves the socket open (checked on Node 20): a peer that connected and
+    // said nothing was held for good. Every failure before the handshake ends the connection.
+    socket.destroy();
   });
 }

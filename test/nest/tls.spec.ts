@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+import * as net from 'node:net';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { Controller } from '@nestjs/common';
@@ -5,7 +7,7 @@ import { MessagePattern, Payload } from '@nestjs/microservices';
 import { firstValueFrom, lastValueFrom, range, toArray } from 'rxjs';
 import { ClientSmux } from '../../lib/index.js';
 import { makeCertificate } from '../helpers/tls.js';
-import { closeAll, codeOf, rejection, smuxError, startApp, trackClient } from './helpers.js';
+import { closeAll, codeOf, rejection, smuxError, startApp, trackClient, within } from './helpers.js';
 
 @Controller()
 class TlsController {
@@ -53,6 +55,23 @@ describeTls('TLS', () => {
     expect(error).toEqual(smuxError('ERR_SMUX_UNAVAILABLE'));
     // The cause is Node's TLS error (another realm under Jest: no instanceof).
     expect(String(codeOf((error as Error).cause))).toMatch(/SELF_SIGNED|UNABLE_TO_VERIFY|CERT/);
+  });
+
+  test('a peer that connects and never starts its TLS handshake is closed after 10 s (Node alone: 120 s)', async () => {
+    const socket = net.connect({ port, host: '127.0.0.1' });
+    socket.on('error', () => undefined);
+    await once(socket, 'connect');
+    const started = performance.now();
+    await within(once(socket, 'close'), 'the server to close the silent socket', 15_000);
+    expect(performance.now() - started).toBeGreaterThan(9_000);
+  }, 20_000);
+
+  test('the tls options may set handshakeTimeout themselves', async () => {
+    const own = await startApp({ controllers: [TlsController], server: { tls: { key, cert, handshakeTimeout: 300 } } });
+    const socket = net.connect({ port: own.port, host: '127.0.0.1' });
+    socket.on('error', () => undefined);
+    await once(socket, 'connect');
+    await within(once(socket, 'close'), 'the server to close the silent socket', 5_000);
   });
 
   test('a plain TCP client against the TLS server fails its call instead of hanging', async () => {
