@@ -252,10 +252,12 @@ export class CallScheduler {
    * Fail at once, or wait for a connection? Once an attempt has failed, calls fail fast until one succeeds — also
    * while the background retries run (gRPC's "sticky" transient failure): a peer that accepts TCP but never
    * answers must not make every call wait out a hello timeout. The first attempt, and the one after a lost
-   * connection, are waited for.
+   * connection, are waited for. A call failed fast hurries the background retries (Connector.hurry).
    */
   #failsFast(waitForReady: boolean): boolean {
-    return !waitForReady && this.#pool.lastError !== null;
+    if (waitForReady || this.#pool.lastError === null) return false;
+    this.#pool.hurry(); // calls keep coming: the next attempt comes soon (a server back up is found within a second)
+    return true;
   }
 
   /** Waits for a connection (starting an attempt if none runs); the process stays alive while anyone waits. */

@@ -113,6 +113,11 @@ export class ConnectorPool {
     return lane.connector.ping(timeoutMs);
   }
 
+  /** Calls are failing fast: every connection backing off tries again within a second of its last failure. */
+  hurry(): void {
+    for (const lane of this.#lanes) lane.connector.hurry();
+  }
+
   /** Every connection, as plain snapshots. */
   get connections(): SmuxConnectionInfo[] {
     return this.#lanes.map((lane) => lane.info());

@@ -86,6 +86,34 @@ describe('fail fast while there is no connection', () => {
     expect(attempts).toBe(1); // the backoff was respected: one attempt for all of them
   });
 
+  test('calls failing fast hurry the background retries: a server back up is found within a second, not after the grown backoff', async () => {
+    // A migration trial: with the backoff grown to its maxDelay, calls failed for up to 5.4 s after the server was back.
+    const clock = new FakeClock();
+    const port = await closedPort();
+    const client = trackClient(
+      new ClientSmux({ host: '127.0.0.1', port, reconnect: { initialDelay: 10_000, maxDelay: 10_000, jitter: 0 }, smux: { clock } }),
+    );
+    let attempts = 0;
+    client.on('error', () => attempts++);
+    let connected = false;
+    client.on('connect', () => (connected = true));
+    expect(await rejection(call(client))).toEqual(smuxError('ERR_SMUX_UNAVAILABLE')); // attempt 1; the retry is due in 10 s
+    clock.advance(1_000);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(attempts).toBe(1); // no call since: the backoff stands
+    expect(await rejection(call(client))).toEqual(smuxError('ERR_SMUX_UNAVAILABLE')); // a call: the retry comes now (1 s after)
+    clock.advance(0);
+    await until(() => attempts === 2, 5_000, 'the hurried attempt');
+    await startApp({ controllers: [PingController], server: { port } });
+    expect(await rejection(call(client))).toEqual(smuxError('ERR_SMUX_UNAVAILABLE')); // fails fast, and hurries again
+    clock.advance(999);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(attempts === 2 && !connected).toBe(true); // at most one attempt a second
+    clock.advance(1);
+    await until(() => connected, 5_000, 'the attempt a second after the last');
+    expect(await call(client)).toBe('pong');
+  });
+
   test('the client keeps reconnecting in the background and serves calls again once the server is up', async () => {
     const port = await closedPort();
     const client = trackClient(new ClientSmux({ host: '127.0.0.1', port, reconnect: { initialDelay: 20, maxDelay: 50 } }));
