@@ -50,7 +50,17 @@ export interface ByteCounter {
 export type CallOwner = EndpointOwner | object;
 
 /** How a reader's errors name the limit, per side: one string each, not one built per call (48 B of a reading call). */
-const LIMIT_NAMES = { server: "the server's maxMessageBytes", client: "the client's maxMessageBytes" } as const;
+/** How a message over `maxMessageBytes` is named, and what fixes it, on each side. */
+const LIMITS = {
+  server: {
+    name: "the server's maxMessageBytes",
+    remedy: "stream larger data (client.send(pattern, source) or client.openDuplex()), or raise the server's maxMessageBytes",
+  },
+  client: {
+    name: "the client's maxMessageBytes",
+    remedy: "have the handler stream it (an Observable or AsyncIterable of smaller items), or raise the client's maxMessageBytes",
+  },
+} as const;
 
 /** An {@link EndpointOwner}'s own methods, as a table. */
 const PUBLIC_HANDLERS: OwnerHandlers<EndpointOwner> = {
@@ -121,7 +131,7 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
     this.#owner = owner;
     this.#handlers = registered.get(owner.constructor) ?? PUBLIC_HANDLERS;
     this.#budget = budget;
-    this.#reader = read ? new MessageReader(maxMessageBytes, LIMIT_NAMES[side]) : null;
+    this.#reader = read ? new MessageReader(maxMessageBytes, LIMITS[side].name, LIMITS[side].remedy) : null;
     channel.setHandler(this);
   }
 

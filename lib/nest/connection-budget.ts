@@ -178,7 +178,8 @@ export class ConnectionBudget {
     return new SmuxError(
       'ERR_SMUX_LIMIT',
       `the connection has ${this.#queued} bytes of replies queued for the caller; this reply of ${bytes} bytes would pass the ` +
-        `server's maxQueuedReplyBytes (${max} bytes; ${2 * max} for a burst to a caller that keeps up)`,
+        `server's maxQueuedReplyBytes (${max} bytes; ${2 * max} for a burst to a caller that keeps up): reply with an ` +
+        'AsyncIterable (pulled as the caller reads), or raise maxQueuedReplyBytes',
     );
   }
 }

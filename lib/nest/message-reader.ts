@@ -59,14 +59,17 @@ export class MessageReader {
   #stopped = false;
 
   readonly #limitName: string;
+  readonly #remedy: string;
 
   /**
    * @param maxMessageBytes - largest `length` accepted (`ERR_SMUX_LIMIT` beyond)
    * @param limitName - how errors name the limit (`the server's maxMessageBytes`)
+   * @param remedy - what errors suggest (`raise …, or stream it`), if anything
    */
-  constructor(maxMessageBytes: number, limitName = 'the limit') {
+  constructor(maxMessageBytes: number, limitName = 'the limit', remedy?: string) {
     this.#maxBytes = maxMessageBytes;
     this.#limitName = limitName;
+    this.#remedy = remedy === undefined ? '' : `: ${remedy}`;
   }
 
   /** True while a message is incomplete (EOF now would truncate it): part of it is buffered, or passed on in pieces. */
@@ -206,7 +209,10 @@ export class MessageReader {
   #length(buf: Buffer, at: number): number {
     const length = buf.readUInt32LE(at + 4);
     if (length > this.#maxBytes) {
-      throw new SmuxError('ERR_SMUX_LIMIT', `a call message of ${length} bytes exceeds ${this.#limitName} (${this.#maxBytes} bytes)`);
+      throw new SmuxError(
+        'ERR_SMUX_LIMIT',
+        `a call message of ${length} bytes exceeds ${this.#limitName} (${this.#maxBytes} bytes)${this.#remedy}`,
+      );
     }
     return length;
   }
