@@ -5,9 +5,9 @@ import type { Clock, TimerHandle } from '../smux/index.js';
 const BURST = 5;
 const WINDOW_MS = 10_000;
 
-type Level = 'warn' | 'error' | 'debug';
+type Level = 'log' | 'warn' | 'error' | 'debug';
 
-const WHAT: Record<Level, string> = { warn: 'warnings', error: 'errors', debug: 'debug lines' };
+const WHAT: Record<Level, string> = { log: 'lines', warn: 'warnings', error: 'errors', debug: 'debug lines' };
 
 interface Bucket {
   level: Level;
@@ -35,6 +35,11 @@ export class RateLimitedLog {
   constructor(logger: LoggerService, clock: Clock) {
     this.#logger = logger;
     this.#clock = clock;
+  }
+
+  /** Logs `message` at `log` (info) unless lines of `kind` are over their budget for the current window. */
+  log(kind: string, message: string): void {
+    this.#log('log', kind, message);
   }
 
   /** Logs `message` at `warn` unless lines of `kind` are over their budget for the current window. */

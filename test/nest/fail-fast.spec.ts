@@ -195,6 +195,40 @@ describe('fail fast while there is no connection', () => {
   });
 });
 
+describe('what an outage logs', () => {
+  test('one warning per outage, however many attempts fail; the success that ends it says how many did', async () => {
+    collectLogs();
+    logLines.length = 0;
+    const port = await closedPort();
+    const client = trackClient(new ClientSmux({ host: '127.0.0.1', port, reconnect: { initialDelay: 20, maxDelay: 40 } }));
+    let attempts = 0;
+    client.on('error', () => attempts++);
+    expect(await rejection(call(client))).toEqual(smuxError('ERR_SMUX_UNAVAILABLE'));
+    await until(() => attempts >= 6, 5_000, 'the background retries to fail a few times');
+    let connected = false;
+    client.on('connect', () => (connected = true));
+    await startApp({ controllers: [PingController], server: { port } });
+    await until(() => connected, 5_000, 'the reconnect');
+    const lines = logLines.filter((l) => l.context === 'ClientSmux' && (l.level === 'warn' || l.level === 'log'));
+    expect(lines).toEqual([
+      {
+        level: 'warn',
+        context: 'ClientSmux',
+        message: expect.stringMatching(/^Could not connect to .*ECONNREFUSED.*\(retrying in the background\)$/),
+      },
+      {
+        level: 'log',
+        context: 'ClientSmux',
+        message: expect.stringMatching(/^Connected to 127\.0\.0\.1:\d+ again, after \d+ failed attempts over \d+\.\d s$/),
+      },
+    ]);
+    const failed = Number(/after (\d+) failed/.exec(lines[1].message)![1]);
+    expect(failed).toBeGreaterThanOrEqual(6);
+    // The repeats are debug lines (rate-limited on their own: 5 per 10 s).
+    expect(logLines.filter((l) => l.level === 'debug' && l.message.startsWith('Could not connect')).length).toBe(Math.min(5, failed - 1));
+  });
+});
+
 describe('after a failed attempt, calls fail fast also while the background retries run', () => {
   test('a server that accepts TCP and never answers: the first call waits for the hello timeout, the next ones do not', async () => {
     const silent = net.createServer(() => undefined);
