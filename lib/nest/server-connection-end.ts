@@ -97,6 +97,8 @@ export function logConnectionEnd(
     host.debug('connection', `Connection ${where} closed by the ${where.startsWith('to ') ? 'server' : 'client'}: ${error.message}`);
     return;
   }
+  // A peer that connected and never sent a byte (a scan, a stuck client, a flood of sockets) is not a lost client.
+  if (session.stats.bytesIn === 0) return host.warn('silent', `Closed the connection ${where}: it sent nothing (${error.message})`);
   host.warn('connection', `Lost the connection ${where}: ${error.message}`);
 }
 

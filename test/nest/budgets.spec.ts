@@ -421,6 +421,24 @@ describe('connection slots', () => {
     admitted.session.destroy();
   });
 
+  test('a connection that never sends a byte is closed by keep-alive, and the log says it sent nothing (not a lost client)', async () => {
+    const clock = new FakeClock();
+    handle = await startApp({ controllers: [BudgetController], server: { smux: { clock } } });
+    logLines.length = 0;
+    const socket = net.connect({ port: handle.port, host: '127.0.0.1' });
+    socket.on('error', () => undefined);
+    await new Promise((resolve) => socket.once('connect', resolve));
+    await until(() => handle.sessions.length === 1, 2_000, 'the server to accept it');
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    await advance(clock, 31_000); // keepAliveTimeout: 30 s
+    await within(closed, 'the silent socket to be closed');
+    await until(() => logLines.some((l) => l.context === 'ServerSmux' && l.level === 'warn'), 2_000, 'the log line');
+    const warnings = logLines.filter((l) => l.context === 'ServerSmux' && l.level === 'warn').map((l) => l.message);
+    expect(warnings).toEqual([
+      expect.stringMatching(/^Closed the connection from 127\.0\.0\.1:\d+: it sent nothing \(no frame received for \d+ ms/),
+    ]);
+  });
+
   test('maxConnectionsPerAddress: one address cannot take every slot; other addresses still get in', async () => {
     handle = await startApp({ controllers: [BudgetController], server: { maxConnectionsPerAddress: 1, evictIdleAfter: 0 } });
     const first = await connected(handle.port, '127.0.0.2');
