@@ -1,7 +1,7 @@
 import type { SmuxChannel, SmuxChannelHandler, SmuxError } from '../smux/index.js';
 import type { CallMessage, MessagePiece } from './call-codec.js';
 import type { ConnectionBudget } from './connection-budget.js';
-import { MessageReader, type MessageSink } from './message-reader.js';
+import { type MessageLimit, MessageReader, type MessageSink } from './message-reader.js';
 
 /** What an endpoint tells the call it serves (the server's or the client's Nest semantics), when its handlers are public. */
 export interface EndpointOwner {
@@ -49,18 +49,20 @@ export interface ByteCounter {
 /** The call an endpoint serves: an {@link EndpointOwner}, or an instance of a class that registered its handlers. */
 export type CallOwner = EndpointOwner | object;
 
-/** How a reader's errors name the limit, per side: one string each, not one built per call (48 B of a reading call). */
-/** How a message over `maxMessageBytes` is named, and what fixes it, on each side. */
-const LIMITS = {
+/**
+ * How a message over `maxMessageBytes` is named, and what fixes it, on each side: constants shared by every reader, not
+ * strings built per call (48 B of a reading call).
+ */
+const LIMITS: Record<'server' | 'client', MessageLimit> = {
   server: {
     name: "the server's maxMessageBytes",
-    remedy: "stream larger data (client.send(pattern, source) or client.openDuplex()), or raise the server's maxMessageBytes",
+    remedy: ": stream larger data (client.send(pattern, source) or client.openDuplex()), or raise the server's maxMessageBytes",
   },
   client: {
     name: "the client's maxMessageBytes",
-    remedy: "have the handler stream it (an Observable or AsyncIterable of smaller items), or raise the client's maxMessageBytes",
+    remedy: ": have the handler stream it (an Observable or AsyncIterable of smaller items), or raise the client's maxMessageBytes",
   },
-} as const;
+};
 
 /** An {@link EndpointOwner}'s own methods, as a table. */
 const PUBLIC_HANDLERS: OwnerHandlers<EndpointOwner> = {
@@ -131,7 +133,7 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
     this.#owner = owner;
     this.#handlers = registered.get(owner.constructor) ?? PUBLIC_HANDLERS;
     this.#budget = budget;
-    this.#reader = read ? new MessageReader(maxMessageBytes, LIMITS[side].name, LIMITS[side].remedy) : null;
+    this.#reader = read ? new MessageReader(maxMessageBytes, LIMITS[side]) : null;
     channel.setHandler(this);
   }
 

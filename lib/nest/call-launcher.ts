@@ -83,8 +83,11 @@ export class CallLauncher {
   #startTraced(callback: (packet: WritePacket) => void, pattern: unknown, data: unknown): Unsubscribable {
     let call: Unsubscribable | null = null;
     let cancelled = false;
+    const closes = this.#host.closes();
     void tracingReady().then(() => {
-      if (!cancelled) call = this.start(callback, pattern, data);
+      if (cancelled) return;
+      if (this.#host.closes() === closes) call = this.start(callback, pattern, data);
+      else callback({ err: clientClosed(), isDisposed: true } as WritePacket); // as the calls queued at the close
     });
     return {
       unsubscribe: () => {
@@ -207,8 +210,11 @@ export class CallLauncher {
     const duplex = new SmuxDuplex(this.#defaults.streamHighWaterMark);
     if (!tracingPending()) this.#startDuplex(duplex, pattern, data, options);
     else {
+      const closes = this.#host.closes();
       void tracingReady().then(() => {
-        if (!duplex.destroyed) this.#startDuplex(duplex, pattern, data, options); // destroyed meanwhile: nothing to open
+        if (duplex.destroyed) return; // destroyed meanwhile: nothing to open
+        if (this.#host.closes() === closes) this.#startDuplex(duplex, pattern, data, options);
+        else failDuplexLater(duplex, clientClosed()); // as the calls queued at the close
       });
     }
     return duplex;
@@ -263,4 +269,9 @@ function recordOf(value: unknown): SmuxRecord<unknown> | null {
 function recordHeaders(record: SmuxRecord<unknown>, metadata: Record<string, string> | undefined): Record<string, string> | undefined {
   const { headers } = record.options;
   return metadata === undefined ? headers : { ...metadata, ...headers };
+}
+
+/** What a call held back across the client's `close()` fails with (as the calls queued then do). */
+function clientClosed(): SmuxError {
+  return new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed');
 }

@@ -169,6 +169,7 @@ export class CallScheduler {
       if (waiter.waitForReady) this.#awaiting.push(waiter);
       else waiter.unavailable(unavailable);
     }
+    if (this.#awaiting.length > 0) this.#pool.hurry(); // calls wait for ready: the next attempt comes soon
     this.#holdProcess();
   }
 

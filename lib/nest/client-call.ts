@@ -56,6 +56,8 @@ export interface ClientCallHost {
   connectError(): Error | null;
   /** The client's own `close()` is under way: a call its connection's end cuts off says so. */
   closing(): boolean;
+  /** How many times the client's `close()` began: a call held back across one (tracing's lookup) fails, as queued ones do. */
+  closes(): number;
   /** Where calls are counted, when the client keeps metrics. */
   readonly metrics?: MetricsRecorder;
 }

@@ -8,6 +8,7 @@ import type { SmuxConnectionInfo } from './client-lane.js';
 import { ConnectorPool } from './connector-pool.js';
 import type { ClientSmuxOptions } from './interfaces.js';
 import { RateLimitedLog } from './log.js';
+import { OutageLog } from './outage-log.js';
 import { createSmuxMetrics, type SmuxMetrics } from './metrics.js';
 import { resolveClientOptions } from './options.js';
 import { createPacketCodec } from './packet-codec.js';
@@ -48,8 +49,8 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
   readonly #metrics: SmuxMetrics;
   #cutOff = 0; // calls in flight when the connection died (for the log line)
   #closing = 0; // close() calls under way: the calls they cut off say the client was closed
-  // Per address, the attempts failing in a row since the last success, and the failure that was logged as a warning.
-  readonly #failing = new Map<string, { message: string; attempts: number; since: number }>();
+  #closes = 0; // close() calls begun
+  readonly #outages: OutageLog;
   // A dialling server's client only (connectTo): its calls holding a slot, which the server's close fails
   // (failClientCalls). A plain client keeps no such set: its calls cost nothing more.
   readonly #launched: Set<PendingCall> | null;
@@ -73,6 +74,7 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
     this.initializeSerializer(options);
     this.initializeDeserializer(options);
     this.#warnings = new RateLimitedLog(this.logger, resolved.clock);
+    this.#outages = new OutageLog(this.#warnings, resolved.clock);
     const { metrics, recorder } = createSmuxMetrics('client', resolved.clock);
     this.#metrics = metrics;
     const pool = new ConnectorPool(resolved, {
@@ -86,7 +88,10 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
           `Could not resolve ${names}: ${error.message} (keeping the ${kept} address${kept === 1 ? '' : 'es'} found before)`,
         ),
       rtt: (ms) => recorder.recordRtt(ms),
-      changed: (added, removed) => this.logger.debug?.(`DNS: ${[...added.map((a) => `+${a}`), ...removed.map((r) => `-${r}`)].join(' ')}`),
+      changed: (added, removed) => {
+        for (const where of removed) this.#outages.forget(where);
+        this.logger.debug?.(`DNS: ${[...added.map((a) => `+${a}`), ...removed.map((r) => `-${r}`)].join(' ')}`);
+      },
     });
     this.#pool = pool;
     const scheduler = new CallScheduler(pool, resolved);
@@ -121,6 +126,7 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
             },
       connectError: () => pool.lastError,
       closing: () => this.#closing > 0,
+      closes: () => this.#closes,
     };
     attachLauncher(this, this.#host, scheduler, {
       timeout: resolved.timeout,
@@ -145,13 +151,14 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
   async close(): Promise<void> {
     const closed = new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed');
     this.#scheduler.close(closed);
+    this.#closes++;
     this.#closing++;
     try {
       await this.#pool.close();
     } finally {
       this.#closing--;
     }
-    this.#failing.clear(); // a later call starts over
+    this.#outages.clear(); // a later call starts over
     this.#warnings.close();
   }
 
@@ -201,36 +208,13 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
     // Rate-limited as the server's per-connection lines are: a standalone client logs through Nest's default logger,
     // which prints debug, and a server's maxConnectionAge rotates a connection as often as it says (found by a new-user
     // trial: 2 lines a second at maxConnectionAge 1000). Not verbose: the default logger prints that too.
-    const failing = this.#failing.get(where);
-    if (failing === undefined) {
-      this.#warnings.debug('connection', `Connected to ${where} (smux protocol version ${session.version})`);
-    } else {
-      this.#failing.delete(where);
-      const attempts = `${failing.attempts} failed attempt${failing.attempts === 1 ? '' : 's'}`;
-      const seconds = ((this.#host.clock.now() - failing.since) / 1000).toFixed(1);
-      this.#warnings.log('connection', `Connected to ${where} again, after ${attempts} over ${seconds} s`);
-    }
+    this.#outages.connected(where, session.version);
     this.#events.emit('connect', session);
     this.#scheduler.connected();
   }
 
   #failed(error: Error, where: string, retrying: boolean): void {
-    const then = retrying ? 'retrying in the background' : 'the next call reconnects';
-    const line = `Could not connect to ${where}: ${error.message} (${then})`;
-    // One warning per outage (and per new reason): the attempts after it, 1 s apart while calls come, are debug lines,
-    // and the success that ends it says how many failed (a migration trial: 5 warnings in a second of a restart).
-    const failing = this.#failing.get(where);
-    if (failing !== undefined && failing.message === error.message) {
-      failing.attempts++;
-      this.#warnings.debug('connect again', line); // its own budget: these must not use up the warnings'
-    } else {
-      this.#failing.set(where, {
-        message: error.message,
-        attempts: (failing?.attempts ?? 0) + 1,
-        since: failing?.since ?? this.#host.clock.now(),
-      });
-      this.#warnings.warn('connect', line);
-    }
+    this.#outages.failed(where, error, retrying);
     if (this.#events.listenerCount('error') > 0) this.#events.emit('error', error);
     this.#scheduler.attemptFailed(retrying);
   }

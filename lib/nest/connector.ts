@@ -65,7 +65,7 @@ export class Connector {
   #failures = 0;
   #everConnected = false;
   #retryTimer: TimerHandle | null = null;
-  #failedAt = 0; // when the last attempt failed (the clock's ms)
+  #hurriedAt = 0; // when the next attempt comes if calls hurry it: DEMAND_RETRY_MS (jittered) after the last failure
   #retryAt = 0; // when the background retry is due
   #generation = 0; // bumped by close(): what an older attempt completes is dropped
 
@@ -132,18 +132,17 @@ export class Connector {
   }
 
   /**
-   * Calls are failing fast while this connection backs off: its next attempt comes at most {@link DEMAND_RETRY_MS}
-   * after the last one failed, however long the backoff has grown. Without calls the backoff grows to
+   * Calls are failing fast, or waiting, while this connection backs off: its next attempt comes at most
+   * {@link DEMAND_RETRY_MS} (± `reconnect.jitter`) after the last one failed, however long the backoff has grown. Without calls the backoff grows to
    * `reconnect.maxDelay`; with them, a server back up is found within a second, at one attempt a second at most (a
    * migration trial: calls failed for up to 5.4 s after the server was listening again). Not for a peer that does
    * not speak this transport.
    */
   hurry(): void {
     if (this.#state !== 'backoff' || this.#retryTimer === null || hopeless(this.#lastError)) return;
-    const due = this.#failedAt + DEMAND_RETRY_MS;
-    if (due >= this.#retryAt) return;
+    if (this.#hurriedAt >= this.#retryAt) return;
     this.#clock.clearTimeout(this.#retryTimer);
-    this.#retryIn(Math.max(0, due - this.#clock.now()));
+    this.#retryIn(Math.max(0, this.#hurriedAt - this.#clock.now()));
   }
 
   /**
@@ -235,11 +234,11 @@ export class Connector {
         this.#state = 'backoff';
         this.#failures++;
         this.#lastError = error;
-        this.#failedAt = this.#clock.now();
+        // Scheduled before the listener hears of it: it may hurry the retry (calls waiting), connect or close.
+        this.#hurriedAt = this.#clock.now() + this.#jittered(DEMAND_RETRY_MS);
+        this.#retryIn(this.#backoff());
         this.#status('disconnected');
         this.#listener.failed(error, true);
-        // Unless a listener of the failure connected or closed the client meanwhile.
-        if (this.#state === 'backoff' && this.#retryTimer === null) this.#retryIn(this.#backoff());
       },
     );
   }
@@ -336,9 +335,15 @@ export class Connector {
   }
 
   #backoff(): number {
-    const { initialDelay, maxDelay, factor, jitter } = this.#options.reconnect;
+    const { initialDelay, maxDelay, factor } = this.#options.reconnect;
     const base = hopeless(this.#lastError) ? maxDelay : Math.min(maxDelay, initialDelay * factor ** (this.#failures - 1));
-    return Math.max(0, Math.round(base * (1 + jitter * (2 * Math.random() - 1))));
+    return this.#jittered(base);
+  }
+
+  /** `ms` ± the `reconnect.jitter` share of it: clients that failed together do not retry together. */
+  #jittered(ms: number): number {
+    const { jitter } = this.#options.reconnect;
+    return Math.max(0, Math.round(ms * (1 + jitter * (2 * Math.random() - 1))));
   }
 }
 

@@ -39,6 +39,14 @@ function pieceable(buf: Buffer, at: number): boolean {
  */
 const GATHER_WHOLE = 66 * 1024;
 
+/** How a reader's errors name its limit, and what fixes it (`remedy`: empty, or `: ` and the advice). */
+export interface MessageLimit {
+  readonly name: string;
+  readonly remedy: string;
+}
+
+const THE_LIMIT: MessageLimit = { name: 'the limit', remedy: '' };
+
 /**
  * Splits a stream's bytes into call messages. The size limit is checked on each prefix before the message is
  * buffered; a message inside one chunk is decoded in place (a byte body is a view of the chunk, or a copy when it
@@ -58,18 +66,15 @@ export class MessageReader {
   #rawOwed = 0; // its prefix bytes, not yet counted in a piece's size
   #stopped = false;
 
-  readonly #limitName: string;
-  readonly #remedy: string;
+  readonly #limit: MessageLimit;
 
   /**
    * @param maxMessageBytes - largest `length` accepted (`ERR_SMUX_LIMIT` beyond)
-   * @param limitName - how errors name the limit (`the server's maxMessageBytes`)
-   * @param remedy - what errors suggest (`raise …, or stream it`), if anything
+   * @param limit - how errors name the limit and what fixes it: a shared constant (a reader is made per call)
    */
-  constructor(maxMessageBytes: number, limitName = 'the limit', remedy?: string) {
+  constructor(maxMessageBytes: number, limit: MessageLimit = THE_LIMIT) {
     this.#maxBytes = maxMessageBytes;
-    this.#limitName = limitName;
-    this.#remedy = remedy === undefined ? '' : `: ${remedy}`;
+    this.#limit = limit;
   }
 
   /** True while a message is incomplete (EOF now would truncate it): part of it is buffered, or passed on in pieces. */
@@ -211,7 +216,7 @@ export class MessageReader {
     if (length > this.#maxBytes) {
       throw new SmuxError(
         'ERR_SMUX_LIMIT',
-        `a call message of ${length} bytes exceeds ${this.#limitName} (${this.#maxBytes} bytes)${this.#remedy}`,
+        `a call message of ${length} bytes exceeds ${this.#limit.name} (${this.#maxBytes} bytes)${this.#limit.remedy}`,
       );
     }
     return length;

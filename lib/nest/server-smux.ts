@@ -136,7 +136,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     const accept = (socket: net.Socket): void => this.#accept(socket);
     const server =
       tlsOptions !== undefined
-        ? tls.createServer({ handshakeTimeout: TLS_HANDSHAKE_TIMEOUT, ...tlsOptions }, accept)
+        ? tls.createServer({ ...tlsOptions, handshakeTimeout: tlsOptions.handshakeTimeout ?? TLS_HANDSHAKE_TIMEOUT }, accept)
         : net.createServer(accept);
     this.#server = server;
     for (const [event, listener] of this.#pendingListeners.splice(0)) this.on(event as keyof SmuxServerEvents, listener);
@@ -238,17 +238,21 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       return;
     }
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    const refusal = this.#admit(socket.remoteAddress ?? 'unix', remote);
-    if (refusal !== null && this.#connections.refusedOpen >= REFUSED_WAITING_MAX) {
+    const why = this.#admit(socket.remoteAddress ?? 'unix');
+    let refusal: SmuxError | null = null;
+    if (why !== null && this.#connections.refusedOpen >= REFUSED_WAITING_MAX) {
       // A refused connection stays open to tell its client why (up to 10 s for its first stream): a flood of them
       // held ≈ 6 – 10 KiB each, without bound. Past this many, one is closed at once — a bare close, as a full
       // backlog gives — and the memory they hold stays ≤ REFUSED_WAITING_MAX of them.
       this.#warnings.warn(
         'refused at once',
-        `Closed a connection from ${remote} at once: ${REFUSED_WAITING_MAX} refused connections are waiting to hang up`,
+        `Closed a connection from ${remote} at once: ${why}, and ${REFUSED_WAITING_MAX} refused connections wait to hang up`,
       );
-      socket.destroy();
-      return;
+      return void socket.destroy();
+    }
+    if (why !== null) {
+      this.#warnings.warn('refused', `Refused a connection from ${remote}: ${why}, none idle for ${this.#options.evictIdleAfter} ms`);
+      refusal = new SmuxError('ERR_SMUX_LIMIT', `the server has reached its connection limit: ${why}`, { retryable: true });
     }
     this.#register(new ServerConnection(this.#connectionHost, { accepted: socket }, refusal));
   }
@@ -267,10 +271,10 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   }
 
   /**
-   * A slot for a new connection: within `maxConnections` and `maxConnectionsPerAddress`, or the slot of an idle
-   * connection (evicted); otherwise the refusal its streams are answered with.
+   * A slot for a new connection: within `maxConnections` and `maxConnectionsPerAddress`, or the slot of an idle or
+   * silent connection (evicted). @returns null, or why there is none (what its refusal says)
    */
-  #admit(address: string, remote: string): SmuxError | null {
+  #admit(address: string): string | null {
     const { maxConnections, maxConnectionsPerAddress, evictIdleAfter } = this.#options;
     const connections = this.#connections;
     let why: string | null = null;
@@ -279,9 +283,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
     } else if (connections.from(address) >= maxConnectionsPerAddress && !connections.evictIdle(evictIdleAfter, address)) {
       why = `${connections.from(address)} connections from ${address} (maxConnectionsPerAddress ${maxConnectionsPerAddress})`;
     }
-    if (why === null) return null;
-    this.#warnings.warn('refused', `Refused a connection from ${remote}: ${why}, none idle for ${evictIdleAfter} ms`);
-    return new SmuxError('ERR_SMUX_LIMIT', `the server has reached its connection limit: ${why}`, { retryable: true });
+    return why;
   }
 
   async #shutdown(): Promise<void> {

@@ -162,6 +162,7 @@ export class SmuxConnection extends SmuxProxy<SmuxConnectionEvents, string> {
       cutOff: () => void this.#cutOff++,
       connectError: () => null,
       closing: () => false, // its calls cut by a close of the connection: "the connection closed" says it
+      closes: () => 0, // a closed connection refuses new calls itself
     };
     attachLauncher(this, host, target, {
       timeout: 0,

@@ -7,7 +7,8 @@ import type * as tls from 'node:tls';
  * `socket.authorizationError`), or the TLS error's code — and ends that connection.
  */
 export function watchTlsFailures(server: tls.Server, warn: (message: string) => void): void {
-  // By 'tlsClientError' the TLS socket is destroyed and has no address: keep it from the raw socket's 'connection'.
+  // By 'tlsClientError' the TLS socket may be destroyed already, without an address: keep it from the raw socket's
+  // 'connection'.
   const peers = new WeakMap<net.Socket, string>();
   server.on('connection', (raw: net.Socket) => peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`));
   server.on('tlsClientError', (error: NodeJS.ErrnoException, socket: tls.TLSSocket) => {

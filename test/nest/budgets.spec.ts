@@ -415,7 +415,13 @@ describe('connection slots', () => {
     expect(flood.filter((peer) => peer.closed).length).toBe(300 - 256); // the first 256 still wait to tell theirs
     expect((await within(rawCall(admitted.session, request('echo', 'still')).last, 'the admitted call')).body).toBe('still');
     expect(
-      logLines.some((l) => l.level === 'warn' && /^Closed a connection from .* at once: 256 refused connections/.test(l.message)),
+      logLines.some(
+        (l) =>
+          l.level === 'warn' &&
+          /^Closed a connection from .* at once: 1 connections open \(maxConnections 1\), and 256 refused connections wait to hang up$/.test(
+            l.message,
+          ),
+      ),
     ).toBe(true);
     for (const peer of flood) peer.socket.destroy();
     admitted.session.destroy();

@@ -88,6 +88,7 @@ function clientHost(clock: FakeClock, recorder: MetricsRecorder): ClientCallHost
     cutOff: () => undefined,
     connectError: () => null,
     closing: () => false,
+    closes: () => 0,
     metrics: recorder,
   };
 }

@@ -43,6 +43,7 @@ async function open(timeout = 0) {
     cutOff: () => undefined,
     connectError: () => null,
     closing: () => false,
+    closes: () => 0,
   };
   const request = encodeMessage(Kind.REQUEST, 0, 'data', { id: '1', pattern: 'p' });
   const call = new ClientCall(host, (packet) => void packets.push(packet), request, timeout, false);

@@ -53,6 +53,7 @@ async function rawCall({ timeout = 0, open = true } = {}) {
     cutOff: () => void lost.calls++,
     connectError: () => null,
     closing: () => false,
+    closes: () => 0,
   };
   const request = host.codec.encodeCall(Kind.REQUEST, {
     pattern: 'upload',

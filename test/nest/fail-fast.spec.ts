@@ -108,10 +108,35 @@ describe('fail fast while there is no connection', () => {
     expect(await rejection(call(client))).toEqual(smuxError('ERR_SMUX_UNAVAILABLE')); // fails fast, and hurries again
     clock.advance(999);
     await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(attempts === 2 && !connected).toBe(true); // at most one attempt a second
+    expect(attempts).toBe(2); // at most one attempt a second
+    expect(connected).toBe(false);
     clock.advance(1);
     await until(() => connected, 5_000, 'the attempt a second after the last');
     expect(await call(client)).toBe('pong');
+  });
+
+  test('a call waiting for ready hurries the retries the same way: answered within a second of the server being back', async () => {
+    const clock = new FakeClock();
+    const port = await closedPort();
+    const client = trackClient(
+      new ClientSmux({
+        host: '127.0.0.1',
+        port,
+        waitForReady: true,
+        reconnect: { initialDelay: 10_000, maxDelay: 10_000, jitter: 0 },
+        smux: { clock },
+      }),
+    );
+    let attempts = 0;
+    client.on('error', () => attempts++);
+    const answer = firstValueFrom(client.send('ping', {}));
+    await until(() => attempts === 1, 5_000, 'the first attempt to fail'); // the retry: 1 s later, not 10 s
+    await startApp({ controllers: [PingController], server: { port } });
+    clock.advance(999);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(attempts).toBe(1);
+    clock.advance(1);
+    expect(await within(answer, 'the waiting call to be answered')).toBe('pong');
   });
 
   test('the client keeps reconnecting in the background and serves calls again once the server is up', async () => {
@@ -219,7 +244,7 @@ describe('what an outage logs', () => {
       {
         level: 'log',
         context: 'ClientSmux',
-        message: expect.stringMatching(/^Connected to 127\.0\.0\.1:\d+ again, after \d+ failed attempts over \d+\.\d s$/),
+        message: expect.stringMatching(/^Connected to 127\.0\.0\.1:\d+ after \d+ failed attempts over \d+\.\d s$/),
       },
     ]);
     const failed = Number(/after (\d+) failed/.exec(lines[1].message)![1]);

@@ -176,6 +176,7 @@ describe('the call engine', () => {
         cutOff: () => undefined,
         connectError: () => null,
         closing: () => false,
+        closes: () => 0,
       };
       const span = startClientSpan('call', how);
       const request = codec.encodeCall(Kind.REQUEST, { pattern: how, data: 1, headers: undefined, span });

@@ -10,7 +10,7 @@ import { NestFactory } from '@nestjs/core';
 import { Ctx, MessagePattern } from '@nestjs/microservices';
 import { firstValueFrom } from 'rxjs';
 import { installOtel } from '../../../helpers/otel.js';
-import { ClientSmux, ServerSmux, type SmuxContext } from '../../../../lib/index.js';
+import { ClientSmux, ServerSmux, type SmuxContext, type SmuxError } from '../../../../lib/index.js';
 
 const sdk = installOtel();
 
@@ -39,6 +39,22 @@ const port = await new Promise<number>((resolve) => {
     probe.close(() => resolve(port));
   });
 });
+if (process.argv[2] === 'close') {
+  // A call and a byte stream made at once, and the client closed at once, while the lookup is still pending: they
+  // fail as the calls queued at the close do, and nothing dials (nothing listens on the port: a dial would fail with
+  // ERR_SMUX_UNAVAILABLE instead).
+  const closing = new ClientSmux({ host: '127.0.0.1', port });
+  const call = firstValueFrom(closing.send<number>('first', 1)).then(
+    () => 'answered',
+    (error: SmuxError) => `${error.code} ${error.message}`,
+  );
+  const stream = closing.openDuplex('bytes', {});
+  const streamed = new Promise<string>((resolve) => stream.once('error', (error: SmuxError) => resolve(`${error.code} ${error.message}`)));
+  await closing.close();
+  console.log(`send: ${await call}`);
+  console.log(`openDuplex: ${await streamed}`);
+  process.exit(0);
+}
 const client = new ClientSmux({ host: '127.0.0.1', port, waitForReady: true });
 const reply = firstValueFrom(client.send<number>('first', 1)); // at once: the lookup has 400 ms to go
 const duplex = client.openDuplex('bytes', {}); // at once too
