@@ -3,7 +3,7 @@ import { Observable, type Observer, throwError, type Unsubscribable } from 'rxjs
 import { type Session, type SmuxChannel, SmuxError } from '../smux/index.js';
 import { Flag, Kind, type MessagePiece } from './call-codec.js';
 import { toSmuxError } from './call-scheduler.js';
-import { ClientCall, type ClientCallHost, type PendingCall } from './client-call.js';
+import { ClientCall, type ClientCallHost, clientClosed, type PendingCall } from './client-call.js';
 import { ClientRawCall } from './client-raw-call.js';
 import { type EventLedger, EventSend } from './event-send.js';
 import { HotResult } from './hot-result.js';
@@ -269,9 +269,4 @@ function recordOf(value: unknown): SmuxRecord<unknown> | null {
 function recordHeaders(record: SmuxRecord<unknown>, metadata: Record<string, string> | undefined): Record<string, string> | undefined {
   const { headers } = record.options;
   return metadata === undefined ? headers : { ...metadata, ...headers };
-}
-
-/** What a call held back across the client's `close()` fails with (as the calls queued then do). */
-function clientClosed(): SmuxError {
-  return new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed');
 }

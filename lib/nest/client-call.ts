@@ -318,7 +318,14 @@ export function failCall(call: PendingCall, error: unknown): void {
   else rawCallAccess.fail(call, error);
 }
 
+const CLIENT_CLOSED = 'the client was closed';
+
+/** What a call fails with when its client's `close()` ends it before it was sent (queued, waiting, held back). */
+export function clientClosed(): SmuxError {
+  return new SmuxError('ERR_SMUX_SESSION_CLOSED', CLIENT_CLOSED);
+}
+
 /** Who ended a connection that closed gracefully under a call: the client itself (its `close()`), or the other side. */
 export function closedBy(host: ClientCallHost): string {
-  return host.closing() ? 'the client was closed' : 'the connection closed';
+  return host.closing() ? CLIENT_CLOSED : 'the connection closed';
 }

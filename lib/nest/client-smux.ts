@@ -3,7 +3,7 @@ import { Logger } from '@nestjs/common';
 import type { MsPattern } from '@nestjs/microservices';
 import { type Session, SmuxError } from '../smux/index.js';
 import { CallScheduler } from './call-scheduler.js';
-import { type ClientCallHost, failCall, type PendingCall } from './client-call.js';
+import { type ClientCallHost, clientClosed, failCall, type PendingCall } from './client-call.js';
 import type { SmuxConnectionInfo } from './client-lane.js';
 import { ConnectorPool } from './connector-pool.js';
 import type { ClientSmuxOptions } from './interfaces.js';
@@ -149,7 +149,7 @@ export class ClientSmux extends SmuxProxy<SmuxClientEvents, string> {
    * a connection fail with `ERR_SMUX_SESSION_CLOSED`, and reconnecting stops. A later call connects again.
    */
   async close(): Promise<void> {
-    const closed = new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the client was closed');
+    const closed = clientClosed();
     this.#scheduler.close(closed);
     this.#closes++;
     this.#closing++;

@@ -133,10 +133,10 @@ export class Connector {
 
   /**
    * Calls are failing fast, or waiting, while this connection backs off: its next attempt comes at most
-   * {@link DEMAND_RETRY_MS} (± `reconnect.jitter`) after the last one failed, however long the backoff has grown. Without calls the backoff grows to
-   * `reconnect.maxDelay`; with them, a server back up is found within a second, at one attempt a second at most (a
-   * migration trial: calls failed for up to 5.4 s after the server was listening again). Not for a peer that does
-   * not speak this transport.
+   * {@link DEMAND_RETRY_MS} (± `reconnect.jitter`) after the last one failed, however long the backoff has grown.
+   * Without calls the backoff grows to `reconnect.maxDelay`; with them, a server back up is found within a second, at
+   * one attempt a second at most (a migration trial: calls failed for up to 5.4 s after the server was listening
+   * again). Not for a peer that does not speak this transport.
    */
   hurry(): void {
     if (this.#state !== 'backoff' || this.#retryTimer === null || hopeless(this.#lastError)) return;

@@ -237,10 +237,10 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       socket.destroy();
       return;
     }
-    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
     const why = this.#admit(socket.remoteAddress ?? 'unix');
-    let refusal: SmuxError | null = null;
-    if (why !== null && this.#connections.refusedOpen >= REFUSED_WAITING_MAX) {
+    if (why === null) return this.#register(new ServerConnection(this.#connectionHost, { accepted: socket }, null));
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    if (this.#connections.refusedOpen >= REFUSED_WAITING_MAX) {
       // A refused connection stays open to tell its client why (up to 10 s for its first stream): a flood of them
       // held ≈ 6 – 10 KiB each, without bound. Past this many, one is closed at once — a bare close, as a full
       // backlog gives — and the memory they hold stays ≤ REFUSED_WAITING_MAX of them.
@@ -250,10 +250,8 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       );
       return void socket.destroy();
     }
-    if (why !== null) {
-      this.#warnings.warn('refused', `Refused a connection from ${remote}: ${why}, none idle for ${this.#options.evictIdleAfter} ms`);
-      refusal = new SmuxError('ERR_SMUX_LIMIT', `the server has reached its connection limit: ${why}`, { retryable: true });
-    }
+    this.#warnings.warn('refused', `Refused a connection from ${remote}: ${why}, none idle for ${this.#options.evictIdleAfter} ms`);
+    const refusal = new SmuxError('ERR_SMUX_LIMIT', `the server has reached its connection limit: ${why}`, { retryable: true });
     this.#register(new ServerConnection(this.#connectionHost, { accepted: socket }, refusal));
   }
 
