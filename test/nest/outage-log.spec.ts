@@ -59,14 +59,15 @@ describe('OutageLog', () => {
     ]);
   });
 
-  test('forget() and clear() drop outages: the next failure warns again', () => {
+  test("forget() drops one address's outage, clear() every one: the next failure there warns again", () => {
     const { lines, outages } = setup();
     outages.failed('a:1', refused, true);
     outages.failed('b:1', refused, true);
     outages.forget('a:1');
+    outages.failed('a:1', refused, true); // forgotten: warns
+    outages.failed('b:1', refused, true); // still in its outage: debug
     outages.clear();
-    outages.failed('a:1', refused, true);
-    outages.failed('b:1', refused, true);
-    expect(lines.map(([level]) => level)).toEqual(['warn', 'warn', 'warn', 'warn']);
+    outages.failed('b:1', refused, true); // cleared: warns
+    expect(lines.map(([level]) => level)).toEqual(['warn', 'warn', 'warn', 'debug', 'warn']);
   });
 });
