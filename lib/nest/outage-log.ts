@@ -35,7 +35,7 @@ export class OutageLog {
     const outage = this.#outages.get(where);
     if (outage !== undefined && outage.message === error.message) {
       outage.attempts++;
-      return this.#log.debug('connect again', line); // its own budget: repeats must not use up the warnings'
+      return this.#log.debug('failed connect', line); // its own budget: repeats must not use up the warnings'
     }
     this.#log.warn('connect', line);
     if (outage !== undefined) {
