@@ -1,14 +1,14 @@
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { Session, type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
+import { Session, type SmuxChannel, SmuxError } from '../smux/index.js';
 import { holdReading, observeSession } from '../smux/session-layer.js';
 import { SlotSet } from '../util/slot-set.js';
 import type { CallMessage } from './call-codec.js';
 import { ConnectionBudget } from './connection-budget.js';
 import { closeWithin } from './dial.js';
+import { ConnectionDrain, type DrainedConnection } from './connection-drain.js';
 import { EventGate } from './event-gate.js';
 import type { ControlLink } from './control-link.js';
-import { HELLO_TIMEOUT } from './hello.js';
 import { ServerCall } from './server-call.js';
 import type { ConnectionHost, ConnectionOrigin } from './server-connection-host.js';
 import { endFailure, hangUpAfter, logConnectionEnd, versionRefusal } from './server-connection-end.js';
@@ -20,7 +20,7 @@ import { callsCutOff, newSmuxConnection, type SmuxConnection } from './smux-conn
  * rules — the version policy, the hello, refusing a connection over `maxConnections` with a clear error — and
  * the log line for how it ended.
  */
-export class ServerConnection {
+export class ServerConnection implements DrainedConnection {
   /** The smux session. */
   readonly session: Session;
   /** Calls counted against `maxCallsPerConnection`: from their SYN until they are answered (or end otherwise). */
@@ -49,11 +49,7 @@ export class ServerConnection {
   #firstBytes: Buffer | null = null;
   readonly #where: string; // `from <address>` (accepted) or `to <address>` (dialled), as log lines say it
   #versionChecked = false;
-  #drained = false; // DRAIN went out (maxConnectionAge): the client moves its new calls elsewhere
-  #closeWhenIdle = false; // drained, but the client cannot read DRAIN: closed once no call runs
-  #drainReason = '';
-  #helloWait: TimerHandle | null = null; // drained before the hello: how long a hello may still take
-  #timer: TimerHandle | null = null; // maxConnectionAge, then its grace
+  readonly #drain: ConnectionDrain; // maxConnectionAge, its grace, DRAIN
   #dialledLink: (() => ControlLink | null) | null = null; // a dialled connection's control link (its connector's)
   #disconnected = false; // closed by sweep() with an error of ours: a caller that does not read
   #runningAtFailure: number | null = null; // calls the client waited for when its socket failed (before they were ended)
@@ -69,6 +65,7 @@ export class ServerConnection {
     this.#host = host;
     this.#refusal = refusal;
     this.budget = new ConnectionBudget(host.options, host.clock);
+    this.#drain = new ConnectionDrain(this, host);
     this.lastCallAt = host.clock.now();
     if ('accepted' in origin) {
       const socket = origin.accepted;
@@ -99,11 +96,7 @@ export class ServerConnection {
     observeSession(this.session, { close: (error) => this.#ended(error) });
     if (refusal !== null) hangUpAfter(this.session, host.clock, 10_000); // a client that never opens a stream
     const { maxConnectionAge } = host.options;
-    if (refusal === null && maxConnectionAge > 0 && 'accepted' in origin) {
-      // ± 10 %: clients connected at the same moment (a restart, a deploy) must not all move at the same moment.
-      const age = Math.round(maxConnectionAge * (0.9 + 0.2 * Math.random()));
-      this.#timer = host.clock.setTimeout(() => this.#ageReached(), age);
-    }
+    if (refusal === null && maxConnectionAge > 0 && 'accepted' in origin) this.#drain.startAge(maxConnectionAge);
     this.#where = `${'accepted' in origin ? 'from' : 'to'} ${this.remote}`;
     host.debug('connection', `Connection ${this.#where}`);
   }
@@ -135,7 +128,7 @@ export class ServerConnection {
     const refusal = helloRefusal(message.body, this.#dialledLink !== null, this.#control !== null);
     if (refusal !== null) return call.refuse(refusal);
     this.#control = new ServerControl(call.channel, this.#host, message.body);
-    if (this.#drained) this.#drainAfterHello(); // drained before the hello arrived
+    this.#drain.helloArrived(); // drained before the hello arrived: DRAIN now, or close once idle
     this.announce();
   }
 
@@ -151,7 +144,7 @@ export class ServerConnection {
 
   /** True once DRAIN went to a client that reads it: it closes the connection itself when its calls are done. */
   get leavesByItself(): boolean {
-    return this.#drained && this.#control?.link.peerReads === true && !this.session.isClosed;
+    return this.#drain.leavesByItself;
   }
 
   /** A message on the control stream after the hello. */
@@ -181,52 +174,31 @@ export class ServerConnection {
   }
 
   /**
-   * Asks the client to open a fresh connection for new calls (DRAIN) while the calls in flight finish here; the
-   * client closes this one once they are done. A client that cannot read DRAIN (an older one, a Go caller of
-   * protocol 1) is closed once no call runs. With `maxConnectionAgeGrace`, calls still running past it end with
-   * ERR_SMUX_SHUTTING_DOWN and the connection closes.
+   * Asks the client to open a fresh connection for new calls (DRAIN) while the calls in flight finish here (see
+   * {@link ConnectionDrain}).
    */
   drain(reason: string): void {
-    if (this.#drained || this.session.isClosed) return;
-    this.announceDrain(reason);
-    this.#host.debug('drain', `Drained the connection from ${this.remote}: ${reason}`);
-    const clock = this.#host.clock;
-    // A hello still on its way (a young connection, a busy client) decides when it comes; a client that never says
-    // hello (a Go caller of protocol 1) is treated as one that cannot read DRAIN.
-    if (this.#control !== null) this.#drainAfterHello();
-    else this.#helloWait = clock.setTimeout(() => this.#control === null && this.#closeOnceIdle(), HELLO_TIMEOUT);
-    const grace = this.#host.options.maxConnectionAgeGrace;
-    if (grace > 0) this.#timer = clock.setTimeout(() => this.#endGrace(), grace);
-  }
-
-  /**
-   * `maxConnectionAge` passed. A peer that serves calls (a ServerSmux with `connectTo`) is not drained: this side
-   * calls over its connection and would lose the calls it makes while the peer moves (found by a new-user trial: a
-   * gateway's calls to its dialled-in workers failed at every drain). Such a peer rebalances when it redials.
-   */
-  #ageReached(): void {
-    this.#timer = null;
-    if (this.#control?.link.peerServes === true)
-      return this.#host.debug('drain', `Kept ${this.remote} past its maxConnectionAge: it serves calls`);
-    this.drain('the connection reached its maxConnectionAge');
+    this.#drain.drain(reason);
   }
 
   /** Sends DRAIN, when the client reads it (the server's close() tells every client first). */
   announceDrain(reason: string): void {
-    if (this.#drained) return;
-    this.#drained = true;
-    this.#drainReason = reason;
-    this.#control?.link.drain(reason);
+    this.#drain.announce(reason);
   }
 
-  /** The hello of a drained connection is in: DRAIN to a client that reads it; another is closed once idle. */
-  #drainAfterHello(): void {
-    if (this.#control?.link.drain(this.#drainReason) !== true) this.#closeOnceIdle();
+  // ── DrainedConnection ──────────────────────────────────────────────────────────────────────────────────
+
+  get callCount(): number {
+    return this.calls.size;
   }
 
-  #closeOnceIdle(): void {
-    this.#closeWhenIdle = true;
-    this.#closeIfIdle();
+  shutdownCalls(why: string): void {
+    for (const call of this.calls.toArray()) call.shutdown(why);
+  }
+
+  /** The control link of the client's hello (ours: we answered it), or null before it. */
+  helloLink(): ControlLink | null {
+    return this.#control?.link ?? null;
   }
 
   /** A stream of this connection is gone; the control stream's going ends its pings (they fail at once). */
@@ -255,18 +227,7 @@ export class ServerConnection {
   /** A call is over and its handler returned: the limit counts the others; a drained connection may close now. */
   callDone(call: ServerCall): void {
     this.calls.delete(call);
-    if (this.#closeWhenIdle) this.#closeIfIdle();
-  }
-
-  #closeIfIdle(): void {
-    if (this.calls.size === 0) void closeWithin(this.session, this.#host.clock, 2_000);
-  }
-
-  #endGrace(): void {
-    this.#timer = null;
-    const why = `the connection was drained (${this.#drainReason}) and its maxConnectionAgeGrace is over`;
-    for (const call of this.calls.toArray()) call.shutdown(why);
-    void closeWithin(this.session, this.#host.clock, 2_000);
+    this.#drain.callDone();
   }
 
   /**
@@ -302,7 +263,7 @@ export class ServerConnection {
 
   /**
    * True when the client has opened no stream — no hello, no call — for `ms` since it connected: a ClientSmux that
-   * got no answer to its hello within {@link HELLO_TIMEOUT} has given the connection up already.
+   * got no answer to its hello within HELLO_TIMEOUT (hello.ts) has given the connection up already.
    */
   silentFor(ms: number, now: number): boolean {
     return !this.#versionChecked && now - this.lastCallAt >= ms; // lastCallAt: still when it connected
@@ -355,9 +316,7 @@ export class ServerConnection {
   #ended(closedWith: SmuxError | undefined): void {
     const running = this.#runningAtFailure ?? this.runningCalls;
     this.#host.closed(this, this.#failure(closedWith));
-    if (this.#timer !== null) this.#host.clock.clearTimeout(this.#timer);
-    if (this.#helloWait !== null) this.#host.clock.clearTimeout(this.#helloWait);
-    this.#timer = this.#helloWait = null;
+    this.#drain.stop();
     this.#control?.link.close(closedWith ?? new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the connection closed'));
     const ownCutOff = this.face === null ? 0 : callsCutOff(this.face);
     logConnectionEnd(this.#host, this.#where, this.session, this.#firstBytes, running, closedWith, this.#disconnected, ownCutOff);
