@@ -1,6 +1,5 @@
 import { EventEmitter } from 'node:events';
-import * as net from 'node:net';
-import * as tls from 'node:tls';
+import type * as net from 'node:net';
 import { Logger } from '@nestjs/common';
 import { type CustomTransportStrategy, type MessageHandler, type MsPattern, Server } from '@nestjs/microservices';
 import { type Clock, type Session, SmuxError } from '../smux/index.js';
@@ -17,27 +16,15 @@ import { createPacketCodec, type PacketCodec } from './packet-codec.js';
 import type { CallHost } from './server-call-host.js';
 import { ServerConnection } from './server-connection.js';
 import type { ConnectionHost } from './server-connection-host.js';
+import { admission, CLOSE_AT_ONCE } from './server-admission.js';
 import { closeLine, ServerConnections } from './server-connections.js';
 import { ServerDialler } from './server-dialler.js';
+import { createListener } from './server-listener.js';
 import { CallDispatcher } from './server-dispatch.js';
 import type { SmuxConnection } from './smux-connection.js';
 import type { SmuxServerEvents, SmuxStatus } from './smux.events.js';
-import { watchTlsFailures } from './tls-failures.js';
 import { SMUX_TRANSPORT } from './transport-id.js';
 import { tracingPending, tracingReady } from './tracing.js';
-
-/**
- * Connections refused at accept (over `maxConnections` or `maxConnectionsPerAddress`) kept open at once to answer
- * their first stream with the refusal; past this many, a new one is closed without an answer.
- */
-const REFUSED_WAITING_MAX = 256;
-
-/**
- * ms a TLS client has to finish its handshake unless the `tls` options say (Node's default, 120 s, let a peer that
- * connects and says nothing hold a socket and its TLS state, ≈ 12 KiB, for two minutes): a ClientSmux gives up sooner
- * anyway, at its `connectTimeout` (10 s by default).
- */
-const TLS_HANDSHAKE_TIMEOUT = 10_000;
 
 /**
  * A NestJS microservice transport over smux: every call from a {@link ClientSmux} (or any smux client
@@ -132,15 +119,13 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       this.logger.log(`Dialling ${dialler.where} (nestjs-smux: its side calls this server's handlers over the connection)`);
       return callback();
     }
-    const { tls: tlsOptions } = this.#options;
-    const accept = (socket: net.Socket): void => this.#accept(socket);
-    const server =
-      tlsOptions !== undefined
-        ? tls.createServer({ ...tlsOptions, handshakeTimeout: tlsOptions.handshakeTimeout ?? TLS_HANDSHAKE_TIMEOUT }, accept)
-        : net.createServer(accept);
+    const server = createListener(
+      this.#options,
+      (socket) => this.#accept(socket),
+      (message) => this.#warnings.warn('TLS', message),
+    );
     this.#server = server;
     for (const [event, listener] of this.#pendingListeners.splice(0)) this.on(event as keyof SmuxServerEvents, listener);
-    if (server instanceof tls.Server) watchTlsFailures(server, (message) => this.#warnings.warn('TLS', message));
     const onError = (error: Error): void => {
       server.off('listening', onListening);
       callback(error);
@@ -152,7 +137,7 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       const where = typeof address === 'string' ? address : `${address?.address}:${address?.port}`;
       const version = this.#options.pinnedVersion ?? 'auto';
       this.logger.log(
-        `Listening on ${where} (nestjs-smux, smux protocol version ${version}, ${tlsOptions === undefined ? 'plain TCP' : 'TLS'})`,
+        `Listening on ${where} (nestjs-smux, smux protocol version ${version}, ${this.#options.tls === undefined ? 'plain TCP' : 'TLS'})`,
       );
       this._status$.next('connected');
       callback();
@@ -233,25 +218,9 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   // ── connections ────────────────────────────────────────────────────────────────────────────────────────
 
   #accept(socket: net.Socket): void {
-    if (this.#closing !== null) {
-      socket.destroy();
-      return;
-    }
-    const why = this.#admit(socket.remoteAddress ?? 'unix');
-    if (why === null) return this.#register(new ServerConnection(this.#connectionHost, { accepted: socket }, null));
-    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    if (this.#connections.refusedOpen >= REFUSED_WAITING_MAX) {
-      // A refused connection stays open to tell its client why (up to 10 s for its first stream): a flood of them
-      // held ≈ 6 – 10 KiB each, without bound. Past this many, one is closed at once — a bare close, as a full
-      // backlog gives — and the memory they hold stays ≤ REFUSED_WAITING_MAX of them.
-      this.#warnings.warn(
-        'refused at once',
-        `Closed a connection from ${remote} at once: ${why}, and ${REFUSED_WAITING_MAX} refused connections wait to hang up`,
-      );
-      return void socket.destroy();
-    }
-    this.#warnings.warn('refused', `Refused a connection from ${remote}: ${why}, none idle for ${this.#options.evictIdleAfter} ms`);
-    const refusal = new SmuxError('ERR_SMUX_LIMIT', `the server has reached its connection limit: ${why}`, { retryable: true });
+    if (this.#closing !== null) return void socket.destroy();
+    const refusal = admission(socket, this.#connections, this.#options, this.#warnings);
+    if (refusal === CLOSE_AT_ONCE) return void socket.destroy();
     this.#register(new ServerConnection(this.#connectionHost, { accepted: socket }, refusal));
   }
 
@@ -266,22 +235,6 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
   #register(connection: ServerConnection): void {
     this.#connections.add(connection);
     this.#events.emit('session', connection.session);
-  }
-
-  /**
-   * A slot for a new connection: within `maxConnections` and `maxConnectionsPerAddress`, or the slot of an idle or
-   * silent connection (evicted). @returns null, or why there is none (what its refusal says)
-   */
-  #admit(address: string): string | null {
-    const { maxConnections, maxConnectionsPerAddress, evictIdleAfter } = this.#options;
-    const connections = this.#connections;
-    let why: string | null = null;
-    if (connections.size >= maxConnections && !connections.evictIdle(evictIdleAfter)) {
-      why = `${connections.size} connections open (maxConnections ${maxConnections})`;
-    } else if (connections.from(address) >= maxConnectionsPerAddress && !connections.evictIdle(evictIdleAfter, address)) {
-      why = `${connections.from(address)} connections from ${address} (maxConnectionsPerAddress ${maxConnectionsPerAddress})`;
-    }
-    return why;
   }
 
   async #shutdown(): Promise<void> {
