@@ -4,6 +4,7 @@ import { observeSession } from '../smux/session-layer.js';
 import { type ControlLink, FEATURE_CALLS, type ServeHook } from './control-link.js';
 import { FEATURES, greet, HELLO_TIMEOUT, type ServerHello } from './hello.js';
 import { formatAddress, type ResolvedClientOptions } from './options.js';
+import { ReconnectBackoff } from './reconnect-backoff.js';
 import type { SmuxStatus } from './smux.events.js';
 
 /**
@@ -61,12 +62,8 @@ export class Connector {
   readonly #serve: ServeHook | null; // calls the server makes on our connections, when we serve them
   #session: Session | null = null;
   #hello: ServerHello | null = null;
-  #lastError: Error | null = null;
-  #failures = 0;
+  readonly #backoff: ReconnectBackoff;
   #everConnected = false;
-  #retryTimer: TimerHandle | null = null;
-  #hurriedAt = 0; // when the next attempt comes if calls hurry it: DEMAND_RETRY_MS (jittered) after the last failure
-  #retryAt = 0; // when the background retry is due
   #generation = 0; // bumped by close(): what an older attempt completes is dropped
 
   /**
@@ -79,6 +76,7 @@ export class Connector {
     this.#clock = options.clock;
     this.#where = formatAddress(options.address);
     this.#serve = options.serveCalls;
+    this.#backoff = new ReconnectBackoff(options.reconnect, this.#clock, () => this.#state === 'backoff' && this.#attempt());
   }
 
   /** The current state. */
@@ -114,7 +112,7 @@ export class Connector {
 
   /** Why the last attempt failed (cleared by a success). */
   get lastError(): Error | null {
-    return this.#lastError;
+    return this.#backoff.lastError;
   }
 
   /** The server's address as messages show it. */
@@ -126,23 +124,16 @@ export class Connector {
   connect(): void {
     this.#unasked = false; // asked for: a failure now backs off and retries
     if (this.#state === 'connecting' || this.#state === 'ready') return;
-    if (this.#retryTimer !== null) this.#clock.clearTimeout(this.#retryTimer);
-    this.#retryTimer = null;
+    this.#backoff.cancel();
     this.#attempt();
   }
 
   /**
-   * Calls are failing fast, or waiting, while this connection backs off: its next attempt comes at most
-   * {@link DEMAND_RETRY_MS} (± `reconnect.jitter`) after the last one failed, however long the backoff has grown.
-   * Without calls the backoff grows to `reconnect.maxDelay`; with them, a server back up is found within a second, at
-   * one attempt a second at most (a migration trial: calls failed for up to 5.4 s after the server was listening
-   * again). Not for a peer that does not speak this transport.
+   * Calls are failing fast, or waiting, while this connection backs off: its next attempt comes within a second of
+   * the last failure ({@link ReconnectBackoff.hurry}).
    */
   hurry(): void {
-    if (this.#state !== 'backoff' || this.#retryTimer === null || hopeless(this.#lastError)) return;
-    if (this.#hurriedAt >= this.#retryAt) return;
-    this.#clock.clearTimeout(this.#retryTimer);
-    this.#retryIn(Math.max(0, this.#hurriedAt - this.#clock.now()));
+    if (this.#state === 'backoff') this.#backoff.hurry();
   }
 
   /**
@@ -182,17 +173,16 @@ export class Connector {
   /** Stops reconnecting and closes every session gracefully (bounded). A later {@link connect} starts over. */
   async close(): Promise<void> {
     this.#generation++;
-    if (this.#retryTimer !== null) this.#clock.clearTimeout(this.#retryTimer);
+    this.#backoff.cancel();
     if (this.#retireTimer !== null) this.#clock.clearTimeout(this.#retireTimer);
-    this.#retryTimer = this.#retireTimer = null;
+    this.#retireTimer = null;
     const sessions = [...this.#draining];
     if (this.#session !== null) sessions.push(this.#session);
     this.#session = null;
     this.#draining.clear();
     this.#state = 'idle';
     this.#unasked = false;
-    this.#failures = 0;
-    this.#lastError = null;
+    this.#backoff.reset();
     await Promise.all(sessions.map((s) => closeWithin(s, this.#clock, 2_000, false))); // its calls fail with the session
     this.#status('disconnected');
   }
@@ -202,7 +192,7 @@ export class Connector {
   #attempt(): void {
     this.#state = 'connecting';
     // A rotation (stream ids, DRAIN) is not a reconnect: the draining session still serves its calls.
-    if ((this.#everConnected || this.#failures > 0) && this.#draining.size === 0) this.#status('reconnecting');
+    if ((this.#everConnected || this.#backoff.failures > 0) && this.#draining.size === 0) this.#status('reconnecting');
     const generation = this.#generation;
     this.#establish(generation).then(
       (session) => {
@@ -210,8 +200,7 @@ export class Connector {
         this.#state = 'ready';
         this.#unasked = false;
         this.#session = session;
-        this.#failures = 0;
-        this.#lastError = null;
+        this.#backoff.reset();
         this.#everConnected = true;
         this.#status('connected');
         this.#listener.ready(session);
@@ -232,23 +221,12 @@ export class Connector {
           return;
         }
         this.#state = 'backoff';
-        this.#failures++;
-        this.#lastError = error;
         // Scheduled before the listener hears of it: it may hurry the retry (calls waiting), connect or close.
-        this.#hurriedAt = this.#clock.now() + this.#jittered(DEMAND_RETRY_MS);
-        this.#retryIn(this.#backoff());
+        this.#backoff.failed(error);
         this.#status('disconnected');
         this.#listener.failed(error, true);
       },
     );
-  }
-
-  #retryIn(ms: number): void {
-    this.#retryAt = this.#clock.now() + ms;
-    this.#retryTimer = this.#clock.setTimeout(() => {
-      this.#retryTimer = null;
-      if (this.#state === 'backoff') this.#attempt();
-    }, ms);
   }
 
   async #establish(generation: number): Promise<Session> {
@@ -333,24 +311,4 @@ export class Connector {
     this.#status('disconnected');
     this.#listener.lost(session, error);
   }
-
-  #backoff(): number {
-    const { initialDelay, maxDelay, factor } = this.#options.reconnect;
-    const base = hopeless(this.#lastError) ? maxDelay : Math.min(maxDelay, initialDelay * factor ** (this.#failures - 1));
-    return this.#jittered(base);
-  }
-
-  /** `ms` ± the `reconnect.jitter` share of it: clients that failed together do not retry together. */
-  #jittered(ms: number): number {
-    const { jitter } = this.#options.reconnect;
-    return Math.max(0, Math.round(ms * (1 + jitter * (2 * Math.random() - 1))));
-  }
-}
-
-/** While calls fail fast, the longest a connection waits after a failed attempt before its next one. */
-const DEMAND_RETRY_MS = 1_000;
-
-/** A peer that does not speak this transport (or this smux version) will not change its mind soon. */
-function hopeless(error: Error | null): boolean {
-  return error instanceof SmuxError && error.code === 'ERR_SMUX_PROTOCOL';
 }
