@@ -1,53 +1,14 @@
 import type { SmuxChannel, SmuxChannelHandler, SmuxError } from '../smux/index.js';
 import type { CallMessage, MessagePiece } from './call-codec.js';
 import type { ConnectionBudget } from './connection-budget.js';
+import { type CallOwner, handlersOf, type OwnerHandlers } from './endpoint-owner.js';
 import { type MessageLimit, MessageReader, type MessageSink } from './message-reader.js';
-
-/** What an endpoint tells the call it serves (the server's or the client's Nest semantics), when its handlers are public. */
-export interface EndpointOwner {
-  /** A complete message arrived (`size`: its bytes on the wire). */
-  onMessage(message: CallMessage, size: number): void;
-  /** Bytes arrived while the endpoint does not read (they are dropped). */
-  onUnreadData?(): void;
-  /** Bytes that are not a valid message arrived (malformed, over the size limit): reading stops. */
-  onReadError(error: SmuxError): void;
-  /** The peer sent FIN (every message before it was delivered). */
-  onPeerEnd(): void;
-  /**
-   * The peer sent FIN while bytes before it are held unread (the call paused its input): {@link onPeerEnd} follows once
-   * they are read. An owner for which the FIN itself means something (the server: the caller cancelled) acts now.
-   */
-  onPeerEndHeld?(): void;
-  /** The stream is finished (cleanly, destroyed, or its connection died: `error`). */
-  onClosed(error: SmuxError | undefined): void;
-  /** True while the owner reads a byte stream, whose RAW messages it takes in pieces ({@link MessageSink.rawPieces}). */
-  readonly rawPieces?: boolean;
-}
-
-/**
- * The same handlers for a call whose class keeps them private: an app holds the client's calls (a subscription's
- * teardown), so nothing of theirs but `unsubscribe()` may be reachable. Functions given the call, made once in the
- * class's static block and registered with {@link registerEndpointOwner}: an endpoint finds its owner's table once,
- * when it is made, so a call costs no adapter object.
- */
-export interface OwnerHandlers<O> {
-  onMessage(owner: O, message: CallMessage, size: number): void;
-  onUnreadData?(owner: O): void;
-  onReadError(owner: O, error: SmuxError): void;
-  onPeerEnd(owner: O): void;
-  onPeerEndHeld?(owner: O): void;
-  onClosed(owner: O, error: SmuxError | undefined): void;
-  rawPieces?(owner: O): boolean;
-}
 
 /** Where an endpoint counts the bytes of its call (the side's metrics recorder). */
 export interface ByteCounter {
   bytesSent: number;
   bytesReceived: number;
 }
-
-/** The call an endpoint serves: an {@link EndpointOwner}, or an instance of a class that registered its handlers. */
-export type CallOwner = EndpointOwner | object;
 
 /**
  * How a message over `maxMessageBytes` is named, and what fixes it, on each side: constants shared by every reader, not
@@ -63,25 +24,6 @@ const LIMITS: Record<'server' | 'client', MessageLimit> = {
     remedy: ": have the handler stream it (an Observable or AsyncIterable of smaller items), or raise the client's maxMessageBytes",
   },
 };
-
-/** An {@link EndpointOwner}'s own methods, as a table. */
-const PUBLIC_HANDLERS: OwnerHandlers<EndpointOwner> = {
-  onMessage: (owner, message, size) => owner.onMessage(message, size),
-  onUnreadData: (owner) => owner.onUnreadData?.(),
-  onReadError: (owner, error) => owner.onReadError(error),
-  onPeerEnd: (owner) => owner.onPeerEnd(),
-  onPeerEndHeld: (owner) => owner.onPeerEndHeld?.(),
-  onClosed: (owner, error) => owner.onClosed(error),
-  rawPieces: (owner) => owner.rawPieces === true,
-};
-
-// eslint-disable-next-line @typescript-eslint/no-unsafe-function-type -- keyed by the owner's class
-const registered = new Map<Function, OwnerHandlers<object>>();
-
-/** Registers the private handlers of `type`'s instances (its static block calls this once). */
-export function registerEndpointOwner<O extends object>(type: abstract new (...args: never[]) => O, handlers: OwnerHandlers<O>): void {
-  registered.set(type, handlers);
-}
 
 /**
  * One end of a call, the same on both sides: it owns the call's smux stream, turns its bytes into call
@@ -131,7 +73,7 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
     this.channel = channel;
     this.#bytes = bytes;
     this.#owner = owner;
-    this.#handlers = registered.get(owner.constructor) ?? PUBLIC_HANDLERS;
+    this.#handlers = handlersOf(owner);
     this.#budget = budget;
     this.#reader = read ? new MessageReader(maxMessageBytes, LIMITS[side]) : null;
     channel.setHandler(this);

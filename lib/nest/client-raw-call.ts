@@ -1,7 +1,8 @@
 import { type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import type { AdmissionState } from './admission.js';
 import { type CallMessage, decodeTransportError, Flag, Kind, type MessagePiece } from './call-codec.js';
-import { CallEndpoint, registerEndpointOwner } from './call-endpoint.js';
+import { CallEndpoint } from './call-endpoint.js';
+import { registerEndpointOwner } from './endpoint-owner.js';
 import { type CallAccess, type ClientCallHost, closedBy } from './client-call.js';
 import { failDuplexLater, isStarting } from './late-failure.js';
 import { failureOf, type SmuxCallFailure } from './metrics.js';

@@ -1,6 +1,7 @@
 import { type SmuxChannel, SmuxError, type TimerHandle } from '../smux/index.js';
 import { type CallMessage, encodeTransportError, Flag, Kind } from './call-codec.js';
-import { CallEndpoint, type EndpointOwner } from './call-endpoint.js';
+import { CallEndpoint } from './call-endpoint.js';
+import type { EndpointOwner } from './endpoint-owner.js';
 import type { ConnectionBudget } from './connection-budget.js';
 import type { SmuxCallFailure } from './metrics.js';
 import type { CallHost } from './server-call-host.js';

@@ -5,7 +5,8 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
 import type { SmuxChannel, SmuxError } from '../../lib/smux/index.js';
 import { type CallMessage, encodeMessage, Kind } from '../../lib/nest/call-codec.js';
-import { CallEndpoint, type EndpointOwner } from '../../lib/nest/call-endpoint.js';
+import { CallEndpoint } from '../../lib/nest/call-endpoint.js';
+import type { EndpointOwner } from '../../lib/nest/endpoint-owner.js';
 import { ConnectionBudget } from '../../lib/nest/connection-budget.js';
 import { attachDuplex, SmuxDuplex } from '../../lib/nest/raw-duplex.js';
 import { flush, memorySessions } from '../helpers/memory-pair.js';

@@ -11,7 +11,8 @@ import { afterEach, describe, expect, test } from '@jest/globals';
 import { Observable, of, Subject, type Subscriber, throwError } from 'rxjs';
 import { SmuxError } from '../../lib/smux/index.js';
 import { type CallMessage, encodeMessagePieces, Kind } from '../../lib/nest/call-codec.js';
-import { type ByteCounter, CallEndpoint, type EndpointOwner } from '../../lib/nest/call-endpoint.js';
+import { type ByteCounter, CallEndpoint } from '../../lib/nest/call-endpoint.js';
+import type { EndpointOwner } from '../../lib/nest/endpoint-owner.js';
 import { RequestSource, type RequestSourceOwner } from '../../lib/nest/request-source.js';
 import { flush, memorySessions } from '../helpers/memory-pair.js';
 
