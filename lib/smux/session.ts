@@ -139,8 +139,12 @@ export class Session extends EventEmitter<SessionEvents> {
     socket.on('data', (chunk: Buffer) => this.#receive(chunk));
     socket.on('drain', () => this.#drained());
     socket.on('finish', () => this.#state === CLOSING && this.#closing?.halfClosed());
+    // A peer that hangs up with no stream open ended the session, as Go's sess.Close() does (smux has no frame that
+    // says so): nothing was lost, so it is not a failure. With streams open, those streams were cut off.
     socket.on('end', () =>
-      this.#state === CLOSING ? this.destroy() : this.destroy(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the peer closed the connection')),
+      this.#state === CLOSING || this.#streams.size === 0
+        ? this.destroy()
+        : this.destroy(new SmuxError('ERR_SMUX_SESSION_CLOSED', 'the peer closed the connection')),
     );
     socket.on('error', (cause: Error) =>
       this.destroy(new SmuxError('ERR_SMUX_SESSION_CLOSED', `connection error: ${cause.message}`, { cause })),

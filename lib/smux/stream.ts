@@ -11,7 +11,7 @@ type Callback = (error?: Error | null) => void;
  *
  * | Go smux | SmuxStream |
  * | --- | --- |
- * | `Write` | `write()`; the callback fires once the bytes are handed to the socket |
+ * | `Write` | `write()`; the callback fires once the bytes are handed to the socket, or with the error if the stream ends first |
  * | `CloseWrite` (v1.5.54+) | `end()`: FIN after queued data; still readable (half-close) |
  * | `Read` → `io.EOF` | `'end'` after the peer's FIN and all data |
  * | `Close` | `destroy()`: queued data dropped, FIN sent, stream forgotten |
@@ -78,8 +78,13 @@ export class SmuxStream extends Duplex {
   }
 
   override _destroy(error: Error | null, callback: Callback): void {
+    // A write or end() still waiting for its bytes to reach the socket will never get there: it fails (Go's Write
+    // returns an error). Left unsettled, its callback never ran, nor did those of the writes Node queued behind it
+    // (Node fails the queued ones only once the pending one settles): `await` on a write hung for good.
+    const pending = this.#pendingWrite ?? this.#pendingFinal;
     this.#pendingWrite = this.#pendingFinal = null;
     this.#channel.destroy();
+    pending?.(error ?? new SmuxError('ERR_SMUX_STREAM_CLOSED', 'the stream was destroyed before its data was sent'));
     callback(error);
   }
 

@@ -23,7 +23,7 @@ class Host implements KeepAliveHost {
 function setup(interval = INTERVAL, timeout = TIMEOUT) {
   const clock = new FakeClock();
   const host = new Host(clock);
-  const keepAlive = new KeepAlive(clock, host, interval, timeout);
+  const keepAlive = new KeepAlive(clock, host, interval, timeout, (judge) => judge()); // judged at once: no loop to poll
   const t0 = clock.now();
   return { clock, host, keepAlive, t0 };
 }

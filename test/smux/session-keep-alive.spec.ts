@@ -9,6 +9,11 @@ afterEach(cleanup);
 const interval = 1_000;
 const timeout = 3_000;
 
+/** Lets the event loop poll (read what the sockets hold) and run its immediates: the keep-alive judges then. */
+function afterPoll(): Promise<void> {
+  return new Promise((resolve) => setTimeout(() => setImmediate(resolve), 5));
+}
+
 describe('session keep-alive (FakeClock, real sockets)', () => {
   test('a NOP goes out every keepAliveInterval, not before', async () => {
     const clientClock = new FakeClock();
@@ -55,6 +60,22 @@ describe('session keep-alive (FakeClock, real sockets)', () => {
     await until(() => raw.closed, 5_000, 'raw socket closed');
   });
 
+  test('a frame that arrived while the event loop was stalled is read before the silence is judged: no timeout', async () => {
+    // The keep-alive timer and the peer's frame both came due during a stall (here: the fake clock jumps while this
+    // code runs, so the server's socket is not read). The timer fires first; the frame waits in the socket.
+    const clock = new FakeClock();
+    const { raw, server } = await rawClientOf({ clock, keepAliveInterval: interval, keepAliveTimeout: timeout });
+    raw.send(Cmd.NOP, 0);
+    clock.advance(timeout + interval); // timers run now, synchronously: nothing of the socket was read yet
+    expect(server.stats.framesIn).toBe(0);
+    await afterPoll();
+    expect(server.stats.framesIn).toBe(1);
+    expect(server.isClosed).toBe(false); // the old judgement, at the timer, cut this live peer off
+    clock.advance(timeout + interval); // and silence still counts after it
+    await afterPoll();
+    expect(server.error?.code).toBe('ERR_SMUX_KEEPALIVE_TIMEOUT');
+  });
+
   test('detection happens between T and T + interval after the peer’s last frame', async () => {
     const clock = new FakeClock();
     const { raw, server } = await rawClientOf({ clock, keepAliveInterval: interval, keepAliveTimeout: timeout });
@@ -65,6 +86,7 @@ describe('session keep-alive (FakeClock, real sockets)', () => {
     let diedAt = -1;
     for (let t = 0; t <= timeout + interval && diedAt < 0; t += 100) {
       clock.advance(100);
+      await afterPoll(); // a silence is judged after the loop's next poll
       if (server.isClosed) diedAt = clock.now();
     }
     expect(diedAt - lastFrameAt).toBeGreaterThanOrEqual(timeout);
@@ -93,6 +115,7 @@ describe('session keep-alive (FakeClock, real sockets)', () => {
     expect(got.data().equals(big)).toBe(true);
     // Reading again: now silence counts.
     clock.advance(timeout + interval);
+    await afterPoll();
     expect(server.error?.code).toBe('ERR_SMUX_KEEPALIVE_TIMEOUT');
     expect((await closeError(client))?.code).toBe('ERR_SMUX_SESSION_CLOSED'); // the peer sees the connection go
   });

@@ -406,6 +406,21 @@ describe('Session lifecycle over TCP', () => {
     }
   });
 
+  test.each([
+    ['no stream open: ended, not failed (Go’s sess.Close())', 0],
+    ['a stream open: it was cut off, ERR_SMUX_SESSION_CLOSED', 1],
+  ])('the peer hanging up its socket with %s', async (_name, open) => {
+    const { client, server, clientSocket } = await pair();
+    if (open > 0) {
+      quiet(await client.openStream()).write('x');
+      await until(() => server.numStreams === 1, 5_000, 'the stream at the server');
+    }
+    clientSocket.end(); // a TCP FIN and nothing else: what Go's sess.Close() sends
+    const error = await closeError(server);
+    if (open === 0) expect(error).toBeNull();
+    else expect([error?.code, error?.message]).toEqual(['ERR_SMUX_SESSION_CLOSED', 'the peer closed the connection']);
+  });
+
   test('openStream() while closing rejects ERR_SMUX_SHUTTING_DOWN, after close ERR_SMUX_SESSION_CLOSED', async () => {
     const { client, server } = await pair();
     const serverDone = server.close();
@@ -413,7 +428,8 @@ describe('Session lifecycle over TCP', () => {
     await expect(server.acceptStream()).rejects.toMatchObject({ code: 'ERR_SMUX_SESSION_CLOSED' });
     await serverDone;
     await expect(server.openStream()).rejects.toMatchObject({ code: 'ERR_SMUX_SESSION_CLOSED' });
-    expect((await closeError(client))?.code).toBe('ERR_SMUX_SESSION_CLOSED');
+    // The peer hung up with no stream open: it ended the session (Go's sess.Close() does only that), no failure.
+    expect(await closeError(client)).toBeNull();
     await expect(client.openStream()).rejects.toMatchObject({ code: 'ERR_SMUX_SESSION_CLOSED' });
   });
 

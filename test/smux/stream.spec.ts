@@ -115,6 +115,48 @@ describe('SmuxStream over TCP', () => {
     expect(echoed.data().toString()).toBe('alive');
   });
 
+  /** Writes that cannot all go out (a v2 window the peer never reopens), each recording how its callback settled. */
+  async function stuckWrites(ending: boolean) {
+    const { client, server } = await pair({ version: 2 });
+    const peer = nextPeerStream(server);
+    const s = await client.openStream();
+    const mine = collect(s);
+    const settled: Array<string | null> = [];
+    const record = (error?: Error | null): void => void settled.push(error ? ((error as { code?: string }).code ?? error.message) : null);
+    s.write(pattern(1 << 20, 6), record); // beyond the peer's 256 KiB window: pending in the engine
+    s.write(pattern(1_000, 7), record); // queued by Node behind it
+    if (ending) s.end(record);
+    await peer; // never read
+    await quiesced(client, server);
+    expect(settled).toEqual([]);
+    return { client, s, mine, settled };
+  }
+
+  test('a write pending when the stream is destroyed fails its callback, and Node fails those queued behind it (both hung before)', async () => {
+    const { s, mine, settled } = await stuckWrites(false);
+    s.destroy();
+    await until(() => settled.length === 2, 2_000, 'both write callbacks');
+    expect(settled).toEqual(['ERR_SMUX_STREAM_CLOSED', 'ERR_SMUX_STREAM_CLOSED']); // Node fails the queued one with the first error
+    await until(() => mine.closed, 2_000, 'close');
+    expect(mine.error).toBeNull(); // destroy() without an error stays quiet: no 'error' event
+  });
+
+  test('a write pending when the session is destroyed fails too; end()’s callback as well', async () => {
+    const { client, settled } = await stuckWrites(true);
+    client.destroy();
+    await until(() => settled.length === 3, 2_000, 'the write and end() callbacks');
+    expect(settled[0]).toBe('ERR_SMUX_STREAM_CLOSED');
+    expect(settled.slice(1).every((code) => code !== null)).toBe(true); // failed, never reported as written
+  });
+
+  test('a write pending when the stream is destroyed with an error fails with that error', async () => {
+    const { s, settled } = await stuckWrites(false);
+    s.on('error', () => {});
+    s.destroy(new Error('given up'));
+    await until(() => settled.length === 2, 2_000, 'both write callbacks');
+    expect(settled[0]).toBe('given up');
+  });
+
   test('end twice, destroy twice: one FIN on the wire, no error', async () => {
     const { raw, client } = await rawServerOf();
     const s = await client.openStream();
