@@ -42,7 +42,7 @@ export interface SessionEvents {
   stream: [stream: SmuxStream];
   /** The peer opened a stream; with a listener here, peer streams arrive as lean channels instead of `'stream'`. */
   channel: [channel: SmuxChannel];
-  /** The session is over. `error` is absent after a local `close()` / `destroy()` without error. */
+  /** The session is over. `error` is absent after a local `close()` / `destroy()` without error, and when the peer hung up with no stream open. */
   close: [error: SmuxError | undefined];
 }
 
