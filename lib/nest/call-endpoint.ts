@@ -55,7 +55,7 @@ export class CallEndpoint implements SmuxChannelHandler, MessageSink {
   /**
    * @param channel - the call's stream (the endpoint becomes its handler)
    * @param maxMessageBytes - largest message accepted (`ERR_SMUX_LIMIT` beyond, before it is buffered)
-   * @param owner - the call (its handlers public, or registered by its class with {@link registerEndpointOwner})
+   * @param owner - the call (its handlers public, or registered by its class with `registerEndpointOwner` (endpoint-owner.ts))
    * @param side - whose limit `maxMessageBytes` is, for errors (`server`, `client`)
    * @param read - false: bytes are not read at all (a refused call: dropped, holding no memory)
    * @param budget - the connection's memory budget (the server's), charged with what this call holds

@@ -6,7 +6,9 @@ import type { ConnectionHost } from './server-connection-host.js';
 
 /** What a {@link ConnectionDrain} needs of its connection. */
 export interface DrainedConnection {
+  /** `address:port` of the client, for the log lines. */
   readonly remote: string;
+  /** The connection's smux session (closed once it is idle, or its grace is over). */
   readonly session: Session;
   /** Calls counted on the connection (answered ones waiting for their FIN, and handlers still running, included). */
   readonly callCount: number;
@@ -21,8 +23,8 @@ export interface DrainedConnection {
  * client that reads it (it opens a fresh connection for new calls and closes this one when its calls are done); a
  * client that cannot read it (an older one, a Go caller of protocol 1), or whose hello did not come within
  * HELLO_TIMEOUT, is closed once no call runs (DRAINED ──▶ CLOSE_WHEN_IDLE); a hello still on its way decides which
- * when it comes. With `maxConnectionAgeGrace`, what still
- * runs when the grace is over ends with ERR_SMUX_SHUTTING_DOWN and the connection closes.
+ * when it comes. With `maxConnectionAgeGrace`, what still runs when the grace is over ends with
+ * ERR_SMUX_SHUTTING_DOWN and the connection closes. Every connection has one; only an accepted, admitted one ages.
  */
 const ACTIVE = 0;
 const DRAINED = 1;
@@ -59,7 +61,7 @@ export class ConnectionDrain {
    * client closes this one once they are done. With `maxConnectionAgeGrace`, calls still running past it end with
    * ERR_SMUX_SHUTTING_DOWN and the connection closes.
    */
-  drain(reason: string): void {
+  #drain(reason: string): void {
     if (this.#state !== ACTIVE || this.#connection.session.isClosed) return;
     this.announce(reason);
     this.#host.debug('drain', `Drained the connection from ${this.#connection.remote}: ${reason}`);
@@ -106,7 +108,7 @@ export class ConnectionDrain {
     this.#timer = null;
     if (this.#connection.helloLink()?.peerServes === true)
       return this.#host.debug('drain', `Kept ${this.#connection.remote} past its maxConnectionAge: it serves calls`);
-    this.drain('the connection reached its maxConnectionAge');
+    this.#drain('the connection reached its maxConnectionAge');
   }
 
   #closeOnceIdle(): void {

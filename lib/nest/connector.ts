@@ -129,8 +129,9 @@ export class Connector {
   }
 
   /**
-   * Calls are failing fast, or waiting, while this connection backs off: its next attempt comes within a second of
-   * the last failure ({@link ReconnectBackoff.hurry}).
+   * Calls are failing fast, or waiting, while this connection backs off: its next attempt comes at most
+   * `DEMAND_RETRY_MS` (± `reconnect.jitter`) after the last failure — except for a peer that does not speak this
+   * transport ({@link ReconnectBackoff.hurry}).
    */
   hurry(): void {
     if (this.#state === 'backoff') this.#backoff.hurry();

@@ -49,7 +49,7 @@ const THE_LIMIT: MessageLimit = { name: 'the limit', remedy: '' };
 /**
  * Splits a stream's bytes into call messages. The size limit is checked on each prefix before the message is
  * buffered; a message inside one chunk is decoded in place (a byte body is a view of the chunk, or a copy when it
- * is under a quarter of it: {@link detached}), one that straddles chunks is copied as it arrives into a buffer of its
+ * is under a quarter of it: `detached()` (util/detached.ts)), one that straddles chunks is copied as it arrives into a buffer of its
  * own ({@link GATHER_WHOLE}) — never a list of views, which pinned each read a piece came in and cost an object per
  * piece (a request sent in one-byte frames held ≈ 130 B of heap per byte) — except a RAW message of bytes for a sink
  * that reads a byte stream, whose body is passed on in pieces as it arrives, never buffered

@@ -173,14 +173,6 @@ export class ServerConnection implements DrainedConnection {
     return link.ping(timeoutMs);
   }
 
-  /**
-   * Asks the client to open a fresh connection for new calls (DRAIN) while the calls in flight finish here (see
-   * {@link ConnectionDrain}).
-   */
-  drain(reason: string): void {
-    this.#drain.drain(reason);
-  }
-
   /** Sends DRAIN, when the client reads it (the server's close() tells every client first). */
   announceDrain(reason: string): void {
     this.#drain.announce(reason);
@@ -188,10 +180,12 @@ export class ServerConnection implements DrainedConnection {
 
   // ── DrainedConnection ──────────────────────────────────────────────────────────────────────────────────
 
+  /** Calls counted on the connection: running, answered ones waiting for their caller's FIN, cancelled ones whose handler runs on. */
   get callCount(): number {
     return this.calls.size;
   }
 
+  /** Ends the calls still running with ERR_SMUX_SHUTTING_DOWN (`why`): a drained connection's grace is over. */
   shutdownCalls(why: string): void {
     for (const call of this.calls.toArray()) call.shutdown(why);
   }

@@ -10,18 +10,17 @@ import { watchTlsFailures } from './tls-failures.js';
  */
 const TLS_HANDSHAKE_TIMEOUT = 10_000;
 
-/**
- * The server a ServerSmux listens with: a `net.Server`, or with `tls` a `tls.Server` whose failed handshakes are
- * reported through `warn` and closed (tls-failures.ts).
- */
-export function createListener(
-  options: ResolvedServerOptions,
-  accept: (socket: net.Socket) => void,
-  warn: (message: string) => void,
-): net.Server {
+/** The server a ServerSmux listens with: a `net.Server`, or with `tls` a `tls.Server` with our handshake timeout. */
+export function createListener(options: ResolvedServerOptions, accept: (socket: net.Socket) => void): net.Server {
   const { tls: tlsOptions } = options;
   if (tlsOptions === undefined) return net.createServer(accept);
-  const server = tls.createServer({ ...tlsOptions, handshakeTimeout: tlsOptions.handshakeTimeout ?? TLS_HANDSHAKE_TIMEOUT }, accept);
-  watchTlsFailures(server, warn);
-  return server;
+  return tls.createServer({ ...tlsOptions, handshakeTimeout: tlsOptions.handshakeTimeout ?? TLS_HANDSHAKE_TIMEOUT }, accept);
+}
+
+/**
+ * Reports each failed TLS handshake of a `tls.Server` through `warn`, and closes that connection (tls-failures.ts);
+ * nothing for a plain `net.Server`. Called after the app's own listeners are attached, so they hear of a failure first.
+ */
+export function watchListener(server: net.Server, warn: (message: string) => void): void {
+  if (server instanceof tls.Server) watchTlsFailures(server, warn);
 }

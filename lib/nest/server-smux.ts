@@ -19,7 +19,7 @@ import type { ConnectionHost } from './server-connection-host.js';
 import { admission, CLOSE_AT_ONCE } from './server-admission.js';
 import { closeLine, ServerConnections } from './server-connections.js';
 import { ServerDialler } from './server-dialler.js';
-import { createListener } from './server-listener.js';
+import { createListener, watchListener } from './server-listener.js';
 import { CallDispatcher } from './server-dispatch.js';
 import type { SmuxConnection } from './smux-connection.js';
 import type { SmuxServerEvents, SmuxStatus } from './smux.events.js';
@@ -119,13 +119,10 @@ export class ServerSmux extends Server<SmuxServerEvents, SmuxStatus> implements 
       this.logger.log(`Dialling ${dialler.where} (nestjs-smux: its side calls this server's handlers over the connection)`);
       return callback();
     }
-    const server = createListener(
-      this.#options,
-      (socket) => this.#accept(socket),
-      (message) => this.#warnings.warn('TLS', message),
-    );
+    const server = createListener(this.#options, (socket) => this.#accept(socket));
     this.#server = server;
     for (const [event, listener] of this.#pendingListeners.splice(0)) this.on(event as keyof SmuxServerEvents, listener);
+    watchListener(server, (message) => this.#warnings.warn('TLS', message));
     const onError = (error: Error): void => {
       server.off('listening', onListening);
       callback(error);
