@@ -1,4 +1,4 @@
-import type { SmuxError } from './errors.js';
+import { asSmuxError, type SmuxError } from './errors.js';
 import type { Session } from './session.js';
 import type { StreamCore } from './stream-core.js';
 
@@ -133,10 +133,11 @@ export class SmuxChannel {
   /**
    * Go `Close()` semantics: drops queued and held data, sends FIN, and unregisters the stream at once (later
    * frames for it are dropped without charging the session). `onClose(error)` follows synchronously.
-   * Idempotent.
+   * Idempotent. Another `Error` than a SmuxError becomes an `ERR_SMUX_STREAM_CLOSED` with its message, itself the
+   * `cause`.
    */
-  destroy(error?: SmuxError): void {
-    this.#core.destroy(error);
+  destroy(error?: Error): void {
+    this.#core.destroy(error === undefined ? undefined : asSmuxError(error, 'ERR_SMUX_STREAM_CLOSED'));
   }
 
   /** Stops delivering data: it is held (and charged to the session) until `resume()`. */

@@ -97,6 +97,14 @@ export class SmuxError extends Error {
   }
 }
 
+/**
+ * `error` as a SmuxError: itself, or one with `code` and its message, `error` as the cause (a Go user's
+ * `destroy(new Error(…))`: what a session or stream ends with is always a SmuxError).
+ */
+export function asSmuxError(error: Error, code: SmuxErrorCode): SmuxError {
+  return error instanceof SmuxError ? error : new SmuxError(code, error.message, { cause: error });
+}
+
 /** True when `value` is a {@link SmuxError}, optionally with the given code. */
 export function isSmuxError(value: unknown, code?: SmuxErrorCode): value is SmuxError {
   return value instanceof SmuxError && (code === undefined || value.code === code);

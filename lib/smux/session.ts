@@ -5,7 +5,7 @@ import { createChannel, type SmuxChannel, type SmuxChannelHandler } from './chan
 import { type SmuxConfig, validateConfig } from './config.js';
 import type { ProtocolVersion } from './constants.js';
 import { type FrameSink, FrameDecoder } from './decoder.js';
-import { SmuxError } from './errors.js';
+import { asSmuxError, SmuxError } from './errors.js';
 import { ReceiveBucket, streamAllowance } from './flow-control.js';
 import { KeepAlive, type KeepAliveHost, keepAliveTimeout } from './keep-alive.js';
 import { HELD_BY_BACKLOG, HELD_BY_BUDGET, ReadTurns } from './read-turns.js';
@@ -290,10 +290,12 @@ export class Session extends EventEmitter<SessionEvents> {
    * channel `onClose()` without an error). A stream whose peer already sent FIN keeps its received data
    * readable. Idempotent. After `close()` resolved (our FIN out), a destroy without `error` ends the streams at once
    * but leaves the socket reading, and discarding, until the peer hangs up or goes quiet for 50 ms — at most 2 s
-   * after our FIN — so that the peer sees our FIN, not a reset; `'close'` comes at once.
+   * after our FIN — so that the peer sees our FIN, not a reset; `'close'` comes at once. Another `Error` than a
+   * SmuxError becomes an `ERR_SMUX_SESSION_CLOSED` with its message, itself the `cause`.
    */
-  destroy(error?: SmuxError): void {
+  destroy(reason?: Error): void {
     if (this.#state === CLOSED) return;
+    const error = reason === undefined ? undefined : asSmuxError(reason, 'ERR_SMUX_SESSION_CLOSED');
     this.#state = CLOSED;
     if (error !== undefined) this.#error = error;
     this.#keepAlive?.stop();

@@ -201,6 +201,15 @@ describe('SmuxChannel over TCP', () => {
     expect(atServer.closed).toBe(false); // half-open: its own direction is still writable
   });
 
+  test('destroy(plain Error): onClose gets an ERR_SMUX_STREAM_CLOSED with its message, the Error as cause', async () => {
+    const { client } = await pair();
+    const r = recorder();
+    const ch = client.openChannel(r);
+    const err = new Error('given up');
+    ch.destroy(err);
+    expect([r.error?.code, r.error?.message, r.error?.cause]).toEqual(['ERR_SMUX_STREAM_CLOSED', 'given up', err]);
+  });
+
   test('session death: open channels get onClose(err); one whose peer already sent FIN first gets its held data and end', async () => {
     const { client, server } = await pair();
     const finished = recorder();

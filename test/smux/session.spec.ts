@@ -406,6 +406,17 @@ describe('Session lifecycle over TCP', () => {
     }
   });
 
+  test('destroy(plain Error): the session and its streams end with an ERR_SMUX_SESSION_CLOSED carrying its message', async () => {
+    const { client } = await pair();
+    const s = await client.openStream();
+    const streamError = new Promise<Error>((resolve) => s.once('error', resolve));
+    const err = new Error('bye');
+    client.destroy(err);
+    const error = await closeError(client);
+    expect([error?.code, error?.message, error?.cause]).toEqual(['ERR_SMUX_SESSION_CLOSED', 'bye', err]);
+    expect(await streamError).toBe(error);
+  });
+
   test.each([
     ['no stream open: ended, not failed (Go’s sess.Close())', 0],
     ['a stream open: it was cut off, ERR_SMUX_SESSION_CLOSED', 1],
