@@ -26,8 +26,29 @@ import { allSystems, SUBJECT } from './systems/index.js';
 import type { System } from './systems/system.js';
 
 const results = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results');
-const options = parseOptions(process.argv.slice(2));
+/** A mistake in the command line: said without a stack trace, before anything starts. */
+function usageError(error: unknown): never {
+  process.stderr.write(`npm run bench: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(2);
+}
+
+const options = ((): ReturnType<typeof parseOptions> => {
+  try {
+    return parseOptions(process.argv.slice(2));
+  } catch (error) {
+    return usageError(error);
+  }
+})();
 const { quick, rounds } = options;
+
+/** Every case id `--only` may name: the planned cases (full and --quick), the optional ones, and `core`. */
+function checkCaseIds(only: string[] | null): void {
+  if (only === null) return;
+  const ids = new Set(['core', ...[plan(false), plan(true), optionalCases(false), optionalCases(true)].flat().map((c) => c.id)]);
+  const unknown = only.filter((id) => !ids.has(id));
+  if (unknown.length > 0)
+    usageError(`unknown case ${unknown.map((id) => `'${id}'`).join(', ')} in --only: the cases are ${[...ids].join(', ')}`);
+}
 
 function progress(text: string): void {
   if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${text}`);
@@ -135,7 +156,13 @@ async function runRound(
 async function main(): Promise<void> {
   const started = performance.now();
   const measured = commit(); // read before the run: commits made while it runs are not what was built
-  const systems = allSystems({ cpuProf: options.cpuProf, names: options.systems });
+  checkCaseIds(options.only);
+  let systems: System[];
+  try {
+    systems = allSystems({ cpuProf: options.cpuProf, names: options.systems });
+  } catch (error) {
+    return usageError(error);
+  }
   const stopAll = (): Promise<unknown> => Promise.all(systems.map((s) => s.stop()));
   const onSignal = (): void => void stopAll().finally(() => process.exit(130));
   process.once('SIGINT', onSignal).once('SIGTERM', onSignal);

@@ -1,6 +1,6 @@
 /** Command-line options of `npm run bench -- [options]`. */
 export interface BenchOptions {
-  /** `--quick`: fewer rounds and calls, under 2 minutes. */
+  /** `--quick`: 3 rounds of ≥ 1 s per system and case (≈ 5 – 7 minutes). */
   quick: boolean;
   /** `--rounds=N`: default 5, or 3 with --quick. */
   rounds: number;
@@ -21,8 +21,13 @@ export function parseOptions(argv: string[]): BenchOptions {
       .filter((s) => s !== '') ?? null;
   const known = /^--(quick|cpu-prof|rounds=\d+|only=.+|systems=.+)$/;
   const unknown = argv.filter((a) => !known.test(a));
-  if (unknown.length > 0)
-    throw new Error(`unknown option ${unknown.join(' ')}: use --quick, --rounds=N, --only=<case ids>, --systems=<names>, --cpu-prof`);
+  if (unknown.length > 0) {
+    // `--systems=nestjs-smux,Nest TCP` unquoted reaches us as two arguments: the second one is a stray word.
+    const quoting = unknown.some((a) => !a.startsWith('--')) ? ' (quote a system name with a space: "--systems=nestjs-smux,Nest TCP")' : '';
+    throw new Error(
+      `unknown option ${unknown.join(' ')}: use --quick, --rounds=N, --only=<case ids>, --systems=<names>, --cpu-prof${quoting}`,
+    );
+  }
   const quick = argv.includes('--quick');
   const rounds = Number(value('rounds') ?? (quick ? 3 : 5));
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be a positive integer');

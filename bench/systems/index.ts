@@ -16,7 +16,10 @@ function cpuProfile(script: string): string[] {
   return ['--cpu-prof', `--cpu-prof-dir=${results}`, `--cpu-prof-name=${script.replace('.js', '')}-{role}.cpuprofile`];
 }
 
-/** Every system of `npm run bench`, nestjs-smux first; `names` keeps only those. */
+/**
+ * Every system of `npm run bench`, nestjs-smux first; `names` keeps only those.
+ * @throws Error naming what `names` holds that is no system
+ */
 export function allSystems(options: { cpuProf: boolean; names: string[] | null }): System[] {
   const node = (name: string, script: string, kinds: ConstructorParameters<typeof NodeSystem>[2]): NodeSystem =>
     new NodeSystem(name, script, kinds, options.cpuProf ? cpuProfile(script) : []);
@@ -36,5 +39,13 @@ export function allSystems(options: { cpuProf: boolean; names: string[] | null }
     node('raw TCP', 'raw-tcp.js', ['echo', 'upload']),
     new GoSmuxSystem(),
   ];
-  return options.names === null ? systems : systems.filter((s) => options.names!.includes(s.name));
+  if (options.names === null) return systems;
+  const unknown = options.names.filter((name) => !systems.some((s) => s.name === name));
+  if (unknown.length > 0) {
+    throw new Error(
+      `unknown system ${unknown.map((n) => `'${n}'`).join(', ')}: the systems are ${systems.map((s) => s.name).join(', ')} ` +
+        `(exact names; quote a name with a space: "--systems=nestjs-smux,Nest TCP")`,
+    );
+  }
+  return systems.filter((s) => options.names!.includes(s.name));
 }
