@@ -129,7 +129,7 @@ export function renderSvg(env: Environment, cases: CaseSummary[], core: CoreSumm
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">`,
     '<rect width="100%" height="100%" fill="#ffffff"/>',
-    `<text x="10" y="24" font-size="16" font-weight="bold">${escape(`${subject} vs Nest TCP, Nest gRPC, raw TCP and Go smux — throughput, medians of ${env.rounds} rounds`)}</text>`,
+    `<text x="10" y="24" font-size="16" font-weight="bold">${escape(`${subject} vs Nest TCP, Nest gRPC, raw TCP and Go smux — throughput, medians of ${env.rounds} round${env.rounds === 1 ? '' : 's'}`)}</text>`,
     `<text x="10" y="44" fill="#495057">${escape(`Node ${env.node} · ${env.cpu} × ${env.cores} · ${env.date}${env.quick ? ' · --quick' : ''} · longer bars are better; each panel has its own scale.`)}</text>`,
     `<text x="10" y="60" fill="#495057">${escape(`Right-hand column: ${subject}'s throughput ÷ that system's, taken within each round (rounds where neither stalled), median.`)}</text>`,
   ];

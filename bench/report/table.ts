@@ -20,7 +20,7 @@ export interface Environment {
 export function renderTable(env: Environment, cases: CaseSummary[], core: CoreSummary, targets: Target[], subject: string): string {
   const out: string[] = [];
   out.push(
-    `${subject} benchmark — Node ${env.node} · ${env.cpu} × ${env.cores} · ${env.date} · commit ${env.commit} · ${env.rounds} rounds${env.quick ? ' (--quick)' : ''}`,
+    `${subject} benchmark — Node ${env.node} · ${env.cpu} × ${env.cores} · ${env.date} · commit ${env.commit} · ${env.rounds} round${env.rounds === 1 ? '' : 's'}${env.quick ? ' (--quick)' : ''}`,
   );
   out.push(
     'medians over rounds (min – max); ratios are nestjs-smux ÷ the system, taken within each round where neither stalled, then their median (min – max) ±half their spread in % of the median',
