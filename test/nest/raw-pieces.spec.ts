@@ -8,6 +8,7 @@ import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
 import { type CallMessage, Encoding, encodeMessage, Flag, Kind, KIND_FLAGS, PREFIX_SIZE } from '../../lib/nest/call-codec.js';
 import { MessageReader, type MessageSink } from '../../lib/nest/message-reader.js';
+import { newMessage } from '../../lib/nest/message-decode.js';
 import { deliverToDuplex, SmuxDuplex } from '../../lib/nest/raw-duplex.js';
 import { SmuxError } from '../../lib/smux/index.js';
 import { chunkIndexOf, ownedCopy, splitAt, splitAtFractions, splitEvery } from '../helpers/chunks.js';
@@ -277,18 +278,7 @@ describe('MessageReader: RAW messages in pieces for a byte-stream sink', () => {
 describe('SmuxDuplex: what it buffers', () => {
   /** A RAW message as the reader passes it on: `bytes` as its body. */
   function rawPiece(bytes: Buffer): CallMessage {
-    return {
-      kind: Kind.RAW,
-      flags: 0,
-      id: undefined,
-      pattern: undefined,
-      timeout: undefined,
-      headers: undefined,
-      status: undefined,
-      seq: undefined,
-      timestamp: undefined,
-      body: bytes,
-    };
+    return newMessage(Kind.RAW, 0, bytes);
   }
 
   test('a piece nobody reads yet is buffered as a copy when it is a small part of its read, as it is otherwise', () => {
